@@ -1,0 +1,244 @@
+//! `compile`: raw files → validated, indexed [`Snapshot`], reporting every error at once.
+
+mod dns;
+mod networks;
+mod services;
+mod tls;
+mod values;
+mod views;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use crate::error::{Diagnostic, Diagnostics, Severity};
+use crate::load::Loaded;
+use crate::raw::RawFile;
+use crate::snapshot::Snapshot;
+use crate::source::{FileId, Sources};
+
+/// Compiles loaded files into a snapshot with the given generation number.
+///
+/// # Errors
+/// Every error found, with the warnings, when the configuration is invalid.
+pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics> {
+    let mut cx = Ctx {
+        sources: &loaded.sources,
+        diags: Vec::new(),
+    };
+    let files = &loaded.files;
+    let defaults = dns::settings_defaults(&mut cx, files);
+    let blocklists = dns::blocklists(&mut cx, files);
+    let networks = networks::compile(&mut cx, files, &blocklists);
+    let upstreams = dns::upstreams(&mut cx, files);
+    let zones = dns::zones(&mut cx, files, &loaded.sources, defaults.default_ttl);
+    let mut views = views::ViewsBuilder::new(&networks, &zones);
+    dns::records(
+        &mut cx,
+        files,
+        &networks,
+        &zones,
+        &mut views,
+        defaults.default_ttl,
+    );
+    let (services, routes) = services::compile(&mut cx, files, &networks, &zones, &mut views);
+    let certs = tls::compile(&mut cx, files, &zones, &services);
+    let listen = networks::listen(&mut cx, files);
+    let state_dir = state_dir(&mut cx, files);
+    let views = views.finish(&zones);
+
+    let diags = Diagnostics(cx.diags);
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    Ok(Snapshot {
+        generation,
+        hash: loaded.sources.content_hash(),
+        state_dir,
+        listen,
+        networks,
+        zones,
+        views,
+        services,
+        routes,
+        dns: crate::settings::DnsSettings {
+            upstreams: upstreams.upstreams,
+            forwarders: upstreams.forwarders,
+            cache_size: defaults.cache_size,
+            default_ttl: defaults.default_ttl,
+            blocklists,
+        },
+        certificates: certs.certificates,
+        acme: certs.acme,
+        providers: certs.providers,
+        warnings: diags.0,
+    })
+}
+
+fn state_dir(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> PathBuf {
+    let default = PathBuf::from("/var/lib/labgate");
+    let Some((file, server)) = single(cx, files, "server", |f| f.server.as_ref()) else {
+        return default;
+    };
+    server
+        .state_dir
+        .as_ref()
+        .map_or(default, |d| cx.path(file, d.get_ref()))
+}
+
+/// Collects diagnostics while compiling.
+pub(crate) struct Ctx<'s> {
+    sources: &'s Sources,
+    diags: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    /// Reports an error at a span of a file.
+    pub(crate) fn error(
+        &mut self,
+        file: FileId,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
+        self.report(Severity::Error, file, span, key.into(), message.into())
+    }
+
+    /// Reports a warning at a span of a file.
+    pub(crate) fn warn(
+        &mut self,
+        file: FileId,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
+        self.report(Severity::Warning, file, span, key.into(), message.into())
+    }
+
+    fn report(
+        &mut self,
+        severity: Severity,
+        file: FileId,
+        span: Range<usize>,
+        key: String,
+        message: String,
+    ) -> &mut Diagnostic {
+        let location = Some(self.sources.locate(file, span));
+        self.diags.push(Diagnostic {
+            severity,
+            location,
+            key,
+            message,
+            expected: None,
+            hint: None,
+        });
+        let last = self.diags.len() - 1;
+        &mut self.diags[last]
+    }
+
+    /// `file:line:col` of a span, for "first defined at" hints.
+    pub(crate) fn place(&self, file: FileId, span: Range<usize>) -> String {
+        self.sources.locate(file, span).to_string()
+    }
+
+    /// A path written in a file, relative to that file's directory.
+    pub(crate) fn path(&self, file: FileId, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.sources.file(file).dir().join(p)
+        }
+    }
+
+    /// Checks that a file (often a secret) can be opened; the error names the path only.
+    pub(crate) fn readable(&mut self, file: FileId, v: &Spanned<String>, key: &str) -> PathBuf {
+        let path = self.path(file, v.get_ref());
+        if let Err(e) = std::fs::File::open(&path) {
+            self.error(
+                file,
+                v.span(),
+                key,
+                format!("cannot read `{}`: {}", path.display(), io_reason(&e)),
+            )
+            .hint(
+                "create the file, or fix the path (relative paths start at this file's directory)",
+            );
+        }
+        path
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file",
+        std::io::ErrorKind::PermissionDenied => "permission denied",
+        _ => "unreadable",
+    }
+}
+
+/// Builder-style additions to a reported diagnostic.
+pub(crate) trait Explain {
+    /// Says what was expected.
+    fn expected(&mut self, s: impl Into<String>) -> &mut Self;
+    /// Says what to do.
+    fn hint(&mut self, s: impl Into<String>) -> &mut Self;
+}
+
+impl Explain for Diagnostic {
+    fn expected(&mut self, s: impl Into<String>) -> &mut Self {
+        self.expected = Some(s.into());
+        self
+    }
+    fn hint(&mut self, s: impl Into<String>) -> &mut Self {
+        self.hint = Some(s.into());
+        self
+    }
+}
+
+/// Every element of one array-of-tables key across files: (file, index in file, element).
+pub(crate) fn items<'a, T: 'a>(
+    files: &'a [(FileId, RawFile)],
+    get: impl Fn(&'a RawFile) -> &'a Vec<T> + 'a,
+) -> impl Iterator<Item = (FileId, usize, &'a T)> + 'a {
+    files
+        .iter()
+        .flat_map(move |(id, f)| get(f).iter().enumerate().map(move |(i, t)| (*id, i, t)))
+}
+
+/// A table that may appear in one file only; a second definition is an error.
+pub(crate) fn single<'a, T>(
+    cx: &mut Ctx<'_>,
+    files: &'a [(FileId, RawFile)],
+    key: &str,
+    get: impl Fn(&'a RawFile) -> Option<&'a Spanned<T>>,
+) -> Option<(FileId, &'a T)> {
+    let mut found: Option<(FileId, &'a Spanned<T>)> = None;
+    for (id, f) in files {
+        let Some(t) = get(f) else { continue };
+        if let Some((first_file, first)) = found {
+            let first_at = cx.place(first_file, first.span());
+            cx.error(
+                *id,
+                t.span(),
+                key,
+                format!("`[{key}]` is also defined at {first_at}"),
+            )
+            .hint(format!("keep `[{key}]` in one file"));
+        } else {
+            found = Some((*id, t));
+        }
+    }
+    found.map(|(f, t)| (f, t.get_ref()))
+}
+
+/// "a, b, c" or "(none)" for hint lists.
+pub(crate) fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = names.collect();
+    if v.is_empty() {
+        "(none)".to_owned()
+    } else {
+        v.join(", ")
+    }
+}

@@ -1,0 +1,533 @@
+//! `[dns]`, `[[forward]]`, `[[blocklist]]`, `[[zone]]` and `[[record]]`.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::{LowerName, Name, RData, Record};
+use toml::Spanned;
+
+use super::values::{self, Bad};
+use super::views::{Origin, ViewsBuilder};
+use super::{Ctx, Explain, items, list, single};
+use crate::network::{NetworkKind, NetworkSet, Networks};
+use crate::raw::RawFile;
+use crate::settings::{
+    BlockAction, Blocklist, BlocklistFormat, BlocklistSource, Forwarder, Upstream,
+};
+use crate::source::{FileId, Sources};
+use crate::view::{Zone, ZoneId, zone_of};
+
+/// The largest TTL RFC 2181 allows.
+const MAX_TTL: i64 = i32::MAX as i64;
+
+pub(super) struct Defaults {
+    pub(super) cache_size: NonZeroUsize,
+    pub(super) default_ttl: u32,
+}
+
+pub(super) fn settings_defaults(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Defaults {
+    let mut d = Defaults {
+        cache_size: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+        default_ttl: 300,
+    };
+    let Some((file, raw)) = single(cx, files, "dns", |f| f.dns.as_ref()) else {
+        return d;
+    };
+    if let Some(v) = &raw.cache_size
+        && let Some(n) = report(
+            cx,
+            file,
+            v,
+            "dns.cache_size",
+            values::int::<usize>(*v.get_ref(), 1, 100_000_000),
+        )
+    {
+        d.cache_size = NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+    }
+    if let Some(v) = &raw.default_ttl
+        && let Some(n) = report(
+            cx,
+            file,
+            v,
+            "dns.default_ttl",
+            values::int(*v.get_ref(), 0, MAX_TTL),
+        )
+    {
+        d.default_ttl = n;
+    }
+    d
+}
+
+/// Reports a parse failure at a value's span.
+pub(super) fn report<T, V>(
+    cx: &mut Ctx<'_>,
+    file: FileId,
+    at: &Spanned<V>,
+    key: &str,
+    r: Result<T, Bad>,
+) -> Option<T> {
+    r.map_err(|(m, e)| {
+        cx.error(file, at.span(), key, m).expected(e);
+    })
+    .ok()
+}
+
+pub(super) struct Upstreams {
+    pub(super) upstreams: Vec<Upstream>,
+    pub(super) forwarders: Vec<Forwarder>,
+}
+
+pub(super) fn upstreams(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Upstreams {
+    let parse_all = |cx: &mut Ctx<'_>, file, v: &[Spanned<String>], key: &str| -> Vec<Upstream> {
+        v.iter()
+            .enumerate()
+            .filter_map(|(j, u)| {
+                report(
+                    cx,
+                    file,
+                    u,
+                    &format!("{key}[{j}]"),
+                    values::upstream(u.get_ref()),
+                )
+            })
+            .collect()
+    };
+    let upstreams = match single(cx, files, "dns", |f| f.dns.as_ref()) {
+        Some((file, raw)) => parse_all(cx, file, &raw.upstreams, "dns.upstreams"),
+        None => Vec::new(),
+    };
+    let mut forwarders: Vec<Forwarder> = Vec::new();
+    for (file, i, raw) in items(files, |f| &f.forward) {
+        let key = format!("forward[{i}]");
+        let Some(domain) = report(
+            cx,
+            file,
+            &raw.domain,
+            &format!("{key}.domain"),
+            values::name(raw.domain.get_ref(), false),
+        ) else {
+            continue;
+        };
+        if raw.upstreams.is_empty() {
+            cx.error(
+                file,
+                raw.domain.span(),
+                format!("{key}.upstreams"),
+                format!("forwarder for `{domain}` has no upstreams"),
+            )
+            .expected("at least one upstream, e.g. `upstreams = [\"udp://10.0.0.53\"]`");
+        }
+        if forwarders.iter().any(|f| f.domain == domain) {
+            cx.error(
+                file,
+                raw.domain.span(),
+                format!("{key}.domain"),
+                format!("`{domain}` is forwarded twice"),
+            )
+            .hint("list all its upstreams in one [[forward]]");
+            continue;
+        }
+        let ups = parse_all(cx, file, &raw.upstreams, &format!("{key}.upstreams"));
+        forwarders.push(Forwarder {
+            domain,
+            upstreams: ups,
+        });
+    }
+    forwarders.sort_by_key(|f| std::cmp::Reverse(f.domain.num_labels()));
+    Upstreams {
+        upstreams,
+        forwarders,
+    }
+}
+
+pub(super) fn blocklists(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Vec<Blocklist> {
+    let mut out: Vec<Blocklist> = Vec::new();
+    for (file, i, raw) in items(files, |f| &f.blocklist) {
+        let key = format!("blocklist[{i}]");
+        let name = raw.name.get_ref();
+        if out.iter().any(|b| &*b.name == name) {
+            cx.error(
+                file,
+                raw.name.span(),
+                format!("{key}.name"),
+                format!("blocklist `{name}` is defined twice"),
+            )
+            .hint("give each blocklist its own name");
+            continue;
+        }
+        let source = match (&raw.file, &raw.url) {
+            (Some(f), None) => BlocklistSource::File(cx.readable(file, f, &format!("{key}.file"))),
+            (None, Some(u)) => match url::Url::parse(u.get_ref()) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => BlocklistSource::Url(url),
+                _ => {
+                    cx.error(
+                        file,
+                        u.span(),
+                        format!("{key}.url"),
+                        format!("`{}` is not an http(s) URL", u.get_ref()),
+                    )
+                    .expected("a URL like `https://example.com/hosts.txt`");
+                    continue;
+                }
+            },
+            _ => {
+                cx.error(
+                    file,
+                    raw.name.span(),
+                    key,
+                    format!("blocklist `{name}` needs exactly one of `file` and `url`"),
+                )
+                .expected("`file = \"lists/ads.txt\"` or `url = \"https://…\"`");
+                continue;
+            }
+        };
+        let format = match raw.format.as_ref().map(|f| (f, f.get_ref().as_str())) {
+            None | Some((_, "domains")) => BlocklistFormat::Domains,
+            Some((_, "hosts")) => BlocklistFormat::Hosts,
+            Some((_, "adblock")) => BlocklistFormat::Adblock,
+            Some((f, other)) => {
+                cx.error(
+                    file,
+                    f.span(),
+                    format!("{key}.format"),
+                    format!("unknown blocklist format `{other}`"),
+                )
+                .expected("`hosts`, `domains` or `adblock`");
+                continue;
+            }
+        };
+        let action = match raw.action.as_ref().map(|a| (a, a.get_ref().as_str())) {
+            None | Some((_, "nxdomain")) => BlockAction::NxDomain,
+            Some((_, "null")) => BlockAction::NullAddress,
+            Some((a, other)) => {
+                cx.error(
+                    file,
+                    a.span(),
+                    format!("{key}.action"),
+                    format!("unknown action `{other}`"),
+                )
+                .expected("`nxdomain` or `null`");
+                continue;
+            }
+        };
+        let except = raw
+            .except
+            .iter()
+            .enumerate()
+            .filter_map(|(j, e)| {
+                report(
+                    cx,
+                    file,
+                    e,
+                    &format!("{key}.except[{j}]"),
+                    values::name(e.get_ref(), false),
+                )
+            })
+            .collect();
+        let refresh = match &raw.refresh {
+            Some(r) => report(
+                cx,
+                file,
+                r,
+                &format!("{key}.refresh"),
+                values::duration(r.get_ref()),
+            )
+            .unwrap_or(Duration::from_secs(86_400)),
+            None => Duration::from_secs(86_400),
+        };
+        out.push(Blocklist {
+            name: Arc::from(name.as_str()),
+            source,
+            format,
+            action,
+            except,
+            refresh,
+        });
+    }
+    out
+}
+
+pub(super) fn zones(
+    cx: &mut Ctx<'_>,
+    files: &[(FileId, RawFile)],
+    sources: &Sources,
+    ttl: u32,
+) -> Vec<Zone> {
+    // The serial follows the content, so a changed configuration gives a changed serial.
+    let hash = sources.content_hash().0;
+    let serial = u32::from_be_bytes([hash[0], hash[1], hash[2], hash[3]]);
+    let mut zones: Vec<Zone> = Vec::new();
+    let mut places: HashMap<LowerName, String> = HashMap::new();
+    for (file, i, raw) in items(files, |f| &f.zone) {
+        let key = format!("zone[{i}]");
+        let Some(apex) = report(
+            cx,
+            file,
+            &raw.name,
+            &format!("{key}.name"),
+            values::name(raw.name.get_ref(), false),
+        ) else {
+            continue;
+        };
+        let lower = LowerName::new(&apex);
+        if let Some(first) = places.get(&lower) {
+            cx.error(
+                file,
+                raw.name.span(),
+                format!("{key}.name"),
+                format!("zone `{apex}` is defined twice"),
+            )
+            .hint(format!("the first definition is at {first}"));
+            continue;
+        }
+        places.insert(lower.clone(), cx.place(file, raw.name.span()));
+        let child = |label: &str| {
+            Name::from_ascii(label)
+                .and_then(|l| l.append_domain(&apex))
+                .ok()
+        };
+        let ns: Vec<Name> = raw
+            .ns
+            .iter()
+            .enumerate()
+            .filter_map(|(j, n)| {
+                report(
+                    cx,
+                    file,
+                    n,
+                    &format!("{key}.ns[{j}]"),
+                    values::name(n.get_ref(), false),
+                )
+            })
+            .collect();
+        let synthesized_ns = raw.ns.is_empty();
+        let ns = if synthesized_ns {
+            child("ns").into_iter().collect()
+        } else {
+            ns
+        };
+        let hostmaster = match &raw.hostmaster {
+            Some(h) => report(
+                cx,
+                file,
+                h,
+                &format!("{key}.hostmaster"),
+                values::name(&h.get_ref().replacen('@', ".", 1), false),
+            ),
+            None => child("hostmaster"),
+        };
+        let minimum = match &raw.negative_ttl {
+            Some(v) => report(
+                cx,
+                file,
+                v,
+                &format!("{key}.negative_ttl"),
+                values::int(*v.get_ref(), 0, 86_400),
+            )
+            .unwrap_or(60),
+            None => 60,
+        };
+        let (Some(mname), Some(rname)) = (ns.first().cloned(), hostmaster) else {
+            continue;
+        };
+        let soa = SOA::new(mname, rname, serial, 3600, 600, 604_800, minimum);
+        zones.push(Zone {
+            id: ZoneId(zones.len() as u16),
+            name: lower,
+            soa: Record::from_rdata(apex, ttl, RData::SOA(soa)),
+            negative_ttl: ttl.min(minimum),
+            ns,
+            synthesized_ns,
+            ttl,
+        });
+    }
+    zones
+}
+
+/// The zone a name must fall in, or an error listing the zones.
+pub(super) fn require_zone<'z>(
+    cx: &mut Ctx<'_>,
+    zones: &'z [Zone],
+    name: &Name,
+    file: FileId,
+    span: std::ops::Range<usize>,
+    key: &str,
+) -> Option<&'z Zone> {
+    let z = zone_of(zones, &LowerName::new(name));
+    if z.is_none() {
+        let names = zones.iter().map(|z| z.name.to_string()).collect::<Vec<_>>();
+        cx.error(
+            file,
+            span,
+            key,
+            format!(
+                "`{}` is outside every internal zone",
+                name.to_ascii().trim_end_matches('.')
+            ),
+        )
+        .hint(format!(
+            "internal zones are: {}; add a [[zone]] or fix the name",
+            list(names.iter().map(|s| s.trim_end_matches('.')))
+        ));
+    }
+    z
+}
+
+/// Resolves a list of network names; `tunnel` and networks that see no internal names are
+/// errors because they have no DNS data.
+pub(super) fn dns_networks(
+    cx: &mut Ctx<'_>,
+    networks: &Networks,
+    file: FileId,
+    names: &[Spanned<String>],
+    key: &str,
+) -> NetworkSet {
+    let mut set = NetworkSet::EMPTY;
+    for (j, n) in names.iter().enumerate() {
+        let k = format!("{key}[{j}]");
+        match networks.by_name(n.get_ref()) {
+            Some(net) if net.kind == NetworkKind::Tunnel => {
+                cx.error(file, n.span(), k, "the `tunnel` network has no DNS view")
+                    .hint("internet users resolve public DNS; list only local networks here");
+            }
+            Some(net) if !net.internal => {
+                cx.error(
+                    file,
+                    n.span(),
+                    k,
+                    format!(
+                        "network `{}` does not see internal names (`internal = false`)",
+                        net.name
+                    ),
+                )
+                .hint("remove it here, or set `internal = true` on the network");
+            }
+            Some(net) => set.insert(net.id),
+            None => unknown_network(cx, networks, file, n, k),
+        }
+    }
+    set
+}
+
+/// Reports a name that is no network.
+pub(super) fn unknown_network(
+    cx: &mut Ctx<'_>,
+    networks: &Networks,
+    file: FileId,
+    n: &Spanned<String>,
+    key: String,
+) {
+    let names = list(
+        networks
+            .iter()
+            .filter(|n| n.kind == NetworkKind::Local)
+            .map(|n| &*n.name),
+    );
+    cx.error(
+        file,
+        n.span(),
+        key,
+        format!("no network named `{}`", n.get_ref()),
+    )
+    .expected("the name of a [[network]], or `tunnel`")
+    .hint(format!("networks are: {names} (and the built-in `tunnel`)"));
+}
+
+pub(super) fn records(
+    cx: &mut Ctx<'_>,
+    files: &[(FileId, RawFile)],
+    networks: &Networks,
+    zones: &[Zone],
+    views: &mut ViewsBuilder,
+    default_ttl: u32,
+) {
+    let internal = {
+        let mut s = NetworkSet::EMPTY;
+        networks
+            .iter()
+            .filter(|n| n.kind == NetworkKind::Local && n.internal)
+            .for_each(|n| s.insert(n.id));
+        s
+    };
+    for (file, i, raw) in items(files, |f| &f.record) {
+        let key = format!("record[{i}]");
+        let Some(rtype) = report(
+            cx,
+            file,
+            &raw.rtype,
+            &format!("{key}.type"),
+            values::record_type(raw.rtype.get_ref()),
+        ) else {
+            continue;
+        };
+        let Some(name) = report(
+            cx,
+            file,
+            &raw.name,
+            &format!("{key}.name"),
+            values::name(raw.name.get_ref(), true),
+        ) else {
+            continue;
+        };
+        let Some(zone) = require_zone(
+            cx,
+            zones,
+            &name,
+            file,
+            raw.name.span(),
+            &format!("{key}.name"),
+        ) else {
+            continue;
+        };
+        let at_apex = LowerName::new(&name) == zone.name;
+        if matches!(
+            rtype,
+            hickory_proto::rr::RecordType::SOA | hickory_proto::rr::RecordType::NS
+        ) && !at_apex
+        {
+            cx.error(file, raw.rtype.span(), format!("{key}.type"), format!("{rtype} records belong at a zone apex (`{}`)", zone.name))
+                .hint("delegating part of an internal zone is not supported; use [[forward]] for that domain");
+            continue;
+        }
+        let Some(data) = report(
+            cx,
+            file,
+            &raw.value,
+            &format!("{key}.value"),
+            values::rdata(rtype, raw.value.get_ref()),
+        ) else {
+            continue;
+        };
+        let ttl = match &raw.ttl {
+            Some(t) => report(
+                cx,
+                file,
+                t,
+                &format!("{key}.ttl"),
+                values::int(*t.get_ref(), 0, MAX_TTL),
+            )
+            .unwrap_or(default_ttl),
+            None => default_ttl,
+        };
+        let set = match &raw.networks {
+            Some(names) => dns_networks(cx, networks, file, names, &format!("{key}.networks")),
+            None => internal,
+        };
+        let origin = Origin::Explicit(cx.place(file, raw.name.span()));
+        let record = Record::from_rdata(name.clone(), ttl, data);
+        for net in set.iter() {
+            if let Err(other) = views.add(net, record.clone(), origin.clone()) {
+                cx.error(file, raw.name.span(), key.clone(), format!(
+                    "{rtype} record for `{}` conflicts with {other} in network `{}`",
+                    name.to_ascii().trim_end_matches('.'),
+                    networks.get(net).name
+                ))
+                .hint("a CNAME stands alone at its name, and a service's host gets its addresses from the service");
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Networks, the tunnel and listening addresses.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::values::socket;
+use super::{Ctx, Explain, items, list, single};
+use crate::network::{MAX_NETWORKS, Network, NetworkId, NetworkKind, Networks};
+use crate::raw::RawFile;
+use crate::settings::{Blocklist, Listen};
+use crate::source::FileId;
+
+/// The reserved name of the Cloudflare Tunnel network.
+pub(crate) const TUNNEL: &str = "tunnel";
+
+pub(super) fn compile(
+    cx: &mut Ctx<'_>,
+    files: &[(FileId, RawFile)],
+    blocklists: &[Blocklist],
+) -> Networks {
+    let mut list_: Vec<Network> = Vec::new();
+    let mut seen_names: HashMap<String, String> = HashMap::new();
+    let mut seen_cidrs: HashMap<IpNet, (String, String)> = HashMap::new();
+    for (file, i, raw) in items(files, |f| &f.network) {
+        let key = format!("network[{i}]");
+        let name = raw.name.get_ref();
+        if !valid_network_name(name) {
+            cx.error(
+                file,
+                raw.name.span(),
+                format!("{key}.name"),
+                format!("`{name}` is not a valid network name"),
+            )
+            .expected("lower-case letters, digits, `-` and `_`, e.g. `clients`");
+            continue;
+        }
+        if name == TUNNEL {
+            cx.error(
+                file,
+                raw.name.span(),
+                format!("{key}.name"),
+                "`tunnel` is the built-in network of the Cloudflare Tunnel",
+            )
+            .hint("pick another name; configure the tunnel under `[tunnel]`");
+            continue;
+        }
+        let here = cx.place(file, raw.name.span());
+        if let Some(first) = seen_names.insert(name.clone(), here) {
+            cx.error(
+                file,
+                raw.name.span(),
+                format!("{key}.name"),
+                format!("network `{name}` is defined twice"),
+            )
+            .hint(format!(
+                "the first definition is at {first}; rename or merge them"
+            ));
+            continue;
+        }
+        if raw.cidrs.is_empty() {
+            cx.error(
+                file,
+                raw.name.span(),
+                format!("{key}.cidrs"),
+                format!("network `{name}` has no CIDRs"),
+            )
+            .expected("at least one range, e.g. `cidrs = [\"10.0.30.0/24\"]`");
+        }
+        let mut cidrs = Vec::new();
+        for (j, c) in raw.cidrs.iter().enumerate() {
+            let ckey = format!("{key}.cidrs[{j}]");
+            let Some(net) = cidr(cx, file, c, &ckey) else {
+                continue;
+            };
+            let here = (name.clone(), cx.place(file, c.span()));
+            if let Some((other, at)) = seen_cidrs.get(&net) {
+                cx.error(
+                    file,
+                    c.span(),
+                    ckey,
+                    format!("{net} is already a CIDR of network `{other}`"),
+                )
+                .hint(format!("a range belongs to one network; see {at}"));
+            } else {
+                seen_cidrs.insert(net, here);
+                cidrs.push(net);
+            }
+        }
+        let mut addresses = Vec::new();
+        for (j, a) in raw.addresses.iter().enumerate() {
+            let akey = format!("{key}.addresses[{j}]");
+            match a.get_ref().parse::<IpAddr>() {
+                Ok(ip) => {
+                    if !cidrs.is_empty() && !cidrs.iter().any(|c| c.contains(&ip)) {
+                        cx.warn(file, a.span(), akey, format!("{ip} is outside network `{name}`'s CIDRs"))
+                            .hint("clients there may not reach it; check that this is labgate's address on that network");
+                    }
+                    addresses.push(ip);
+                }
+                Err(_) => {
+                    cx.error(
+                        file,
+                        a.span(),
+                        akey,
+                        format!("`{}` is not an IP address", a.get_ref()),
+                    )
+                    .expected("labgate's own address on this network, e.g. `10.0.30.2`");
+                }
+            }
+        }
+        let mut lists = Vec::new();
+        for (j, b) in raw.blocklists.iter().enumerate() {
+            match blocklists.iter().position(|l| &*l.name == b.get_ref()) {
+                Some(idx) => lists.push(idx),
+                None => {
+                    cx.error(
+                        file,
+                        b.span(),
+                        format!("{key}.blocklists[{j}]"),
+                        format!("no blocklist named `{}`", b.get_ref()),
+                    )
+                    .hint(format!(
+                        "blocklists are: {}",
+                        list(blocklists.iter().map(|l| &*l.name))
+                    ));
+                }
+            }
+        }
+        if list_.len() + 1 >= MAX_NETWORKS {
+            cx.error(
+                file,
+                raw.name.span(),
+                key,
+                format!("more than {} networks", MAX_NETWORKS - 1),
+            )
+            .hint("merge networks; each may have many CIDRs");
+            continue;
+        }
+        list_.push(Network {
+            id: NetworkId(list_.len() as u8),
+            name: Arc::from(name.as_str()),
+            kind: NetworkKind::Local,
+            cidrs,
+            addresses,
+            internal: raw.internal.unwrap_or(true),
+            recursion: raw.recursion.unwrap_or(true),
+            blocklists: lists,
+        });
+    }
+    let tunnel = NetworkId(list_.len() as u8);
+    list_.push(Network {
+        id: tunnel,
+        name: Arc::from(TUNNEL),
+        kind: NetworkKind::Tunnel,
+        cidrs: Vec::new(),
+        addresses: Vec::new(),
+        internal: false,
+        recursion: false,
+        blocklists: Vec::new(),
+    });
+    let connectors = connectors(cx, files);
+    Networks::new(list_, tunnel, connectors)
+}
+
+fn valid_network_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+}
+
+/// A CIDR, or a bare address as a host route; host bits must be zero.
+fn cidr(cx: &mut Ctx<'_>, file: FileId, c: &Spanned<String>, key: &str) -> Option<IpNet> {
+    let s = c.get_ref();
+    let net = match s.parse::<IpNet>() {
+        Ok(n) => n,
+        Err(_) => match s.parse::<IpAddr>() {
+            Ok(ip) => IpNet::from(ip),
+            Err(_) => {
+                cx.error(file, c.span(), key, format!("`{s}` is not a CIDR"))
+                    .expected("an address range like `10.0.30.0/24` or `fd00:30::/64`");
+                return None;
+            }
+        },
+    };
+    if net.trunc() != net {
+        cx.error(file, c.span(), key, format!("`{s}` has host bits set"))
+            .hint(format!("write `{}`", net.trunc()));
+        return None;
+    }
+    Some(net)
+}
+
+fn connectors(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Vec<IpNet> {
+    let loopback = || {
+        vec![
+            IpNet::from(IpAddr::from([127, 0, 0, 1])),
+            IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+        ]
+    };
+    let Some((file, t)) = single(cx, files, "tunnel", |f| f.tunnel.as_ref()) else {
+        return loopback();
+    };
+    let Some(list) = &t.connectors else {
+        return loopback();
+    };
+    list.iter()
+        .enumerate()
+        .filter_map(|(j, c)| cidr(cx, file, c, &format!("tunnel.connectors[{j}]")))
+        .collect()
+}
+
+/// `[listen]` with its defaults.
+pub(super) fn listen(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Listen {
+    let all = |port: u16| {
+        vec![
+            SocketAddr::from(([0, 0, 0, 0], port)),
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+        ]
+    };
+    let mut l = Listen {
+        dns: all(53),
+        https: all(443),
+        http: all(80),
+        tunnel: Vec::new(),
+        admin: SocketAddr::from(([127, 0, 0, 1], 9153)),
+    };
+    let Some((file, raw)) = single(cx, files, "listen", |f| f.listen.as_ref()) else {
+        return l;
+    };
+    let mut addrs =
+        |v: &Option<Vec<Spanned<String>>>, key: &str, port: u16, out: &mut Vec<SocketAddr>| {
+            if let Some(v) = v {
+                *out = v
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, a)| addr(cx, file, a, &format!("listen.{key}[{j}]"), port))
+                    .collect();
+            }
+        };
+    addrs(&raw.dns, "dns", 53, &mut l.dns);
+    addrs(&raw.https, "https", 443, &mut l.https);
+    addrs(&raw.http, "http", 80, &mut l.http);
+    addrs(&raw.tunnel, "tunnel", 8443, &mut l.tunnel);
+    if let Some(a) = &raw.admin
+        && let Some(a) = addr(cx, file, a, "listen.admin", 9153)
+    {
+        l.admin = a;
+    }
+    l
+}
+
+fn addr(
+    cx: &mut Ctx<'_>,
+    file: FileId,
+    a: &Spanned<String>,
+    key: &str,
+    port: u16,
+) -> Option<SocketAddr> {
+    socket(a.get_ref(), port)
+        .map_err(|(m, e)| {
+            cx.error(file, a.span(), key, m).expected(e);
+        })
+        .ok()
+}

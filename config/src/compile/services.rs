@@ -1,0 +1,275 @@
+//! `[[service]]`: routes, policy and the DNS records each service derives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::dns::{report, require_zone, unknown_network};
+use super::values;
+use super::views::{Origin, ViewsBuilder, address_record};
+use super::{Ctx, Explain, items};
+use crate::network::{NetworkKind, NetworkSet, Networks};
+use crate::raw::{RawFile, RawService};
+use crate::route::{Backend, BackendHost, HealthCheck, RouteTable, Service, ServiceId};
+use crate::source::FileId;
+use crate::view::Zone;
+
+pub(super) fn compile(
+    cx: &mut Ctx<'_>,
+    files: &[(FileId, RawFile)],
+    networks: &Networks,
+    zones: &[Zone],
+    views: &mut ViewsBuilder,
+) -> (Vec<Service>, RouteTable) {
+    let mut services: Vec<Service> = Vec::new();
+    let mut routes = RouteTable::default();
+    let mut places: Vec<String> = Vec::new();
+    for (file, i, raw) in items(files, |f| &f.service) {
+        let key = format!("service[{i}]");
+        let mut hosts = Vec::new();
+        for (h, hkey) in std::iter::once((&raw.host, format!("{key}.host"))).chain(
+            raw.aliases
+                .iter()
+                .enumerate()
+                .map(|(j, a)| (a, format!("{key}.aliases[{j}]"))),
+        ) {
+            let Some((name, text)) = report(cx, file, h, &hkey, values::host(h.get_ref())) else {
+                continue;
+            };
+            if let Some(zone) = require_zone(cx, zones, &name, file, h.span(), &hkey) {
+                hosts.push((name, Arc::<str>::from(text), zone.ttl, h, hkey));
+            }
+        }
+        let name: Arc<str> = match (&raw.name, hosts.first()) {
+            (Some(n), _) => Arc::from(n.get_ref().as_str()),
+            (None, Some((_, text, ..))) => Arc::from(text.split('.').next().unwrap_or(text)),
+            (None, None) => Arc::from(raw.host.get_ref().as_str()),
+        };
+        let allow = allow(cx, networks, file, raw, &key, &name);
+        let backends = backends(cx, file, raw, &key);
+        let paths = paths(cx, file, raw, &key);
+        let id = ServiceId(services.len() as u32);
+        for (host_name, text, ttl, h, hkey) in &hosts {
+            for p in &paths {
+                if let Some(other) = routes.claimant(text, p) {
+                    let at = &places[other.index()];
+                    cx.error(
+                        file,
+                        h.span(),
+                        hkey.clone(),
+                        format!(
+                            "`{text}` path `{p}` is already served by service `{}`",
+                            services[other.index()].name
+                        ),
+                    )
+                    .hint(format!(
+                        "see {at}; services may share a host only with different `paths`"
+                    ));
+                } else {
+                    routes.insert(text.clone(), p.clone(), id);
+                }
+            }
+            for net in allow.iter() {
+                let network = networks.get(net);
+                if network.kind != NetworkKind::Local {
+                    continue;
+                }
+                if network.addresses.is_empty() {
+                    cx.error(
+                        file,
+                        h.span(),
+                        format!("{key}.allow"),
+                        format!(
+                            "network `{}` has no `addresses`, so `{text}` cannot resolve there",
+                            network.name
+                        ),
+                    )
+                    .hint(format!(
+                        "set `addresses` on network `{}` to labgate's address there",
+                        network.name
+                    ));
+                    continue;
+                }
+                for ip in &network.addresses {
+                    let rec = address_record(host_name.clone(), *ttl, *ip);
+                    if let Err(other) = views.add(net, rec, Origin::Service(name.to_string())) {
+                        cx.error(file, h.span(), hkey.clone(), format!("`{text}` conflicts with {other} in network `{}`", network.name))
+                            .hint("remove the explicit record: the service derives the addresses of its host");
+                        break;
+                    }
+                }
+            }
+        }
+        places.push(cx.place(file, raw.host.span()));
+        let connect_timeout = duration_or(
+            cx,
+            file,
+            &raw.connect_timeout,
+            &format!("{key}.connect_timeout"),
+            5,
+        );
+        let read_timeout = duration_or(cx, file, &raw.timeout, &format!("{key}.timeout"), 60);
+        let health_check = raw.health_check.as_ref().map(|hc| HealthCheck {
+            path: hc
+                .path
+                .as_ref()
+                .map_or_else(|| Arc::from("/"), |p| Arc::from(p.get_ref().as_str())),
+            interval: duration_or(
+                cx,
+                file,
+                &hc.interval,
+                &format!("{key}.health_check.interval"),
+                10,
+            ),
+            timeout: duration_or(
+                cx,
+                file,
+                &hc.timeout,
+                &format!("{key}.health_check.timeout"),
+                2,
+            ),
+        });
+        services.push(Service {
+            id,
+            name,
+            hosts: hosts.into_iter().map(|(_, t, ..)| t).collect(),
+            paths,
+            backends,
+            allow,
+            websockets: raw.websockets.unwrap_or(true),
+            danger_accept_invalid_backend_certs: raw
+                .danger_accept_invalid_backend_certs
+                .unwrap_or(false),
+            connect_timeout,
+            timeout: read_timeout,
+            health_check,
+        });
+    }
+    (services, routes)
+}
+
+fn allow(
+    cx: &mut Ctx<'_>,
+    networks: &Networks,
+    file: FileId,
+    raw: &RawService,
+    key: &str,
+    name: &str,
+) -> NetworkSet {
+    let mut set = NetworkSet::EMPTY;
+    if raw.allow.is_empty() {
+        cx.error(
+            file,
+            raw.host.span(),
+            format!("{key}.allow"),
+            format!("service `{name}` allows no network, so nobody can reach it"),
+        )
+        .expected("network names, e.g. `allow = [\"clients\", \"vpn\"]`");
+    }
+    for (j, n) in raw.allow.iter().enumerate() {
+        let k = format!("{key}.allow[{j}]");
+        match networks.by_name(n.get_ref()) {
+            Some(net) if net.kind == NetworkKind::Local && !net.internal => {
+                cx.error(file, n.span(), k, format!("network `{}` does not see internal names (`internal = false`), so it cannot reach `{name}`", net.name))
+                    .hint("remove it from `allow`, or set `internal = true` on the network");
+            }
+            Some(net) => set.insert(net.id),
+            None => unknown_network(cx, networks, file, n, k),
+        }
+    }
+    set
+}
+
+fn backends(cx: &mut Ctx<'_>, file: FileId, raw: &RawService, key: &str) -> Vec<Backend> {
+    const EXPECTED: &str =
+        "`http://HOST:PORT` or `https://HOST:PORT`, e.g. `http://10.0.20.11:8080`";
+    if raw.backends.is_empty() {
+        cx.error(
+            file,
+            raw.host.span(),
+            format!("{key}.backends"),
+            "a service needs at least one backend",
+        )
+        .expected(EXPECTED);
+    }
+    let mut out = Vec::new();
+    for (j, b) in raw.backends.iter().enumerate() {
+        let k = format!("{key}.backends[{j}]");
+        let s = b.get_ref();
+        let parsed = url::Url::parse(s)
+            .map_err(|e| format!("`{s}` is not a URL ({e})"))
+            .and_then(|u| {
+                let tls = match u.scheme() {
+                    "http" => false,
+                    "https" => true,
+                    other => return Err(format!("`{s}` has scheme `{other}`")),
+                };
+                if !(u.path().is_empty() || u.path() == "/")
+                    || u.query().is_some()
+                    || !u.username().is_empty()
+                {
+                    return Err(format!(
+                        "`{s}` has a path, query or user: backends are addresses only"
+                    ));
+                }
+                let host = match u.host() {
+                    Some(url::Host::Ipv4(a)) => BackendHost::Ip(a.into()),
+                    Some(url::Host::Ipv6(a)) => BackendHost::Ip(a.into()),
+                    Some(url::Host::Domain(d)) => BackendHost::Name(Arc::from(d)),
+                    None => return Err(format!("`{s}` has no host")),
+                };
+                let port = u
+                    .port_or_known_default()
+                    .unwrap_or(if tls { 443 } else { 80 });
+                Ok(Backend {
+                    url: Arc::from(s.as_str()),
+                    tls,
+                    host,
+                    port,
+                })
+            });
+        match parsed {
+            Ok(backend) => out.push(backend),
+            Err(m) => {
+                cx.error(file, b.span(), k, m).expected(EXPECTED);
+            }
+        }
+    }
+    out
+}
+
+fn paths(cx: &mut Ctx<'_>, file: FileId, raw: &RawService, key: &str) -> Vec<Arc<str>> {
+    let Some(list) = &raw.paths else {
+        return vec![Arc::from("/")];
+    };
+    let mut out: Vec<Arc<str>> = Vec::new();
+    for (j, p) in list.iter().enumerate() {
+        let s = p.get_ref();
+        if !s.starts_with('/') || s.contains(['?', '#', ' ']) {
+            cx.error(
+                file,
+                p.span(),
+                format!("{key}.paths[{j}]"),
+                format!("`{s}` is not a path prefix"),
+            )
+            .expected("a path starting with `/`, e.g. `/api`");
+        } else if !out.iter().any(|o| **o == **s) {
+            out.push(Arc::from(s.as_str()));
+        }
+    }
+    out
+}
+
+fn duration_or(
+    cx: &mut Ctx<'_>,
+    file: FileId,
+    v: &Option<Spanned<String>>,
+    key: &str,
+    default_secs: u64,
+) -> Duration {
+    let default = Duration::from_secs(default_secs);
+    v.as_ref()
+        .and_then(|t| report(cx, file, t, key, values::duration(t.get_ref())))
+        .unwrap_or(default)
+}

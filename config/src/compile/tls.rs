@@ -1,0 +1,430 @@
+//! `[tls]`, `[acme]`, `[[dns_provider]]` and `[[certificate]]`, and the coverage check.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use hickory_proto::rr::LowerName;
+use toml::Spanned;
+
+use super::dns::report;
+use super::values;
+use super::{Ctx, Explain, items, list, single};
+use crate::raw::RawFile;
+use crate::route::Service;
+use crate::settings::{
+    AcmeSettings, CertSource, CertSpec, Certificates, Coverage, DnsProvider, KeyType, LETSENCRYPT,
+    LETSENCRYPT_STAGING, ProviderKind,
+};
+use crate::source::FileId;
+use crate::view::{Zone, zone_of};
+
+pub(super) struct Certs {
+    pub(super) certificates: Certificates,
+    pub(super) acme: Option<AcmeSettings>,
+    pub(super) providers: Vec<DnsProvider>,
+}
+
+pub(super) fn compile(
+    cx: &mut Ctx<'_>,
+    files: &[(FileId, RawFile)],
+    zones: &[Zone],
+    services: &[Service],
+) -> Certs {
+    let providers = providers(cx, files);
+    let acme = acme(cx, files, &providers);
+    let mut certificates = Certificates {
+        local_ca: true,
+        ..Certificates::default()
+    };
+    if let Some((file, tls)) = single(cx, files, "tls", |f| f.tls.as_ref()) {
+        certificates.local_ca = tls.local_ca.unwrap_or(true);
+        if let Some(n) = &tls.default_name {
+            certificates.default_name =
+                report(cx, file, n, "tls.default_name", values::host(n.get_ref()))
+                    .map(|(_, t)| Arc::from(t));
+        }
+    }
+    let mut explicit_acme = false;
+    for (file, i, raw) in items(files, |f| &f.certificate) {
+        let key = format!("certificate[{i}]");
+        let names: Vec<Arc<str>> = raw
+            .names
+            .iter()
+            .enumerate()
+            .filter_map(|(j, n)| cert_name(cx, file, n, &format!("{key}.names[{j}]")))
+            .collect();
+        if raw.names.is_empty() {
+            cx.error(
+                file,
+                raw.source.span(),
+                format!("{key}.names"),
+                "a certificate needs names",
+            )
+            .expected("e.g. `names = [\"lab.example.com\", \"*.lab.example.com\"]`");
+        }
+        let source = match raw.source.get_ref().as_str() {
+            "acme" => {
+                explicit_acme = true;
+                if acme.is_none() {
+                    cx.error(
+                        file,
+                        raw.source.span(),
+                        format!("{key}.source"),
+                        "`source = \"acme\"` needs an `[acme]` account",
+                    )
+                    .hint("add `[acme]` with `email` and `provider`");
+                }
+                let provider = match &raw.provider {
+                    Some(p) => provider_ref(cx, file, p, &format!("{key}.provider"), &providers),
+                    None => acme.as_ref().and_then(|a| a.provider),
+                };
+                let Some(provider) = provider else {
+                    if acme.is_some() {
+                        cx.error(
+                            file,
+                            raw.source.span(),
+                            format!("{key}.provider"),
+                            "no DNS provider for this certificate",
+                        )
+                        .hint("set `provider` here or `acme.provider`");
+                    }
+                    continue;
+                };
+                CertSource::Acme {
+                    provider,
+                    derived: false,
+                }
+            }
+            "files" => {
+                let (Some(c), Some(k)) = (&raw.cert_file, &raw.key_file) else {
+                    cx.error(file, raw.source.span(), key, "`source = \"files\"` needs `cert_file` and `key_file`")
+                        .expected("PEM paths, e.g. `cert_file = \"certs/lab.pem\"`, `key_file = \"certs/lab.key\"`");
+                    continue;
+                };
+                CertSource::Files {
+                    cert: cx.readable(file, c, &format!("{key}.cert_file")),
+                    key: cx.readable(file, k, &format!("{key}.key_file")),
+                }
+            }
+            other => {
+                cx.error(
+                    file,
+                    raw.source.span(),
+                    format!("{key}.source"),
+                    format!("unknown certificate source `{other}`"),
+                )
+                .expected("`acme` or `files` (names without a certificate use the local CA)");
+                continue;
+            }
+        };
+        certificates.specs.push(CertSpec { names, source });
+    }
+    if let Some(acme) = &acme
+        && !explicit_acme
+    {
+        derive(&mut certificates, acme, zones, services);
+    }
+    coverage(cx, files, &certificates, acme.is_some());
+    Certs {
+        certificates,
+        acme,
+        providers,
+    }
+}
+
+/// One wildcard plus apex per internal zone that has services, so adding a service never
+/// orders a new certificate.
+fn derive(certs: &mut Certificates, acme: &AcmeSettings, zones: &[Zone], services: &[Service]) {
+    let Some(provider) = acme.provider else {
+        return;
+    };
+    let mut apexes = BTreeSet::new();
+    for host in services.iter().flat_map(|s| s.hosts.iter()) {
+        if let Some(z) = hickory_proto::rr::Name::from_ascii(&**host)
+            .ok()
+            .and_then(|n| zone_of(zones, &LowerName::new(&n)))
+        {
+            apexes.insert(z.name.to_string().trim_end_matches('.').to_owned());
+        }
+    }
+    for apex in apexes {
+        certs.specs.push(CertSpec {
+            names: vec![Arc::from(apex.as_str()), Arc::from(format!("*.{apex}"))],
+            source: CertSource::Acme {
+                provider,
+                derived: true,
+            },
+        });
+    }
+}
+
+fn coverage(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)], certs: &Certificates, acme: bool) {
+    for (file, i, raw) in items(files, |f| &f.service) {
+        for h in std::iter::once(&raw.host).chain(&raw.aliases) {
+            let host = h.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            match certs.cover(&host) {
+                Coverage::Spec(_) => {}
+                Coverage::LocalCa if !acme => {}
+                Coverage::LocalCa => {
+                    cx.warn(
+                        file,
+                        h.span(),
+                        format!("service[{i}].host"),
+                        format!("only the local CA covers `{host}`: browsers will warn"),
+                    )
+                    .hint("a wildcard covers one level; add a [[certificate]] with this name");
+                }
+                Coverage::Uncovered => {
+                    cx.warn(
+                        file,
+                        h.span(),
+                        format!("service[{i}].host"),
+                        format!(
+                            "no certificate covers `{host}`: HTTPS handshakes for it will fail"
+                        ),
+                    )
+                    .hint("add a [[certificate]], configure [acme], or set `tls.local_ca = true`");
+                }
+            }
+        }
+    }
+}
+
+fn cert_name(cx: &mut Ctx<'_>, file: FileId, n: &Spanned<String>, key: &str) -> Option<Arc<str>> {
+    let s = n.get_ref();
+    let (prefix, rest) = match s.strip_prefix("*.") {
+        Some(rest) => ("*.", rest),
+        None => ("", s.as_str()),
+    };
+    report(cx, file, n, key, values::host(rest)).map(|(_, t)| Arc::from(format!("{prefix}{t}")))
+}
+
+fn provider_ref(
+    cx: &mut Ctx<'_>,
+    file: FileId,
+    p: &Spanned<String>,
+    key: &str,
+    providers: &[DnsProvider],
+) -> Option<usize> {
+    let idx = providers.iter().position(|d| &*d.name == p.get_ref());
+    if idx.is_none() {
+        cx.error(
+            file,
+            p.span(),
+            key,
+            format!("no dns_provider named `{}`", p.get_ref()),
+        )
+        .hint(format!(
+            "dns_providers are: {}",
+            list(providers.iter().map(|d| &*d.name))
+        ));
+    }
+    idx
+}
+
+fn acme(
+    cx: &mut Ctx<'_>,
+    files: &[(FileId, RawFile)],
+    providers: &[DnsProvider],
+) -> Option<AcmeSettings> {
+    let (file, raw) = single(cx, files, "acme", |f| f.acme.as_ref())?;
+    let email = raw.email.get_ref();
+    if !email.contains('@') || email.contains(char::is_whitespace) {
+        cx.error(
+            file,
+            raw.email.span(),
+            "acme.email",
+            format!("`{email}` is not an e-mail address"),
+        )
+        .expected("the account's contact, e.g. `admin@example.com`");
+    }
+    let directory = match raw.directory.as_ref().map(|d| (d, d.get_ref().as_str())) {
+        None | Some((_, "letsencrypt")) => url::Url::parse(LETSENCRYPT).ok(),
+        Some((_, "letsencrypt-staging")) => url::Url::parse(LETSENCRYPT_STAGING).ok(),
+        Some((d, other)) => match url::Url::parse(other) {
+            Ok(u) if u.scheme() == "https" => Some(u),
+            _ => {
+                cx.error(
+                    file,
+                    d.span(),
+                    "acme.directory",
+                    format!("`{other}` is not an ACME directory"),
+                )
+                .expected("`letsencrypt`, `letsencrypt-staging` or an https:// directory URL");
+                None
+            }
+        },
+    };
+    let key_type = match raw.key_type.as_ref().map(|k| (k, k.get_ref().as_str())) {
+        None | Some((_, "ecdsa-p256")) => KeyType::EcdsaP256,
+        Some((_, "ecdsa-p384")) => KeyType::EcdsaP384,
+        Some((k, other)) => {
+            cx.error(
+                file,
+                k.span(),
+                "acme.key_type",
+                format!("unknown key type `{other}`"),
+            )
+            .expected("`ecdsa-p256` or `ecdsa-p384`");
+            KeyType::EcdsaP256
+        }
+    };
+    let eab = match (&raw.eab_kid, &raw.eab_hmac_file) {
+        (Some(kid), Some(f)) => Some((
+            Arc::from(kid.get_ref().as_str()),
+            cx.readable(file, f, "acme.eab_hmac_file"),
+        )),
+        (None, None) => None,
+        (Some(k), None) | (None, Some(k)) => {
+            cx.error(
+                file,
+                k.span(),
+                "acme",
+                "External Account Binding needs both `eab_kid` and `eab_hmac_file`",
+            )
+            .hint("set both, or neither");
+            None
+        }
+    };
+    let provider = match &raw.provider {
+        Some(p) => provider_ref(cx, file, p, "acme.provider", providers),
+        None if providers.len() == 1 => Some(0),
+        None => {
+            cx.error(
+                file,
+                raw.email.span(),
+                "acme.provider",
+                "which dns_provider publishes the challenges?",
+            )
+            .hint(format!(
+                "set `provider` to one of: {}",
+                list(providers.iter().map(|d| &*d.name))
+            ));
+            None
+        }
+    };
+    Some(AcmeSettings {
+        email: Arc::from(email.as_str()),
+        directory: directory?,
+        key_type,
+        profile: raw
+            .profile
+            .as_ref()
+            .map(|p| Arc::from(p.get_ref().as_str())),
+        eab,
+        provider,
+    })
+}
+
+fn providers(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Vec<DnsProvider> {
+    let mut out: Vec<DnsProvider> = Vec::new();
+    for (file, i, raw) in items(files, |f| &f.dns_provider) {
+        let key = format!("dns_provider[{i}]");
+        let name = raw.name.get_ref();
+        if out.iter().any(|p| &*p.name == name) {
+            cx.error(
+                file,
+                raw.name.span(),
+                format!("{key}.name"),
+                format!("dns_provider `{name}` is defined twice"),
+            )
+            .hint("give each provider its own name");
+            continue;
+        }
+        let mut need =
+            |v: &Option<Spanned<String>>, field: &str, example: &str| -> Option<Spanned<String>> {
+                if v.is_none() {
+                    cx.error(
+                        file,
+                        raw.kind.span(),
+                        format!("{key}.{field}"),
+                        format!("a `{}` provider needs `{field}`", raw.kind.get_ref()),
+                    )
+                    .expected(example.to_owned());
+                }
+                v.clone()
+            };
+        let kind = match raw.kind.get_ref().as_str() {
+            "cloudflare" => {
+                let Some(t) = need(
+                    &raw.token_file,
+                    "token_file",
+                    "`token_file = \"/etc/labgate/cloudflare.token\"`",
+                ) else {
+                    continue;
+                };
+                ProviderKind::Cloudflare {
+                    token_file: cx.readable(file, &t, &format!("{key}.token_file")),
+                }
+            }
+            "rfc2136" => {
+                let server = need(&raw.server, "server", "`server = \"10.0.0.53:53\"`");
+                let key_name = need(&raw.key_name, "key_name", "`key_name = \"labgate-acme\"`");
+                let secret = need(
+                    &raw.secret_file,
+                    "secret_file",
+                    "`secret_file = \"/etc/labgate/tsig.key\"`",
+                );
+                let (Some(server), Some(key_name), Some(secret)) = (server, key_name, secret)
+                else {
+                    continue;
+                };
+                let algorithm = raw
+                    .algorithm
+                    .as_ref()
+                    .map_or("hmac-sha256", |a| a.get_ref().as_str());
+                if !matches!(algorithm, "hmac-sha256" | "hmac-sha512")
+                    && let Some(a) = &raw.algorithm
+                {
+                    cx.error(
+                        file,
+                        a.span(),
+                        format!("{key}.algorithm"),
+                        format!("unsupported TSIG algorithm `{algorithm}`"),
+                    )
+                    .expected("`hmac-sha256` or `hmac-sha512`");
+                }
+                let server_addr = report(
+                    cx,
+                    file,
+                    &server,
+                    &format!("{key}.server"),
+                    values::socket(server.get_ref(), 53),
+                );
+                let key_n = report(
+                    cx,
+                    file,
+                    &key_name,
+                    &format!("{key}.key_name"),
+                    values::name(key_name.get_ref(), false),
+                );
+                let secret_file = cx.readable(file, &secret, &format!("{key}.secret_file"));
+                let (Some(server), Some(key_name)) = (server_addr, key_n) else {
+                    continue;
+                };
+                ProviderKind::Rfc2136 {
+                    server,
+                    key_name,
+                    algorithm: Arc::from(algorithm),
+                    secret_file,
+                }
+            }
+            "builtin" => ProviderKind::Builtin,
+            other => {
+                cx.error(
+                    file,
+                    raw.kind.span(),
+                    format!("{key}.kind"),
+                    format!("unknown dns_provider kind `{other}`"),
+                )
+                .expected("`cloudflare`, `rfc2136` or `builtin`");
+                continue;
+            }
+        };
+        out.push(DnsProvider {
+            name: Arc::from(name.as_str()),
+            kind,
+        });
+    }
+    out
+}

@@ -1,0 +1,311 @@
+//! Parsers for leaf values. Each returns `Err((message, expected))` for the caller to report.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use hickory_proto::rr::rdata::{CNAME, MX, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+use crate::settings::{Protocol, Upstream};
+
+/// A parse failure: what is wrong, and what was expected.
+pub(crate) type Bad = (String, &'static str);
+
+/// A domain name, lower-case and fully qualified. `_` is allowed (SRV, ACME labels), and a
+/// leading `*` label when `wildcard` is set.
+pub(crate) fn name(s: &str, wildcard: bool) -> Result<Name, Bad> {
+    const EXPECTED: &str = "a domain name like `nas.lab.example.com`";
+    let trimmed = s.strip_suffix('.').unwrap_or(s);
+    if trimmed.is_empty() {
+        return Err(("empty name".into(), EXPECTED));
+    }
+    for (i, label) in trimmed.split('.').enumerate() {
+        let ok_chars = label
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_');
+        let ok = (label == "*" && i == 0 && wildcard)
+            || (!label.is_empty() && label.len() <= 63 && ok_chars);
+        if !ok {
+            return Err((format!("`{s}` has an invalid label `{label}`"), EXPECTED));
+        }
+    }
+    let mut n = Name::from_ascii(trimmed).map_err(|e| (format!("`{s}`: {e}"), EXPECTED))?;
+    n.set_fqdn(true);
+    Ok(n.to_lowercase())
+}
+
+/// A host name for a service: a name without wildcard, written without the trailing dot.
+pub(crate) fn host(s: &str) -> Result<(Name, String), Bad> {
+    let n = name(s, false)?;
+    if s.contains('_') {
+        return Err((
+            format!("`{s}` has `_`, which browsers reject in host names"),
+            "letters, digits, `-` and `.`",
+        ));
+    }
+    let text = n.to_ascii();
+    let text = text.strip_suffix('.').unwrap_or(&text).to_owned();
+    Ok((n, text))
+}
+
+/// A duration such as `5s`, `250ms`, `2m`, `24h`.
+pub(crate) fn duration(s: &str) -> Result<Duration, Bad> {
+    humantime::parse_duration(s).map_err(|e| {
+        (
+            format!("`{s}` is not a duration ({e})"),
+            "a duration like `5s`, `250ms`, `2m` or `24h`",
+        )
+    })
+}
+
+/// A socket address, with a default port when none is written.
+pub(crate) fn socket(s: &str, default_port: u16) -> Result<SocketAddr, Bad> {
+    const EXPECTED: &str = "`IP:PORT`, e.g. `127.0.0.1:53` or `[::1]:53`";
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let bare = s.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, default_port))
+        .map_err(|_| (format!("`{s}` is not an IP address with a port"), EXPECTED))
+}
+
+/// An upstream resolver URL (see `dns.upstreams`).
+pub(crate) fn upstream(s: &str) -> Result<Upstream, Bad> {
+    const EXPECTED: &str = "`udp://IP`, `tcp://IP`, `tls://IP#TLS-NAME` or \
+                            `https://IP/dns-query#TLS-NAME`";
+    let (scheme, rest) = s
+        .split_once("://")
+        .ok_or_else(|| (format!("`{s}` has no scheme"), EXPECTED))?;
+    let (protocol, port) = match scheme {
+        "udp" => (Protocol::Udp, 53),
+        "tcp" => (Protocol::Tcp, 53),
+        "tls" => (Protocol::Tls, 853),
+        "https" => (Protocol::Https, 443),
+        other => return Err((format!("unknown scheme `{other}`"), EXPECTED)),
+    };
+    let (rest, tls_name) = match rest.split_once('#') {
+        Some((r, n)) => (r, Some(n)),
+        None => (rest, None),
+    };
+    let (addr, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(&rest[i..])),
+        None => (rest, None),
+    };
+    let addr = socket(addr, port).map_err(|_| {
+        (
+            format!("`{addr}` is not an IP address: upstreams are written as IPs so labgate never needs itself to boot"),
+            EXPECTED,
+        )
+    })?;
+    let tls = matches!(protocol, Protocol::Tls | Protocol::Https);
+    match (tls, tls_name) {
+        (true, None) => {
+            return Err((
+                format!("`{s}` needs the server's TLS name after `#`"),
+                EXPECTED,
+            ));
+        }
+        (false, Some(_)) => {
+            return Err((
+                format!("`{s}`: a TLS name only fits tls:// and https://"),
+                EXPECTED,
+            ));
+        }
+        (true, Some(n)) => {
+            host(n)?;
+        }
+        _ => {}
+    }
+    if path.is_some() && protocol != Protocol::Https {
+        return Err((
+            format!("`{s}`: only https:// upstreams have a path"),
+            EXPECTED,
+        ));
+    }
+    Ok(Upstream {
+        protocol,
+        addr,
+        tls_name: tls_name.map(Into::into),
+        path: match protocol {
+            Protocol::Https => Some(path.unwrap_or("/dns-query").into()),
+            _ => None,
+        },
+    })
+}
+
+/// An integer within bounds.
+pub(crate) fn int<T: TryFrom<i64>>(v: i64, lo: i64, hi: i64) -> Result<T, Bad> {
+    let bad = || {
+        (
+            format!("{v} is out of range: between {lo} and {hi}"),
+            "a number in range",
+        )
+    };
+    if v < lo || v > hi {
+        return Err(bad());
+    }
+    T::try_from(v).map_err(|_| bad())
+}
+
+/// The record types `[[record]]` accepts.
+pub(crate) const RECORD_TYPES: &str = "A, AAAA, CNAME, TXT, MX, SRV, PTR, NS, SOA";
+
+/// A record type name.
+pub(crate) fn record_type(s: &str) -> Result<RecordType, Bad> {
+    match s.to_ascii_uppercase().as_str() {
+        "A" => Ok(RecordType::A),
+        "AAAA" => Ok(RecordType::AAAA),
+        "CNAME" => Ok(RecordType::CNAME),
+        "TXT" => Ok(RecordType::TXT),
+        "MX" => Ok(RecordType::MX),
+        "SRV" => Ok(RecordType::SRV),
+        "PTR" => Ok(RecordType::PTR),
+        "NS" => Ok(RecordType::NS),
+        "SOA" => Ok(RecordType::SOA),
+        _ => Err((format!("unsupported record type `{s}`"), RECORD_TYPES)),
+    }
+}
+
+/// Record data in zone-file form for a type.
+pub(crate) fn rdata(rtype: RecordType, s: &str) -> Result<RData, Bad> {
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    let target = |f: &str| name(f, false);
+    let num = |f: &str, what: &'static str| {
+        f.parse::<u16>().map_err(|_| {
+            (
+                format!("`{f}` is not a {what} (0-65535)"),
+                expected_for(rtype),
+            )
+        })
+    };
+    let arity = |n: usize| {
+        if fields.len() == n {
+            Ok(())
+        } else {
+            Err((
+                format!("`{s}` has {} field(s), {rtype} needs {n}", fields.len()),
+                expected_for(rtype),
+            ))
+        }
+    };
+    match rtype {
+        RecordType::A => s
+            .trim()
+            .parse::<Ipv4Addr>()
+            .map(|a| RData::A(a.into()))
+            .map_err(|_| (format!("`{s}` is not an IPv4 address"), expected_for(rtype))),
+        RecordType::AAAA => s
+            .trim()
+            .parse::<Ipv6Addr>()
+            .map(|a| RData::AAAA(a.into()))
+            .map_err(|_| (format!("`{s}` is not an IPv6 address"), expected_for(rtype))),
+        RecordType::CNAME => arity(1).and_then(|()| Ok(RData::CNAME(CNAME(target(fields[0])?)))),
+        RecordType::PTR => arity(1).and_then(|()| Ok(RData::PTR(PTR(target(fields[0])?)))),
+        RecordType::NS => arity(1).and_then(|()| Ok(RData::NS(NS(target(fields[0])?)))),
+        RecordType::MX => arity(2).and_then(|()| {
+            Ok(RData::MX(MX::new(
+                num(fields[0], "preference")?,
+                target(fields[1])?,
+            )))
+        }),
+        RecordType::SRV => arity(4).and_then(|()| {
+            Ok(RData::SRV(SRV::new(
+                num(fields[0], "priority")?,
+                num(fields[1], "weight")?,
+                num(fields[2], "port")?,
+                target(fields[3])?,
+            )))
+        }),
+        // RFC 1035 character-strings hold 255 bytes; longer text is split, as zone files do.
+        RecordType::TXT => Ok(RData::TXT(TXT::from_bytes(
+            s.as_bytes().chunks(255).collect(),
+        ))),
+        RecordType::SOA => soa(s, &fields),
+        _ => Err((format!("unsupported record type {rtype}"), RECORD_TYPES)),
+    }
+}
+
+fn soa(s: &str, f: &[&str]) -> Result<RData, Bad> {
+    const EXPECTED: &str = "`MNAME RNAME SERIAL REFRESH RETRY EXPIRE MINIMUM`";
+    if f.len() != 7 {
+        return Err((
+            format!("`{s}` has {} field(s), SOA needs 7", f.len()),
+            EXPECTED,
+        ));
+    }
+    let n = |x: &str| {
+        x.parse::<u32>()
+            .map_err(|_| (format!("`{x}` is not a number"), EXPECTED))
+    };
+    let i = |x: &str| {
+        x.parse::<i32>()
+            .map_err(|_| (format!("`{x}` is not a number"), EXPECTED))
+    };
+    Ok(RData::SOA(SOA::new(
+        name(f[0], false)?,
+        name(f[1], false)?,
+        n(f[2])?,
+        i(f[3])?,
+        i(f[4])?,
+        i(f[5])?,
+        n(f[6])?,
+    )))
+}
+
+fn expected_for(rtype: RecordType) -> &'static str {
+    match rtype {
+        RecordType::A => "an IPv4 address like `10.0.20.10`",
+        RecordType::AAAA => "an IPv6 address like `fd00:20::10`",
+        RecordType::CNAME | RecordType::PTR | RecordType::NS => "one domain name",
+        RecordType::MX => "`PREFERENCE EXCHANGE`, e.g. `10 mail.example.com`",
+        RecordType::SRV => "`PRIORITY WEIGHT PORT TARGET`, e.g. `0 5 5060 sip.lab.example.com`",
+        _ => "zone-file form",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_forms() {
+        let u = upstream("tls://1.1.1.1#cloudflare-dns.com").expect("dot");
+        assert_eq!(u.addr.port(), 853);
+        assert_eq!(u.to_string(), "tls://1.1.1.1:853#cloudflare-dns.com");
+        let h = upstream("https://9.9.9.9#dns.quad9.net").expect("doh");
+        assert_eq!(h.to_string(), "https://9.9.9.9:443/dns-query#dns.quad9.net");
+        assert_eq!(
+            upstream("udp://[2606:4700::1111]").expect("v6").addr.port(),
+            53
+        );
+        assert!(upstream("tls://1.1.1.1").is_err());
+        assert!(upstream("udp://dns.google").is_err());
+        assert!(upstream("quic://1.1.1.1").is_err());
+        assert!(upstream("udp://1.1.1.1/x").is_err());
+    }
+
+    #[test]
+    fn record_values() {
+        assert!(rdata(RecordType::MX, "10 mail.example.com").is_ok());
+        assert!(rdata(RecordType::MX, "mail.example.com").is_err());
+        assert!(rdata(RecordType::SRV, "0 5 5060 sip.example.com").is_ok());
+        assert!(rdata(RecordType::A, "10.0.0.300").is_err());
+        let RData::TXT(t) = rdata(RecordType::TXT, &"x".repeat(300)).expect("txt") else {
+            panic!("not txt")
+        };
+        assert_eq!(t.txt_data.len(), 2);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            name("NAS.Lab.example.com.", false).expect("n").to_ascii(),
+            "nas.lab.example.com."
+        );
+        assert!(name("*.lab.example.com", false).is_err());
+        assert!(name("*.lab.example.com", true).is_ok());
+        assert!(name("a..b", false).is_err());
+        assert!(host("_svc.example.com").is_err());
+    }
+}

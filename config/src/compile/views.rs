@@ -1,0 +1,170 @@
+//! Builds each network's view: synthesized apex data, explicit records and records derived
+//! from services, refusing data that cannot coexist (CNAME beside other data, an explicit
+//! address record on a service's host).
+
+use std::collections::HashMap;
+
+use hickory_proto::rr::rdata::{A, AAAA, NS};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+
+use crate::network::{NetworkId, NetworkKind, Networks};
+use crate::view::{Node, View, Zone, zone_of};
+
+/// Where a record in a view came from, for conflict messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// Apex SOA/NS and `ns.<zone>` glue made by labgate.
+    Synthesized,
+    /// A `[[record]]`, at a place.
+    Explicit(String),
+    /// Derived from a service, by name.
+    Service(String),
+}
+
+impl Origin {
+    fn describe(&self) -> String {
+        match self {
+            Self::Synthesized => "labgate's synthesized zone data".to_owned(),
+            Self::Explicit(at) => format!("the record at {at}"),
+            Self::Service(name) => format!("service `{name}`"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct NodeBuilder {
+    records: Vec<(Record, Origin)>,
+}
+
+/// Views under construction, one per network.
+pub(super) struct ViewsBuilder {
+    views: Vec<HashMap<LowerName, NodeBuilder>>,
+}
+
+impl ViewsBuilder {
+    pub(super) fn new(networks: &Networks, zones: &[Zone]) -> Self {
+        let mut b = Self {
+            views: networks.iter().map(|_| HashMap::new()).collect(),
+        };
+        for n in networks.iter() {
+            // SECURITY: a network that may not see internal names gets empty zones, so every
+            // internal name is NXDOMAIN there and nothing about the lab leaks.
+            if n.kind != NetworkKind::Local || !n.internal {
+                continue;
+            }
+            for z in zones {
+                let apex = Name::from(&z.name);
+                b.put(n.id, z.soa.clone(), Origin::Synthesized);
+                for ns in &z.ns {
+                    let r = Record::from_rdata(apex.clone(), z.ttl, RData::NS(NS(ns.clone())));
+                    b.put(n.id, r, Origin::Synthesized);
+                }
+                if z.synthesized_ns {
+                    for ns in &z.ns {
+                        for ip in &n.addresses {
+                            b.put(
+                                n.id,
+                                address_record(ns.clone(), z.ttl, *ip),
+                                Origin::Synthesized,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        b
+    }
+
+    /// Adds a record to a view. `Err` describes the data it conflicts with.
+    pub(super) fn add(
+        &mut self,
+        net: NetworkId,
+        record: Record,
+        origin: Origin,
+    ) -> Result<(), String> {
+        let rtype = record.record_type();
+        let node = self.views[net.index()]
+            .entry(LowerName::new(&record.name))
+            .or_default();
+        // An explicit SOA, or the first explicit NS, replaces the synthesized apex data.
+        if matches!(rtype, RecordType::SOA | RecordType::NS) && origin != Origin::Synthesized {
+            node.records
+                .retain(|(r, o)| !(r.record_type() == rtype && *o == Origin::Synthesized));
+        }
+        for (r, o) in &node.records {
+            let other = r.record_type();
+            if r.data == record.data {
+                return Ok(());
+            }
+            let cname_clash = (rtype == RecordType::CNAME) != (other == RecordType::CNAME)
+                || (rtype == RecordType::CNAME && other == RecordType::CNAME);
+            let address = |t| matches!(t, RecordType::A | RecordType::AAAA);
+            let service_clash = address(rtype)
+                && address(other)
+                && matches!(
+                    (o, &origin),
+                    (Origin::Service(_), Origin::Explicit(_))
+                        | (Origin::Explicit(_), Origin::Service(_))
+                );
+            let soa_clash = rtype == RecordType::SOA && other == RecordType::SOA;
+            if cname_clash || service_clash || soa_clash {
+                return Err(format!("{} ({other})", o.describe()));
+            }
+        }
+        node.records.push((record, origin));
+        Ok(())
+    }
+
+    fn put(&mut self, net: NetworkId, record: Record, origin: Origin) {
+        let node = self.views[net.index()]
+            .entry(LowerName::new(&record.name))
+            .or_default();
+        if !node.records.iter().any(|(r, _)| r.data == record.data) {
+            node.records.push((record, origin));
+        }
+    }
+
+    /// Adds empty non-terminals and freezes the views.
+    pub(super) fn finish(self, zones: &[Zone]) -> Vec<View> {
+        self.views
+            .into_iter()
+            .enumerate()
+            .map(|(i, map)| {
+                let mut nodes: HashMap<LowerName, Node> = map
+                    .into_iter()
+                    .map(|(name, b)| {
+                        let records = b.records.into_iter().map(|(r, _)| r).collect();
+                        (name, Node { records })
+                    })
+                    .collect();
+                let names: Vec<LowerName> = nodes.keys().cloned().collect();
+                for name in names {
+                    let Some(zone) = zone_of(zones, &name) else {
+                        continue;
+                    };
+                    let mut parent = name.base_name();
+                    while zone.name.zone_of(&parent) {
+                        nodes.entry(parent.clone()).or_default();
+                        if parent == zone.name {
+                            break;
+                        }
+                        parent = parent.base_name();
+                    }
+                }
+                View {
+                    network: NetworkId(i as u8),
+                    nodes,
+                }
+            })
+            .collect()
+    }
+}
+
+/// An A or AAAA record for an address.
+pub(super) fn address_record(name: Name, ttl: u32, ip: std::net::IpAddr) -> Record {
+    let data = match ip {
+        std::net::IpAddr::V4(a) => RData::A(A(a)),
+        std::net::IpAddr::V6(a) => RData::AAAA(AAAA(a)),
+    };
+    Record::from_rdata(name, ttl, data)
+}

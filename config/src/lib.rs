@@ -1,0 +1,43 @@
+//! labgate's configuration: TOML files in, one immutable [`Snapshot`] out.
+//!
+//! ```text
+//! files ──load──▶ RawFile per file ──compile──▶ Snapshot ──ArcSwap──▶ dns, proxy, acme
+//!                  (serde, spans)    (validate,   (networks, views,
+//!                                     index)       routes, certificates)
+//! ```
+//!
+//! This crate reads files (the config itself and, to check them, secret files named in it) but
+//! opens no socket and starts no task. It depends on no other labgate crate. Decisions made
+//! per request (which network an address is in, what a view answers, which service a host
+//! routes to, which certificate covers a name) are pure functions over the snapshot, here,
+//! so the DNS server, the proxy and `labgate explain` share one implementation.
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+#![deny(unused_must_use)]
+
+mod compile;
+pub mod diff;
+mod error;
+mod load;
+pub mod network;
+pub mod raw;
+pub mod route;
+pub mod settings;
+mod snapshot;
+mod source;
+pub mod view;
+
+pub use compile::compile;
+pub use error::{Diagnostic, Diagnostics, Error, Severity};
+pub use load::{Loaded, load, parse};
+pub use snapshot::Snapshot;
+pub use source::{ContentHash, FileId, Location, SourceFile, Sources};
+
+/// Loads and compiles a file or directory in one step.
+///
+/// # Errors
+/// As [`load`], plus [`Error::Invalid`] with every compile error.
+pub fn load_and_compile(path: &std::path::Path, generation: u64) -> Result<Snapshot, Error> {
+    let loaded = load(path)?;
+    compile(&loaded, generation).map_err(Error::Invalid)
+}

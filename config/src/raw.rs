@@ -1,0 +1,297 @@
+//! The serde mirror of the TOML files. Every field's doc comment is the user reference
+//! (`deploy/CONFIG.md` is written from it). Values stay string-ish here; `compile` parses them.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// One configuration file. In a directory, the files' arrays are concatenated and each
+/// single table (`[server]`, `[listen]`, `[dns]`, `[tunnel]`, `[tls]`, `[acme]`) may appear in
+/// one file only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    /// Process settings (restart-only).
+    pub server: Option<Spanned<RawServer>>,
+    /// Listening addresses (restart-only).
+    pub listen: Option<Spanned<RawListen>>,
+    /// Resolver settings: upstreams, cache, defaults for internal records.
+    pub dns: Option<Spanned<RawDns>>,
+    /// The Cloudflare Tunnel connector: the built-in network `tunnel`.
+    pub tunnel: Option<Spanned<RawTunnel>>,
+    /// Certificate defaults.
+    pub tls: Option<Spanned<RawTls>>,
+    /// The ACME account that issues certificates by DNS-01.
+    pub acme: Option<Spanned<RawAcme>>,
+    /// Named trust zones (VLANs, VPNs), each with its CIDRs and policy.
+    #[serde(default)]
+    pub network: Vec<RawNetwork>,
+    /// Internal domains answered authoritatively.
+    #[serde(default)]
+    pub zone: Vec<RawZone>,
+    /// Explicit DNS records inside internal zones.
+    #[serde(default)]
+    pub record: Vec<RawRecord>,
+    /// Applications: one declaration gives the DNS name, route, policy and certificate.
+    #[serde(default)]
+    pub service: Vec<RawService>,
+    /// Conditional forwarders: a domain sent to its own upstreams.
+    #[serde(default)]
+    pub forward: Vec<RawForward>,
+    /// Blocklists that networks can subscribe to.
+    #[serde(default)]
+    pub blocklist: Vec<RawBlocklist>,
+    /// Certificates: ACME-managed name sets or PEM files.
+    #[serde(default)]
+    pub certificate: Vec<RawCertificate>,
+    /// DNS providers that publish ACME DNS-01 challenges.
+    #[serde(default)]
+    pub dns_provider: Vec<RawDnsProvider>,
+}
+
+/// `[server]`: process settings. Restart-only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Directory for state: the local CA, ACME account and certificates.
+    /// Default `/var/lib/labgate`; relative paths are relative to the config file.
+    pub state_dir: Option<Spanned<String>>,
+}
+
+/// `[listen]`: socket addresses. Restart-only: a change is logged and applied at the next start.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    /// DNS over UDP and TCP, e.g. `["0.0.0.0:53", "[::]:53"]`. Default: both of those.
+    pub dns: Option<Vec<Spanned<String>>>,
+    /// HTTPS entrypoint. Default `["0.0.0.0:443", "[::]:443"]`.
+    pub https: Option<Vec<Spanned<String>>>,
+    /// Plain HTTP, which only redirects to HTTPS. Default `["0.0.0.0:80", "[::]:80"]`.
+    pub http: Option<Vec<Spanned<String>>>,
+    /// Tunnel origin that `cloudflared` connects to. Default: none.
+    pub tunnel: Option<Vec<Spanned<String>>>,
+    /// Admin endpoint (`/healthz`, `/readyz`, `/metrics`, `/config`, `POST /reload`).
+    /// Default `127.0.0.1:9153`. Keep it on loopback or a management address.
+    pub admin: Option<Spanned<String>>,
+}
+
+/// `[dns]`: resolver settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// Upstream resolvers for names outside internal zones:
+    /// `udp://IP[:PORT]`, `tcp://IP[:PORT]`, `tls://IP[:PORT]#TLS-NAME`,
+    /// `https://IP[:PORT][/PATH]#TLS-NAME`. Addresses are IPs so labgate never needs itself to
+    /// boot.
+    #[serde(default)]
+    pub upstreams: Vec<Spanned<String>>,
+    /// Maximum number of cached answers. Default 10000.
+    pub cache_size: Option<Spanned<i64>>,
+    /// TTL in seconds of records that name none. Default 300.
+    pub default_ttl: Option<Spanned<i64>>,
+}
+
+/// `[tunnel]`: the Cloudflare Tunnel connector, seen as the built-in network `tunnel`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTunnel {
+    /// Addresses `cloudflared` connects from; others are refused on the tunnel listener.
+    /// Default `["127.0.0.1", "::1"]`.
+    pub connectors: Option<Vec<Spanned<String>>>,
+}
+
+/// `[tls]`: certificate defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Issue certificates from labgate's own CA (in the state directory) for names no other
+    /// certificate covers. Default true.
+    pub local_ca: Option<bool>,
+    /// Name whose certificate is served to clients that send no SNI. Default: none (alert).
+    pub default_name: Option<Spanned<String>>,
+}
+
+/// `[acme]`: the ACME account (Let's Encrypt by default).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    /// Contact e-mail of the account.
+    pub email: Spanned<String>,
+    /// `letsencrypt` (default), `letsencrypt-staging`, or a directory URL.
+    pub directory: Option<Spanned<String>>,
+    /// Key type of issued certificates: `ecdsa-p256` (default) or `ecdsa-p384`.
+    pub key_type: Option<Spanned<String>>,
+    /// Certificate profile, e.g. `shortlived`, if the directory offers profiles.
+    pub profile: Option<Spanned<String>>,
+    /// External Account Binding key id, for CAs that require it.
+    pub eab_kid: Option<Spanned<String>>,
+    /// File holding the External Account Binding HMAC key (base64url). Never inline.
+    pub eab_hmac_file: Option<Spanned<String>>,
+    /// The `dns_provider` that publishes challenges for derived certificates.
+    pub provider: Option<Spanned<String>>,
+}
+
+/// `[[network]]`: a trust zone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    /// Unique name, used in `allow` and `networks` lists. `tunnel` is reserved.
+    pub name: Spanned<String>,
+    /// Client address ranges, IPv4 and IPv6 (`10.0.30.0/24`, `fd00:30::/64`). The longest
+    /// matching prefix over all networks decides a client's network.
+    pub cidrs: Vec<Spanned<String>>,
+    /// labgate's own address(es) on this network: what internal names resolve to here.
+    #[serde(default)]
+    pub addresses: Vec<Spanned<String>>,
+    /// May clients here see internal names? Default true. False: every internal name is
+    /// NXDOMAIN and no service may allow this network.
+    pub internal: Option<bool>,
+    /// May clients here resolve internet names through labgate? Default true.
+    pub recursion: Option<bool>,
+    /// Names of `[[blocklist]]`s applied to this network's queries.
+    #[serde(default)]
+    pub blocklists: Vec<Spanned<String>>,
+    /// Free text for people.
+    pub description: Option<String>,
+}
+
+/// `[[zone]]`: an internal domain, answered authoritatively in every view.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZone {
+    /// The domain, e.g. `lab.example.com`.
+    pub name: Spanned<String>,
+    /// Name servers; default `ns.<zone>`, which resolves to labgate's address in each view.
+    #[serde(default)]
+    pub ns: Vec<Spanned<String>>,
+    /// Mailbox of the zone's contact in SOA form; default `hostmaster.<zone>`.
+    pub hostmaster: Option<Spanned<String>>,
+    /// SOA minimum: the TTL of negative answers. Default 60.
+    pub negative_ttl: Option<Spanned<i64>>,
+}
+
+/// `[[record]]`: an explicit DNS record.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecord {
+    /// Owner name, fully qualified, inside an internal zone. `*.` wildcards are allowed.
+    pub name: Spanned<String>,
+    /// `A`, `AAAA`, `CNAME`, `TXT`, `MX`, `SRV`, `PTR`, `NS` or `SOA`.
+    #[serde(rename = "type")]
+    pub rtype: Spanned<String>,
+    /// Data in zone-file form: `10.0.20.10`, `10 mail.example.com`, `0 5 5060 sip.lab.example.com`.
+    pub value: Spanned<String>,
+    /// TTL in seconds; default `dns.default_ttl`.
+    pub ttl: Option<Spanned<i64>>,
+    /// Networks that see this record; default every network with `internal = true`. Give the
+    /// same name different values in different networks for split horizon.
+    pub networks: Option<Vec<Spanned<String>>>,
+}
+
+/// `[[service]]`: one application, declared once.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// Short name for logs and metrics; default the first label of `host`.
+    pub name: Option<Spanned<String>>,
+    /// Fully qualified host name, inside an internal zone.
+    pub host: Spanned<String>,
+    /// More host names served by the same service.
+    #[serde(default)]
+    pub aliases: Vec<Spanned<String>>,
+    /// Backend URLs, `http://` or `https://`; several are load balanced.
+    pub backends: Vec<Spanned<String>>,
+    /// Networks allowed to reach it; `tunnel` for internet users through Cloudflare Tunnel.
+    pub allow: Vec<Spanned<String>>,
+    /// Path prefixes this service answers; default `["/"]`. Services may share a host with
+    /// different prefixes.
+    pub paths: Option<Vec<Spanned<String>>>,
+    /// Pass WebSocket upgrades through. Default true.
+    pub websockets: Option<bool>,
+    /// Accept any certificate from `https://` backends (self-signed appliances). Default false.
+    pub danger_accept_invalid_backend_certs: Option<bool>,
+    /// Time to connect to a backend, e.g. `5s`. Default `5s`.
+    pub connect_timeout: Option<Spanned<String>>,
+    /// Longest silence from a backend while a response is awaited or read. Default `60s`.
+    pub timeout: Option<Spanned<String>>,
+    /// Active health check of the backends.
+    pub health_check: Option<RawHealthCheck>,
+}
+
+/// `health_check` of a service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// Path requested with GET; a 2xx or 3xx answer is healthy. Default `/`.
+    pub path: Option<Spanned<String>>,
+    /// Time between checks. Default `10s`.
+    pub interval: Option<Spanned<String>>,
+    /// Time one check may take. Default `2s`.
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// `[[forward]]`: a conditional forwarder.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForward {
+    /// The domain whose names go to these upstreams, e.g. `corp.example`.
+    pub domain: Spanned<String>,
+    /// Upstreams, in the `dns.upstreams` form.
+    pub upstreams: Vec<Spanned<String>>,
+}
+
+/// `[[blocklist]]`: a list of names to block.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlocklist {
+    /// Unique name, used in networks' `blocklists`.
+    pub name: Spanned<String>,
+    /// A local file (relative to the config file). Exactly one of `file` and `url`.
+    pub file: Option<Spanned<String>>,
+    /// An `http(s)://` URL fetched in the background.
+    pub url: Option<Spanned<String>>,
+    /// `hosts`, `domains` (one name per line) or `adblock` (`||name^`). Default `domains`.
+    pub format: Option<Spanned<String>>,
+    /// `nxdomain` (default) or `null` (answer 0.0.0.0 / ::).
+    pub action: Option<Spanned<String>>,
+    /// Names never blocked by this list (suffix match).
+    #[serde(default)]
+    pub except: Vec<Spanned<String>>,
+    /// Time between fetches of a URL list. Default `24h`.
+    pub refresh: Option<Spanned<String>>,
+}
+
+/// `[[certificate]]`: where the certificate for some names comes from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// Names covered, e.g. `["lab.example.com", "*.lab.example.com"]`.
+    pub names: Vec<Spanned<String>>,
+    /// `acme` or `files`.
+    pub source: Spanned<String>,
+    /// For `files`: PEM chain, leaf first.
+    pub cert_file: Option<Spanned<String>>,
+    /// For `files`: PEM private key (a secret: keep it 0600, out of Git).
+    pub key_file: Option<Spanned<String>>,
+    /// For `acme`: the `dns_provider` to use; default `acme.provider`.
+    pub provider: Option<Spanned<String>>,
+}
+
+/// `[[dns_provider]]`: publishes `_acme-challenge` TXT records.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnsProvider {
+    /// Unique name, used by `acme.provider` and certificates.
+    pub name: Spanned<String>,
+    /// `cloudflare`, `rfc2136` or `builtin`.
+    pub kind: Spanned<String>,
+    /// cloudflare: file holding an API token with Zone:DNS:Edit.
+    pub token_file: Option<Spanned<String>>,
+    /// rfc2136: the primary server, `IP[:PORT]`.
+    pub server: Option<Spanned<String>>,
+    /// rfc2136: TSIG key name.
+    pub key_name: Option<Spanned<String>>,
+    /// rfc2136: TSIG algorithm, `hmac-sha256` (default) or `hmac-sha512`.
+    pub algorithm: Option<Spanned<String>>,
+    /// rfc2136: file holding the TSIG secret (base64).
+    pub secret_file: Option<Spanned<String>>,
+}

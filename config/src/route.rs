@@ -1,0 +1,239 @@
+//! Services and the route table: Host (and path prefix) to service, and the policy check
+//! that the proxy's fast path, its general path and `explain` all call.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::network::{NetworkId, NetworkSet};
+
+/// Index of a service in the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServiceId(pub(crate) u32);
+
+impl ServiceId {
+    /// Position in the snapshot's services.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// One application, compiled.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Its id.
+    pub id: ServiceId,
+    /// Short name for logs and metrics.
+    pub name: Arc<str>,
+    /// Host names, lower-case without trailing dot; the first is the main one.
+    pub hosts: Vec<Arc<str>>,
+    /// Path prefixes it answers, each starting with `/`.
+    pub paths: Vec<Arc<str>>,
+    /// Backends, load balanced.
+    pub backends: Vec<Backend>,
+    /// Networks allowed to reach it.
+    pub allow: NetworkSet,
+    /// Whether WebSocket upgrades pass.
+    pub websockets: bool,
+    /// Whether `https://` backends' certificates go unchecked.
+    pub danger_accept_invalid_backend_certs: bool,
+    /// Connect timeout to a backend.
+    pub connect_timeout: Duration,
+    /// Longest backend silence.
+    pub timeout: Duration,
+    /// Active health check.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// A backend of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// The URL as written, for messages.
+    pub url: Arc<str>,
+    /// Whether the backend speaks TLS.
+    pub tls: bool,
+    /// Where it is.
+    pub host: BackendHost,
+    /// Its port.
+    pub port: u16,
+}
+
+/// A backend's address: an IP, or a name resolved by the proxy at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendHost {
+    /// A literal address.
+    Ip(IpAddr),
+    /// A DNS name (Docker service names, say).
+    Name(Arc<str>),
+}
+
+/// An active health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path requested with GET.
+    pub path: Arc<str>,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Time one check may take.
+    pub timeout: Duration,
+}
+
+/// Host → services sharing that host, longest path prefix first.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    hosts: HashMap<Arc<str>, Vec<(Arc<str>, ServiceId)>>,
+}
+
+/// The outcome of routing a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// No service has this host: answer 404 without touching a backend.
+    UnknownHost,
+    /// The host is known but no prefix of its services matches the path: 404.
+    UnknownPath,
+    /// The service that takes the request.
+    Service(ServiceId),
+}
+
+impl RouteTable {
+    pub(crate) fn insert(&mut self, host: Arc<str>, prefix: Arc<str>, id: ServiceId) {
+        let v = self.hosts.entry(host).or_default();
+        v.push((prefix, id));
+        v.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+    }
+
+    /// The service for a normalized host and a path. A prefix matches at a segment
+    /// boundary: `/api` matches `/api` and `/api/x`, never `/apix`.
+    pub fn route(&self, host: &str, path: &str) -> Route {
+        let Some(entries) = self.hosts.get(host) else {
+            return Route::UnknownHost;
+        };
+        entries
+            .iter()
+            .find(|(prefix, _)| path_matches(prefix, path))
+            .map_or(Route::UnknownPath, |(_, id)| Route::Service(*id))
+    }
+
+    /// Services that already claim a host with a prefix.
+    pub(crate) fn claimant(&self, host: &str, prefix: &str) -> Option<ServiceId> {
+        self.hosts
+            .get(host)?
+            .iter()
+            .find(|(p, _)| &**p == prefix)
+            .map(|(_, id)| *id)
+    }
+
+    /// Every routed host.
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.hosts.keys().map(|h| &**h)
+    }
+}
+
+fn path_matches(prefix: &str, path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The policy decision for a service and a client network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The network is in the service's `allow`.
+    Allow,
+    /// It is not: the proxy answers 403 (404 through the tunnel).
+    Deny,
+}
+
+impl Service {
+    /// Whether a client of a network may use this service.
+    pub fn access(&self, network: NetworkId) -> Access {
+        if self.allow.contains(network) {
+            Access::Allow
+        } else {
+            Access::Deny
+        }
+    }
+}
+
+/// The longest host name accepted (RFC 1035: 253 characters in text form).
+pub const MAX_HOST_LEN: usize = 253;
+
+/// Normalizes a Host header or SNI value into `buf`: lower-case, port and one trailing dot
+/// removed. `None` when it is not a plausible host name (empty, too long, bad characters,
+/// a malformed port). Allocates nothing.
+pub fn normalize_host<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b str> {
+    let host = strip_port(raw)?;
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    if host.is_empty() || host.len() > MAX_HOST_LEN {
+        return None;
+    }
+    for (i, &c) in host.iter().enumerate() {
+        if !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b':' | b'[' | b']')) {
+            return None;
+        }
+        buf[i] = c.to_ascii_lowercase();
+    }
+    std::str::from_utf8(&buf[..host.len()]).ok()
+}
+
+fn strip_port(raw: &[u8]) -> Option<&[u8]> {
+    if raw.first() == Some(&b'[') {
+        // SECURITY: an IPv6 literal keeps its brackets; only a `:port` after `]` goes.
+        let end = raw.iter().position(|&c| c == b']')?;
+        let rest = &raw[end + 1..];
+        return (rest.is_empty() || valid_port(rest.strip_prefix(b":")?)).then(|| &raw[..=end]);
+    }
+    match raw.iter().rposition(|&c| c == b':') {
+        Some(i) if valid_port(&raw[i + 1..]) => Some(&raw[..i]),
+        Some(_) => None,
+        None => Some(raw),
+    }
+}
+
+fn valid_port(p: &[u8]) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(raw: &str) -> Option<String> {
+        let mut buf = [0u8; MAX_HOST_LEN];
+        normalize_host(raw.as_bytes(), &mut buf).map(str::to_owned)
+    }
+
+    #[test]
+    fn hosts_are_lowercased_and_stripped() {
+        assert_eq!(
+            norm("Cloud.Lab.Example.com"),
+            Some("cloud.lab.example.com".into())
+        );
+        assert_eq!(
+            norm("cloud.lab.example.com.:8443"),
+            Some("cloud.lab.example.com".into())
+        );
+        assert_eq!(norm("[fd00::1]:443"), Some("[fd00::1]".into()));
+        assert_eq!(norm(""), None);
+        assert_eq!(norm("a b"), None);
+        assert_eq!(norm("host:port"), None);
+        assert_eq!(norm(&"a".repeat(300)), None);
+    }
+
+    #[test]
+    fn prefixes_match_at_segment_boundaries_longest_first() {
+        let mut t = RouteTable::default();
+        t.insert("h".into(), "/".into(), ServiceId(0));
+        t.insert("h".into(), "/api".into(), ServiceId(1));
+        assert_eq!(t.route("h", "/api/v1?x=1"), Route::Service(ServiceId(1)));
+        assert_eq!(t.route("h", "/api"), Route::Service(ServiceId(1)));
+        assert_eq!(t.route("h", "/apix"), Route::Service(ServiceId(0)));
+        assert_eq!(t.route("other", "/"), Route::UnknownHost);
+        let mut only_api = RouteTable::default();
+        only_api.insert("h".into(), "/api".into(), ServiceId(1));
+        assert_eq!(only_api.route("h", "/"), Route::UnknownPath);
+    }
+}

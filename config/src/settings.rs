@@ -1,0 +1,280 @@
+//! Compiled settings that are not per-request tables: listeners, upstreams, blocklists,
+//! certificates, ACME and DNS providers.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+
+/// Listening addresses. Restart-only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// DNS, UDP and TCP.
+    pub dns: Vec<SocketAddr>,
+    /// HTTPS.
+    pub https: Vec<SocketAddr>,
+    /// HTTP (redirects only).
+    pub http: Vec<SocketAddr>,
+    /// Tunnel origin for `cloudflared`.
+    pub tunnel: Vec<SocketAddr>,
+    /// Admin endpoint.
+    pub admin: SocketAddr,
+}
+
+/// Resolver settings.
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    /// Upstreams for names outside internal zones.
+    pub upstreams: Vec<Upstream>,
+    /// Conditional forwarders, longest domain first.
+    pub forwarders: Vec<Forwarder>,
+    /// Maximum cached answers.
+    pub cache_size: NonZeroUsize,
+    /// TTL of records that name none.
+    pub default_ttl: u32,
+    /// Blocklists, indexed by networks' `blocklists`.
+    pub blocklists: Vec<Blocklist>,
+}
+
+/// Transport of an upstream resolver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Plain DNS over UDP (TCP on truncation).
+    Udp,
+    /// Plain DNS over TCP.
+    Tcp,
+    /// DNS over TLS (RFC 7858).
+    Tls,
+    /// DNS over HTTPS (RFC 8484).
+    Https,
+}
+
+/// An upstream resolver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Transport.
+    pub protocol: Protocol,
+    /// Address.
+    pub addr: SocketAddr,
+    /// Name checked in the server's certificate (TLS and HTTPS).
+    pub tls_name: Option<Arc<str>>,
+    /// URL path for HTTPS, `/dns-query` by default.
+    pub path: Option<Arc<str>>,
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.protocol {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+            Protocol::Tls => "tls",
+            Protocol::Https => "https",
+        };
+        write!(f, "{scheme}://{}", self.addr)?;
+        if let Some(p) = &self.path {
+            f.write_str(p)?;
+        }
+        if let Some(n) = &self.tls_name {
+            write!(f, "#{n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A domain forwarded to its own upstreams.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    /// The domain, lower-case.
+    pub domain: Name,
+    /// Its upstreams.
+    pub upstreams: Vec<Upstream>,
+}
+
+/// Format of a blocklist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlocklistFormat {
+    /// `0.0.0.0 name` lines.
+    Hosts,
+    /// One name per line.
+    Domains,
+    /// `||name^` lines.
+    Adblock,
+}
+
+/// What a blocked name gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockAction {
+    /// NXDOMAIN.
+    NxDomain,
+    /// `0.0.0.0` / `::` for A / AAAA, NODATA for other types.
+    NullAddress,
+}
+
+/// Where a blocklist comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlocklistSource {
+    /// A local file.
+    File(PathBuf),
+    /// A URL fetched in the background.
+    Url(url::Url),
+}
+
+/// A blocklist.
+#[derive(Debug, Clone)]
+pub struct Blocklist {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Its source.
+    pub source: BlocklistSource,
+    /// Its format.
+    pub format: BlocklistFormat,
+    /// What blocked names get.
+    pub action: BlockAction,
+    /// Names never blocked (suffix match).
+    pub except: Vec<Name>,
+    /// Time between fetches of a URL.
+    pub refresh: Duration,
+}
+
+/// Certificate sources.
+#[derive(Debug, Clone, Default)]
+pub struct Certificates {
+    /// Whether names without another source get a local-CA certificate.
+    pub local_ca: bool,
+    /// Name served to clients without SNI.
+    pub default_name: Option<Arc<str>>,
+    /// Certificates, explicit or derived.
+    pub specs: Vec<CertSpec>,
+}
+
+/// One certificate: its names and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSpec {
+    /// Names covered (`*.zone` for one wildcard level).
+    pub names: Vec<Arc<str>>,
+    /// Its source.
+    pub source: CertSource,
+}
+
+/// Where a certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// Issued by ACME with a DNS provider.
+    Acme {
+        /// Index of the provider in the snapshot's providers.
+        provider: usize,
+        /// Whether the name set was derived from services rather than written.
+        derived: bool,
+    },
+    /// PEM files.
+    Files {
+        /// The chain.
+        cert: PathBuf,
+        /// The key.
+        key: PathBuf,
+    },
+}
+
+/// Which certificate a TLS handshake for a name gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// A configured certificate, by index in [`Certificates::specs`].
+    Spec(usize),
+    /// A certificate from labgate's own CA.
+    LocalCa,
+    /// None: the handshake fails.
+    Uncovered,
+}
+
+impl Certificates {
+    /// The certificate for a host: an exact name first, then one wildcard level, then the
+    /// local CA if enabled.
+    pub fn cover(&self, host: &str) -> Coverage {
+        let exact = self.find(|n| n.eq_ignore_ascii_case(host));
+        let wildcard = || {
+            let parent = host.split_once('.')?.1;
+            self.find(|n| {
+                n.strip_prefix("*.")
+                    .is_some_and(|p| p.eq_ignore_ascii_case(parent))
+            })
+        };
+        match exact.or_else(wildcard) {
+            Some(i) => Coverage::Spec(i),
+            None if self.local_ca => Coverage::LocalCa,
+            None => Coverage::Uncovered,
+        }
+    }
+
+    fn find(&self, pred: impl Fn(&str) -> bool) -> Option<usize> {
+        self.specs
+            .iter()
+            .position(|s| s.names.iter().any(|n| pred(n)))
+    }
+}
+
+/// Let's Encrypt's production directory.
+pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory.
+pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// ACME account settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// Contact e-mail.
+    pub email: Arc<str>,
+    /// Directory URL.
+    pub directory: url::Url,
+    /// Key type of issued certificates.
+    pub key_type: KeyType,
+    /// Requested profile.
+    pub profile: Option<Arc<str>>,
+    /// External Account Binding: key id and the file holding the HMAC key.
+    pub eab: Option<(Arc<str>, PathBuf)>,
+    /// Default provider for derived certificates.
+    pub provider: Option<usize>,
+}
+
+/// Key type of issued certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    /// ECDSA P-256.
+    EcdsaP256,
+    /// ECDSA P-384.
+    EcdsaP384,
+}
+
+/// A DNS provider for ACME challenges. Holds secret file paths only, never secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsProvider {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Its kind and settings.
+    pub kind: ProviderKind,
+}
+
+/// Kinds of DNS provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// Cloudflare's API.
+    Cloudflare {
+        /// File holding the API token.
+        token_file: PathBuf,
+    },
+    /// RFC 2136 dynamic update with TSIG.
+    Rfc2136 {
+        /// The primary server.
+        server: SocketAddr,
+        /// TSIG key name.
+        key_name: Name,
+        /// TSIG algorithm name (`hmac-sha256`, `hmac-sha512`).
+        algorithm: Arc<str>,
+        /// File holding the TSIG secret.
+        secret_file: PathBuf,
+    },
+    /// labgate's own DNS serves the challenge.
+    Builtin,
+}

@@ -1,0 +1,89 @@
+//! The compiled, immutable runtime configuration that DNS and the proxy read per request.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use hickory_proto::rr::{LowerName, RecordType};
+
+use crate::error::Diagnostic;
+use crate::network::{NetworkId, Networks};
+use crate::route::{Route, RouteTable, Service, ServiceId};
+use crate::settings::{AcmeSettings, Certificates, Coverage, DnsProvider, DnsSettings, Listen};
+use crate::source::ContentHash;
+use crate::view::{Lookup, View, Zone};
+
+/// One compiled configuration. Shared as `Arc<Snapshot>` behind an `ArcSwap`; never mutated.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every published snapshot.
+    pub generation: u64,
+    /// SHA-256 of the sources.
+    pub hash: ContentHash,
+    /// Directory for state (local CA, ACME). Restart-only.
+    pub state_dir: PathBuf,
+    /// Listening addresses. Restart-only.
+    pub listen: Listen,
+    /// Networks and the address lookup.
+    pub networks: Networks,
+    /// Internal zones.
+    pub zones: Vec<Zone>,
+    /// One view per network, indexed by network id (the tunnel's is empty).
+    pub views: Vec<View>,
+    /// Services, indexed by id.
+    pub services: Vec<Service>,
+    /// Host and path → service.
+    pub routes: RouteTable,
+    /// Resolver settings.
+    pub dns: DnsSettings,
+    /// Certificate sources.
+    pub certificates: Certificates,
+    /// ACME account, if certificates are issued.
+    pub acme: Option<AcmeSettings>,
+    /// DNS providers for ACME challenges.
+    pub providers: Vec<DnsProvider>,
+    /// Warnings found while compiling.
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Snapshot {
+    /// The view of a network.
+    ///
+    /// # Panics
+    /// If the id came from another snapshot.
+    pub fn view(&self, network: NetworkId) -> &View {
+        &self.views[network.index()]
+    }
+
+    /// A service by id.
+    ///
+    /// # Panics
+    /// If the id came from another snapshot.
+    pub fn service(&self, id: ServiceId) -> &Service {
+        &self.services[id.index()]
+    }
+
+    /// What a client's query for internal data gets, `None` when the client is in no network.
+    pub fn lookup(&self, client: IpAddr, name: &LowerName, rtype: RecordType) -> Option<Lookup> {
+        let network = self.networks.lookup(client)?.network;
+        Some(self.view(network).lookup(&self.zones, name, rtype))
+    }
+
+    /// The certificate a TLS handshake for a normalized host gets: a configured certificate,
+    /// else a local-CA certificate for names labgate routes, else none.
+    pub fn certificate_for(&self, host: &str) -> Coverage {
+        match self.certificates.cover(host) {
+            Coverage::LocalCa
+                if self.routes.route(host, "/") == Route::UnknownHost
+                    && self.certificates.default_name.as_deref() != Some(host) =>
+            {
+                Coverage::Uncovered
+            }
+            c => c,
+        }
+    }
+
+    /// The service for a normalized host and path.
+    pub fn route(&self, host: &str, path: &str) -> Route {
+        self.routes.route(host, path)
+    }
+}

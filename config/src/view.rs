@@ -1,0 +1,180 @@
+//! Per-network DNS data: the internal zones and each view's records, with the lookup rules
+//! (answer, CNAME chain inside internal data, NODATA, NXDOMAIN, wildcards, empty
+//! non-terminals) that the DNS server and `explain` both use.
+
+use std::collections::HashMap;
+
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+
+use crate::network::NetworkId;
+
+/// Index of a zone in the snapshot's zones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ZoneId(pub(crate) u16);
+
+/// An internal domain, answered authoritatively.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// Its id.
+    pub id: ZoneId,
+    /// The apex, lower-case and fully qualified.
+    pub name: LowerName,
+    /// The SOA record (also in every view's apex node).
+    pub soa: Record,
+    /// TTL of negative answers: min(SOA TTL, SOA minimum), per RFC 2308.
+    pub negative_ttl: u32,
+    /// Name servers at the apex.
+    pub ns: Vec<Name>,
+    /// Whether `ns` is the synthesized `ns.<zone>`, which resolves to labgate in each view.
+    pub synthesized_ns: bool,
+    /// TTL of records derived for this zone.
+    pub ttl: u32,
+}
+
+/// Records of one name in one view; an empty node is an empty non-terminal.
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    /// The records, grouped by type in insertion order.
+    pub records: Vec<Record>,
+}
+
+impl Node {
+    /// Records of one type.
+    pub fn of_type(&self, rtype: RecordType) -> impl Iterator<Item = &Record> {
+        self.records
+            .iter()
+            .filter(move |r| r.record_type() == rtype)
+    }
+
+    fn cname(&self) -> Option<&Record> {
+        self.of_type(RecordType::CNAME).next()
+    }
+}
+
+/// What one network sees of the internal zones.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The network this view is for.
+    pub network: NetworkId,
+    /// Every name with data or below which data exists, lower-case.
+    pub nodes: HashMap<LowerName, Node>,
+}
+
+/// The most CNAMEs followed inside internal data before answering with what was found.
+pub const MAX_CNAME_CHAIN: usize = 8;
+
+/// The outcome of looking a name up in a view's internal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The name is in no internal zone: forward it (if the network may recurse).
+    Outside,
+    /// The name does not exist in this view.
+    NxDomain {
+        /// The zone that answers.
+        zone: ZoneId,
+    },
+    /// The name exists but has no data of that type.
+    NoData {
+        /// The zone that answers.
+        zone: ZoneId,
+    },
+    /// Records, CNAMEs first when a chain was followed.
+    Answer {
+        /// The zone of the queried name.
+        zone: ZoneId,
+        /// The answer section.
+        records: Vec<Record>,
+        /// Where a CNAME chain leaves internal data (the resolver continues there).
+        continue_at: Option<Name>,
+    },
+}
+
+impl View {
+    /// Looks a name up, following CNAMEs inside the internal zones.
+    pub fn lookup(&self, zones: &[Zone], name: &LowerName, rtype: RecordType) -> Lookup {
+        let Some(zone) = zone_of(zones, name) else {
+            return Lookup::Outside;
+        };
+        let mut records = Vec::new();
+        let mut current = name.clone();
+        for _ in 0..=MAX_CNAME_CHAIN {
+            let Some((node, owner)) = self.find(zone_of(zones, &current), &current) else {
+                return if records.is_empty() {
+                    Lookup::NxDomain { zone: zone.id }
+                } else {
+                    answer(zone.id, records, None)
+                };
+            };
+            let matching: Vec<Record> = node.of_type(rtype).map(|r| rename(r, &owner)).collect();
+            if !matching.is_empty() || rtype == RecordType::CNAME {
+                records.extend(matching);
+                return if records.is_empty() {
+                    Lookup::NoData { zone: zone.id }
+                } else {
+                    answer(zone.id, records, None)
+                };
+            }
+            let Some(cname) = node.cname() else {
+                return if records.is_empty() {
+                    Lookup::NoData { zone: zone.id }
+                } else {
+                    answer(zone.id, records, None)
+                };
+            };
+            records.push(rename(cname, &owner));
+            let RData::CNAME(target) = &cname.data else {
+                break;
+            };
+            let target = LowerName::new(&target.0);
+            if zone_of(zones, &target).is_none() {
+                return answer(zone.id, records, Some(Name::from(&target)));
+            }
+            current = target;
+        }
+        answer(zone.id, records, None)
+    }
+
+    /// The node for a name: exact, or synthesized from a wildcard at the closest encloser
+    /// (RFC 4592). Returns the node and the owner name to put on its records.
+    fn find(&self, zone: Option<&Zone>, name: &LowerName) -> Option<(&Node, LowerName)> {
+        if let Some(node) = self.nodes.get(name) {
+            return Some((node, name.clone()));
+        }
+        let zone = zone?;
+        let mut encloser = name.base_name();
+        while encloser.num_labels() >= zone.name.num_labels() {
+            if self.nodes.contains_key(&encloser) {
+                let wildcard = LowerName::new(&Name::from(&encloser).into_wildcard());
+                return self.nodes.get(&wildcard).map(|n| (n, name.clone()));
+            }
+            encloser = encloser.base_name();
+        }
+        None
+    }
+}
+
+/// The internal zone a name falls in (the longest apex that is a suffix of it).
+pub fn zone_of<'z>(zones: &'z [Zone], name: &LowerName) -> Option<&'z Zone> {
+    zones
+        .iter()
+        .filter(|z| z.name.zone_of(name))
+        .max_by_key(|z| z.name.num_labels())
+}
+
+fn rename(record: &Record, owner: &LowerName) -> Record {
+    if record.name.is_wildcard() {
+        let mut r = record.clone();
+        r.name = Name::from(owner);
+        r
+    } else {
+        record.clone()
+    }
+}
+
+fn answer(zone: ZoneId, records: Vec<Record>, continue_at: Option<Name>) -> Lookup {
+    Lookup::Answer {
+        zone,
+        records,
+        continue_at,
+    }
+}

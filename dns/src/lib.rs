@@ -1,0 +1,65 @@
+//! labgate's DNS server: split-horizon answers per network view over the compiled snapshot,
+//! forwarding for everything else. This crate receives snapshots and bound sockets; it reads
+//! no files and no environment.
+//!
+//! ```text
+//! query ─▶ client address ─▶ snapshot.networks.lookup ─▶ view.lookup ─▶ answer
+//!                                   │ none: REFUSED             └─ outside: forward
+//! ```
+//!
+//! Today it holds the error model; the listeners, the fast path and the forwarder follow.
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+#![deny(unused_must_use)]
+
+use hickory_proto::op::ResponseCode;
+use labgate_config::view::Lookup;
+
+/// Why a query was not answered with data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The client's address is in no network.
+    #[error("client is in no network")]
+    UnknownClient,
+    /// The client's network may not recurse and the name is not internal.
+    #[error("recursion is not allowed for this network")]
+    RecursionRefused,
+    /// The name does not exist in the client's view.
+    #[error("no such name in this view")]
+    NxDomain,
+    /// Every upstream failed or timed out.
+    #[error("upstreams failed")]
+    UpstreamFailed,
+    /// The query could not be parsed.
+    #[error("malformed query")]
+    Malformed,
+}
+
+impl Error {
+    /// The response code a client gets for this outcome (D4).
+    pub fn rcode(self) -> ResponseCode {
+        match self {
+            Self::UnknownClient | Self::RecursionRefused => ResponseCode::Refused,
+            Self::NxDomain => ResponseCode::NXDomain,
+            Self::UpstreamFailed => ResponseCode::ServFail,
+            Self::Malformed => ResponseCode::FormErr,
+        }
+    }
+
+    /// The error for a view's negative lookup, if it is one.
+    pub fn from_lookup(lookup: &Lookup) -> Option<Self> {
+        matches!(lookup, Lookup::NxDomain { .. }).then_some(Self::NxDomain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_clients_are_refused_not_served() {
+        assert_eq!(Error::UnknownClient.rcode(), ResponseCode::Refused);
+        assert_eq!(Error::UpstreamFailed.rcode(), ResponseCode::ServFail);
+    }
+}

@@ -1,0 +1,176 @@
+//! The admin endpoint: `/healthz`, `/readyz`, `/metrics`, `/config`, `POST /reload`.
+//! Loopback by default; it shows configuration metadata, never secrets.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::reload::Trigger;
+use crate::status::{ReloadReport, Shared};
+
+/// Most concurrent admin connections (C6).
+pub const MAX_CONNECTIONS: usize = 32;
+/// Time a client has to send its request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a reload asked for by `POST /reload`.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the admin handlers need.
+#[derive(Clone)]
+pub struct Admin {
+    /// Shared runtime state.
+    pub shared: Arc<Shared>,
+    /// The reload pipeline's channel.
+    pub reload: mpsc::Sender<Trigger>,
+}
+
+/// Serves until cancelled.
+pub async fn serve(listener: TcpListener, admin: Admin, cancel: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = cancel.cancelled() => break,
+        };
+        while conns.try_join_next().is_some() {}
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            debug!(%peer, "admin connection refused: too many connections");
+            continue;
+        };
+        let admin = admin.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let svc = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(handle(&admin, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                debug!(%peer, "admin connection: {e}");
+            }
+        });
+    }
+    conns.shutdown().await;
+}
+
+async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if admin.shared.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let mut r = text(StatusCode::OK, admin.shared.metrics());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        (&Method::GET, "/config") => json(StatusCode::OK, &config_view(&admin.shared)),
+        (&Method::POST, "/reload") => {
+            let (tx, rx) = oneshot::channel();
+            if admin.reload.send(Trigger::Admin(tx)).await.is_err() {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "reload pipeline stopped\n");
+            }
+            match tokio::time::timeout(RELOAD_TIMEOUT, rx).await {
+                Ok(Ok(report)) => {
+                    let status = if report.errors.is_empty() {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    };
+                    json(status, &report)
+                }
+                _ => text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "reload did not finish in time\n",
+                ),
+            }
+        }
+        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /healthz /readyz /metrics /config, or POST /reload\n",
+        ),
+    }
+}
+
+/// The body of `/config`.
+#[derive(Debug, Serialize)]
+pub struct ConfigView {
+    /// Generation of the serving snapshot.
+    pub generation: u64,
+    /// Its content hash.
+    pub hash: String,
+    /// The last reload attempt.
+    pub last_reload: Option<ReloadReport>,
+    /// Warnings of the serving snapshot.
+    pub warnings: Vec<String>,
+    /// Network names.
+    pub networks: Vec<String>,
+    /// Service names.
+    pub services: Vec<String>,
+    /// Internal zones.
+    pub zones: Vec<String>,
+}
+
+fn config_view(shared: &Shared) -> ConfigView {
+    let s = shared.snapshot.load();
+    ConfigView {
+        generation: s.generation,
+        hash: s.hash.to_string(),
+        last_reload: shared.last(),
+        warnings: s.warnings.iter().map(ToString::to_string).collect(),
+        networks: s.networks.iter().map(|n| n.name.to_string()).collect(),
+        services: s.services.iter().map(|v| v.name.to_string()).collect(),
+        zones: s.zones.iter().map(|z| z.name.to_string()).collect(),
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
+    let mut r = text(status, bytes);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}

@@ -1,0 +1,147 @@
+//! `labgate run`: start-up order (config, state, listeners, tasks, ready), signals, shutdown.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use labgate_acme::local_ca::LocalCa;
+use labgate_config::Snapshot;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::admin::{self, Admin};
+use crate::cli::RunArgs;
+use crate::demo;
+use crate::reload::{self, ConfigSource, Trigger};
+use crate::status::Shared;
+use crate::watch;
+
+/// Time the tasks get to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Loads the configuration (the demo without `--config`) and serves until SIGTERM/SIGINT.
+///
+/// # Errors
+/// A `labgate_config::Error` for an invalid configuration (exit 64), anything else for a
+/// runtime failure (exit 1).
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let source = match &args.config {
+        Some(p) => ConfigSource::Path(p.clone()),
+        None => ConfigSource::Memory(demo::sources()),
+    };
+    let mut snapshot = source.compile(1)?;
+    if let Some(dir) = &args.state_dir {
+        snapshot.state_dir.clone_from(dir);
+    } else if args.config.is_none() {
+        snapshot.state_dir = demo::state_dir();
+    }
+    for w in &snapshot.warnings {
+        warn!("{w}");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("labgate")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(serve(source, snapshot, args.config.is_none()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(source: ConfigSource, snapshot: Snapshot, is_demo: bool) -> anyhow::Result<()> {
+    let state_dir = snapshot.state_dir.clone();
+    let ca = tokio::task::spawn_blocking(move || LocalCa::load_or_create(&state_dir))
+        .await
+        .context("local CA task failed")?
+        .context("cannot set up the local CA")?;
+    let admin_addr = snapshot.listen.admin;
+    let admin_listener = TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {admin_addr} (listen.admin)"))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let shared = Shared::new(snapshot);
+    let (tx, rx) = mpsc::channel(16);
+    let cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(reload::run(
+        source.clone(),
+        shared.clone(),
+        rx,
+        cancel.child_token(),
+    ));
+    let admin = Admin {
+        shared: shared.clone(),
+        reload: tx.clone(),
+    };
+    tasks.spawn(admin::serve(admin_listener, admin, cancel.child_token()));
+    let _watcher = match source.path() {
+        Some(p) => Some(
+            watch::start(p, tx.clone())
+                .with_context(|| format!("cannot watch {} for changes", p.display()))?,
+        ),
+        None => None,
+    };
+    tasks.spawn(sighup(tx, cancel.child_token()));
+
+    shared.ready.store(true, Ordering::Release);
+    banner(&shared, admin_addr, &ca.cert_path(), is_demo);
+
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("shutting down");
+    shared.ready.store(false, Ordering::Release);
+    cancel.cancel();
+    if tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        warn!("tasks did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    Ok(())
+}
+
+async fn sighup(tx: mpsc::Sender<Trigger>, cancel: CancellationToken) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot handle SIGHUP; reload with POST /reload instead");
+        return;
+    };
+    loop {
+        tokio::select! {
+            s = hup.recv() => {
+                if s.is_none() || tx.send(Trigger::Signal).await.is_err() {
+                    return;
+                }
+                info!("SIGHUP: reloading");
+            }
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// The lines operators and tests wait for, on stdout.
+fn banner(shared: &Arc<Shared>, admin: std::net::SocketAddr, ca: &std::path::Path, is_demo: bool) {
+    let s = shared.snapshot.load();
+    println!("labgate: admin listening on http://{admin}");
+    println!(
+        "labgate: ready: generation {} (hash {}), {} networks, {} zones, {} services",
+        s.generation,
+        s.hash.short(),
+        s.networks.iter().len(),
+        s.zones.len(),
+        s.services.len()
+    );
+    println!("labgate: local CA certificate at {}", ca.display());
+    if is_demo {
+        println!("{}", demo::try_it(&s, admin, ca));
+    }
+}

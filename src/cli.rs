@@ -1,0 +1,79 @@
+//! Command-line interface (clap derive; doc comments are the help text).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// labgate: a homelab's front door. Split-horizon DNS, HTTPS entrypoint, ACME certificates,
+/// from one declaration per service.
+///
+/// Exit codes: 0 success, 1 runtime failure, 64 invalid configuration or usage.
+#[derive(Debug, Parser)]
+#[command(name = "labgate", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter, e.g. `info` or `labgate=debug` (default: $LABGATE_LOG, else `info`).
+    #[arg(long, global = true)]
+    pub log: Option<String>,
+    /// What to do (default: `run` on the built-in demo config).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve: load the configuration, bind the listeners, hot-reload on change.
+    Run(RunArgs),
+    /// Validate configuration files without binding sockets; exit 0 if valid, 64 if not.
+    Check(CheckArgs),
+    /// Show how labgate treats a client: network, DNS answer, route, policy, certificate.
+    Explain(ExplainArgs),
+    /// Print the version.
+    Version,
+}
+
+impl Default for Command {
+    fn default() -> Self {
+        Self::Run(RunArgs::default())
+    }
+}
+
+/// `labgate run`.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// Configuration file or directory of `*.toml` files. Without it: the built-in demo on
+    /// loopback ports.
+    #[arg(long, short, env = "LABGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override `server.state_dir` (the demo defaults to a directory under $TMPDIR).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `labgate check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Files or directories to check; each is one configuration.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Treat warnings as errors.
+    #[arg(long)]
+    pub deny_warnings: bool,
+}
+
+/// `labgate explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The client's address.
+    #[arg(long)]
+    pub from: IpAddr,
+    /// A host name or URL (`https://cloud.lab.example.com/path`).
+    pub target: String,
+    /// Configuration file or directory (default: the built-in demo).
+    #[arg(long, short, env = "LABGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}

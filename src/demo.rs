@@ -1,0 +1,51 @@
+//! The built-in demo configuration: loopback ports, a local CA, no root needed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use labgate_config::{Snapshot, Sources};
+
+/// The demo's TOML, compiled into the binary.
+pub const DEMO_TOML: &str = include_str!("../deploy/examples/demo.toml");
+
+/// The demo as sources.
+pub fn sources() -> Sources {
+    let mut s = Sources::new();
+    s.add("<built-in demo>/demo.toml", DEMO_TOML);
+    s
+}
+
+/// The demo's state directory (its local CA lives there).
+pub fn state_dir() -> PathBuf {
+    std::env::temp_dir().join("labgate-demo")
+}
+
+/// What to try once the demo runs.
+pub fn try_it(s: &Snapshot, admin: SocketAddr, ca: &Path) -> String {
+    let services: Vec<String> = s
+        .services
+        .iter()
+        .map(|v| {
+            format!(
+                "  {} (allowed: {})",
+                v.hosts.join(", "),
+                s.networks.names(v.allow)
+            )
+        })
+        .collect();
+    format!(
+        "\nlabgate demo: the built-in configuration (deploy/examples/demo.toml) on loopback.\n\
+         Services declared:\n{}\n\n\
+         Try:\n\
+         \x20 curl -s http://{admin}/config\n\
+         \x20 curl -s http://{admin}/metrics\n\
+         \x20 curl -s -X POST http://{admin}/reload\n\
+         \x20 labgate explain --from 127.0.0.1 https://app.demo.test/\n\
+         \x20 labgate explain --from 127.0.0.2 app.demo.test      # the `guest` network\n\
+         \x20 labgate check deploy/examples/homelab.toml\n\
+         Local CA for HTTPS clients: curl --cacert {}\n\
+         DNS (listen.dns) and HTTPS (listen.https) are served once the dns and proxy crates land.\n",
+        services.join("\n"),
+        ca.display()
+    )
+}

@@ -1,0 +1,352 @@
+//! `labgate explain`: the decision chain for one client and one name or URL, computed by the
+//! same pure functions over the snapshot that DNS and the proxy use.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::process::ExitCode;
+
+use hickory_proto::rr::{LowerName, RecordType};
+use labgate_config::network::Network;
+use labgate_config::route::{Access, MAX_HOST_LEN, Route, normalize_host};
+use labgate_config::settings::{CertSource, Coverage};
+use labgate_config::view::Lookup;
+use labgate_config::{Snapshot, load_and_compile};
+use serde::Serialize;
+
+use crate::cli::ExplainArgs;
+use crate::reload::ConfigSource;
+
+/// Runs `labgate explain`.
+///
+/// # Errors
+/// An invalid configuration (exit 64) or a target that is not a host name or URL.
+pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let snapshot = match &args.config {
+        Some(p) => load_and_compile(p, 1)?,
+        None => ConfigSource::Memory(crate::demo::sources()).compile(1)?,
+    };
+    let e = explain(&snapshot, args.from, &args.target)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        print!("{e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The whole decision chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    /// The client address.
+    pub client: IpAddr,
+    /// Its network, if any.
+    pub network: Option<NetworkDecision>,
+    /// The normalized host.
+    pub host: String,
+    /// The path (`/` for a bare name).
+    pub path: String,
+    /// What DNS answers.
+    pub dns: Decision,
+    /// Where HTTP goes.
+    pub route: Decision,
+    /// Whether HTTP is allowed.
+    pub policy: Decision,
+    /// Which certificate a TLS handshake gets.
+    pub certificate: Decision,
+}
+
+/// The client's network and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkDecision {
+    /// Its name.
+    pub name: String,
+    /// The longest matching prefix.
+    pub prefix: String,
+}
+
+/// One step: a machine-readable outcome, details, and a sentence for people.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    /// Short outcome, e.g. `answer`, `nxdomain`, `allow`, `deny`.
+    pub outcome: &'static str,
+    /// Records, backends or certificate names involved.
+    pub details: Vec<String>,
+    /// Why.
+    pub reason: String,
+}
+
+fn decision(outcome: &'static str, details: Vec<String>, reason: impl Into<String>) -> Decision {
+    Decision {
+        outcome,
+        details,
+        reason: reason.into(),
+    }
+}
+
+/// Explains how `target` (a host name or URL) is treated for a client.
+///
+/// # Errors
+/// When the target has no valid host name.
+pub fn explain(s: &Snapshot, client: IpAddr, target: &str) -> anyhow::Result<Explanation> {
+    let (raw_host, path) = split_target(target);
+    let mut buf = [0u8; MAX_HOST_LEN];
+    let host = normalize_host(raw_host.as_bytes(), &mut buf)
+        .ok_or_else(|| anyhow::anyhow!("`{target}` has no valid host name"))?
+        .to_owned();
+    let matched = s.networks.lookup(client);
+    let network = matched.map(|m| s.networks.get(m.network));
+    Ok(Explanation {
+        client,
+        network: matched.map(|m| NetworkDecision {
+            name: s.networks.get(m.network).name.to_string(),
+            prefix: m.prefix.to_string(),
+        }),
+        dns: dns(s, network, &host),
+        route: route(s, &host, &path),
+        policy: policy(s, network, &host, &path),
+        certificate: certificate(s, &host),
+        host,
+        path,
+    })
+}
+
+fn split_target(target: &str) -> (&str, String) {
+    let rest = target.split_once("://").map_or(target, |(_, r)| r);
+    match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_owned()),
+        None => (rest, "/".to_owned()),
+    }
+}
+
+fn dns(s: &Snapshot, network: Option<&Network>, host: &str) -> Decision {
+    let Some(net) = network else {
+        return decision(
+            "refused",
+            vec![],
+            "the client is in no network: REFUSED for every name (labgate is not an open resolver)",
+        );
+    };
+    let Ok(name) = hickory_proto::rr::Name::from_ascii(format!("{host}.")) else {
+        return decision("formerr", vec![], "not a DNS name");
+    };
+    let name = LowerName::new(&name);
+    let view = s.view(net.id);
+    let mut records = Vec::new();
+    let mut outcome = None;
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        match view.lookup(&s.zones, &name, rtype) {
+            Lookup::Outside => return forward(s, net, host),
+            Lookup::Answer { records: r, .. } => {
+                records.extend(
+                    r.iter()
+                        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data)),
+                );
+                outcome = Some("answer");
+            }
+            Lookup::NoData { .. } => {
+                outcome = outcome.or(Some("nodata"));
+            }
+            Lookup::NxDomain { .. } => outcome = Some("nxdomain"),
+        }
+    }
+    records.dedup();
+    let zone = labgate_config::view::zone_of(&s.zones, &name).map_or_else(String::new, |z| {
+        z.name.to_string().trim_end_matches('.').to_owned()
+    });
+    match outcome {
+        Some("answer") => decision(
+            "answer",
+            records,
+            format!(
+                "authoritative answer from zone {zone} in view `{}`",
+                net.name
+            ),
+        ),
+        Some("nodata") => decision(
+            "nodata",
+            vec![],
+            format!(
+                "the name exists in zone {zone} but has no address in view `{}`",
+                net.name
+            ),
+        ),
+        _ if !net.internal => decision(
+            "nxdomain",
+            vec![],
+            format!(
+                "network `{}` does not see internal names (internal = false): NXDOMAIN",
+                net.name
+            ),
+        ),
+        _ => decision(
+            "nxdomain",
+            vec![],
+            format!(
+                "no such name in zone {zone} for view `{}`: NXDOMAIN (a service not allowed here is invisible)",
+                net.name
+            ),
+        ),
+    }
+}
+
+fn forward(s: &Snapshot, net: &Network, host: &str) -> Decision {
+    if !net.recursion {
+        return decision(
+            "refused",
+            vec![],
+            format!(
+                "`{host}` is outside the internal zones and network `{}` may not recurse (recursion = false)",
+                net.name
+            ),
+        );
+    }
+    let lists: Vec<&str> = net
+        .blocklists
+        .iter()
+        .map(|&i| &*s.dns.blocklists[i].name)
+        .collect();
+    let blocked = if lists.is_empty() {
+        String::new()
+    } else {
+        format!("; checked first against blocklists {}", lists.join(", "))
+    };
+    let fqdn = hickory_proto::rr::Name::from_ascii(format!("{host}.")).ok();
+    let fwd = s
+        .dns
+        .forwarders
+        .iter()
+        .find(|f| fqdn.as_ref().is_some_and(|n| f.domain.zone_of(n)));
+    match fwd {
+        Some(f) => decision(
+            "forward",
+            f.upstreams.iter().map(ToString::to_string).collect(),
+            format!("conditional forwarder for {}{blocked}", f.domain),
+        ),
+        None if s.dns.upstreams.is_empty() => decision(
+            "servfail",
+            vec![],
+            "outside the internal zones and no upstreams are configured: SERVFAIL",
+        ),
+        None => decision(
+            "forward",
+            s.dns.upstreams.iter().map(ToString::to_string).collect(),
+            format!("outside the internal zones: forwarded to the upstreams, with cache{blocked}"),
+        ),
+    }
+}
+
+fn route(s: &Snapshot, host: &str, path: &str) -> Decision {
+    match s.route(host, path) {
+        Route::UnknownHost => decision(
+            "unknown_host",
+            vec![],
+            format!("no service has host `{host}`: labgate answers 404 and contacts no backend"),
+        ),
+        Route::UnknownPath => decision(
+            "unknown_path",
+            vec![],
+            format!("`{host}` is served, but no path prefix matches `{path}`: 404"),
+        ),
+        Route::Service(id) => {
+            let svc = s.service(id);
+            decision(
+                "service",
+                svc.backends.iter().map(|b| b.url.to_string()).collect(),
+                format!("service `{}` (paths {})", svc.name, svc.paths.join(", ")),
+            )
+        }
+    }
+}
+
+fn policy(s: &Snapshot, network: Option<&Network>, host: &str, path: &str) -> Decision {
+    let Some(net) = network else {
+        return decision(
+            "deny",
+            vec![],
+            "the client is in no network: 403 for every service",
+        );
+    };
+    let Route::Service(id) = s.route(host, path) else {
+        return decision("not_found", vec![], "no service: 404");
+    };
+    let svc = s.service(id);
+    let allow = s.networks.names(svc.allow);
+    match svc.access(net.id) {
+        Access::Allow => decision(
+            "allow",
+            vec![],
+            format!("`{}` is in allow = [{allow}]", net.name),
+        ),
+        Access::Deny => decision(
+            "deny",
+            vec![],
+            format!("`{}` is not in allow = [{allow}]: 403", net.name),
+        ),
+    }
+}
+
+fn certificate(s: &Snapshot, host: &str) -> Decision {
+    match s.certificate_for(host) {
+        Coverage::Spec(i) => {
+            let spec = &s.certificates.specs[i];
+            let names = spec.names.iter().map(ToString::to_string).collect();
+            match &spec.source {
+                CertSource::Acme { provider, derived } => decision(
+                    "acme",
+                    names,
+                    format!(
+                        "ACME certificate ({}), DNS-01 through provider `{}`",
+                        if *derived {
+                            "derived from services"
+                        } else {
+                            "configured"
+                        },
+                        s.providers[*provider].name
+                    ),
+                ),
+                CertSource::Files { cert, .. } => decision(
+                    "files",
+                    names,
+                    format!("PEM files, chain {}", cert.display()),
+                ),
+            }
+        }
+        Coverage::LocalCa => decision(
+            "local_ca",
+            vec![host.to_owned()],
+            "issued by labgate's local CA (clients must trust its ca.pem)",
+        ),
+        Coverage::Uncovered => decision(
+            "none",
+            vec![],
+            "no certificate covers this name: the TLS handshake fails",
+        ),
+    }
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "client    {}", self.client)?;
+        match &self.network {
+            Some(n) => writeln!(
+                f,
+                "network   {} (longest matching prefix {})",
+                n.name, n.prefix
+            )?,
+            None => writeln!(f, "network   none: the address is in no network's CIDRs")?,
+        }
+        writeln!(f, "request   {}{}", self.host, self.path)?;
+        for (label, d) in [
+            ("dns", &self.dns),
+            ("route", &self.route),
+            ("policy", &self.policy),
+            ("cert", &self.certificate),
+        ] {
+            writeln!(f, "{label:<9} {}: {}", d.outcome.to_uppercase(), d.reason)?;
+            for detail in &d.details {
+                writeln!(f, "          {detail}")?;
+            }
+        }
+        Ok(())
+    }
+}

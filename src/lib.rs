@@ -1,0 +1,27 @@
+//! The labgate binary's wiring: CLI, the run loop, reload pipeline, admin endpoint, `check`
+//! and `explain`. Library crates do the work; this crate connects them (and is the only one
+//! that uses `anyhow`).
+#![forbid(unsafe_code)]
+#![deny(unused_must_use)]
+
+pub mod admin;
+pub mod app;
+pub mod check;
+pub mod cli;
+pub mod demo;
+pub mod explain;
+pub mod logging;
+pub mod reload;
+pub mod status;
+mod watch;
+
+/// Exit code for an invalid configuration or usage (sysexits `EX_USAGE`).
+pub const EX_USAGE: u8 = 64;
+
+/// `labgate <version>` with the versions of the stack it was built on.
+pub fn version() -> String {
+    format!(
+        "labgate {} (pingora 0.9.1, hickory-dns 0.26.3, rustls 0.23 with ring)",
+        env!("CARGO_PKG_VERSION")
+    )
+}

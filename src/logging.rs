@@ -1,0 +1,20 @@
+//! Logging setup: human-readable lines on stderr, filtered by `--log` or `$LABGATE_LOG`.
+
+use tracing_subscriber::EnvFilter;
+
+/// Environment variable holding the default log filter.
+pub const ENV_LOG: &str = "LABGATE_LOG";
+
+/// Installs the global subscriber; a second call does nothing.
+pub fn init(flag: Option<&str>) {
+    let filter = flag
+        .map(str::to_owned)
+        .or_else(|| std::env::var(ENV_LOG).ok())
+        .unwrap_or_else(|| "info".to_owned());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

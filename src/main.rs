@@ -1,0 +1,34 @@
+//! `labgate`: parse the CLI, set up logging and TLS, dispatch, map the result to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use labgate::cli::{Cli, Command};
+use labgate::{EX_USAGE, app, check, explain};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    labgate::logging::init(cli.log.as_deref());
+    // F1: one crypto provider, ring, installed before any TLS configuration exists.
+    pingora::tls::install_default_crypto_provider();
+    let result = match cli.command.unwrap_or_default() {
+        Command::Run(args) => app::run(args),
+        Command::Check(args) => check::run(&args),
+        Command::Explain(args) => explain::run(&args),
+        Command::Version => {
+            println!("{}", labgate::version());
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            if e.downcast_ref::<labgate_config::Error>().is_some() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

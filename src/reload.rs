@@ -1,0 +1,158 @@
+//! The reload pipeline (C2): file watcher, SIGHUP and `POST /reload` all feed one channel;
+//! one task debounces, compiles on a blocking thread, and publishes or keeps the old snapshot.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use labgate_config::diff::Diff;
+use labgate_config::{Error, Snapshot, Sources};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::status::{ReloadReport, ReloadResult, Shared, unix_now};
+
+/// Quiet time after a file event before reloading, so a `git checkout` of many files is
+/// read once, complete.
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+/// Longest wait for quiet: a file written continuously still gets reloaded.
+pub const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
+
+/// Why a reload was asked for.
+#[derive(Debug)]
+pub enum Trigger {
+    /// The watcher saw a configuration file change.
+    FileChanged,
+    /// SIGHUP.
+    Signal,
+    /// `POST /reload`; the report goes back on the channel.
+    Admin(oneshot::Sender<ReloadReport>),
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A file or directory.
+    Path(PathBuf),
+    /// The built-in demo (and anything else held in memory).
+    Memory(Sources),
+}
+
+impl ConfigSource {
+    /// Reads and compiles the configuration (blocking: call from a blocking thread).
+    ///
+    /// # Errors
+    /// The config crate's error, with every diagnostic.
+    pub fn compile(&self, generation: u64) -> Result<Snapshot, Error> {
+        let loaded = match self {
+            Self::Path(p) => labgate_config::load(p)?,
+            Self::Memory(s) => labgate_config::parse(s.clone())?,
+        };
+        labgate_config::compile(&loaded, generation).map_err(Error::Invalid)
+    }
+
+    /// The path to watch, if any.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Path(p) => Some(p),
+            Self::Memory(_) => None,
+        }
+    }
+}
+
+/// Runs the pipeline until cancelled or every sender is gone.
+pub async fn run(
+    source: ConfigSource,
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Trigger>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            t = rx.recv() => t,
+            () = cancel.cancelled() => return,
+        };
+        let Some(first) = first else { return };
+        let mut waiters = Vec::new();
+        let debounce = matches!(first, Trigger::FileChanged);
+        if let Trigger::Admin(w) = first {
+            waiters.push(w);
+        }
+        if debounce {
+            let deadline = tokio::time::Instant::now() + DEBOUNCE_MAX;
+            loop {
+                let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(deadline);
+                match tokio::time::timeout_at(quiet, rx.recv()).await {
+                    Ok(Some(Trigger::Admin(w))) => waiters.push(w),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        let report = reload_once(&source, &shared).await;
+        for w in waiters {
+            let _ = w.send(report.clone());
+        }
+    }
+}
+
+/// One reload: compile off the runtime, compare, publish or keep.
+pub async fn reload_once(source: &ConfigSource, shared: &Shared) -> ReloadReport {
+    let current = shared.snapshot.load_full();
+    let next_generation = current.generation + 1;
+    let src = source.clone();
+    let compiled = tokio::task::spawn_blocking(move || src.compile(next_generation)).await;
+    let mut report = ReloadReport {
+        result: ReloadResult::Failure,
+        at_unix: unix_now(),
+        generation: current.generation,
+        hash: current.hash.to_string(),
+        diff: None,
+        errors: Vec::new(),
+        restart_required: false,
+    };
+    match compiled {
+        Ok(Ok(ref new)) if new.hash == current.hash => {
+            report.result = ReloadResult::Unchanged;
+            info!(generation = current.generation, "config unchanged");
+        }
+        Ok(Ok(mut new)) => {
+            let diff = Diff::between(&current, &new);
+            if diff.restart_required {
+                // B6: restart-only settings are never applied halfway; the rest is.
+                warn!(
+                    "listen addresses or state_dir changed: restart labgate to apply them; everything else is applied now"
+                );
+                new.listen = current.listen.clone();
+                new.state_dir = current.state_dir.clone();
+            }
+            for w in &new.warnings {
+                warn!("{w}");
+            }
+            report.result = ReloadResult::Success;
+            report.generation = new.generation;
+            report.hash = new.hash.to_string();
+            report.diff = Some(diff.to_string());
+            report.restart_required = diff.restart_required;
+            info!(generation = new.generation, hash = %new.hash.short(), "config reloaded: {diff}");
+            shared.snapshot.store(Arc::new(new));
+        }
+        Ok(Err(e)) => {
+            report.errors = match &e {
+                Error::Invalid(d) => d.errors().map(ToString::to_string).collect(),
+                other => vec![format!("{other}")],
+            };
+            warn!(
+                generation = current.generation,
+                "config rejected, generation {} keeps serving:\n{e}", current.generation
+            );
+        }
+        Err(join) => {
+            report.errors = vec![format!("the compile task failed: {join}")];
+            warn!("config reload failed: {join}");
+        }
+    }
+    shared.record(report.clone());
+    report
+}

@@ -1,0 +1,171 @@
+//! Shared runtime state: the published snapshot, the reload history and the counters that
+//! `/config` and `/metrics` show.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use labgate_config::Snapshot;
+use serde::Serialize;
+
+/// Result of one reload attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadResult {
+    /// The first load at start-up.
+    Initial,
+    /// A new snapshot was published.
+    Success,
+    /// The sources did not change; nothing was published.
+    Unchanged,
+    /// The configuration was rejected; the old snapshot keeps serving.
+    Failure,
+}
+
+impl ReloadResult {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Initial => "initial",
+            Self::Success => "success",
+            Self::Unchanged => "unchanged",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+/// What one reload did, as `/config` and `POST /reload` report it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    /// Outcome.
+    pub result: ReloadResult,
+    /// Unix time of the attempt.
+    pub at_unix: u64,
+    /// Generation serving after the attempt.
+    pub generation: u64,
+    /// Content hash serving after the attempt.
+    pub hash: String,
+    /// One-line diff when a snapshot was published.
+    pub diff: Option<String>,
+    /// Every error, when rejected.
+    pub errors: Vec<String>,
+    /// Whether restart-only settings changed and wait for a restart.
+    pub restart_required: bool,
+}
+
+/// Everything the control plane shares. Request paths only `load()` the snapshot.
+pub struct Shared {
+    /// The published snapshot (C1: one swap for the whole runtime configuration).
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Whether start-up finished (listeners bound, first snapshot published).
+    pub ready: AtomicBool,
+    reloads: [AtomicU64; 4],
+    last_success_unix: AtomicU64,
+    last: Mutex<ReloadReport>,
+}
+
+impl Shared {
+    /// State around the first snapshot.
+    pub fn new(first: Snapshot) -> Arc<Self> {
+        let report = ReloadReport {
+            result: ReloadResult::Initial,
+            at_unix: unix_now(),
+            generation: first.generation,
+            hash: first.hash.to_string(),
+            diff: None,
+            errors: Vec::new(),
+            restart_required: false,
+        };
+        Arc::new(Self {
+            snapshot: ArcSwap::from_pointee(first),
+            ready: AtomicBool::new(false),
+            reloads: Default::default(),
+            last_success_unix: AtomicU64::new(report.at_unix),
+            last: Mutex::new(report),
+        })
+    }
+
+    /// Records a reload attempt.
+    pub fn record(&self, report: ReloadReport) {
+        self.reloads[report.result as usize].fetch_add(1, Ordering::Relaxed);
+        if matches!(
+            report.result,
+            ReloadResult::Success | ReloadResult::Unchanged
+        ) {
+            self.last_success_unix
+                .store(report.at_unix, Ordering::Relaxed);
+        }
+        if let Ok(mut last) = self.last.lock() {
+            *last = report;
+        }
+    }
+
+    /// The last reload attempt.
+    pub fn last(&self) -> Option<ReloadReport> {
+        self.last.lock().ok().map(|l| l.clone())
+    }
+
+    /// Prometheus text exposition of the control plane's metrics.
+    pub fn metrics(&self) -> String {
+        let snap = self.snapshot.load();
+        let mut out = String::new();
+        out.push_str(
+            "# HELP labgate_config_reloads_total Configuration reload attempts by result.\n",
+        );
+        out.push_str("# TYPE labgate_config_reloads_total counter\n");
+        for r in [
+            ReloadResult::Success,
+            ReloadResult::Unchanged,
+            ReloadResult::Failure,
+        ] {
+            let n = self.reloads[r as usize].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "labgate_config_reloads_total{{result=\"{}\"}} {n}",
+                r.label()
+            );
+        }
+        let gauges = [
+            (
+                "labgate_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful (or unchanged) reload.",
+                self.last_success_unix.load(Ordering::Relaxed),
+            ),
+            (
+                "labgate_config_generation",
+                "Generation of the serving snapshot.",
+                snap.generation,
+            ),
+            (
+                "labgate_config_last_reload_successful",
+                "1 if the last reload attempt was accepted, 0 if it was rejected.",
+                u64::from(
+                    self.last()
+                        .is_none_or(|l| l.result != ReloadResult::Failure),
+                ),
+            ),
+            (
+                "labgate_ready",
+                "1 once start-up finished.",
+                u64::from(self.ready.load(Ordering::Relaxed)),
+            ),
+            (
+                "labgate_services",
+                "Services in the serving snapshot.",
+                snap.services.len() as u64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        out
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,78 @@
+//! Watches the configuration's directory and turns relevant changes into reload triggers.
+//!
+//! The directory is watched, not the file: editors replace files by rename and `git pull`
+//! writes many files, and a watch on the old inode would miss both.
+
+use std::path::{Path, PathBuf};
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::reload::Trigger;
+
+/// Starts watching; the returned watcher must be kept alive.
+///
+/// # Errors
+/// When the platform watcher cannot be created or the directory cannot be watched.
+pub(crate) fn start(
+    config: &Path,
+    tx: mpsc::Sender<Trigger>,
+) -> notify::Result<RecommendedWatcher> {
+    let (dir, only) = if config.is_dir() {
+        (config.to_owned(), None)
+    } else {
+        let dir = config
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_owned);
+        (dir, config.file_name().map(ToOwned::to_owned))
+    };
+    let root = dir.clone();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        let relevant = event
+            .paths
+            .iter()
+            .any(|p| relevant(&root, p, only.as_deref()));
+        if relevant {
+            // A full channel means a reload is already pending; dropping this one loses nothing.
+            let _ = tx.try_send(Trigger::FileChanged);
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::Recursive)?;
+    Ok(watcher)
+}
+
+/// A `*.toml` file (or the named file) not under a hidden directory such as `.git`.
+fn relevant(root: &Path, path: &Path, only: Option<&std::ffi::OsStr>) -> bool {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    if rel
+        .components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+    {
+        return false;
+    }
+    match only {
+        Some(name) => path.file_name() == Some(name),
+        None => path.extension().is_some_and(|e| e == "toml") || path.is_dir() || !path.exists(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_and_unrelated_paths_are_ignored() {
+        let root = Path::new("/cfg");
+        assert!(relevant(root, Path::new("/cfg/services/a.toml"), None));
+        assert!(!relevant(root, Path::new("/cfg/.git/index"), None));
+        assert!(!relevant(root, Path::new("/cfg/.a.toml.swp"), None));
+        let name = std::ffi::OsStr::new("labgate.toml");
+        assert!(relevant(root, Path::new("/cfg/labgate.toml"), Some(name)));
+        assert!(!relevant(root, Path::new("/cfg/other.toml"), Some(name)));
+    }
+}
