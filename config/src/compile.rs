@@ -48,7 +48,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
     let state_dir = state_dir(&mut cx, files);
     let views = views.finish(&zones);
 
-    let diags = Diagnostics(cx.diags);
+    let diags = Diagnostics(ordered(cx.diags));
     if diags.has_errors() {
         return Err(diags);
     }
@@ -74,6 +74,21 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         providers: certs.providers,
         warnings: diags.0,
     })
+}
+
+/// Diagnostics in file order, each once (a table read by two phases reports once).
+fn ordered(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut seen = std::collections::HashSet::new();
+    diags.retain(|d| seen.insert(d.to_string()));
+    diags.sort_by(|a, b| {
+        let key = |d: &Diagnostic| {
+            d.location
+                .as_ref()
+                .map(|l| (l.path.clone(), l.line, l.column))
+        };
+        key(a).cmp(&key(b))
+    });
+    diags
 }
 
 fn state_dir(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> PathBuf {

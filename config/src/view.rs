@@ -144,8 +144,11 @@ impl View {
         let mut encloser = name.base_name();
         while encloser.num_labels() >= zone.name.num_labels() {
             if self.nodes.contains_key(&encloser) {
-                let wildcard = LowerName::new(&Name::from(&encloser).into_wildcard());
-                return self.nodes.get(&wildcard).map(|n| (n, name.clone()));
+                let wildcard = Name::from(&encloser).prepend_label("*").ok()?;
+                return self
+                    .nodes
+                    .get(&LowerName::new(&wildcard))
+                    .map(|n| (n, name.clone()));
             }
             encloser = encloser.base_name();
         }
