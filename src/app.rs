@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::admin::{self, Admin};
 use crate::cli::RunArgs;
 use crate::demo;
-use crate::reload::{self, ConfigSource, Trigger};
+use crate::reload::{self, ConfigSource, Origin, Overrides, Trigger};
 use crate::status::Shared;
 use crate::watch;
 
@@ -31,16 +31,21 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A `labgate_config::Error` for an invalid configuration (exit 64), anything else for a
 /// runtime failure (exit 1).
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let source = match &args.config {
-        Some(p) => ConfigSource::Path(p.clone()),
-        None => ConfigSource::Memory(demo::sources()),
+    let is_demo = args.config.is_none();
+    let source = ConfigSource {
+        origin: match &args.config {
+            Some(p) => Origin::Path(p.clone()),
+            None => Origin::Memory(demo::sources()),
+        },
+        overrides: Overrides {
+            admin: args.admin,
+            state_dir: args
+                .state_dir
+                .clone()
+                .or_else(|| is_demo.then(demo::state_dir)),
+        },
     };
-    let mut snapshot = source.compile(1)?;
-    if let Some(dir) = &args.state_dir {
-        snapshot.state_dir.clone_from(dir);
-    } else if args.config.is_none() {
-        snapshot.state_dir = demo::state_dir();
-    }
+    let snapshot = source.compile(1)?;
     for w in &snapshot.warnings {
         warn!("{w}");
     }
@@ -49,7 +54,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .thread_name("labgate")
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(source, snapshot, args.config.is_none()))?;
+    rt.block_on(serve(source, snapshot, is_demo))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -132,6 +137,11 @@ async fn sighup(tx: mpsc::Sender<Trigger>, cancel: CancellationToken) {
 fn banner(shared: &Arc<Shared>, admin: std::net::SocketAddr, ca: &std::path::Path, is_demo: bool) {
     let s = shared.snapshot.load();
     println!("labgate: admin listening on http://{admin}");
+    println!("labgate: local CA certificate at {}", ca.display());
+    if is_demo {
+        println!("{}", demo::try_it(&s, admin, ca));
+    }
+    // Printed last: tests and supervisors wait for this line.
     println!(
         "labgate: ready: generation {} (hash {}), {} networks, {} zones, {} services",
         s.generation,
@@ -140,8 +150,4 @@ fn banner(shared: &Arc<Shared>, admin: std::net::SocketAddr, ca: &std::path::Pat
         s.zones.len(),
         s.services.len()
     );
-    println!("labgate: local CA certificate at {}", ca.display());
-    if is_demo {
-        println!("{}", demo::try_it(&s, admin, ca));
-    }
 }

@@ -1,6 +1,6 @@
 //! Command-line interface (clap derive; doc comments are the help text).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -49,6 +49,9 @@ pub struct RunArgs {
     /// Override `server.state_dir` (the demo defaults to a directory under $TMPDIR).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Override `listen.admin`, e.g. `127.0.0.1:0` for any free port.
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
 }
 
 /// `labgate check`.

@@ -14,7 +14,7 @@ use labgate_config::{Snapshot, load_and_compile};
 use serde::Serialize;
 
 use crate::cli::ExplainArgs;
-use crate::reload::ConfigSource;
+use crate::reload::{ConfigSource, Origin, Overrides};
 
 /// Runs `labgate explain`.
 ///
@@ -23,7 +23,11 @@ use crate::reload::ConfigSource;
 pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let snapshot = match &args.config {
         Some(p) => load_and_compile(p, 1)?,
-        None => ConfigSource::Memory(crate::demo::sources()).compile(1)?,
+        None => ConfigSource {
+            origin: Origin::Memory(crate::demo::sources()),
+            overrides: Overrides::default(),
+        }
+        .compile(1)?,
     };
     let e = explain(&snapshot, args.from, &args.target)?;
     if args.json {

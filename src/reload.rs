@@ -1,6 +1,7 @@
 //! The reload pipeline (C2): file watcher, SIGHUP and `POST /reload` all feed one channel;
 //! one task debounces, compiles on a blocking thread, and publishes or keeps the old snapshot.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,13 +31,31 @@ pub enum Trigger {
     Admin(oneshot::Sender<ReloadReport>),
 }
 
-/// Where the configuration comes from.
+/// Where the configuration comes from, and the CLI flags that override it (B7: CLI first).
 #[derive(Debug, Clone)]
-pub enum ConfigSource {
+pub struct ConfigSource {
+    /// File, directory or memory.
+    pub origin: Origin,
+    /// `--admin`, `--state-dir`.
+    pub overrides: Overrides,
+}
+
+/// Where configuration text lives.
+#[derive(Debug, Clone)]
+pub enum Origin {
     /// A file or directory.
     Path(PathBuf),
     /// The built-in demo (and anything else held in memory).
     Memory(Sources),
+}
+
+/// Settings given on the command line, applied to every compiled snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replaces `listen.admin`.
+    pub admin: Option<SocketAddr>,
+    /// Replaces `server.state_dir`.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl ConfigSource {
@@ -45,18 +64,25 @@ impl ConfigSource {
     /// # Errors
     /// The config crate's error, with every diagnostic.
     pub fn compile(&self, generation: u64) -> Result<Snapshot, Error> {
-        let loaded = match self {
-            Self::Path(p) => labgate_config::load(p)?,
-            Self::Memory(s) => labgate_config::parse(s.clone())?,
+        let loaded = match &self.origin {
+            Origin::Path(p) => labgate_config::load(p)?,
+            Origin::Memory(s) => labgate_config::parse(s.clone())?,
         };
-        labgate_config::compile(&loaded, generation).map_err(Error::Invalid)
+        let mut snapshot = labgate_config::compile(&loaded, generation).map_err(Error::Invalid)?;
+        if let Some(admin) = self.overrides.admin {
+            snapshot.listen.admin = admin;
+        }
+        if let Some(dir) = &self.overrides.state_dir {
+            snapshot.state_dir.clone_from(dir);
+        }
+        Ok(snapshot)
     }
 
     /// The path to watch, if any.
     pub fn path(&self) -> Option<&std::path::Path> {
-        match self {
-            Self::Path(p) => Some(p),
-            Self::Memory(_) => None,
+        match &self.origin {
+            Origin::Path(p) => Some(p),
+            Origin::Memory(_) => None,
         }
     }
 }

@@ -1,0 +1,193 @@
+//! End-to-end: `check`, `explain`, `version` and the built-in demo, as a user runs them.
+
+mod support;
+
+use support::{ConfigDir, Labgate, bin, config_with_services};
+
+#[test]
+fn check_accepts_every_example_and_binds_nothing() {
+    let examples: Vec<_> = std::fs::read_dir("deploy/examples")
+        .expect("examples")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    assert!(examples.len() >= 2);
+    let out = bin()
+        .arg("check")
+        .args(&examples)
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches(": ok:").count(), examples.len(), "{stdout}");
+}
+
+#[test]
+fn check_exits_64_with_every_error_located() {
+    let cfg = ConfigDir::new();
+    cfg.write("good.toml", &config_with_services(&["app"]));
+    let bad = config_with_services(&["app", "app"])
+        .replace("cidrs = [\"10.1.0.0/16\"]", "cidrs = [\"10.1.0.1/16\"]");
+    cfg.write("bad.toml", &bad);
+    let out = bin()
+        .arg("check")
+        .arg(cfg.path("good.toml"))
+        .arg(cfg.path("bad.toml"))
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "bad.toml:3:10: error: `network[0].cidrs[0]`: `10.1.0.1/16` has host bits set"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("is already served by service `app`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 errors in the configuration"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("good.toml: ok") && stdout.contains("bad.toml: invalid"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_of_a_missing_path_says_so() {
+    let out = bin()
+        .args(["check", "/nonexistent/labgate.toml"])
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/labgate.toml"));
+}
+
+fn explain_json(args: &[&str]) -> serde_json::Value {
+    let out = bin()
+        .arg("explain")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run explain");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("explain --json is JSON")
+}
+
+#[test]
+fn explain_shows_the_whole_decision_chain() {
+    let homelab = ["--config", "deploy/examples/homelab.toml"];
+    let e = explain_json(
+        &[
+            &[
+                "--from",
+                "10.0.30.5",
+                "https://Cloud.Lab.Example.com:443/apps/files",
+            ][..],
+            &homelab[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(e["network"]["name"], "clients");
+    assert_eq!(e["network"]["prefix"], "10.0.30.0/24");
+    assert_eq!(e["host"], "cloud.lab.example.com");
+    assert_eq!(e["path"], "/apps/files");
+    assert_eq!(e["dns"]["outcome"], "answer");
+    assert!(
+        e["dns"]["details"].to_string().contains("10.0.30.2"),
+        "{e:#}"
+    );
+    assert_eq!(e["route"]["outcome"], "service");
+    assert_eq!(e["route"]["details"][0], "http://10.0.20.11:80");
+    assert_eq!(e["policy"]["outcome"], "allow");
+    assert_eq!(e["certificate"]["outcome"], "acme");
+
+    let guest = explain_json(
+        &[
+            &["--from", "10.0.50.7", "cloud.lab.example.com"][..],
+            &homelab[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(guest["dns"]["outcome"], "nxdomain");
+    assert_eq!(guest["policy"]["outcome"], "deny");
+
+    let stranger = explain_json(
+        &[
+            &["--from", "192.0.2.1", "cloud.lab.example.com"][..],
+            &homelab[..],
+        ]
+        .concat(),
+    );
+    assert!(stranger["network"].is_null());
+    assert_eq!(stranger["dns"]["outcome"], "refused");
+    assert_eq!(stranger["policy"]["outcome"], "deny");
+
+    let outside = explain_json(&[&["--from", "10.0.30.5", "fritz.box"][..], &homelab[..]].concat());
+    assert_eq!(outside["dns"]["outcome"], "forward");
+    assert_eq!(outside["dns"]["details"][0], "udp://10.0.20.1:53");
+    assert_eq!(outside["route"]["outcome"], "unknown_host");
+    assert_eq!(outside["certificate"]["outcome"], "none");
+}
+
+#[test]
+fn explain_text_defaults_to_the_demo() {
+    let out = bin()
+        .args(["explain", "--from", "127.0.0.3", "app.demo.test"])
+        .output()
+        .expect("run explain");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("network   iot (longest matching prefix 127.0.0.3/32)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("policy    DENY: `iot` is not in allow = [lab]: 403"),
+        "{text}"
+    );
+    let bad = bin()
+        .args(["explain", "--from", "127.0.0.1", "http://exa mple/"])
+        .output()
+        .expect("run explain");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("has no valid host name"));
+}
+
+#[test]
+fn version_names_the_stack() {
+    let out = bin().arg("version").output().expect("run version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("labgate {}", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_demo_runs_with_its_local_ca_and_says_what_to_try() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let lg = Labgate::start(&[], state.path());
+    let out = lg.stdout.join("\n");
+    assert!(out.contains("local CA certificate at"), "{out}");
+    let ca = state.path().join("local-ca/ca.pem");
+    assert!(
+        std::fs::read_to_string(&ca)
+            .expect("CA written")
+            .contains("BEGIN CERTIFICATE")
+    );
+    let c = lg.config();
+    assert_eq!(c["services"], serde_json::json!(["app", "home-assistant"]));
+    let (code, body) = lg.admin("POST", "/reload");
+    assert_eq!(code, 200, "{body}");
+}

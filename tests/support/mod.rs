@@ -1,0 +1,213 @@
+//! Shared helpers for end-to-end tests: start the real binary, read its readiness lines, talk
+//! to it with curl, poll with deadlines.
+
+#![allow(dead_code, clippy::unwrap_used)] // helpers differ per test binary; tests may unwrap
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long start-up may take (a debug build on a loaded 2-core machine).
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a reload may take to show up.
+pub(crate) const RELOAD_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The labgate binary under test.
+pub(crate) fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_labgate"))
+}
+
+/// A running `labgate run`, killed on drop.
+pub(crate) struct Labgate {
+    child: Child,
+    /// The admin endpoint's address.
+    pub(crate) admin: SocketAddr,
+    /// Everything it printed on stdout so far (start-up lines).
+    pub(crate) stdout: Vec<String>,
+}
+
+impl Labgate {
+    /// Starts `labgate run` with extra args and waits for its readiness line.
+    pub(crate) fn start(args: &[&str], state_dir: &Path) -> Self {
+        let mut child = bin()
+            .arg("run")
+            .args(args)
+            .arg("--admin")
+            .arg("127.0.0.1:0")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .env("LABGATE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start labgate");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut lines = Vec::new();
+        let mut admin = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("labgate did not become ready; stdout: {lines:#?}"));
+            if let Some(a) = line.strip_prefix("labgate: admin listening on http://") {
+                admin = Some(a.parse().expect("admin address"));
+            }
+            let ready = line.starts_with("labgate: ready");
+            lines.push(line);
+            if ready {
+                break;
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        Self {
+            child,
+            admin: admin.expect("admin line before ready line"),
+            stdout: lines,
+        }
+    }
+
+    /// `GET` (or `POST`) an admin path with curl: (status, body).
+    pub(crate) fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        curl(method, &format!("http://{}{path}", self.admin))
+    }
+
+    /// `/config` as JSON.
+    pub(crate) fn config(&self) -> serde_json::Value {
+        let (status, body) = self.admin("GET", "/config");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("/config is JSON")
+    }
+
+    /// Polls `/config` until `pred` holds, or panics with the last value at the deadline.
+    pub(crate) fn wait_config(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
+        loop {
+            let c = self.config();
+            if pred(&c) {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last /config: {c:#}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The process id, for signals.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Labgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP request with curl (a real client); fails loudly if curl is missing.
+pub(crate) fn curl(method: &str, url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "30",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+            url,
+        ])
+        .output()
+        .expect(
+            "curl is needed for the end-to-end tests: apt-get install curl (scripts/test.sh does)",
+        );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// A temporary directory with a config file or files.
+pub(crate) struct ConfigDir {
+    /// Holds the directory alive.
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    /// An empty directory.
+    pub(crate) fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// A path inside it.
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Writes a file in place (truncate and write, as `>` in a shell does).
+    pub(crate) fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(p, text).expect("write config");
+    }
+
+    /// Replaces a file the way editors do: write a temporary file, rename it over.
+    pub(crate) fn rename_replace(&self, rel: &str, text: &str) {
+        let tmp = self.path(&format!(".{rel}.swp"));
+        std::fs::write(&tmp, text).expect("write temp");
+        std::fs::rename(&tmp, self.path(rel)).expect("rename");
+    }
+}
+
+/// A small valid configuration with one service per host given.
+pub(crate) fn config_with_services(hosts: &[&str]) -> String {
+    let mut s = String::from(
+        "[[network]]\nname = \"lan\"\ncidrs = [\"10.1.0.0/16\"]\naddresses = [\"10.1.0.2\"]\n\n\
+         [[zone]]\nname = \"home.arpa\"\n",
+    );
+    for h in hosts {
+        s.push_str(&format!(
+            "\n[[service]]\nhost = \"{h}.home.arpa\"\nbackends = [\"http://10.1.0.9:8080\"]\nallow = [\"lan\"]\n"
+        ));
+    }
+    s
+}
+
+/// The generation in a `/config` value.
+pub(crate) fn generation(c: &serde_json::Value) -> u64 {
+    c["generation"].as_u64().expect("generation")
+}
+
+/// The service names in a `/config` value.
+pub(crate) fn services(c: &serde_json::Value) -> Vec<String> {
+    c["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|v| v.as_str().expect("name").to_owned())
+        .collect()
+}
