@@ -190,4 +190,28 @@ mod tests {
         );
         Ok(())
     }
+
+    /// A real verifier (openssl) accepts the leaf for its names under the CA.
+    #[test]
+    fn openssl_verifies_the_leaf_against_the_ca() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = LocalCa::load_or_create(dir.path()).expect("CA");
+        let leaf = ca.issue(&["app.demo.test".into()], OffsetDateTime::now_utc()).expect("leaf");
+        let leaf_path = dir.path().join("leaf.pem");
+        std::fs::write(&leaf_path, &leaf.chain_pem).expect("write leaf");
+        let verify = |host: &str| {
+            std::process::Command::new("openssl")
+                .arg("verify")
+                .arg("-CAfile")
+                .arg(ca.cert_path())
+                .args(["-verify_hostname", host])
+                .arg(&leaf_path)
+                .output()
+                .expect("openssl is needed: apt-get install openssl (scripts/test.sh does)")
+        };
+        let ok = verify("app.demo.test");
+        assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+        let wrong = verify("other.demo.test");
+        assert!(!wrong.status.success(), "a name not in the certificate must fail");
+    }
 }

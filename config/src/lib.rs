@@ -17,6 +17,8 @@
 
 mod compile;
 pub mod diff;
+#[doc(hidden)]
+pub mod fuzzing;
 mod error;
 mod load;
 pub mod network;

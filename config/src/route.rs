@@ -170,8 +170,10 @@ pub fn normalize_host<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST_LEN]) -> Option
     if host.is_empty() || host.len() > MAX_HOST_LEN {
         return None;
     }
+    let bracketed = host.first() == Some(&b'[');
     for (i, &c) in host.iter().enumerate() {
-        if !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b':' | b'[' | b']')) {
+        let literal = bracketed && (c == b':' || (c == b'[' && i == 0) || (c == b']' && i == host.len() - 1));
+        if !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_') || literal) {
             return None;
         }
         buf[i] = c.to_ascii_lowercase();
@@ -220,6 +222,8 @@ mod tests {
         assert_eq!(norm(""), None);
         assert_eq!(norm("a b"), None);
         assert_eq!(norm("host:port"), None);
+        assert_eq!(norm("a:b:80"), None);
+        assert_eq!(norm("[fd00::1"), None);
         assert_eq!(norm(&"a".repeat(300)), None);
     }
 

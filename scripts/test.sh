@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs labgate's whole test suite on a fresh Debian machine: installs the system packages the
+# build and the tests need (as root, or through sudo), then runs every workspace test with a
+# per-test timeout (cargo-nextest when present, else cargo test).
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh reload     # a filter, passed to the test runner
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package that provides it
+declare -A packages=(
+  [cmake]=cmake          # pingora-core builds zlib-ng with cmake
+  [cc]=build-essential   # ring, zstd and zlib-ng compile C
+  [curl]=curl            # the end-to-end tests are curl clients of the real binary
+  [kill]=procps          # SIGHUP in the reload tests
+  [openssl]=openssl      # verifies the local CA's chain
+)
+missing=()
+for cmd in "${!packages[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "scripts/test.sh: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --workspace --no-fail-fast "$@"
+  cargo test --locked --workspace --doc "$@"
+else
+  echo "scripts/test.sh: cargo-nextest not found, using cargo test (no per-test timeout)"
+  cargo test --locked --workspace --no-fail-fast "$@"
+fi
