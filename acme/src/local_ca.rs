@@ -196,7 +196,9 @@ mod tests {
     fn openssl_verifies_the_leaf_against_the_ca() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = LocalCa::load_or_create(dir.path()).expect("CA");
-        let leaf = ca.issue(&["app.demo.test".into()], OffsetDateTime::now_utc()).expect("leaf");
+        let leaf = ca
+            .issue(&["app.demo.test".into()], OffsetDateTime::now_utc())
+            .expect("leaf");
         let leaf_path = dir.path().join("leaf.pem");
         std::fs::write(&leaf_path, &leaf.chain_pem).expect("write leaf");
         let verify = |host: &str| {
@@ -210,8 +212,15 @@ mod tests {
                 .expect("openssl is needed: apt-get install openssl (scripts/test.sh does)")
         };
         let ok = verify("app.demo.test");
-        assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stdout)
+        );
         let wrong = verify("other.demo.test");
-        assert!(!wrong.status.success(), "a name not in the certificate must fail");
+        assert!(
+            !wrong.status.success(),
+            "a name not in the certificate must fail"
+        );
     }
 }

@@ -36,7 +36,8 @@ fn route_lookup(c: &mut Criterion) {
     c.bench_function("route/normalize_and_route", |b| {
         b.iter(|| {
             let mut buf = [0u8; MAX_HOST_LEN];
-            let host = normalize_host(black_box(b"App517.Zone7.lab.test:443"), &mut buf).expect("host");
+            let host =
+                normalize_host(black_box(b"App517.Zone7.lab.test:443"), &mut buf).expect("host");
             s.route(host, black_box("/index.html"))
         })
     });

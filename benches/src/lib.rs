@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 /// allowed to a third of the networks, plus one explicit record per two services.
 pub fn generated_config(networks: usize, services: usize) -> String {
     let mut s = String::from("[dns]\nupstreams = [\"udp://192.0.2.53\"]\n\n");
-    s.push_str("[[network]]\nname = \"site\"\ncidrs = [\"10.0.0.0/8\"]\naddresses = [\"10.0.0.2\"]\n\n");
+    s.push_str(
+        "[[network]]\nname = \"site\"\ncidrs = [\"10.0.0.0/8\"]\naddresses = [\"10.0.0.2\"]\n\n",
+    );
     for n in 0..networks {
         let _ = write!(
             s,

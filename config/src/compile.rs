@@ -248,6 +248,32 @@ pub(crate) fn single<'a, T>(
     found.map(|(f, t)| (f, t.get_ref()))
 }
 
+/// One of a fixed set of keywords; `None` gives the first option (the default). An unknown
+/// keyword is reported with the options and gives `None`.
+pub(crate) fn choose<T: Copy>(
+    cx: &mut Ctx<'_>,
+    file: FileId,
+    value: Option<&Spanned<String>>,
+    key: &str,
+    options: &[(&str, T)],
+) -> Option<T> {
+    let Some(v) = value else {
+        return options.first().map(|(_, t)| *t);
+    };
+    if let Some((_, t)) = options.iter().find(|(name, _)| *name == v.get_ref()) {
+        return Some(*t);
+    }
+    let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
+    cx.error(
+        file,
+        v.span(),
+        key,
+        format!("unknown value `{}`", v.get_ref()),
+    )
+    .expected(format!("one of {}", names.join(", ")));
+    None
+}
+
 /// "a, b, c" or "(none)" for hint lists.
 pub(crate) fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let v: Vec<&str> = names.collect();

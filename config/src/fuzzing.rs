@@ -7,7 +7,9 @@ use crate::{Sources, compile, parse};
 /// Any bytes as a configuration file: parsing and compiling never panic, and a compiled
 /// snapshot answers the lookups every request makes.
 pub fn compile_bytes(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let mut s = Sources::new();
     s.add("fuzz.toml", text);
     let Ok(loaded) = parse(s) else { return };
@@ -31,12 +33,20 @@ pub fn compile_bytes(data: &[u8]) {
 /// lower-case, port-free and stable (normalizing it again changes nothing).
 pub fn normalize_host_bytes(data: &[u8]) {
     let mut buf = [0u8; MAX_HOST_LEN];
-    let Some(host) = normalize_host(data, &mut buf) else { return };
+    let Some(host) = normalize_host(data, &mut buf) else {
+        return;
+    };
     let host = host.to_owned();
-    assert!(!host.bytes().any(|c| c.is_ascii_uppercase()), "{host:?} is not lower-case");
+    assert!(
+        !host.bytes().any(|c| c.is_ascii_uppercase()),
+        "{host:?} is not lower-case"
+    );
     assert!(!host.ends_with('.'), "{host:?} keeps a trailing dot");
     let mut again = [0u8; MAX_HOST_LEN];
-    assert_eq!(normalize_host(host.as_bytes(), &mut again), Some(host.as_str()));
+    assert_eq!(
+        normalize_host(host.as_bytes(), &mut again),
+        Some(host.as_str())
+    );
 }
 
 #[cfg(test)]

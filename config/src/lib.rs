@@ -17,9 +17,9 @@
 
 mod compile;
 pub mod diff;
+mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-mod error;
 mod load;
 pub mod network;
 pub mod raw;

@@ -171,8 +171,13 @@ pub fn normalize_host<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST_LEN]) -> Option
         return None;
     }
     let bracketed = host.first() == Some(&b'[');
+    // Empty labels (`a..b`, `.a`, `..`) name nothing a service could have.
+    if !bracketed && host.split(|&c| c == b'.').any(<[u8]>::is_empty) {
+        return None;
+    }
     for (i, &c) in host.iter().enumerate() {
-        let literal = bracketed && (c == b':' || (c == b'[' && i == 0) || (c == b']' && i == host.len() - 1));
+        let literal =
+            bracketed && (c == b':' || (c == b'[' && i == 0) || (c == b']' && i == host.len() - 1));
         if !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_') || literal) {
             return None;
         }
@@ -224,6 +229,10 @@ mod tests {
         assert_eq!(norm("host:port"), None);
         assert_eq!(norm("a:b:80"), None);
         assert_eq!(norm("[fd00::1"), None);
+        // Found by the host_normalize fuzz target: `..` became `.`.
+        assert_eq!(norm(".."), None);
+        assert_eq!(norm("a..b"), None);
+        assert_eq!(norm(".a"), None);
         assert_eq!(norm(&"a".repeat(300)), None);
     }
 

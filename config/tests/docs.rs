@@ -16,6 +16,12 @@ fn every_raw_key_is_in_the_config_reference() {
         }
     }
     assert!(keys.len() > 60, "found only {} keys", keys.len());
-    let missing: Vec<&String> = keys.iter().filter(|k| !reference.contains(&format!("| `{k}` |"))).collect();
-    assert!(missing.is_empty(), "not in deploy/CONFIG.md (run scripts/gen-config-doc.py): {missing:?}");
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| !reference.contains(&format!("| `{k}` |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in deploy/CONFIG.md (run scripts/gen-config-doc.py): {missing:?}"
+    );
 }

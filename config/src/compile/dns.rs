@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::values::{self, Bad};
 use super::views::{Origin, ViewsBuilder};
-use super::{Ctx, Explain, items, list, single};
+use super::{Ctx, Explain, choose, items, list, single};
 use crate::network::{NetworkKind, NetworkSet, Networks};
 use crate::raw::RawFile;
 use crate::settings::{
@@ -184,34 +184,29 @@ pub(super) fn blocklists(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Vec<B
                 continue;
             }
         };
-        let format = match raw.format.as_ref().map(|f| (f, f.get_ref().as_str())) {
-            None | Some((_, "domains")) => BlocklistFormat::Domains,
-            Some((_, "hosts")) => BlocklistFormat::Hosts,
-            Some((_, "adblock")) => BlocklistFormat::Adblock,
-            Some((f, other)) => {
-                cx.error(
-                    file,
-                    f.span(),
-                    format!("{key}.format"),
-                    format!("unknown blocklist format `{other}`"),
-                )
-                .expected("`hosts`, `domains` or `adblock`");
-                continue;
-            }
-        };
-        let action = match raw.action.as_ref().map(|a| (a, a.get_ref().as_str())) {
-            None | Some((_, "nxdomain")) => BlockAction::NxDomain,
-            Some((_, "null")) => BlockAction::NullAddress,
-            Some((a, other)) => {
-                cx.error(
-                    file,
-                    a.span(),
-                    format!("{key}.action"),
-                    format!("unknown action `{other}`"),
-                )
-                .expected("`nxdomain` or `null`");
-                continue;
-            }
+        let format = choose(
+            cx,
+            file,
+            raw.format.as_ref(),
+            &format!("{key}.format"),
+            &[
+                ("domains", BlocklistFormat::Domains),
+                ("hosts", BlocklistFormat::Hosts),
+                ("adblock", BlocklistFormat::Adblock),
+            ],
+        );
+        let action = choose(
+            cx,
+            file,
+            raw.action.as_ref(),
+            &format!("{key}.action"),
+            &[
+                ("nxdomain", BlockAction::NxDomain),
+                ("null", BlockAction::NullAddress),
+            ],
+        );
+        let (Some(format), Some(action)) = (format, action) else {
+            continue;
         };
         let except = raw
             .except

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::dns::report;
 use super::values;
-use super::{Ctx, Explain, items, list, single};
+use super::{Ctx, Explain, choose, items, list, single};
 use crate::raw::RawFile;
 use crate::route::Service;
 use crate::settings::{
@@ -255,20 +255,17 @@ fn acme(
             }
         },
     };
-    let key_type = match raw.key_type.as_ref().map(|k| (k, k.get_ref().as_str())) {
-        None | Some((_, "ecdsa-p256")) => KeyType::EcdsaP256,
-        Some((_, "ecdsa-p384")) => KeyType::EcdsaP384,
-        Some((k, other)) => {
-            cx.error(
-                file,
-                k.span(),
-                "acme.key_type",
-                format!("unknown key type `{other}`"),
-            )
-            .expected("`ecdsa-p256` or `ecdsa-p384`");
-            KeyType::EcdsaP256
-        }
-    };
+    let key_type = choose(
+        cx,
+        file,
+        raw.key_type.as_ref(),
+        "acme.key_type",
+        &[
+            ("ecdsa-p256", KeyType::EcdsaP256),
+            ("ecdsa-p384", KeyType::EcdsaP384),
+        ],
+    )
+    .unwrap_or(KeyType::EcdsaP256);
     let eab = match (&raw.eab_kid, &raw.eab_hmac_file) {
         (Some(kid), Some(f)) => Some((
             Arc::from(kid.get_ref().as_str()),
