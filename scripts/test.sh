@@ -13,6 +13,7 @@ declare -A packages=(
   [cmake]=cmake          # pingora-core builds zlib-ng with cmake
   [cc]=build-essential   # ring, zstd and zlib-ng compile C
   [curl]=curl            # the end-to-end tests are curl clients of the real binary
+  [dig]=dnsutils         # ...and dig clients of its DNS server
   [kill]=procps          # SIGHUP in the reload tests
   [openssl]=openssl      # verifies the local CA's chain
 )

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::admin::{self, Admin};
 use crate::cli::RunArgs;
 use crate::demo;
+use crate::listen;
 use crate::reload::{self, ConfigSource, Origin, Overrides, Trigger};
 use crate::status::Shared;
 use crate::watch;
@@ -39,6 +40,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         overrides: Overrides {
             admin: args.admin,
+            dns: args.dns.clone(),
             state_dir: args
                 .state_dir
                 .clone()
@@ -64,12 +66,28 @@ async fn serve(source: ConfigSource, snapshot: Snapshot, is_demo: bool) -> anyho
         .await
         .context("local CA task failed")?
         .context("cannot set up the local CA")?;
+    let dns_addrs = snapshot.listen.dns.clone();
     let admin_addr = snapshot.listen.admin;
     let admin_listener = TcpListener::bind(admin_addr)
         .await
         .with_context(|| format!("cannot listen on {admin_addr} (listen.admin)"))?;
     let admin_addr = admin_listener.local_addr()?;
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    for addr in dns_addrs {
+        udp.push(listen::udp(addr, "listen.dns")?);
+        tcp.push(listen::tcp(addr, "listen.dns")?);
+    }
+    let dns_bound: Vec<String> = udp
+        .iter()
+        .map(|s| s.local_addr().map(|a| format!("udp {a}")))
+        .chain(
+            tcp.iter()
+                .map(|l| l.local_addr().map(|a| format!("tcp {a}"))),
+        )
+        .collect::<Result<_, _>>()?;
     let shared = Shared::new(snapshot);
+    let mut dns = labgate_dns::serve(labgate_dns::Handler::new(shared.snapshot.clone()), udp, tcp);
     let (tx, rx) = mpsc::channel(16);
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -94,7 +112,7 @@ async fn serve(source: ConfigSource, snapshot: Snapshot, is_demo: bool) -> anyho
     tasks.spawn(sighup(tx, cancel.child_token()));
 
     shared.ready.store(true, Ordering::Release);
-    banner(&shared, admin_addr, &ca.cert_path(), is_demo);
+    banner(&shared, admin_addr, &dns_bound, &ca.cert_path(), is_demo);
 
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     tokio::select! {
@@ -104,6 +122,9 @@ async fn serve(source: ConfigSource, snapshot: Snapshot, is_demo: bool) -> anyho
     info!("shutting down");
     shared.ready.store(false, Ordering::Release);
     cancel.cancel();
+    if let Err(e) = dns.shutdown_gracefully().await {
+        warn!("dns server stopped with an error: {e}");
+    }
     if tokio::time::timeout(SHUTDOWN_GRACE, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -134,9 +155,18 @@ async fn sighup(tx: mpsc::Sender<Trigger>, cancel: CancellationToken) {
 }
 
 /// The lines operators and tests wait for, on stdout.
-fn banner(shared: &Arc<Shared>, admin: std::net::SocketAddr, ca: &std::path::Path, is_demo: bool) {
+fn banner(
+    shared: &Arc<Shared>,
+    admin: std::net::SocketAddr,
+    dns: &[String],
+    ca: &std::path::Path,
+    is_demo: bool,
+) {
     let s = shared.snapshot.load();
     println!("labgate: admin listening on http://{admin}");
+    for d in dns {
+        println!("labgate: dns listening on {d}");
+    }
     println!("labgate: local CA certificate at {}", ca.display());
     if is_demo {
         println!("{}", demo::try_it(&s, admin, ca));

@@ -52,6 +52,9 @@ pub struct RunArgs {
     /// Override `listen.admin`, e.g. `127.0.0.1:0` for any free port.
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// Override `listen.dns` (repeat for several addresses), e.g. `127.0.0.1:0`.
+    #[arg(long)]
+    pub dns: Vec<SocketAddr>,
 }
 
 /// `labgate check`.

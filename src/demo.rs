@@ -37,6 +37,9 @@ pub fn try_it(s: &Snapshot, admin: SocketAddr, ca: &Path) -> String {
         "\nlabgate demo: the built-in configuration (deploy/examples/demo.toml) on loopback.\n\
          Services declared:\n{}\n\n\
          Try:\n\
+         \x20 dig @127.0.0.1 -p 8053 app.demo.test                 # lab: 127.0.0.1\n\
+         \x20 dig @127.0.0.1 -p 8053 -b 127.0.0.2 app.demo.test    # guest: NXDOMAIN\n\
+         \x20 dig @127.0.0.1 -p 8053 -b 127.0.0.3 hass.demo.test   # iot: 127.0.0.3\n\
          \x20 curl -s http://{admin}/config\n\
          \x20 curl -s http://{admin}/metrics\n\
          \x20 curl -s -X POST http://{admin}/reload\n\
@@ -44,7 +47,7 @@ pub fn try_it(s: &Snapshot, admin: SocketAddr, ca: &Path) -> String {
          \x20 labgate explain --from 127.0.0.2 app.demo.test      # the `guest` network\n\
          \x20 labgate check deploy/examples/homelab.toml\n\
          Local CA for HTTPS clients: curl --cacert {}\n\
-         DNS (listen.dns) and HTTPS (listen.https) are served once the dns and proxy crates land.\n",
+         DNS answers internal names today; forwarding, and HTTPS (listen.https), land next.\n",
         services.join("\n"),
         ca.display()
     )

@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod demo;
 pub mod explain;
+pub mod listen;
 pub mod logging;
 pub mod reload;
 pub mod status;

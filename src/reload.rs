@@ -54,6 +54,8 @@ pub enum Origin {
 pub struct Overrides {
     /// Replaces `listen.admin`.
     pub admin: Option<SocketAddr>,
+    /// Replaces `listen.dns` when not empty.
+    pub dns: Vec<SocketAddr>,
     /// Replaces `server.state_dir`.
     pub state_dir: Option<PathBuf>,
 }
@@ -71,6 +73,9 @@ impl ConfigSource {
         let mut snapshot = labgate_config::compile(&loaded, generation).map_err(Error::Invalid)?;
         if let Some(admin) = self.overrides.admin {
             snapshot.listen.admin = admin;
+        }
+        if !self.overrides.dns.is_empty() {
+            snapshot.listen.dns.clone_from(&self.overrides.dns);
         }
         if let Some(dir) = &self.overrides.state_dir {
             snapshot.state_dir.clone_from(dir);

@@ -56,8 +56,9 @@ pub struct ReloadReport {
 
 /// Everything the control plane shares. Request paths only `load()` the snapshot.
 pub struct Shared {
-    /// The published snapshot (C1: one swap for the whole runtime configuration).
-    pub snapshot: ArcSwap<Snapshot>,
+    /// The published snapshot (C1: one swap for the whole runtime configuration), shared
+    /// with the DNS server.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
     /// Whether start-up finished (listeners bound, first snapshot published).
     pub ready: AtomicBool,
     reloads: [AtomicU64; 4],
@@ -78,7 +79,7 @@ impl Shared {
             restart_required: false,
         };
         Arc::new(Self {
-            snapshot: ArcSwap::from_pointee(first),
+            snapshot: Arc::new(ArcSwap::from_pointee(first)),
             ready: AtomicBool::new(false),
             reloads: Default::default(),
             last_success_unix: AtomicU64::new(report.at_unix),

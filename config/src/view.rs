@@ -12,6 +12,13 @@ use crate::network::NetworkId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ZoneId(pub(crate) u16);
 
+impl ZoneId {
+    /// Position in the snapshot's zones.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
 /// An internal domain, answered authoritatively.
 #[derive(Debug, Clone)]
 pub struct Zone {

@@ -7,10 +7,18 @@
 //!                                   │ none: REFUSED             └─ outside: forward
 //! ```
 //!
-//! Today it holds the error model; the listeners, the fast path and the forwarder follow.
+//! Built so far: the listeners (hickory's `Server`, UDP and TCP) and the authoritative part:
+//! views, NXDOMAIN/NODATA with the SOA, REFUSED for clients in no network. Names outside the
+//! internal zones are REFUSED until the forwarder lands; the batched UDP fast path follows.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
+
+mod answer;
+mod server;
+
+pub use answer::{Answer, answer};
+pub use server::{Handler, MAX_UDP_PAYLOAD, TCP_IDLE_TIMEOUT, serve};
 
 use hickory_proto::op::ResponseCode;
 use labgate_config::view::Lookup;

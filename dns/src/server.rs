@@ -1,0 +1,108 @@
+//! The DNS server: hickory's `Server` for the sockets (UDP, and TCP per RFC 7766), labgate's
+//! own `RequestHandler` over the published snapshot.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_server::Server;
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use labgate_config::Snapshot;
+use tokio::net::{TcpListener, UdpSocket};
+use tracing::debug;
+
+use crate::answer::answer;
+
+/// Idle time after which a TCP connection is closed.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest UDP response: the DNS Flag Day 2020 size (RFC 9715), or the client's smaller size.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// Answers queries from the snapshot current when each query arrives (C3).
+#[derive(Clone)]
+pub struct Handler {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+impl Handler {
+    /// A handler reading the given snapshot handle.
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
+        Self { snapshot }
+    }
+}
+
+/// Starts serving on already-bound sockets (G3); stop it with `shutdown_gracefully`.
+pub fn serve(handler: Handler, udp: Vec<UdpSocket>, tcp: Vec<TcpListener>) -> Server<Handler> {
+    let mut server = Server::new(handler);
+    for s in udp {
+        server.register_socket(s);
+    }
+    for l in tcp {
+        server.register_listener(l, TCP_IDLE_TIMEOUT, usize::from(u16::MAX));
+    }
+    server
+}
+
+#[async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let snapshot = self.snapshot.load_full();
+        let mut edns = None;
+        if let Some(req) = &request.edns {
+            let mut e = Edns::new();
+            e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            e.set_version(0);
+            edns = Some(e);
+        }
+        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+        let rcode = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            Some(ResponseCode::BADVERS)
+        } else if request.metadata.message_type != MessageType::Query {
+            Some(ResponseCode::FormErr)
+        } else if request.metadata.op_code != OpCode::Query {
+            Some(ResponseCode::NotImp)
+        } else {
+            None
+        };
+        let info = match (rcode, request.request_info()) {
+            (None, Ok(info)) => {
+                let q = info.query;
+                let a = answer(
+                    &snapshot,
+                    info.src.ip(),
+                    q.name(),
+                    q.query_type(),
+                    q.query_class(),
+                );
+                debug!(client = %info.src, name = %q.name(), qtype = %q.query_type(), rcode = %a.rcode, "dns query");
+                let mut meta = Metadata::response_from_request(&request.metadata);
+                meta.authoritative = a.authoritative;
+                meta.response_code = a.rcode;
+                let msg = builder.build(meta, a.answers.iter(), [], a.soa.iter(), []);
+                response.send_response(msg).await
+            }
+            (rcode, _) => {
+                let msg =
+                    builder.error_msg(&request.metadata, rcode.unwrap_or(ResponseCode::FormErr));
+                response.send_response(msg).await
+            }
+        };
+        info.unwrap_or_else(|e| {
+            debug!("dns response not sent: {e}");
+            let mut meta = Metadata::response_from_request(&request.metadata);
+            meta.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(hickory_proto::op::Header {
+                metadata: meta,
+                counts: Default::default(),
+            })
+        })
+    }
+}
