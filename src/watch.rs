@@ -42,7 +42,13 @@ pub(crate) fn start(
             let _ = tx.try_send(Trigger::FileChanged);
         }
     })?;
-    watcher.watch(&dir, RecursiveMode::Recursive)?;
+    // A single file's directory may be /etc: watch only that level, not the tree below it.
+    let mode = if config.is_dir() {
+        RecursiveMode::Recursive
+    } else {
+        RecursiveMode::NonRecursive
+    };
+    watcher.watch(&dir, mode)?;
     Ok(watcher)
 }
 
@@ -56,7 +62,7 @@ fn relevant(root: &Path, path: &Path, only: Option<&std::ffi::OsStr>) -> bool {
         return false;
     }
     match only {
-        Some(name) => path.file_name() == Some(name),
+        Some(name) => rel.as_os_str() == name,
         None => path.extension().is_some_and(|e| e == "toml") || path.is_dir() || !path.exists(),
     }
 }
@@ -74,5 +80,10 @@ mod tests {
         let name = std::ffi::OsStr::new("labgate.toml");
         assert!(relevant(root, Path::new("/cfg/labgate.toml"), Some(name)));
         assert!(!relevant(root, Path::new("/cfg/other.toml"), Some(name)));
+        assert!(!relevant(
+            root,
+            Path::new("/cfg/sub/labgate.toml"),
+            Some(name)
+        ));
     }
 }
