@@ -47,7 +47,7 @@ pub fn try_it(s: &Snapshot, admin: SocketAddr, ca: &Path) -> String {
          \x20 labgate explain --from 127.0.0.2 app.demo.test      # the `guest` network\n\
          \x20 labgate check deploy/examples/homelab.toml\n\
          Local CA for HTTPS clients: curl --cacert {}\n\
-         DNS answers internal names today; forwarding, and HTTPS (listen.https), land next.\n",
+         DNS answers internal names and forwards the rest; HTTPS (listen.https) lands next.\n",
         services.join("\n"),
         ca.display()
     )

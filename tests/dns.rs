@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{ConfigDir, Labgate};
+use support::{ConfigDir, Labgate, dig, dns_ports};
 
 const CONFIG: &str = r#"
 [listen]
@@ -49,70 +49,6 @@ host = "home.lab.test"
 backends = ["http://10.0.20.13:8123"]
 allow = ["lab", "iot"]
 "#;
-
-/// What dig printed, split up.
-struct Dig {
-    status: String,
-    flags: String,
-    answer: Vec<String>,
-    authority: Vec<String>,
-}
-
-fn dig(port: u16, from: &str, args: &[&str]) -> Dig {
-    let out = std::process::Command::new("dig")
-        .args([
-            "@127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-b",
-            from,
-            "+time=5",
-            "+tries=1",
-        ])
-        .args(["+noall", "+comments", "+answer", "+authority"])
-        .args(args)
-        .output()
-        .expect("dig is needed: apt-get install dnsutils (scripts/test.sh does)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let field = |prefix: &str, end: char| {
-        text.split_once(prefix)
-            .map(|(_, r)| r.split(end).next().unwrap_or("").trim().to_owned())
-            .unwrap_or_default()
-    };
-    let (mut answer, mut authority) = (Vec::new(), Vec::new());
-    let mut section = "";
-    for line in text.lines() {
-        if line.starts_with(";; ANSWER SECTION") {
-            section = "answer";
-        } else if line.starts_with(";; AUTHORITY SECTION") {
-            section = "authority";
-        } else if !line.starts_with(';') && !line.trim().is_empty() {
-            let rr = line.split_whitespace().collect::<Vec<_>>().join(" ");
-            match section {
-                "answer" => answer.push(rr),
-                "authority" => authority.push(rr),
-                _ => {}
-            }
-        }
-    }
-    Dig {
-        status: field("status: ", ','),
-        flags: field(";; flags: ", ';'),
-        answer,
-        authority,
-    }
-}
-
-fn dns_ports(lg: &Labgate) -> (u16, u16) {
-    let port = |proto: &str| {
-        lg.stdout
-            .iter()
-            .find_map(|l| l.strip_prefix(&format!("labgate: dns listening on {proto} 127.0.0.1:")))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no {proto} dns line in {:#?}", lg.stdout))
-    };
-    (port("udp"), port("tcp"))
-}
 
 fn start(cfg: &ConfigDir) -> (Labgate, u16, u16) {
     cfg.write("labgate.toml", CONFIG);

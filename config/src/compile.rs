@@ -68,6 +68,8 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
             cache_size: defaults.cache_size,
             default_ttl: defaults.default_ttl,
             blocklists,
+            rebind_allow: upstreams.rebind_allow,
+            serve_stale: defaults.serve_stale,
         },
         certificates: certs.certificates,
         acme: certs.acme,

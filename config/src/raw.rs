@@ -88,6 +88,14 @@ pub struct RawDns {
     pub cache_size: Option<Spanned<i64>>,
     /// TTL in seconds of records that name none. Default 300.
     pub default_ttl: Option<Spanned<i64>>,
+    /// Domains whose public answers may carry private addresses (e.g. `plex.direct`). Any
+    /// other name outside the internal zones that answers with a LAN, loopback or link-local
+    /// address is dropped (DNS rebinding protection).
+    #[serde(default)]
+    pub rebind_allow: Vec<Spanned<String>>,
+    /// How long past its TTL an answer may still be served while the upstreams are silent
+    /// (RFC 8767 serve-stale), e.g. `1d`; `0s` turns it off. Default `1d`.
+    pub serve_stale: Option<Spanned<String>>,
 }
 
 /// `[tunnel]`: the Cloudflare Tunnel connector, seen as the built-in network `tunnel`.

@@ -38,6 +38,10 @@ pub struct DnsSettings {
     pub default_ttl: u32,
     /// Blocklists, indexed by networks' `blocklists`.
     pub blocklists: Vec<Blocklist>,
+    /// Domains exempt from rebinding protection.
+    pub rebind_allow: Vec<Name>,
+    /// How long past its TTL an answer may be served while the upstreams are silent.
+    pub serve_stale: Duration,
 }
 
 /// Transport of an upstream resolver.

@@ -1,10 +1,11 @@
-//! The decision for one query, as a pure function over the snapshot (A3): which records,
-//! which response code, whether labgate is authoritative. The server and tests call it alike.
+//! The decision for one query, as a pure function over the snapshot (A3): answer from the
+//! internal data, refuse, or forward. The server and tests call it alike.
 
 use std::net::IpAddr;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{DNSClass, LowerName, Record, RecordType};
+use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use labgate_config::Snapshot;
 use labgate_config::network::NetworkKind;
 use labgate_config::view::Lookup;
@@ -18,6 +19,8 @@ pub struct Answer {
     pub rcode: ResponseCode,
     /// Whether the answer comes from an internal zone (AA).
     pub authoritative: bool,
+    /// Whether the client may recurse through labgate (RA).
+    pub recursion_available: bool,
     /// Answer section.
     pub answers: Vec<Record>,
     /// Authority section: the zone's SOA on negative answers, with the negative TTL.
@@ -29,56 +32,150 @@ impl Answer {
         Self {
             rcode: e.rcode(),
             authoritative: false,
+            recursion_available: false,
             answers: Vec::new(),
             soa: Vec::new(),
         }
     }
+
+    /// SERVFAIL: the upstreams failed or none is configured.
+    pub fn servfail() -> Self {
+        Self {
+            recursion_available: true,
+            ..Self::error(Error::UpstreamFailed)
+        }
+    }
+
+    /// An answer relayed from upstreams.
+    pub fn recursive(rcode: ResponseCode, answers: Vec<Record>, soa: Vec<Record>) -> Self {
+        Self {
+            rcode,
+            authoritative: false,
+            recursion_available: true,
+            answers,
+            soa,
+        }
+    }
 }
 
-/// Answers a question from a client address.
+/// What the server does with a question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Send this.
+    Answer(Answer),
+    /// Resolve through the upstreams (the client's network may recurse).
+    Forward,
+}
+
+/// Decides a question from a client address.
 ///
-/// Names outside the internal zones are REFUSED until the forwarder lands; clients in no
-/// network are always REFUSED (labgate is never an open resolver).
-pub fn answer(
+/// Clients in no network are always REFUSED (labgate is never an open resolver); so are
+/// non-IN classes (`version.bind` reveals nothing) and names outside the internal zones for
+/// networks that may not recurse. Private-range reverse names (RFC 6303) are answered here,
+/// never forwarded.
+pub fn decide(
     s: &Snapshot,
     client: IpAddr,
     name: &LowerName,
     qtype: RecordType,
     qclass: DNSClass,
-) -> Answer {
+) -> Decision {
     let Some(m) = s.networks.lookup(client) else {
-        return Answer::error(Error::UnknownClient);
+        return Decision::Answer(Answer::error(Error::UnknownClient));
     };
     let network = s.networks.get(m.network);
     if network.kind != NetworkKind::Local || qclass != DNSClass::IN {
-        return Answer::error(Error::RecursionRefused);
+        return Decision::Answer(Answer::error(Error::RecursionRefused));
     }
+    let ra = network.recursion;
     // ANY is answered minimally (RFC 8482) by treating it as the most common question.
     let rtype = if qtype == RecordType::ANY {
         RecordType::A
     } else {
         qtype
     };
-    let negative = |zone: labgate_config::view::ZoneId, rcode| {
+    let negative = |soa: Record, rcode| Answer {
+        rcode,
+        authoritative: true,
+        recursion_available: ra,
+        answers: Vec::new(),
+        soa: vec![soa],
+    };
+    let zone_soa = |zone: labgate_config::view::ZoneId| {
         let z = &s.zones[zone.index()];
         let mut soa = z.soa.clone();
         soa.ttl = z.negative_ttl;
-        Answer {
-            rcode,
-            authoritative: true,
-            answers: Vec::new(),
-            soa: vec![soa],
-        }
+        soa
     };
-    match s.view(network.id).lookup(&s.zones, name, rtype) {
-        Lookup::Outside => Answer::error(Error::RecursionRefused),
-        Lookup::NxDomain { zone } => negative(zone, ResponseCode::NXDomain),
-        Lookup::NoData { zone } => negative(zone, ResponseCode::NoError),
+    Decision::Answer(match s.view(network.id).lookup(&s.zones, name, rtype) {
+        Lookup::Outside => match private_reverse_zone(name) {
+            Some(apex) => negative(empty_zone_soa(apex), ResponseCode::NXDomain),
+            None if ra => return Decision::Forward,
+            None => Answer::error(Error::RecursionRefused),
+        },
+        Lookup::NxDomain { zone } => negative(zone_soa(zone), ResponseCode::NXDomain),
+        Lookup::NoData { zone } => negative(zone_soa(zone), ResponseCode::NoError),
         Lookup::Answer { records, .. } => Answer {
             rcode: ResponseCode::NoError,
             authoritative: true,
+            recursion_available: ra,
             answers: records,
             soa: Vec::new(),
         },
+    })
+}
+
+/// RFC 6303 zones: reverse names of private, loopback and link-local ranges, which must
+/// never leak to the internet's servers. Returns the zone apex.
+fn private_reverse_zone(name: &LowerName) -> Option<Name> {
+    const ZONES: &[&str] = &[
+        "10.in-addr.arpa.",
+        "168.192.in-addr.arpa.",
+        "127.in-addr.arpa.",
+        "254.169.in-addr.arpa.",
+        "0.in-addr.arpa.",
+        "c.f.ip6.arpa.",
+        "d.f.ip6.arpa.",
+        "8.e.f.ip6.arpa.",
+        "9.e.f.ip6.arpa.",
+        "a.e.f.ip6.arpa.",
+        "b.e.f.ip6.arpa.",
+        "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa.",
+    ];
+    let name = Name::from(name);
+    let apex = |z: &str| Name::from_ascii(z).ok().filter(|z| z.zone_of(&name));
+    ZONES
+        .iter()
+        .find_map(|z| apex(z))
+        .or_else(|| (16..32).find_map(|o| apex(&format!("{o}.172.in-addr.arpa."))))
+}
+
+/// The SOA of an empty RFC 6303 zone.
+fn empty_zone_soa(apex: Name) -> Record {
+    let local = Name::from_ascii("localhost.").unwrap_or_else(|_| Name::root());
+    let soa = SOA::new(apex.clone(), local, 1, 604_800, 86_400, 2_419_200, 60);
+    Record::from_rdata(apex, 60, RData::SOA(soa))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lower(s: &str) -> LowerName {
+        LowerName::new(&Name::from_ascii(s).expect("name"))
+    }
+
+    #[test]
+    fn private_reverse_names_stay_local() {
+        assert!(private_reverse_zone(&lower("5.1.0.10.in-addr.arpa.")).is_some());
+        assert!(private_reverse_zone(&lower("1.0.20.172.in-addr.arpa.")).is_some());
+        assert!(private_reverse_zone(&lower("1.0.32.172.in-addr.arpa.")).is_none());
+        assert!(private_reverse_zone(&lower("1.1.1.1.in-addr.arpa.")).is_none());
+        assert!(
+            private_reverse_zone(&lower(
+                "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa."
+            ))
+            .is_some()
+        );
     }
 }

@@ -15,9 +15,13 @@
 #![deny(unused_must_use)]
 
 mod answer;
+mod cache;
+mod forward;
 mod server;
 
-pub use answer::{Answer, answer};
+pub use answer::{Answer, Decision, decide};
+pub use cache::{MAX_TTL, STALE_TTL};
+pub use forward::{ATTEMPT_TIMEOUT, STALE_AFTER, UPSTREAM_DEADLINE, private};
 pub use server::{Handler, MAX_UDP_PAYLOAD, TCP_IDLE_TIMEOUT, serve};
 
 use hickory_proto::op::ResponseCode;

@@ -1,7 +1,7 @@
 //! The DNS server: hickory's `Server` for the sockets (UDP, and TCP per RFC 7766), labgate's
 //! own `RequestHandler` over the published snapshot.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -15,7 +15,8 @@ use labgate_config::Snapshot;
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::debug;
 
-use crate::answer::answer;
+use crate::answer::{Decision, decide};
+use crate::forward::Forwarders;
 
 /// Idle time after which a TCP connection is closed.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,12 +27,37 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 #[derive(Clone)]
 pub struct Handler {
     snapshot: Arc<ArcSwap<Snapshot>>,
+    forwarders: Arc<ArcSwap<Forwarders>>,
+    rebuilding: Arc<Mutex<()>>,
 }
 
 impl Handler {
     /// A handler reading the given snapshot handle.
     pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
-        Self { snapshot }
+        Self {
+            snapshot,
+            forwarders: Arc::new(ArcSwap::from_pointee(Forwarders::empty())),
+            rebuilding: Arc::new(Mutex::new(())),
+        }
+    }
+
+    /// The resolvers for a snapshot, rebuilt after a reload (keeping unchanged upstreams'
+    /// caches). Only one query rebuilds; the others keep using the previous set meanwhile.
+    fn forwarders(&self, s: &Snapshot) -> Arc<Forwarders> {
+        let current = self.forwarders.load_full();
+        if current.generation == s.generation {
+            return current;
+        }
+        let Ok(_guard) = self.rebuilding.try_lock() else {
+            return current;
+        };
+        let current = self.forwarders.load_full();
+        if current.generation == s.generation {
+            return current;
+        }
+        let next = Arc::new(Forwarders::build(s, &current));
+        self.forwarders.store(Arc::clone(&next));
+        next
     }
 }
 
@@ -75,16 +101,24 @@ impl RequestHandler for Handler {
         let info = match (rcode, request.request_info()) {
             (None, Ok(info)) => {
                 let q = info.query;
-                let a = answer(
+                let decision = decide(
                     &snapshot,
                     info.src.ip(),
                     q.name(),
                     q.query_type(),
                     q.query_class(),
                 );
+                let a = match decision {
+                    Decision::Answer(a) => a,
+                    Decision::Forward => {
+                        let forwarders = self.forwarders(&snapshot);
+                        forwarders.resolve(q.name(), q.query_type()).await
+                    }
+                };
                 debug!(client = %info.src, name = %q.name(), qtype = %q.query_type(), rcode = %a.rcode, "dns query");
                 let mut meta = Metadata::response_from_request(&request.metadata);
                 meta.authoritative = a.authoritative;
+                meta.recursion_available = a.recursion_available;
                 meta.response_code = a.rcode;
                 let msg = builder.build(meta, a.answers.iter(), [], a.soa.iter(), []);
                 response.send_response(msg).await

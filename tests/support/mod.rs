@@ -38,7 +38,6 @@ impl Labgate {
             .args(["--admin", "127.0.0.1:0", "--dns", "127.0.0.1:0"])
             .arg("--state-dir")
             .arg(state_dir)
-            .env("LABGATE_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -209,4 +208,160 @@ pub(crate) fn services(c: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|v| v.as_str().expect("name").to_owned())
         .collect()
+}
+
+/// A free loopback port for a server that cannot report the one it bound (Unbound): bound
+/// for UDP and TCP at once, then released.
+pub(crate) fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A private Unbound on loopback, standing in for the internet's resolvers; killed on drop.
+pub(crate) struct Unbound {
+    child: Child,
+    /// Its port (UDP and TCP).
+    pub(crate) port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Unbound {
+    /// Starts Unbound serving `local_data` (Unbound `local-data:` lines) and waits until it
+    /// answers.
+    pub(crate) fn start(local_zones: &[&str], local_data: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut conf = format!(
+            "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-daemonize: no\n  use-syslog: no\n  logfile: \"\"\n  \
+             username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  \
+             access-control: 127.0.0.0/8 allow\n  num-threads: 1\n  module-config: \"iterator\"\n  \
+             verbosity: 0\n",
+            d = dir.path().display()
+        );
+        conf.push_str("  local-zone: \"probe.labgate.test.\" static\n");
+        conf.push_str("  local-data: \"probe.labgate.test. 60 IN A 127.0.0.1\"\n");
+        for z in local_zones {
+            conf.push_str(&format!("  local-zone: \"{z}\" static\n"));
+        }
+        for d in local_data {
+            conf.push_str(&format!("  local-data: \"{d}\"\n"));
+        }
+        conf.push_str("remote-control:\n  control-enable: no\n");
+        let path = dir.path().join("unbound.conf");
+        std::fs::write(&path, conf).expect("write unbound.conf");
+        let child = Command::new("unbound")
+            .arg("-d")
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("unbound is needed: apt-get install unbound (scripts/test.sh does)");
+        let u = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let probe = Command::new("dig")
+                .args([
+                    "@127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "+time=1",
+                    "+tries=1",
+                    "+short",
+                    "probe.labgate.test",
+                ])
+                .output()
+                .expect("dig");
+            if String::from_utf8_lossy(&probe.stdout).contains("127.0.0.1") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "unbound did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        u
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What dig printed, split up.
+pub(crate) struct Dig {
+    pub(crate) status: String,
+    pub(crate) flags: String,
+    pub(crate) answer: Vec<String>,
+    pub(crate) authority: Vec<String>,
+}
+
+pub(crate) fn dig(port: u16, from: &str, args: &[&str]) -> Dig {
+    let out = Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-b",
+            from,
+            "+time=5",
+            "+tries=1",
+        ])
+        .args(["+noall", "+comments", "+answer", "+authority"])
+        .args(args)
+        .output()
+        .expect("dig is needed: apt-get install dnsutils (scripts/test.sh does)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |prefix: &str, end: char| {
+        text.split_once(prefix)
+            .map(|(_, r)| r.split(end).next().unwrap_or("").trim().to_owned())
+            .unwrap_or_default()
+    };
+    let (mut answer, mut authority) = (Vec::new(), Vec::new());
+    let mut section = "";
+    for line in text.lines() {
+        if line.starts_with(";; ANSWER SECTION") {
+            section = "answer";
+        } else if line.starts_with(";; AUTHORITY SECTION") {
+            section = "authority";
+        } else if !line.starts_with(';') && !line.trim().is_empty() {
+            let rr = line.split_whitespace().collect::<Vec<_>>().join(" ");
+            match section {
+                "answer" => answer.push(rr),
+                "authority" => authority.push(rr),
+                _ => {}
+            }
+        }
+    }
+    Dig {
+        status: field("status: ", ','),
+        flags: field(";; flags: ", ';'),
+        answer,
+        authority,
+    }
+}
+
+/// The UDP and TCP ports of labgate's DNS listener, from its readiness lines.
+pub(crate) fn dns_ports(lg: &Labgate) -> (u16, u16) {
+    let port = |proto: &str| {
+        lg.stdout
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("labgate: dns listening on {proto} 127.0.0.1:")))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no {proto} dns line in {:#?}", lg.stdout))
+    };
+    (port("udp"), port("tcp"))
 }

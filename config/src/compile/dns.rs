@@ -26,12 +26,14 @@ const MAX_TTL: i64 = i32::MAX as i64;
 pub(super) struct Defaults {
     pub(super) cache_size: NonZeroUsize,
     pub(super) default_ttl: u32,
+    pub(super) serve_stale: Duration,
 }
 
 pub(super) fn settings_defaults(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Defaults {
     let mut d = Defaults {
         cache_size: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
         default_ttl: 300,
+        serve_stale: Duration::from_secs(86_400),
     };
     let Some((file, raw)) = single(cx, files, "dns", |f| f.dns.as_ref()) else {
         return d;
@@ -58,6 +60,17 @@ pub(super) fn settings_defaults(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -
     {
         d.default_ttl = n;
     }
+    if let Some(v) = &raw.serve_stale
+        && let Some(stale) = report(
+            cx,
+            file,
+            v,
+            "dns.serve_stale",
+            values::duration(v.get_ref()),
+        )
+    {
+        d.serve_stale = stale;
+    }
     d
 }
 
@@ -78,6 +91,7 @@ pub(super) fn report<T, V>(
 pub(super) struct Upstreams {
     pub(super) upstreams: Vec<Upstream>,
     pub(super) forwarders: Vec<Forwarder>,
+    pub(super) rebind_allow: Vec<Name>,
 }
 
 pub(super) fn upstreams(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Upstreams {
@@ -95,9 +109,20 @@ pub(super) fn upstreams(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Upstre
             })
             .collect()
     };
-    let upstreams = match single(cx, files, "dns", |f| f.dns.as_ref()) {
-        Some((file, raw)) => parse_all(cx, file, &raw.upstreams, "dns.upstreams"),
-        None => Vec::new(),
+    let (upstreams, rebind_allow) = match single(cx, files, "dns", |f| f.dns.as_ref()) {
+        Some((file, raw)) => {
+            let allow = raw
+                .rebind_allow
+                .iter()
+                .enumerate()
+                .filter_map(|(j, d)| {
+                    let key = format!("dns.rebind_allow[{j}]");
+                    report(cx, file, d, &key, values::name(d.get_ref(), false))
+                })
+                .collect();
+            (parse_all(cx, file, &raw.upstreams, "dns.upstreams"), allow)
+        }
+        None => (Vec::new(), Vec::new()),
     };
     let mut forwarders: Vec<Forwarder> = Vec::new();
     for (file, i, raw) in items(files, |f| &f.forward) {
@@ -140,6 +165,7 @@ pub(super) fn upstreams(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Upstre
     Upstreams {
         upstreams,
         forwarders,
+        rebind_allow,
     }
 }
 

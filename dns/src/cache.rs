@@ -1,0 +1,226 @@
+//! The forwarder's answer cache: TTLs count down, negative answers are cached for the SOA's
+//! negative TTL (RFC 2308), and expired answers stay usable for serve-stale (RFC 8767) up to
+//! a bound. SERVFAIL is never cached.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{LowerName, RData, RecordType};
+use tokio::time::Instant;
+
+use crate::answer::Answer;
+
+/// TTL given to stale answers (RFC 8767 recommends 30 s).
+pub const STALE_TTL: u32 = 30;
+/// Longest time an answer is cached, whatever its TTL says.
+pub const MAX_TTL: u32 = 86_400;
+
+/// A cache lookup.
+#[derive(Debug)]
+pub(crate) enum Cached {
+    /// Within its TTL; TTLs already counted down. `prefetch` when it is popular and about
+    /// to expire.
+    Fresh { answer: Answer, prefetch: bool },
+    /// Expired but within the stale bound; TTLs set to [`STALE_TTL`].
+    Stale(Answer),
+    /// Nothing usable.
+    Miss,
+}
+
+struct Entry {
+    answer: Answer,
+    stored: Instant,
+    ttl: u32,
+    hits: u32,
+}
+
+/// Answers by (name, type), bounded in entries.
+pub(crate) struct Cache {
+    entries: Mutex<HashMap<(LowerName, RecordType), Entry>>,
+    capacity: usize,
+    max_stale: Duration,
+}
+
+impl Cache {
+    pub(crate) fn new(capacity: usize, max_stale: Duration) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            max_stale,
+        }
+    }
+
+    pub(crate) fn get(&self, name: &LowerName, rtype: RecordType, now: Instant) -> Cached {
+        let Ok(mut map) = self.entries.lock() else {
+            return Cached::Miss;
+        };
+        let Some(e) = map.get_mut(&(name.clone(), rtype)) else {
+            return Cached::Miss;
+        };
+        let age =
+            u32::try_from(now.saturating_duration_since(e.stored).as_secs()).unwrap_or(u32::MAX);
+        if age < e.ttl {
+            e.hits = e.hits.saturating_add(1);
+            let left = e.ttl - age;
+            // Refresh popular names in the last tenth of their life, before clients see a miss.
+            let prefetch = e.hits >= 3 && e.ttl >= 10 && left <= e.ttl / 10;
+            return Cached::Fresh {
+                answer: with_ttl(&e.answer, |t| t.saturating_sub(age).max(1)),
+                prefetch,
+            };
+        }
+        if now.saturating_duration_since(e.stored)
+            < Duration::from_secs(u64::from(e.ttl)) + self.max_stale
+        {
+            return Cached::Stale(with_ttl(&e.answer, |_| STALE_TTL));
+        }
+        map.remove(&(name.clone(), rtype));
+        Cached::Miss
+    }
+
+    pub(crate) fn put(&self, name: &LowerName, rtype: RecordType, answer: &Answer, now: Instant) {
+        let Some(ttl) = cache_ttl(answer) else { return };
+        let Ok(mut map) = self.entries.lock() else {
+            return;
+        };
+        if map.len() >= self.capacity {
+            let keep = self.max_stale;
+            map.retain(|_, e| {
+                now.saturating_duration_since(e.stored)
+                    < Duration::from_secs(u64::from(e.ttl)) + keep
+            });
+            if map.len() >= self.capacity {
+                // Still full of live answers: drop the least used one.
+                if let Some(k) = map
+                    .iter()
+                    .min_by_key(|(_, e)| e.hits)
+                    .map(|(k, _)| k.clone())
+                {
+                    map.remove(&k);
+                }
+            }
+        }
+        map.insert(
+            (name.clone(), rtype),
+            Entry {
+                answer: answer.clone(),
+                stored: now,
+                ttl,
+                hits: 0,
+            },
+        );
+    }
+
+    /// Capacity and stale bound, to tell whether a new configuration needs a new cache.
+    pub(crate) fn settings(&self) -> (usize, Duration) {
+        (self.capacity, self.max_stale)
+    }
+}
+
+/// How long an answer may be cached: the smallest record TTL, or for negative answers
+/// min(SOA TTL, SOA minimum); `None` for answers that must not be cached.
+fn cache_ttl(a: &Answer) -> Option<u32> {
+    let ttl = match a.rcode {
+        ResponseCode::NoError if !a.answers.is_empty() => a.answers.iter().map(|r| r.ttl).min(),
+        ResponseCode::NoError | ResponseCode::NXDomain => {
+            a.soa.iter().find_map(|r| match &r.data {
+                RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+                _ => None,
+            })
+        }
+        _ => None,
+    }?;
+    (ttl > 0).then_some(ttl.min(MAX_TTL))
+}
+
+fn with_ttl(a: &Answer, f: impl Fn(u32) -> u32) -> Answer {
+    let mut out = a.clone();
+    for r in out.answers.iter_mut().chain(out.soa.iter_mut()) {
+        r.ttl = f(r.ttl);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::rdata::{A, SOA};
+    use hickory_proto::rr::{Name, Record};
+
+    use super::*;
+
+    fn name() -> LowerName {
+        LowerName::new(&Name::from_ascii("www.example.com.").expect("name"))
+    }
+
+    fn a(ttl: u32) -> Answer {
+        let r = Record::from_rdata(
+            Name::from_ascii("www.example.com.").expect("name"),
+            ttl,
+            RData::A(A::new(1, 2, 3, 4)),
+        );
+        Answer::recursive(ResponseCode::NoError, vec![r], Vec::new())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttls_count_down_then_go_stale_then_expire() {
+        let c = Cache::new(10, Duration::from_secs(60));
+        let t0 = Instant::now();
+        c.put(&name(), RecordType::A, &a(100), t0);
+        let Cached::Fresh { answer, .. } =
+            c.get(&name(), RecordType::A, t0 + Duration::from_secs(40))
+        else {
+            panic!("not fresh")
+        };
+        assert_eq!(answer.answers[0].ttl, 60);
+        let Cached::Stale(s) = c.get(&name(), RecordType::A, t0 + Duration::from_secs(130)) else {
+            panic!("not stale")
+        };
+        assert_eq!(s.answers[0].ttl, STALE_TTL);
+        assert!(matches!(
+            c.get(&name(), RecordType::A, t0 + Duration::from_secs(161)),
+            Cached::Miss
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn negative_answers_use_the_soa_minimum_and_servfail_is_not_cached() {
+        let c = Cache::new(10, Duration::ZERO);
+        let t0 = Instant::now();
+        let apex = Name::from_ascii("example.com.").expect("name");
+        let soa = SOA::new(apex.clone(), apex.clone(), 1, 1, 1, 1, 30);
+        let nx = Answer::recursive(
+            ResponseCode::NXDomain,
+            Vec::new(),
+            vec![Record::from_rdata(apex, 300, RData::SOA(soa))],
+        );
+        c.put(&name(), RecordType::A, &nx, t0);
+        assert!(matches!(
+            c.get(&name(), RecordType::A, t0 + Duration::from_secs(29)),
+            Cached::Fresh { .. }
+        ));
+        assert!(matches!(
+            c.get(&name(), RecordType::A, t0 + Duration::from_secs(31)),
+            Cached::Miss
+        ));
+        c.put(&name(), RecordType::AAAA, &Answer::servfail(), t0);
+        assert!(matches!(c.get(&name(), RecordType::AAAA, t0), Cached::Miss));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn popular_names_are_prefetched_near_expiry_and_capacity_is_bounded() {
+        let c = Cache::new(1, Duration::ZERO);
+        let t0 = Instant::now();
+        c.put(&name(), RecordType::A, &a(100), t0);
+        for _ in 0..3 {
+            let _ = c.get(&name(), RecordType::A, t0);
+        }
+        assert!(matches!(
+            c.get(&name(), RecordType::A, t0 + Duration::from_secs(95)),
+            Cached::Fresh { prefetch: true, .. }
+        ));
+        c.put(&name(), RecordType::AAAA, &a(100), t0);
+        assert_eq!(c.entries.lock().map(|m| m.len()).unwrap_or(0), 1);
+    }
+}

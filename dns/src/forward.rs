@@ -1,0 +1,325 @@
+//! Forwarding names outside the internal zones to upstream resolvers (hickory-resolver: UDP
+//! with TCP on truncation, TCP, DoT, DoH), with its cache (TTL countdown, negative caching),
+//! conditional forwarders, a bounded wait, and rebinding protection.
+//!
+//! Resolvers outlive snapshots: a reload that keeps an upstream list keeps its resolver and
+//! with it the cache.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::{Resolver, TokioResolver};
+use labgate_config::Snapshot;
+use labgate_config::settings::{Protocol, Upstream};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::answer::Answer;
+use crate::cache::{Cache, Cached};
+
+/// Longest wait for upstreams before answering SERVFAIL.
+pub const UPSTREAM_DEADLINE: Duration = Duration::from_millis(3500);
+/// Upstream silence after which a stale answer is sent (RFC 8767 suggests 1.8 s).
+pub const STALE_AFTER: Duration = Duration::from_millis(1800);
+/// Time one upstream attempt may take.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// One list of upstreams and the resolver (with its cache) that uses them.
+struct UpstreamSet {
+    upstreams: Vec<Upstream>,
+    resolver: TokioResolver,
+    /// A conditional forwarder's set (internal servers: exempt from rebinding protection).
+    conditional: bool,
+}
+
+/// The resolvers for one snapshot: the default upstreams and each conditional forwarder.
+pub(crate) struct Forwarders {
+    /// Generation of the snapshot they were built for.
+    pub(crate) generation: u64,
+    default: Option<Arc<UpstreamSet>>,
+    conditional: Vec<(Name, Arc<UpstreamSet>)>,
+    rebind_allow: Vec<Name>,
+    cache: Arc<Cache>,
+}
+
+impl Forwarders {
+    /// No upstreams at all (before the first snapshot is seen).
+    pub(crate) fn empty() -> Self {
+        Self {
+            generation: 0,
+            default: None,
+            conditional: Vec::new(),
+            rebind_allow: Vec::new(),
+            cache: Arc::new(Cache::new(1, Duration::ZERO)),
+        }
+    }
+
+    /// Resolvers for a snapshot, reusing `previous`' resolvers for unchanged upstream lists
+    /// and its cache while the upstreams and cache settings stay the same.
+    pub(crate) fn build(s: &Snapshot, previous: &Self) -> Self {
+        let known: Vec<&Arc<UpstreamSet>> = previous
+            .default
+            .iter()
+            .chain(previous.conditional.iter().map(|(_, set)| set))
+            .collect();
+        let set = |upstreams: &[Upstream], conditional: bool| -> Option<Arc<UpstreamSet>> {
+            if upstreams.is_empty() {
+                return None;
+            }
+            if let Some(old) = known
+                .iter()
+                .find(|k| k.upstreams == upstreams && k.conditional == conditional)
+            {
+                return Some(Arc::clone(old));
+            }
+            match resolver(upstreams) {
+                Ok(resolver) => Some(Arc::new(UpstreamSet {
+                    upstreams: upstreams.to_vec(),
+                    resolver,
+                    conditional,
+                })),
+                Err(e) => {
+                    tracing::warn!("cannot set up upstreams {upstreams:?}: {e}");
+                    None
+                }
+            }
+        };
+        // Cached answers stay valid across reloads; only new cache settings start afresh.
+        let cache = if previous.cache.settings() == (s.dns.cache_size.get(), s.dns.serve_stale) {
+            Arc::clone(&previous.cache)
+        } else {
+            Arc::new(Cache::new(s.dns.cache_size.get(), s.dns.serve_stale))
+        };
+        Self {
+            generation: s.generation,
+            cache,
+            default: set(&s.dns.upstreams, false),
+            conditional: s
+                .dns
+                .forwarders
+                .iter()
+                .filter_map(|f| Some((f.domain.clone(), set(&f.upstreams, true)?)))
+                .collect(),
+            rebind_allow: s.dns.rebind_allow.clone(),
+        }
+    }
+
+    /// Resolves a name through the cache, then the conditional forwarder whose domain holds
+    /// it (longest first), else the default upstreams. A stale answer goes out after
+    /// [`STALE_AFTER`] of upstream silence or on upstream failure; without one, SERVFAIL
+    /// when none is configured or all fail within [`UPSTREAM_DEADLINE`].
+    pub(crate) async fn resolve(&self, name: &LowerName, rtype: RecordType) -> Answer {
+        let stale = match self.cache.get(name, rtype, Instant::now()) {
+            Cached::Fresh { answer, prefetch } => {
+                if prefetch {
+                    self.prefetch(name.clone(), rtype);
+                }
+                return answer;
+            }
+            Cached::Stale(a) => Some(a),
+            Cached::Miss => None,
+        };
+        let Some(set) = self.set_for(name) else {
+            return stale.unwrap_or_else(Answer::servfail);
+        };
+        let fetch = fetch(
+            Arc::clone(set),
+            Arc::clone(&self.cache),
+            self.rebind_allow.clone(),
+            name.clone(),
+            rtype,
+        );
+        let Some(stale) = stale else {
+            return fetch.await.unwrap_or_else(Answer::servfail);
+        };
+        let mut fetch = Box::pin(tokio::spawn(fetch));
+        match tokio::time::timeout(STALE_AFTER, &mut fetch).await {
+            Ok(Ok(Some(fresh))) => fresh,
+            // Failed, or still silent: the stale answer now; a late answer still refreshes
+            // the cache because the fetch runs on.
+            _ => stale,
+        }
+    }
+
+    fn set_for(&self, name: &LowerName) -> Option<&Arc<UpstreamSet>> {
+        let name = Name::from(name);
+        self.conditional
+            .iter()
+            .find(|(d, _)| d.zone_of(&name))
+            .map(|(_, s)| s)
+            .or(self.default.as_ref())
+    }
+
+    fn prefetch(&self, name: LowerName, rtype: RecordType) {
+        if let Some(set) = self.set_for(&name) {
+            let task = fetch(
+                Arc::clone(set),
+                Arc::clone(&self.cache),
+                self.rebind_allow.clone(),
+                name,
+                rtype,
+            );
+            // Bounded by UPSTREAM_DEADLINE inside `fetch`; nothing waits for it.
+            drop(tokio::spawn(task));
+        }
+    }
+}
+
+/// Asks the upstreams within [`UPSTREAM_DEADLINE`], caches what they say; `None` when they
+/// fail or stay silent.
+async fn fetch(
+    set: Arc<UpstreamSet>,
+    cache: Arc<Cache>,
+    rebind_allow: Vec<Name>,
+    name: LowerName,
+    rtype: RecordType,
+) -> Option<Answer> {
+    let qname = Name::from(&name);
+    let lookup =
+        tokio::time::timeout(UPSTREAM_DEADLINE, set.resolver.lookup(qname.clone(), rtype)).await;
+    let mut answer = match lookup {
+        Err(_) => {
+            debug!(name = %qname, "upstreams timed out");
+            return None;
+        }
+        Ok(Ok(l)) => Answer::recursive(ResponseCode::NoError, l.answers().to_vec(), Vec::new()),
+        Ok(Err(NetError::Dns(DnsError::NoRecordsFound(nr)))) => {
+            let soa = nr
+                .soa
+                .map(|s| s.into_record_of_rdata())
+                .into_iter()
+                .collect();
+            Answer::recursive(nr.response_code, Vec::new(), soa)
+        }
+        Ok(Err(NetError::Dns(DnsError::ResponseCode(code)))) if code != ResponseCode::ServFail => {
+            Answer::recursive(code, Vec::new(), Vec::new())
+        }
+        Ok(Err(e)) => {
+            debug!(name = %qname, "upstream lookup failed: {e}");
+            return None;
+        }
+    };
+    if !set.conditional && rebinds(&rebind_allow, &qname, &answer.answers) {
+        // SECURITY: a public name answering with a private address is a DNS rebinding
+        // attempt against the LAN; drop the answer (conditional forwarders point at internal
+        // servers, so they are exempt).
+        debug!(name = %qname, "rebinding protection: private address in a public answer dropped");
+        answer = Answer::recursive(ResponseCode::NoError, Vec::new(), Vec::new());
+    }
+    cache.put(&name, rtype, &answer, Instant::now());
+    Some(answer)
+}
+
+fn rebinds(allow: &[Name], name: &Name, records: &[Record]) -> bool {
+    if allow.iter().any(|d| d.zone_of(name)) {
+        return false;
+    }
+    records.iter().any(|r| match &r.data {
+        RData::A(a) => private(IpAddr::V4(a.0)),
+        RData::AAAA(a) => private(IpAddr::V6(a.0)),
+        _ => false,
+    })
+}
+
+/// Addresses that belong to a LAN or the host, never to a public name.
+pub fn private(ip: IpAddr) -> bool {
+    match labgate_config::network::canonical(ip) {
+        IpAddr::V4(a) => {
+            let [o0, o1, ..] = a.octets();
+            a.is_private()
+                || a.is_loopback()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || o0 == 0
+                || (o0 == 100 && (64..128).contains(&o1))
+        }
+        IpAddr::V6(a) => {
+            let first = a.segments()[0];
+            a.is_loopback()
+                || a.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+fn resolver(upstreams: &[Upstream]) -> Result<TokioResolver, NetError> {
+    let servers = upstreams.iter().map(name_server).collect();
+    let mut opts = ResolverOpts::default();
+    opts.timeout = ATTEMPT_TIMEOUT;
+    opts.attempts = 2;
+    // labgate caches whole answers itself (serve-stale, prefetch); hickory's cache also
+    // drops a CNAME whose target it has cached (see ../shared/research/dns.md §3).
+    opts.cache_size = 0;
+    opts.preserve_intermediates = true;
+    opts.ndots = 0;
+    Resolver::builder_with_config(
+        ResolverConfig::from_name_servers(servers),
+        TokioRuntimeProvider::default(),
+    )
+    .with_options(opts)
+    .build()
+}
+
+fn name_server(u: &Upstream) -> NameServerConfig {
+    let conn = |protocol| {
+        let mut c = ConnectionConfig::new(protocol);
+        c.port = u.addr.port();
+        c
+    };
+    // The config requires a TLS name for tls:// and https://; the IP is a
+    // fallback that fails verification loudly rather than silently.
+    let server_name = || {
+        u.tls_name
+            .clone()
+            .unwrap_or_else(|| Arc::from(u.addr.ip().to_string()))
+    };
+    let connections = match u.protocol {
+        // UDP first, TCP when an answer is truncated.
+        Protocol::Udp => vec![conn(ProtocolConfig::Udp), conn(ProtocolConfig::Tcp)],
+        Protocol::Tcp => vec![conn(ProtocolConfig::Tcp)],
+        Protocol::Tls => vec![conn(ProtocolConfig::Tls {
+            server_name: server_name(),
+        })],
+        Protocol::Https => vec![conn(ProtocolConfig::Https {
+            server_name: server_name(),
+            path: u.path.clone().unwrap_or_else(|| Arc::from("/dns-query")),
+        })],
+    };
+    NameServerConfig::new(u.addr.ip(), true, connections)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_ranges() {
+        for ip in [
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.16.0.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "fd00::1",
+            "fe80::1",
+            "::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(private(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["1.1.1.1", "100.128.0.1", "2606:4700::1111", "172.32.0.1"] {
+            assert!(!private(ip.parse().expect("ip")), "{ip}");
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! End-to-end: names outside the internal zones go to the upstreams (a private Unbound on
+//! loopback stands in for the internet), with conditional forwarders, rebinding protection,
+//! RFC 6303 reverse zones kept local, per-network recursion, and a bounded SERVFAIL when the
+//! upstream is dead.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{ConfigDir, Labgate, Unbound, dig, dns_ports};
+
+fn config(upstream: u16, corp: u16) -> String {
+    format!(
+        r#"
+[listen]
+dns = ["127.0.0.1:0"]
+
+[dns]
+upstreams = ["udp://127.0.0.1:{upstream}"]
+rebind_allow = ["plex.test"]
+
+[[forward]]
+domain = "corp.test"
+upstreams = ["tcp://127.0.0.1:{corp}"]
+
+[[network]]
+name = "lab"
+cidrs = ["127.0.0.1/32"]
+addresses = ["127.0.0.1"]
+
+[[network]]
+name = "iot"
+cidrs = ["127.0.0.3/32"]
+addresses = ["127.0.0.3"]
+recursion = false
+
+[[zone]]
+name = "lab.test"
+"#
+    )
+}
+
+fn internet() -> Unbound {
+    Unbound::start(
+        &["internet.test.", "plex.test.", "corp.test."],
+        &[
+            "internet.test. 300 IN SOA ns.internet.test. root.internet.test. 1 3600 600 86400 120",
+            "www.internet.test. 300 IN A 93.184.216.34",
+            "alias.internet.test. 300 IN CNAME www.internet.test.",
+            "evil.internet.test. 300 IN A 192.168.1.10",
+            "box.plex.test. 300 IN A 10.0.20.50",
+            "intranet.corp.test. 300 IN A 10.9.0.1",
+        ],
+    )
+}
+
+fn start(upstream: u16, corp: u16) -> (ConfigDir, Labgate, u16) {
+    let cfg = ConfigDir::new();
+    cfg.write("labgate.toml", &config(upstream, corp));
+    let lg = Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+        ],
+        &cfg.path("state"),
+    );
+    let (udp, _) = dns_ports(&lg);
+    (cfg, lg, udp)
+}
+
+#[test]
+fn public_names_are_forwarded_with_ra_and_without_aa() {
+    let up = internet();
+    let (_cfg, _lg, port) = start(up.port, up.port);
+    let d = dig(port, "127.0.0.1", &["www.internet.test", "A"]);
+    assert_eq!(d.status, "NOERROR");
+    assert_eq!(d.answer.len(), 1, "{:?}", d.answer);
+    assert!(
+        d.answer[0].ends_with("IN A 93.184.216.34"),
+        "{:?}",
+        d.answer
+    );
+    let flags: Vec<&str> = d.flags.split(' ').collect();
+    assert!(
+        flags.contains(&"ra") && !flags.contains(&"aa"),
+        "{}",
+        d.flags
+    );
+    // The whole CNAME chain is relayed.
+    let alias = dig(port, "127.0.0.1", &["alias.internet.test", "A"]);
+    assert_eq!(alias.answer.len(), 2, "{:?}", alias.answer);
+    assert!(
+        alias.answer[0].contains("CNAME www.internet.test."),
+        "{:?}",
+        alias.answer
+    );
+    // Negative answers keep the upstream's SOA.
+    let nx = dig(port, "127.0.0.1", &["nope.internet.test", "A"]);
+    assert_eq!(nx.status, "NXDOMAIN");
+    assert!(
+        nx.authority
+            .first()
+            .is_some_and(|s| s.contains("SOA ns.internet.test.")),
+        "{:?}",
+        nx.authority
+    );
+    // Over TCP too.
+    let (_, tcp) = dns_ports(&_lg);
+    assert_eq!(
+        dig(tcp, "127.0.0.1", &["+tcp", "www.internet.test"]).status,
+        "NOERROR"
+    );
+}
+
+#[test]
+fn rebinding_private_reverse_and_conditional_forwarders() {
+    let up = internet();
+    let (_cfg, _lg, port) = start(up.port, up.port);
+    // A public name answering with a LAN address is dropped...
+    let evil = dig(port, "127.0.0.1", &["evil.internet.test", "A"]);
+    assert_eq!(evil.status, "NOERROR");
+    assert!(
+        evil.answer.is_empty(),
+        "rebinding answer relayed: {:?}",
+        evil.answer
+    );
+    // ...unless its domain is allowed.
+    assert_eq!(dig(port, "127.0.0.1", &["box.plex.test"]).answer.len(), 1);
+    // Conditional forwarders point inside the LAN: private answers pass.
+    let corp = dig(port, "127.0.0.1", &["intranet.corp.test"]);
+    assert!(
+        corp.answer.first().is_some_and(|a| a.ends_with("10.9.0.1")),
+        "{:?}",
+        corp.answer
+    );
+    // Private reverse names are answered locally (RFC 6303), never forwarded.
+    let rev = dig(port, "127.0.0.1", &["-x", "10.1.2.3"]);
+    assert_eq!(rev.status, "NXDOMAIN");
+    assert!(rev.flags.split(' ').any(|f| f == "aa"), "{}", rev.flags);
+    assert!(
+        rev.authority
+            .first()
+            .is_some_and(|s| s.starts_with("10.in-addr.arpa.")),
+        "{:?}",
+        rev.authority
+    );
+}
+
+#[test]
+fn networks_without_recursion_are_refused_and_ch_reveals_nothing() {
+    let up = internet();
+    let (_cfg, _lg, port) = start(up.port, up.port);
+    assert_eq!(
+        dig(port, "127.0.0.3", &["www.internet.test"]).status,
+        "REFUSED"
+    );
+    assert_eq!(
+        dig(port, "127.0.0.1", &["version.bind", "TXT", "CH"]).status,
+        "REFUSED"
+    );
+}
+
+#[test]
+fn a_dead_upstream_gives_servfail_within_the_bound() {
+    // A UDP socket that never answers, and a TCP port nobody listens on.
+    let blackhole = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let dead = blackhole.local_addr().expect("addr").port();
+    let closed = support::free_port();
+    let (_cfg, _lg, port) = start(dead, closed);
+    let t = Instant::now();
+    let d = dig(port, "127.0.0.1", &["+time=10", "www.internet.test"]);
+    let took = t.elapsed();
+    assert_eq!(d.status, "SERVFAIL");
+    assert!(took < Duration::from_secs(6), "SERVFAIL took {took:?}");
+    // The server keeps answering internal names meanwhile.
+    assert_eq!(
+        dig(port, "127.0.0.1", &["lab.test", "SOA"]).status,
+        "NOERROR"
+    );
+}
+
+#[test]
+fn cached_answers_survive_the_upstream_and_go_stale_not_servfail() {
+    let up = Unbound::start(
+        &["internet.test."],
+        &[
+            "long.internet.test. 3600 IN A 93.184.216.34",
+            "short.internet.test. 1 IN A 93.184.216.35",
+        ],
+    );
+    let (_cfg, _lg, port) = start(up.port, up.port);
+    assert_eq!(
+        dig(port, "127.0.0.1", &["long.internet.test"]).answer.len(),
+        1
+    );
+    assert_eq!(
+        dig(port, "127.0.0.1", &["short.internet.test"])
+            .answer
+            .len(),
+        1
+    );
+    drop(up);
+    // Within its TTL the answer comes from the cache, the upstream being gone.
+    let cached = dig(port, "127.0.0.1", &["long.internet.test"]);
+    assert!(
+        cached
+            .answer
+            .first()
+            .is_some_and(|a| a.ends_with("93.184.216.34")),
+        "{:?}",
+        cached.answer
+    );
+    // Past its TTL it is served stale (TTL 30, RFC 8767) instead of SERVFAIL.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let d = dig(port, "127.0.0.1", &["short.internet.test"]);
+        assert_eq!(d.status, "NOERROR", "{:?}", d.answer);
+        if d.answer
+            .first()
+            .is_some_and(|a| a == "short.internet.test. 30 IN A 93.184.216.35")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never served stale: {:?}",
+            d.answer
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A name never seen has nothing stale to offer.
+    assert_eq!(
+        dig(port, "127.0.0.1", &["+time=10", "new.internet.test"]).status,
+        "SERVFAIL"
+    );
+}
