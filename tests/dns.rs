@@ -146,3 +146,85 @@ fn answers_follow_a_reload() {
         ["cloud.lab.test. 300 IN A 10.0.40.2"]
     );
 }
+
+#[test]
+fn protocol_edges_get_the_proper_answer_and_junk_never_stops_the_server() {
+    let cfg = ConfigDir::new();
+    let (_lg, udp, tcp) = start(&cfg);
+    // EDNS: DO echoed, payload capped at 1232, BADVERS for version 1.
+    let d = dig(
+        udp,
+        "127.0.0.1",
+        &["+dnssec", "+bufsize=4096", "cloud.lab.test"],
+    );
+    assert!(
+        d.edns.contains("flags: do;") && d.edns.contains("udp: 1232"),
+        "{}",
+        d.edns
+    );
+    assert_eq!(
+        dig(
+            udp,
+            "127.0.0.1",
+            &["+edns=1", "+noednsnegotiation", "cloud.lab.test"]
+        )
+        .status,
+        "BADVERS"
+    );
+    // Other opcodes are not implemented; unknown types are NODATA; ANY is answered minimally.
+    assert_eq!(
+        dig(udp, "127.0.0.1", &["+opcode=notify", "lab.test", "SOA"]).status,
+        "NOTIMP"
+    );
+    let unknown = dig(udp, "127.0.0.1", &["cloud.lab.test", "TYPE65000"]);
+    assert_eq!(
+        (unknown.status.as_str(), unknown.answer.len()),
+        ("NOERROR", 0)
+    );
+    // dig sends ANY over TCP unless told otherwise.
+    let any = dig(udp, "127.0.0.1", &["+notcp", "cloud.lab.test", "ANY"]);
+    assert_eq!(
+        any.answer,
+        ["cloud.lab.test. 300 IN A 10.0.10.2"],
+        "{}",
+        any.raw
+    );
+
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .expect("timeout");
+    let server = ("127.0.0.1", udp);
+    // A response (QR=1) is dropped, never answered: answering would let two servers loop.
+    let mut response = dig_query_bytes();
+    response[2] |= 0x80;
+    sock.send_to(&response, server).expect("send");
+    let mut buf = [0u8; 1500];
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "a QR=1 packet was answered"
+    );
+    // Junk of every length, then a liveness query over UDP and TCP.
+    for len in [0usize, 1, 5, 11, 12, 13, 40, 512] {
+        let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+        sock.send_to(&junk, server).expect("send junk");
+    }
+    let mut truncated = dig_query_bytes();
+    truncated.truncate(20);
+    sock.send_to(&truncated, server).expect("send truncated");
+    assert_eq!(dig(udp, "127.0.0.1", &["cloud.lab.test"]).status, "NOERROR");
+    assert_eq!(
+        dig(tcp, "127.0.0.1", &["+tcp", "cloud.lab.test"]).status,
+        "NOERROR"
+    );
+}
+
+/// A well-formed query for `cloud.lab.test A`, RD set.
+fn dig_query_bytes() -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["cloud", "lab", "test"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}

@@ -80,19 +80,23 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response: R,
     ) -> ResponseInfo {
+        if request.metadata.message_type == MessageType::Response {
+            // SECURITY: answering responses lets two servers loop; drop them silently.
+            return unsent(request, ResponseCode::FormErr);
+        }
         let snapshot = self.snapshot.load_full();
         let mut edns = None;
         if let Some(req) = &request.edns {
             let mut e = Edns::new();
             e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
             e.set_version(0);
+            // RFC 3225: echo the DO bit.
+            e.set_dnssec_ok(req.flags().dnssec_ok);
             edns = Some(e);
         }
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let rcode = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             Some(ResponseCode::BADVERS)
-        } else if request.metadata.message_type != MessageType::Query {
-            Some(ResponseCode::FormErr)
         } else if request.metadata.op_code != OpCode::Query {
             Some(ResponseCode::NotImp)
         } else {
@@ -131,12 +135,17 @@ impl RequestHandler for Handler {
         };
         info.unwrap_or_else(|e| {
             debug!("dns response not sent: {e}");
-            let mut meta = Metadata::response_from_request(&request.metadata);
-            meta.response_code = ResponseCode::ServFail;
-            ResponseInfo::from(hickory_proto::op::Header {
-                metadata: meta,
-                counts: Default::default(),
-            })
+            unsent(request, ResponseCode::ServFail)
         })
     }
+}
+
+/// What the server reports for a request it did not (or could not) answer.
+fn unsent(request: &Request, rcode: ResponseCode) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = rcode;
+    ResponseInfo::from(hickory_proto::op::Header {
+        metadata,
+        counts: Default::default(),
+    })
 }

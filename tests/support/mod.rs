@@ -307,6 +307,10 @@ pub(crate) struct Dig {
     pub(crate) flags: String,
     pub(crate) answer: Vec<String>,
     pub(crate) authority: Vec<String>,
+    /// The `; EDNS:` line, empty without OPT.
+    pub(crate) edns: String,
+    /// Everything dig printed, for failure messages.
+    pub(crate) raw: String,
 }
 
 pub(crate) fn dig(port: u16, from: &str, args: &[&str]) -> Dig {
@@ -351,6 +355,12 @@ pub(crate) fn dig(port: u16, from: &str, args: &[&str]) -> Dig {
         flags: field(";; flags: ", ';'),
         answer,
         authority,
+        edns: text
+            .lines()
+            .find(|l| l.starts_with("; EDNS:"))
+            .unwrap_or("")
+            .to_owned(),
+        raw: text,
     }
 }
 
