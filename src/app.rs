@@ -86,8 +86,10 @@ async fn serve(source: ConfigSource, snapshot: Snapshot, is_demo: bool) -> anyho
                 .map(|l| l.local_addr().map(|a| format!("tcp {a}"))),
         )
         .collect::<Result<_, _>>()?;
-    let shared = Shared::new(snapshot);
-    let mut dns = labgate_dns::serve(labgate_dns::Handler::new(shared.snapshot.clone()), udp, tcp);
+    let dns_metrics = Arc::new(labgate_dns::Metrics::default());
+    let shared = Shared::new(snapshot, Arc::clone(&dns_metrics));
+    let handler = labgate_dns::Handler::new(shared.snapshot.clone(), dns_metrics);
+    let mut dns = labgate_dns::serve(handler, udp, tcp);
     let (tx, rx) = mpsc::channel(16);
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();

@@ -64,11 +64,13 @@ pub struct Shared {
     reloads: [AtomicU64; 4],
     last_success_unix: AtomicU64,
     last: Mutex<ReloadReport>,
+    /// The DNS server's counters.
+    pub dns: Arc<labgate_dns::Metrics>,
 }
 
 impl Shared {
     /// State around the first snapshot.
-    pub fn new(first: Snapshot) -> Arc<Self> {
+    pub fn new(first: Snapshot, dns: Arc<labgate_dns::Metrics>) -> Arc<Self> {
         let report = ReloadReport {
             result: ReloadResult::Initial,
             at_unix: unix_now(),
@@ -84,6 +86,7 @@ impl Shared {
             reloads: Default::default(),
             last_success_unix: AtomicU64::new(report.at_unix),
             last: Mutex::new(report),
+            dns,
         })
     }
 
@@ -160,6 +163,7 @@ impl Shared {
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        out.push_str(&self.dns.render(&snap));
         out
     }
 }

@@ -71,7 +71,7 @@ fn start(upstream: u16, corp: u16) -> (ConfigDir, Labgate, u16) {
 #[test]
 fn public_names_are_forwarded_with_ra_and_without_aa() {
     let up = internet();
-    let (_cfg, _lg, port) = start(up.port, up.port);
+    let (_cfg, lg, port) = start(up.port, up.port);
     let d = dig(port, "127.0.0.1", &["www.internet.test", "A"]);
     assert_eq!(d.status, "NOERROR");
     assert_eq!(d.answer.len(), 1, "{:?}", d.answer);
@@ -105,7 +105,7 @@ fn public_names_are_forwarded_with_ra_and_without_aa() {
         nx.authority
     );
     // Over TCP too.
-    let (_, tcp) = dns_ports(&_lg);
+    let (_, tcp) = dns_ports(&lg);
     assert_eq!(
         dig(tcp, "127.0.0.1", &["+tcp", "www.internet.test"]).status,
         "NOERROR"

@@ -24,6 +24,7 @@ use tracing::debug;
 
 use crate::answer::Answer;
 use crate::cache::{Cache, Cached};
+use crate::metrics::{CacheEvent, Metrics};
 
 /// Longest wait for upstreams before answering SERVFAIL.
 pub const UPSTREAM_DEADLINE: Duration = Duration::from_millis(3500);
@@ -116,27 +117,28 @@ impl Forwarders {
     /// it (longest first), else the default upstreams. A stale answer goes out after
     /// [`STALE_AFTER`] of upstream silence or on upstream failure; without one, SERVFAIL
     /// when none is configured or all fail within [`UPSTREAM_DEADLINE`].
-    pub(crate) async fn resolve(&self, name: &LowerName, rtype: RecordType) -> Answer {
+    pub(crate) async fn resolve(
+        &self,
+        name: &LowerName,
+        rtype: RecordType,
+        metrics: &Arc<Metrics>,
+    ) -> Answer {
         let stale = match self.cache.get(name, rtype, Instant::now()) {
             Cached::Fresh { answer, prefetch } => {
+                metrics.cache(CacheEvent::Hit);
                 if prefetch {
-                    self.prefetch(name.clone(), rtype);
+                    self.prefetch(name.clone(), rtype, metrics);
                 }
                 return answer;
             }
             Cached::Stale(a) => Some(a),
             Cached::Miss => None,
         };
+        metrics.cache(CacheEvent::Miss);
         let Some(set) = self.set_for(name) else {
             return stale.unwrap_or_else(Answer::servfail);
         };
-        let fetch = fetch(
-            Arc::clone(set),
-            Arc::clone(&self.cache),
-            self.rebind_allow.clone(),
-            name.clone(),
-            rtype,
-        );
+        let fetch = self.fetch(set, name.clone(), rtype, metrics);
         let Some(stale) = stale else {
             return fetch.await.unwrap_or_else(Answer::servfail);
         };
@@ -145,8 +147,28 @@ impl Forwarders {
             Ok(Ok(Some(fresh))) => fresh,
             // Failed, or still silent: the stale answer now; a late answer still refreshes
             // the cache because the fetch runs on.
-            _ => stale,
+            _ => {
+                metrics.cache(CacheEvent::Stale);
+                stale
+            }
         }
+    }
+
+    fn fetch(
+        &self,
+        set: &Arc<UpstreamSet>,
+        name: LowerName,
+        rtype: RecordType,
+        metrics: &Arc<Metrics>,
+    ) -> impl Future<Output = Option<Answer>> + Send + 'static {
+        fetch(Fetch {
+            set: Arc::clone(set),
+            cache: Arc::clone(&self.cache),
+            rebind_allow: self.rebind_allow.clone(),
+            metrics: Arc::clone(metrics),
+            name,
+            rtype,
+        })
     }
 
     fn set_for(&self, name: &LowerName) -> Option<&Arc<UpstreamSet>> {
@@ -158,33 +180,46 @@ impl Forwarders {
             .or(self.default.as_ref())
     }
 
-    fn prefetch(&self, name: LowerName, rtype: RecordType) {
+    fn prefetch(&self, name: LowerName, rtype: RecordType, metrics: &Arc<Metrics>) {
         if let Some(set) = self.set_for(&name) {
-            let task = fetch(
-                Arc::clone(set),
-                Arc::clone(&self.cache),
-                self.rebind_allow.clone(),
-                name,
-                rtype,
-            );
+            let task = self.fetch(set, name, rtype, metrics);
             // Bounded by UPSTREAM_DEADLINE inside `fetch`; nothing waits for it.
             drop(tokio::spawn(task));
         }
     }
 }
 
-/// Asks the upstreams within [`UPSTREAM_DEADLINE`], caches what they say; `None` when they
-/// fail or stay silent.
-async fn fetch(
+/// One upstream question and what it needs, owned so it can outlive the client's wait.
+struct Fetch {
     set: Arc<UpstreamSet>,
     cache: Arc<Cache>,
     rebind_allow: Vec<Name>,
+    metrics: Arc<Metrics>,
     name: LowerName,
     rtype: RecordType,
-) -> Option<Answer> {
+}
+
+/// Asks the upstreams within [`UPSTREAM_DEADLINE`], caches what they say; `None` when they
+/// fail or stay silent.
+async fn fetch(f: Fetch) -> Option<Answer> {
+    let Fetch {
+        set,
+        cache,
+        rebind_allow,
+        metrics,
+        name,
+        rtype,
+    } = f;
     let qname = Name::from(&name);
+    let started = Instant::now();
     let lookup =
         tokio::time::timeout(UPSTREAM_DEADLINE, set.resolver.lookup(qname.clone(), rtype)).await;
+    let ok = match &lookup {
+        Ok(Ok(_)) | Ok(Err(NetError::Dns(DnsError::NoRecordsFound(_)))) => true,
+        Ok(Err(NetError::Dns(DnsError::ResponseCode(code)))) => *code != ResponseCode::ServFail,
+        _ => false,
+    };
+    metrics.upstream(started.elapsed(), ok);
     let mut answer = match lookup {
         Err(_) => {
             debug!(name = %qname, "upstreams timed out");

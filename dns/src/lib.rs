@@ -17,11 +17,13 @@
 mod answer;
 mod cache;
 mod forward;
+mod metrics;
 mod server;
 
 pub use answer::{Answer, Decision, decide};
 pub use cache::{MAX_TTL, STALE_TTL};
 pub use forward::{ATTEMPT_TIMEOUT, STALE_AFTER, UPSTREAM_DEADLINE, private};
+pub use metrics::Metrics;
 pub use server::{Handler, MAX_UDP_PAYLOAD, TCP_IDLE_TIMEOUT, serve};
 
 use hickory_proto::op::ResponseCode;

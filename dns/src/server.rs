@@ -17,6 +17,7 @@ use tracing::debug;
 
 use crate::answer::{Decision, decide};
 use crate::forward::Forwarders;
+use crate::metrics::Metrics;
 
 /// Idle time after which a TCP connection is closed.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,15 +28,17 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 #[derive(Clone)]
 pub struct Handler {
     snapshot: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
     forwarders: Arc<ArcSwap<Forwarders>>,
     rebuilding: Arc<Mutex<()>>,
 }
 
 impl Handler {
-    /// A handler reading the given snapshot handle.
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
+    /// A handler reading the given snapshot handle and counting into `metrics`.
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
         Self {
             snapshot,
+            metrics,
             forwarders: Arc::new(ArcSwap::from_pointee(Forwarders::empty())),
             rebuilding: Arc::new(Mutex::new(())),
         }
@@ -116,10 +119,17 @@ impl RequestHandler for Handler {
                     Decision::Answer(a) => a,
                     Decision::Forward => {
                         let forwarders = self.forwarders(&snapshot);
-                        forwarders.resolve(q.name(), q.query_type()).await
+                        forwarders
+                            .resolve(q.name(), q.query_type(), &self.metrics)
+                            .await
                     }
                 };
                 debug!(client = %info.src, name = %q.name(), qtype = %q.query_type(), rcode = %a.rcode, "dns query");
+                let network = snapshot
+                    .networks
+                    .lookup(info.src.ip())
+                    .map(|m| m.network.index());
+                self.metrics.query(network, q.query_type(), a.rcode);
                 let mut meta = Metadata::response_from_request(&request.metadata);
                 meta.authoritative = a.authoritative;
                 meta.recursion_available = a.recursion_available;

@@ -1,0 +1,187 @@
+//! DNS counters for `/metrics`: lock-free atomics on the query path, rendered as Prometheus
+//! text on demand. Queries are counted by network position, type and rcode; the render names
+//! networks from the snapshot it is given.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use labgate_config::Snapshot;
+
+const QTYPES: [RecordType; 11] = [
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::CNAME,
+    RecordType::MX,
+    RecordType::TXT,
+    RecordType::SRV,
+    RecordType::PTR,
+    RecordType::NS,
+    RecordType::SOA,
+    RecordType::HTTPS,
+    RecordType::ANY,
+];
+const RCODES: [(ResponseCode, &str); 6] = [
+    (ResponseCode::NoError, "NOERROR"),
+    (ResponseCode::NXDomain, "NXDOMAIN"),
+    (ResponseCode::ServFail, "SERVFAIL"),
+    (ResponseCode::Refused, "REFUSED"),
+    (ResponseCode::FormErr, "FORMERR"),
+    (ResponseCode::NotImp, "NOTIMP"),
+];
+/// Slots: every network position, plus one for clients in no network.
+const NETWORKS: usize = labgate_config::network::MAX_NETWORKS + 1;
+const TYPES: usize = QTYPES.len() + 1;
+const CODES: usize = RCODES.len() + 1;
+/// Upper bounds of the upstream latency histogram, in milliseconds.
+const LATENCY_BUCKETS_MS: [u64; 10] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500];
+
+/// The DNS server's counters.
+pub struct Metrics {
+    queries: Box<[AtomicU64]>,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    stale_answers: AtomicU64,
+    upstream_failures: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    latency_sum_us: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            queries: (0..NETWORKS * TYPES * CODES)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            stale_answers: AtomicU64::new(0),
+            upstream_failures: AtomicU64::new(0),
+            latency_buckets: Default::default(),
+            latency_sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A cache outcome to count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CacheEvent {
+    Hit,
+    Miss,
+    Stale,
+}
+
+impl Metrics {
+    /// Counts one answered query; `network` is the client's network position, if any.
+    pub(crate) fn query(&self, network: Option<usize>, qtype: RecordType, rcode: ResponseCode) {
+        let n = network.unwrap_or(NETWORKS - 1).min(NETWORKS - 1);
+        let t = QTYPES.iter().position(|q| *q == qtype).unwrap_or(TYPES - 1);
+        let c = RCODES
+            .iter()
+            .position(|(r, _)| *r == rcode)
+            .unwrap_or(CODES - 1);
+        self.queries[(n * TYPES + t) * CODES + c].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn cache(&self, e: CacheEvent) {
+        let c = match e {
+            CacheEvent::Hit => &self.cache_hits,
+            CacheEvent::Miss => &self.cache_misses,
+            CacheEvent::Stale => &self.stale_answers,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one upstream exchange: its latency, or a failure.
+    pub(crate) fn upstream(&self, took: Duration, ok: bool) {
+        if !ok {
+            self.upstream_failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        let b = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&le| ms <= le)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.latency_buckets[b].fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition; networks named from `s`.
+    pub fn render(&self, s: &Snapshot) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP labgate_dns_queries_total DNS queries answered, by client network, type and rcode.\n");
+        out.push_str("# TYPE labgate_dns_queries_total counter\n");
+        let names: Vec<String> = s.networks.iter().map(|n| n.name.to_string()).collect();
+        for (i, q) in self.queries.iter().enumerate() {
+            let v = q.load(Ordering::Relaxed);
+            if v == 0 {
+                continue;
+            }
+            let (n, rest) = (i / (TYPES * CODES), i % (TYPES * CODES));
+            let (t, c) = (rest / CODES, rest % CODES);
+            let network = match names.get(n) {
+                Some(name) if n < NETWORKS - 1 => name.as_str(),
+                _ if n == NETWORKS - 1 => "none",
+                _ => "unknown",
+            };
+            let qtype = QTYPES
+                .get(t)
+                .map_or_else(|| "other".to_owned(), ToString::to_string);
+            let rcode = RCODES.get(c).map_or("other", |(_, label)| label);
+            let _ = writeln!(
+                out,
+                "labgate_dns_queries_total{{network=\"{network}\",qtype=\"{qtype}\",rcode=\"{rcode}\"}} {v}"
+            );
+        }
+        let counters = [
+            (
+                "labgate_dns_cache_hits_total",
+                "Forwarded names answered from the cache.",
+                &self.cache_hits,
+            ),
+            (
+                "labgate_dns_cache_misses_total",
+                "Forwarded names not in the cache.",
+                &self.cache_misses,
+            ),
+            (
+                "labgate_dns_stale_answers_total",
+                "Expired answers served because upstreams were silent (RFC 8767).",
+                &self.stale_answers,
+            ),
+            (
+                "labgate_dns_upstream_failures_total",
+                "Upstream exchanges that failed or timed out.",
+                &self.upstream_failures,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let name = "labgate_dns_upstream_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Latency of successful upstream exchanges.\n# TYPE {name} histogram"
+        );
+        let mut cumulative = 0;
+        for (i, b) in self.latency_buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            let le = LATENCY_BUCKETS_MS.get(i).map_or_else(
+                || "+Inf".to_owned(),
+                |ms| format!("{}", *ms as f64 / 1000.0),
+            );
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+        out
+    }
+}
