@@ -2,6 +2,7 @@
 //! internal data, refuse, or forward. The server and tests call it alike.
 
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::SOA;
@@ -128,27 +129,43 @@ pub fn decide(
 /// RFC 6303 zones: reverse names of private, loopback and link-local ranges, which must
 /// never leak to the internet's servers. Returns the zone apex.
 fn private_reverse_zone(name: &LowerName) -> Option<Name> {
-    const ZONES: &[&str] = &[
-        "10.in-addr.arpa.",
-        "168.192.in-addr.arpa.",
-        "127.in-addr.arpa.",
-        "254.169.in-addr.arpa.",
-        "0.in-addr.arpa.",
-        "c.f.ip6.arpa.",
-        "d.f.ip6.arpa.",
-        "8.e.f.ip6.arpa.",
-        "9.e.f.ip6.arpa.",
-        "a.e.f.ip6.arpa.",
-        "b.e.f.ip6.arpa.",
-        "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa.",
-    ];
-    let name = Name::from(name);
-    let apex = |z: &str| Name::from_ascii(z).ok().filter(|z| z.zone_of(&name));
-    ZONES
-        .iter()
-        .find_map(|z| apex(z))
-        .or_else(|| (16..32).find_map(|o| apex(&format!("{o}.172.in-addr.arpa."))))
+    let zones = PRIVATE_REVERSE.get_or_init(|| {
+        let fixed = [
+            "10.in-addr.arpa.",
+            "168.192.in-addr.arpa.",
+            "127.in-addr.arpa.",
+            "254.169.in-addr.arpa.",
+            "0.in-addr.arpa.",
+            "c.f.ip6.arpa.",
+            "d.f.ip6.arpa.",
+            "8.e.f.ip6.arpa.",
+            "9.e.f.ip6.arpa.",
+            "a.e.f.ip6.arpa.",
+            "b.e.f.ip6.arpa.",
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa.",
+        ]
+        .map(str::to_owned);
+        let rfc1918 = (16..32).map(|o| format!("{o}.172.in-addr.arpa."));
+        let arpa = Name::from_ascii("arpa.").ok().map(|n| LowerName::new(&n));
+        let zones = fixed
+            .into_iter()
+            .chain(rfc1918)
+            .filter_map(|z| Name::from_ascii(z).ok().map(|n| LowerName::new(&n)))
+            .collect();
+        (arpa, zones)
+    });
+    let (Some(arpa), list) = zones else {
+        return None;
+    };
+    // Most forwarded names are not reverse names: one suffix check decides.
+    if !arpa.zone_of(name) {
+        return None;
+    }
+    list.iter().find(|z| z.zone_of(name)).map(Name::from)
 }
+
+/// The RFC 6303 apexes, parsed once, under `arpa.`.
+static PRIVATE_REVERSE: OnceLock<(Option<LowerName>, Vec<LowerName>)> = OnceLock::new();
 
 /// The SOA of an empty RFC 6303 zone.
 fn empty_zone_soa(apex: Name) -> Record {

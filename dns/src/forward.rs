@@ -12,7 +12,7 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig, ResolverOpts,
+    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
@@ -296,6 +296,8 @@ fn resolver(upstreams: &[Upstream]) -> Result<TokioResolver, NetError> {
     opts.cache_size = 0;
     opts.preserve_intermediates = true;
     opts.ndots = 0;
+    // A2: the data plane reads no files; the appliance's /etc/hosts is not the LAN's truth.
+    opts.use_hosts_file = ResolveHosts::Never;
     Resolver::builder_with_config(
         ResolverConfig::from_name_servers(servers),
         TokioRuntimeProvider::default(),
