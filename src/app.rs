@@ -51,6 +51,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for w in &snapshot.warnings {
         warn!("{w}");
     }
+    for l in &snapshot.dns.blocklists {
+        if let labgate_config::settings::BlocklistSource::Url(url) = &l.source {
+            warn!(
+                "blocklist `{}` ({url}): URL lists are not fetched yet and block nothing; download it to a file and use `file =` meanwhile",
+                l.name
+            );
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("labgate")
@@ -106,7 +114,7 @@ async fn serve(source: ConfigSource, snapshot: Snapshot, is_demo: bool) -> anyho
     tasks.spawn(admin::serve(admin_listener, admin, cancel.child_token()));
     let _watcher = match source.path() {
         Some(p) => Some(
-            watch::start(p, tx.clone())
+            watch::start(p, tx.clone(), blocklist_file(Arc::clone(&shared)))
                 .with_context(|| format!("cannot watch {} for changes", p.display()))?,
         ),
         None => None,
@@ -136,6 +144,27 @@ async fn serve(source: ConfigSource, snapshot: Snapshot, is_demo: bool) -> anyho
         warn!("tasks did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
     }
     Ok(())
+}
+
+/// Whether a changed path is a blocklist file of the serving snapshot.
+fn blocklist_file(shared: Arc<Shared>) -> impl Fn(&std::path::Path) -> bool + Send + 'static {
+    move |changed| {
+        let Ok(changed) = changed.canonicalize() else {
+            return false;
+        };
+        shared
+            .snapshot
+            .load()
+            .dns
+            .blocklists
+            .iter()
+            .any(|l| match &l.source {
+                labgate_config::settings::BlocklistSource::File(p) => {
+                    p.canonicalize().is_ok_and(|p| p == changed)
+                }
+                labgate_config::settings::BlocklistSource::Url(_) => false,
+            })
+    }
 }
 
 async fn sighup(tx: mpsc::Sender<Trigger>, cancel: CancellationToken) {

@@ -10,7 +10,7 @@ use labgate_config::diff::Diff;
 use labgate_config::{Error, Snapshot, Sources};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::status::{ReloadReport, ReloadResult, Shared, unix_now};
 
@@ -146,7 +146,7 @@ pub async fn reload_once(source: &ConfigSource, shared: &Shared) -> ReloadReport
     match compiled {
         Ok(Ok(ref new)) if new.hash == current.hash => {
             report.result = ReloadResult::Unchanged;
-            info!(generation = current.generation, "config unchanged");
+            debug!(generation = current.generation, "config unchanged");
         }
         Ok(Ok(mut new)) => {
             let diff = Diff::between(&current, &new);

@@ -10,13 +10,15 @@ use tokio::sync::mpsc;
 
 use crate::reload::Trigger;
 
-/// Starts watching; the returned watcher must be kept alive.
+/// Starts watching; the returned watcher must be kept alive. `also` names more files that
+/// matter (blocklist files beside a single config file).
 ///
 /// # Errors
 /// When the platform watcher cannot be created or the directory cannot be watched.
 pub(crate) fn start(
     config: &Path,
     tx: mpsc::Sender<Trigger>,
+    also: impl Fn(&Path) -> bool + Send + 'static,
 ) -> notify::Result<RecommendedWatcher> {
     let (dir, only) = if config.is_dir() {
         (config.to_owned(), None)
@@ -36,7 +38,7 @@ pub(crate) fn start(
         let relevant = event
             .paths
             .iter()
-            .any(|p| relevant(&root, p, only.as_deref()));
+            .any(|p| relevant(&root, p, only.as_deref()) || also(p));
         if relevant {
             // A full channel means a reload is already pending; dropping this one loses nothing.
             let _ = tx.try_send(Trigger::FileChanged);
@@ -52,7 +54,8 @@ pub(crate) fn start(
     Ok(watcher)
 }
 
-/// A `*.toml` file (or the named file) not under a hidden directory such as `.git`.
+/// In a config directory, any file not under a hidden directory such as `.git` (TOML files
+/// and the blocklist files kept beside them); for a single config file, that file.
 fn relevant(root: &Path, path: &Path, only: Option<&std::ffi::OsStr>) -> bool {
     let rel = path.strip_prefix(root).unwrap_or(path);
     if rel
@@ -63,7 +66,7 @@ fn relevant(root: &Path, path: &Path, only: Option<&std::ffi::OsStr>) -> bool {
     }
     match only {
         Some(name) => rel.as_os_str() == name,
-        None => path.extension().is_some_and(|e| e == "toml") || path.is_dir() || !path.exists(),
+        None => true,
     }
 }
 
@@ -75,6 +78,7 @@ mod tests {
     fn hidden_and_unrelated_paths_are_ignored() {
         let root = Path::new("/cfg");
         assert!(relevant(root, Path::new("/cfg/services/a.toml"), None));
+        assert!(relevant(root, Path::new("/cfg/lists/ads.txt"), None));
         assert!(!relevant(root, Path::new("/cfg/.git/index"), None));
         assert!(!relevant(root, Path::new("/cfg/.a.toml.swp"), None));
         let name = std::ffi::OsStr::new("labgate.toml");

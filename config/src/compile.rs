@@ -29,7 +29,8 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
     };
     let files = &loaded.files;
     let defaults = dns::settings_defaults(&mut cx, files);
-    let blocklists = dns::blocklists(&mut cx, files);
+    let mut list_texts = Vec::new();
+    let blocklists = dns::blocklists(&mut cx, files, &mut list_texts);
     let networks = networks::compile(&mut cx, files, &blocklists);
     let upstreams = dns::upstreams(&mut cx, files);
     let zones = dns::zones(&mut cx, files, &loaded.sources, defaults.default_ttl);
@@ -54,7 +55,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
     }
     Ok(Snapshot {
         generation,
-        hash: loaded.sources.content_hash(),
+        hash: loaded.sources.content_hash().with(&list_texts),
         state_dir,
         listen,
         networks,

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 
+pub mod blocklist;
 mod compile;
 pub mod diff;
 mod error;

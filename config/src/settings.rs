@@ -142,6 +142,21 @@ pub struct Blocklist {
     pub except: Vec<Name>,
     /// Time between fetches of a URL.
     pub refresh: Duration,
+    /// The listed names: read from a file at compile time; empty for a URL until fetched.
+    pub names: Arc<crate::blocklist::BlockSet>,
+}
+
+impl Blocklist {
+    /// Whether this list blocks a lower-case name without trailing dot (its exceptions
+    /// win).
+    pub fn blocks(&self, name: &str) -> bool {
+        self.names.blocks(name)
+            && !self.except.iter().any(|e| {
+                let e = e.to_ascii();
+                let e = e.trim_end_matches('.');
+                name == e || name.strip_suffix(e).is_some_and(|p| p.ends_with('.'))
+            })
+    }
 }
 
 /// Certificate sources.

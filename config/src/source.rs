@@ -132,6 +132,21 @@ impl fmt::Display for Location {
 pub struct ContentHash(pub [u8; 32]);
 
 impl ContentHash {
+    /// This hash extended with more content (blocklist files), so that a change there is a
+    /// changed configuration too.
+    pub fn with(self, extra: &[String]) -> Self {
+        if extra.is_empty() {
+            return self;
+        }
+        let mut h = Sha256::new();
+        h.update(self.0);
+        for e in extra {
+            h.update((e.len() as u64).to_le_bytes());
+            h.update(e.as_bytes());
+        }
+        Self(h.finalize().into())
+    }
+
     /// The first 12 hex digits, enough to tell configurations apart in logs.
     pub fn short(&self) -> String {
         self.to_string()[..12].to_owned()

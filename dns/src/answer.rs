@@ -5,10 +5,11 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::rdata::{A, AAAA, SOA};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use labgate_config::Snapshot;
 use labgate_config::network::NetworkKind;
+use labgate_config::settings::BlockAction;
 use labgate_config::view::Lookup;
 
 use crate::Error;
@@ -26,6 +27,8 @@ pub struct Answer {
     pub answers: Vec<Record>,
     /// Authority section: the zone's SOA on negative answers, with the negative TTL.
     pub soa: Vec<Record>,
+    /// Whether a blocklist decided it.
+    pub blocked: bool,
 }
 
 impl Answer {
@@ -36,6 +39,7 @@ impl Answer {
             recursion_available: false,
             answers: Vec::new(),
             soa: Vec::new(),
+            blocked: false,
         }
     }
 
@@ -55,6 +59,7 @@ impl Answer {
             recursion_available: true,
             answers,
             soa,
+            blocked: false,
         }
     }
 }
@@ -101,6 +106,7 @@ pub fn decide(
         recursion_available: ra,
         answers: Vec::new(),
         soa: vec![soa],
+        blocked: false,
     };
     let zone_soa = |zone: labgate_config::view::ZoneId| {
         let z = &s.zones[zone.index()];
@@ -111,8 +117,20 @@ pub fn decide(
     Decision::Answer(match s.view(network.id).lookup(&s.zones, name, rtype) {
         Lookup::Outside => match private_reverse_zone(name) {
             Some(apex) => negative(empty_zone_soa(apex), ResponseCode::NXDomain),
-            None if ra => return Decision::Forward,
-            None => Answer::error(Error::RecursionRefused),
+            None if !ra => Answer::error(Error::RecursionRefused),
+            None => {
+                let text = name.to_string();
+                let text = text.trim_end_matches('.');
+                let list = network
+                    .blocklists
+                    .iter()
+                    .map(|&i| &s.dns.blocklists[i])
+                    .find(|l| l.blocks(text));
+                match list {
+                    Some(l) => blocked(l.action, name, qtype),
+                    None => return Decision::Forward,
+                }
+            }
         },
         Lookup::NxDomain { zone } => negative(zone_soa(zone), ResponseCode::NXDomain),
         Lookup::NoData { zone } => negative(zone_soa(zone), ResponseCode::NoError),
@@ -122,8 +140,33 @@ pub fn decide(
             recursion_available: ra,
             answers: records,
             soa: Vec::new(),
+            blocked: false,
         },
     })
+}
+
+/// TTL of answers made for blocked names.
+pub const BLOCKED_TTL: u32 = 60;
+
+/// The answer for a blocked name: NXDOMAIN, or the null address for A/AAAA and NODATA for
+/// other types (never an A record for an MX question).
+fn blocked(action: BlockAction, name: &LowerName, qtype: RecordType) -> Answer {
+    let null = |data| vec![Record::from_rdata(Name::from(name), BLOCKED_TTL, data)];
+    let (rcode, answers) = match (action, qtype) {
+        (BlockAction::NxDomain, _) => (ResponseCode::NXDomain, Vec::new()),
+        (BlockAction::NullAddress, RecordType::A) => {
+            (ResponseCode::NoError, null(RData::A(A::new(0, 0, 0, 0))))
+        }
+        (BlockAction::NullAddress, RecordType::AAAA) => (
+            ResponseCode::NoError,
+            null(RData::AAAA(AAAA::from(std::net::Ipv6Addr::UNSPECIFIED))),
+        ),
+        (BlockAction::NullAddress, _) => (ResponseCode::NoError, Vec::new()),
+    };
+    Answer {
+        blocked: true,
+        ..Answer::recursive(rcode, answers, Vec::new())
+    }
 }
 
 /// RFC 6303 zones: reverse names of private, loopback and link-local ranges, which must

@@ -45,6 +45,7 @@ pub struct Metrics {
     cache_misses: AtomicU64,
     stale_answers: AtomicU64,
     upstream_failures: AtomicU64,
+    blocked: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -59,6 +60,7 @@ impl Default for Metrics {
             cache_misses: AtomicU64::new(0),
             stale_answers: AtomicU64::new(0),
             upstream_failures: AtomicU64::new(0),
+            blocked: AtomicU64::new(0),
             latency_buckets: Default::default(),
             latency_sum_us: AtomicU64::new(0),
         }
@@ -74,6 +76,11 @@ pub(crate) enum CacheEvent {
 }
 
 impl Metrics {
+    /// Counts one blocked query.
+    pub(crate) fn blocked(&self) {
+        self.blocked.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one answered query; `network` is the client's network position, if any.
     pub(crate) fn query(&self, network: Option<usize>, qtype: RecordType, rcode: ResponseCode) {
         let n = network.unwrap_or(NETWORKS - 1).min(NETWORKS - 1);
@@ -157,6 +164,11 @@ impl Metrics {
                 "labgate_dns_upstream_failures_total",
                 "Upstream exchanges that failed or timed out.",
                 &self.upstream_failures,
+            ),
+            (
+                "labgate_dns_blocked_total",
+                "Queries answered by a blocklist.",
+                &self.blocked,
             ),
         ];
         for (name, help, c) in counters {

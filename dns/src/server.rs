@@ -130,6 +130,9 @@ impl RequestHandler for Handler {
                     .lookup(info.src.ip())
                     .map(|m| m.network.index());
                 self.metrics.query(network, q.query_type(), a.rcode);
+                if a.blocked {
+                    self.metrics.blocked();
+                }
                 let mut meta = Metadata::response_from_request(&request.metadata);
                 meta.authoritative = a.authoritative;
                 meta.recursion_available = a.recursion_available;

@@ -12,6 +12,7 @@ use toml::Spanned;
 use super::values::{self, Bad};
 use super::views::{Origin, ViewsBuilder};
 use super::{Ctx, Explain, choose, items, list, single};
+use crate::blocklist::BlockSet;
 use crate::network::{NetworkKind, NetworkSet, Networks};
 use crate::raw::RawFile;
 use crate::settings::{
@@ -169,7 +170,13 @@ pub(super) fn upstreams(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Upstre
     }
 }
 
-pub(super) fn blocklists(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Vec<Blocklist> {
+/// Compiles `[[blocklist]]`s, reading file lists; `contents` receives their text for the
+/// snapshot's content hash.
+pub(super) fn blocklists(
+    cx: &mut Ctx<'_>,
+    files: &[(FileId, RawFile)],
+    contents: &mut Vec<String>,
+) -> Vec<Blocklist> {
     let mut out: Vec<Blocklist> = Vec::new();
     for (file, i, raw) in items(files, |f| &f.blocklist) {
         let key = format!("blocklist[{i}]");
@@ -259,6 +266,19 @@ pub(super) fn blocklists(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Vec<B
             .unwrap_or(Duration::from_secs(86_400)),
             None => Duration::from_secs(86_400),
         };
+        // A file list is read now, so an edited list is a changed snapshot; a URL list
+        // starts empty and is filled by the background fetcher.
+        let names = match &source {
+            BlocklistSource::File(path) => match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    let set = BlockSet::parse(&text, format);
+                    contents.push(text);
+                    set
+                }
+                Err(_) => BlockSet::default(),
+            },
+            BlocklistSource::Url(_) => BlockSet::default(),
+        };
         out.push(Blocklist {
             name: Arc::from(name.as_str()),
             source,
@@ -266,6 +286,7 @@ pub(super) fn blocklists(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Vec<B
             action,
             except,
             refresh,
+            names: Arc::new(names),
         });
     }
     out

@@ -1,0 +1,122 @@
+//! End-to-end: blocklists per network from files (domains and hosts formats), suffix
+//! matching, exceptions, NXDOMAIN and null actions with type-correct answers, and a list
+//! edit picked up by the watcher.
+
+mod support;
+
+use support::{ConfigDir, Labgate, Unbound, dig, dns_ports, generation};
+
+fn config(upstream: u16) -> String {
+    format!(
+        r#"
+[listen]
+dns = ["127.0.0.1:0"]
+
+[dns]
+upstreams = ["udp://127.0.0.1:{upstream}"]
+
+[[network]]
+name = "lab"
+cidrs = ["127.0.0.1/32"]
+addresses = ["127.0.0.1"]
+blocklists = ["ads", "trackers"]
+
+[[network]]
+name = "iot"
+cidrs = ["127.0.0.3/32"]
+addresses = ["127.0.0.3"]
+
+[[zone]]
+name = "lab.test"
+
+[[blocklist]]
+name = "ads"
+file = "lists/ads.txt"
+except = ["ok.ads.internet.test"]
+
+[[blocklist]]
+name = "trackers"
+file = "lists/trackers.hosts"
+format = "hosts"
+action = "null"
+"#
+    )
+}
+
+#[test]
+fn lists_block_per_network_and_follow_edits() {
+    let up = Unbound::start(
+        &["internet.test."],
+        &[
+            "www.internet.test. 300 IN A 93.184.216.34",
+            "ads.internet.test. 300 IN A 93.184.216.1",
+            "x.ads.internet.test. 300 IN A 93.184.216.2",
+            "ok.ads.internet.test. 300 IN A 93.184.216.3",
+            "tracker.internet.test. 300 IN A 93.184.216.4",
+            "tracker.internet.test. 300 IN MX 10 mail.internet.test.",
+        ],
+    );
+    let cfg = ConfigDir::new();
+    cfg.write("conf/labgate.toml", &config(up.port));
+    cfg.write("conf/lists/ads.txt", "# ads\nads.internet.test\n");
+    cfg.write(
+        "conf/lists/trackers.hosts",
+        "127.0.0.1 localhost\n0.0.0.0 tracker.internet.test\n",
+    );
+    let lg = Labgate::start(
+        &["--config", cfg.path("conf").to_str().expect("utf-8")],
+        &cfg.path("state"),
+    );
+    let (port, _) = dns_ports(&lg);
+
+    // Listed names and their subdomains are NXDOMAIN for `lab`; the exception passes.
+    for name in ["ads.internet.test", "x.ads.internet.test"] {
+        let d = dig(port, "127.0.0.1", &[name]);
+        assert_eq!(d.status, "NXDOMAIN", "{name}: {}", d.raw);
+        assert!(!d.flags.split(' ').any(|f| f == "aa"), "{}", d.flags);
+    }
+    assert!(
+        dig(port, "127.0.0.1", &["ok.ads.internet.test"])
+            .answer
+            .first()
+            .is_some_and(|a| a.ends_with("93.184.216.3"))
+    );
+    // `iot` subscribes to no list.
+    assert!(
+        dig(port, "127.0.0.3", &["ads.internet.test"])
+            .answer
+            .first()
+            .is_some_and(|a| a.ends_with("93.184.216.1"))
+    );
+    // The null action answers in the question's type.
+    assert_eq!(
+        dig(port, "127.0.0.1", &["tracker.internet.test", "A"]).answer,
+        ["tracker.internet.test. 60 IN A 0.0.0.0"]
+    );
+    assert_eq!(
+        dig(port, "127.0.0.1", &["tracker.internet.test", "AAAA"]).answer,
+        ["tracker.internet.test. 60 IN AAAA ::"]
+    );
+    let mx = dig(port, "127.0.0.1", &["tracker.internet.test", "MX"]);
+    assert_eq!(
+        (mx.status.as_str(), mx.answer.len()),
+        ("NOERROR", 0),
+        "{}",
+        mx.raw
+    );
+
+    // Editing the list file is a configuration change.
+    assert!(dig(port, "127.0.0.1", &["www.internet.test"]).answer.len() == 1);
+    cfg.write(
+        "conf/lists/ads.txt",
+        "# ads\nads.internet.test\nwww.internet.test\n",
+    );
+    lg.wait_config("the list edit", |c| generation(c) == 2);
+    assert_eq!(
+        dig(port, "127.0.0.1", &["www.internet.test"]).status,
+        "NXDOMAIN"
+    );
+
+    let (_, metrics) = lg.admin("GET", "/metrics");
+    assert!(metrics.contains("labgate_dns_blocked_total 6"), "{metrics}");
+}
