@@ -1,7 +1,9 @@
 //! Entry points for the fuzz targets in `fuzz/` (H2: targets are shims). Compiled in every
 //! build so CI checks them; the seed corpus runs through them in the unit tests.
 
+use crate::blocklist::BlockSet;
 use crate::route::{MAX_HOST_LEN, normalize_host};
+use crate::settings::BlocklistFormat;
 use crate::{Sources, compile, parse};
 
 /// Any bytes as a configuration file: parsing and compiling never panic, and a compiled
@@ -49,6 +51,28 @@ pub fn normalize_host_bytes(data: &[u8]) {
     );
 }
 
+/// Any bytes as a blocklist in every format: parsing never panics, and every listed name
+/// blocks itself and its subdomains.
+pub fn blocklist_bytes(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    for format in [
+        BlocklistFormat::Domains,
+        BlocklistFormat::Hosts,
+        BlocklistFormat::Adblock,
+    ] {
+        let set = BlockSet::parse(&text, format);
+        for line in text.lines() {
+            let name = line.trim().trim_end_matches('.').to_ascii_lowercase();
+            if format == BlocklistFormat::Domains && set.blocks(&name) {
+                assert!(
+                    set.blocks(&format!("sub.{name}")),
+                    "{name:?} blocks, its subdomain not"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +84,7 @@ mod tests {
         for (dir, target) in [
             ("../fuzz/corpus/config_compile", compile_bytes as fn(&[u8])),
             ("../fuzz/corpus/host_normalize", normalize_host_bytes),
+            ("../fuzz/corpus/blocklist_parse", blocklist_bytes),
         ] {
             for e in std::fs::read_dir(dir).expect("seed corpus") {
                 target(&std::fs::read(e.expect("entry").path()).expect("seed"));
