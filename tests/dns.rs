@@ -228,3 +228,63 @@ fn dig_query_bytes() -> Vec<u8> {
     q.extend_from_slice(&[0, 0, 1, 0, 1]);
     q
 }
+
+/// Issue 9: queries in flight during reloads are all answered. A client keeps sending
+/// queries while the configuration is rewritten five times, each time until the new
+/// generation is serving; every query must get its answer, from the old snapshot or the new.
+#[test]
+fn no_query_is_lost_during_repeated_reloads() {
+    let cfg = ConfigDir::new();
+    let (lg, udp, _tcp) = start(&cfg);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .expect("timeout");
+    let mut query = dig_query_bytes();
+    let mut buf = [0u8; 1500];
+    let mut id: u16 = 0;
+    let mut ask = || {
+        id = id.wrapping_add(1);
+        query[0..2].copy_from_slice(&id.to_be_bytes());
+        sock.send_to(&query, ("127.0.0.1", udp)).expect("send");
+        let (n, _) = sock
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("query {id} lost: {e}"));
+        assert!(
+            n >= 12 && buf[0..2] == id.to_be_bytes(),
+            "query {id}: wrong reply"
+        );
+        assert_eq!(buf[3] & 0x0f, 0, "query {id}: rcode {}", buf[3] & 0x0f);
+        assert_eq!(
+            u16::from_be_bytes([buf[6], buf[7]]),
+            1,
+            "query {id}: no answer"
+        );
+    };
+    let mut sent = 0;
+    for round in 1..=5u64 {
+        let extra = format!(
+            "\n[[record]]\nname = \"r{round}.lab.test\"\ntype = \"TXT\"\nvalue = \"round {round}\"\n"
+        );
+        cfg.write("labgate.toml", &format!("{CONFIG}{extra}"));
+        let deadline = std::time::Instant::now() + support::RELOAD_TIMEOUT;
+        loop {
+            for _ in 0..20 {
+                ask();
+                sent += 1;
+            }
+            if support::generation(&lg.config()) == round + 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reload {round} never served"
+            );
+        }
+        // A few more on the new snapshot before the next edit.
+        for _ in 0..20 {
+            ask();
+            sent += 1;
+        }
+    }
+    assert!(sent >= 200, "only {sent} queries");
+}
