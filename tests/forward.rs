@@ -234,3 +234,56 @@ fn cached_answers_survive_the_upstream_and_go_stale_not_servfail() {
         "SERVFAIL"
     );
 }
+
+#[test]
+fn dns_over_tls_upstream_with_a_private_ca() {
+    // A CA and a certificate for the upstream's TLS name, made by labgate's own local CA code.
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ca = labgate_acme::local_ca::LocalCa::load_or_create(pki.path()).expect("CA");
+    let leaf = ca
+        .issue(
+            &["dns.internet.test".into()],
+            time::OffsetDateTime::now_utc(),
+        )
+        .expect("leaf");
+    let chain = pki.path().join("chain.pem");
+    let key = pki.path().join("key.pem");
+    std::fs::write(&chain, &leaf.chain_pem).expect("chain");
+    std::fs::write(&key, &leaf.key_pem).expect("key");
+    let up = Unbound::start_tls(
+        &["internet.test."],
+        &["secure.internet.test. 300 IN A 93.184.216.40"],
+        Some((&chain, &key)),
+    );
+    let tls_port = up.tls_port.expect("tls port");
+    let cfg = ConfigDir::new();
+    let make = |tls_name: &str| {
+        format!(
+            "[listen]\ndns = [\"127.0.0.1:0\"]\n\n[dns]\nupstreams = [\"tls://127.0.0.1:{tls_port}#{tls_name}\"]\nupstream_ca_file = \"{}\"\n\n\
+             [[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.1/32\"]\naddresses = [\"127.0.0.1\"]\n",
+            ca.cert_path().display()
+        )
+    };
+    cfg.write("labgate.toml", &make("dns.internet.test"));
+    let lg = Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+        ],
+        &cfg.path("state"),
+    );
+    let (port, _) = dns_ports(&lg);
+    let d = dig(port, "127.0.0.1", &["secure.internet.test"]);
+    assert!(
+        d.answer
+            .first()
+            .is_some_and(|a| a.ends_with("93.184.216.40")),
+        "{}",
+        d.raw
+    );
+    // A TLS name the certificate does not carry must fail verification: SERVFAIL, no answer.
+    cfg.write("labgate.toml", &make("wrong.internet.test"));
+    lg.wait_config("generation 2", |c| support::generation(c) == 2);
+    let bad = dig(port, "127.0.0.1", &["+time=10", "other.internet.test"]);
+    assert_eq!(bad.status, "SERVFAIL", "{}", bad.raw);
+}

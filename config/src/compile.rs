@@ -71,6 +71,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
             blocklists,
             rebind_allow: upstreams.rebind_allow,
             serve_stale: defaults.serve_stale,
+            upstream_roots: upstreams.roots,
         },
         certificates: certs.certificates,
         acme: certs.acme,

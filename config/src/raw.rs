@@ -93,6 +93,9 @@ pub struct RawDns {
     /// address is dropped (DNS rebinding protection).
     #[serde(default)]
     pub rebind_allow: Vec<Spanned<String>>,
+    /// PEM file of extra CA certificates trusted for `tls://` and `https://` upstreams (a
+    /// DoT server with a private CA); the public roots stay trusted.
+    pub upstream_ca_file: Option<Spanned<String>>,
     /// How long past its TTL an answer may still be served while the upstreams are silent
     /// (RFC 8767 serve-stale), e.g. `1d`; `0s` turns it off. Default `1d`.
     pub serve_stale: Option<Spanned<String>>,

@@ -42,6 +42,8 @@ pub struct DnsSettings {
     pub rebind_allow: Vec<Name>,
     /// How long past its TTL an answer may be served while the upstreams are silent.
     pub serve_stale: Duration,
+    /// Extra CA certificates (DER) trusted for TLS upstreams.
+    pub upstream_roots: Vec<Arc<[u8]>>,
 }
 
 /// Transport of an upstream resolver.

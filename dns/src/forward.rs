@@ -36,6 +36,8 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// One list of upstreams and the resolver (with its cache) that uses them.
 struct UpstreamSet {
     upstreams: Vec<Upstream>,
+    /// Extra trusted CAs the resolver was built with.
+    roots: Vec<Arc<[u8]>>,
     resolver: TokioResolver,
     /// A conditional forwarder's set (internal servers: exempt from rebinding protection).
     conditional: bool,
@@ -75,15 +77,16 @@ impl Forwarders {
             if upstreams.is_empty() {
                 return None;
             }
-            if let Some(old) = known
-                .iter()
-                .find(|k| k.upstreams == upstreams && k.conditional == conditional)
-            {
+            let roots = &s.dns.upstream_roots;
+            if let Some(old) = known.iter().find(|k| {
+                k.upstreams == upstreams && k.conditional == conditional && k.roots == *roots
+            }) {
                 return Some(Arc::clone(old));
             }
-            match resolver(upstreams) {
+            match resolver(upstreams, roots) {
                 Ok(resolver) => Some(Arc::new(UpstreamSet {
                     upstreams: upstreams.to_vec(),
+                    roots: roots.clone(),
                     resolver,
                     conditional,
                 })),
@@ -286,7 +289,7 @@ pub fn private(ip: IpAddr) -> bool {
     }
 }
 
-fn resolver(upstreams: &[Upstream]) -> Result<TokioResolver, NetError> {
+fn resolver(upstreams: &[Upstream], roots: &[Arc<[u8]>]) -> Result<TokioResolver, NetError> {
     let servers = upstreams.iter().map(name_server).collect();
     let mut opts = ResolverOpts::default();
     opts.timeout = ATTEMPT_TIMEOUT;
@@ -298,12 +301,33 @@ fn resolver(upstreams: &[Upstream]) -> Result<TokioResolver, NetError> {
     opts.ndots = 0;
     // A2: the data plane reads no files; the appliance's /etc/hosts is not the LAN's truth.
     opts.use_hosts_file = ResolveHosts::Never;
-    Resolver::builder_with_config(
+    let mut builder = Resolver::builder_with_config(
         ResolverConfig::from_name_servers(servers),
         TokioRuntimeProvider::default(),
     )
-    .with_options(opts)
-    .build()
+    .with_options(opts);
+    if !roots.is_empty() {
+        builder = builder.with_tls_config(tls_config(roots)?);
+    }
+    builder.build()
+}
+
+/// The public roots plus the configured private CAs, with the ring provider (F1).
+fn tls_config(extra: &[Arc<[u8]>]) -> Result<rustls::ClientConfig, NetError> {
+    let mut store = rustls::RootCertStore::empty();
+    store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in extra {
+        store
+            .add(rustls_pki_types::CertificateDer::from(der.to_vec()))
+            .map_err(|e| NetError::Msg(format!("dns.upstream_ca_file: {e}")))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| NetError::Msg(format!("TLS for upstreams: {e}")))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(config)
 }
 
 fn name_server(u: &Upstream) -> NameServerConfig {

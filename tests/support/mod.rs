@@ -227,6 +227,8 @@ pub(crate) struct Unbound {
     child: Child,
     /// Its port (UDP and TCP).
     pub(crate) port: u16,
+    /// Its DNS-over-TLS port, when started with a certificate.
+    pub(crate) tls_port: Option<u16>,
     _dir: tempfile::TempDir,
 }
 
@@ -234,10 +236,20 @@ impl Unbound {
     /// Starts Unbound serving `local_data` (Unbound `local-data:` lines) and waits until it
     /// answers.
     pub(crate) fn start(local_zones: &[&str], local_data: &[&str]) -> Self {
+        Self::start_tls(local_zones, local_data, None)
+    }
+
+    /// As [`Unbound::start`], plus DNS over TLS with a PEM chain and key when given.
+    pub(crate) fn start_tls(
+        local_zones: &[&str],
+        local_data: &[&str],
+        tls: Option<(&Path, &Path)>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
+        let tls_port = tls.map(|_| free_port());
         let mut conf = format!(
-            "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-daemonize: no\n  use-syslog: no\n  logfile: \"\"\n  \
+            "server:\n  port: {port}\n  do-daemonize: no\n  use-syslog: no\n  logfile: \"\"\n  \
              username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  \
              access-control: 127.0.0.0/8 allow\n  num-threads: 1\n  module-config: \"iterator\"\n  \
              verbosity: 0\n",
@@ -245,6 +257,17 @@ impl Unbound {
         );
         conf.push_str("  local-zone: \"probe.labgate.test.\" static\n");
         conf.push_str("  local-data: \"probe.labgate.test. 60 IN A 127.0.0.1\"\n");
+        if tls.is_none() {
+            conf.push_str("  interface: 127.0.0.1\n");
+        }
+        if let (Some((chain, key)), Some(tp)) = (tls, tls_port) {
+            conf.push_str(&format!(
+                "  interface: 127.0.0.1@{port}\n  interface: 127.0.0.1@{tp}\n  tls-port: {tp}\n  \
+                 tls-service-pem: \"{}\"\n  tls-service-key: \"{}\"\n",
+                chain.display(),
+                key.display()
+            ));
+        }
         for z in local_zones {
             conf.push_str(&format!("  local-zone: \"{z}\" static\n"));
         }
@@ -265,6 +288,7 @@ impl Unbound {
         let u = Self {
             child,
             port,
+            tls_port,
             _dir: dir,
         };
         let deadline = Instant::now() + START_TIMEOUT;

@@ -93,6 +93,7 @@ pub(super) struct Upstreams {
     pub(super) upstreams: Vec<Upstream>,
     pub(super) forwarders: Vec<Forwarder>,
     pub(super) rebind_allow: Vec<Name>,
+    pub(super) roots: Vec<Arc<[u8]>>,
 }
 
 pub(super) fn upstreams(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Upstreams {
@@ -124,6 +125,13 @@ pub(super) fn upstreams(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Upstre
             (parse_all(cx, file, &raw.upstreams, "dns.upstreams"), allow)
         }
         None => (Vec::new(), Vec::new()),
+    };
+    let roots = match single(cx, files, "dns", |f| f.dns.as_ref()) {
+        Some((file, raw)) => raw
+            .upstream_ca_file
+            .as_ref()
+            .map_or_else(Vec::new, |ca| ca_certs(cx, file, ca)),
+        None => Vec::new(),
     };
     let mut forwarders: Vec<Forwarder> = Vec::new();
     for (file, i, raw) in items(files, |f| &f.forward) {
@@ -167,7 +175,32 @@ pub(super) fn upstreams(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Upstre
         upstreams,
         forwarders,
         rebind_allow,
+        roots,
     }
+}
+
+/// The certificates of a PEM file, as DER; an error when there is none.
+fn ca_certs(cx: &mut Ctx<'_>, file: FileId, ca: &Spanned<String>) -> Vec<Arc<[u8]>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let path = cx.readable(file, ca, "dns.upstream_ca_file");
+    let Ok(pem) = std::fs::read(&path) else {
+        return Vec::new();
+    };
+    let certs: Vec<Arc<[u8]>> = CertificateDer::pem_slice_iter(&pem)
+        .filter_map(Result::ok)
+        .map(|c| Arc::from(c.as_ref()))
+        .collect();
+    if certs.is_empty() {
+        cx.error(
+            file,
+            ca.span(),
+            "dns.upstream_ca_file",
+            format!("`{}` holds no PEM certificate", path.display()),
+        )
+        .expected("a file with `-----BEGIN CERTIFICATE-----` blocks");
+    }
+    certs
 }
 
 /// Compiles `[[blocklist]]`s, reading file lists; `contents` receives their text for the
