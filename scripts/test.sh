@@ -15,6 +15,7 @@ declare -A packages=(
   [curl]=curl            # the end-to-end tests are curl clients of the real binary
   [dig]=dnsutils         # ...and dig clients of its DNS server
   [unbound]=unbound      # a private "internet" upstream for the forwarding tests
+  [python3]=python3      # http.server serves URL blocklists in the tests
   [kill]=procps          # SIGHUP in the reload tests
   [openssl]=openssl      # verifies the local CA's chain
 )

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::{self, Admin};
+use crate::blocklists;
 use crate::cli::RunArgs;
 use crate::demo;
 use crate::listen;
@@ -50,14 +51,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let snapshot = source.compile(1)?;
     for w in &snapshot.warnings {
         warn!("{w}");
-    }
-    for l in &snapshot.dns.blocklists {
-        if let labgate_config::settings::BlocklistSource::Url(url) = &l.source {
-            warn!(
-                "blocklist `{}` ({url}): URL lists are not fetched yet and block nothing; download it to a file and use `file =` meanwhile",
-                l.name
-            );
-        }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -97,7 +90,7 @@ async fn serve(source: ConfigSource, snapshot: Snapshot, is_demo: bool) -> anyho
     let dns_metrics = Arc::new(labgate_dns::Metrics::default());
     let shared = Shared::new(snapshot, Arc::clone(&dns_metrics));
     let handler = labgate_dns::Handler::new(shared.snapshot.clone(), dns_metrics);
-    let mut dns = labgate_dns::serve(handler, udp, tcp);
+    let mut dns = labgate_dns::serve(handler.clone(), udp, tcp);
     let (tx, rx) = mpsc::channel(16);
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -120,6 +113,11 @@ async fn serve(source: ConfigSource, snapshot: Snapshot, is_demo: bool) -> anyho
         None => None,
     };
     tasks.spawn(sighup(tx, cancel.child_token()));
+    tasks.spawn(blocklists::run(
+        Arc::clone(&shared),
+        handler,
+        cancel.child_token(),
+    ));
 
     shared.ready.store(true, Ordering::Release);
     banner(&shared, admin_addr, &dns_bound, &ca.cert_path(), is_demo);

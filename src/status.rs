@@ -66,6 +66,8 @@ pub struct Shared {
     last: Mutex<ReloadReport>,
     /// The DNS server's counters.
     pub dns: Arc<labgate_dns::Metrics>,
+    /// Blocklist downloads: succeeded, failed.
+    pub list_fetches: [AtomicU64; 2],
 }
 
 impl Shared {
@@ -87,6 +89,7 @@ impl Shared {
             last_success_unix: AtomicU64::new(report.at_unix),
             last: Mutex::new(report),
             dns,
+            list_fetches: Default::default(),
         })
     }
 
@@ -162,6 +165,15 @@ impl Shared {
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let name = "labgate_blocklist_fetches_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Blocklist downloads by result.\n# TYPE {name} counter"
+        );
+        for (i, result) in ["success", "failure"].iter().enumerate() {
+            let n = self.list_fetches[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{result=\"{result}\"}} {n}");
         }
         out.push_str(&self.dns.render(&snap));
         out

@@ -120,3 +120,107 @@ fn lists_block_per_network_and_follow_edits() {
     let (_, metrics) = lg.admin("GET", "/metrics");
     assert!(metrics.contains("labgate_dns_blocked_total 6"), "{metrics}");
 }
+
+/// A static file server on loopback (Python's http.server: a real HTTP/1.x server).
+struct FileServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FileServer {
+    fn start(dir: &std::path::Path) -> Self {
+        let port = support::free_port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs the test's HTTP server");
+        let deadline = std::time::Instant::now() + support::START_TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn url_lists_are_fetched_through_the_upstreams_and_survive_a_failed_refresh() {
+    let site = tempfile::tempdir().expect("tempdir");
+    std::fs::write(site.path().join("ads.txt"), "ads.internet.test\n").expect("list");
+    let http = FileServer::start(site.path());
+    // The list's host name resolves only through the upstream, never through labgate's views.
+    let up = Unbound::start(
+        &["internet.test."],
+        &[
+            "lists.internet.test. 300 IN A 127.0.0.1",
+            "ads.internet.test. 300 IN A 93.184.216.1",
+        ],
+    );
+    let cfg = ConfigDir::new();
+    let config = format!(
+        "[listen]\ndns = [\"127.0.0.1:0\"]\n\n[dns]\nupstreams = [\"udp://127.0.0.1:{}\"]\n\n\
+         [[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.1/32\"]\naddresses = [\"127.0.0.1\"]\nblocklists = [\"ads\"]\n\n\
+         [[blocklist]]\nname = \"ads\"\nurl = \"http://lists.internet.test:{}/ads.txt\"\nrefresh = \"1s\"\n",
+        up.port, http.port
+    );
+    cfg.write("labgate.toml", &config);
+    let lg = Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+        ],
+        &cfg.path("state"),
+    );
+    let (port, _) = dns_ports(&lg);
+    let fetches = |result: &str| -> u64 {
+        let (_, m) = lg.admin("GET", "/metrics");
+        let key = format!("labgate_blocklist_fetches_total{{result=\"{result}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&key).and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + support::RELOAD_TIMEOUT;
+    while fetches("success") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the list was never fetched"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        dig(port, "127.0.0.1", &["ads.internet.test"]).status,
+        "NXDOMAIN"
+    );
+    // The server goes away: refreshes fail, the last good list keeps blocking.
+    drop(http);
+    while fetches("failure") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed refresh seen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        dig(port, "127.0.0.1", &["ads.internet.test"]).status,
+        "NXDOMAIN"
+    );
+}

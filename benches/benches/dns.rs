@@ -15,6 +15,7 @@ fn decide_bench(c: &mut Criterion) {
     src.add("bench.toml", generated_config(60, 1000));
     let s = compile(&parse(src).expect("parses"), 1).expect("compiles");
     let name = |n: &str| LowerName::new(&Name::from_ascii(n).expect("name"));
+    let lists = labgate_dns::FetchedLists::new();
     let mut g = c.benchmark_group("dns_decide");
     for (label, client, qname) in [
         ("internal_answer", "10.0.3.7", "app3.zone3.lab.test."),
@@ -32,6 +33,7 @@ fn decide_bench(c: &mut Criterion) {
             b.iter(|| {
                 decide(
                     &s,
+                    &lists,
                     black_box(ip),
                     black_box(&q),
                     RecordType::A,

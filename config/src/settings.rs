@@ -149,10 +149,10 @@ pub struct Blocklist {
 }
 
 impl Blocklist {
-    /// Whether this list blocks a lower-case name without trailing dot (its exceptions
-    /// win).
-    pub fn blocks(&self, name: &str) -> bool {
-        self.names.blocks(name)
+    /// Whether `names` (this list's, or its fetched content) blocks a lower-case name
+    /// without trailing dot; the list's exceptions win.
+    pub fn blocks(&self, names: &crate::blocklist::BlockSet, name: &str) -> bool {
+        names.blocks(name)
             && !self.except.iter().any(|e| {
                 let e = e.to_ascii();
                 let e = e.trim_end_matches('.');

@@ -1,15 +1,18 @@
 //! The decision for one query, as a pure function over the snapshot (A3): answer from the
 //! internal data, refuse, or forward. The server and tests call it alike.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::OnceLock;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, SOA};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use labgate_config::Snapshot;
+use labgate_config::blocklist::BlockSet;
 use labgate_config::network::NetworkKind;
-use labgate_config::settings::BlockAction;
+use labgate_config::settings::{BlockAction, BlocklistSource};
 use labgate_config::view::Lookup;
 
 use crate::Error;
@@ -64,6 +67,9 @@ impl Answer {
     }
 }
 
+/// Blocklists fetched from URLs, by URL; filled by the control plane's fetcher.
+pub type FetchedLists = HashMap<String, Arc<BlockSet>>;
+
 /// What the server does with a question.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -81,6 +87,7 @@ pub enum Decision {
 /// never forwarded.
 pub fn decide(
     s: &Snapshot,
+    lists: &FetchedLists,
     client: IpAddr,
     name: &LowerName,
     qtype: RecordType,
@@ -125,7 +132,13 @@ pub fn decide(
                     .blocklists
                     .iter()
                     .map(|&i| &s.dns.blocklists[i])
-                    .find(|l| l.blocks(text));
+                    .find(|l| {
+                        let names = match &l.source {
+                            BlocklistSource::File(_) => Some(&l.names),
+                            BlocklistSource::Url(url) => lists.get(url.as_str()),
+                        };
+                        names.is_some_and(|n| l.blocks(n, text))
+                    });
                 match list {
                     Some(l) => blocked(l.action, name, qtype),
                     None => return Decision::Forward,

@@ -174,6 +174,18 @@ impl Forwarders {
         })
     }
 
+    /// A host's addresses from the default upstreams, empty on failure.
+    pub(crate) async fn addresses(&self, host: &str) -> Vec<IpAddr> {
+        let Some(set) = &self.default else {
+            return Vec::new();
+        };
+        let lookup = tokio::time::timeout(UPSTREAM_DEADLINE, set.resolver.lookup_ip(host)).await;
+        match lookup {
+            Ok(Ok(ips)) => ips.iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     fn set_for(&self, name: &LowerName) -> Option<&Arc<UpstreamSet>> {
         let name = Name::from(name);
         self.conditional

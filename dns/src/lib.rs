@@ -20,7 +20,7 @@ mod forward;
 mod metrics;
 mod server;
 
-pub use answer::{Answer, BLOCKED_TTL, Decision, decide};
+pub use answer::{Answer, BLOCKED_TTL, Decision, FetchedLists, decide};
 pub use cache::{MAX_TTL, STALE_TTL};
 pub use forward::{ATTEMPT_TIMEOUT, STALE_AFTER, UPSTREAM_DEADLINE, private};
 pub use metrics::Metrics;

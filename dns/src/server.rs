@@ -15,7 +15,7 @@ use labgate_config::Snapshot;
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::debug;
 
-use crate::answer::{Decision, decide};
+use crate::answer::{Decision, FetchedLists, decide};
 use crate::forward::Forwarders;
 use crate::metrics::Metrics;
 
@@ -28,6 +28,7 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 #[derive(Clone)]
 pub struct Handler {
     snapshot: Arc<ArcSwap<Snapshot>>,
+    lists: Arc<ArcSwap<FetchedLists>>,
     metrics: Arc<Metrics>,
     forwarders: Arc<ArcSwap<Forwarders>>,
     rebuilding: Arc<Mutex<()>>,
@@ -38,10 +39,23 @@ impl Handler {
     pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
         Self {
             snapshot,
+            lists: Arc::new(ArcSwap::from_pointee(FetchedLists::new())),
             metrics,
             forwarders: Arc::new(ArcSwap::from_pointee(Forwarders::empty())),
             rebuilding: Arc::new(Mutex::new(())),
         }
+    }
+
+    /// Where the control plane publishes blocklists fetched from URLs.
+    pub fn fetched_lists(&self) -> Arc<ArcSwap<FetchedLists>> {
+        Arc::clone(&self.lists)
+    }
+
+    /// Resolves a host name through the upstreams directly (never labgate's own views, so a
+    /// list download does not depend on labgate's own DNS).
+    pub async fn resolve_upstream(&self, host: &str) -> Vec<std::net::IpAddr> {
+        let snapshot = self.snapshot.load_full();
+        self.forwarders(&snapshot).addresses(host).await
     }
 
     /// The resolvers for a snapshot, rebuilt after a reload (keeping unchanged upstreams'
@@ -108,8 +122,10 @@ impl RequestHandler for Handler {
         let info = match (rcode, request.request_info()) {
             (None, Ok(info)) => {
                 let q = info.query;
+                let lists = self.lists.load();
                 let decision = decide(
                     &snapshot,
+                    &lists,
                     info.src.ip(),
                     q.name(),
                     q.query_type(),
