@@ -118,6 +118,15 @@ fn nodata_cname_chains_and_case_are_right() {
     assert_eq!(nodata.status, "NOERROR");
     assert!(nodata.answer.is_empty());
     assert_eq!(nodata.authority.len(), 1);
+    // Reverse names of private addresses are answered from the view's own records.
+    assert_eq!(
+        dig(udp, "127.0.0.1", &["-x", "10.0.20.10"]).answer,
+        ["10.20.0.10.in-addr.arpa. 300 IN PTR nas.lab.test."]
+    );
+    assert_eq!(
+        dig(udp, "127.0.0.3", &["-x", "10.0.20.10"]).status,
+        "NXDOMAIN"
+    );
     let chain = dig(udp, "127.0.0.1", &["FILES.Lab.Test", "A"]);
     assert_eq!(
         chain.answer,

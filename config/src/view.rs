@@ -3,7 +3,9 @@
 //! non-terminals) that the DNS server and `explain` both use.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
+use hickory_proto::rr::rdata::PTR;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::network::NetworkId;
@@ -65,6 +67,9 @@ pub struct View {
     pub network: NetworkId,
     /// Every name with data or below which data exists, lower-case.
     pub nodes: HashMap<LowerName, Node>,
+    /// Owner names of the view's A/AAAA records (explicit and from services), by address:
+    /// the source of derived PTR answers.
+    pub reverse: HashMap<IpAddr, Vec<(Name, u32)>>,
 }
 
 /// The most CNAMEs followed inside internal data before answering with what was found.
@@ -97,11 +102,42 @@ pub enum Lookup {
 }
 
 impl View {
-    /// Looks a name up, following CNAMEs inside the internal zones.
+    /// PTR records derived from this view's addresses for the reverse name of one address;
+    /// empty when the name is not such a name or no record has that address.
+    pub fn derived_ptr(&self, name: &LowerName) -> Vec<Record> {
+        let Ok(net) = Name::from(name).parse_arpa_name() else {
+            return Vec::new();
+        };
+        if net.prefix_len() != net.max_prefix_len() {
+            return Vec::new();
+        }
+        self.reverse
+            .get(&net.addr())
+            .into_iter()
+            .flatten()
+            .map(|(target, ttl)| {
+                Record::from_rdata(Name::from(name), *ttl, RData::PTR(PTR(target.clone())))
+            })
+            .collect()
+    }
+
+    /// Looks a name up, following CNAMEs inside the internal zones. PTR questions for an
+    /// address of this view without an explicit PTR get the derived one.
     pub fn lookup(&self, zones: &[Zone], name: &LowerName, rtype: RecordType) -> Lookup {
         let Some(zone) = zone_of(zones, name) else {
             return Lookup::Outside;
         };
+        if rtype == RecordType::PTR
+            && self
+                .nodes
+                .get(name)
+                .is_none_or(|n| n.of_type(RecordType::PTR).next().is_none())
+        {
+            let derived = self.derived_ptr(name);
+            if !derived.is_empty() {
+                return answer(zone.id, derived, None);
+            }
+        }
         let mut records = Vec::new();
         let mut current = name.clone();
         for _ in 0..=MAX_CNAME_CHAIN {

@@ -398,3 +398,23 @@ fn records_carry_types_and_ttls() {
     assert_eq!(records[0].ttl, 300);
     assert!(matches!(records[0].data, RData::A(_)));
 }
+
+#[test]
+fn ptr_records_are_derived_from_each_views_addresses() {
+    let s = homelab();
+    // The explicit PTR serves management; clients see nas too and get the derived one.
+    assert_eq!(
+        resolve(&s, "10.0.30.9", "10.20.0.10.in-addr.arpa.", RecordType::PTR),
+        Ok(vec!["nas.lab.example.com.".into()])
+    );
+    // labgate's own address in a view names the services that view may use, sorted.
+    assert_eq!(
+        resolve(&s, "10.0.40.9", "2.40.0.10.in-addr.arpa.", RecordType::PTR),
+        Ok(vec!["home.lab.example.com.".into()])
+    );
+    // IoT does not see the NAS: no PTR either.
+    assert_eq!(
+        resolve(&s, "10.0.40.9", "10.20.0.10.in-addr.arpa.", RecordType::PTR),
+        Err("nxdomain")
+    );
+}

@@ -123,7 +123,25 @@ pub fn decide(
     };
     Decision::Answer(match s.view(network.id).lookup(&s.zones, name, rtype) {
         Lookup::Outside => match private_reverse_zone(name) {
-            Some(apex) => negative(empty_zone_soa(apex), ResponseCode::NXDomain),
+            Some(apex) => {
+                let derived = if rtype == RecordType::PTR {
+                    s.view(network.id).derived_ptr(name)
+                } else {
+                    Vec::new()
+                };
+                if derived.is_empty() {
+                    negative(empty_zone_soa(apex), ResponseCode::NXDomain)
+                } else {
+                    Answer {
+                        rcode: ResponseCode::NoError,
+                        authoritative: true,
+                        recursion_available: ra,
+                        answers: derived,
+                        soa: Vec::new(),
+                        blocked: false,
+                    }
+                }
+            }
             None if !ra => Answer::error(Error::RecursionRefused),
             None => {
                 let text = name.to_string();

@@ -3,6 +3,7 @@
 //! address record on a service's host).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use hickory_proto::rr::rdata::{A, AAAA, NS};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
@@ -130,6 +131,21 @@ impl ViewsBuilder {
             .into_iter()
             .enumerate()
             .map(|(i, map)| {
+                let mut reverse: HashMap<IpAddr, Vec<(Name, u32)>> = HashMap::new();
+                for (r, origin) in map.values().flat_map(|b| b.records.iter()) {
+                    let ip = match &r.data {
+                        RData::A(a) => IpAddr::V4(a.0),
+                        RData::AAAA(a) => IpAddr::V6(a.0),
+                        _ => continue,
+                    };
+                    // Synthesized `ns.<zone>` glue is labgate itself, not a host to name.
+                    if *origin != Origin::Synthesized {
+                        let names = reverse.entry(ip).or_default();
+                        names.push((r.name.clone(), r.ttl));
+                        names.sort_by(|a, b| a.0.cmp(&b.0));
+                        names.dedup_by(|a, b| a.0 == b.0);
+                    }
+                }
                 let mut nodes: HashMap<LowerName, Node> = map
                     .into_iter()
                     .map(|(name, b)| {
@@ -154,6 +170,7 @@ impl ViewsBuilder {
                 View {
                     network: NetworkId(i as u8),
                     nodes,
+                    reverse,
                 }
             })
             .collect()
@@ -161,10 +178,10 @@ impl ViewsBuilder {
 }
 
 /// An A or AAAA record for an address.
-pub(super) fn address_record(name: Name, ttl: u32, ip: std::net::IpAddr) -> Record {
+pub(super) fn address_record(name: Name, ttl: u32, ip: IpAddr) -> Record {
     let data = match ip {
-        std::net::IpAddr::V4(a) => RData::A(A(a)),
-        std::net::IpAddr::V6(a) => RData::AAAA(AAAA(a)),
+        IpAddr::V4(a) => RData::A(A(a)),
+        IpAddr::V6(a) => RData::AAAA(AAAA(a)),
     };
     Record::from_rdata(name, ttl, data)
 }
