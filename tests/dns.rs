@@ -39,6 +39,11 @@ name = "files.lab.test"
 type = "CNAME"
 value = "nas.lab.test"
 
+[[record]]
+name = "old.lab.test"
+type = "CNAME"
+value = "gone.lab.test"
+
 [[service]]
 host = "cloud.lab.test"
 backends = ["http://10.0.20.11"]
@@ -127,6 +132,14 @@ fn nodata_cname_chains_and_case_are_right() {
         dig(udp, "127.0.0.3", &["-x", "10.0.20.10"]).status,
         "NXDOMAIN"
     );
+    // RFC 6604: a chain ending at a missing name is NXDOMAIN, with the CNAME and the SOA.
+    let dangling = dig(udp, "127.0.0.1", &["old.lab.test", "A"]);
+    assert_eq!(dangling.status, "NXDOMAIN", "{}", dangling.raw);
+    assert_eq!(
+        dangling.answer,
+        ["old.lab.test. 300 IN CNAME gone.lab.test."]
+    );
+    assert_eq!(dangling.authority.len(), 1, "{}", dangling.raw);
     let chain = dig(udp, "127.0.0.1", &["FILES.Lab.Test", "A"]);
     assert_eq!(
         chain.answer,

@@ -96,9 +96,22 @@ pub enum Lookup {
         zone: ZoneId,
         /// The answer section.
         records: Vec<Record>,
-        /// Where a CNAME chain leaves internal data (the resolver continues there).
-        continue_at: Option<Name>,
+        /// How a CNAME chain ended.
+        end: ChainEnd,
     },
+}
+
+/// How the last name of an answer's CNAME chain fared (RFC 6604: the rcode follows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainEnd {
+    /// Records of the asked type (or no chain at all).
+    Data,
+    /// The chain ends at a name that does not exist in this view: NXDOMAIN, that zone's SOA.
+    NxDomain(ZoneId),
+    /// The chain ends at a name without the asked type: NOERROR, that zone's SOA.
+    NoData(ZoneId),
+    /// The chain leaves the internal zones here; a resolver continues.
+    Outside(Name),
 }
 
 impl View {
@@ -135,33 +148,35 @@ impl View {
         {
             let derived = self.derived_ptr(name);
             if !derived.is_empty() {
-                return answer(zone.id, derived, None);
+                return answer(zone.id, derived, ChainEnd::Data);
             }
         }
         let mut records = Vec::new();
         let mut current = name.clone();
+        let mut current_zone = zone.id;
         for _ in 0..=MAX_CNAME_CHAIN {
             let Some((node, owner)) = self.find(zone_of(zones, &current), &current) else {
                 return if records.is_empty() {
                     Lookup::NxDomain { zone: zone.id }
                 } else {
-                    answer(zone.id, records, None)
+                    answer(zone.id, records, ChainEnd::NxDomain(current_zone))
                 };
             };
             let matching: Vec<Record> = node.of_type(rtype).map(|r| rename(r, &owner)).collect();
-            if !matching.is_empty() || rtype == RecordType::CNAME {
+            let has_data = !matching.is_empty();
+            if has_data || rtype == RecordType::CNAME {
                 records.extend(matching);
-                return if records.is_empty() {
-                    Lookup::NoData { zone: zone.id }
-                } else {
-                    answer(zone.id, records, None)
+                return match (records.is_empty(), has_data) {
+                    (true, _) => Lookup::NoData { zone: zone.id },
+                    (false, true) => answer(zone.id, records, ChainEnd::Data),
+                    (false, false) => answer(zone.id, records, ChainEnd::NoData(current_zone)),
                 };
             }
             let Some(cname) = node.cname() else {
                 return if records.is_empty() {
                     Lookup::NoData { zone: zone.id }
                 } else {
-                    answer(zone.id, records, None)
+                    answer(zone.id, records, ChainEnd::NoData(current_zone))
                 };
             };
             records.push(rename(cname, &owner));
@@ -169,12 +184,14 @@ impl View {
                 break;
             };
             let target = LowerName::new(&target.0);
-            if zone_of(zones, &target).is_none() {
-                return answer(zone.id, records, Some(Name::from(&target)));
+            match zone_of(zones, &target) {
+                Some(z) => current_zone = z.id,
+                None => return answer(zone.id, records, ChainEnd::Outside(Name::from(&target))),
             }
             current = target;
         }
-        answer(zone.id, records, None)
+        // A chain longer than MAX_CNAME_CHAIN: answer what was found.
+        answer(zone.id, records, ChainEnd::Data)
     }
 
     /// The node for a name: exact, or synthesized from a wildcard at the closest encloser
@@ -217,10 +234,6 @@ fn rename(record: &Record, owner: &LowerName) -> Record {
     }
 }
 
-fn answer(zone: ZoneId, records: Vec<Record>, continue_at: Option<Name>) -> Lookup {
-    Lookup::Answer {
-        zone,
-        records,
-        continue_at,
-    }
+fn answer(zone: ZoneId, records: Vec<Record>, end: ChainEnd) -> Lookup {
+    Lookup::Answer { zone, records, end }
 }

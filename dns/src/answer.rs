@@ -13,7 +13,7 @@ use labgate_config::Snapshot;
 use labgate_config::blocklist::BlockSet;
 use labgate_config::network::NetworkKind;
 use labgate_config::settings::{BlockAction, BlocklistSource};
-use labgate_config::view::Lookup;
+use labgate_config::view::{ChainEnd, Lookup};
 
 use crate::Error;
 
@@ -165,14 +165,21 @@ pub fn decide(
         },
         Lookup::NxDomain { zone } => negative(zone_soa(zone), ResponseCode::NXDomain),
         Lookup::NoData { zone } => negative(zone_soa(zone), ResponseCode::NoError),
-        Lookup::Answer { records, .. } => Answer {
-            rcode: ResponseCode::NoError,
-            authoritative: true,
-            recursion_available: ra,
-            answers: records,
-            soa: Vec::new(),
-            blocked: false,
-        },
+        Lookup::Answer { records, end, .. } => {
+            let (rcode, soa) = match end {
+                ChainEnd::NxDomain(z) => (ResponseCode::NXDomain, vec![zone_soa(z)]),
+                ChainEnd::NoData(z) => (ResponseCode::NoError, vec![zone_soa(z)]),
+                ChainEnd::Data | ChainEnd::Outside(_) => (ResponseCode::NoError, Vec::new()),
+            };
+            Answer {
+                rcode,
+                authoritative: true,
+                recursion_available: ra,
+                answers: records,
+                soa,
+                blocked: false,
+            }
+        }
     })
 }
 
