@@ -45,5 +45,29 @@ fn decide_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decide_bench);
+/// The whole handler in-process: hickory's parse, the decision, the encode (no sockets).
+fn handler_bench(c: &mut Criterion) {
+    let handler = labgate_dns::fuzzing::sample_handler();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let query: Vec<u8> = [
+        &[0x12u8, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0][..],
+        b"\x03app\x03lab\x04test\x00\x00\x01\x00\x01",
+    ]
+    .concat();
+    let src = "127.0.0.1:5000".parse().expect("src");
+    c.bench_function("dns_handler/internal_answer_bytes_in_bytes_out", |b| {
+        b.iter(|| {
+            rt.block_on(labgate_dns::fuzzing::handle(
+                &handler,
+                black_box(&query),
+                src,
+            ))
+        })
+    });
+}
+
+criterion_group!(benches, decide_bench, handler_bench);
 criterion_main!(benches);

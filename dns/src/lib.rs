@@ -17,6 +17,8 @@
 mod answer;
 mod cache;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 mod server;
 
