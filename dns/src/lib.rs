@@ -7,9 +7,10 @@
 //!                                   │ none: REFUSED             └─ outside: forward
 //! ```
 //!
-//! Built so far: the listeners (hickory's `Server`, UDP and TCP) and the authoritative part:
-//! views, NXDOMAIN/NODATA with the SOA, REFUSED for clients in no network. Names outside the
-//! internal zones are REFUSED until the forwarder lands; the batched UDP fast path follows.
+//! Built: the listeners (hickory's `Server`, UDP and TCP), the authoritative part (views,
+//! NXDOMAIN/NODATA with the SOA, derived PTRs, REFUSED for clients in no network), blocklists,
+//! and forwarding through labgate's own cache (serve-stale, prefetch, rebinding protection).
+//! Not yet: the batched UDP fast path with precompiled answers.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
@@ -29,7 +30,6 @@ pub use metrics::Metrics;
 pub use server::{Handler, MAX_UDP_PAYLOAD, TCP_IDLE_TIMEOUT, serve};
 
 use hickory_proto::op::ResponseCode;
-use labgate_config::view::Lookup;
 
 /// Why a query was not answered with data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -61,11 +61,6 @@ impl Error {
             Self::UpstreamFailed => ResponseCode::ServFail,
             Self::Malformed => ResponseCode::FormErr,
         }
-    }
-
-    /// The error for a view's negative lookup, if it is one.
-    pub fn from_lookup(lookup: &Lookup) -> Option<Self> {
-        matches!(lookup, Lookup::NxDomain { .. }).then_some(Self::NxDomain)
     }
 }
 
