@@ -101,6 +101,12 @@ impl RequestHandler for Handler {
             // SECURITY: answering responses lets two servers loop; drop them silently.
             return unsent(request, ResponseCode::FormErr);
         }
+        if request.queries.len() != 1 || compressed(request.queries.as_bytes()) {
+            // hickory echoes the question section byte for byte; a compression pointer in it
+            // (legal only into earlier names, of which a lone question has none) would point
+            // into our response header. Found by the dns_handle fuzz target: stay silent.
+            return unsent(request, ResponseCode::FormErr);
+        }
         let snapshot = self.snapshot.load_full();
         let mut edns = None;
         if let Some(req) = &request.edns {
@@ -167,6 +173,21 @@ impl RequestHandler for Handler {
             unsent(request, ResponseCode::ServFail)
         })
     }
+}
+
+/// Whether a question section's name uses a compression pointer (or a reserved label type).
+fn compressed(question: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&len) = question.get(i) {
+        if len == 0 {
+            return false;
+        }
+        if len & 0xC0 != 0 {
+            return true;
+        }
+        i += 1 + usize::from(len);
+    }
+    false
 }
 
 /// What the server reports for a request it did not (or could not) answer.
