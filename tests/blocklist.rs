@@ -117,8 +117,7 @@ fn lists_block_per_network_and_follow_edits() {
         "NXDOMAIN"
     );
 
-    let (_, metrics) = lg.admin("GET", "/metrics");
-    assert!(metrics.contains("labgate_dns_blocked_total 6"), "{metrics}");
+    assert_eq!(lg.metric("labgate_dns_blocked_total"), 6);
 }
 
 /// A static file server on loopback (Python's http.server: a real HTTP/1.x server).
@@ -191,12 +190,10 @@ fn url_lists_are_fetched_through_the_upstreams_and_survive_a_failed_refresh() {
         &cfg.path("state"),
     );
     let (port, _) = dns_ports(&lg);
-    let fetches = |result: &str| -> u64 {
-        let (_, m) = lg.admin("GET", "/metrics");
-        let key = format!("labgate_blocklist_fetches_total{{result=\"{result}\"}} ");
-        m.lines()
-            .find_map(|l| l.strip_prefix(&key).and_then(|v| v.parse().ok()))
-            .unwrap_or(0)
+    let fetches = |result: &str| {
+        lg.metric(&format!(
+            "labgate_blocklist_fetches_total{{result=\"{result}\"}}"
+        ))
     };
     let deadline = std::time::Instant::now() + support::RELOAD_TIMEOUT;
     while fetches("success") == 0 {

@@ -98,7 +98,7 @@ fn each_network_gets_its_own_answer_for_a_service() {
 #[test]
 fn guests_see_nothing_and_strangers_are_refused() {
     let cfg = ConfigDir::new();
-    let (_lg, udp, tcp) = start(&cfg);
+    let (lg, udp, tcp) = start(&cfg);
     for name in ["cloud.lab.test", "nas.lab.test", "lab.test"] {
         assert_eq!(
             dig(udp, "127.0.0.2", &[name, "A"]).status,
@@ -112,6 +112,10 @@ fn guests_see_nothing_and_strangers_are_refused() {
         dig(tcp, "127.0.0.9", &["+tcp", "example.com"]).status,
         "REFUSED"
     );
+    let refused = r#"labgate_dns_queries_total{network="none",qtype="A",rcode="REFUSED"}"#;
+    assert_eq!(lg.metric(refused), 2);
+    let hidden = r#"labgate_dns_queries_total{network="guest",qtype="A",rcode="NXDOMAIN"}"#;
+    assert_eq!(lg.metric(hidden), 3);
 }
 
 #[test]

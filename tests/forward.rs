@@ -188,7 +188,7 @@ fn cached_answers_survive_the_upstream_and_go_stale_not_servfail() {
             "short.internet.test. 1 IN A 93.184.216.35",
         ],
     );
-    let (_cfg, _lg, port) = start(up.port, up.port);
+    let (_cfg, lg, port) = start(up.port, up.port);
     assert_eq!(
         dig(port, "127.0.0.1", &["long.internet.test"]).answer.len(),
         1
@@ -233,6 +233,14 @@ fn cached_answers_survive_the_upstream_and_go_stale_not_servfail() {
         dig(port, "127.0.0.1", &["+time=10", "new.internet.test"]).status,
         "SERVFAIL"
     );
+    // The counters saw all of it.
+    assert!(lg.metric("labgate_dns_stale_answers_total") >= 1);
+    assert!(lg.metric("labgate_dns_cache_hits_total") >= 1);
+    assert!(lg.metric("labgate_dns_cache_misses_total") >= 2);
+    assert!(lg.metric("labgate_dns_upstream_failures_total") >= 1);
+    assert!(lg.metric("labgate_dns_upstream_latency_seconds_count") >= 2);
+    let servfail = r#"labgate_dns_queries_total{network="lab",qtype="A",rcode="SERVFAIL"}"#;
+    assert_eq!(lg.metric(servfail), 1);
 }
 
 #[test]

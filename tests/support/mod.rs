@@ -110,6 +110,14 @@ impl Labgate {
         }
     }
 
+    /// A sample's value on `/metrics`, by its name with labels (`name{a="b"}`); 0 if absent.
+    pub(crate) fn metric(&self, sample: &str) -> u64 {
+        let (_, body) = self.admin("GET", "/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The process id, for signals.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
