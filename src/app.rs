@@ -1,13 +1,15 @@
 //! `labgate run`: start-up order (config, state, listeners, tasks, ready), signals, shutdown.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use labgate_acme::local_ca::LocalCa;
-use labgate_config::Snapshot;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -17,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::admin::{self, Admin};
 use crate::blocklists;
+use crate::certs::CertBuilder;
 use crate::cli::RunArgs;
 use crate::demo;
 use crate::listen;
@@ -26,8 +29,13 @@ use crate::watch;
 
 /// Time the tasks get to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often certificate files are checked for changes.
+const CERT_CHECK: Duration = Duration::from_secs(5);
 
 /// Loads the configuration (the demo without `--config`) and serves until SIGTERM/SIGINT.
+/// pingora's `Server` owns the process (F3): the HTTPS and HTTP listeners are its listening
+/// services, and everything else (DNS, admin, reload, watcher, blocklists, certificates) runs
+/// in its `labgate control` background service.
 ///
 /// # Errors
 /// A `labgate_config::Error` for an invalid configuration (exit 64), anything else for a
@@ -42,6 +50,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         overrides: Overrides {
             admin: args.admin,
             dns: args.dns.clone(),
+            https: args.https.clone(),
+            http: args.http.clone(),
             state_dir: args
                 .state_dir
                 .clone()
@@ -52,22 +62,105 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for w in &snapshot.warnings {
         warn!("{w}");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("labgate")
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(serve(source, snapshot, is_demo))?;
+    let state_dir = snapshot.state_dir.clone();
+    let ca = Arc::new(LocalCa::load_or_create(&state_dir).context("cannot set up the local CA")?);
+    let listen = snapshot.listen.clone();
+    // pingora would panic in its service thread on a busy port: check here, with a message.
+    for (addrs, key) in [
+        (&listen.https, "listen.https"),
+        (&listen.http, "listen.http"),
+    ] {
+        for a in addrs {
+            std::net::TcpListener::bind(a)
+                .with_context(|| format!("cannot listen on {a} ({key})"))?;
+        }
+    }
+    let http_metrics = Arc::new(labgate_proxy::metrics::Metrics::default());
+    let shared = Shared::new(
+        snapshot,
+        Arc::new(labgate_dns::Metrics::default()),
+        Arc::clone(&http_metrics),
+    );
+    let mut certs = CertBuilder::new(Arc::clone(&ca));
+    let store = Arc::new(labgate_proxy::CertStore::default());
+    store.publish(certs.build(&shared.snapshot.load()));
+    let proxy = Arc::new(labgate_proxy::Proxy::new(
+        shared.snapshot.load_full(),
+        Arc::clone(&store),
+        http_metrics,
+    ));
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let conf = ServerConf {
+        threads,
+        work_stealing: false,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(SHUTDOWN_GRACE.as_secs()),
+        pid_file: state_dir.join("labgate.pid").display().to_string(),
+        upgrade_sock: state_dir.join("labgate-upgrade.sock").display().to_string(),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    if !listen.https.is_empty() {
+        server.add_service(labgate_proxy::listeners(&proxy, &listen.https, threads)?);
+    }
+    if !listen.http.is_empty() {
+        let https_port = listen.https.first().map_or(443, std::net::SocketAddr::port);
+        server.add_service(labgate_proxy::redirect_service(&listen.http, https_port, 1));
+    }
+    let mut control = background_service(
+        "labgate control",
+        Control(Mutex::new(Some(Parts {
+            source,
+            shared,
+            ca,
+            certs,
+            proxy,
+            is_demo,
+        }))),
+    );
+    control.threads = Some(1);
+    server.add_service(control);
+    server.run(pingora::server::RunArgs::default());
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(source: ConfigSource, snapshot: Snapshot, is_demo: bool) -> anyhow::Result<()> {
-    let state_dir = snapshot.state_dir.clone();
-    let ca = tokio::task::spawn_blocking(move || LocalCa::load_or_create(&state_dir))
-        .await
-        .context("local CA task failed")?
-        .context("cannot set up the local CA")?;
-    let dns_addrs = snapshot.listen.dns.clone();
+/// What the control service needs, handed over once when it starts.
+struct Parts {
+    source: ConfigSource,
+    shared: Arc<Shared>,
+    ca: Arc<LocalCa>,
+    certs: CertBuilder,
+    proxy: Arc<labgate_proxy::Proxy>,
+    is_demo: bool,
+}
+
+/// The `labgate control` background service.
+struct Control(Mutex<Option<Parts>>);
+
+#[async_trait::async_trait]
+impl BackgroundService for Control {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let Some(parts) = self.0.lock().ok().and_then(|mut p| p.take()) else {
+            return;
+        };
+        if let Err(e) = serve(parts, shutdown).await {
+            // Start-up failed after pingora took the process: report it as `main` would.
+            eprintln!("Error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> {
+    let Parts {
+        source,
+        shared,
+        ca,
+        certs,
+        proxy,
+        is_demo,
+    } = parts;
+    let snapshot = shared.snapshot.load_full();
     let admin_addr = snapshot.listen.admin;
     let admin_listener = TcpListener::bind(admin_addr)
         .await
@@ -75,7 +168,7 @@ async fn serve(source: ConfigSource, snapshot: Snapshot, is_demo: bool) -> anyho
     let admin_addr = admin_listener.local_addr()?;
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
-    for addr in dns_addrs {
+    for &addr in &snapshot.listen.dns {
         udp.push(listen::udp(addr, "listen.dns")?);
         tcp.push(listen::tcp(addr, "listen.dns")?);
     }
@@ -87,9 +180,7 @@ async fn serve(source: ConfigSource, snapshot: Snapshot, is_demo: bool) -> anyho
                 .map(|l| l.local_addr().map(|a| format!("tcp {a}"))),
         )
         .collect::<Result<_, _>>()?;
-    let dns_metrics = Arc::new(labgate_dns::Metrics::default());
-    let shared = Shared::new(snapshot, Arc::clone(&dns_metrics));
-    let handler = labgate_dns::Handler::new(shared.snapshot.clone(), dns_metrics);
+    let handler = labgate_dns::Handler::new(shared.snapshot.clone(), Arc::clone(&shared.dns));
     let mut dns = labgate_dns::serve(handler.clone(), udp, tcp);
     let (tx, rx) = mpsc::channel(16);
     let cancel = CancellationToken::new();
@@ -118,15 +209,25 @@ async fn serve(source: ConfigSource, snapshot: Snapshot, is_demo: bool) -> anyho
         handler,
         cancel.child_token(),
     ));
+    tasks.spawn(follow_reloads(
+        Arc::clone(&shared),
+        proxy,
+        certs,
+        cancel.child_token(),
+    ));
+    let https = wait_listening(&snapshot.listen.https).await?;
+    let http = wait_listening(&snapshot.listen.http).await?;
 
     shared.ready.store(true, Ordering::Release);
-    banner(&shared, admin_addr, &dns_bound, &ca.cert_path(), is_demo);
+    let bound = Bound {
+        admin: admin_addr,
+        dns: dns_bound,
+        https,
+        http,
+    };
+    banner(&shared, &bound, &ca.cert_path(), is_demo);
 
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let _ = shutdown.wait_for(|stop| *stop).await;
     info!("shutting down");
     shared.ready.store(false, Ordering::Release);
     cancel.cancel();
@@ -142,6 +243,69 @@ async fn serve(source: ConfigSource, snapshot: Snapshot, is_demo: bool) -> anyho
         warn!("tasks did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
     }
     Ok(())
+}
+
+/// Waits until pingora's listeners accept connections (bounded), so `ready` is true.
+async fn wait_listening(
+    addrs: &[std::net::SocketAddr],
+) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for a in addrs {
+        let mut probe = *a;
+        if probe.ip().is_unspecified() {
+            probe.set_ip(match probe {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        loop {
+            if tokio::net::TcpStream::connect(probe).await.is_ok() {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the listener on {a} did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(addrs.to_vec())
+}
+
+/// Gives the proxy every published snapshot, and rebuilds its certificates on reload and
+/// when certificate files change.
+async fn follow_reloads(
+    shared: Arc<Shared>,
+    proxy: Arc<labgate_proxy::Proxy>,
+    certs: CertBuilder,
+    cancel: CancellationToken,
+) {
+    let mut published = shared.published.subscribe();
+    let certs = Arc::new(Mutex::new(certs));
+    let mut tick = tokio::time::interval(CERT_CHECK);
+    loop {
+        let reloaded = tokio::select! {
+            changed = published.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                true
+            }
+            _ = tick.tick() => false,
+            () = cancel.cancelled() => return,
+        };
+        let snapshot = shared.snapshot.load_full();
+        if reloaded {
+            proxy.publish(Arc::clone(&snapshot));
+        }
+        let certs = Arc::clone(&certs);
+        let built =
+            tokio::task::spawn_blocking(move || certs.lock().map(|mut c| c.build(&snapshot)).ok())
+                .await;
+        if let Ok(Some(map)) = built {
+            proxy.certs.publish(map);
+        }
+    }
 }
 
 /// Whether a changed path is a blocklist file of the serving snapshot.
@@ -183,22 +347,30 @@ async fn sighup(tx: mpsc::Sender<Trigger>, cancel: CancellationToken) {
     }
 }
 
-/// The lines operators and tests wait for, on stdout.
-fn banner(
-    shared: &Arc<Shared>,
+/// What start-up bound, for the banner.
+struct Bound {
     admin: std::net::SocketAddr,
-    dns: &[String],
-    ca: &std::path::Path,
-    is_demo: bool,
-) {
+    dns: Vec<String>,
+    https: Vec<std::net::SocketAddr>,
+    http: Vec<std::net::SocketAddr>,
+}
+
+/// The lines operators and tests wait for, on stdout.
+fn banner(shared: &Arc<Shared>, bound: &Bound, ca: &std::path::Path, is_demo: bool) {
     let s = shared.snapshot.load();
-    println!("labgate: admin listening on http://{admin}");
-    for d in dns {
+    println!("labgate: admin listening on http://{}", bound.admin);
+    for d in &bound.dns {
         println!("labgate: dns listening on {d}");
+    }
+    for a in &bound.https {
+        println!("labgate: https listening on {a}");
+    }
+    for a in &bound.http {
+        println!("labgate: http listening on {a}");
     }
     println!("labgate: local CA certificate at {}", ca.display());
     if is_demo {
-        println!("{}", demo::try_it(&s, admin, ca));
+        println!("{}", demo::try_it(&s, bound.admin, ca));
     }
     // Printed last: tests and supervisors wait for this line.
     println!(

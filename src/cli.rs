@@ -55,6 +55,12 @@ pub struct RunArgs {
     /// Override `listen.dns` (repeat for several addresses), e.g. `127.0.0.1:0`.
     #[arg(long)]
     pub dns: Vec<SocketAddr>,
+    /// Override `listen.https` (repeat for several addresses).
+    #[arg(long)]
+    pub https: Vec<SocketAddr>,
+    /// Override `listen.http`, the HTTP-to-HTTPS redirect (repeat for several addresses).
+    #[arg(long)]
+    pub http: Vec<SocketAddr>,
 }
 
 /// `labgate check`.

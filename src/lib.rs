@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod app;
 pub mod blocklists;
+pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod demo;

@@ -36,7 +36,7 @@ pub enum Trigger {
 pub struct ConfigSource {
     /// File, directory or memory.
     pub origin: Origin,
-    /// `--admin`, `--state-dir`.
+    /// `--admin`, `--dns`, `--https`, `--http`, `--state-dir`.
     pub overrides: Overrides,
 }
 
@@ -58,6 +58,10 @@ pub struct Overrides {
     pub dns: Vec<SocketAddr>,
     /// Replaces `server.state_dir`.
     pub state_dir: Option<PathBuf>,
+    /// Replaces `listen.https` when not empty.
+    pub https: Vec<SocketAddr>,
+    /// Replaces `listen.http` when not empty.
+    pub http: Vec<SocketAddr>,
 }
 
 impl ConfigSource {
@@ -76,6 +80,12 @@ impl ConfigSource {
         }
         if !self.overrides.dns.is_empty() {
             snapshot.listen.dns.clone_from(&self.overrides.dns);
+        }
+        if !self.overrides.https.is_empty() {
+            snapshot.listen.https.clone_from(&self.overrides.https);
+        }
+        if !self.overrides.http.is_empty() {
+            snapshot.listen.http.clone_from(&self.overrides.http);
         }
         if let Some(dir) = &self.overrides.state_dir {
             snapshot.state_dir.clone_from(dir);
@@ -167,7 +177,7 @@ pub async fn reload_once(source: &ConfigSource, shared: &Shared) -> ReloadReport
             report.diff = Some(diff.to_string());
             report.restart_required = diff.restart_required;
             info!(generation = new.generation, hash = %new.hash.short(), "config reloaded: {diff}");
-            shared.snapshot.store(Arc::new(new));
+            shared.publish(Arc::new(new));
         }
         Ok(Err(e)) => {
             report.errors = match &e {

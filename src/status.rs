@@ -68,11 +68,19 @@ pub struct Shared {
     pub dns: Arc<labgate_dns::Metrics>,
     /// Blocklist downloads: succeeded, failed.
     pub list_fetches: [AtomicU64; 2],
+    /// The proxy's counters.
+    pub http: Arc<labgate_proxy::metrics::Metrics>,
+    /// The generation last published, for tasks that follow reloads (the proxy's).
+    pub published: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
     /// State around the first snapshot.
-    pub fn new(first: Snapshot, dns: Arc<labgate_dns::Metrics>) -> Arc<Self> {
+    pub fn new(
+        first: Snapshot,
+        dns: Arc<labgate_dns::Metrics>,
+        http: Arc<labgate_proxy::metrics::Metrics>,
+    ) -> Arc<Self> {
         let report = ReloadReport {
             result: ReloadResult::Initial,
             at_unix: unix_now(),
@@ -83,14 +91,23 @@ impl Shared {
             restart_required: false,
         };
         Arc::new(Self {
-            snapshot: Arc::new(ArcSwap::from_pointee(first)),
             ready: AtomicBool::new(false),
             reloads: Default::default(),
             last_success_unix: AtomicU64::new(report.at_unix),
             last: Mutex::new(report),
+            published: tokio::sync::watch::Sender::new(first.generation),
+            snapshot: Arc::new(ArcSwap::from_pointee(first)),
             dns,
+            http,
             list_fetches: Default::default(),
         })
+    }
+
+    /// Serves a new snapshot and tells the tasks that follow reloads.
+    pub fn publish(&self, snapshot: Arc<Snapshot>) {
+        let generation = snapshot.generation;
+        self.snapshot.store(snapshot);
+        self.published.send_replace(generation);
     }
 
     /// Records a reload attempt.
@@ -176,6 +193,7 @@ impl Shared {
             let _ = writeln!(out, "{name}{{result=\"{result}\"}} {n}");
         }
         out.push_str(&self.dns.render(&snap));
+        self.http.render(&snap, &mut out);
         out
     }
 }

@@ -47,7 +47,7 @@ pub struct Service {
 }
 
 /// A backend of a service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Backend {
     /// The URL as written, for messages.
     pub url: Arc<str>,
@@ -60,7 +60,7 @@ pub struct Backend {
 }
 
 /// A backend's address: an IP, or a name resolved by the proxy at run time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum BackendHost {
     /// A literal address.
     Ip(IpAddr),

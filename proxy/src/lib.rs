@@ -1,76 +1,102 @@
 //! labgate's HTTPS entrypoint: pingora-core listeners, an HTTP/1.1 fast path and pingora's
 //! sessions for the rest, routing by Host through the snapshot's route table and policy.
-//! This crate receives snapshots, certificate handles and bound listeners; it reads no files.
-//!
-//! Today it holds the error model and its mapping to pingora's error type (D4); the
-//! listeners and forwarding follow.
+//! This crate receives snapshots and certificates; it reads no files.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 
-use pingora::{ErrorSource, ErrorType, RetryType};
+pub mod backends;
+pub mod certs;
+pub mod chunked;
+pub mod decide;
+pub mod fast;
+pub mod general;
+pub mod head;
+pub mod metrics;
+pub mod pages;
+mod service;
 
-/// Expected per-request outcomes that are not a forwarded response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use labgate_config::Snapshot;
+use pingora::connectors::TransportConnector;
+
+pub use certs::{CertMap, CertStore, Sni};
+pub use service::{listeners, redirect_service};
+
+/// Errors of the proxy's control side.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No service has the requested host.
-    #[error("unknown host")]
-    UnknownHost,
-    /// The TLS server name and the Host header name different services.
-    #[error("SNI and Host disagree")]
-    MisdirectedRequest,
-    /// The client's network is not in the service's `allow`.
-    #[error("network not allowed")]
-    Forbidden,
-    /// The backend could not be reached.
-    #[error("backend unreachable")]
-    BackendUnreachable,
-    /// The backend did not answer in time.
-    #[error("backend timed out")]
-    BackendTimeout,
+    /// A certificate or key could not be used.
+    #[error("{0}")]
+    Certificate(String),
 }
 
-impl Error {
-    /// The HTTP status the client gets.
-    pub fn status(self) -> u16 {
-        match self {
-            Self::UnknownHost => 404,
-            Self::MisdirectedRequest => 421,
-            Self::Forbidden => 403,
-            Self::BackendUnreachable => 502,
-            Self::BackendTimeout => 504,
+/// What one snapshot means to the proxy: the snapshot and its backend pools.
+#[derive(Debug)]
+pub struct ProxyState {
+    /// The configuration.
+    pub snapshot: Arc<Snapshot>,
+    /// Backends per service.
+    pub pools: backends::Pools,
+}
+
+/// The proxy: state swapped on reload, the upstream connector and pool, counters.
+pub struct Proxy {
+    state: ArcSwap<ProxyState>,
+    /// Upstream connections and their pool.
+    pub connector: TransportConnector,
+    /// Counters.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Certificates served.
+    pub certs: Arc<CertStore>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// A proxy serving a first snapshot.
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        certs: Arc<CertStore>,
+        metrics: Arc<metrics::Metrics>,
+    ) -> Self {
+        let pools = backends::Pools::build(&snapshot, &backends::Pools::default());
+        Self {
+            state: ArcSwap::from_pointee(ProxyState { snapshot, pools }),
+            connector: TransportConnector::new(None),
+            metrics,
+            certs,
         }
     }
 
-    /// Converts into pingora's error with source, status and retryability set (D4).
-    pub fn into_pingora(self) -> Box<pingora::Error> {
-        // Only a failed connect is safe to retry on another backend: nothing was sent yet.
-        let (source, retry) = match self {
-            Self::BackendUnreachable => (ErrorSource::Upstream, true),
-            Self::BackendTimeout => (ErrorSource::Upstream, false),
-            _ => (ErrorSource::Downstream, false),
-        };
-        let mut e = pingora::Error::new(ErrorType::HTTPStatus(self.status()));
-        e.retry = RetryType::Decided(retry);
-        e.esource = source;
-        e
+    /// Serves a new snapshot from the next request on; backends that did not change keep
+    /// their state.
+    pub fn publish(&self, snapshot: Arc<Snapshot>) {
+        let pools = backends::Pools::build(&snapshot, &self.state.load().pools);
+        self.state.store(Arc::new(ProxyState { snapshot, pools }));
+    }
+
+    /// The state now served.
+    pub fn state(&self) -> Arc<ProxyState> {
+        self.state.load_full()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statuses_and_sources() {
-        let e = Error::BackendUnreachable.into_pingora();
-        assert_eq!(e.etype, ErrorType::HTTPStatus(502));
-        assert_eq!(e.esource, ErrorSource::Upstream);
-        assert!(e.retry());
-        assert_eq!(
-            Error::MisdirectedRequest.into_pingora().etype,
-            ErrorType::HTTPStatus(421)
-        );
-    }
+/// What the fast path knows of a downstream connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client's address (v4-mapped addresses as IPv4).
+    pub client: IpAddr,
+    /// Whether it came over TLS.
+    pub tls: bool,
+    /// The normalized TLS server name.
+    pub sni: Option<Arc<str>>,
 }

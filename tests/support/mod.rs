@@ -3,6 +3,9 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // helpers differ per test binary; tests may unwrap
 
+pub(crate) mod backend;
+pub(crate) mod https;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,15 +30,23 @@ pub(crate) struct Labgate {
     pub(crate) admin: SocketAddr,
     /// Everything it printed on stdout so far (start-up lines).
     pub(crate) stdout: Vec<String>,
+    /// The HTTPS listener's port.
+    pub(crate) https: u16,
+    /// The redirecting HTTP listener's port.
+    pub(crate) http: u16,
 }
 
 impl Labgate {
     /// Starts `labgate run` with extra args and waits for its readiness line.
     pub(crate) fn start(args: &[&str], state_dir: &Path) -> Self {
+        // pingora binds the HTTP listeners itself and cannot report a port 0 choice.
+        let (https, http) = (free_port(), free_port());
         let mut child = bin()
             .arg("run")
             .args(args)
             .args(["--admin", "127.0.0.1:0", "--dns", "127.0.0.1:0"])
+            .args(["--https", &format!("127.0.0.1:{https}")])
+            .args(["--http", &format!("127.0.0.1:{http}")])
             .arg("--state-dir")
             .arg(state_dir)
             .stdout(Stdio::piped())
@@ -75,6 +86,8 @@ impl Labgate {
             child,
             admin: admin.expect("admin line before ready line"),
             stdout: lines,
+            https,
+            http,
         }
     }
 

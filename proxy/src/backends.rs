@@ -1,0 +1,189 @@
+//! Backends per service: prebuilt pingora peers, round-robin among healthy ones, passive
+//! ejection after connect failures. Kept across reloads for backends that did not change.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use labgate_config::Snapshot;
+use labgate_config::route::{Backend, BackendHost, Service};
+use pingora::upstreams::peer::HttpPeer;
+
+/// Consecutive connect failures that eject a backend.
+const EJECT_AFTER: u32 = 3;
+/// How long an ejected backend is skipped.
+const EJECT_FOR: Duration = Duration::from_secs(10);
+/// Idle time after which a pooled backend connection is closed.
+pub const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// One backend of one service, with its live state.
+#[derive(Debug)]
+pub struct BackendState {
+    /// The configured backend.
+    pub backend: Backend,
+    /// Its pingora peer; `None` while a host name is unresolved.
+    peer: ArcSwapOption<HttpPeer>,
+    /// Requests in flight.
+    pub active: AtomicUsize,
+    failures: AtomicU32,
+    /// Milliseconds since `epoch` until which it is ejected.
+    ejected_until: AtomicU64,
+    /// Result of the last active health check (true until one fails).
+    pub healthy: AtomicBool,
+    epoch: Instant,
+    settings: PeerSettings,
+}
+
+/// Peer options that come from the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PeerSettings {
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    verify: bool,
+}
+
+impl BackendState {
+    fn new(backend: &Backend, settings: PeerSettings) -> Self {
+        let s = Self {
+            backend: backend.clone(),
+            peer: ArcSwapOption::empty(),
+            active: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            epoch: Instant::now(),
+            settings,
+        };
+        if let BackendHost::Ip(ip) = backend.host {
+            s.set_address(ip);
+        }
+        s
+    }
+
+    /// Sets the resolved address (control plane: start-up and the background resolver).
+    pub fn set_address(&self, ip: IpAddr) {
+        let addr = SocketAddr::new(ip, self.backend.port);
+        let sni = match &self.backend.host {
+            BackendHost::Name(n) => n.to_string(),
+            BackendHost::Ip(_) => String::new(),
+        };
+        let mut peer = HttpPeer::new(addr, self.backend.tls, sni);
+        peer.options.connection_timeout = Some(self.settings.connect_timeout);
+        peer.options.total_connection_timeout = Some(self.settings.connect_timeout);
+        peer.options.read_timeout = Some(self.settings.read_timeout);
+        peer.options.idle_timeout = Some(POOL_IDLE);
+        peer.options.verify_cert = self.settings.verify;
+        peer.options.verify_hostname = self.settings.verify;
+        self.peer.store(Some(Arc::new(peer)));
+    }
+
+    /// The peer to connect to, if its address is known.
+    pub fn peer(&self) -> Option<Arc<HttpPeer>> {
+        self.peer.load_full()
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether requests may go to it now.
+    pub fn available(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+            && self.ejected_until.load(Ordering::Relaxed) <= self.now_ms()
+            && self.peer.load().is_some()
+    }
+
+    /// Records a connect or protocol failure; ejects after [`EJECT_AFTER`] in a row.
+    pub fn failed(&self) {
+        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= EJECT_AFTER {
+            let until = self.now_ms() + u64::try_from(EJECT_FOR.as_millis()).unwrap_or(0);
+            self.ejected_until.store(until, Ordering::Relaxed);
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a success.
+    pub fn succeeded(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A service's backends.
+#[derive(Debug)]
+pub struct Pool {
+    /// Its backends, in configuration order.
+    pub backends: Vec<Arc<BackendState>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// The next backend by round robin among available ones; when none is available, the
+    /// next one anyway (an ejected backend may be back; a 502 says so if not).
+    pub fn pick(&self) -> Option<&Arc<BackendState>> {
+        let n = self.backends.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.backends[(start + i) % n])
+            .find(|b| b.available())
+            .or_else(|| self.backends.get(start % n.max(1)))
+    }
+}
+
+/// Pools for every service of one snapshot, indexed by service id.
+#[derive(Debug, Default)]
+pub struct Pools {
+    by_service: Vec<Arc<Pool>>,
+}
+
+impl Pools {
+    /// Builds the pools for a snapshot, reusing the state of backends that did not change.
+    pub fn build(snapshot: &Snapshot, previous: &Self) -> Self {
+        let mut old: HashMap<(&Backend, PeerSettings), &Arc<BackendState>> = HashMap::new();
+        for b in previous.by_service.iter().flat_map(|p| &p.backends) {
+            old.insert((&b.backend, b.settings), b);
+        }
+        let by_service = snapshot
+            .services
+            .iter()
+            .map(|svc| {
+                let settings = settings(svc);
+                let backends = svc
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        old.get(&(b, settings)).map_or_else(
+                            || Arc::new(BackendState::new(b, settings)),
+                            |s| Arc::clone(s),
+                        )
+                    })
+                    .collect();
+                Arc::new(Pool {
+                    backends,
+                    next: AtomicUsize::new(0),
+                })
+            })
+            .collect();
+        Self { by_service }
+    }
+
+    /// The pool of a service.
+    pub fn get(&self, index: usize) -> Option<&Arc<Pool>> {
+        self.by_service.get(index)
+    }
+
+    /// Every backend.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<BackendState>> {
+        self.by_service.iter().flat_map(|p| &p.backends)
+    }
+}
+
+fn settings(svc: &Service) -> PeerSettings {
+    PeerSettings {
+        connect_timeout: svc.connect_timeout,
+        read_timeout: svc.timeout,
+        verify: !svc.danger_accept_invalid_backend_certs,
+    }
+}

@@ -1,0 +1,205 @@
+//! The certificate store that rustls asks during every handshake: exact names, then one
+//! wildcard level, then the default, else a handshake alert. Swapped whole through `ArcSwap`,
+//! so a handshake in progress keeps the map it started with.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use pingora::tls::sign::CertifiedKey;
+use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::Error;
+
+/// Certificates by name.
+#[derive(Debug, Default, Clone)]
+pub struct CertMap {
+    exact: HashMap<Arc<str>, Arc<CertifiedKey>>,
+    /// `*.lab.example.com` stored under `lab.example.com`.
+    wildcard: HashMap<Arc<str>, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl CertMap {
+    /// Adds a certificate under each of its names (`*.zone` for a wildcard).
+    pub fn insert(&mut self, names: &[Arc<str>], key: &Arc<CertifiedKey>) {
+        for name in names {
+            let lower: Arc<str> = name.to_ascii_lowercase().into();
+            match lower.strip_prefix("*.") {
+                Some(parent) => self.wildcard.insert(parent.into(), Arc::clone(key)),
+                None => self.exact.insert(lower, Arc::clone(key)),
+            };
+        }
+    }
+
+    /// Sets the certificate for clients that send no SNI or an unknown one.
+    pub fn set_default(&mut self, key: Arc<CertifiedKey>) {
+        self.default = Some(key);
+    }
+
+    /// The certificate for a lower-case name.
+    pub fn get(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
+        self.exact
+            .get(name)
+            .or_else(|| self.wildcard.get(name.split_once('.')?.1))
+    }
+
+    /// Whether a lower-case name has a certificate of its own (default excluded).
+    pub fn covers(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Number of distinct names.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    /// Whether it holds no name.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The live certificates, shared by every TLS listener.
+#[derive(Debug, Default)]
+pub struct CertStore {
+    map: ArcSwap<CertMap>,
+}
+
+impl CertStore {
+    /// Replaces every certificate at once.
+    pub fn publish(&self, map: CertMap) {
+        self.map.store(Arc::new(map));
+    }
+
+    /// The certificates now served.
+    pub fn current(&self) -> Arc<CertMap> {
+        self.map.load_full()
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let map = self.map.load();
+        let mut buf = [0u8; labgate_config::route::MAX_HOST_LEN];
+        // rustls has already lower-cased and validated the SNI; normalize anyway (trailing dot).
+        let name = hello
+            .server_name()
+            .and_then(|n| labgate_config::route::normalize_host(n.as_bytes(), &mut buf));
+        name.and_then(|n| map.get(n))
+            .or(map.default.as_ref())
+            .cloned()
+    }
+}
+
+/// Parses a PEM chain and key into a rustls signing key, checking that they match.
+///
+/// # Errors
+/// [`Error::Certificate`] naming what is wrong.
+pub fn certified_key(chain_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, Error> {
+    let bad = |what: String| Error::Certificate(what);
+    let chain = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("the certificate chain is not valid PEM ({e})")))?;
+    if chain.is_empty() {
+        return Err(bad("the certificate file holds no certificate".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| bad(format!("the key file holds no usable private key ({e})")))?;
+    let provider = CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|e| bad(format!("the key does not fit the certificate ({e})")))
+}
+
+/// The SNI a client sent, kept in the connection's TLS digest for the SNI/Host check.
+#[derive(Debug, Clone)]
+pub struct Sni(pub Option<Arc<str>>);
+
+/// Handshake callbacks: records the SNI so requests can be checked against it (421), and
+/// counts completed handshakes.
+#[derive(Debug)]
+pub struct SniCapture {
+    /// The proxy's counters.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+#[async_trait::async_trait]
+impl TlsAccept for SniCapture {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.metrics
+            .handshakes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut buf = [0u8; labgate_config::route::MAX_HOST_LEN];
+        let sni = tls
+            .server_name()
+            .and_then(|n| labgate_config::route::normalize_host(n.as_bytes(), &mut buf))
+            .map(Arc::from);
+        Some(Arc::new(Sni(sni)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_for(names: &[&str]) -> Arc<CertifiedKey> {
+        let ck = rcgen::generate_simple_self_signed(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .expect("rcgen");
+        let ck = certified_key(
+            ck.cert.pem().as_bytes(),
+            ck.signing_key.serialize_pem().as_bytes(),
+        )
+        .expect("parse");
+        Arc::new(ck)
+    }
+
+    #[test]
+    fn exact_then_one_wildcard_level_then_default() {
+        let exact = key_for(&["nas.lab.test"]);
+        let wild = key_for(&["*.lab.test"]);
+        let default = key_for(&["fallback.test"]);
+        let mut map = CertMap::default();
+        map.insert(&["nas.lab.test".into()], &exact);
+        map.insert(&["*.lab.test".into(), "lab.test".into()], &wild);
+        assert!(
+            map.get("nas.lab.test")
+                .is_some_and(|k| Arc::ptr_eq(k, &exact))
+        );
+        assert!(
+            map.get("app.lab.test")
+                .is_some_and(|k| Arc::ptr_eq(k, &wild))
+        );
+        assert!(map.get("lab.test").is_some_and(|k| Arc::ptr_eq(k, &wild)));
+        assert!(map.get("a.b.lab.test").is_none(), "one wildcard level only");
+        map.set_default(default);
+        assert_eq!(map.len(), 3);
+    }
+
+    #[test]
+    fn a_key_for_another_certificate_is_refused() {
+        let a = rcgen::generate_simple_self_signed(vec!["a.test".to_owned()]).expect("rcgen");
+        let b = rcgen::generate_simple_self_signed(vec!["b.test".to_owned()]).expect("rcgen");
+        let err = certified_key(
+            a.cert.pem().as_bytes(),
+            b.signing_key.serialize_pem().as_bytes(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains("does not fit"), "{err}");
+        let err = certified_key(b"junk", b"junk").err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("no certificate")));
+    }
+}

@@ -1,0 +1,87 @@
+//! The one decision every request path and `labgate explain` share: from client address,
+//! TLS server name, Host and path to a service or a refusal.
+
+use std::net::IpAddr;
+
+use labgate_config::Snapshot;
+use labgate_config::network::NetworkId;
+use labgate_config::route::{Access, MAX_HOST_LEN, Route, ServiceId, normalize_host};
+
+/// What happens to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward to the service.
+    Forward {
+        /// The service.
+        service: ServiceId,
+        /// The client's network.
+        network: NetworkId,
+    },
+    /// Answer with an error page.
+    Refuse(Refusal),
+}
+
+/// Why a request is refused, with its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Host missing or not a host name: 400.
+    BadHost,
+    /// The client is in no configured network: 403.
+    NoNetwork,
+    /// No service has the host: 404.
+    UnknownHost,
+    /// The host is known but no path prefix matches: 404.
+    UnknownPath,
+    /// The TLS server name is not the Host: 421.
+    Misdirected,
+    /// The service does not allow the client's network: 403.
+    Denied {
+        /// The service.
+        service: ServiceId,
+        /// The client's network.
+        network: NetworkId,
+    },
+}
+
+impl Refusal {
+    /// The HTTP status.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::BadHost => 400,
+            Self::NoNetwork | Self::Denied { .. } => 403,
+            Self::UnknownHost | Self::UnknownPath => 404,
+            Self::Misdirected => 421,
+        }
+    }
+}
+
+/// Decides a request. `sni` is the normalized TLS server name (`None` for plain HTTP or a
+/// client that sent none); `host` the raw Host header or `:authority`.
+pub fn decide(
+    snapshot: &Snapshot,
+    client: IpAddr,
+    sni: Option<&str>,
+    host: Option<&[u8]>,
+    path: &str,
+) -> Decision {
+    let mut buf = [0u8; MAX_HOST_LEN];
+    let Some(host) = host.and_then(|h| normalize_host(h, &mut buf)) else {
+        return Decision::Refuse(Refusal::BadHost);
+    };
+    // SECURITY: a client must not pick one name's certificate and policy, then ask for another.
+    if sni.is_some_and(|s| s != host) {
+        return Decision::Refuse(Refusal::Misdirected);
+    }
+    let Some(network) = snapshot.networks.lookup(client).map(|m| m.network) else {
+        return Decision::Refuse(Refusal::NoNetwork);
+    };
+    let service = match snapshot.route(host, path) {
+        Route::Service(id) => id,
+        Route::UnknownHost => return Decision::Refuse(Refusal::UnknownHost),
+        Route::UnknownPath => return Decision::Refuse(Refusal::UnknownPath),
+    };
+    match snapshot.service(service).access(network) {
+        Access::Allow => Decision::Forward { service, network },
+        Access::Deny => Decision::Refuse(Refusal::Denied { service, network }),
+    }
+}

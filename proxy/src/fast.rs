@@ -1,0 +1,668 @@
+//! The HTTP/1.1 fast path: one loop per downstream connection, on buffers reused for every
+//! request, with the upstream connection pinned to the downstream one. Requests it does not
+//! take (see [`RequestHead::fast_path`]) go to pingora's sessions with the bytes already read.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use labgate_config::network::NetworkId;
+use labgate_config::route::ServiceId;
+use pingora::ErrorType;
+use pingora::protocols::Stream;
+use pingora::upstreams::peer::Peer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
+
+use crate::backends::{BackendState, POOL_IDLE};
+use crate::chunked::Chunked;
+use crate::decide::{Decision, decide};
+use crate::head::{self, Framing, HeadError, RequestHead, header_array};
+use crate::metrics::Metrics;
+use crate::{ConnInfo, Proxy, ProxyState, pages};
+
+/// Time a client has to send a whole request head once it started (slowloris bound).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time an idle keep-alive connection is kept.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a client has between body bytes.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Read buffer for bodies.
+const BODY_BUF: usize = 64 * 1024;
+
+/// How a connection left the fast path.
+pub enum Outcome {
+    /// It is finished (closed by either side, or refused).
+    Done,
+    /// A request the fast path does not take: pingora's session continues with these bytes.
+    Fallback(Stream, BytesMut),
+}
+
+/// The upstream connection pinned to this downstream connection.
+struct Pinned {
+    stream: Stream,
+    backend: Arc<BackendState>,
+}
+
+/// Per-connection state and buffers.
+struct Conn {
+    down: Stream,
+    info: ConnInfo,
+    /// Bytes from the client not yet used.
+    rbuf: BytesMut,
+    /// Bytes from the backend not yet used.
+    ubuf: BytesMut,
+    /// Heads written out.
+    out: Vec<u8>,
+    body: Vec<u8>,
+    pinned: Option<Pinned>,
+}
+
+/// What to do with one parsed request.
+enum Plan {
+    Fallback,
+    Refuse { status: u16, body: String },
+    Forward(Forward),
+}
+
+struct Forward {
+    service: ServiceId,
+    network: NetworkId,
+    backend: Arc<BackendState>,
+    framing: Framing,
+    head_len: usize,
+    is_head: bool,
+    close: bool,
+    retryable: bool,
+}
+
+/// Errors that end an exchange; each knows whether the client got any byte yet.
+enum Failure {
+    /// The client went away or broke the protocol: close silently.
+    Client,
+    /// The backend failed before the response started: answer this status.
+    Backend(u16, &'static str),
+    /// The backend failed mid-response: close.
+    Midway,
+}
+
+/// Serves a downstream HTTP/1.1 connection until it closes or needs pingora's sessions.
+pub async fn serve(proxy: &Proxy, down: Stream, info: ConnInfo) -> Outcome {
+    let mut c = Conn {
+        down,
+        info,
+        rbuf: BytesMut::with_capacity(8 * 1024),
+        ubuf: BytesMut::with_capacity(8 * 1024),
+        out: Vec::with_capacity(2048),
+        body: Vec::new(),
+        pinned: None,
+    };
+    let outcome = c.run(proxy).await;
+    if let Some(p) = c.pinned.take() {
+        release(proxy, p);
+    }
+    match outcome {
+        Some(prefix) => Outcome::Fallback(c.down, prefix),
+        None => Outcome::Done,
+    }
+}
+
+fn release(proxy: &Proxy, p: Pinned) {
+    if let Some(peer) = p.backend.peer() {
+        proxy
+            .connector
+            .release_stream(p.stream, peer.reuse_hash(), Some(POOL_IDLE));
+    }
+}
+
+impl Conn {
+    /// The request loop; `Some(prefix)` hands the connection to pingora.
+    async fn run(&mut self, proxy: &Proxy) -> Option<BytesMut> {
+        let mut first = true;
+        loop {
+            let state = proxy.state.load_full();
+            let plan = match self.read_plan(&state, &proxy.metrics, first).await {
+                Ok(p) => p,
+                Err(status) => {
+                    if let Some(status) = status {
+                        proxy.metrics.refused(status);
+                        self.out.clear();
+                        let body = format!("{status} {}\n", pages::reason(status));
+                        pages::write(&mut self.out, status, &body, true, &[]);
+                        let _ = self.flush_out().await;
+                    }
+                    return None;
+                }
+            };
+            first = false;
+            match plan {
+                Plan::Fallback => return Some(std::mem::take(&mut self.rbuf)),
+                Plan::Refuse { status, body } => {
+                    // The request's body, if any, was not read: close rather than resync.
+                    self.out.clear();
+                    pages::write(&mut self.out, status, &body, true, &[]);
+                    let _ = self.flush_out().await;
+                    return None;
+                }
+                Plan::Forward(f) => {
+                    let started = Instant::now();
+                    let (service, network) = (f.service.index(), f.network.index());
+                    let close = f.close;
+                    f.backend.active.fetch_add(1, Ordering::Relaxed);
+                    let result = self.exchange(proxy, &state, f).await;
+                    let (status, keep) = match result {
+                        Ok((status, keep)) => (status, keep && !close),
+                        Err(Failure::Backend(status, why)) => {
+                            self.out.clear();
+                            let body = format!(
+                                "{status} {}: the backend {why}. labgate's log has the details.\n",
+                                pages::reason(status)
+                            );
+                            pages::write(&mut self.out, status, &body, close, &[]);
+                            let sent = self.flush_out().await.is_ok();
+                            (status, sent && !close)
+                        }
+                        Err(Failure::Midway) => (502, false),
+                        Err(Failure::Client) => (499, false),
+                    };
+                    proxy
+                        .metrics
+                        .request(service, network, status, started.elapsed());
+                    if !keep {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads one request head and decides what to do. `Err(Some(status))`: refuse and close;
+    /// `Err(None)`: the client closed or timed out.
+    async fn read_plan(
+        &mut self,
+        state: &ProxyState,
+        metrics: &Metrics,
+        first: bool,
+    ) -> Result<Plan, Option<u16>> {
+        let idle = if first { HEAD_TIMEOUT } else { IDLE_TIMEOUT };
+        let mut deadline = Instant::now() + idle;
+        let mut started = !self.rbuf.is_empty();
+        loop {
+            {
+                let mut headers = header_array();
+                match head::parse_request(&self.rbuf, &mut headers) {
+                    Err(HeadError::Partial) => {}
+                    Ok(h) => {
+                        return Ok(plan(
+                            state,
+                            metrics,
+                            &self.info,
+                            self.pinned.as_ref(),
+                            &mut self.out,
+                            &h,
+                        ));
+                    }
+                    Err(HeadError::TooLarge) => return Err(Some(431)),
+                    Err(HeadError::Version) => return Err(Some(505)),
+                    Err(HeadError::Invalid(why)) => {
+                        tracing::debug!(client = %self.info.client, "refused a request head: {why}");
+                        return Err(Some(400));
+                    }
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match timeout(left, self.down.read_buf(&mut self.rbuf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(None),
+                Ok(Ok(_)) => {
+                    if !started {
+                        started = true;
+                        deadline = Instant::now() + HEAD_TIMEOUT;
+                    }
+                }
+                Err(_) if started => return Err(Some(408)),
+                Err(_) => return Err(None),
+            }
+        }
+    }
+
+    async fn flush_out(&mut self) -> std::io::Result<()> {
+        self.down.write_all(&self.out).await?;
+        self.down.flush().await
+    }
+
+    /// Sends the request and relays the response. `Ok((status, keep_alive))`.
+    async fn exchange(
+        &mut self,
+        proxy: &Proxy,
+        state: &ProxyState,
+        f: Forward,
+    ) -> Result<(u16, bool), Failure> {
+        self.rbuf.advance(f.head_len);
+        let svc = state.snapshot.service(f.service);
+        let read_timeout = svc.timeout;
+        let mut backend = Arc::clone(&f.backend);
+        let mut fresh_only = false;
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let (mut up, reused) = match self.connect(proxy, &backend, fresh_only).await {
+                Ok(c) => c,
+                Err(status) => {
+                    backend.failed();
+                    // One retry on another backend when the connect failed: nothing was sent.
+                    if attempts == 1
+                        && let Some(other) = state
+                            .pools
+                            .get(f.service.index())
+                            .and_then(|p| p.pick())
+                            .filter(|b| !Arc::ptr_eq(b, &backend))
+                    {
+                        backend = Arc::clone(other);
+                        continue;
+                    }
+                    let why = if status == 504 {
+                        "did not accept a connection in time"
+                    } else {
+                        "refused the connection or is unreachable"
+                    };
+                    break Err(Failure::Backend(status, why));
+                }
+            };
+            match self.send_and_relay(&mut up, &f, read_timeout).await {
+                Ok((status, keep, reusable)) => {
+                    backend.succeeded();
+                    if reusable {
+                        self.pinned = Some(Pinned {
+                            stream: up,
+                            backend: Arc::clone(&backend),
+                        });
+                    }
+                    break Ok((status, keep));
+                }
+                // A reused connection that the backend had closed: retry once, fresh.
+                Err(Exchange::Stale) if reused && f.retryable && attempts < 3 => {
+                    fresh_only = true;
+                }
+                Err(Exchange::Stale) => {
+                    backend.failed();
+                    break Err(Failure::Backend(
+                        502,
+                        "closed the connection without answering",
+                    ));
+                }
+                Err(Exchange::Fail(e)) => {
+                    if matches!(e, Failure::Backend(..)) {
+                        backend.failed();
+                    }
+                    break Err(e);
+                }
+            }
+        };
+        f.backend.active.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    /// An upstream connection: the pinned one if it goes to `backend`, else from the pool or
+    /// new. `Err(status)` when none can be had.
+    async fn connect(
+        &mut self,
+        proxy: &Proxy,
+        backend: &Arc<BackendState>,
+        fresh_only: bool,
+    ) -> Result<(Stream, bool), u16> {
+        if let Some(p) = self.pinned.take() {
+            if Arc::ptr_eq(&p.backend, backend) && !fresh_only {
+                return Ok((p.stream, true));
+            }
+            release(proxy, p);
+        }
+        let peer = backend.peer().ok_or(502u16)?;
+        let got = if fresh_only {
+            proxy.connector.new_stream(&*peer).await.map(|s| (s, false))
+        } else {
+            proxy.connector.get_stream(&*peer).await
+        };
+        got.map_err(|e| {
+            tracing::warn!(backend = %backend.backend.url, "cannot connect: {e}");
+            if matches!(e.etype, ErrorType::ConnectTimedout) {
+                504
+            } else {
+                502
+            }
+        })
+    }
+
+    /// Writes the head and body upstream and relays the response.
+    async fn send_and_relay(
+        &mut self,
+        up: &mut Stream,
+        f: &Forward,
+        read_timeout: Duration,
+    ) -> Result<(u16, bool, bool), Exchange> {
+        if up.write_all(&self.out).await.is_err() {
+            return Err(Exchange::Stale);
+        }
+        if let Framing::Length(n) = f.framing {
+            self.copy_request_body(up, n).await?;
+        }
+        if up.flush().await.is_err() {
+            return Err(Exchange::Stale);
+        }
+        self.ubuf.clear();
+        let mut any_byte = false;
+        loop {
+            // Read until a full response head.
+            let (status, out_framing, backend_close) = loop {
+                {
+                    let mut headers = header_array();
+                    match head::parse_response(&self.ubuf, &mut headers) {
+                        Err(HeadError::Partial) => {}
+                        Ok(r) => {
+                            let framing = r.framing(if f.is_head { "HEAD" } else { "GET" });
+                            let close = f.close || r.close || framing == Framing::Close;
+                            if r.status == 101 {
+                                return Err(Exchange::Fail(Failure::Backend(
+                                    502,
+                                    "switched protocols without being asked",
+                                )));
+                            }
+                            self.out.clear();
+                            write_downstream_head(&mut self.out, &r, close);
+                            let len = r.len;
+                            let status = r.status;
+                            let backend_close = r.close;
+                            self.ubuf.advance(len);
+                            break (status, framing, backend_close || framing == Framing::Close);
+                        }
+                        Err(_) => {
+                            return Err(Exchange::Fail(Failure::Backend(
+                                502,
+                                "sent a malformed response",
+                            )));
+                        }
+                    }
+                }
+                match timeout(read_timeout, up.read_buf(&mut self.ubuf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) if !any_byte => return Err(Exchange::Stale),
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        return Err(Exchange::Fail(Failure::Backend(
+                            502,
+                            "closed the connection mid-answer",
+                        )));
+                    }
+                    Ok(Ok(_)) => any_byte = true,
+                    Err(_) => {
+                        return Err(Exchange::Fail(Failure::Backend(
+                            504,
+                            "did not answer in time",
+                        )));
+                    }
+                }
+            };
+            if self.down.write_all(&self.out).await.is_err() {
+                return Err(Exchange::Fail(Failure::Client));
+            }
+            if (100..200).contains(&status) {
+                // Interim responses (103 Early Hints): pass on, then read the final one.
+                continue;
+            }
+            let complete = self.relay_body(up, out_framing, read_timeout).await?;
+            if self.down.flush().await.is_err() {
+                return Err(Exchange::Fail(Failure::Client));
+            }
+            let keep = complete && !f.close && out_framing != Framing::Close;
+            let reusable = complete && !backend_close && self.ubuf.is_empty();
+            return Ok((status, keep, reusable));
+        }
+    }
+
+    /// Copies exactly `n` request body bytes from the client upstream.
+    async fn copy_request_body(&mut self, up: &mut Stream, n: u64) -> Result<(), Exchange> {
+        let mut left = n;
+        let have = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(self.rbuf.len());
+        if up.write_all(&self.rbuf[..have]).await.is_err() {
+            return Err(Exchange::Stale);
+        }
+        self.rbuf.advance(have);
+        left -= have as u64;
+        if left > 0 && self.body.len() < BODY_BUF {
+            self.body.resize(BODY_BUF, 0);
+        }
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(BODY_BUF);
+            let got = match timeout(BODY_TIMEOUT, self.down.read(&mut self.body[..want])).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(Exchange::Fail(Failure::Client)),
+                Ok(Ok(k)) => k,
+            };
+            if up.write_all(&self.body[..got]).await.is_err() {
+                return Err(Exchange::Fail(Failure::Backend(
+                    502,
+                    "closed the connection while receiving the request body",
+                )));
+            }
+            left -= got as u64;
+        }
+        Ok(())
+    }
+
+    /// Relays the response body by its framing. `Ok(true)` when it ended where the framing
+    /// said, so the upstream connection can be reused.
+    async fn relay_body(
+        &mut self,
+        up: &mut Stream,
+        framing: Framing,
+        read_timeout: Duration,
+    ) -> Result<bool, Exchange> {
+        let midway = || Exchange::Fail(Failure::Midway);
+        match framing {
+            Framing::Empty => Ok(true),
+            Framing::Length(n) => {
+                let mut left = n;
+                loop {
+                    let take = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(self.ubuf.len());
+                    if self.down.write_all(&self.ubuf[..take]).await.is_err() {
+                        return Err(Exchange::Fail(Failure::Client));
+                    }
+                    self.ubuf.advance(take);
+                    left -= take as u64;
+                    if left == 0 {
+                        return Ok(true);
+                    }
+                    self.read_up(up, read_timeout)
+                        .await
+                        .map_err(|()| midway())?;
+                }
+            }
+            Framing::Chunked => {
+                let mut chunked = Chunked::default();
+                loop {
+                    let used = chunked.feed(&self.ubuf).map_err(|_| midway())?;
+                    if self.down.write_all(&self.ubuf[..used]).await.is_err() {
+                        return Err(Exchange::Fail(Failure::Client));
+                    }
+                    self.ubuf.advance(used);
+                    if chunked.done() {
+                        return Ok(true);
+                    }
+                    self.read_up(up, read_timeout)
+                        .await
+                        .map_err(|()| midway())?;
+                }
+            }
+            Framing::Close => loop {
+                if self.down.write_all(&self.ubuf).await.is_err() {
+                    return Err(Exchange::Fail(Failure::Client));
+                }
+                self.ubuf.clear();
+                match timeout(read_timeout, up.read_buf(&mut self.ubuf)).await {
+                    Ok(Ok(0)) => return Ok(false),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) | Err(_) => return Err(midway()),
+                }
+            },
+        }
+    }
+
+    /// Reads more backend bytes; `Err` on EOF, error or timeout.
+    async fn read_up(&mut self, up: &mut Stream, read_timeout: Duration) -> Result<(), ()> {
+        if self.ubuf.capacity() - self.ubuf.len() < 4096 {
+            self.ubuf.reserve(BODY_BUF);
+        }
+        match timeout(read_timeout, up.read_buf(&mut self.ubuf)).await {
+            Ok(Ok(n)) if n > 0 => Ok(()),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Routes a parsed head and writes the upstream head into `out`.
+fn plan(
+    state: &ProxyState,
+    metrics: &Metrics,
+    info: &ConnInfo,
+    pinned: Option<&Pinned>,
+    out: &mut Vec<u8>,
+    h: &RequestHead<'_>,
+) -> Plan {
+    if !h.fast_path() {
+        return Plan::Fallback;
+    }
+    let s = &state.snapshot;
+    let sni = info.sni.as_deref();
+    match decide(s, info.client, sni, h.host, h.path) {
+        Decision::Refuse(r) => {
+            if let crate::decide::Refusal::Denied { service, network } = r {
+                metrics.denied(service.index(), network.index());
+            } else {
+                metrics.refused(r.status());
+            }
+            Plan::Refuse {
+                status: r.status(),
+                body: pages::refusal_body(s, r),
+            }
+        }
+        Decision::Forward { service, network } => {
+            let Some(backend) = state.pools.get(service.index()).and_then(|p| p.pick()) else {
+                return Plan::Refuse {
+                    status: 503,
+                    body: "503 Service Unavailable: the service has no backend.\n".into(),
+                };
+            };
+            // Stay on the pinned backend while it serves this service.
+            let backend = match pinned {
+                Some(p)
+                    if p.backend.available()
+                        && state.pools.get(service.index()).is_some_and(|pool| {
+                            pool.backends.iter().any(|b| Arc::ptr_eq(b, &p.backend))
+                        }) =>
+                {
+                    Arc::clone(&p.backend)
+                }
+                _ => Arc::clone(backend),
+            };
+            out.clear();
+            write_upstream_head(out, h, info);
+            Plan::Forward(Forward {
+                service,
+                network,
+                backend,
+                framing: h.framing,
+                head_len: h.len,
+                is_head: h.method == "HEAD",
+                close: h.close,
+                retryable: h.retryable(),
+            })
+        }
+    }
+}
+
+/// How an exchange on one upstream connection failed.
+enum Exchange {
+    /// The connection was dead before any response byte: a retry is safe when idempotent.
+    Stale,
+    /// Final.
+    Fail(Failure),
+}
+
+/// The request head as the backend gets it: hop-by-hop fields and client-supplied
+/// forwarding fields removed, labgate's forwarding fields added.
+pub fn write_upstream_head(out: &mut Vec<u8>, h: &RequestHead<'_>, info: &ConnInfo) {
+    out.extend_from_slice(h.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(h.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let host = h.host.unwrap_or_default();
+    let mut wrote_host = false;
+    for f in h.headers {
+        if h.is_hop_by_hop(f.name) {
+            continue;
+        }
+        if f.name.eq_ignore_ascii_case("host") {
+            // An absolute-form target's authority wins over the Host field (RFC 9112 §3.2.2).
+            wrote_host = true;
+            out.extend_from_slice(b"Host: ");
+            out.extend_from_slice(host);
+        } else {
+            out.extend_from_slice(f.name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(f.value);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    if !wrote_host {
+        out.extend_from_slice(b"Host: ");
+        out.extend_from_slice(host);
+        out.extend_from_slice(b"\r\n");
+    }
+    write_forwarding(out, info.client, info.tls, host);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded` (RFC 7239) for one client.
+pub fn write_forwarding(out: &mut Vec<u8>, client: IpAddr, tls: bool, host: &[u8]) {
+    use std::io::Write as _;
+    let proto = if tls { "https" } else { "http" };
+    let _ = write!(
+        out,
+        "X-Forwarded-For: {client}\r\nX-Forwarded-Proto: {proto}\r\n"
+    );
+    out.extend_from_slice(b"X-Forwarded-Host: ");
+    out.extend_from_slice(host);
+    let _ = match client {
+        IpAddr::V4(ip) => write!(out, "\r\nForwarded: for={ip};proto={proto}"),
+        IpAddr::V6(ip) => write!(out, "\r\nForwarded: for=\"[{ip}]\";proto={proto}"),
+    };
+    if host
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || b".-:[]".contains(c))
+    {
+        out.extend_from_slice(b";host=");
+        out.extend_from_slice(host);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The response head as the client gets it.
+fn write_downstream_head(out: &mut Vec<u8>, r: &head::ResponseHead<'_>, close: bool) {
+    use std::io::Write as _;
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", r.status, r.reason);
+    for f in r.headers {
+        if r.is_hop_by_hop(f.name) {
+            continue;
+        }
+        out.extend_from_slice(f.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(f.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}

@@ -1,0 +1,369 @@
+//! The general path on pingora's own HTTP sessions: HTTP/2 (ALPN h2), and the HTTP/1 requests
+//! the fast path hands over (upgrades such as WebSocket, chunked request bodies, `Expect`,
+//! HTTP/1.0). Same decision, same forwarding fields, same pages as the fast path.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use pingora::apps::{HttpServerApp, ReusedHttpStream};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::http::v1::client::HttpSession as UpSession;
+use pingora::server::ShutdownWatch;
+use pingora::upstreams::peer::Peer;
+
+use crate::backends::POOL_IDLE;
+use crate::decide::{Decision, Refusal, decide};
+use crate::head::{FORWARDING, is_hop_by_hop};
+use crate::{Proxy, Sni, pages};
+
+/// pingora's `HttpServerApp` over the proxy.
+#[derive(Debug)]
+pub struct General {
+    /// The proxy state shared with the fast path.
+    pub proxy: Arc<Proxy>,
+}
+
+#[async_trait]
+impl HttpServerApp for General {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        _shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return None,
+        }
+        let started = Instant::now();
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(std::net::SocketAddr::ip)?;
+        let tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
+        let sni = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|d| d.extension.get::<Sni>())
+            .and_then(|s| s.0.clone());
+        let req = session.req_header();
+        let host: Option<Vec<u8>> = req
+            .headers
+            .get(header::HOST)
+            .map(|h| h.as_bytes().to_vec())
+            .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes().to_vec()));
+        let path = req
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let state = self.proxy.state.load_full();
+        let (service, network) = match decide(
+            &state.snapshot,
+            client,
+            sni.as_deref(),
+            host.as_deref(),
+            &path,
+        ) {
+            Decision::Forward { service, network } => (service, network),
+            Decision::Refuse(r) => {
+                if let Refusal::Denied { service, network } = r {
+                    self.proxy.metrics.denied(service.index(), network.index());
+                } else {
+                    self.proxy.metrics.refused(r.status());
+                }
+                let body = pages::refusal_body(&state.snapshot, r);
+                page(&mut session, r.status(), body).await;
+                return None;
+            }
+        };
+        let status = match self
+            .forward(
+                &mut session,
+                &state,
+                service,
+                client,
+                tls,
+                host.unwrap_or_default(),
+                path,
+            )
+            .await
+        {
+            Done::Status(s) => s,
+            Done::Upgraded(up) => {
+                // After a 101 both connections become a byte pipe until either side closes.
+                if let ServerSession::H1(down) = session {
+                    let mut down = down.into_inner();
+                    let mut up = up.into_inner();
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+                self.proxy.metrics.request(
+                    service.index(),
+                    network.index(),
+                    101,
+                    started.elapsed(),
+                );
+                return None;
+            }
+        };
+        self.proxy
+            .metrics
+            .request(service.index(), network.index(), status, started.elapsed());
+        // A handed-over HTTP/1 connection closes after its request; h2 streams end here.
+        let _ = session.finish().await;
+        None
+    }
+}
+
+impl General {
+    /// Forwards one request; returns the status the client got.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        session: &mut ServerSession,
+        state: &crate::ProxyState,
+        service: labgate_config::route::ServiceId,
+        client: IpAddr,
+        tls: bool,
+        host: Vec<u8>,
+        path: String,
+    ) -> Done {
+        let svc = state.snapshot.service(service);
+        let Some(backend) = state.pools.get(service.index()).and_then(|p| p.pick()) else {
+            return Done::Status(error(session, 503, "the service has no backend").await);
+        };
+        let Some(peer) = backend.peer() else {
+            return Done::Status(
+                error(session, 502, "the backend's name is not resolved yet").await,
+            );
+        };
+        let upgrade = session.is_upgrade_req();
+        if upgrade && !svc.websockets {
+            return Done::Status(
+                error(
+                    session,
+                    403,
+                    "this service does not allow WebSocket upgrades",
+                )
+                .await,
+            );
+        }
+        // A body of unknown length (chunked HTTP/1.1, or HTTP/2 without content-length) goes
+        // upstream chunked.
+        let stream_body = !session
+            .req_header()
+            .headers
+            .contains_key(header::CONTENT_LENGTH)
+            && !session.is_body_empty();
+        let Some(up_req) = upstream_request(
+            session.req_header(),
+            &path,
+            &host,
+            Forwarding {
+                client,
+                tls,
+                upgrade,
+                stream_body,
+            },
+        ) else {
+            return Done::Status(error(session, 400, "the request head cannot be forwarded").await);
+        };
+        let stream = match self.proxy.connector.get_stream(&*peer).await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                backend.failed();
+                tracing::warn!(backend = %backend.backend.url, "cannot connect: {e}");
+                return Done::Status(
+                    error(session, 502, "refused the connection or is unreachable").await,
+                );
+            }
+        };
+        let mut up = UpSession::new_with_options(stream, &*peer);
+        if up.write_request_header(Box::new(up_req)).await.is_err() {
+            backend.failed();
+            return Done::Status(error(session, 502, "closed the connection").await);
+        }
+        // The request body goes first, then the response (not full duplex).
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if up.write_body(&chunk).await.is_err() {
+                        return Done::Status(
+                            error(session, 502, "stopped reading the request body").await,
+                        );
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return Done::Status(400),
+            }
+        }
+        if up.finish_body().await.is_err() {
+            return Done::Status(error(session, 502, "stopped reading the request body").await);
+        }
+        match tokio::time::timeout(svc.timeout, up.read_response()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Done::Status(error(session, 502, "sent no valid response").await),
+            Err(_) => return Done::Status(error(session, 504, "did not answer in time").await),
+        }
+        backend.succeeded();
+        let Some(resp) = up.resp_header() else {
+            return Done::Status(error(session, 502, "sent no valid response").await);
+        };
+        let status = resp.status.as_u16();
+        let mut resp = resp.clone();
+        strip_response(&mut resp, status == 101);
+        if session.write_response_header(Box::new(resp)).await.is_err() {
+            return Done::Status(499);
+        }
+        if status == 101 {
+            return Done::Upgraded(Box::new(up));
+        }
+        loop {
+            match up.read_body_ref().await {
+                Ok(Some(chunk)) => {
+                    let chunk = Bytes::copy_from_slice(chunk);
+                    if session.write_response_body(chunk, false).await.is_err() {
+                        return Done::Status(499);
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return Done::Status(502),
+            }
+        }
+        let _ = session.finish_body().await;
+        up.respect_keepalive();
+        if let Some(stream) = up.reuse().await {
+            self.proxy
+                .connector
+                .release_stream(stream, peer.reuse_hash(), Some(POOL_IDLE));
+        }
+        Done::Status(status)
+    }
+}
+
+/// How a forwarded request ended.
+enum Done {
+    /// A response with this status was relayed (or labgate's own page sent).
+    Status(u16),
+    /// The backend switched protocols: the connections become a pipe.
+    Upgraded(Box<UpSession>),
+}
+
+/// Sends labgate's own error page about the backend; returns its status.
+async fn error(session: &mut ServerSession, status: u16, why: &str) -> u16 {
+    let body = format!("{status} {}: the backend {why}.\n", pages::reason(status));
+    page(session, status, body).await;
+    status
+}
+
+/// Sends a plain-text page (pingora's own error responses would add `Server: Pingora`).
+async fn page(session: &mut ServerSession, status: u16, body: String) {
+    let Ok(mut resp) = ResponseHeader::build(status, Some(4)) else {
+        return;
+    };
+    let len = body.len().to_string();
+    for (k, v) in [
+        ("content-type", "text/plain; charset=utf-8"),
+        ("content-length", len.as_str()),
+        ("cache-control", "no-store"),
+    ] {
+        if resp.insert_header(k, v).is_err() {
+            return;
+        }
+    }
+    session.set_keepalive(None);
+    if session.write_response_header(Box::new(resp)).await.is_ok() {
+        let _ = session.write_response_body(Bytes::from(body), true).await;
+        let _ = session.finish_body().await;
+    }
+}
+
+/// The request as the backend gets it: HTTP/1.1, hop-by-hop and client forwarding fields
+/// removed (upgrade fields kept for an upgrade), labgate's forwarding fields added.
+/// What the upstream request head must say beyond the client's fields.
+struct Forwarding {
+    client: IpAddr,
+    tls: bool,
+    upgrade: bool,
+    stream_body: bool,
+}
+
+fn upstream_request(
+    req: &RequestHeader,
+    path: &str,
+    host: &[u8],
+    f: Forwarding,
+) -> Option<RequestHeader> {
+    let Forwarding {
+        client,
+        tls,
+        upgrade,
+        stream_body,
+    } = f;
+    let mut out = RequestHeader::build(req.method.clone(), path.as_bytes(), None).ok()?;
+    out.set_version(http::Version::HTTP_11);
+    let named_by_connection: Vec<String> = req
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .collect();
+    for (name, value) in &req.headers {
+        let n = name.as_str();
+        let keep_for_upgrade = upgrade && (n == "upgrade");
+        if (is_hop_by_hop(n) && !keep_for_upgrade)
+            || FORWARDING.contains(&n)
+            || n == "host"
+            || named_by_connection
+                .iter()
+                .any(|t| t == n && !keep_for_upgrade)
+        {
+            continue;
+        }
+        out.append_header(name.clone(), value.clone()).ok()?;
+    }
+    if upgrade {
+        out.insert_header(header::CONNECTION, "upgrade").ok()?;
+    }
+    if stream_body {
+        out.insert_header(header::TRANSFER_ENCODING, "chunked")
+            .ok()?;
+    }
+    out.insert_header(header::HOST, HeaderValue::from_bytes(host).ok()?)
+        .ok()?;
+    let mut fwd = Vec::with_capacity(160);
+    crate::fast::write_forwarding(&mut fwd, client, tls, host);
+    for line in fwd.split(|&c| c == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            continue;
+        };
+        let name = HeaderName::from_bytes(&line[..colon]).ok()?;
+        let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).ok()?;
+        out.append_header(name, value).ok()?;
+    }
+    Some(out)
+}
+
+/// Removes hop-by-hop fields from a backend's response (upgrade fields kept after a 101).
+fn strip_response(resp: &mut ResponseHeader, upgraded: bool) {
+    let names: Vec<HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|n| {
+            let n = n.as_str();
+            is_hop_by_hop(n) && !(upgraded && (n == "upgrade" || n == "connection"))
+        })
+        .cloned()
+        .collect();
+    for n in names {
+        resp.remove_header(&n);
+    }
+}

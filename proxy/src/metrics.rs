@@ -1,0 +1,152 @@
+//! Proxy counters: atomics on the request path, rendered as Prometheus text by the admin
+//! endpoint. Services and networks are labelled by name at render time.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use labgate_config::Snapshot;
+
+/// Services and networks counted by position; more than this share the last slot.
+const SLOTS: usize = 256;
+/// Upper bounds of the latency histogram, in seconds.
+const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+/// Status classes 1xx..5xx.
+type Classes = [AtomicU64; 5];
+
+/// The proxy's counters.
+#[derive(Debug)]
+pub struct Metrics {
+    by_service: Box<[Classes]>,
+    by_network: Box<[Classes]>,
+    denied: Box<[AtomicU64]>,
+    /// Requests refused before routing (bad head, unknown host, no network), by status class.
+    pub refused: Classes,
+    latency: [AtomicU64; BUCKETS.len() + 1],
+    latency_sum_us: AtomicU64,
+    /// Completed TLS handshakes.
+    pub handshakes: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            by_service: (0..SLOTS).map(|_| Classes::default()).collect(),
+            by_network: (0..SLOTS).map(|_| Classes::default()).collect(),
+            denied: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            refused: Classes::default(),
+            latency: Default::default(),
+            latency_sum_us: AtomicU64::new(0),
+            handshakes: AtomicU64::new(0),
+        }
+    }
+}
+
+fn class(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+impl Metrics {
+    /// Counts a forwarded request's status and latency.
+    pub fn request(&self, service: usize, network: usize, status: u16, took: Duration) {
+        self.by_service[service.min(SLOTS - 1)][class(status)].fetch_add(1, Ordering::Relaxed);
+        self.by_network[network.min(SLOTS - 1)][class(status)].fetch_add(1, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Counts a request refused by policy.
+    pub fn denied(&self, service: usize, network: usize) {
+        self.denied[service.min(SLOTS - 1)].fetch_add(1, Ordering::Relaxed);
+        self.by_network[network.min(SLOTS - 1)][class(403)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused before a service was chosen.
+    pub fn refused(&self, status: u16) {
+        self.refused[class(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends the Prometheus text, labelling positions with the serving snapshot's names.
+    pub fn render(&self, s: &Snapshot, out: &mut String) {
+        const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        out.push_str("# TYPE labgate_http_requests_total counter\n");
+        for svc in &s.services {
+            for (i, c) in self.by_service[svc.id.index().min(SLOTS - 1)]
+                .iter()
+                .enumerate()
+            {
+                let _ = writeln!(
+                    out,
+                    "labgate_http_requests_total{{service=\"{}\",class=\"{}\"}} {}",
+                    svc.name,
+                    CLASSES[i],
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str("# TYPE labgate_http_network_requests_total counter\n");
+        for net in s.networks.iter() {
+            for (i, c) in self.by_network[net.id.index().min(SLOTS - 1)]
+                .iter()
+                .enumerate()
+            {
+                let _ = writeln!(
+                    out,
+                    "labgate_http_network_requests_total{{network=\"{}\",class=\"{}\"}} {}",
+                    net.name,
+                    CLASSES[i],
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str("# TYPE labgate_http_denied_total counter\n");
+        for svc in &s.services {
+            let _ = writeln!(
+                out,
+                "labgate_http_denied_total{{service=\"{}\"}} {}",
+                svc.name,
+                self.denied[svc.id.index().min(SLOTS - 1)].load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# TYPE labgate_http_refused_total counter\n");
+        for (i, c) in self.refused.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "labgate_http_refused_total{{class=\"{}\"}} {}",
+                CLASSES[i],
+                c.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# TYPE labgate_http_request_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, c) in self.latency.iter().enumerate() {
+            cumulative += c.load(Ordering::Relaxed);
+            let le = BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), f64::to_string);
+            let _ = writeln!(
+                out,
+                "labgate_http_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "labgate_http_request_duration_seconds_sum {}\nlabgate_http_request_duration_seconds_count {cumulative}",
+            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE labgate_tls_handshakes_total counter\nlabgate_tls_handshakes_total {}",
+            self.handshakes.load(Ordering::Relaxed)
+        );
+    }
+}

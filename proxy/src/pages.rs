@@ -1,0 +1,76 @@
+//! labgate's own answers: short plain-text pages that say what happened and which rule
+//! decided it. No `Server` header, nothing about the software.
+
+use std::fmt::Write as _;
+
+use labgate_config::Snapshot;
+
+use crate::decide::Refusal;
+
+/// The reason phrase of a status labgate sends itself.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        301 => "Moved Permanently",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        421 => "Misdirected Request",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    }
+}
+
+/// Appends a complete response with a plain-text body to `out`.
+pub fn write(out: &mut Vec<u8>, status: u16, body: &str, close: bool, extra: &[(&str, &str)]) {
+    let mut head = String::with_capacity(160);
+    let _ = write!(
+        head,
+        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\n",
+        reason(status),
+        body.len()
+    );
+    for (k, v) in extra {
+        let _ = write!(head, "{k}: {v}\r\n");
+    }
+    if close {
+        head.push_str("connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(body.as_bytes());
+}
+
+/// The body of a refusal, naming the rule.
+pub fn refusal_body(s: &Snapshot, r: Refusal) -> String {
+    match r {
+        Refusal::BadHost => {
+            "400 Bad Request: the Host header is missing or not a host name.\n".into()
+        }
+        Refusal::NoNetwork => {
+            "403 Forbidden: your address is in no network labgate knows ([[network]] cidrs).\n"
+                .into()
+        }
+        Refusal::UnknownHost | Refusal::UnknownPath => {
+            "404 Not Found: no service here has this host name and path.\n".into()
+        }
+        Refusal::Misdirected => {
+            "421 Misdirected Request: the TLS server name (SNI) is not the Host of the request.\n"
+                .into()
+        }
+        Refusal::Denied { service, network } => {
+            let svc = s.service(service);
+            format!(
+                "403 Forbidden: network {} may not reach service {} (its allow list does not name it).\n",
+                s.networks.get(network).name,
+                svc.name
+            )
+        }
+    }
+}

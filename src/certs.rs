@@ -1,0 +1,133 @@
+//! The certificates the proxy serves, built from the snapshot's sources: PEM files (re-read
+//! when they change; a broken file keeps the last good certificate) and the local CA (a leaf
+//! per routed name that has no other source). Control plane only: reads files, signs keys.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use labgate_acme::local_ca::LocalCa;
+use labgate_config::Snapshot;
+use labgate_config::settings::CertSource;
+use labgate_proxy::CertMap;
+use labgate_proxy::certs::certified_key;
+use pingora::tls::sign::CertifiedKey;
+use tracing::{info, warn};
+
+/// A PEM pair as last read.
+struct Loaded {
+    stamp: (Option<SystemTime>, Option<SystemTime>),
+    key: Option<Arc<CertifiedKey>>,
+}
+
+/// Builds certificate maps, keeping what it loaded or issued between builds.
+pub struct CertBuilder {
+    ca: Arc<LocalCa>,
+    leaves: HashMap<String, Arc<CertifiedKey>>,
+    files: HashMap<(PathBuf, PathBuf), Loaded>,
+}
+
+impl CertBuilder {
+    /// A builder issuing from the local CA.
+    pub fn new(ca: Arc<LocalCa>) -> Self {
+        Self {
+            ca,
+            leaves: HashMap::new(),
+            files: HashMap::new(),
+        }
+    }
+
+    /// The map for a snapshot (blocking: reads files and signs keys).
+    pub fn build(&mut self, s: &Snapshot) -> CertMap {
+        let mut map = CertMap::default();
+        for spec in &s.certificates.specs {
+            match &spec.source {
+                CertSource::Files { cert, key } => {
+                    if let Some(k) = self.file(cert, key) {
+                        map.insert(&spec.names, &k);
+                    }
+                }
+                // Until the ACME issue lands, names waiting for ACME get local-CA leaves below.
+                CertSource::Acme { .. } => {}
+            }
+        }
+        let mut want: Vec<&str> = s.routes.hosts().filter(|h| !map.covers(h)).collect();
+        if let Some(d) = s.certificates.default_name.as_deref()
+            && !map.covers(d)
+        {
+            want.push(d);
+        }
+        if s.certificates.local_ca {
+            for host in want {
+                if let Some(k) = self.leaf(host) {
+                    map.insert(&[Arc::from(host)], &k);
+                }
+            }
+        }
+        if let Some(k) = s
+            .certificates
+            .default_name
+            .as_deref()
+            .and_then(|d| map.get(d).cloned())
+        {
+            map.set_default(k);
+        }
+        map
+    }
+
+    fn leaf(&mut self, host: &str) -> Option<Arc<CertifiedKey>> {
+        if let Some(k) = self.leaves.get(host) {
+            return Some(Arc::clone(k));
+        }
+        let issued = self
+            .ca
+            .issue(&[host.to_owned()], time::OffsetDateTime::now_utc())
+            .map_err(|e| warn!("cannot issue a local-CA certificate for {host}: {e}"))
+            .ok()?;
+        let key = certified_key(issued.chain_pem.as_bytes(), issued.key_pem.as_bytes())
+            .map_err(|e| warn!("local-CA certificate for {host} unusable: {e}"))
+            .ok()?;
+        info!("{host}: serving a certificate from labgate's local CA");
+        let key = Arc::new(key);
+        self.leaves.insert(host.to_owned(), Arc::clone(&key));
+        Some(key)
+    }
+
+    fn file(&mut self, cert: &Path, key: &Path) -> Option<Arc<CertifiedKey>> {
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let stamp = (mtime(cert), mtime(key));
+        let entry = self
+            .files
+            .entry((cert.to_owned(), key.to_owned()))
+            .or_insert(Loaded {
+                stamp: (None, None),
+                key: None,
+            });
+        if entry.key.is_some() && entry.stamp == stamp {
+            return entry.key.clone();
+        }
+        entry.stamp = stamp;
+        let loaded = std::fs::read(cert)
+            .and_then(|c| std::fs::read(key).map(|k| (c, k)))
+            .map_err(|e| e.to_string())
+            .and_then(|(c, k)| certified_key(&c, &k).map_err(|e| e.to_string()));
+        match loaded {
+            Ok(k) => {
+                info!("loaded certificate {}", cert.display());
+                entry.key = Some(Arc::new(k));
+            }
+            Err(e) if entry.key.is_some() => warn!(
+                "certificate {} (key {}): {e}; the previous certificate keeps serving",
+                cert.display(),
+                key.display()
+            ),
+            Err(e) => warn!(
+                "certificate {} (key {}): {e}; its names have no certificate",
+                cert.display(),
+                key.display()
+            ),
+        }
+        entry.key.clone()
+    }
+}

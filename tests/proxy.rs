@@ -1,0 +1,382 @@
+//! End-to-end tests of the HTTPS entrypoint: the real binary, real backends on loopback,
+//! curl (HTTP/1.1 and HTTP/2) and raw TLS connections for byte-exact requests.
+
+mod support;
+
+use std::path::PathBuf;
+
+use support::backend::Backend;
+use support::https::{Tls, curl_https, raw};
+use support::{ConfigDir, Labgate, bin, free_port};
+
+/// Two loopback networks, a service per behaviour under test.
+fn config(a: &Backend, b: &Backend, dead: u16) -> String {
+    format!(
+        r#"
+[[network]]
+name = "lab"
+cidrs = ["127.0.0.1/32"]
+addresses = ["127.0.0.1"]
+
+[[network]]
+name = "iot"
+cidrs = ["127.0.0.3/32"]
+addresses = ["127.0.0.3"]
+
+[[zone]]
+name = "lab.test"
+
+[[service]]
+host = "app.lab.test"
+backends = ["http://127.0.0.1:{a}", "http://127.0.0.1:{b}"]
+allow = ["lab"]
+
+[[service]]
+host = "api.lab.test"
+paths = ["/api"]
+backends = ["http://127.0.0.1:{a}"]
+allow = ["lab", "iot"]
+
+[[service]]
+host = "dead.lab.test"
+backends = ["http://127.0.0.1:{dead}"]
+allow = ["lab"]
+connect_timeout = "2s"
+"#,
+        a = a.port,
+        b = b.port
+    )
+}
+
+struct Setup {
+    lg: Labgate,
+    a: Backend,
+    b: Backend,
+    ca: PathBuf,
+    _dir: ConfigDir,
+    _state: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let dir = ConfigDir::new();
+    dir.write("labgate.toml", &config(&a, &b, free_port()));
+    let state = tempfile::tempdir().expect("state dir");
+    let path = dir.path("labgate.toml");
+    let lg = Labgate::start(&["--config", path.to_str().expect("utf-8")], state.path());
+    let ca = state.path().join("local-ca/ca.pem");
+    Setup {
+        lg,
+        a,
+        b,
+        ca,
+        _dir: dir,
+        _state: state,
+    }
+}
+
+#[test]
+fn routes_by_host_over_http1_and_http2_with_forwarding_headers() {
+    let s = setup();
+    for version in ["--http1.1", "--http2"] {
+        let r = curl_https(
+            s.lg.https,
+            "app.lab.test",
+            "/hello?x=1",
+            &s.ca,
+            &[
+                version,
+                "-H",
+                "X-Forwarded-For: 6.6.6.6",
+                "-H",
+                "Forwarded: for=6.6.6.6",
+            ],
+        );
+        assert_eq!(r.status, 200, "{version}: {r:?}");
+        let expect_version = if version == "--http2" {
+            "HTTP/2"
+        } else {
+            "HTTP/1.1"
+        };
+        assert_eq!(r.version, expect_version);
+        assert!(r.body.contains("\"path\":\"/hello?x=1\""), "{}", r.body);
+        assert!(
+            r.header("server").is_none(),
+            "labgate adds no Server header"
+        );
+    }
+    let seen: Vec<_> = s.a.seen().into_iter().chain(s.b.seen()).collect();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    for req in &seen {
+        assert_eq!(
+            req.header("x-forwarded-for"),
+            ["127.0.0.1"],
+            "client copy dropped"
+        );
+        assert_eq!(req.header("x-forwarded-proto"), ["https"]);
+        assert_eq!(
+            req.header("x-forwarded-host"),
+            ["app.lab.test:".to_owned() + &s.lg.https.to_string()]
+        );
+        assert_eq!(req.header("forwarded").len(), 1);
+        assert!(req.header("forwarded")[0].starts_with("for=127.0.0.1;proto=https"));
+        assert_eq!(req.header("host").len(), 1);
+    }
+    // Round robin: the two requests went to both backends.
+    assert_eq!((s.a.seen().len(), s.b.seen().len()), (1, 1));
+}
+
+#[test]
+fn policy_unknown_names_and_sni_mismatch_are_refused_and_explain_agrees() {
+    let s = setup();
+    let denied = curl_https(
+        s.lg.https,
+        "app.lab.test",
+        "/",
+        &s.ca,
+        &["--interface", "127.0.0.3"],
+    );
+    assert_eq!(denied.status, 403, "{denied:?}");
+    assert!(
+        denied
+            .body
+            .contains("network iot may not reach service app"),
+        "{}",
+        denied.body
+    );
+    let allowed = curl_https(
+        s.lg.https,
+        "api.lab.test",
+        "/api/v1",
+        &s.ca,
+        &["--interface", "127.0.0.3", "--http1.1"],
+    );
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    let no_path = curl_https(s.lg.https, "api.lab.test", "/other", &s.ca, &[]);
+    assert_eq!(no_path.status, 404);
+    let misdirected = curl_https(
+        s.lg.https,
+        "app.lab.test",
+        "/",
+        &s.ca,
+        &["--http1.1", "-H", "Host: api.lab.test"],
+    );
+    assert_eq!(misdirected.status, 421, "{misdirected:?}");
+    assert!(
+        s.a.seen().iter().all(|r| r.path.starts_with("/api")),
+        "refused requests never reach a backend"
+    );
+    assert_eq!(s.lg.metric("labgate_http_denied_total{service=\"app\"}"), 1);
+    // `explain` computes the same decision from the same configuration.
+    let cfg = s._dir.path("labgate.toml");
+    for (from, target, allowed) in [
+        ("127.0.0.3", "https://app.lab.test/", false),
+        ("127.0.0.3", "https://api.lab.test/api/v1", true),
+        ("127.0.0.1", "https://app.lab.test/", true),
+    ] {
+        let out = bin()
+            .args(["explain", "--json", "--from", from, target, "--config"])
+            .arg(&cfg)
+            .output()
+            .expect("explain");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let verdict = v["policy"]["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(verdict == "allow", allowed, "{from} {target}: {v:#}");
+    }
+}
+
+#[test]
+fn bodies_pass_with_every_framing() {
+    let s = setup();
+    let big = curl_https(s.lg.https, "app.lab.test", "/big", &s.ca, &["--http1.1"]);
+    assert_eq!((big.status, big.body.len()), (200, 100 * 1024));
+    let chunked = curl_https(
+        s.lg.https,
+        "app.lab.test",
+        "/chunked",
+        &s.ca,
+        &["--http1.1"],
+    );
+    assert_eq!(
+        (chunked.status, chunked.body.as_str()),
+        (200, "hello world")
+    );
+    let close = curl_https(s.lg.https, "app.lab.test", "/close", &s.ca, &["--http1.1"]);
+    assert_eq!((close.status, close.body.as_str()), (200, "until close"));
+    let head = curl_https(
+        s.lg.https,
+        "app.lab.test",
+        "/h",
+        &s.ca,
+        &["--http1.1", "-I"],
+    );
+    assert_eq!(head.status, 200);
+    let post = curl_https(
+        s.lg.https,
+        "app.lab.test",
+        "/upload",
+        &s.ca,
+        &["--http1.1", "--data-binary", "0123456789"],
+    );
+    assert!(post.body.contains("\"body_len\":10"), "{post:?}");
+    // Chunked upload: handed to pingora's session, same answer.
+    let chunked_up = curl_https(
+        s.lg.https,
+        "app.lab.test",
+        "/upload",
+        &s.ca,
+        &[
+            "--http1.1",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            "abcdef",
+        ],
+    );
+    assert!(chunked_up.body.contains("\"body_len\":6"), "{chunked_up:?}");
+    // Keep-alive and pipelining on one connection: three requests, three answers.
+    let mut c = Tls::connect(s.lg.https, "app.lab.test", &s.ca);
+    c.send(
+        b"GET /1 HTTP/1.1\r\nHost: app.lab.test\r\n\r\nGET /2 HTTP/1.1\r\nHost: app.lab.test\r\n\r\nGET /3 HTTP/1.1\r\nHost: app.lab.test\r\nConnection: close\r\n\r\n",
+    );
+    let all = String::from_utf8_lossy(&c.read_to_close()).into_owned();
+    assert_eq!(all.matches("HTTP/1.1 200 OK").count(), 3, "{all}");
+    for p in ["/1", "/2", "/3"] {
+        assert!(all.contains(&format!("\"path\":\"{p}\"")), "{all}");
+    }
+}
+
+#[test]
+fn smuggling_shapes_and_oversized_heads_are_refused_before_any_backend() {
+    let s = setup();
+    let cases: [(&str, &str); 8] = [
+        (
+            "CL+TE",
+            "POST / HTTP/1.1\r\nHost: app.lab.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "duplicate CL",
+            "POST / HTTP/1.1\r\nHost: app.lab.test\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        ),
+        (
+            "invalid CL",
+            "POST / HTTP/1.1\r\nHost: app.lab.test\r\nContent-Length: 0x10\r\n\r\n",
+        ),
+        (
+            "obfuscated TE",
+            "POST / HTTP/1.1\r\nHost: app.lab.test\r\nTransfer-Encoding: xchunked\r\n\r\n",
+        ),
+        (
+            "obs-fold",
+            "GET / HTTP/1.1\r\nHost: app.lab.test\r\nX-A: 1\r\n 2\r\n\r\n",
+        ),
+        ("bare LF", "GET / HTTP/1.1\nHost: app.lab.test\n\n"),
+        (
+            "bare CR",
+            "GET / HTTP/1.1\r\nHost: app.lab.test\rX: 1\r\n\r\n",
+        ),
+        (
+            "NUL",
+            "GET / HTTP/1.1\r\nHost: app.lab.test\r\nX: a\0b\r\n\r\n",
+        ),
+    ];
+    for (what, req) in cases {
+        let got = raw(s.lg.https, "app.lab.test", &s.ca, req.as_bytes());
+        assert!(got.starts_with("HTTP/1.1 400 "), "{what}: {got:?}");
+        assert!(got.contains("connection: close"), "{what}: {got:?}");
+    }
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: app.lab.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let got = raw(s.lg.https, "app.lab.test", &s.ca, huge.as_bytes());
+    assert!(got.starts_with("HTTP/1.1 431 "), "{got:?}");
+    assert!(
+        s.a.seen().is_empty() && s.b.seen().is_empty(),
+        "no backend saw any of them"
+    );
+}
+
+#[test]
+fn hop_by_hop_headers_are_removed() {
+    let s = setup();
+    let got = raw(
+        s.lg.https,
+        "app.lab.test",
+        &s.ca,
+        b"GET /hop HTTP/1.1\r\nHost: app.lab.test\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: x\r\nX-Kept: yes\r\n\r\n",
+    );
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let seen: Vec<_> = s.a.seen().into_iter().chain(s.b.seen()).collect();
+    let req = &seen[0];
+    for gone in [
+        "connection",
+        "x-secret",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+    ] {
+        assert!(
+            req.header(gone).is_empty(),
+            "{gone} reached the backend: {req:?}"
+        );
+    }
+    assert_eq!(req.header("x-kept"), ["yes"]);
+}
+
+#[test]
+fn websocket_upgrade_becomes_a_pipe() {
+    let s = setup();
+    let mut c = Tls::connect(s.lg.https, "app.lab.test", &s.ca);
+    c.send(b"GET /ws HTTP/1.1\r\nHost: app.lab.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    let head = c.read_until(|b| b.windows(4).any(|w| w == b"\r\n\r\n"));
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for msg in ["one", "two", "three"] {
+        c.send(msg.as_bytes());
+        let echo = c.read_until(|b| b.len() >= msg.len());
+        assert_eq!(String::from_utf8_lossy(&echo), msg);
+    }
+}
+
+#[test]
+fn a_dead_backend_gets_a_clear_502_and_http_redirects() {
+    let s = setup();
+    let r = curl_https(s.lg.https, "dead.lab.test", "/", &s.ca, &["--http1.1"]);
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(r.body.contains("backend"), "{}", r.body);
+    let r2 = curl_https(s.lg.https, "dead.lab.test", "/", &s.ca, &["--http2"]);
+    assert_eq!(r2.status, 502, "{r2:?}");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10", "-H", "Host: app.lab.test"])
+        .arg(format!("http://127.0.0.1:{}/path?q=1", s.lg.http))
+        .output()
+        .expect("curl");
+    let r = support::https::parse_reply(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://app.lab.test:{}/path?q=1", s.lg.https).as_str())
+    );
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-i",
+            "--max-time",
+            "10",
+            "-X",
+            "POST",
+            "-H",
+            "Host: app.lab.test",
+        ])
+        .arg(format!("http://127.0.0.1:{}/form", s.lg.http))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        support::https::parse_reply(&String::from_utf8_lossy(&out.stdout)).status,
+        308
+    );
+}

@@ -1,0 +1,188 @@
+//! A real HTTP/1.1 backend on 127.0.0.1:0 for the proxy tests: records what it received and
+//! answers by path (`/big`: 100 KiB, `/chunked`, `/close`: close-delimited, `/ws`: WebSocket
+//! upgrade then echo, anything else: the request as JSON).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One request as the backend saw it.
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Seen {
+    /// Every value of a header, lower-case name.
+    pub(crate) fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// The running backend; its threads end with the test process.
+pub(crate) struct Backend {
+    pub(crate) port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// A name echoed in every JSON answer, to tell backends apart.
+    pub(crate) name: String,
+}
+
+impl Backend {
+    pub(crate) fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let port = listener.local_addr().expect("addr").port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        let n = name.to_owned();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let s = Arc::clone(&s);
+                let n = n.clone();
+                std::thread::spawn(move || serve(conn, &s, &n));
+            }
+        });
+        Self {
+            port,
+            seen,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Requests received so far.
+    pub(crate) fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>, name: &str) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let mut r = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let (method, path) = (method.to_owned(), path.to_owned());
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = Vec::new();
+        if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body.resize(len, 0);
+            if r.read_exact(&mut body).is_err() {
+                return;
+            }
+        } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            loop {
+                let mut size = String::new();
+                if r.read_line(&mut size).unwrap_or(0) == 0 {
+                    return;
+                }
+                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                let mut chunk = vec![0; n + 2];
+                if r.read_exact(&mut chunk).is_err() {
+                    return;
+                }
+                body.extend_from_slice(&chunk[..n]);
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        let upgrade = get("upgrade").is_some();
+        seen.lock().expect("lock").push(Seen {
+            method: method.clone(),
+            path: path.clone(),
+            headers: headers.clone(),
+            body: body.clone(),
+        });
+        let ok = match path.as_str() {
+            "/ws" if upgrade => {
+                let _ = out.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                );
+                // Echo raw bytes until the client closes.
+                let mut buf = [0u8; 4096];
+                loop {
+                    match r.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if out.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            "/big" => {
+                let data = vec![b'x'; 100 * 1024];
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", data.len());
+                out.write_all(head.as_bytes())
+                    .and_then(|()| out.write_all(&data))
+                    .is_ok()
+            }
+            "/chunked" => out
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n",
+                )
+                .is_ok(),
+            "/close" => {
+                let _ = out.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close");
+                return;
+            }
+            _ => {
+                let json = serde_json::json!({
+                    "backend": name,
+                    "method": method,
+                    "path": path,
+                    "body_len": body.len(),
+                });
+                let text = json.to_string();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Backend: {name}\r\n\r\n",
+                    text.len()
+                );
+                let body = if method == "HEAD" { "" } else { text.as_str() };
+                out.write_all(head.as_bytes())
+                    .and_then(|()| out.write_all(body.as_bytes()))
+                    .is_ok()
+            }
+        };
+        if !ok {
+            return;
+        }
+    }
+}
