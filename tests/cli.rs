@@ -190,4 +190,18 @@ fn the_demo_runs_with_its_local_ca_and_says_what_to_try() {
     assert_eq!(c["services"], serde_json::json!(["app", "home-assistant"]));
     let (code, body) = lg.admin("POST", "/reload");
     assert_eq!(code, 200, "{body}");
+    // HTTPS with a local-CA certificate that curl verifies. The app's backend is the admin
+    // endpoint at its demo port, which this test moved: labgate answers 502 itself.
+    let lab = support::https::curl_https(lg.https, "app.demo.test", "/healthz", &ca, &[]);
+    assert_eq!(lab.status, 502, "{lab:?}");
+    assert!(lab.body.contains("backend"), "{lab:?}");
+    let guest = support::https::curl_https(
+        lg.https,
+        "app.demo.test",
+        "/",
+        &ca,
+        &["--interface", "127.0.0.2"],
+    );
+    assert_eq!(guest.status, 403, "{guest:?}");
+    assert!(guest.body.contains("network guest"), "{guest:?}");
 }
