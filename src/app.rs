@@ -89,6 +89,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Arc::clone(&store),
         http_metrics,
     ));
+    let follower = Arc::clone(&proxy);
+    let _ = shared
+        .on_publish
+        .set(Box::new(move |s| follower.publish(Arc::clone(s))));
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let conf = ServerConf {
         threads,
@@ -272,8 +276,7 @@ async fn wait_listening(
     Ok(addrs.to_vec())
 }
 
-/// Gives the proxy every published snapshot, and rebuilds its certificates on reload and
-/// when certificate files change.
+/// Rebuilds the proxy's certificates on reload and when certificate files change.
 async fn follow_reloads(
     shared: Arc<Shared>,
     proxy: Arc<labgate_proxy::Proxy>,
@@ -284,20 +287,16 @@ async fn follow_reloads(
     let certs = Arc::new(Mutex::new(certs));
     let mut tick = tokio::time::interval(CERT_CHECK);
     loop {
-        let reloaded = tokio::select! {
+        tokio::select! {
             changed = published.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                true
             }
-            _ = tick.tick() => false,
+            _ = tick.tick() => {}
             () = cancel.cancelled() => return,
         };
         let snapshot = shared.snapshot.load_full();
-        if reloaded {
-            proxy.publish(Arc::clone(&snapshot));
-        }
         let certs = Arc::clone(&certs);
         let built =
             tokio::task::spawn_blocking(move || certs.lock().map(|mut c| c.build(&snapshot)).ok())

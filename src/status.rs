@@ -70,8 +70,11 @@ pub struct Shared {
     pub list_fetches: [AtomicU64; 2],
     /// The proxy's counters.
     pub http: Arc<labgate_proxy::metrics::Metrics>,
-    /// The generation last published, for tasks that follow reloads (the proxy's).
+    /// The generation last published, for tasks that follow reloads (certificates).
     pub published: tokio::sync::watch::Sender<u64>,
+    /// Called with each new snapshot before it becomes visible anywhere else, so the proxy
+    /// serves it no later than `/config` shows it.
+    pub on_publish: std::sync::OnceLock<Box<dyn Fn(&Arc<Snapshot>) + Send + Sync>>,
 }
 
 impl Shared {
@@ -96,6 +99,7 @@ impl Shared {
             last_success_unix: AtomicU64::new(report.at_unix),
             last: Mutex::new(report),
             published: tokio::sync::watch::Sender::new(first.generation),
+            on_publish: std::sync::OnceLock::new(),
             snapshot: Arc::new(ArcSwap::from_pointee(first)),
             dns,
             http,
@@ -106,6 +110,9 @@ impl Shared {
     /// Serves a new snapshot and tells the tasks that follow reloads.
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
         let generation = snapshot.generation;
+        if let Some(hook) = self.on_publish.get() {
+            hook(&snapshot);
+        }
         self.snapshot.store(snapshot);
         self.published.send_replace(generation);
     }

@@ -380,3 +380,33 @@ fn a_dead_backend_gets_a_clear_502_and_http_redirects() {
         308
     );
 }
+
+#[test]
+fn reloads_apply_to_the_next_request_and_keep_open_websockets() {
+    let s = setup();
+    let mut ws = Tls::connect(s.lg.https, "app.lab.test", &s.ca);
+    ws.send(b"GET /ws HTTP/1.1\r\nHost: app.lab.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let head = ws.read_until(|b| b.windows(4).any(|w| w == b"\r\n\r\n"));
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let mut keep = Tls::connect(s.lg.https, "app.lab.test", &s.ca);
+    let until_json_end = |b: &[u8]| b.ends_with(b"}");
+    keep.send(b"GET /before HTTP/1.1\r\nHost: app.lab.test\r\n\r\n");
+    let first = String::from_utf8_lossy(&keep.read_until(until_json_end)).into_owned();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let generation = support::generation(&s.lg.config());
+    // The app is now for the iot network only.
+    let cfg = config(&s.a, &s.b, free_port()).replacen(
+        "allow = [\"lab\"]\n\n[[service]]\nhost = \"api",
+        "allow = [\"iot\"]\n\n[[service]]\nhost = \"api",
+        1,
+    );
+    assert!(cfg.contains("allow = [\"iot\"]"));
+    s._dir.write("labgate.toml", &cfg);
+    s.lg.wait_config("the reload", |c| support::generation(c) > generation);
+    keep.send(b"GET /after HTTP/1.1\r\nHost: app.lab.test\r\nConnection: close\r\n\r\n");
+    let second = String::from_utf8_lossy(&keep.read_to_close()).into_owned();
+    assert!(second.starts_with("HTTP/1.1 403"), "{second}");
+    // The WebSocket opened before the reload still echoes.
+    ws.send(b"still here");
+    assert_eq!(ws.read_until(|b| b.len() >= 10), b"still here");
+}

@@ -122,8 +122,7 @@ impl Conn {
     async fn run(&mut self, proxy: &Proxy) -> Option<BytesMut> {
         let mut first = true;
         loop {
-            let state = proxy.state.load_full();
-            let plan = match self.read_plan(&state, &proxy.metrics, first).await {
+            let (plan, state) = match self.read_plan(proxy, first).await {
                 Ok(p) => p,
                 Err(status) => {
                     if let Some(status) = status {
@@ -182,10 +181,9 @@ impl Conn {
     /// `Err(None)`: the client closed or timed out.
     async fn read_plan(
         &mut self,
-        state: &ProxyState,
-        metrics: &Metrics,
+        proxy: &Proxy,
         first: bool,
-    ) -> Result<Plan, Option<u16>> {
+    ) -> Result<(Plan, Arc<ProxyState>), Option<u16>> {
         let idle = if first { HEAD_TIMEOUT } else { IDLE_TIMEOUT };
         let mut deadline = Instant::now() + idle;
         let mut started = !self.rbuf.is_empty();
@@ -195,14 +193,18 @@ impl Conn {
                 match head::parse_request(&self.rbuf, &mut headers) {
                     Err(HeadError::Partial) => {}
                     Ok(h) => {
-                        return Ok(plan(
-                            state,
-                            metrics,
+                        // The state is loaded once the head is here: a keep-alive connection
+                        // sees a reload on its next request.
+                        let state = proxy.state.load_full();
+                        let plan = plan(
+                            &state,
+                            &proxy.metrics,
                             &self.info,
                             self.pinned.as_ref(),
                             &mut self.out,
                             &h,
-                        ));
+                        );
+                        return Ok((plan, state));
                     }
                     Err(HeadError::TooLarge) => return Err(Some(431)),
                     Err(HeadError::Version) => return Err(Some(505)),
