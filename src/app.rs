@@ -213,6 +213,13 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         handler,
         cancel.child_token(),
     ));
+    // Named backends resolve before `ready`, so the first request finds them.
+    crate::backends::resolve_all(&proxy).await;
+    tasks.spawn(crate::backends::run(
+        Arc::clone(&shared),
+        Arc::clone(&proxy),
+        cancel.child_token(),
+    ));
     tasks.spawn(follow_reloads(
         Arc::clone(&shared),
         proxy,

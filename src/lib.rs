@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod backends;
 pub mod blocklists;
 pub mod certs;
 pub mod check;

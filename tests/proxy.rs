@@ -37,6 +37,17 @@ paths = ["/api"]
 backends = ["http://127.0.0.1:{a}"]
 allow = ["lab", "iot"]
 
+[[record]]
+name = "backend.lab.test"
+type = "A"
+value = "127.0.0.1"
+networks = ["lab"]
+
+[[service]]
+host = "named.lab.test"
+backends = ["http://backend.lab.test:{a}"]
+allow = ["lab"]
+
 [[service]]
 host = "dead.lab.test"
 backends = ["http://127.0.0.1:{dead}"]
@@ -340,6 +351,14 @@ fn websocket_upgrade_becomes_a_pipe() {
         let echo = c.read_until(|b| b.len() >= msg.len());
         assert_eq!(String::from_utf8_lossy(&echo), msg);
     }
+}
+
+#[test]
+fn backends_named_by_host_resolve_from_labgate_records() {
+    let s = setup();
+    let r = curl_https(s.lg.https, "named.lab.test", "/n", &s.ca, &["--http1.1"]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(s.a.seen().iter().any(|q| q.path == "/n" && q.header("host") == [format!("named.lab.test:{}", s.lg.https)]));
 }
 
 #[test]

@@ -251,7 +251,7 @@ impl Conn {
             attempts += 1;
             let (mut up, reused) = match self.connect(proxy, &backend, fresh_only).await {
                 Ok(c) => c,
-                Err(status) => {
+                Err((status, why)) => {
                     backend.failed();
                     // One retry on another backend when the connect failed: nothing was sent.
                     if attempts == 1
@@ -264,11 +264,6 @@ impl Conn {
                         backend = Arc::clone(other);
                         continue;
                     }
-                    let why = if status == 504 {
-                        "did not accept a connection in time"
-                    } else {
-                        "refused the connection or is unreachable"
-                    };
                     break Err(Failure::Backend(status, why));
                 }
             };
@@ -307,20 +302,22 @@ impl Conn {
     }
 
     /// An upstream connection: the pinned one if it goes to `backend`, else from the pool or
-    /// new. `Err(status)` when none can be had.
+    /// new. `Err((status, why))` when none can be had.
     async fn connect(
         &mut self,
         proxy: &Proxy,
         backend: &Arc<BackendState>,
         fresh_only: bool,
-    ) -> Result<(Stream, bool), u16> {
+    ) -> Result<(Stream, bool), (u16, &'static str)> {
         if let Some(p) = self.pinned.take() {
             if Arc::ptr_eq(&p.backend, backend) && !fresh_only {
                 return Ok((p.stream, true));
             }
             release(proxy, p);
         }
-        let peer = backend.peer().ok_or(502u16)?;
+        let peer = backend
+            .peer()
+            .ok_or((502, "has a host name that does not resolve"))?;
         let got = if fresh_only {
             proxy.connector.new_stream(&*peer).await.map(|s| (s, false))
         } else {
@@ -329,9 +326,9 @@ impl Conn {
         got.map_err(|e| {
             tracing::warn!(backend = %backend.backend.url, "cannot connect: {e}");
             if matches!(e.etype, ErrorType::ConnectTimedout) {
-                504
+                (504, "did not accept a connection in time")
             } else {
-                502
+                (502, "refused the connection or is unreachable")
             }
         })
     }
