@@ -603,7 +603,6 @@ pub fn write_upstream_head(out: &mut Vec<u8>, h: &RequestHead<'_>, info: &ConnIn
             continue;
         }
         if f.name.eq_ignore_ascii_case("host") {
-            // An absolute-form target's authority wins over the Host field (RFC 9112 §3.2.2).
             wrote_host = true;
             out.extend_from_slice(b"Host: ");
             out.extend_from_slice(host);

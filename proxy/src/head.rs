@@ -44,13 +44,11 @@ pub struct RequestHead<'b> {
     pub len: usize,
     /// Method token.
     pub method: &'b str,
-    /// Request target as sent.
-    pub target: &'b str,
-    /// Path and query (the target's origin form).
+    /// Path and query (the target, in origin form).
     pub path: &'b str,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
-    /// The Host header, or an absolute-form target's authority.
+    /// The Host header.
     pub host: Option<&'b [u8]>,
     /// Body framing.
     pub framing: Framing,
@@ -262,11 +260,12 @@ pub fn parse_request<'b>(
     if minor == 0 && f.chunked {
         return Err(HeadError::Invalid("Transfer-Encoding in HTTP/1.0"));
     }
-    let (path, host) = match split_absolute(target) {
-        Some((authority, path)) => (path, Some(authority.as_bytes())),
-        None if target.starts_with('/') || (method == "OPTIONS" && target == "*") => (target, host),
-        None => return Err(HeadError::Invalid("unsupported request target")),
-    };
+    // SECURITY: origin form only (and `OPTIONS *`). Absolute-form targets are what forward
+    // proxies get; pingora's own session refuses them too (found by the differential test).
+    if !(target.starts_with('/') || (method == "OPTIONS" && target == "*")) {
+        return Err(HeadError::Invalid("unsupported request target"));
+    }
+    let path = target;
     if minor == 1 && host.is_none() {
         return Err(HeadError::Invalid("HTTP/1.1 request without Host"));
     }
@@ -278,7 +277,6 @@ pub fn parse_request<'b>(
     Ok(RequestHead {
         len,
         method,
-        target,
         path,
         minor,
         host,
@@ -288,17 +286,6 @@ pub fn parse_request<'b>(
         expect,
         headers,
         connection_tokens: f.tokens,
-    })
-}
-
-/// `http://authority/path` → (authority, path); `None` for other forms.
-fn split_absolute(target: &str) -> Option<(&str, &str)> {
-    let rest = target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"))?;
-    Some(match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
     })
 }
 
@@ -488,12 +475,10 @@ mod tests {
     }
 
     #[test]
-    fn absolute_form_takes_its_authority_as_host() {
+    fn absolute_form_is_refused() {
         let raw = b"GET http://App.Lab/x?y HTTP/1.1\r\nHost: other\r\n\r\n";
         let mut h = header_array();
-        let r = parse_request(raw, &mut h).expect("valid");
-        assert_eq!(r.host, Some(&b"App.Lab"[..]));
-        assert_eq!(r.path, "/x?y");
+        assert!(matches!(parse_request(raw, &mut h), Err(HeadError::Invalid(_))));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod certs;
 pub mod chunked;
 pub mod decide;
 pub mod fast;
+pub mod fuzzing;
 pub mod general;
 pub mod head;
 pub mod metrics;
