@@ -44,7 +44,9 @@ pub async fn resolve_all(proxy: &labgate_proxy::Proxy) {
         };
         match resolve(&state.snapshot, name, b.backend.port).await {
             Some(ip) => b.set_address(ip),
-            None => warn!(backend = %b.backend.url, "cannot resolve {name}; requests to it get 502 until it resolves"),
+            None => {
+                warn!(backend = %b.backend.url, "cannot resolve {name}; requests to it get 502 until it resolves")
+            }
         }
     }
 }
@@ -56,7 +58,10 @@ pub async fn resolve(s: &Snapshot, name: &str, port: u16) -> Option<IpAddr> {
         return Some(ip);
     }
     let lookup = tokio::net::lookup_host((name, port));
-    let addrs = tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await.ok()?.ok()?;
+    let addrs = tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
+        .await
+        .ok()?
+        .ok()?;
     addrs.map(|a| a.ip()).min_by_key(IpAddr::is_ipv6)
 }
 

@@ -358,7 +358,12 @@ fn backends_named_by_host_resolve_from_labgate_records() {
     let s = setup();
     let r = curl_https(s.lg.https, "named.lab.test", "/n", &s.ca, &["--http1.1"]);
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(s.a.seen().iter().any(|q| q.path == "/n" && q.header("host") == [format!("named.lab.test:{}", s.lg.https)]));
+    assert!(
+        s.a.seen()
+            .iter()
+            .any(|q| q.path == "/n"
+                && q.header("host") == [format!("named.lab.test:{}", s.lg.https)])
+    );
 }
 
 #[test]
@@ -406,7 +411,11 @@ fn reloads_apply_to_the_next_request_and_keep_open_websockets() {
     let mut ws = Tls::connect(s.lg.https, "app.lab.test", &s.ca);
     ws.send(b"GET /ws HTTP/1.1\r\nHost: app.lab.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
     let head = ws.read_until(|b| b.windows(4).any(|w| w == b"\r\n\r\n"));
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     let mut keep = Tls::connect(s.lg.https, "app.lab.test", &s.ca);
     let until_json_end = |b: &[u8]| b.ends_with(b"}");
     keep.send(b"GET /before HTTP/1.1\r\nHost: app.lab.test\r\n\r\n");

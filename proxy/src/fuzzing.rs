@@ -17,7 +17,9 @@ pub fn framing_bytes(data: &[u8]) {
                 assert!(h.host.is_some() && h.minor == 1);
             }
         }
-        Err(HeadError::Partial | HeadError::Invalid(_) | HeadError::TooLarge | HeadError::Version) => {}
+        Err(
+            HeadError::Partial | HeadError::Invalid(_) | HeadError::TooLarge | HeadError::Version,
+        ) => {}
     }
     let mut headers = header_array();
     if let Ok(r) = parse_response(data, &mut headers) {
@@ -113,10 +115,18 @@ mod tests {
             };
             let ours = (h.method.to_owned(), h.path.to_owned(), body.to_vec());
             let theirs = pingora_view(input).await;
-            assert_eq!(theirs.as_ref(), Some(&ours), "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                theirs.as_ref(),
+                Some(&ours),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
             compared += 1;
         }
-        assert!(compared >= 5, "the differential compared too little: {compared}");
+        assert!(
+            compared >= 5,
+            "the differential compared too little: {compared}"
+        );
     }
 
     #[test]

@@ -478,7 +478,10 @@ mod tests {
     fn absolute_form_is_refused() {
         let raw = b"GET http://App.Lab/x?y HTTP/1.1\r\nHost: other\r\n\r\n";
         let mut h = header_array();
-        assert!(matches!(parse_request(raw, &mut h), Err(HeadError::Invalid(_))));
+        assert!(matches!(
+            parse_request(raw, &mut h),
+            Err(HeadError::Invalid(_))
+        ));
     }
 
     #[test]
