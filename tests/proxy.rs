@@ -49,6 +49,13 @@ backends = ["http://backend.lab.test:{a}"]
 allow = ["lab"]
 
 [[service]]
+host = "limits.lab.test"
+backends = ["http://127.0.0.1:{a}"]
+allow = ["lab"]
+max_body = "8"
+host_header = "internal.backend"
+
+[[service]]
 host = "dead.lab.test"
 backends = ["http://127.0.0.1:{dead}"]
 allow = ["lab"]
@@ -69,9 +76,17 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with("")
+}
+
+/// The test configuration plus extra TOML.
+fn setup_with(extra: &str) -> Setup {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let dir = ConfigDir::new();
-    dir.write("labgate.toml", &config(&a, &b, free_port()));
+    dir.write(
+        "labgate.toml",
+        &format!("{extra}\n{}", config(&a, &b, free_port())),
+    );
     let state = tempfile::tempdir().expect("state dir");
     let path = dir.path("labgate.toml");
     let lg = Labgate::start(&["--config", path.to_str().expect("utf-8")], state.path());
@@ -437,4 +452,52 @@ fn reloads_apply_to_the_next_request_and_keep_open_websockets() {
     // The WebSocket opened before the reload still echoes.
     ws.send(b"still here");
     assert_eq!(ws.read_until(|b| b.len() >= 10), b"still here");
+}
+
+#[test]
+fn max_body_host_rewrite_and_trusted_proxies() {
+    let s = setup_with("[server]\ntrusted_proxies = [\"127.0.0.1\"]\n");
+    for version in ["--http1.1", "--http2"] {
+        let small = curl_https(
+            s.lg.https,
+            "limits.lab.test",
+            "/small",
+            &s.ca,
+            &[
+                version,
+                "--data-binary",
+                "12345678",
+                "-H",
+                "X-Forwarded-For: 6.6.6.6",
+            ],
+        );
+        assert_eq!(small.status, 200, "{version}: {small:?}");
+        let big = curl_https(
+            s.lg.https,
+            "limits.lab.test",
+            "/big-upload",
+            &s.ca,
+            &[version, "--data-binary", "123456789"],
+        );
+        assert_eq!(big.status, 413, "{version}: {big:?}");
+        assert!(big.body.contains("max_body"), "{big:?}");
+    }
+    let seen = s.a.seen();
+    assert!(
+        seen.iter().all(|r| r.path == "/small"),
+        "a refused body never reaches the backend: {seen:#?}"
+    );
+    for r in &seen {
+        assert_eq!(
+            r.header("host"),
+            ["internal.backend"],
+            "host_header rewrites Host"
+        );
+        // The peer (127.0.0.1) is a trusted proxy: its chain is kept and the peer appended.
+        assert_eq!(
+            r.header("x-forwarded-for"),
+            ["6.6.6.6", "127.0.0.1"],
+            "{r:?}"
+        );
+    }
 }

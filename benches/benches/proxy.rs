@@ -11,7 +11,7 @@ use labgate_benches::generated_config;
 use labgate_config::{Sources, compile, parse};
 use labgate_proxy::ConnInfo;
 use labgate_proxy::decide::{Decision, decide};
-use labgate_proxy::fast::write_upstream_head;
+use labgate_proxy::fast::{HeadRewrite, write_upstream_head};
 use labgate_proxy::head::{header_array, parse_request};
 
 #[global_allocator]
@@ -28,7 +28,7 @@ fn one(s: &labgate_config::Snapshot, info: &ConnInfo, out: &mut Vec<u8>) -> usiz
     match decide(s, info.client, None, h.host, h.path) {
         Decision::Forward { .. } => {
             out.clear();
-            write_upstream_head(out, &h, info);
+            write_upstream_head(out, &h, info, &HeadRewrite::default());
             out.len()
         }
         Decision::Refuse(_) => 0,

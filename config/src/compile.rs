@@ -47,6 +47,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
     let certs = tls::compile(&mut cx, files, &zones, &services);
     let listen = networks::listen(&mut cx, files);
     let state_dir = state_dir(&mut cx, files);
+    let trusted_proxies = trusted_proxies(&mut cx, files);
     let views = views.finish(&zones);
 
     let diags = Diagnostics(ordered(cx.diags));
@@ -57,6 +58,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         generation,
         hash: loaded.sources.content_hash().with(&list_texts),
         state_dir,
+        trusted_proxies,
         listen,
         networks,
         zones,
@@ -104,6 +106,32 @@ fn state_dir(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> PathBuf {
         .state_dir
         .as_ref()
         .map_or(default, |d| cx.path(file, d.get_ref()))
+}
+
+fn trusted_proxies(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Vec<ipnet::IpNet> {
+    let Some((file, server)) = single(cx, files, "server", |f| f.server.as_ref()) else {
+        return Vec::new();
+    };
+    let mut nets = Vec::new();
+    for (i, raw) in server.trusted_proxies.iter().enumerate() {
+        let text = raw.get_ref();
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(n) => nets.push(n),
+            Err(_) => {
+                cx.error(
+                    file,
+                    raw.span(),
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("`{text}` is not an address or range"),
+                )
+                .expected("an address or range like `10.0.0.5` or `10.0.0.0/24`");
+            }
+        }
+    }
+    nets
 }
 
 /// Collects diagnostics while compiling.

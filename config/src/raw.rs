@@ -55,6 +55,10 @@ pub struct RawServer {
     /// Directory for state: the local CA, ACME account and certificates.
     /// Default `/var/lib/labgate`; relative paths are relative to the config file.
     pub state_dir: Option<Spanned<String>>,
+    /// Proxies in front of labgate (CIDRs) whose `X-Forwarded-For` is kept and appended to;
+    /// from anyone else the header is replaced. Default: none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
 }
 
 /// `[listen]`: socket addresses. Restart-only: a change is logged and applied at the next start.
@@ -226,6 +230,17 @@ pub struct RawService {
     pub timeout: Option<Spanned<String>>,
     /// Active health check of the backends.
     pub health_check: Option<RawHealthCheck>,
+    /// How requests spread over `backends`: `round_robin` (default) or `least_connections`.
+    pub balance: Option<Spanned<String>>,
+    /// Host header sent to the backends: the client's (default), or this name, for backends
+    /// that answer only their own name.
+    pub host_header: Option<Spanned<String>>,
+    /// Largest request body, in bytes with an optional `K`, `M` or `G` suffix (powers of
+    /// 1024), e.g. `512M`; a larger request gets 413. Default: no limit.
+    pub max_body: Option<Spanned<String>>,
+    /// PEM file with the CA that signed the `https://` backends' certificates, trusted instead
+    /// of the public roots (a pinned CA for a self-signed appliance).
+    pub backend_ca_file: Option<Spanned<String>>,
 }
 
 /// `health_check` of a service.

@@ -44,6 +44,23 @@ pub struct Service {
     pub timeout: Duration,
     /// Active health check.
     pub health_check: Option<HealthCheck>,
+    /// How requests spread over the backends.
+    pub balance: Balance,
+    /// Host header for the backends; `None` passes the client's.
+    pub host_header: Option<Arc<str>>,
+    /// Largest request body in bytes.
+    pub max_body: Option<u64>,
+    /// CA certificates (DER) trusted for `https://` backends instead of the public roots.
+    pub backend_roots: Vec<Arc<[u8]>>,
+}
+
+/// Load-balancing policy of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Balance {
+    /// Each request to the next backend.
+    RoundRobin,
+    /// Each request to the backend with the fewest requests in flight.
+    LeastConnections,
 }
 
 /// A backend of a service.

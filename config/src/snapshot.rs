@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub hash: ContentHash,
     /// Directory for state (local CA, ACME). Restart-only.
     pub state_dir: PathBuf,
+    /// Proxies whose `X-Forwarded-For` is kept.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Listening addresses. Restart-only.
     pub listen: Listen,
     /// Networks and the address lookup.
@@ -80,6 +82,12 @@ impl Snapshot {
             }
             c => c,
         }
+    }
+
+    /// Whether a peer is a trusted proxy (its `X-Forwarded-For` is kept).
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.trusted_proxies.iter().any(|n| n.contains(&peer))
     }
 
     /// The service for a normalized host and path.

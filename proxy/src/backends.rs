@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use labgate_config::Snapshot;
-use labgate_config::route::{Backend, BackendHost, Service};
+use labgate_config::route::{Backend, BackendHost, Balance, Service};
 use pingora::upstreams::peer::HttpPeer;
 
 /// Consecutive connect failures that eject a backend.
@@ -38,11 +38,12 @@ pub struct BackendState {
 }
 
 /// Peer options that come from the service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PeerSettings {
     connect_timeout: Duration,
     read_timeout: Duration,
     verify: bool,
+    roots: Vec<Arc<[u8]>>,
 }
 
 impl BackendState {
@@ -77,7 +78,15 @@ impl BackendState {
         peer.options.idle_timeout = Some(POOL_IDLE);
         peer.options.verify_cert = self.settings.verify;
         peer.options.verify_hostname = self.settings.verify;
+        if !self.settings.roots.is_empty() {
+            peer.options.ca = pinned_roots(&self.settings.roots);
+        }
         self.peer.store(Some(Arc::new(peer)));
+    }
+
+    /// Requests in flight to it.
+    pub fn load(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
     }
 
     /// The peer to connect to, if its address is known.
@@ -111,24 +120,47 @@ impl BackendState {
     }
 }
 
+/// A pinned CA list in pingora's form; certificates rustls cannot parse are left out.
+fn pinned_roots(roots: &[Arc<[u8]>]) -> Option<Arc<pingora::protocols::tls::CaType>> {
+    use pingora::utils::tls::WrappedX509;
+    let list: Vec<WrappedX509> = roots
+        .iter()
+        .filter(|der| {
+            // pingora's parser panics on bad DER: only pass what webpki accepts.
+            let mut store = rustls::RootCertStore::empty();
+            store
+                .add(rustls_pki_types::CertificateDer::from(der.to_vec()))
+                .is_ok()
+        })
+        .map(|der| WrappedX509::new(der.to_vec(), pingora::utils::tls::parse_x509))
+        .collect();
+    (!list.is_empty()).then(|| Arc::from(list.into_boxed_slice()))
+}
+
 /// A service's backends.
 #[derive(Debug)]
 pub struct Pool {
     /// Its backends, in configuration order.
     pub backends: Vec<Arc<BackendState>>,
     next: AtomicUsize,
+    balance: Balance,
 }
 
 impl Pool {
-    /// The next backend by round robin among available ones; when none is available, the
-    /// next one anyway (an ejected backend may be back; a 502 says so if not).
+    /// The backend for the next request among available ones (round robin, or fewest in
+    /// flight); when none is available, the next one anyway (an ejected backend may be back;
+    /// a 502 says so if not).
     pub fn pick(&self) -> Option<&Arc<BackendState>> {
         let n = self.backends.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
+        let available = (0..n)
             .map(|i| &self.backends[(start + i) % n])
-            .find(|b| b.available())
-            .or_else(|| self.backends.get(start % n.max(1)))
+            .filter(|b| b.available());
+        let chosen = match self.balance {
+            Balance::RoundRobin => available.take(1).next(),
+            Balance::LeastConnections => available.min_by_key(|b| b.load()),
+        };
+        chosen.or_else(|| self.backends.get(start % n.max(1)))
     }
 }
 
@@ -141,9 +173,9 @@ pub struct Pools {
 impl Pools {
     /// Builds the pools for a snapshot, reusing the state of backends that did not change.
     pub fn build(snapshot: &Snapshot, previous: &Self) -> Self {
-        let mut old: HashMap<(&Backend, PeerSettings), &Arc<BackendState>> = HashMap::new();
+        let mut old: HashMap<(&Backend, &PeerSettings), &Arc<BackendState>> = HashMap::new();
         for b in previous.by_service.iter().flat_map(|p| &p.backends) {
-            old.insert((&b.backend, b.settings), b);
+            old.insert((&b.backend, &b.settings), b);
         }
         let by_service = snapshot
             .services
@@ -154,8 +186,8 @@ impl Pools {
                     .backends
                     .iter()
                     .map(|b| {
-                        old.get(&(b, settings)).map_or_else(
-                            || Arc::new(BackendState::new(b, settings)),
+                        old.get(&(b, &settings)).map_or_else(
+                            || Arc::new(BackendState::new(b, settings.clone())),
                             |s| Arc::clone(s),
                         )
                     })
@@ -163,6 +195,7 @@ impl Pools {
                 Arc::new(Pool {
                     backends,
                     next: AtomicUsize::new(0),
+                    balance: svc.balance,
                 })
             })
             .collect();
@@ -185,5 +218,6 @@ fn settings(svc: &Service) -> PeerSettings {
         connect_timeout: svc.connect_timeout,
         read_timeout: svc.timeout,
         verify: !svc.danger_accept_invalid_backend_certs,
+        roots: svc.backend_roots.clone(),
     }
 }

@@ -565,8 +565,24 @@ fn plan(
                 }
                 _ => Arc::clone(backend),
             };
+            let svc = s.service(service);
+            if let (Framing::Length(n), Some(max)) = (h.framing, svc.max_body)
+                && n > max
+            {
+                return Plan::Refuse {
+                    status: 413,
+                    body: format!(
+                        "413 Content Too Large: service {} takes request bodies up to {max} bytes (max_body).\n",
+                        svc.name
+                    ),
+                };
+            }
             out.clear();
-            write_upstream_head(out, h, info);
+            let rewrite = HeadRewrite {
+                host: svc.host_header.as_deref(),
+                keep_forwarded_for: s.trusts(info.client),
+            };
+            write_upstream_head(out, h, info, &rewrite);
             Plan::Forward(Forward {
                 service,
                 network,
@@ -589,36 +605,52 @@ enum Exchange {
     Fail(Failure),
 }
 
+/// How the upstream head differs from the client's beyond the fixed rules.
+#[derive(Debug, Default)]
+pub struct HeadRewrite<'a> {
+    /// Host sent instead of the client's (`host_header`).
+    pub host: Option<&'a str>,
+    /// The peer is a trusted proxy: its `X-Forwarded-For` is kept and appended to.
+    pub keep_forwarded_for: bool,
+}
+
 /// The request head as the backend gets it: hop-by-hop fields and client-supplied
 /// forwarding fields removed, labgate's forwarding fields added.
-pub fn write_upstream_head(out: &mut Vec<u8>, h: &RequestHead<'_>, info: &ConnInfo) {
+pub fn write_upstream_head(
+    out: &mut Vec<u8>,
+    h: &RequestHead<'_>,
+    info: &ConnInfo,
+    rewrite: &HeadRewrite<'_>,
+) {
     out.extend_from_slice(h.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(h.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let host = h.host.unwrap_or_default();
-    let mut wrote_host = false;
+    let client_host = h.host.unwrap_or_default();
+    out.extend_from_slice(b"Host: ");
+    out.extend_from_slice(rewrite.host.map_or(client_host, str::as_bytes));
+    out.extend_from_slice(b"\r\n");
     for f in h.headers {
-        if h.is_hop_by_hop(f.name) {
+        if h.is_hop_by_hop(f.name) || f.name.eq_ignore_ascii_case("host") {
             continue;
         }
-        if f.name.eq_ignore_ascii_case("host") {
-            wrote_host = true;
-            out.extend_from_slice(b"Host: ");
-            out.extend_from_slice(host);
-        } else {
-            out.extend_from_slice(f.name.as_bytes());
-            out.extend_from_slice(b": ");
+        out.extend_from_slice(f.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(f.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if rewrite.keep_forwarded_for {
+        let prior = h
+            .headers
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("x-forwarded-for"));
+        for f in prior {
+            out.extend_from_slice(b"X-Forwarded-For: ");
             out.extend_from_slice(f.value);
+            out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(b"\r\n");
     }
-    if !wrote_host {
-        out.extend_from_slice(b"Host: ");
-        out.extend_from_slice(host);
-        out.extend_from_slice(b"\r\n");
-    }
-    write_forwarding(out, info.client, info.tls, host);
+    write_forwarding(out, info.client, info.tls, client_host);
     out.extend_from_slice(b"\r\n");
 }
 

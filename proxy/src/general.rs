@@ -161,6 +161,17 @@ impl General {
             .headers
             .contains_key(header::CONTENT_LENGTH)
             && !session.is_body_empty();
+        let declared = session
+            .req_header()
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let (Some(n), Some(max)) = (declared, svc.max_body)
+            && n > max
+        {
+            return Done::Status(too_large(session, &svc.name, max).await);
+        }
         let Some(up_req) = upstream_request(
             session.req_header(),
             &path,
@@ -170,6 +181,8 @@ impl General {
                 tls,
                 upgrade,
                 stream_body,
+                host_header: svc.host_header.as_deref(),
+                keep_forwarded_for: state.snapshot.trusts(client),
             },
         ) else {
             return Done::Status(error(session, 400, "the request head cannot be forwarded").await);
@@ -190,9 +203,16 @@ impl General {
             return Done::Status(error(session, 502, "closed the connection").await);
         }
         // The request body goes first, then the response (not full duplex).
+        let mut sent: u64 = 0;
         loop {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {
+                    sent += chunk.len() as u64;
+                    if let Some(max) = svc.max_body
+                        && sent > max
+                    {
+                        return Done::Status(too_large(session, &svc.name, max).await);
+                    }
                     if up.write_body(&chunk).await.is_err() {
                         return Done::Status(
                             error(session, 502, "stopped reading the request body").await,
@@ -255,6 +275,29 @@ enum Done {
     Upgraded(Box<UpSession>),
 }
 
+/// Refuses a body over the service's `max_body`; returns 413.
+async fn too_large(session: &mut ServerSession, service: &str, max: u64) -> u16 {
+    if session.is_http2() {
+        // An h2 stream reset before its body is read loses the answer at some clients:
+        // drain a bounded amount first.
+        let drain = async {
+            let mut left: usize = 1 << 20;
+            while let Ok(Some(chunk)) = session.read_request_body().await {
+                left = left.saturating_sub(chunk.len());
+                if left == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+    }
+    let body = format!(
+        "413 Content Too Large: service {service} takes request bodies up to {max} bytes (max_body).\n"
+    );
+    page(session, 413, body).await;
+    413
+}
+
 /// Sends labgate's own error page about the backend; returns its status.
 async fn error(session: &mut ServerSession, status: u16, why: &str) -> u16 {
     let body = format!("{status} {}: the backend {why}.\n", pages::reason(status));
@@ -284,27 +327,31 @@ async fn page(session: &mut ServerSession, status: u16, body: String) {
     }
 }
 
-/// The request as the backend gets it: HTTP/1.1, hop-by-hop and client forwarding fields
-/// removed (upgrade fields kept for an upgrade), labgate's forwarding fields added.
 /// What the upstream request head must say beyond the client's fields.
-struct Forwarding {
+struct Forwarding<'a> {
     client: IpAddr,
     tls: bool,
     upgrade: bool,
     stream_body: bool,
+    host_header: Option<&'a str>,
+    keep_forwarded_for: bool,
 }
 
+/// The request as the backend gets it: HTTP/1.1, hop-by-hop and client forwarding fields
+/// removed (upgrade fields kept for an upgrade), labgate's forwarding fields added.
 fn upstream_request(
     req: &RequestHeader,
     path: &str,
     host: &[u8],
-    f: Forwarding,
+    f: Forwarding<'_>,
 ) -> Option<RequestHeader> {
     let Forwarding {
         client,
         tls,
         upgrade,
         stream_body,
+        host_header,
+        keep_forwarded_for,
     } = f;
     let mut out = RequestHeader::build(req.method.clone(), path.as_bytes(), None).ok()?;
     out.set_version(http::Version::HTTP_11);
@@ -318,8 +365,9 @@ fn upstream_request(
     for (name, value) in &req.headers {
         let n = name.as_str();
         let keep_for_upgrade = upgrade && (n == "upgrade");
+        let kept_chain = keep_forwarded_for && n == "x-forwarded-for";
         if (is_hop_by_hop(n) && !keep_for_upgrade)
-            || FORWARDING.contains(&n)
+            || (FORWARDING.contains(&n) && !kept_chain)
             || n == "host"
             || named_by_connection
                 .iter()
@@ -336,7 +384,8 @@ fn upstream_request(
         out.insert_header(header::TRANSFER_ENCODING, "chunked")
             .ok()?;
     }
-    out.insert_header(header::HOST, HeaderValue::from_bytes(host).ok()?)
+    let sent_host = host_header.map_or(host, str::as_bytes);
+    out.insert_header(header::HOST, HeaderValue::from_bytes(sent_host).ok()?)
         .ok()?;
     let mut fwd = Vec::with_capacity(160);
     crate::fast::write_forwarding(&mut fwd, client, tls, host);

@@ -127,10 +127,9 @@ pub(super) fn upstreams(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Upstre
         None => (Vec::new(), Vec::new()),
     };
     let roots = match single(cx, files, "dns", |f| f.dns.as_ref()) {
-        Some((file, raw)) => raw
-            .upstream_ca_file
-            .as_ref()
-            .map_or_else(Vec::new, |ca| ca_certs(cx, file, ca)),
+        Some((file, raw)) => raw.upstream_ca_file.as_ref().map_or_else(Vec::new, |ca| {
+            ca_certs(cx, file, ca, "dns.upstream_ca_file")
+        }),
         None => Vec::new(),
     };
     let mut forwarders: Vec<Forwarder> = Vec::new();
@@ -180,10 +179,15 @@ pub(super) fn upstreams(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Upstre
 }
 
 /// The certificates of a PEM file, as DER; an error when there is none.
-fn ca_certs(cx: &mut Ctx<'_>, file: FileId, ca: &Spanned<String>) -> Vec<Arc<[u8]>> {
+pub(crate) fn ca_certs(
+    cx: &mut Ctx<'_>,
+    file: FileId,
+    ca: &Spanned<String>,
+    key: &str,
+) -> Vec<Arc<[u8]>> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    let path = cx.readable(file, ca, "dns.upstream_ca_file");
+    let path = cx.readable(file, ca, key);
     let Ok(pem) = std::fs::read(&path) else {
         return Vec::new();
     };
@@ -195,7 +199,7 @@ fn ca_certs(cx: &mut Ctx<'_>, file: FileId, ca: &Spanned<String>) -> Vec<Arc<[u8
         cx.error(
             file,
             ca.span(),
-            "dns.upstream_ca_file",
+            key,
             format!("`{}` holds no PEM certificate", path.display()),
         )
         .expected("a file with `-----BEGIN CERTIFICATE-----` blocks");

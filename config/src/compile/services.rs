@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::dns::{report, require_zone, unknown_network};
+use super::dns::{ca_certs, report, require_zone, unknown_network};
 use super::values;
 use super::views::{Origin, ViewsBuilder, address_record};
 use super::{Ctx, Explain, items};
 use crate::network::{NetworkKind, NetworkSet, Networks};
 use crate::raw::{RawFile, RawService};
-use crate::route::{Backend, BackendHost, HealthCheck, RouteTable, Service, ServiceId};
+use crate::route::{Backend, BackendHost, Balance, HealthCheck, RouteTable, Service, ServiceId};
 use crate::source::FileId;
 use crate::view::Zone;
 
@@ -144,6 +144,39 @@ pub(super) fn compile(
             connect_timeout,
             timeout: read_timeout,
             health_check,
+            balance: super::choose(
+                cx,
+                file,
+                raw.balance.as_ref(),
+                &format!("{key}.balance"),
+                &[
+                    ("round_robin", Balance::RoundRobin),
+                    ("least_connections", Balance::LeastConnections),
+                ],
+            )
+            .unwrap_or(Balance::RoundRobin),
+            host_header: raw.host_header.as_ref().and_then(|h| {
+                report(
+                    cx,
+                    file,
+                    h,
+                    &format!("{key}.host_header"),
+                    values::host(h.get_ref()),
+                )
+                .map(|(_, text)| Arc::from(text))
+            }),
+            max_body: raw.max_body.as_ref().and_then(|m| {
+                report(
+                    cx,
+                    file,
+                    m,
+                    &format!("{key}.max_body"),
+                    values::size(m.get_ref()),
+                )
+            }),
+            backend_roots: raw.backend_ca_file.as_ref().map_or_else(Vec::new, |ca| {
+                ca_certs(cx, file, ca, &format!("{key}.backend_ca_file"))
+            }),
         });
     }
     (services, routes)

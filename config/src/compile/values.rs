@@ -58,6 +58,28 @@ pub(crate) fn duration(s: &str) -> Result<Duration, Bad> {
     })
 }
 
+/// A size in bytes: digits with an optional `K`, `M` or `G` suffix (powers of 1024).
+pub(crate) fn size(s: &str) -> Result<u64, Bad> {
+    let bad = || {
+        (
+            format!("`{s}` is not a size"),
+            "bytes with an optional `K`, `M` or `G` suffix, e.g. `512M`",
+        )
+    };
+    let (digits, shift) = match s.strip_suffix(['K', 'k']) {
+        Some(d) => (d, 10),
+        None => match s.strip_suffix(['M', 'm']) {
+            Some(d) => (d, 20),
+            None => match s.strip_suffix(['G', 'g']) {
+                Some(d) => (d, 30),
+                None => (s, 0),
+            },
+        },
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1 << shift).ok_or_else(bad)
+}
+
 /// A socket address, with a default port when none is written.
 pub(crate) fn socket(s: &str, default_port: u16) -> Result<SocketAddr, Bad> {
     const EXPECTED: &str = "`IP:PORT`, e.g. `127.0.0.1:53` or `[::1]:53`";

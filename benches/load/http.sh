@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# HTTP load benchmark: labgate against nginx, HAProxy and Caddy as TLS-terminating reverse
+# proxies in front of the same nginx backend, side by side in alternating rounds. Every
+# proxy gets one worker; the proxy and the backend are pinned to CPU 1, the load generator to
+# CPU 0. Reports requests per second, p50/p99 (wrk --latency, closed loop at -c64) and the
+# proxy's own CPU microseconds per request (utime+stime of its processes from /proc over
+# the run, the figure that survives a noisy machine), medians over rounds, and the ratio to
+# nginx's CPU per request (>1: cheaper than nginx).
+#
+# Workloads: tls-1k and tls-100k (HTTPS keep-alive, wrk), handshake (a new TLS 1.3
+# connection per request, wrk with Connection: close), h2-1k (h2load -c16 -m16).
+#
+#   benches/load/http.sh                       # 3 rounds x 8 s, release build
+#   ROUNDS=5 DURATION=10 WORKLOADS="tls-1k h2-1k" benches/load/http.sh
+#
+# Needs: nginx-light haproxy caddy wrk nghttp2-client openssl (apt-get install ...).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8}
+WORKLOADS=${WORKLOADS:-"tls-1k tls-100k handshake h2-1k"}
+SERVERS=${SERVERS:-"labgate nginx haproxy caddy"}
+for cmd in nginx haproxy caddy wrk h2load openssl taskset; do
+  command -v "$cmd" >/dev/null || { echo "missing $cmd: apt-get install nginx-light haproxy caddy wrk nghttp2-client openssl util-linux"; exit 1; }
+done
+[ -x target/release/labgate ] || cargo build --release --bin labgate
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; pkill -f "$work" 2>/dev/null || true; rm -rf "$work"' EXIT
+mkdir -p "$work/www" "$work/state"
+head -c 1024 /dev/zero | tr '\0' x > "$work/www/1k"
+head -c 102400 /dev/zero | tr '\0' x > "$work/www/100k"
+HOST=app.bench.test
+BACKEND=18080
+
+# One ECDSA P-256 certificate for every proxy.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$HOST" \
+  -addext "subjectAltName=DNS:$HOST" -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+cat "$work/cert.pem" "$work/key.pem" > "$work/haproxy.pem"
+
+cat > "$work/backend.conf" <<EOF
+worker_processes 1; daemon off; pid $work/backend.pid; error_log $work/backend.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$BACKEND; root $work/www; } }
+EOF
+cat > "$work/labgate.toml" <<EOF
+[listen]
+dns = ["127.0.0.1:0"]
+https = ["127.0.0.1:18441"]
+http = []
+admin = "127.0.0.1:0"
+[tls]
+default_name = "$HOST"
+[[certificate]]
+names = ["$HOST"]
+source = "files"
+cert_file = "$work/cert.pem"
+key_file = "$work/key.pem"
+[[network]]
+name = "lab"
+cidrs = ["127.0.0.0/8"]
+addresses = ["127.0.0.1"]
+[[zone]]
+name = "bench.test"
+[[service]]
+host = "$HOST"
+backends = ["http://127.0.0.1:$BACKEND"]
+allow = ["lab"]
+EOF
+cat > "$work/nginx.conf" <<EOF
+worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream b { server 127.0.0.1:$BACKEND; keepalive 128; }
+  server { listen 127.0.0.1:18442 ssl http2; server_name $HOST;
+    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto https; } } }
+EOF
+cat > "$work/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend f
+  bind 127.0.0.1:18443 ssl crt $work/haproxy.pem alpn h2,http/1.1
+  option forwardfor
+  http-request set-header X-Forwarded-Proto https
+  default_backend b
+backend b
+  server s1 127.0.0.1:$BACKEND
+EOF
+cat > "$work/Caddyfile" <<EOF
+{
+  admin off
+  auto_https off
+  servers { protocols h1 h2 }
+}
+https://$HOST:18444 {
+  bind 127.0.0.1
+  tls $work/cert.pem $work/key.pem
+  reverse_proxy 127.0.0.1:$BACKEND
+}
+EOF
+
+port_of() { case $1 in labgate) echo 18441 ;; nginx) echo 18442 ;; haproxy) echo 18443 ;; caddy) echo 18444 ;; esac; }
+
+start() {
+  case $1 in
+    labgate) LABGATE_LOG=warn taskset -c 1 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >/dev/null 2>&1 & ;;
+    nginx) taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" >/dev/null 2>&1 & ;;
+    haproxy) taskset -c 1 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & ;;
+    caddy) GOMAXPROCS=1 HOME=$work XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work taskset -c 1 caddy run --config "$work/Caddyfile" --adapter caddyfile >/dev/null 2>&1 & ;;
+  esac
+  pid=$!
+  local port; port=$(port_of "$1")
+  for _ in $(seq 1 150); do
+    curl -sk --resolve "$HOST:$port:127.0.0.1" "https://$HOST:$port/1k" 2>/dev/null | grep -q xxxx && return 0
+    sleep 0.1
+  done
+  echo "$1 did not start"; exit 1
+}
+
+# All processes of a server (nginx: master and worker).
+pids_of() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
+cpu_ticks() { local t=0; for p in $1; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
+
+taskset -c 1 nginx -c "$work/backend.conf" -p "$work" >/dev/null 2>&1 &
+for _ in $(seq 1 50); do curl -s "http://127.0.0.1:$BACKEND/1k" | grep -q xxxx && break; sleep 0.1; done
+
+# wrk's latency ("850.00us", "1.23ms", "1.02s") in milliseconds.
+to_ms() { awk '{ v = $1; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } else { v = "-" } print v }'; }
+
+run_load() { # workload port -> "requests rps p50_ms p99_ms"
+  local url="https://127.0.0.1:$2"
+  case $1 in
+    tls-1k|tls-100k|handshake)
+      local path=/1k extra=()
+      [ "$1" = tls-100k ] && path=/100k
+      [ "$1" = handshake ] && extra=(-H "Connection: close")
+      out=$(taskset -c 0 wrk -t1 -c64 -d"${DURATION}s" --latency -H "Host: $HOST" "${extra[@]}" "$url$path" 2>&1)
+      reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+      rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+      p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
+      p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
+      errs=$(echo "$out" | awk '/Non-2xx|Socket errors/' | tr '\n' ' ')
+      [ -n "$errs" ] && echo "  ($1 errors: $errs)" >&2
+      echo "$reqs $rps $p50 $p99" ;;
+    h2-1k)
+      out=$(taskset -c 0 h2load -c16 -m16 -D "$DURATION" -H ":authority: $HOST" "$url/1k" 2>&1)
+      reqs=$(echo "$out" | awk '/^requests:/ {print $8}')
+      rps=$(echo "$out" | awk '/^finished in/ {print $4}')
+      p50=$(echo "$out" | awk '/^time for request:/ {print $6}' | to_ms)
+      echo "$reqs $rps $p50 -" ;;
+  esac
+}
+
+declare -A rps cpu p50 p99
+for round in $(seq 1 "$ROUNDS"); do
+  for server in $SERVERS; do
+    start "$server"
+    procs=$(pids_of $pid)
+    for w in $WORKLOADS; do
+      before=$(cpu_ticks "$procs")
+      read -r reqs rate l50 l99 < <(run_load "$w" "$(port_of "$server")")
+      after=$(cpu_ticks "$procs")
+      us=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v q="${reqs:-0}" 'BEGIN { if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "nan" }')
+      echo "round $round $server $w: $rate req/s, p50 $l50 ms, p99 $l99 ms, $us us proxy CPU/request ($reqs requests)"
+      rps[$server,$w]+="$rate "; cpu[$server,$w]+="$us "; p50[$server,$w]+="$l50 "; p99[$server,$w]+="$l99 "
+    done
+    kill $pid; wait $pid 2>/dev/null || true
+    pkill -P $pid 2>/dev/null || true
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo
+echo "Medians over $ROUNDS rounds of ${DURATION}s (proxy and backend on CPU 1, load on CPU 0):"
+printf '%-10s %-9s %10s %9s %9s %12s %14s\n' workload server req/s "p50 ms" "p99 ms" "cpu us/req" "capacity/nginx"
+for w in $WORKLOADS; do
+  ref=$(echo "${cpu[nginx,$w]:-}" | median)
+  for server in $SERVERS; do
+    c=$(echo "${cpu[$server,$w]}" | median)
+    ratio=$(awk -v r="$ref" -v c="$c" 'BEGIN { if (c > 0 && r > 0) printf "%.2fx", r / c; else print "-" }')
+    printf '%-10s %-9s %10s %9s %9s %12s %14s\n' "$w" "$server" "$(echo "${rps[$server,$w]}" | median)" \
+      "$(echo "${p50[$server,$w]}" | median)" "$(echo "${p99[$server,$w]}" | median)" "$c" "$ratio"
+  done
+done
