@@ -54,6 +54,9 @@ pub struct ReloadReport {
     pub restart_required: bool,
 }
 
+/// A function told of every new snapshot before it is published.
+pub type PublishHook = Box<dyn Fn(&Arc<Snapshot>) + Send + Sync>;
+
 /// Everything the control plane shares. Request paths only `load()` the snapshot.
 pub struct Shared {
     /// The published snapshot (C1: one swap for the whole runtime configuration), shared
@@ -74,7 +77,7 @@ pub struct Shared {
     pub published: tokio::sync::watch::Sender<u64>,
     /// Called with each new snapshot before it becomes visible anywhere else, so the proxy
     /// serves it no later than `/config` shows it.
-    pub on_publish: std::sync::OnceLock<Box<dyn Fn(&Arc<Snapshot>) + Send + Sync>>,
+    pub on_publish: std::sync::OnceLock<PublishHook>,
 }
 
 impl Shared {
