@@ -26,6 +26,8 @@ done
 [ -x target/release/labgate ] || cargo build --release --bin labgate
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; pkill -f "$work" 2>/dev/null || true; rm -rf "$work"' EXIT
+# nginx workers run as an unprivileged user: they must be able to read the files.
+chmod 755 "$work"
 mkdir -p "$work/www" "$work/state"
 head -c 1024 /dev/zero | tr '\0' x > "$work/www/1k"
 head -c 102400 /dev/zero | tr '\0' x > "$work/www/100k"
@@ -34,7 +36,7 @@ BACKEND=18080
 
 # One ECDSA P-256 certificate for every proxy.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$HOST" \
-  -addext "subjectAltName=DNS:$HOST" -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+  -addext "subjectAltName=DNS:$HOST,IP:127.0.0.1" -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 cat "$work/cert.pem" "$work/key.pem" > "$work/haproxy.pem"
 
 cat > "$work/backend.conf" <<EOF
@@ -101,9 +103,11 @@ cat > "$work/Caddyfile" <<EOF
 {
   admin off
   auto_https off
-  servers { protocols h1 h2 }
+  servers {
+    protocols h1 h2
+  }
 }
-https://$HOST:18444 {
+https://$HOST:18444, https://127.0.0.1:18444 {
   bind 127.0.0.1
   tls $work/cert.pem $work/key.pem
   reverse_proxy 127.0.0.1:$BACKEND
@@ -114,10 +118,10 @@ port_of() { case $1 in labgate) echo 18441 ;; nginx) echo 18442 ;; haproxy) echo
 
 start() {
   case $1 in
-    labgate) LABGATE_LOG=warn taskset -c 1 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >/dev/null 2>&1 & ;;
+    labgate) LABGATE_LOG=warn taskset -c 1 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >"$work/labgate.log" 2>&1 & ;;
     nginx) taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" >/dev/null 2>&1 & ;;
     haproxy) taskset -c 1 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & ;;
-    caddy) GOMAXPROCS=1 HOME=$work XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work taskset -c 1 caddy run --config "$work/Caddyfile" --adapter caddyfile >/dev/null 2>&1 & ;;
+    caddy) GOMAXPROCS=1 HOME=$work XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work taskset -c 1 caddy run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 & ;;
   esac
   pid=$!
   local port; port=$(port_of "$1")
@@ -125,7 +129,7 @@ start() {
     curl -sk --resolve "$HOST:$port:127.0.0.1" "https://$HOST:$port/1k" 2>/dev/null | grep -q xxxx && return 0
     sleep 0.1
   done
-  echo "$1 did not start"; exit 1
+  echo "$1 did not start"; tail -5 "$work/$1.log" 2>/dev/null; exit 1
 }
 
 # All processes of a server (nginx: master and worker).
@@ -133,7 +137,9 @@ pids_of() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
 cpu_ticks() { local t=0; for p in $1; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 
 taskset -c 1 nginx -c "$work/backend.conf" -p "$work" >/dev/null 2>&1 &
-for _ in $(seq 1 50); do curl -s "http://127.0.0.1:$BACKEND/1k" | grep -q xxxx && break; sleep 0.1; done
+backend_up() { curl -s "http://127.0.0.1:$BACKEND/1k" | grep -q xxxx; }
+for _ in $(seq 1 50); do backend_up && break; sleep 0.1; done
+backend_up || { echo "the nginx backend did not start: $(tail -3 "$work/backend.err")"; exit 1; }
 
 # wrk's latency ("850.00us", "1.23ms", "1.02s") in milliseconds.
 to_ms() { awk '{ v = $1; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } else { v = "-" } print v }'; }

@@ -140,8 +140,10 @@ impl TlsAccept for SniCapture {
             .handshakes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut buf = [0u8; labgate_config::route::MAX_HOST_LEN];
+        // RFC 6066 forbids IP literals in SNI; some clients (wrk) send one anyway: no name.
         let sni = tls
             .server_name()
+            .filter(|n| n.parse::<std::net::IpAddr>().is_err())
             .and_then(|n| labgate_config::route::normalize_host(n.as_bytes(), &mut buf))
             .map(Arc::from);
         Some(Arc::new(Sni(sni)))
