@@ -75,24 +75,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot listen on {a} ({key})"))?;
         }
     }
-    let http_metrics = Arc::new(labgate_proxy::metrics::Metrics::default());
-    let shared = Shared::new(
-        snapshot,
-        Arc::new(labgate_dns::Metrics::default()),
-        Arc::clone(&http_metrics),
-    );
+    let shared = Shared::new(snapshot, Arc::new(labgate_dns::Metrics::default()));
+    let (access, access_rx) = labgate_proxy::access::AccessLog::new();
     let mut certs = CertBuilder::new(Arc::clone(&ca));
     let store = Arc::new(labgate_proxy::CertStore::default());
     store.publish(certs.build(&shared.snapshot.load()));
     let proxy = Arc::new(labgate_proxy::Proxy::new(
         shared.snapshot.load_full(),
         Arc::clone(&store),
-        http_metrics,
+        Arc::new(labgate_proxy::metrics::Metrics::default()),
+        access,
     ));
-    let follower = Arc::clone(&proxy);
-    let _ = shared
-        .on_publish
-        .set(Box::new(move |s| follower.publish(Arc::clone(s))));
+    let _ = shared.proxy.set(Arc::clone(&proxy));
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let conf = ServerConf {
         threads,
@@ -119,6 +113,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ca,
             certs,
             proxy,
+            access_rx,
             is_demo,
         }))),
     );
@@ -135,6 +130,7 @@ struct Parts {
     ca: Arc<LocalCa>,
     certs: CertBuilder,
     proxy: Arc<labgate_proxy::Proxy>,
+    access_rx: mpsc::Receiver<labgate_proxy::access::Entry>,
     is_demo: bool,
 }
 
@@ -162,6 +158,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         ca,
         certs,
         proxy,
+        access_rx,
         is_demo,
     } = parts;
     let snapshot = shared.snapshot.load_full();
@@ -220,6 +217,14 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         Arc::clone(&proxy),
         cancel.child_token(),
     ));
+    let stop = cancel.child_token();
+    tasks.spawn(labgate_proxy::access::write(access_rx, async move {
+        stop.cancelled().await;
+    }));
+    let stop = cancel.child_token();
+    tasks.spawn(labgate_proxy::health::run(Arc::clone(&proxy), async move {
+        stop.cancelled().await;
+    }));
     tasks.spawn(follow_reloads(
         Arc::clone(&shared),
         proxy,

@@ -1,13 +1,27 @@
 //! Logging setup: human-readable lines on stderr, filtered by `--log` or `$LABGATE_LOG`.
+//! pingora logs through the `log` crate; its records are bridged into `tracing`, where a
+//! small layer turns its per-failure TLS handshake errors into a counter instead of lines.
 
-use tracing_subscriber::EnvFilter;
+use std::sync::atomic::Ordering;
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Environment variable holding the default log filter.
 pub const ENV_LOG: &str = "LABGATE_LOG";
 
 /// The filter when none is given: hickory logs every query at info, which costs a third more
-/// CPU per query and floods the journal (E4), so its crates start at warn.
-pub const DEFAULT_FILTER: &str = "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn";
+/// CPU per query and floods the journal (E4), so its crates start at warn. pingora logs every
+/// failed TLS handshake (scanners, wrong names) at error: those are counted
+/// (`labgate_tls_handshake_failures_total`) and shown only with
+/// `pingora_core::services::listening=error` in the filter.
+pub const DEFAULT_FILTER: &str = "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,\
+pingora_core=warn,pingora_core::services::listening=off";
+
+/// The target pingora's listener logs handshake failures under.
+const LISTENING: &str = "pingora_core::services::listening";
 
 /// Installs the global subscriber; a second call does nothing.
 pub fn init(flag: Option<&str>) {
@@ -16,9 +30,56 @@ pub fn init(flag: Option<&str>) {
         .or_else(|| std::env::var(ENV_LOG).ok())
         .unwrap_or_else(|| DEFAULT_FILTER.to_owned());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .try_init();
+        .with_filter(filter);
+    if tracing_subscriber::registry()
+        .with(fmt)
+        .with(HandshakeCounter)
+        .try_init()
+        .is_ok()
+    {
+        let _ = tracing_log::LogTracer::init();
+    }
+}
+
+/// Counts pingora's "Downstream handshake error" records.
+struct HandshakeCounter;
+
+impl<S: tracing::Subscriber> Layer<S> for HandshakeCounter {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        // Records bridged from `log` carry their target in the `log.target` field.
+        let mut v = Fields::default();
+        event.record(&mut v);
+        let target = v
+            .target
+            .as_deref()
+            .unwrap_or_else(|| event.metadata().target());
+        if target == LISTENING && v.message.contains("handshake") {
+            labgate_proxy::metrics::TLS_HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    target: Option<String>,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "log.target" {
+            self.target = Some(value.to_owned());
+        } else if field.name() == "message" {
+            self.message = value.to_owned();
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        }
+    }
 }

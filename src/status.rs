@@ -54,9 +54,6 @@ pub struct ReloadReport {
     pub restart_required: bool,
 }
 
-/// A function told of every new snapshot before it is published.
-pub type PublishHook = Box<dyn Fn(&Arc<Snapshot>) + Send + Sync>;
-
 /// Everything the control plane shares. Request paths only `load()` the snapshot.
 pub struct Shared {
     /// The published snapshot (C1: one swap for the whole runtime configuration), shared
@@ -71,22 +68,17 @@ pub struct Shared {
     pub dns: Arc<labgate_dns::Metrics>,
     /// Blocklist downloads: succeeded, failed.
     pub list_fetches: [AtomicU64; 2],
-    /// The proxy's counters.
-    pub http: Arc<labgate_proxy::metrics::Metrics>,
     /// The generation last published, for tasks that follow reloads (certificates).
     pub published: tokio::sync::watch::Sender<u64>,
-    /// Called with each new snapshot before it becomes visible anywhere else, so the proxy
-    /// serves it no later than `/config` shows it.
-    pub on_publish: std::sync::OnceLock<PublishHook>,
+    /// The proxy, set once at start-up: told of each new snapshot before it becomes visible
+    /// anywhere else (so it serves it no later than `/config` shows it), and asked for its
+    /// metrics.
+    pub proxy: std::sync::OnceLock<Arc<labgate_proxy::Proxy>>,
 }
 
 impl Shared {
     /// State around the first snapshot.
-    pub fn new(
-        first: Snapshot,
-        dns: Arc<labgate_dns::Metrics>,
-        http: Arc<labgate_proxy::metrics::Metrics>,
-    ) -> Arc<Self> {
+    pub fn new(first: Snapshot, dns: Arc<labgate_dns::Metrics>) -> Arc<Self> {
         let report = ReloadReport {
             result: ReloadResult::Initial,
             at_unix: unix_now(),
@@ -102,10 +94,9 @@ impl Shared {
             last_success_unix: AtomicU64::new(report.at_unix),
             last: Mutex::new(report),
             published: tokio::sync::watch::Sender::new(first.generation),
-            on_publish: std::sync::OnceLock::new(),
+            proxy: std::sync::OnceLock::new(),
             snapshot: Arc::new(ArcSwap::from_pointee(first)),
             dns,
-            http,
             list_fetches: Default::default(),
         })
     }
@@ -113,8 +104,8 @@ impl Shared {
     /// Serves a new snapshot and tells the tasks that follow reloads.
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
         let generation = snapshot.generation;
-        if let Some(hook) = self.on_publish.get() {
-            hook(&snapshot);
+        if let Some(proxy) = self.proxy.get() {
+            proxy.publish(Arc::clone(&snapshot));
         }
         self.snapshot.store(snapshot);
         self.published.send_replace(generation);
@@ -203,7 +194,9 @@ impl Shared {
             let _ = writeln!(out, "{name}{{result=\"{result}\"}} {n}");
         }
         out.push_str(&self.dns.render(&snap));
-        self.http.render(&snap, &mut out);
+        if let Some(proxy) = self.proxy.get() {
+            proxy.render_metrics(&mut out);
+        }
         out
     }
 }

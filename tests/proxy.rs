@@ -56,6 +56,12 @@ max_body = "8"
 host_header = "internal.backend"
 
 [[service]]
+host = "checked.lab.test"
+backends = ["http://127.0.0.1:{a}", "http://127.0.0.1:{dead}"]
+allow = ["lab"]
+health_check = {{ path = "/health", interval = "200ms", timeout = "1s", fall = 1, rise = 1 }}
+
+[[service]]
 host = "dead.lab.test"
 backends = ["http://127.0.0.1:{dead}"]
 allow = ["lab"]
@@ -68,6 +74,8 @@ connect_timeout = "2s"
 
 struct Setup {
     lg: Labgate,
+    /// A port nothing listens on (the dead backend).
+    dead: u16,
     a: Backend,
     b: Backend,
     ca: PathBuf,
@@ -83,9 +91,10 @@ fn setup() -> Setup {
 fn setup_with(extra: &str) -> Setup {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let dir = ConfigDir::new();
+    let dead = free_port();
     dir.write(
         "labgate.toml",
-        &format!("{extra}\n{}", config(&a, &b, free_port())),
+        &format!("{extra}\n{}", config(&a, &b, dead)),
     );
     let state = tempfile::tempdir().expect("state dir");
     let path = dir.path("labgate.toml");
@@ -93,6 +102,7 @@ fn setup_with(extra: &str) -> Setup {
     let ca = state.path().join("local-ca/ca.pem");
     Setup {
         lg,
+        dead,
         a,
         b,
         ca,
@@ -438,7 +448,7 @@ fn reloads_apply_to_the_next_request_and_keep_open_websockets() {
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     let generation = support::generation(&s.lg.config());
     // The app is now for the iot network only.
-    let cfg = config(&s.a, &s.b, free_port()).replacen(
+    let cfg = config(&s.a, &s.b, s.dead).replacen(
         "allow = [\"lab\"]\n\n[[service]]\nhost = \"api",
         "allow = [\"iot\"]\n\n[[service]]\nhost = \"api",
         1,
@@ -499,5 +509,62 @@ fn max_body_host_rewrite_and_trusted_proxies() {
             ["6.6.6.6", "127.0.0.1"],
             "{r:?}"
         );
+    }
+}
+
+#[test]
+fn active_health_checks_take_a_dead_backend_out() {
+    let s = setup();
+    let url = |port: &str| {
+        format!(
+            "labgate_http_backend_up{{service=\"checked\",backend=\"http://127.0.0.1:{port}\"}}"
+        )
+    };
+    let dead = s.dead.to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (_, body) = loop {
+        let (code, body) = s.lg.admin("GET", "/metrics");
+        if body.contains(&format!("{} 0", url(&dead))) || std::time::Instant::now() > deadline {
+            break (code, body);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        body.contains(&format!("{} 0", url(&dead))),
+        "dead backend still up:\n{body}"
+    );
+    assert!(
+        body.contains(&format!("{} 1", url(&s.a.port.to_string()))),
+        "{body}"
+    );
+    let checks = loop {
+        let checks: Vec<_> =
+            s.a.all_seen()
+                .into_iter()
+                .filter(|r| r.path == "/health")
+                .collect();
+        if !checks.is_empty() || std::time::Instant::now() > deadline {
+            break checks;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(!checks.is_empty(), "the live backend was never checked");
+    assert_eq!(checks[0].header("user-agent"), ["labgate-health-check"]);
+    assert_eq!(checks[0].header("host"), ["checked.lab.test"]);
+}
+
+#[test]
+fn failed_handshakes_are_counted_and_requests_logged() {
+    let s = setup();
+    // No certificate covers this name: the handshake fails.
+    let r = curl_https(s.lg.https, "nothing.lab.test", "/", &s.ca, &[]);
+    assert_eq!(r.status, 0, "{r:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.lg.metric("labgate_tls_handshake_failures_total") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "handshake failure not counted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

@@ -48,6 +48,9 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
     let listen = networks::listen(&mut cx, files);
     let state_dir = state_dir(&mut cx, files);
     let trusted_proxies = trusted_proxies(&mut cx, files);
+    let access_log = single(&mut cx, files, "server", |f| f.server.as_ref())
+        .and_then(|(_, s)| s.access_log)
+        .unwrap_or(true);
     let views = views.finish(&zones);
 
     let diags = Diagnostics(ordered(cx.diags));
@@ -58,6 +61,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         generation,
         hash: loaded.sources.content_hash().with(&list_texts),
         state_dir,
+        access_log,
         trusted_proxies,
         listen,
         networks,

@@ -59,6 +59,8 @@ pub struct RawServer {
     /// from anyone else the header is replaced. Default: none.
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// One log line per HTTP request (target `labgate::access`). Default true.
+    pub access_log: Option<bool>,
 }
 
 /// `[listen]`: socket addresses. Restart-only: a change is logged and applied at the next start.
@@ -253,6 +255,10 @@ pub struct RawHealthCheck {
     pub interval: Option<Spanned<String>>,
     /// Time one check may take. Default `2s`.
     pub timeout: Option<Spanned<String>>,
+    /// Failed checks in a row that take a backend out of rotation. Default 3.
+    pub fall: Option<Spanned<i64>>,
+    /// Passed checks in a row that bring it back. Default 2.
+    pub rise: Option<Spanned<i64>>,
 }
 
 /// `[[forward]]`: a conditional forwarder.

@@ -94,6 +94,10 @@ pub struct HealthCheck {
     pub interval: Duration,
     /// Time one check may take.
     pub timeout: Duration,
+    /// Failed checks in a row that take a backend out.
+    pub fall: u32,
+    /// Passed checks in a row that bring it back.
+    pub rise: u32,
 }
 
 /// Host → services sharing that host, longest path prefix first.

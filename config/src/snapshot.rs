@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub hash: ContentHash,
     /// Directory for state (local CA, ACME). Restart-only.
     pub state_dir: PathBuf,
+    /// Whether HTTP requests are logged.
+    pub access_log: bool,
     /// Proxies whose `X-Forwarded-For` is kept.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Listening addresses. Restart-only.

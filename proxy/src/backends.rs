@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use labgate_config::Snapshot;
-use labgate_config::route::{Backend, BackendHost, Balance, Service};
+use labgate_config::route::{Backend, BackendHost, Balance, HealthCheck, Service};
 use pingora::upstreams::peer::HttpPeer;
 
 /// Consecutive connect failures that eject a backend.
@@ -31,8 +31,12 @@ pub struct BackendState {
     failures: AtomicU32,
     /// Milliseconds since `epoch` until which it is ejected.
     ejected_until: AtomicU64,
-    /// Result of the last active health check (true until one fails).
+    /// Whether active health checks pass (true until `fall` fail in a row).
     pub healthy: AtomicBool,
+    /// Consecutive check results against the current state (fails while up, passes while down).
+    streak: AtomicU32,
+    /// Milliseconds since `epoch` of the next health check.
+    next_check: AtomicU64,
     epoch: Instant,
     settings: PeerSettings,
 }
@@ -55,6 +59,8 @@ impl BackendState {
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
+            streak: AtomicU32::new(0),
+            next_check: AtomicU64::new(0),
             epoch: Instant::now(),
             settings,
         };
@@ -117,6 +123,40 @@ impl BackendState {
     /// Records a success.
     pub fn succeeded(&self) {
         self.failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether a health check is due at `now`; if so, the next one is scheduled.
+    pub fn check_due(&self, now: Instant, interval: Duration) -> bool {
+        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
+        let next = self.next_check.load(Ordering::Relaxed);
+        let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        now_ms >= next
+            && self
+                .next_check
+                .compare_exchange(
+                    next,
+                    now_ms.saturating_add(interval_ms),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Records a health check result; `true` when the backend changed state.
+    pub fn record_check(&self, ok: bool, hc: &HealthCheck) -> bool {
+        let up = self.healthy.load(Ordering::Relaxed);
+        if ok == up {
+            self.streak.store(0, Ordering::Relaxed);
+            return false;
+        }
+        let needed = if up { hc.fall } else { hc.rise };
+        if self.streak.fetch_add(1, Ordering::Relaxed) + 1 >= needed {
+            self.healthy.store(ok, Ordering::Relaxed);
+            self.streak.store(0, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 }
 
@@ -210,6 +250,11 @@ impl Pools {
     /// Every backend.
     pub fn all(&self) -> impl Iterator<Item = &Arc<BackendState>> {
         self.by_service.iter().flat_map(|p| &p.backends)
+    }
+
+    /// The pools in service order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.by_service.iter()
     }
 }
 

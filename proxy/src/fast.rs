@@ -76,6 +76,8 @@ struct Forward {
     is_head: bool,
     close: bool,
     retryable: bool,
+    /// Method, host and path for the access log, when it is on.
+    access: Option<Box<(String, String, String)>>,
 }
 
 /// Errors that end an exchange; each knows whether the client got any byte yet.
@@ -145,8 +147,10 @@ impl Conn {
                     let _ = self.flush_out().await;
                     return None;
                 }
-                Plan::Forward(f) => {
+                Plan::Forward(mut f) => {
                     let started = Instant::now();
+                    let access = f.access.take();
+                    let service_id = f.service;
                     let (service, network) = (f.service.index(), f.network.index());
                     let close = f.close;
                     f.backend.active.fetch_add(1, Ordering::Relaxed);
@@ -169,6 +173,18 @@ impl Conn {
                     proxy
                         .metrics
                         .request(service, network, status, started.elapsed());
+                    if let Some(a) = access {
+                        let (method, host, path) = *a;
+                        proxy.access.send(crate::access::Entry {
+                            client: self.info.client,
+                            service: state.snapshot.service(service_id).name.to_string(),
+                            method,
+                            host,
+                            path,
+                            status,
+                            took: started.elapsed(),
+                        });
+                    }
                     if !keep {
                         return None;
                     }
@@ -199,6 +215,7 @@ impl Conn {
                         let plan = plan(
                             &state,
                             &proxy.metrics,
+                            proxy.access.enabled(),
                             &self.info,
                             self.pinned.as_ref(),
                             &mut self.out,
@@ -524,6 +541,7 @@ impl Conn {
 fn plan(
     state: &ProxyState,
     metrics: &Metrics,
+    access_on: bool,
     info: &ConnInfo,
     pinned: Option<&Pinned>,
     out: &mut Vec<u8>,
@@ -592,6 +610,13 @@ fn plan(
                 is_head: h.method == "HEAD",
                 close: h.close,
                 retryable: h.retryable(),
+                access: access_on.then(|| {
+                    Box::new((
+                        h.method.to_owned(),
+                        String::from_utf8_lossy(h.host.unwrap_or_default()).into_owned(),
+                        h.path.to_owned(),
+                    ))
+                }),
             })
         }
     }

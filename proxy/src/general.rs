@@ -83,16 +83,14 @@ impl HttpServerApp for General {
                 return None;
             }
         };
+        let host = host.unwrap_or_default();
+        let (access_host, access_path) = if self.proxy.access.enabled() {
+            (host.clone(), path.clone())
+        } else {
+            (Vec::new(), String::new())
+        };
         let status = match self
-            .forward(
-                &mut session,
-                &state,
-                service,
-                client,
-                tls,
-                host.unwrap_or_default(),
-                path,
-            )
+            .forward(&mut session, &state, service, client, tls, host, path)
             .await
         {
             Done::Status(s) => s,
@@ -115,6 +113,17 @@ impl HttpServerApp for General {
         self.proxy
             .metrics
             .request(service.index(), network.index(), status, started.elapsed());
+        if self.proxy.access.enabled() {
+            self.proxy.access.send(crate::access::Entry {
+                client,
+                service: state.snapshot.service(service).name.to_string(),
+                method: session.req_header().method.to_string(),
+                host: String::from_utf8_lossy(&access_host).into_owned(),
+                path: access_path,
+                status,
+                took: started.elapsed(),
+            });
+        }
         // A handed-over HTTP/1 connection closes after its request; h2 streams end here.
         let _ = session.finish().await;
         None

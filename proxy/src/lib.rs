@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 
+pub mod access;
 pub mod backends;
 pub mod certs;
 pub mod chunked;
@@ -13,6 +14,7 @@ pub mod fast;
 pub mod fuzzing;
 pub mod general;
 pub mod head;
+pub mod health;
 pub mod metrics;
 pub mod pages;
 mod service;
@@ -54,6 +56,8 @@ pub struct Proxy {
     pub metrics: Arc<metrics::Metrics>,
     /// Certificates served.
     pub certs: Arc<CertStore>,
+    /// The access log's sending side.
+    pub access: access::AccessLog,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -68,9 +72,12 @@ impl Proxy {
         snapshot: Arc<Snapshot>,
         certs: Arc<CertStore>,
         metrics: Arc<metrics::Metrics>,
+        access: access::AccessLog,
     ) -> Self {
         let pools = backends::Pools::build(&snapshot, &backends::Pools::default());
+        access.set_enabled(snapshot.access_log);
         Self {
+            access,
             state: ArcSwap::from_pointee(ProxyState { snapshot, pools }),
             connector: TransportConnector::new(None),
             metrics,
@@ -81,6 +88,7 @@ impl Proxy {
     /// Serves a new snapshot from the next request on; backends that did not change keep
     /// their state.
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.access.set_enabled(snapshot.access_log);
         let pools = backends::Pools::build(&snapshot, &self.state.load().pools);
         self.state.store(Arc::new(ProxyState { snapshot, pools }));
     }
@@ -88,6 +96,32 @@ impl Proxy {
     /// The state now served.
     pub fn state(&self) -> Arc<ProxyState> {
         self.state.load_full()
+    }
+
+    /// Appends the proxy's metrics (Prometheus text): counters, then backend health.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let state = self.state();
+        self.metrics.render(&state.snapshot, out);
+        let _ = writeln!(
+            out,
+            "# TYPE labgate_http_access_log_dropped_total counter\nlabgate_http_access_log_dropped_total {}",
+            self.access
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+        out.push_str("# TYPE labgate_http_backend_up gauge\n");
+        for (svc, pool) in state.snapshot.services.iter().zip(state.pools.iter()) {
+            for b in &pool.backends {
+                let _ = writeln!(
+                    out,
+                    "labgate_http_backend_up{{service=\"{}\",backend=\"{}\"}} {}",
+                    svc.name,
+                    b.backend.url,
+                    u8::from(b.available())
+                );
+            }
+        }
     }
 }
 

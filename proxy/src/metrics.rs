@@ -12,6 +12,9 @@ const SLOTS: usize = 256;
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
+/// TLS handshakes that failed (counted from pingora's listener log records, process-wide).
+pub static TLS_HANDSHAKE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
 /// Status classes 1xx..5xx.
 type Classes = [AtomicU64; 5];
 
@@ -147,6 +150,11 @@ impl Metrics {
             out,
             "# TYPE labgate_tls_handshakes_total counter\nlabgate_tls_handshakes_total {}",
             self.handshakes.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE labgate_tls_handshake_failures_total counter\nlabgate_tls_handshake_failures_total {}",
+            TLS_HANDSHAKE_FAILURES.load(Ordering::Relaxed)
         );
     }
 }

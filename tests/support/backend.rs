@@ -57,8 +57,16 @@ impl Backend {
         }
     }
 
-    /// Requests received so far.
+    /// Requests received so far, labgate's health checks left out.
     pub(crate) fn seen(&self) -> Vec<Seen> {
+        self.all_seen()
+            .into_iter()
+            .filter(|r| r.header("user-agent") != ["labgate-health-check"])
+            .collect()
+    }
+
+    /// Every request received so far.
+    pub(crate) fn all_seen(&self) -> Vec<Seen> {
         self.seen.lock().expect("lock").clone()
     }
 }

@@ -129,6 +129,20 @@ pub(super) fn compile(
                 &format!("{key}.health_check.timeout"),
                 2,
             ),
+            fall: count_or(
+                cx,
+                file,
+                hc.fall.as_ref(),
+                &format!("{key}.health_check.fall"),
+                3,
+            ),
+            rise: count_or(
+                cx,
+                file,
+                hc.rise.as_ref(),
+                &format!("{key}.health_check.rise"),
+                2,
+            ),
         });
         services.push(Service {
             id,
@@ -180,6 +194,18 @@ pub(super) fn compile(
         });
     }
     (services, routes)
+}
+
+/// A count from 1 to 100, or the default.
+fn count_or(
+    cx: &mut Ctx<'_>,
+    file: FileId,
+    raw: Option<&Spanned<i64>>,
+    key: &str,
+    default: u32,
+) -> u32 {
+    raw.and_then(|v| report(cx, file, v, key, values::int(*v.get_ref(), 1, 100)))
+        .unwrap_or(default)
 }
 
 fn allow(

@@ -1,0 +1,95 @@
+//! The access log: one line per request, written by a control-plane task from a bounded
+//! channel, never on the request path. A full channel drops lines (counted) rather than
+//! slowing requests.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+/// Lines that may wait for the writer.
+const QUEUE: usize = 4096;
+
+/// One request, as logged.
+#[derive(Debug)]
+pub struct Entry {
+    /// Client address.
+    pub client: IpAddr,
+    /// Service name (empty when none was chosen).
+    pub service: String,
+    /// Method.
+    pub method: String,
+    /// Host as sent.
+    pub host: String,
+    /// Path and query.
+    pub path: String,
+    /// Status sent.
+    pub status: u16,
+    /// Time from head to end of response.
+    pub took: Duration,
+}
+
+/// The sending side, held by the proxy.
+#[derive(Debug)]
+pub struct AccessLog {
+    tx: mpsc::Sender<Entry>,
+    enabled: AtomicBool,
+    /// Lines dropped because the writer fell behind.
+    pub dropped: AtomicU64,
+}
+
+impl AccessLog {
+    /// A log and the receiver its writer task drains.
+    pub fn new() -> (Self, mpsc::Receiver<Entry>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let log = Self {
+            tx,
+            enabled: AtomicBool::new(true),
+            dropped: AtomicU64::new(0),
+        };
+        (log, rx)
+    }
+
+    /// Turns logging on or off (`server.access_log`, applied on every reload).
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether lines are wanted; callers build an [`Entry`] only then.
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Queues a line without waiting.
+    pub fn send(&self, e: Entry) {
+        if self.tx.try_send(e).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Writes queued lines (target `labgate::access`, level info) until `stop` resolves.
+pub async fn write(mut rx: mpsc::Receiver<Entry>, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        let e = tokio::select! {
+            e = rx.recv() => match e {
+                Some(e) => e,
+                None => return,
+            },
+            () = &mut stop => return,
+        };
+        tracing::info!(
+            target: "labgate::access",
+            "{} {} {} {}{} {} {:.1}ms",
+            e.client,
+            if e.service.is_empty() { "-" } else { &e.service },
+            e.method,
+            e.host,
+            e.path,
+            e.status,
+            e.took.as_secs_f64() * 1e3
+        );
+    }
+}

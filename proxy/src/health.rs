@@ -1,0 +1,91 @@
+//! Active health checks: a `GET` of the service's `health_check.path` on each backend every
+//! `interval`; `fall` failures in a row mark it down, `rise` successes up again. Runs in the
+//! control plane; the request path only reads the result (`BackendState::available`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use labgate_config::route::HealthCheck;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::Proxy;
+use crate::backends::BackendState;
+use crate::head::{HeadError, header_array, parse_response};
+
+/// How often due checks are looked for.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Runs health checks until `stop` resolves.
+pub async fn run(proxy: Arc<Proxy>, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut stop => return,
+        }
+        let state = proxy.state();
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (svc, pool) in state.snapshot.services.iter().zip(state.pools.iter()) {
+            let Some(hc) = &svc.health_check else {
+                continue;
+            };
+            for b in &pool.backends {
+                if b.check_due(now, hc.interval) {
+                    due.push((Arc::clone(b), hc.clone(), svc.hosts.first().cloned()));
+                }
+            }
+        }
+        for (b, hc, host) in due {
+            let proxy = Arc::clone(&proxy);
+            tokio::spawn(async move {
+                let ok = check(&proxy, &b, &hc, host.as_deref().unwrap_or("localhost")).await;
+                if b.record_check(ok, &hc) {
+                    let state = if b.healthy.load(Ordering::Relaxed) {
+                        "up"
+                    } else {
+                        "down"
+                    };
+                    tracing::warn!(backend = %b.backend.url, "health check: backend is {state}");
+                }
+            });
+        }
+    }
+}
+
+/// One check: a 2xx or 3xx answer within the timeout.
+async fn check(proxy: &Proxy, b: &BackendState, hc: &HealthCheck, host: &str) -> bool {
+    let Some(peer) = b.peer() else {
+        return false;
+    };
+    let attempt = async {
+        let mut s = proxy.connector.new_stream(&*peer).await.ok()?;
+        let req = format!(
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: labgate-health-check\r\nConnection: close\r\n\r\n",
+            hc.path
+        );
+        s.write_all(req.as_bytes()).await.ok()?;
+        s.flush().await.ok()?;
+        let mut buf = Vec::with_capacity(1024);
+        loop {
+            let mut chunk = [0u8; 1024];
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let mut headers = header_array();
+            match parse_response(&buf, &mut headers) {
+                Ok(r) => return Some(r.status),
+                Err(HeadError::Partial) => {}
+                Err(_) => return None,
+            }
+        }
+    };
+    matches!(
+        tokio::time::timeout(hc.timeout, attempt).await,
+        Ok(Some(200..=399))
+    )
+}
