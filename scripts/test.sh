@@ -18,6 +18,7 @@ declare -A packages=(
   [python3]=python3      # http.server serves URL blocklists in the tests
   [kill]=procps          # SIGHUP in the reload tests
   [openssl]=openssl      # verifies the local CA's chain
+  [ip]=iproute2          # the homelab test puts VLAN client addresses on lo
 )
 missing=()
 for cmd in "${!packages[@]}"; do

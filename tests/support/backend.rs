@@ -37,7 +37,12 @@ pub(crate) struct Backend {
 
 impl Backend {
     pub(crate) fn start(name: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        Self::start_on(name, "127.0.0.1:0")
+    }
+
+    /// A backend on a given address.
+    pub(crate) fn start_on(name: &str, addr: &str) -> Self {
+        let listener = TcpListener::bind(addr).expect("bind backend");
         let port = listener.local_addr().expect("addr").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = Arc::clone(&seen);
