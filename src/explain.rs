@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use hickory_proto::rr::{LowerName, RecordType};
 use labgate_config::network::Network;
-use labgate_config::route::{Access, MAX_HOST_LEN, Route, normalize_host};
+use labgate_config::route::{MAX_HOST_LEN, Route, normalize_host};
+use labgate_proxy::decide::{Decision as HttpDecision, Refusal, decide};
 use labgate_config::settings::{CertSource, Coverage};
 use labgate_config::view::Lookup;
 use labgate_config::{Snapshot, load_and_compile};
@@ -107,7 +108,7 @@ pub fn explain(s: &Snapshot, client: IpAddr, target: &str) -> anyhow::Result<Exp
         }),
         dns: dns(s, network, &host),
         route: route(s, &host, &path),
-        policy: policy(s, network, &host, &path),
+        policy: policy(s, client, &host, &path),
         certificate: certificate(s, &host),
         host,
         path,
@@ -262,29 +263,37 @@ fn route(s: &Snapshot, host: &str, path: &str) -> Decision {
     }
 }
 
-fn policy(s: &Snapshot, network: Option<&Network>, host: &str, path: &str) -> Decision {
-    let Some(net) = network else {
-        return decision(
+/// The proxy's own decision (`labgate_proxy::decide`, as for a request whose SNI matches its
+/// Host), explained.
+fn policy(s: &Snapshot, client: IpAddr, host: &str, path: &str) -> Decision {
+    match decide(s, client, Some(host), Some(host.as_bytes()), path) {
+        HttpDecision::Forward { service, network } => decision(
+            "allow",
+            vec![],
+            format!(
+                "`{}` is in allow = [{}]",
+                s.networks.get(network).name,
+                s.networks.names(s.service(service).allow)
+            ),
+        ),
+        HttpDecision::Refuse(Refusal::Denied { service, network }) => decision(
+            "deny",
+            vec![],
+            format!(
+                "`{}` is not in allow = [{}]: 403",
+                s.networks.get(network).name,
+                s.networks.names(s.service(service).allow)
+            ),
+        ),
+        HttpDecision::Refuse(Refusal::NoNetwork) => decision(
             "deny",
             vec![],
             "the client is in no network: 403 for every service",
-        );
-    };
-    let Route::Service(id) = s.route(host, path) else {
-        return decision("not_found", vec![], "no service: 404");
-    };
-    let svc = s.service(id);
-    let allow = s.networks.names(svc.allow);
-    match svc.access(net.id) {
-        Access::Allow => decision(
-            "allow",
-            vec![],
-            format!("`{}` is in allow = [{allow}]", net.name),
         ),
-        Access::Deny => decision(
-            "deny",
+        HttpDecision::Refuse(r) => decision(
+            "not_found",
             vec![],
-            format!("`{}` is not in allow = [{allow}]: 403", net.name),
+            format!("no service: {}", r.status()),
         ),
     }
 }
