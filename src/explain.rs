@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use hickory_proto::rr::{LowerName, RecordType};
 use labgate_config::network::Network;
 use labgate_config::route::{MAX_HOST_LEN, Route, normalize_host};
-use labgate_proxy::decide::{Decision as HttpDecision, Refusal, decide};
 use labgate_config::settings::{CertSource, Coverage};
 use labgate_config::view::Lookup;
 use labgate_config::{Snapshot, load_and_compile};
+use labgate_proxy::decide::{Decision as HttpDecision, Refusal, decide};
 use serde::Serialize;
 
 use crate::cli::ExplainArgs;
@@ -290,11 +290,9 @@ fn policy(s: &Snapshot, client: IpAddr, host: &str, path: &str) -> Decision {
             vec![],
             "the client is in no network: 403 for every service",
         ),
-        HttpDecision::Refuse(r) => decision(
-            "not_found",
-            vec![],
-            format!("no service: {}", r.status()),
-        ),
+        HttpDecision::Refuse(r) => {
+            decision("not_found", vec![], format!("no service: {}", r.status()))
+        }
     }
 }
 

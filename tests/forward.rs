@@ -260,10 +260,14 @@ fn dns_over_tls_upstream_with_a_private_ca() {
     std::fs::write(&key, &leaf.key_pem).expect("key");
     let up = Unbound::start_tls(
         &["internet.test."],
-        &["secure.internet.test. 300 IN A 93.184.216.40"],
+        &[
+            "secure.internet.test. 300 IN A 93.184.216.40",
+            "doh.internet.test. 300 IN A 93.184.216.41",
+        ],
         Some((&chain, &key)),
     );
     let tls_port = up.tls_port.expect("tls port");
+    let https_port = up.https_port.expect("https port");
     let cfg = ConfigDir::new();
     let make = |tls_name: &str| {
         format!(
@@ -294,4 +298,22 @@ fn dns_over_tls_upstream_with_a_private_ca() {
     lg.wait_config("generation 2", |c| support::generation(c) == 2);
     let bad = dig(port, "127.0.0.1", &["+time=10", "other.internet.test"]);
     assert_eq!(bad.status, "SERVFAIL", "{}", bad.raw);
+    // DNS over HTTPS (RFC 8484) to the same Unbound, same private CA.
+    cfg.write(
+        "labgate.toml",
+        &make("dns.internet.test").replace(
+            &format!("tls://127.0.0.1:{tls_port}#dns.internet.test"),
+            &format!("https://127.0.0.1:{https_port}/dns-query#dns.internet.test"),
+        ),
+    );
+    lg.wait_config("generation 3", |c| support::generation(c) == 3);
+    let doh = dig(port, "127.0.0.1", &["doh.internet.test"]);
+    assert!(
+        doh.answer
+            .first()
+            .is_some_and(|a| a.ends_with("93.184.216.41")),
+        "{}",
+        doh.raw
+    );
+    assert!(lg.metric("labgate_dns_upstream_latency_seconds_count") >= 2);
 }

@@ -250,6 +250,8 @@ pub(crate) struct Unbound {
     pub(crate) port: u16,
     /// Its DNS-over-TLS port, when started with a certificate.
     pub(crate) tls_port: Option<u16>,
+    /// Its DNS-over-HTTPS port (`/dns-query`), when started with a certificate.
+    pub(crate) https_port: Option<u16>,
     _dir: tempfile::TempDir,
 }
 
@@ -269,6 +271,7 @@ impl Unbound {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let tls_port = tls.map(|_| free_port());
+        let https_port = tls.map(|_| free_port());
         let mut conf = format!(
             "server:\n  port: {port}\n  do-daemonize: no\n  use-syslog: no\n  logfile: \"\"\n  \
              username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  \
@@ -281,9 +284,10 @@ impl Unbound {
         if tls.is_none() {
             conf.push_str("  interface: 127.0.0.1\n");
         }
-        if let (Some((chain, key)), Some(tp)) = (tls, tls_port) {
+        if let (Some((chain, key)), Some(tp), Some(hp)) = (tls, tls_port, https_port) {
             conf.push_str(&format!(
                 "  interface: 127.0.0.1@{port}\n  interface: 127.0.0.1@{tp}\n  tls-port: {tp}\n  \
+                 interface: 127.0.0.1@{hp}\n  https-port: {hp}\n  http-notls-downstream: no\n  \
                  tls-service-pem: \"{}\"\n  tls-service-key: \"{}\"\n",
                 chain.display(),
                 key.display()
@@ -310,6 +314,7 @@ impl Unbound {
             child,
             port,
             tls_port,
+            https_port,
             _dir: dir,
         };
         let deadline = Instant::now() + START_TIMEOUT;
