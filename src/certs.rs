@@ -15,6 +15,9 @@ use labgate_proxy::certs::certified_key;
 use pingora::tls::sign::CertifiedKey;
 use tracing::{info, warn};
 
+/// Certificate files that failed to load (counted for `/metrics`).
+pub static LOAD_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A PEM pair as last read.
 struct Loaded {
     stamp: (Option<SystemTime>, Option<SystemTime>),
@@ -117,16 +120,19 @@ impl CertBuilder {
                 info!("loaded certificate {}", cert.display());
                 entry.key = Some(Arc::new(k));
             }
-            Err(e) if entry.key.is_some() => warn!(
-                "certificate {} (key {}): {e}; the previous certificate keeps serving",
-                cert.display(),
-                key.display()
-            ),
-            Err(e) => warn!(
-                "certificate {} (key {}): {e}; its names have no certificate",
-                cert.display(),
-                key.display()
-            ),
+            Err(e) => {
+                LOAD_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let then = if entry.key.is_some() {
+                    "the previous certificate keeps serving"
+                } else {
+                    "its names have no certificate"
+                };
+                warn!(
+                    "certificate {} (key {}): {e}; {then}",
+                    cert.display(),
+                    key.display()
+                );
+            }
         }
         entry.key.clone()
     }

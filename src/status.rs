@@ -193,6 +193,12 @@ impl Shared {
             let n = self.list_fetches[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}{{result=\"{result}\"}} {n}");
         }
+        let name = "labgate_certificate_load_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Certificate files that could not be loaded.\n# TYPE {name} counter\n{name} {}",
+            crate::certs::LOAD_FAILURES.load(Ordering::Relaxed)
+        );
         out.push_str(&self.dns.render(&snap));
         if let Some(proxy) = self.proxy.get() {
             proxy.render_metrics(&mut out);

@@ -1,0 +1,184 @@
+//! End-to-end TLS behaviour of the HTTPS listener: protocol versions (openssl s_client),
+//! certificates from PEM files swapped when the files change (a broken file keeps the old
+//! one), and the slow-head bound.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::backend::Backend;
+use support::https::{Tls, curl_https};
+use support::{ConfigDir, Labgate};
+
+/// A self-signed certificate for `name` with a subject organization to tell it apart.
+fn self_signed(dir: &Path, name: &str, org: &str) {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}/O={org}"),
+        ])
+        .args(["-addext", &format!("subjectAltName=DNS:{name}")])
+        // A leaf, not a CA: rustls refuses a CA certificate as a server's.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem.new"))
+        .arg("-out")
+        .arg(dir.join("cert.pem.new"))
+        .output()
+        .expect("openssl is needed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Replace both files by rename, as a deploy tool would.
+    std::fs::rename(dir.join("key.pem.new"), dir.join("key.pem")).expect("key");
+    std::fs::rename(dir.join("cert.pem.new"), dir.join("cert.pem")).expect("cert");
+}
+
+/// What `openssl s_client` reports for a handshake: the subject line, or the failure.
+fn s_client(port: u16, sni: &str, extra: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            sni,
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn start(dir: &ConfigDir, backend: &Backend) -> (Labgate, tempfile::TempDir) {
+    let certs = dir.path("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    self_signed(&certs, "files.lab.test", "first");
+    dir.write(
+        "labgate.toml",
+        &format!(
+            r#"
+[[network]]
+name = "lab"
+cidrs = ["127.0.0.1/32"]
+addresses = ["127.0.0.1"]
+
+[[zone]]
+name = "lab.test"
+
+[[certificate]]
+names = ["files.lab.test"]
+source = "files"
+cert_file = "{c}/cert.pem"
+key_file = "{c}/key.pem"
+
+[[service]]
+host = "files.lab.test"
+backends = ["http://127.0.0.1:{port}"]
+allow = ["lab"]
+"#,
+            c = certs.display(),
+            port = backend.port
+        ),
+    );
+    let state = tempfile::tempdir().expect("state");
+    let lg = Labgate::start(
+        &[
+            "--config",
+            dir.path("labgate.toml").to_str().expect("utf-8"),
+        ],
+        state.path(),
+    );
+    (lg, state)
+}
+
+#[test]
+fn only_tls_1_2_and_1_3_are_spoken() {
+    let backend = Backend::start("files");
+    let dir = ConfigDir::new();
+    let (lg, _state) = start(&dir, &backend);
+    for (flag, ok) in [
+        ("-tls1_3", true),
+        ("-tls1_2", true),
+        ("-tls1_1", false),
+        ("-tls1", false),
+    ] {
+        let out = s_client(lg.https, "files.lab.test", &[flag]);
+        let negotiated = out.contains("BEGIN CERTIFICATE") || out.contains("subject=");
+        assert_eq!(negotiated, ok, "{flag}: {out}");
+    }
+    // An unknown name gets no certificate: the handshake fails.
+    let unknown = s_client(lg.https, "other.lab.test", &[]);
+    assert!(!unknown.contains("BEGIN CERTIFICATE"), "{unknown}");
+}
+
+#[test]
+fn certificate_files_are_swapped_live_and_a_broken_file_keeps_the_old_one() {
+    let backend = Backend::start("files");
+    let dir = ConfigDir::new();
+    let (lg, _state) = start(&dir, &backend);
+    let certs = dir.path("certs");
+    let subject = || s_client(lg.https, "files.lab.test", &[]);
+    assert!(subject().contains("O = first"), "{}", subject());
+    let ca = certs.join("cert.pem");
+    let r = curl_https(lg.https, "files.lab.test", "/", &ca, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+
+    self_signed(&certs, "files.lab.test", "second");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !subject().contains("O = second") {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not served: {}",
+            subject()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A broken key file: the last good certificate keeps serving.
+    std::fs::write(certs.join("key.pem"), "not a key").expect("break key");
+    while lg.metric("labgate_certificate_load_failures_total") == 0 {
+        assert!(Instant::now() < deadline, "the broken key was never read");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(subject().contains("O = second"), "{}", subject());
+}
+
+#[test]
+fn a_slow_request_head_gets_408_and_the_connection_closes() {
+    let backend = Backend::start("files");
+    let dir = ConfigDir::new();
+    let (lg, _state) = start(&dir, &backend);
+    let ca = dir.path("certs/cert.pem");
+    let mut c = Tls::connect(lg.https, "files.lab.test", &ca);
+    let started = Instant::now();
+    c.send(b"GET / HTTP/1.1\r\nHost: files.lab.test\r\n");
+    let got = String::from_utf8_lossy(&c.read_to_close()).into_owned();
+    let took = started.elapsed();
+    assert!(got.starts_with("HTTP/1.1 408 "), "{got}");
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(14),
+        "{took:?}"
+    );
+    assert!(backend.seen().is_empty());
+}
