@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::{EnvFilter, Layer};
 
 /// Environment variable holding the default log filter.
@@ -34,13 +35,21 @@ pub fn init(flag: Option<&str>) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_filter(filter);
+    // PERF: the counter sees only its own records; an unfiltered layer would make every
+    // debug record of pingora and hickory enabled, built and dispatched on the request path.
+    let counter = HandshakeCounter.with_filter(filter_fn(|m| {
+        m.target() == LISTENING && *m.level() == tracing::Level::ERROR
+    }));
     if tracing_subscriber::registry()
         .with(fmt)
-        .with(HandshakeCounter)
+        .with(counter)
         .try_init()
         .is_ok()
     {
-        let _ = tracing_log::LogTracer::init();
+        // pingora's `log` records below warn never reach tracing (cut at the `log` macro).
+        let _ = tracing_log::LogTracer::builder()
+            .with_max_level(tracing_log::log::LevelFilter::Warn)
+            .init();
     }
 }
 
