@@ -118,7 +118,7 @@ port_of() { case $1 in labgate) echo 18441 ;; nginx) echo 18442 ;; haproxy) echo
 
 start() {
   case $1 in
-    labgate) LABGATE_LOG=warn taskset -c 1 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >"$work/labgate.log" 2>&1 & ;;
+    labgate) LABGATE_LOG=${LABGATE_LOG:-warn} taskset -c 1 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >"$work/labgate.log" 2>&1 & ;;
     nginx) taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" >/dev/null 2>&1 & ;;
     haproxy) taskset -c 1 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & ;;
     caddy) GOMAXPROCS=1 HOME=$work XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work taskset -c 1 caddy run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 & ;;
