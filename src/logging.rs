@@ -5,9 +5,9 @@
 use std::sync::atomic::Ordering;
 
 use tracing::field::{Field, Visit};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::{EnvFilter, Layer};
 
 /// Environment variable holding the default log filter.
