@@ -217,14 +217,14 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         Arc::clone(&proxy),
         cancel.child_token(),
     ));
-    let stop = cancel.child_token();
-    tasks.spawn(labgate_proxy::access::write(access_rx, async move {
-        stop.cancelled().await;
-    }));
-    let stop = cancel.child_token();
-    tasks.spawn(labgate_proxy::health::run(Arc::clone(&proxy), async move {
-        stop.cancelled().await;
-    }));
+    tasks.spawn(labgate_proxy::access::write(
+        access_rx,
+        cancel.child_token().cancelled_owned(),
+    ));
+    tasks.spawn(labgate_proxy::health::run(
+        Arc::clone(&proxy),
+        cancel.child_token().cancelled_owned(),
+    ));
     tasks.spawn(follow_reloads(
         Arc::clone(&shared),
         proxy,

@@ -87,14 +87,21 @@ impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let map = self.map.load();
         let mut buf = [0u8; labgate_config::route::MAX_HOST_LEN];
-        // rustls has already lower-cased and validated the SNI; normalize anyway (trailing dot).
-        let name = hello
-            .server_name()
-            .and_then(|n| labgate_config::route::normalize_host(n.as_bytes(), &mut buf));
-        name.and_then(|n| map.get(n))
+        sni_name(hello.server_name(), &mut buf)
+            .and_then(|n| map.get(n))
             .or(map.default.as_ref())
             .cloned()
     }
+}
+
+/// The name a client's SNI asks for, normalized like a Host header (trailing dot, case).
+/// RFC 6066 forbids IP literals in SNI; some clients (wrk) send one anyway: it names nothing.
+fn sni_name<'b>(
+    raw: Option<&str>,
+    buf: &'b mut [u8; labgate_config::route::MAX_HOST_LEN],
+) -> Option<&'b str> {
+    let raw = raw.filter(|n| n.parse::<std::net::IpAddr>().is_err())?;
+    labgate_config::route::normalize_host(raw.as_bytes(), buf)
 }
 
 /// Parses a PEM chain and key into a rustls signing key, checking that they match.
@@ -140,12 +147,7 @@ impl TlsAccept for SniCapture {
             .handshakes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut buf = [0u8; labgate_config::route::MAX_HOST_LEN];
-        // RFC 6066 forbids IP literals in SNI; some clients (wrk) send one anyway: no name.
-        let sni = tls
-            .server_name()
-            .filter(|n| n.parse::<std::net::IpAddr>().is_err())
-            .and_then(|n| labgate_config::route::normalize_host(n.as_bytes(), &mut buf))
-            .map(Arc::from);
+        let sni = sni_name(tls.server_name(), &mut buf).map(Arc::from);
         Some(Arc::new(Sni(sni)))
     }
 }

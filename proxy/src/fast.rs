@@ -159,10 +159,7 @@ impl Conn {
                         Ok((status, keep)) => (status, keep && !close),
                         Err(Failure::Backend(status, why)) => {
                             self.out.clear();
-                            let body = format!(
-                                "{status} {}: the backend {why}. labgate's log has the details.\n",
-                                pages::reason(status)
-                            );
+                            let body = pages::backend_body(status, why);
                             pages::write(&mut self.out, status, &body, close, &[]);
                             let sent = self.flush_out().await.is_ok();
                             (status, sent && !close)
@@ -554,11 +551,7 @@ fn plan(
     let sni = info.sni.as_deref();
     match decide(s, info.client, sni, h.host, h.path) {
         Decision::Refuse(r) => {
-            if let crate::decide::Refusal::Denied { service, network } = r {
-                metrics.denied(service.index(), network.index());
-            } else {
-                metrics.refused(r.status());
-            }
+            metrics.refusal(r);
             Plan::Refuse {
                 status: r.status(),
                 body: pages::refusal_body(s, r),
@@ -589,10 +582,7 @@ fn plan(
             {
                 return Plan::Refuse {
                     status: 413,
-                    body: format!(
-                        "413 Content Too Large: service {} takes request bodies up to {max} bytes (max_body).\n",
-                        svc.name
-                    ),
+                    body: pages::too_large_body(&svc.name, max),
                 };
             }
             out.clear();
@@ -679,28 +669,54 @@ pub fn write_upstream_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded` (RFC 7239) for one client.
-pub fn write_forwarding(out: &mut Vec<u8>, client: IpAddr, tls: bool, host: &[u8]) {
+/// `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded` (RFC 7239) for one client, each
+/// given to `field` as a name and the parts of its value. Both request paths use it.
+pub fn forwarding_fields(
+    client: IpAddr,
+    tls: bool,
+    host: &[u8],
+    mut field: impl FnMut(&'static str, &[&[u8]]),
+) {
     use std::io::Write as _;
-    let proto = if tls { "https" } else { "http" };
-    let _ = write!(
-        out,
-        "X-Forwarded-For: {client}\r\nX-Forwarded-Proto: {proto}\r\n"
-    );
-    out.extend_from_slice(b"X-Forwarded-Host: ");
-    out.extend_from_slice(host);
-    let _ = match client {
-        IpAddr::V4(ip) => write!(out, "\r\nForwarded: for={ip};proto={proto}"),
-        IpAddr::V6(ip) => write!(out, "\r\nForwarded: for=\"[{ip}]\";proto={proto}"),
+    let proto: &[u8] = if tls { b"https" } else { b"http" };
+    // Room for the longest IPv6 address, quoted and bracketed.
+    let mut ip = [0u8; 64];
+    let mut cur = std::io::Cursor::new(&mut ip[..]);
+    let _ = write!(cur, "{client}");
+    let n = usize::try_from(cur.position()).unwrap_or(0);
+    let ip = &ip[..n];
+    field("X-Forwarded-For", &[ip]);
+    field("X-Forwarded-Proto", &[proto]);
+    field("X-Forwarded-Host", &[host]);
+    let (open, close): (&[u8], &[u8]) = if client.is_ipv6() {
+        (b"\"[", b"]\"")
+    } else {
+        (b"", b"")
     };
-    if host
+    let host_ok = host
         .iter()
-        .all(|c| c.is_ascii_alphanumeric() || b".-:[]".contains(c))
-    {
-        out.extend_from_slice(b";host=");
-        out.extend_from_slice(host);
-    }
-    out.extend_from_slice(b"\r\n");
+        .all(|c| c.is_ascii_alphanumeric() || b".-:[]".contains(c));
+    let (sep, host): (&[u8], &[u8]) = if host_ok {
+        (b";host=", host)
+    } else {
+        (b"", b"")
+    };
+    field(
+        "Forwarded",
+        &[b"for=", open, ip, close, b";proto=", proto, sep, host],
+    );
+}
+
+/// [`forwarding_fields`] as header lines.
+pub fn write_forwarding(out: &mut Vec<u8>, client: IpAddr, tls: bool, host: &[u8]) {
+    forwarding_fields(client, tls, host, |name, parts| {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        for p in parts {
+            out.extend_from_slice(p);
+        }
+        out.extend_from_slice(b"\r\n");
+    });
 }
 
 /// The response head as the client gets it.

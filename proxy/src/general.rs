@@ -17,9 +17,9 @@ use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::Peer;
 
 use crate::backends::POOL_IDLE;
-use crate::decide::{Decision, Refusal, decide};
+use crate::decide::{Decision, decide};
 use crate::head::{FORWARDING, is_hop_by_hop};
-use crate::{Proxy, Sni, pages};
+use crate::{ConnInfo, Proxy, pages};
 
 /// pingora's `HttpServerApp` over the proxy.
 #[derive(Debug)]
@@ -40,19 +40,10 @@ impl HttpServerApp for General {
             Ok(false) | Err(_) => return None,
         }
         let started = Instant::now();
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(std::net::SocketAddr::ip)?;
-        let tls = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .is_some();
-        let sni = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|d| d.extension.get::<Sni>())
-            .and_then(|s| s.0.clone());
+        let ConnInfo { client, tls, sni } = ConnInfo::from_digests(
+            session.client_addr(),
+            session.digest().and_then(|d| d.ssl_digest.as_deref()),
+        )?;
         let req = session.req_header();
         let host: Option<Vec<u8>> = req
             .headers
@@ -73,11 +64,7 @@ impl HttpServerApp for General {
         ) {
             Decision::Forward { service, network } => (service, network),
             Decision::Refuse(r) => {
-                if let Refusal::Denied { service, network } = r {
-                    self.proxy.metrics.denied(service.index(), network.index());
-                } else {
-                    self.proxy.metrics.refused(r.status());
-                }
+                self.proxy.metrics.refusal(r);
                 let body = pages::refusal_body(&state.snapshot, r);
                 page(&mut session, r.status(), body).await;
                 return None;
@@ -300,17 +287,13 @@ async fn too_large(session: &mut ServerSession, service: &str, max: u64) -> u16 
         };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
     }
-    let body = format!(
-        "413 Content Too Large: service {service} takes request bodies up to {max} bytes (max_body).\n"
-    );
-    page(session, 413, body).await;
+    page(session, 413, pages::too_large_body(service, max)).await;
     413
 }
 
 /// Sends labgate's own error page about the backend; returns its status.
 async fn error(session: &mut ServerSession, status: u16, why: &str) -> u16 {
-    let body = format!("{status} {}: the backend {why}.\n", pages::reason(status));
-    page(session, status, body).await;
+    page(session, status, pages::backend_body(status, why)).await;
     status
 }
 
@@ -396,16 +379,13 @@ fn upstream_request(
     let sent_host = host_header.map_or(host, str::as_bytes);
     out.insert_header(header::HOST, HeaderValue::from_bytes(sent_host).ok()?)
         .ok()?;
-    let mut fwd = Vec::with_capacity(160);
-    crate::fast::write_forwarding(&mut fwd, client, tls, host);
-    for line in fwd.split(|&c| c == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&c| c == b':') else {
-            continue;
-        };
-        let name = HeaderName::from_bytes(&line[..colon]).ok()?;
-        let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).ok()?;
-        out.append_header(name, value).ok()?;
+    let mut ok = true;
+    crate::fast::forwarding_fields(client, tls, host, |name, parts| {
+        let value = HeaderValue::from_bytes(&parts.concat());
+        ok &= value.is_ok_and(|v| out.append_header(name, v).is_ok());
+    });
+    if !ok {
+        return None;
     }
     Some(out)
 }

@@ -125,7 +125,7 @@ impl Proxy {
     }
 }
 
-/// What the fast path knows of a downstream connection.
+/// What both request paths know of a downstream connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address (v4-mapped addresses as IPv4).
@@ -134,4 +134,23 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The normalized TLS server name.
     pub sni: Option<Arc<str>>,
+}
+
+impl ConnInfo {
+    /// From pingora's digests of the connection: the peer address (v4-mapped addresses as
+    /// IPv4), whether TLS carried it, and the SNI the handshake recorded.
+    pub fn from_digests(
+        peer: Option<&pingora::protocols::l4::socket::SocketAddr>,
+        ssl: Option<&pingora::protocols::tls::SslDigest>,
+    ) -> Option<Self> {
+        let client = peer?.as_inet()?.ip().to_canonical();
+        let sni = ssl
+            .and_then(|d| d.extension.get::<Sni>())
+            .and_then(|s| s.0.clone());
+        Some(Self {
+            client,
+            tls: ssl.is_some(),
+            sni,
+        })
+    }
 }

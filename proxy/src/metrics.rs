@@ -18,6 +18,20 @@ pub static TLS_HANDSHAKE_FAILURES: AtomicU64 = AtomicU64::new(0);
 /// Status classes 1xx..5xx.
 type Classes = [AtomicU64; 5];
 
+/// Labels of [`Classes`].
+const CLASS_LABELS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// One sample per status class of a labelled counter.
+fn render_classes(out: &mut String, metric: &str, label: &str, value: &str, c: &Classes) {
+    for (class, n) in CLASS_LABELS.iter().zip(c) {
+        let _ = writeln!(
+            out,
+            "{metric}{{{label}=\"{value}\",class=\"{class}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+}
+
 /// The proxy's counters.
 #[derive(Debug)]
 pub struct Metrics {
@@ -78,38 +92,33 @@ impl Metrics {
         self.refused[class(status)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a refusal from [`crate::decide::decide`]: by service when policy denied it.
+    pub fn refusal(&self, r: crate::decide::Refusal) {
+        match r {
+            crate::decide::Refusal::Denied { service, network } => {
+                self.denied(service.index(), network.index());
+            }
+            other => self.refused(other.status()),
+        }
+    }
+
     /// Appends the Prometheus text, labelling positions with the serving snapshot's names.
     pub fn render(&self, s: &Snapshot, out: &mut String) {
-        const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
         out.push_str("# TYPE labgate_http_requests_total counter\n");
         for svc in &s.services {
-            for (i, c) in self.by_service[svc.id.index().min(SLOTS - 1)]
-                .iter()
-                .enumerate()
-            {
-                let _ = writeln!(
-                    out,
-                    "labgate_http_requests_total{{service=\"{}\",class=\"{}\"}} {}",
-                    svc.name,
-                    CLASSES[i],
-                    c.load(Ordering::Relaxed)
-                );
-            }
+            let c = &self.by_service[svc.id.index().min(SLOTS - 1)];
+            render_classes(out, "labgate_http_requests_total", "service", &svc.name, c);
         }
         out.push_str("# TYPE labgate_http_network_requests_total counter\n");
         for net in s.networks.iter() {
-            for (i, c) in self.by_network[net.id.index().min(SLOTS - 1)]
-                .iter()
-                .enumerate()
-            {
-                let _ = writeln!(
-                    out,
-                    "labgate_http_network_requests_total{{network=\"{}\",class=\"{}\"}} {}",
-                    net.name,
-                    CLASSES[i],
-                    c.load(Ordering::Relaxed)
-                );
-            }
+            let c = &self.by_network[net.id.index().min(SLOTS - 1)];
+            render_classes(
+                out,
+                "labgate_http_network_requests_total",
+                "network",
+                &net.name,
+                c,
+            );
         }
         out.push_str("# TYPE labgate_http_denied_total counter\n");
         for svc in &s.services {
@@ -125,7 +134,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "labgate_http_refused_total{{class=\"{}\"}} {}",
-                CLASSES[i],
+                CLASS_LABELS[i],
                 c.load(Ordering::Relaxed)
             );
         }

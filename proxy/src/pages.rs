@@ -74,3 +74,18 @@ pub fn refusal_body(s: &Snapshot, r: Refusal) -> String {
         }
     }
 }
+
+/// The body when a backend failed: what happened, where to look.
+pub fn backend_body(status: u16, why: &str) -> String {
+    format!(
+        "{status} {}: the backend {why}. labgate's log has the details.\n",
+        reason(status)
+    )
+}
+
+/// The body when a request body is over the service's `max_body`.
+pub fn too_large_body(service: &str, max: u64) -> String {
+    format!(
+        "413 Content Too Large: service {service} takes request bodies up to {max} bytes (max_body).\n"
+    )
+}

@@ -18,33 +18,13 @@ use crate::certs::SniCapture;
 use crate::fast::{self, HEAD_TIMEOUT, Outcome};
 use crate::general::General;
 use crate::head::{self, HeadError, header_array};
-use crate::{ConnInfo, Proxy, Sni, pages};
+use crate::{ConnInfo, Proxy, pages};
 
 /// The app behind the HTTPS listeners: h2 to pingora's sessions, HTTP/1.1 to the fast path.
 #[derive(Debug)]
 pub struct Entry {
     proxy: Arc<Proxy>,
     general: Arc<General>,
-}
-
-/// What the connection's digests say about its client.
-fn conn_info(stream: &Stream) -> Option<ConnInfo> {
-    let client = stream
-        .get_socket_digest()?
-        .peer_addr()?
-        .as_inet()?
-        .ip()
-        .to_canonical();
-    let ssl = stream.get_ssl_digest();
-    let sni = ssl
-        .as_ref()
-        .and_then(|d| d.extension.get::<Sni>())
-        .and_then(|s| s.0.clone());
-    Some(ConnInfo {
-        client,
-        tls: ssl.is_some(),
-        sni,
-    })
 }
 
 #[async_trait]
@@ -57,7 +37,10 @@ impl ServerApp for Entry {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.general.process_new(stream, shutdown).await;
         }
-        let info = conn_info(&stream)?;
+        let socket = stream.get_socket_digest();
+        let ssl = stream.get_ssl_digest();
+        let info =
+            ConnInfo::from_digests(socket.as_ref().and_then(|d| d.peer_addr()), ssl.as_deref())?;
         match fast::serve(&self.proxy, stream, info).await {
             Outcome::Done => None,
             Outcome::Fallback(stream, prefix) => {
