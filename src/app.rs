@@ -85,6 +85,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Arc::clone(&store),
         Arc::new(labgate_proxy::metrics::Metrics::default()),
         access,
+        listen.https.first().map_or(443, std::net::SocketAddr::port),
     ));
     let _ = shared.proxy.set(Arc::clone(&proxy));
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
@@ -98,12 +99,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
-    if !listen.https.is_empty() {
-        server.add_service(labgate_proxy::listeners(&proxy, &listen.https, threads)?);
-    }
-    if !listen.http.is_empty() {
-        let https_port = listen.https.first().map_or(443, std::net::SocketAddr::port);
-        server.add_service(labgate_proxy::redirect_service(&listen.http, https_port, 1));
+    for service in labgate_proxy::listeners(&proxy, &listen.https, &listen.http, threads)? {
+        server.add_service(service);
     }
     let mut control = background_service(
         "labgate control",

@@ -62,6 +62,12 @@ allow = ["lab"]
 health_check = {{ path = "/health", interval = "200ms", timeout = "1s", fall = 1, rise = 1 }}
 
 [[service]]
+host = "plain.lab.test"
+backends = ["http://127.0.0.1:{a}"]
+allow = ["lab"]
+plain_http = true
+
+[[service]]
 host = "dead.lab.test"
 backends = ["http://127.0.0.1:{dead}"]
 allow = ["lab"]
@@ -399,34 +405,85 @@ fn a_dead_backend_gets_a_clear_502_and_http_redirects() {
     assert!(r.body.contains("backend"), "{}", r.body);
     let r2 = curl_https(s.lg.https, "dead.lab.test", "/", &s.ca, &["--http2"]);
     assert_eq!(r2.status, 502, "{r2:?}");
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-i", "--max-time", "10", "-H", "Host: app.lab.test"])
-        .arg(format!("http://127.0.0.1:{}/path?q=1", s.lg.http))
-        .output()
-        .expect("curl");
-    let r = support::https::parse_reply(&String::from_utf8_lossy(&out.stdout));
+    let r = curl_plain(s.lg.http, "app.lab.test", "/path?q=1", &[]);
     assert_eq!(r.status, 301);
     assert_eq!(
         r.header("location"),
         Some(format!("https://app.lab.test:{}/path?q=1", s.lg.https).as_str())
     );
+    assert_eq!(
+        curl_plain(s.lg.http, "app.lab.test", "/form", &["-X", "POST"]).status,
+        308
+    );
+}
+
+/// `curl` over plain HTTP to labgate's HTTP listener: the raw reply text.
+fn curl_plain(port: u16, host: &str, path: &str, extra: &[&str]) -> support::https::Reply {
     let out = std::process::Command::new("curl")
         .args([
             "-s",
             "-i",
             "--max-time",
             "10",
-            "-X",
-            "POST",
             "-H",
-            "Host: app.lab.test",
+            &format!("Host: {host}"),
         ])
-        .arg(format!("http://127.0.0.1:{}/form", s.lg.http))
+        .args(extra)
+        .arg(format!("http://127.0.0.1:{port}{path}"))
         .output()
         .expect("curl");
+    support::https::parse_reply(&String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn plain_http_serves_only_services_that_ask_and_keeps_the_policy() {
+    let s = setup();
+    let r = curl_plain(s.lg.http, "plain.lab.test", "/over-http", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = s.a.seen();
+    let req = seen
+        .iter()
+        .find(|q| q.path == "/over-http")
+        .expect("the backend got the request");
+    assert_eq!(req.header("x-forwarded-proto"), ["http"]);
+    assert_eq!(req.header("x-forwarded-for"), ["127.0.0.1"]);
+    // A chunked upload goes through pingora's session on the same listener.
+    let r = curl_plain(
+        s.lg.http,
+        "plain.lab.test",
+        "/chunked-over-http",
+        &["-H", "Transfer-Encoding: chunked", "--data-binary", "abc"],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(s.a.seen().iter().any(|q| q.path == "/chunked-over-http"));
+    // Not routed: 404, not a redirect to a name labgate does not serve.
     assert_eq!(
-        support::https::parse_reply(&String::from_utf8_lossy(&out.stdout)).status,
-        308
+        curl_plain(s.lg.http, "nowhere.lab.test", "/", &[]).status,
+        404
+    );
+    // Denied networks get the 403 at once, on either path.
+    for extra in [
+        &[][..],
+        &["-H", "Transfer-Encoding: chunked", "--data-binary", "x"][..],
+    ] {
+        let mut args = vec!["--interface", "127.0.0.3"];
+        args.extend_from_slice(extra);
+        assert_eq!(
+            curl_plain(s.lg.http, "app.lab.test", "/", &args).status,
+            403
+        );
+    }
+    // A service without plain_http is redirected on the handed-over path too.
+    let r = curl_plain(
+        s.lg.http,
+        "app.lab.test",
+        "/up",
+        &["-H", "Transfer-Encoding: chunked", "--data-binary", "abc"],
+    );
+    assert_eq!(r.status, 308, "{r:?}");
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://app.lab.test:{}/up", s.lg.https).as_str())
     );
 }
 

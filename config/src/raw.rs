@@ -224,6 +224,9 @@ pub struct RawService {
     pub paths: Option<Vec<Spanned<String>>>,
     /// Pass WebSocket upgrades through. Default true.
     pub websockets: Option<bool>,
+    /// Serve this service on the plain-HTTP listener too, instead of redirecting to HTTPS
+    /// (devices that cannot do TLS). Default false.
+    pub plain_http: Option<bool>,
     /// Accept any certificate from `https://` backends (self-signed appliances). Default false.
     pub danger_accept_invalid_backend_certs: Option<bool>,
     /// Time to connect to a backend, e.g. `5s`. Default `5s`.

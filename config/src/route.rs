@@ -36,6 +36,8 @@ pub struct Service {
     pub allow: NetworkSet,
     /// Whether WebSocket upgrades pass.
     pub websockets: bool,
+    /// Whether the plain-HTTP listener serves it (else it redirects to HTTPS).
+    pub plain_http: bool,
     /// Whether `https://` backends' certificates go unchecked.
     pub danger_accept_invalid_backend_certs: bool,
     /// Connect timeout to a backend.

@@ -20,7 +20,6 @@ use crate::backends::{BackendState, POOL_IDLE};
 use crate::chunked::Chunked;
 use crate::decide::{Decision, decide};
 use crate::head::{self, Framing, HeadError, RequestHead, header_array};
-use crate::metrics::Metrics;
 use crate::{ConnInfo, Proxy, ProxyState, pages};
 
 /// Time a client has to send a whole request head once it started (slowloris bound).
@@ -63,7 +62,15 @@ struct Conn {
 /// What to do with one parsed request.
 enum Plan {
     Fallback,
-    Refuse { status: u16, body: String },
+    Refuse {
+        status: u16,
+        body: String,
+    },
+    /// A service not served over plain HTTP: to HTTPS.
+    Redirect {
+        status: u16,
+        location: String,
+    },
     Forward(Forward),
 }
 
@@ -147,6 +154,19 @@ impl Conn {
                     let _ = self.flush_out().await;
                     return None;
                 }
+                Plan::Redirect { status, location } => {
+                    self.out.clear();
+                    let body = format!("{status} {}: use HTTPS.\n", pages::reason(status));
+                    pages::write(
+                        &mut self.out,
+                        status,
+                        &body,
+                        true,
+                        &[("location", &location)],
+                    );
+                    let _ = self.flush_out().await;
+                    return None;
+                }
                 Plan::Forward(mut f) => {
                     let started = Instant::now();
                     let access = f.access.take();
@@ -211,8 +231,7 @@ impl Conn {
                         let state = proxy.state.load_full();
                         let plan = plan(
                             &state,
-                            &proxy.metrics,
-                            proxy.access.enabled(),
+                            proxy,
                             &self.info,
                             self.pinned.as_ref(),
                             &mut self.out,
@@ -537,8 +556,7 @@ impl Conn {
 /// Routes a parsed head and writes the upstream head into `out`.
 fn plan(
     state: &ProxyState,
-    metrics: &Metrics,
-    access_on: bool,
+    proxy: &Proxy,
     info: &ConnInfo,
     pinned: Option<&Pinned>,
     out: &mut Vec<u8>,
@@ -551,7 +569,7 @@ fn plan(
     let sni = info.sni.as_deref();
     match decide(s, info.client, sni, h.host, h.path) {
         Decision::Refuse(r) => {
-            metrics.refusal(r);
+            proxy.metrics.refusal(r);
             Plan::Refuse {
                 status: r.status(),
                 body: pages::refusal_body(s, r),
@@ -577,6 +595,11 @@ fn plan(
                 _ => Arc::clone(backend),
             };
             let svc = s.service(service);
+            if !info.tls && !svc.plain_http {
+                let (status, location) =
+                    pages::to_https(h.method, h.host, proxy.https_port, h.path);
+                return Plan::Redirect { status, location };
+            }
             if let (Framing::Length(n), Some(max)) = (h.framing, svc.max_body)
                 && n > max
             {
@@ -600,7 +623,7 @@ fn plan(
                 is_head: h.method == "HEAD",
                 close: h.close,
                 retryable: h.retryable(),
-                access: access_on.then(|| {
+                access: proxy.access.enabled().then(|| {
                     Box::new((
                         h.method.to_owned(),
                         String::from_utf8_lossy(h.host.unwrap_or_default()).into_owned(),

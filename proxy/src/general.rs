@@ -66,10 +66,22 @@ impl HttpServerApp for General {
             Decision::Refuse(r) => {
                 self.proxy.metrics.refusal(r);
                 let body = pages::refusal_body(&state.snapshot, r);
-                page(&mut session, r.status(), body).await;
+                page(&mut session, r.status(), body, None).await;
                 return None;
             }
         };
+        if !tls && !state.snapshot.service(service).plain_http {
+            let method = session.req_header().method.clone();
+            let (status, location) = pages::to_https(
+                method.as_str(),
+                host.as_deref(),
+                self.proxy.https_port,
+                &path,
+            );
+            let body = format!("{status} {}: use HTTPS.\n", pages::reason(status));
+            page(&mut session, status, body, Some(&location)).await;
+            return None;
+        }
         let host = host.unwrap_or_default();
         let (access_host, access_path) = if self.proxy.access.enabled() {
             (host.clone(), path.clone())
@@ -287,18 +299,18 @@ async fn too_large(session: &mut ServerSession, service: &str, max: u64) -> u16 
         };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
     }
-    page(session, 413, pages::too_large_body(service, max)).await;
+    page(session, 413, pages::too_large_body(service, max), None).await;
     413
 }
 
 /// Sends labgate's own error page about the backend; returns its status.
 async fn error(session: &mut ServerSession, status: u16, why: &str) -> u16 {
-    page(session, status, pages::backend_body(status, why)).await;
+    page(session, status, pages::backend_body(status, why), None).await;
     status
 }
 
 /// Sends a plain-text page (pingora's own error responses would add `Server: Pingora`).
-async fn page(session: &mut ServerSession, status: u16, body: String) {
+async fn page(session: &mut ServerSession, status: u16, body: String, location: Option<&str>) {
     let Ok(mut resp) = ResponseHeader::build(status, Some(4)) else {
         return;
     };
@@ -307,7 +319,10 @@ async fn page(session: &mut ServerSession, status: u16, body: String) {
         ("content-type", "text/plain; charset=utf-8"),
         ("content-length", len.as_str()),
         ("cache-control", "no-store"),
-    ] {
+    ]
+    .into_iter()
+    .chain(location.map(|l| ("location", l)))
+    {
         if resp.insert_header(k, v).is_err() {
             return;
         }

@@ -27,7 +27,7 @@ use labgate_config::Snapshot;
 use pingora::connectors::TransportConnector;
 
 pub use certs::{CertMap, CertStore, Sni};
-pub use service::{listeners, redirect_service};
+pub use service::listeners;
 
 /// Errors of the proxy's control side.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,8 @@ pub struct Proxy {
     pub certs: Arc<CertStore>,
     /// The access log's sending side.
     pub access: access::AccessLog,
+    /// The port HTTPS redirects name.
+    pub https_port: u16,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -73,6 +75,7 @@ impl Proxy {
         certs: Arc<CertStore>,
         metrics: Arc<metrics::Metrics>,
         access: access::AccessLog,
+        https_port: u16,
     ) -> Self {
         let pools = backends::Pools::build(&snapshot, &backends::Pools::default());
         access.set_enabled(snapshot.access_log);
@@ -82,6 +85,7 @@ impl Proxy {
             connector: TransportConnector::new(None),
             metrics,
             certs,
+            https_port,
         }
     }
 

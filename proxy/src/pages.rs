@@ -89,3 +89,24 @@ pub fn too_large_body(service: &str, max: u64) -> String {
         "413 Content Too Large: service {service} takes request bodies up to {max} bytes (max_body).\n"
     )
 }
+
+/// A redirect to the same host and path over HTTPS: 301 for GET and HEAD, 308 (method and
+/// body kept) otherwise. `host` is the Host field `decide` accepted. Returns the status and
+/// `Location`.
+pub fn to_https(method: &str, host: Option<&[u8]>, https_port: u16, path: &str) -> (u16, String) {
+    let mut buf = [0u8; labgate_config::route::MAX_HOST_LEN];
+    let host = host
+        .and_then(|h| labgate_config::route::normalize_host(h, &mut buf))
+        .unwrap_or_default();
+    let status = if matches!(method, "GET" | "HEAD") {
+        301
+    } else {
+        308
+    };
+    let location = if https_port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{https_port}{path}")
+    };
+    (status, location)
+}

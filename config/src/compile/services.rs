@@ -152,6 +152,7 @@ pub(super) fn compile(
             backends,
             allow,
             websockets: raw.websockets.unwrap_or(true),
+            plain_http: raw.plain_http.unwrap_or(false),
             danger_accept_invalid_backend_certs: raw
                 .danger_accept_invalid_backend_certs
                 .unwrap_or(false),
