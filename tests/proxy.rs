@@ -289,6 +289,30 @@ fn bodies_pass_with_every_framing() {
     for p in ["/1", "/2", "/3"] {
         assert!(all.contains(&format!("\"path\":\"{p}\"")), "{all}");
     }
+    // One connection, both paths in turn: a chunked upload (pingora's session), a GET (the
+    // fast path), another chunked upload pipelined with a last GET.
+    let mut c = Tls::connect(s.lg.https, "app.lab.test", &s.ca);
+    let until_json_end = |b: &[u8]| b.ends_with(b"}");
+    c.send(b"POST /c1 HTTP/1.1\r\nHost: app.lab.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+    let one = String::from_utf8_lossy(&c.read_until(until_json_end)).into_owned();
+    assert!(
+        one.starts_with("HTTP/1.1 200") && one.contains("\"path\":\"/c1\""),
+        "{one}"
+    );
+    c.send(b"GET /g1 HTTP/1.1\r\nHost: app.lab.test\r\n\r\n");
+    let two = String::from_utf8_lossy(&c.read_until(until_json_end)).into_owned();
+    assert!(
+        two.starts_with("HTTP/1.1 200") && two.contains("\"path\":\"/g1\""),
+        "{two}"
+    );
+    c.send(b"POST /c2 HTTP/1.1\r\nHost: app.lab.test\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\nGET /g2 HTTP/1.1\r\nHost: app.lab.test\r\nConnection: close\r\n\r\n");
+    let rest = String::from_utf8_lossy(&c.read_to_close()).into_owned();
+    assert_eq!(rest.matches("HTTP/1.1 200 OK").count(), 2, "{rest}");
+    assert!(
+        rest.find("\"path\":\"/c2\"") < rest.find("\"path\":\"/g2\""),
+        "{rest}"
+    );
+    assert!(rest.contains("\"path\":\"/g2\""), "{rest}");
 }
 
 #[test]

@@ -98,17 +98,27 @@ enum Failure {
 }
 
 /// Serves a downstream HTTP/1.1 connection until it closes or needs pingora's sessions.
-pub async fn serve(proxy: &Proxy, down: Stream, info: ConnInfo) -> Outcome {
+/// `resumed` holds the bytes already read when the connection comes back from pingora's
+/// session after a request there (its next request is then a keep-alive one).
+pub async fn serve(
+    proxy: &Proxy,
+    down: Stream,
+    info: ConnInfo,
+    resumed: Option<BytesMut>,
+) -> Outcome {
+    let first = resumed.is_none();
+    let mut rbuf = resumed.unwrap_or_default();
+    rbuf.reserve(8 * 1024);
     let mut c = Conn {
         down,
         info,
-        rbuf: BytesMut::with_capacity(8 * 1024),
+        rbuf,
         ubuf: BytesMut::with_capacity(8 * 1024),
         out: Vec::with_capacity(2048),
         body: Vec::new(),
         pinned: None,
     };
-    let outcome = c.run(proxy).await;
+    let outcome = c.run(proxy, first).await;
     if let Some(p) = c.pinned.take() {
         release(proxy, p);
     }
@@ -128,8 +138,7 @@ fn release(proxy: &Proxy, p: Pinned) {
 
 impl Conn {
     /// The request loop; `Some(prefix)` hands the connection to pingora.
-    async fn run(&mut self, proxy: &Proxy) -> Option<BytesMut> {
-        let mut first = true;
+    async fn run(&mut self, proxy: &Proxy, mut first: bool) -> Option<BytesMut> {
         loop {
             let (plan, state) = match self.read_plan(proxy, first).await {
                 Ok(p) => p,

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora::apps::{HttpServerApp, ReusedHttpStream};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::v1::client::HttpSession as UpSession;
+use pingora::protocols::http::{ReusableHttpStream, ServerSession};
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::Peer;
 
@@ -32,9 +32,19 @@ pub struct General {
 impl HttpServerApp for General {
     async fn process_new_http(
         self: &Arc<Self>,
-        mut session: ServerSession,
+        session: ServerSession,
         _shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        // h2 streams end here; HTTP/1 connections come through `handle` from the fast path.
+        let _ = self.handle(session).await;
+        None
+    }
+}
+
+impl General {
+    /// Serves one request; an HTTP/1 connection that may carry another comes back, with any
+    /// bytes of the next request already read.
+    pub(crate) async fn handle(&self, mut session: ServerSession) -> Option<ReusableHttpStream> {
         match session.read_request().await {
             Ok(true) => {}
             Ok(false) | Err(_) => return None,
@@ -88,11 +98,12 @@ impl HttpServerApp for General {
         } else {
             (Vec::new(), String::new())
         };
-        let status = match self
+        let (status, clean) = match self
             .forward(&mut session, &state, service, client, tls, host, path)
             .await
         {
-            Done::Status(s) => s,
+            Done::Status(s) => (s, true),
+            Done::Broken(s) => (s, false),
             Done::Upgraded(up) => {
                 // After a 101 both connections become a byte pipe until either side closes.
                 if let ServerSession::H1(down) = session {
@@ -123,13 +134,12 @@ impl HttpServerApp for General {
                 took: started.elapsed(),
             });
         }
-        // A handed-over HTTP/1 connection closes after its request; h2 streams end here.
-        let _ = session.finish().await;
-        None
+        if !clean {
+            return None;
+        }
+        session.finish().await.ok().flatten()
     }
-}
 
-impl General {
     /// Forwards one request; returns the status the client got.
     #[allow(clippy::too_many_arguments)]
     async fn forward(
@@ -228,7 +238,7 @@ impl General {
                     }
                 }
                 Ok(None) => break,
-                Err(_) => return Done::Status(400),
+                Err(_) => return Done::Broken(400),
             }
         }
         if up.finish_body().await.is_err() {
@@ -247,7 +257,7 @@ impl General {
         let mut resp = resp.clone();
         strip_response(&mut resp, status == 101);
         if session.write_response_header(Box::new(resp)).await.is_err() {
-            return Done::Status(499);
+            return Done::Broken(499);
         }
         if status == 101 {
             return Done::Upgraded(Box::new(up));
@@ -257,11 +267,11 @@ impl General {
                 Ok(Some(chunk)) => {
                     let chunk = Bytes::copy_from_slice(chunk);
                     if session.write_response_body(chunk, false).await.is_err() {
-                        return Done::Status(499);
+                        return Done::Broken(499);
                     }
                 }
                 Ok(None) => break,
-                Err(_) => return Done::Status(502),
+                Err(_) => return Done::Broken(502),
             }
         }
         let _ = session.finish_body().await;
@@ -279,6 +289,8 @@ impl General {
 enum Done {
     /// A response with this status was relayed (or labgate's own page sent).
     Status(u16),
+    /// The exchange broke off with this status: the connection must close.
+    Broken(u16),
     /// The backend switched protocols: the connections become a pipe.
     Upgraded(Box<UpSession>),
 }

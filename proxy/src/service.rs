@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::apps::ServerApp;
 use pingora::listeners::tls::TlsSettings;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{ALPN, Stream};
@@ -38,14 +38,22 @@ impl ServerApp for Entry {
         let ssl = stream.get_ssl_digest();
         let info =
             ConnInfo::from_digests(socket.as_ref().and_then(|d| d.peer_addr()), ssl.as_deref())?;
-        match fast::serve(&self.proxy, stream, info).await {
-            Outcome::Done => None,
-            Outcome::Fallback(stream, prefix) => {
-                let mut session = ServerSession::new_http1(stream);
-                session.set_pipelined_prefix(prefix);
-                session.set_keepalive(None);
-                self.general.process_new_http(session, shutdown).await;
-                None
+        let mut stream = stream;
+        let mut prefix = None;
+        // The fast path and pingora's HTTP/1 session take turns on one connection.
+        loop {
+            match fast::serve(&self.proxy, stream, info.clone(), prefix.take()).await {
+                Outcome::Done => return None,
+                Outcome::Fallback(down, read) => {
+                    let mut session = ServerSession::new_http1(down);
+                    session.set_pipelined_prefix(read);
+                    if let ServerSession::H1(s) = &mut session {
+                        s.set_pipelining_enabled(true);
+                    }
+                    let (down, read) = self.general.handle(session).await?.into_parts();
+                    stream = down;
+                    prefix = Some(read.unwrap_or_default());
+                }
             }
         }
     }
