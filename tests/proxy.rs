@@ -649,3 +649,97 @@ fn failed_handshakes_are_counted_and_requests_logged() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn h2c_backends_get_http2_and_their_trailers_reach_the_client() {
+    let grpc = support::h2c::H2cBackend::start();
+    let s = setup_with(&format!(
+        "[[service]]\nhost = \"grpc.lab.test\"\nbackends = [\"h2c://127.0.0.1:{}\"]\nallow = [\"lab\"]\nhealth_check = {{ path = \"/health\", interval = \"200ms\" }}\n",
+        grpc.port
+    ));
+    let r = support::h2c::post_h2(s.lg.https, "grpc.lab.test", "/pkg.Svc/Call", &s.ca, "12345");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.starts_with("h2c HTTP/2.0 POST /pkg.Svc/Call"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("body=5") && r.body.contains("xfp=https"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains(&format!("authority=grpc.lab.test:{}", s.lg.https)),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..]),
+        "the trailer is relayed"
+    );
+    // An HTTP/1.1 client reaches the same backend through pingora's session.
+    let r = curl_https(s.lg.https, "grpc.lab.test", "/plain", &s.ca, &["--http1.1"]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.starts_with("h2c HTTP/2.0 GET /plain"), "{r:?}");
+    // Its health checks speak HTTP/2 too: more than `fall` (3) of them, and it stays up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while grpc.checks() < 5 {
+        assert!(std::time::Instant::now() < deadline, "no h2 health checks");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let up = format!(
+        "labgate_http_backend_up{{service=\"grpc\",backend=\"h2c://127.0.0.1:{}\"}}",
+        grpc.port
+    );
+    assert_eq!(s.lg.metric(&up), 1);
+}
+
+#[test]
+fn request_bodies_flow_while_the_response_streams() {
+    // A backend that answers after the first piece of the body and reads the rest later.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let Ok((mut c, _)) = listener.accept() else {
+            return;
+        };
+        let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(15)));
+        let mut got = Vec::new();
+        let mut read_until = |c: &mut std::net::TcpStream, what: &[u8]| {
+            let mut buf = [0u8; 4096];
+            while !got.windows(what.len()).any(|w| w == what) {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            true
+        };
+        if !read_until(&mut c, b"first") {
+            return;
+        }
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nearly\r\n");
+        if read_until(&mut c, b"0\r\n\r\n") {
+            let _ = c.write_all(b"4\r\nlate\r\n0\r\n\r\n");
+        }
+    });
+    let s = setup_with(&format!(
+        "[[service]]\nhost = \"duplex.lab.test\"\nbackends = [\"http://127.0.0.1:{port}\"]\nallow = [\"lab\"]\n"
+    ));
+    let mut c = Tls::connect(s.lg.https, "duplex.lab.test", &s.ca);
+    c.send(b"POST /stream HTTP/1.1\r\nHost: duplex.lab.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n");
+    let head = String::from_utf8_lossy(&c.read_until(|b| b.windows(5).any(|w| w == b"early")))
+        .into_owned();
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "the answer comes before the body ends: {head}"
+    );
+    assert!(head.contains("early"), "{head}");
+    c.send(b"0\r\n\r\n");
+    let rest = String::from_utf8_lossy(&c.read_until(|b| b.ends_with(b"0\r\n\r\n"))).into_owned();
+    assert!(rest.contains("late"), "{rest}");
+}

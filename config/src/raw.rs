@@ -215,7 +215,8 @@ pub struct RawService {
     /// More host names served by the same service.
     #[serde(default)]
     pub aliases: Vec<Spanned<String>>,
-    /// Backend URLs, `http://` or `https://`; several are load balanced.
+    /// Backend URLs, `http://`, `https://` or `h2c://` (HTTP/2 without TLS, for gRPC
+    /// servers); several are load balanced.
     pub backends: Vec<Spanned<String>>,
     /// Networks allowed to reach it; `tunnel` for internet users through Cloudflare Tunnel.
     pub allow: Vec<Spanned<String>>,

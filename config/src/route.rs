@@ -72,6 +72,8 @@ pub struct Backend {
     pub url: Arc<str>,
     /// Whether the backend speaks TLS.
     pub tls: bool,
+    /// Whether it speaks HTTP/2 without TLS (prior knowledge; gRPC servers).
+    pub h2c: bool,
     /// Where it is.
     pub host: BackendHost,
     /// Its port.

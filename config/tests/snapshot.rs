@@ -418,3 +418,40 @@ fn ptr_records_are_derived_from_each_views_addresses() {
         Err("nxdomain")
     );
 }
+
+#[test]
+fn backend_urls_give_scheme_address_and_port() {
+    let s = from_str(
+        r#"
+[[network]]
+name = "lab"
+cidrs = ["10.0.0.0/24"]
+addresses = ["10.0.0.1"]
+
+[[zone]]
+name = "lab.test"
+
+[[service]]
+host = "grpc.lab.test"
+backends = ["h2c://10.0.0.7:50051", "h2c://[fd00::7]:50051", "h2c://grpc-box:9000", "https://nas.lab.test", "http://10.0.0.8"]
+allow = ["lab"]
+"#,
+    )
+    .expect("compiles");
+    use labgate_config::route::BackendHost;
+    let got: Vec<_> = s.services[0]
+        .backends
+        .iter()
+        .map(|b| (b.tls, b.h2c, b.host.clone(), b.port))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (false, true, BackendHost::Ip(ip("10.0.0.7")), 50051),
+            (false, true, BackendHost::Ip(ip("fd00::7")), 50051),
+            (false, true, BackendHost::Name("grpc-box".into()), 9000),
+            (true, false, BackendHost::Name("nas.lab.test".into()), 443),
+            (false, false, BackendHost::Ip(ip("10.0.0.8")), 80),
+        ]
+    );
+}

@@ -84,6 +84,10 @@ impl BackendState {
         peer.options.idle_timeout = Some(POOL_IDLE);
         peer.options.verify_cert = self.settings.verify;
         peer.options.verify_hostname = self.settings.verify;
+        if self.backend.h2c {
+            // Without TLS there is no ALPN: HTTP/2 by prior knowledge.
+            peer.options.alpn = pingora::protocols::ALPN::H2;
+        }
         if !self.settings.roots.is_empty() {
             peer.options.ca = pinned_roots(&self.settings.roots);
         }

@@ -603,6 +603,10 @@ fn plan(
                 }
                 _ => Arc::clone(backend),
             };
+            if backend.backend.h2c {
+                // HTTP/2 upstream: pingora's h2 client on the general path.
+                return Plan::Fallback;
+            }
             let svc = s.service(service);
             if !info.tls && !svc.plain_http {
                 let (status, location) =

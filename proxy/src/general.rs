@@ -4,19 +4,18 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use pingora::apps::{HttpServerApp, ReusedHttpStream};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::HttpSession as UpSession;
 use pingora::protocols::http::{ReusableHttpStream, ServerSession};
 use pingora::server::ShutdownWatch;
-use pingora::upstreams::peer::Peer;
 
-use crate::backends::POOL_IDLE;
 use crate::decide::{Decision, decide};
 use crate::head::{FORWARDING, is_hop_by_hop};
 use crate::{ConnInfo, Proxy, pages};
@@ -190,6 +189,17 @@ impl General {
         {
             return Done::Status(too_large(session, &svc.name, max).await);
         }
+        let h2c = backend.backend.h2c;
+        if upgrade && h2c {
+            return Done::Status(
+                error(
+                    session,
+                    502,
+                    "speaks HTTP/2 (h2c): it cannot take an HTTP/1.1 upgrade",
+                )
+                .await,
+            );
+        }
         let Some(up_req) = upstream_request(
             session.req_header(),
             &path,
@@ -198,15 +208,16 @@ impl General {
                 client,
                 tls,
                 upgrade,
-                stream_body,
+                // HTTP/2 frames the body itself.
+                stream_body: stream_body && !h2c,
                 host_header: svc.host_header.as_deref(),
                 keep_forwarded_for: state.snapshot.trusts(client),
             },
         ) else {
             return Done::Status(error(session, 400, "the request head cannot be forwarded").await);
         };
-        let stream = match self.proxy.connector.get_stream(&*peer).await {
-            Ok((s, _)) => s,
+        let mut up = match self.proxy.upstream_session(&peer, h2c).await {
+            Ok(up) => up,
             Err(e) => {
                 backend.failed();
                 tracing::warn!(backend = %backend.backend.url, "cannot connect: {e}");
@@ -215,72 +226,112 @@ impl General {
                 );
             }
         };
-        let mut up = UpSession::new_with_options(stream, &*peer);
         if up.write_request_header(Box::new(up_req)).await.is_err() {
             backend.failed();
             return Done::Status(error(session, 502, "closed the connection").await);
         }
-        // The request body goes first, then the response (not full duplex).
-        let mut sent: u64 = 0;
+        // Full duplex: the request body flows while the response is awaited and read, so a
+        // backend may answer early and gRPC streams in both directions.
+        let mut body = RequestBody {
+            done: false,
+            sent: 0,
+            max: svc.max_body,
+        };
         loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    sent += chunk.len() as u64;
-                    if let Some(max) = svc.max_body
-                        && sent > max
-                    {
-                        return Done::Status(too_large(session, &svc.name, max).await);
+            // While the body flows, its own reads time out; the backend's silence counts after.
+            let waited = if body.done {
+                svc.timeout
+            } else {
+                Duration::MAX
+            };
+            tokio::select! {
+                biased;
+                head = tokio::time::timeout(waited, up.read_response_header()) => {
+                    match head {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!(backend = %backend.backend.url, "no valid response: {e}");
+                            return Done::Status(error(session, 502, "sent no valid response").await);
+                        }
+                        Err(_) => return Done::Status(error(session, 504, "did not answer in time").await),
                     }
-                    if up.write_body(&chunk).await.is_err() {
-                        return Done::Status(
-                            error(session, 502, "stopped reading the request body").await,
-                        );
+                    // Interim answers (100 Continue, 103) are not relayed: the response follows.
+                    let interim = up.response_header().is_some_and(|r| {
+                        r.status.is_informational() && r.status.as_u16() != 101
+                    });
+                    if !interim {
+                        break;
                     }
                 }
-                Ok(None) => break,
-                Err(_) => return Done::Broken(400),
+                piece = body.read(session), if !body.done => {
+                    match piece {
+                        Ok(piece) => {
+                            if send(&mut up, piece).await.is_err() {
+                                return Done::Status(error(session, 502, "stopped reading the request body").await);
+                            }
+                        }
+                        Err(413) => return Done::Status(too_large(session, &svc.name, body.max.unwrap_or(0)).await),
+                        Err(status) => return Done::Broken(status),
+                    }
+                }
             }
         }
-        if up.finish_body().await.is_err() {
-            return Done::Status(error(session, 502, "stopped reading the request body").await);
-        }
-        match tokio::time::timeout(svc.timeout, up.read_response()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return Done::Status(error(session, 502, "sent no valid response").await),
-            Err(_) => return Done::Status(error(session, 504, "did not answer in time").await),
-        }
         backend.succeeded();
-        let Some(resp) = up.resp_header() else {
+        let Some(resp) = up.response_header() else {
             return Done::Status(error(session, 502, "sent no valid response").await);
         };
         let status = resp.status.as_u16();
         let mut resp = resp.clone();
         strip_response(&mut resp, status == 101);
+        if !session.is_http2() {
+            // An h2c backend's answer to an HTTP/1.1 client.
+            resp.set_version(http::Version::HTTP_11);
+        }
         if session.write_response_header(Box::new(resp)).await.is_err() {
             return Done::Broken(499);
         }
         if status == 101 {
-            return Done::Upgraded(Box::new(up));
+            return match up {
+                HttpSession::H1(h1) => Done::Upgraded(Box::new(h1)),
+                _ => Done::Broken(502),
+            };
         }
+        up.set_read_timeout(Some(svc.timeout));
         loop {
-            match up.read_body_ref().await {
-                Ok(Some(chunk)) => {
-                    let chunk = Bytes::copy_from_slice(chunk);
-                    if session.write_response_body(chunk, false).await.is_err() {
-                        return Done::Broken(499);
+            tokio::select! {
+                biased;
+                chunk = up.read_response_body() => match chunk {
+                    Ok(Some(chunk)) => {
+                        if session.write_response_body(chunk, false).await.is_err() {
+                            return Done::Broken(499);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => return Done::Broken(502),
+                },
+                piece = body.read(session), if !body.done => {
+                    // The response has started: a failure cannot become an error page.
+                    let Ok(piece) = piece else {
+                        return Done::Broken(status);
+                    };
+                    if send(&mut up, piece).await.is_err() {
+                        return Done::Broken(status);
                     }
                 }
-                Ok(None) => break,
-                Err(_) => return Done::Broken(502),
             }
         }
-        let _ = session.finish_body().await;
-        up.respect_keepalive();
-        if let Some(stream) = up.reuse().await {
-            self.proxy
-                .connector
-                .release_stream(stream, peer.reuse_hash(), Some(POOL_IDLE));
+        if let HttpSession::H2(h2) = &mut up
+            && let Ok(Some(trailers)) = h2.read_trailers().await
+            && session.write_response_trailers(trailers).await.is_err()
+        {
+            return Done::Broken(499);
         }
+        let _ = session.finish_body().await;
+        if !body.done {
+            // The backend answered before the request body ended: nothing is reusable.
+            return Done::Broken(status);
+        }
+        self.proxy.release_session(up, &peer).await;
         Done::Status(status)
     }
 }
@@ -293,6 +344,45 @@ enum Done {
     Broken(u16),
     /// The backend switched protocols: the connections become a pipe.
     Upgraded(Box<UpSession>),
+}
+
+/// Longest wait for the next piece of a request body.
+const BODY_SILENCE: Duration = Duration::from_secs(30);
+
+/// The request body on its way upstream.
+struct RequestBody {
+    done: bool,
+    sent: u64,
+    max: Option<u64>,
+}
+
+impl RequestBody {
+    /// The next piece of the request body from the client; `None` at its end. Cancel-safe.
+    /// `Err(status)`: 400 for a broken or silent client, 413 over `max_body`.
+    async fn read(&mut self, session: &mut ServerSession) -> Result<Option<Bytes>, u16> {
+        match tokio::time::timeout(BODY_SILENCE, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => {
+                self.sent += chunk.len() as u64;
+                if self.max.is_some_and(|max| self.sent > max) {
+                    return Err(413);
+                }
+                Ok(Some(chunk))
+            }
+            Ok(Ok(None)) => {
+                self.done = true;
+                Ok(None)
+            }
+            Ok(Err(_)) | Err(_) => Err(400),
+        }
+    }
+}
+
+/// Sends a piece of the request body upstream, or its end.
+async fn send(up: &mut HttpSession, piece: Option<Bytes>) -> pingora::Result<()> {
+    match piece {
+        Some(chunk) => up.write_request_body(chunk, false).await,
+        None => up.finish_request_body().await,
+    }
 }
 
 /// Refuses a body over the service's `max_body`; returns 413.
@@ -309,7 +399,7 @@ async fn too_large(session: &mut ServerSession, service: &str, max: u64) -> u16 
                 }
             }
         };
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     }
     page(session, 413, pages::too_large_body(service, max), None).await;
     413

@@ -7,6 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use labgate_config::route::HealthCheck;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Proxy;
@@ -60,6 +62,12 @@ async fn check(proxy: &Proxy, b: &BackendState, hc: &HealthCheck, host: &str) ->
     let Some(peer) = b.peer() else {
         return false;
     };
+    if b.backend.h2c {
+        return matches!(
+            tokio::time::timeout(hc.timeout, check_h2(proxy, &peer, hc, host)).await,
+            Ok(Some(200..=399))
+        );
+    }
     let attempt = async {
         let mut s = proxy.connector.new_stream(&*peer).await.ok()?;
         let req = format!(
@@ -88,4 +96,20 @@ async fn check(proxy: &Proxy, b: &BackendState, hc: &HealthCheck, host: &str) ->
         tokio::time::timeout(hc.timeout, attempt).await,
         Ok(Some(200..=399))
     )
+}
+
+/// The check over HTTP/2 for an h2c backend: the status of a `GET`.
+async fn check_h2(proxy: &Proxy, peer: &HttpPeer, hc: &HealthCheck, host: &str) -> Option<u16> {
+    let mut req = RequestHeader::build("GET", hc.path.as_bytes(), None).ok()?;
+    req.insert_header("host", host).ok()?;
+    req.insert_header("user-agent", "labgate-health-check")
+        .ok()?;
+    let mut up = proxy.upstream_session(peer, true).await.ok()?;
+    up.write_request_header(Box::new(req)).await.ok()?;
+    up.finish_request_body().await.ok()?;
+    up.read_response_header().await.ok()?;
+    let status = up.response_header()?.status.as_u16();
+    while let Ok(Some(_)) = up.read_response_body().await {}
+    proxy.release_session(up, peer).await;
+    Some(status)
 }

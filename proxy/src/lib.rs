@@ -18,6 +18,7 @@ pub mod health;
 pub mod metrics;
 pub mod pages;
 mod service;
+mod upstream;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct Proxy {
     state: ArcSwap<ProxyState>,
     /// Upstream connections and their pool.
     pub connector: TransportConnector,
+    /// HTTP/2 connections to h2c backends, shared by streams.
+    h2: pingora::connectors::http::v2::Connector,
     /// Counters.
     pub metrics: Arc<metrics::Metrics>,
     /// Certificates served.
@@ -83,6 +86,7 @@ impl Proxy {
             access,
             state: ArcSwap::from_pointee(ProxyState { snapshot, pools }),
             connector: TransportConnector::new(None),
+            h2: pingora::connectors::http::v2::Connector::new(None),
             metrics,
             certs,
             https_port,

@@ -69,6 +69,20 @@ pub(crate) fn parse_reply(text: &str) -> Reply {
     }
 }
 
+/// A rustls client configuration that trusts only `ca` (labgate's local CA).
+pub(crate) fn client_config(ca: &Path) -> rustls::ClientConfig {
+    let pem = std::fs::read(ca).expect("CA file");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.expect("CA PEM")).expect("CA cert");
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 /// A TLS connection to 127.0.0.1:port with SNI `sni`, trusting `ca`.
 pub(crate) struct Tls {
     stream: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
@@ -76,18 +90,7 @@ pub(crate) struct Tls {
 
 impl Tls {
     pub(crate) fn connect(port: u16, sni: &str, ca: &Path) -> Self {
-        let pem = std::fs::read(ca).expect("CA file");
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(&pem) {
-            roots.add(c.expect("CA PEM")).expect("CA cert");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = client_config(ca);
         let name = ServerName::try_from(sni.to_owned()).expect("server name");
         let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
         let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");

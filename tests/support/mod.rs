@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)] // helpers differ per test binary; tests may unwrap
 
 pub(crate) mod backend;
+pub(crate) mod h2c;
 pub(crate) mod https;
 
 use std::io::{BufRead, BufReader};

@@ -242,8 +242,8 @@ fn allow(
 }
 
 fn backends(cx: &mut Ctx<'_>, file: FileId, raw: &RawService, key: &str) -> Vec<Backend> {
-    const EXPECTED: &str =
-        "`http://HOST:PORT` or `https://HOST:PORT`, e.g. `http://10.0.20.11:8080`";
+    const EXPECTED: &str = "`http://HOST:PORT`, `https://HOST:PORT` or `h2c://HOST:PORT` \
+         (HTTP/2 without TLS, for gRPC), e.g. `http://10.0.20.11:8080`";
     if raw.backends.is_empty() {
         cx.error(
             file,
@@ -260,9 +260,10 @@ fn backends(cx: &mut Ctx<'_>, file: FileId, raw: &RawService, key: &str) -> Vec<
         let parsed = url::Url::parse(s)
             .map_err(|e| format!("`{s}` is not a URL ({e})"))
             .and_then(|u| {
-                let tls = match u.scheme() {
-                    "http" => false,
-                    "https" => true,
+                let (tls, h2c) = match u.scheme() {
+                    "http" => (false, false),
+                    "https" => (true, false),
+                    "h2c" => (false, true),
                     other => return Err(format!("`{s}` has scheme `{other}`")),
                 };
                 if !(u.path().is_empty() || u.path() == "/")
@@ -276,7 +277,12 @@ fn backends(cx: &mut Ctx<'_>, file: FileId, raw: &RawService, key: &str) -> Vec<
                 let host = match u.host() {
                     Some(url::Host::Ipv4(a)) => BackendHost::Ip(a.into()),
                     Some(url::Host::Ipv6(a)) => BackendHost::Ip(a.into()),
-                    Some(url::Host::Domain(d)) => BackendHost::Name(Arc::from(d)),
+                    // `h2c://` is not a special scheme to the URL parser: its IPs come as text.
+                    Some(url::Host::Domain(d)) => d
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .map_or_else(|_| BackendHost::Name(Arc::from(d)), BackendHost::Ip),
                     None => return Err(format!("`{s}` has no host")),
                 };
                 let port = u
@@ -285,6 +291,7 @@ fn backends(cx: &mut Ctx<'_>, file: FileId, raw: &RawService, key: &str) -> Vec<
                 Ok(Backend {
                     url: Arc::from(s.as_str()),
                     tls,
+                    h2c,
                     host,
                     port,
                 })

@@ -1,0 +1,43 @@
+//! Upstream sessions for pingora's path: HTTP/1.1 over the shared transport pool, or an
+//! HTTP/2 stream (h2c backends) over pingora's h2 connection pool.
+
+use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::HttpSession as UpSession;
+use pingora::upstreams::peer::{HttpPeer, Peer};
+
+use crate::Proxy;
+use crate::backends::POOL_IDLE;
+
+impl Proxy {
+    /// A session to `peer`: an h2 stream when `h2c`, else HTTP/1.1 on a pooled or new
+    /// connection.
+    pub(crate) async fn upstream_session(
+        &self,
+        peer: &HttpPeer,
+        h2c: bool,
+    ) -> pingora::Result<HttpSession> {
+        if h2c {
+            if let Some(h2) = self.h2.reused_http_session(peer).await? {
+                return Ok(HttpSession::H2(h2));
+            }
+            return self.h2.new_http_session::<_, ()>(peer).await;
+        }
+        let (stream, _) = self.connector.get_stream(peer).await?;
+        Ok(HttpSession::H1(UpSession::new_with_options(stream, peer)))
+    }
+
+    /// Returns a session whose exchange ended cleanly to its pool.
+    pub(crate) async fn release_session(&self, up: HttpSession, peer: &HttpPeer) {
+        match up {
+            HttpSession::H1(mut h1) => {
+                h1.respect_keepalive();
+                if let Some(stream) = h1.reuse().await {
+                    self.connector
+                        .release_stream(stream, peer.reuse_hash(), Some(POOL_IDLE));
+                }
+            }
+            HttpSession::H2(h2) => self.h2.release_http_session(h2, peer, Some(POOL_IDLE)),
+            HttpSession::Custom(()) => {}
+        }
+    }
+}
