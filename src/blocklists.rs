@@ -71,14 +71,13 @@ pub async fn run(shared: Arc<Shared>, dns: labgate_dns::Handler, cancel: Cancell
             };
             due.insert(url.to_string(), Instant::now() + next);
         }
-        // New snapshots may add lists: look again within a second.
+        // New snapshots may add lists: look again within a second (with nothing due, in a
+        // second, not at once: that would spin).
+        let relook = Instant::now() + Duration::from_secs(1);
         let wake = due
             .values()
             .min()
-            .copied()
-            .unwrap_or_else(Instant::now)
-            .max(Instant::now())
-            .min(Instant::now() + Duration::from_secs(1));
+            .map_or(relook, |&at| at.clamp(Instant::now(), relook));
         tokio::select! {
             () = tokio::time::sleep_until(wake) => {}
             () = cancel.cancelled() => return,

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# HTTP load benchmark: labgate against nginx, HAProxy and Caddy as TLS-terminating reverse
-# proxies in front of the same nginx backend, side by side in alternating rounds. Every
+# HTTP load benchmark: labgate against nginx, HAProxy and Caddy as reverse proxies (plain
+# HTTP and TLS-terminating) in front of the same nginx backend, side by side in alternating rounds. Every
 # proxy gets one worker; the proxy and the backend are pinned to CPU 1, the load generator to
 # CPU 0. Reports requests per second, p50/p99 (wrk --latency, closed loop at -c64) and the
 # proxy's own CPU microseconds per request (utime+stime of its processes from /proc over
 # the run, the figure that survives a noisy machine), medians over rounds, and the ratio to
 # nginx's CPU per request (>1: cheaper than nginx).
 #
-# Workloads: tls-1k and tls-100k (HTTPS keep-alive, wrk), handshake (a new TLS 1.3
+# Workloads: http-1k and http-100k (plain HTTP/1.1 keep-alive, wrk), tls-1k and tls-100k
+# (HTTPS keep-alive, wrk), handshake (a new TLS 1.3
 # connection per request, wrk with Connection: close), h2-1k (h2load -c16 -m16).
 #
 #   benches/load/http.sh                       # 3 rounds x 8 s, release build
@@ -18,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
-WORKLOADS=${WORKLOADS:-"tls-1k tls-100k handshake h2-1k"}
+WORKLOADS=${WORKLOADS:-"http-1k http-100k tls-1k tls-100k handshake h2-1k"}
 SERVERS=${SERVERS:-"labgate nginx haproxy caddy"}
 for cmd in nginx haproxy caddy wrk h2load openssl taskset; do
   command -v "$cmd" >/dev/null || { echo "missing $cmd: apt-get install nginx-light haproxy caddy wrk nghttp2-client openssl util-linux"; exit 1; }
@@ -49,7 +50,7 @@ cat > "$work/labgate.toml" <<EOF
 [listen]
 dns = ["127.0.0.1:0"]
 https = ["127.0.0.1:18441"]
-http = []
+http = ["127.0.0.1:18451"]
 admin = "127.0.0.1:0"
 [tls]
 default_name = "$HOST"
@@ -68,18 +69,19 @@ name = "bench.test"
 host = "$HOST"
 backends = ["http://127.0.0.1:$BACKEND"]
 allow = ["lab"]
+plain_http = true
 EOF
 cat > "$work/nginx.conf" <<EOF
 worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   upstream b { server 127.0.0.1:$BACKEND; keepalive 128; }
-  server { listen 127.0.0.1:18442 ssl http2; server_name $HOST;
+  server { listen 127.0.0.1:18442 ssl http2; listen 127.0.0.1:18452; server_name $HOST;
     ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;
     location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto https; } } }
+      proxy_set_header X-Forwarded-Proto \$scheme; } } }
 EOF
 cat > "$work/haproxy.cfg" <<EOF
 global
@@ -93,8 +95,10 @@ defaults
   http-reuse always
 frontend f
   bind 127.0.0.1:18443 ssl crt $work/haproxy.pem alpn h2,http/1.1
+  bind 127.0.0.1:18453
   option forwardfor
-  http-request set-header X-Forwarded-Proto https
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Proto http unless { ssl_fc }
   default_backend b
 backend b
   server s1 127.0.0.1:$BACKEND
@@ -112,9 +116,15 @@ https://$HOST:18444, https://127.0.0.1:18444 {
   tls $work/cert.pem $work/key.pem
   reverse_proxy 127.0.0.1:$BACKEND
 }
+http://$HOST:18454, http://127.0.0.1:18454 {
+  bind 127.0.0.1
+  reverse_proxy 127.0.0.1:$BACKEND
+}
 EOF
 
 port_of() { case $1 in labgate) echo 18441 ;; nginx) echo 18442 ;; haproxy) echo 18443 ;; caddy) echo 18444 ;; esac; }
+# The plain-HTTP listener of each: the HTTPS port + 10.
+plain_port_of() { echo $(($(port_of "$1") + 10)); }
 
 start() {
   case $1 in
@@ -126,7 +136,8 @@ start() {
   pid=$!
   local port; port=$(port_of "$1")
   for _ in $(seq 1 150); do
-    curl -sk --resolve "$HOST:$port:127.0.0.1" "https://$HOST:$port/1k" 2>/dev/null | grep -q xxxx && return 0
+    curl -sk --resolve "$HOST:$port:127.0.0.1" "https://$HOST:$port/1k" 2>/dev/null | grep -q xxxx \
+      && curl -s -H "Host: $HOST" "http://127.0.0.1:$(plain_port_of "$1")/1k" 2>/dev/null | grep -q xxxx && return 0
     sleep 0.1
   done
   echo "$1 did not start"; tail -5 "$work/$1.log" 2>/dev/null; exit 1
@@ -144,12 +155,13 @@ backend_up || { echo "the nginx backend did not start: $(tail -3 "$work/backend.
 # wrk's latency ("850.00us", "1.23ms", "1.02s") in milliseconds.
 to_ms() { awk '{ v = $1; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } else { v = "-" } print v }'; }
 
-run_load() { # workload port -> "requests rps p50_ms p99_ms"
-  local url="https://127.0.0.1:$2"
+run_load() { # workload server -> "requests rps p50_ms p99_ms"
+  local url="https://127.0.0.1:$(port_of "$2")"
+  case $1 in http-*) url="http://127.0.0.1:$(plain_port_of "$2")" ;; esac
   case $1 in
-    tls-1k|tls-100k|handshake)
+    http-1k|http-100k|tls-1k|tls-100k|handshake)
       local path=/1k extra=()
-      [ "$1" = tls-100k ] && path=/100k
+      case $1 in *-100k) path=/100k ;; esac
       [ "$1" = handshake ] && extra=(-H "Connection: close")
       out=$(taskset -c 0 wrk -t1 -c64 -d"${DURATION}s" --latency -H "Host: $HOST" "${extra[@]}" "$url$path" 2>&1)
       reqs=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -175,7 +187,7 @@ for round in $(seq 1 "$ROUNDS"); do
     procs=$(pids_of $pid)
     for w in $WORKLOADS; do
       before=$(cpu_ticks "$procs")
-      read -r reqs rate l50 l99 < <(run_load "$w" "$(port_of "$server")")
+      read -r reqs rate l50 l99 < <(run_load "$w" "$server")
       after=$(cpu_ticks "$procs")
       us=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v q="${reqs:-0}" 'BEGIN { if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "nan" }')
       echo "round $round $server $w: $rate req/s, p50 $l50 ms, p99 $l99 ms, $us us proxy CPU/request ($reqs requests)"
