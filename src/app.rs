@@ -179,7 +179,8 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         )
         .collect::<Result<_, _>>()?;
     let handler = labgate_dns::Handler::new(shared.snapshot.clone(), Arc::clone(&shared.dns));
-    let mut dns = labgate_dns::serve(handler.clone(), udp, tcp);
+    handler.prepare_fast().await;
+    let dns = labgate_dns::serve(handler.clone(), udp, tcp);
     let (tx, rx) = mpsc::channel(16);
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -244,7 +245,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     info!("shutting down");
     shared.ready.store(false, Ordering::Release);
     cancel.cancel();
-    if let Err(e) = dns.shutdown_gracefully().await {
+    if let Err(e) = dns.shutdown().await {
         warn!("dns server stopped with an error: {e}");
     }
     if tokio::time::timeout(SHUTDOWN_GRACE, async {

@@ -151,7 +151,24 @@ fn start(cfg: &ConfigDir) -> (Labgate, u16, u16) {
 #[test]
 fn each_network_gets_its_own_answer_for_a_service() {
     let cfg = ConfigDir::new();
-    let (_lg, udp, tcp) = start(&cfg);
+    let (lg, udp, tcp) = start(&cfg);
+    // dig sends a COOKIE option: the general path. Without options, or without EDNS, the
+    // fast path answers, and the answers are the same.
+    let fast = "labgate_dns_fast_path_answers_total";
+    assert_eq!(lg.metric(fast), 0);
+    for shape in [&["+nocookie"][..], &["+noedns"][..]] {
+        let mut args = shape.to_vec();
+        args.extend(["cloud.lab.test", "A"]);
+        let a = dig(udp, "127.0.0.1", &args);
+        assert_eq!(
+            a.answer,
+            ["cloud.lab.test. 300 IN A 10.0.10.2"],
+            "{}",
+            a.raw
+        );
+        assert!(a.flags.split(' ').any(|f| f == "aa"), "{}", a.raw);
+    }
+    assert_eq!(lg.metric(fast), 2);
     let lab = dig(udp, "127.0.0.1", &["cloud.lab.test", "A"]);
     assert_eq!(lab.status, "NOERROR");
     assert!(

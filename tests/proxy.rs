@@ -637,6 +637,32 @@ fn active_health_checks_take_a_dead_backend_out() {
 #[test]
 fn failed_handshakes_are_counted_and_requests_logged() {
     let s = setup();
+    // Access log: on by default, one line per request, off by `server.access_log = false`.
+    let r = curl_https(s.lg.https, "app.lab.test", "/logged", &s.ca, &["--http1.1"]);
+    assert_eq!(r.status, 200);
+    let line = format!("127.0.0.1 app GET app.lab.test:{}/logged 200", s.lg.https);
+    s.lg.wait_log("the access log line", |l| l.contains(&line));
+    let generation = support::generation(&s.lg.config());
+    let cfg = format!(
+        "[server]\naccess_log = false\n{}",
+        config(&s.a, &s.b, s.dead)
+    );
+    s._dir.write("labgate.toml", &cfg);
+    s.lg.wait_config("the reload", |c| support::generation(c) > generation);
+    let r = curl_https(s.lg.https, "app.lab.test", "/unlogged", &s.ca, &["--http2"]);
+    assert_eq!(r.status, 200);
+    let generation = support::generation(&s.lg.config());
+    s._dir.write("labgate.toml", &config(&s.a, &s.b, s.dead));
+    s.lg.wait_config("the reload", |c| support::generation(c) > generation);
+    let r = curl_https(s.lg.https, "app.lab.test", "/marker", &s.ca, &["--http2"]);
+    assert_eq!(r.status, 200);
+    // Lines leave in order: once the marker is there, the unlogged one would be too.
+    s.lg.wait_log("the marker line", |l| l.contains("/marker 200"));
+    assert!(
+        !s.lg.log_text().contains("/unlogged"),
+        "{}",
+        s.lg.log_text()
+    );
     // No certificate covers this name: the handshake fails.
     let r = curl_https(s.lg.https, "nothing.lab.test", "/", &s.ca, &[]);
     assert_eq!(r.status, 0, "{r:?}");

@@ -71,7 +71,8 @@ pub struct RawListen {
     pub dns: Option<Vec<Spanned<String>>>,
     /// HTTPS entrypoint. Default `["0.0.0.0:443", "[::]:443"]`.
     pub https: Option<Vec<Spanned<String>>>,
-    /// Plain HTTP, which only redirects to HTTPS. Default `["0.0.0.0:80", "[::]:80"]`.
+    /// Plain HTTP: redirects to HTTPS, except for services with `plain_http`. Default
+    /// `["0.0.0.0:80", "[::]:80"]`.
     pub http: Option<Vec<Spanned<String>>>,
     /// Tunnel origin that `cloudflared` connects to. Default: none.
     pub tunnel: Option<Vec<Spanned<String>>>,

@@ -2,59 +2,17 @@
 //! target, unit tests and benches (H2: the fuzz target is a shim over this).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::Message;
-use hickory_proto::rr::Record;
-use hickory_proto::serialize::binary::BinEncoder;
-use hickory_server::net::NetError;
-use hickory_server::net::runtime::TokioTime;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
 use labgate_config::{Snapshot, Sources, compile, parse};
 
 use crate::{Handler, Metrics};
 
-/// A response handler that keeps the encoded response.
-#[derive(Clone, Default)]
-pub struct Capture(Arc<Mutex<Vec<u8>>>);
-
-#[async_trait::async_trait]
-impl ResponseHandler for Capture {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let mut buf = Vec::with_capacity(512);
-        let info = response
-            .destructive_emit(&mut BinEncoder::new(&mut buf))
-            .map_err(NetError::from)?;
-        if let Ok(mut out) = self.0.lock() {
-            *out = buf;
-        }
-        Ok(info)
-    }
-}
-
-/// Runs one query's bytes through the handler; the response bytes, or `None` when the
-/// packet does not parse as a request or nothing was sent.
+/// Runs one query's bytes through the handler's general path (see `Handler::answer_bytes`).
 pub async fn handle(handler: &Handler, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
-    let request =
-        Request::from_bytes(data.to_vec(), src, hickory_server::net::xfer::Protocol::Udp).ok()?;
-    let capture = Capture::default();
-    handler
-        .handle_request::<_, TokioTime>(&request, capture.clone())
-        .await;
-    let out = capture.0.lock().ok()?.clone();
-    (!out.is_empty()).then_some(out)
+    handler.answer_bytes(data, src).await
 }
 
 /// A handler over a small fixed configuration with no upstreams (nothing leaves the
@@ -125,6 +83,47 @@ pub fn handle_bytes(data: &[u8]) {
     });
 }
 
+/// Fuzz entry: any bytes as a query from each network and a stranger; whenever the fast path
+/// answers, its bytes are exactly the general path's.
+pub fn fast_matches_general(data: &[u8]) {
+    static HANDLER: OnceLock<Handler> = OnceLock::new();
+    thread_local! {
+        static RUNTIME: Option<tokio::runtime::Runtime> =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().ok();
+    }
+    RUNTIME.with(|rt| {
+        let Some(rt) = rt else { return };
+        let handler = HANDLER.get_or_init(|| {
+            let h = sample_handler();
+            rt.block_on(h.prepare_fast());
+            h
+        });
+        let _ = rt.block_on(compare(handler, data));
+    });
+}
+
+/// Asks both paths; `Some(bytes)` when the fast path answered (and agreed: else a panic).
+pub async fn compare(handler: &Handler, data: &[u8]) -> Option<Vec<u8>> {
+    let mut answered = None;
+    for src in ["127.0.0.1:5000", "127.0.0.2:5000", "192.0.2.1:5000"] {
+        let src: SocketAddr = src
+            .parse()
+            .unwrap_or_else(|_| unreachable!("literal address"));
+        let mut out = [0u8; 1232];
+        let Some(len) = handler.fast_answer(src.ip(), data, &mut out) else {
+            continue;
+        };
+        let general = handler.answer_bytes(data, src).await;
+        assert_eq!(
+            Some(&out[..len]),
+            general.as_deref(),
+            "fast and general paths differ for {data:02x?} from {src}"
+        );
+        answered = Some(out[..len].to_vec());
+    }
+    answered
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +177,99 @@ mod tests {
             stranger.metadata.response_code,
             hickory_proto::op::ResponseCode::Refused
         );
+    }
+
+    /// A query with the given flags byte 2 and 3 and an optional OPT of `size`.
+    fn query_with(name: &str, qtype: u16, flags: [u8; 2], opt: Option<u16>) -> Vec<u8> {
+        let labels: Vec<&str> = name.split('.').collect();
+        let mut q = query(&labels, qtype);
+        q[2..4].copy_from_slice(&flags);
+        if let Some(size) = opt {
+            q[11] = 1;
+            q.extend_from_slice(&[0, 0, 41]);
+            q.extend_from_slice(&size.to_be_bytes());
+            q.extend_from_slice(&[0; 6]);
+        }
+        q
+    }
+
+    #[test]
+    fn the_fast_path_answers_plain_questions_exactly_as_the_general_path() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let handler = sample_handler();
+        rt.block_on(handler.prepare_fast());
+        let mut fast = 0;
+        let mut total = 0;
+        for name in [
+            "app.lab.test",
+            "APP.Lab.TeSt",
+            "www.lab.test",
+            "lab.test",
+            "nope.lab.test",
+            "x.dev.lab.test",
+            "example.com",
+        ] {
+            for qtype in [1u16, 28, 5, 16, 15, 65, 6, 2, 255] {
+                for flags in [
+                    [0x01, 0x00],
+                    [0x00, 0x00],
+                    [0x01, 0x20],
+                    [0x01, 0x10],
+                    [0x81, 0x00],
+                ] {
+                    for opt in [None, Some(1232), Some(4096), Some(512), Some(100)] {
+                        total += 1;
+                        let q = query_with(name, qtype, flags, opt);
+                        if rt.block_on(compare(&handler, &q)).is_some() {
+                            fast += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // The common shapes take the fast path; every answer it gave matched.
+        assert!(
+            fast > total / 10,
+            "the fast path answered {fast} of {total}"
+        );
+        let q = query_with("app.lab.test", 1, [0x01, 0x00], None);
+        let mut out = [0u8; 1232];
+        let src = "127.0.0.1".parse().expect("ip");
+        assert!(
+            handler.fast_answer(src, &q, &mut out).is_some(),
+            "app.lab.test A is precompiled"
+        );
+        let do_bit = {
+            let mut q = query_with("app.lab.test", 1, [0x01, 0x00], Some(1232));
+            let n = q.len();
+            q[n - 4] = 0x80;
+            q
+        };
+        assert!(
+            handler.fast_answer(src, &do_bit, &mut out).is_none(),
+            "DO goes to the general path"
+        );
+    }
+
+    #[test]
+    fn fast_seed_corpus_agrees_and_takes_the_fast_path() {
+        for e in std::fs::read_dir("../fuzz/corpus/dns_handle").expect("seed corpus") {
+            fast_matches_general(&std::fs::read(e.expect("entry").path()).expect("seed"));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let handler = sample_handler();
+        rt.block_on(handler.prepare_fast());
+        let mut fast = 0;
+        for e in std::fs::read_dir("../fuzz/corpus/dns_fast").expect("seed corpus") {
+            let seed = std::fs::read(e.expect("entry").path()).expect("seed");
+            fast += usize::from(rt.block_on(compare(&handler, &seed)).is_some());
+        }
+        assert!(fast >= 5, "the dns_fast seeds reach the fast path ({fast})");
     }
 }

@@ -10,24 +10,27 @@
 //! Built: the listeners (hickory's `Server`, UDP and TCP), the authoritative part (views,
 //! NXDOMAIN/NODATA with the SOA, derived PTRs, REFUSED for clients in no network), blocklists,
 //! and forwarding through labgate's own cache (serve-stale, prefetch, rebinding protection).
-//! Not yet: the batched UDP fast path with precompiled answers.
+//! UDP runs on labgate's own loop with a fast path of precompiled answers for internal names
+//! (`fast`). Not yet: batched `recvmmsg`/`sendmmsg` and per-core `SO_REUSEPORT` workers.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 
 mod answer;
 mod cache;
+mod fast;
 mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;
 mod server;
+mod udp;
 
 pub use answer::{Answer, BLOCKED_TTL, Decision, FetchedLists, decide};
 pub use cache::{MAX_TTL, STALE_TTL};
 pub use forward::{ATTEMPT_TIMEOUT, STALE_AFTER, UPSTREAM_DEADLINE, private};
 pub use metrics::Metrics;
-pub use server::{Handler, MAX_UDP_PAYLOAD, TCP_IDLE_TIMEOUT, serve};
+pub use server::{DnsServer, Handler, MAX_UDP_PAYLOAD, TCP_IDLE_TIMEOUT, serve};
 
 use hickory_proto::op::ResponseCode;
 

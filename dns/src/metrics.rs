@@ -46,6 +46,7 @@ pub struct Metrics {
     stale_answers: AtomicU64,
     upstream_failures: AtomicU64,
     blocked: AtomicU64,
+    fast_answers: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -61,6 +62,7 @@ impl Default for Metrics {
             stale_answers: AtomicU64::new(0),
             upstream_failures: AtomicU64::new(0),
             blocked: AtomicU64::new(0),
+            fast_answers: AtomicU64::new(0),
             latency_buckets: Default::default(),
             latency_sum_us: AtomicU64::new(0),
         }
@@ -79,6 +81,11 @@ impl Metrics {
     /// Counts one blocked query.
     pub(crate) fn blocked(&self) {
         self.blocked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one query answered by the fast path (it is counted by `query` too).
+    pub(crate) fn fast_answer(&self) {
+        self.fast_answers.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one answered query; `network` is the client's network position, if any.
@@ -169,6 +176,11 @@ impl Metrics {
                 "labgate_dns_blocked_total",
                 "Queries answered by a blocklist.",
                 &self.blocked,
+            ),
+            (
+                "labgate_dns_fast_path_answers_total",
+                "UDP queries answered from precompiled answers.",
+                &self.fast_answers,
             ),
         ];
         for (name, help, c) in counters {

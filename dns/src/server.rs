@@ -1,21 +1,29 @@
 //! The DNS server: hickory's `Server` for the sockets (UDP, and TCP per RFC 7766), labgate's
 //! own `RequestHandler` over the published snapshot.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::Server;
+use hickory_server::net::NetError;
 use hickory_server::net::runtime::Time;
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use labgate_config::Snapshot;
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::debug;
 
 use crate::answer::{Decision, FetchedLists, decide};
+use crate::fast::FastTable;
 use crate::forward::Forwarders;
 use crate::metrics::Metrics;
 
@@ -32,6 +40,10 @@ pub struct Handler {
     metrics: Arc<Metrics>,
     forwarders: Arc<ArcSwap<Forwarders>>,
     rebuilding: Arc<Mutex<()>>,
+    /// The fast path's answers, for the generation they name.
+    fast: Arc<ArcSwap<FastTable>>,
+    /// The generation whose table is being built (0: none yet).
+    fast_building: Arc<AtomicU64>,
 }
 
 impl Handler {
@@ -43,7 +55,61 @@ impl Handler {
             metrics,
             forwarders: Arc::new(ArcSwap::from_pointee(Forwarders::empty())),
             rebuilding: Arc::new(Mutex::new(())),
+            fast: Arc::new(ArcSwap::from_pointee(FastTable::default())),
+            fast_building: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Answers a UDP query from the precompiled table into `out`; `None` sends it to the
+    /// general path. A table older than the snapshot is never used: the first query after a
+    /// reload starts its rebuild in the background (needs a tokio runtime).
+    pub fn fast_answer(&self, src: IpAddr, query: &[u8], out: &mut [u8]) -> Option<usize> {
+        let snapshot = self.snapshot.load();
+        let table = self.fast.load();
+        if table.generation != snapshot.generation {
+            let generation = snapshot.generation;
+            if self.fast_building.swap(generation, Ordering::AcqRel) != generation {
+                let handler = self.clone();
+                let snapshot = Arc::clone(&snapshot);
+                tokio::spawn(async move {
+                    let table = FastTable::build(&handler.frozen(&snapshot), &snapshot).await;
+                    handler.fast.store(Arc::new(table));
+                });
+            }
+            return None;
+        }
+        table.answer(&snapshot, &self.metrics, src, query, out)
+    }
+
+    /// Builds the fast path's table for the current snapshot now (start-up and tests; after a
+    /// reload the first UDP query starts it).
+    pub async fn prepare_fast(&self) {
+        let snapshot = self.snapshot.load_full();
+        self.fast_building
+            .store(snapshot.generation, Ordering::Release);
+        let table = FastTable::build(&self.frozen(&snapshot), &snapshot).await;
+        self.fast.store(Arc::new(table));
+    }
+
+    /// A handler over one fixed snapshot that counts nothing: the fast table's compiler.
+    fn frozen(&self, snapshot: &Arc<Snapshot>) -> Self {
+        Self {
+            snapshot: Arc::new(ArcSwap::new(Arc::clone(snapshot))),
+            metrics: Arc::new(Metrics::default()),
+            ..self.clone()
+        }
+    }
+
+    /// Runs one query's bytes through the general path as a UDP query from `src`; the
+    /// response bytes (truncated to the UDP size with TC set), or `None` when the packet does
+    /// not parse as a request or deserves silence.
+    pub async fn answer_bytes(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        let request = Request::from_bytes(data.to_vec(), src, Protocol::Udp).ok()?;
+        let reply = UdpReply::default();
+        self.handle_request::<_, TokioTime>(&request, reply.clone())
+            .await;
+        let out = reply.0.lock().ok()?.clone();
+        (!out.is_empty()).then_some(out)
     }
 
     /// Where the control plane publishes blocklists fetched from URLs.
@@ -53,7 +119,7 @@ impl Handler {
 
     /// Resolves a host name through the upstreams directly (never labgate's own views, so a
     /// list download does not depend on labgate's own DNS).
-    pub async fn resolve_upstream(&self, host: &str) -> Vec<std::net::IpAddr> {
+    pub async fn resolve_upstream(&self, host: &str) -> Vec<IpAddr> {
         let snapshot = self.snapshot.load_full();
         self.forwarders(&snapshot).addresses(host).await
     }
@@ -78,16 +144,37 @@ impl Handler {
     }
 }
 
-/// Starts serving on already-bound sockets (G3); stop it with `shutdown_gracefully`.
-pub fn serve(handler: Handler, udp: Vec<UdpSocket>, tcp: Vec<TcpListener>) -> Server<Handler> {
-    let mut server = Server::new(handler);
-    for s in udp {
-        server.register_socket(s);
+/// The running DNS listeners.
+pub struct DnsServer {
+    tcp: Server<Handler>,
+    udp: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl DnsServer {
+    /// Stops UDP at once and TCP after its connections finish.
+    ///
+    /// # Errors
+    /// When hickory's TCP server ends with an error.
+    pub async fn shutdown(mut self) -> Result<(), NetError> {
+        for task in &self.udp {
+            task.abort();
+        }
+        self.tcp.shutdown_gracefully().await.map(|_| ())
     }
+}
+
+/// Starts serving on already-bound sockets (G3): UDP on labgate's own loop (fast path first),
+/// TCP on hickory's `Server`. Needs a tokio runtime.
+pub fn serve(handler: Handler, udp: Vec<UdpSocket>, tcp: Vec<TcpListener>) -> DnsServer {
+    let udp = udp
+        .into_iter()
+        .map(|s| tokio::spawn(crate::udp::serve(handler.clone(), Arc::new(s))))
+        .collect();
+    let mut server = Server::new(handler);
     for l in tcp {
         server.register_listener(l, TCP_IDLE_TIMEOUT, usize::from(u16::MAX));
     }
-    server
+    DnsServer { tcp: server, udp }
 }
 
 #[async_trait]
@@ -198,4 +285,36 @@ fn unsent(request: &Request, rcode: ResponseCode) -> ResponseInfo {
         metadata,
         counts: Default::default(),
     })
+}
+
+/// A response handler that keeps the response encoded as UDP sends it: at most the client's
+/// EDNS size (512 without EDNS), truncated with TC set beyond.
+#[derive(Clone, Default)]
+pub(crate) struct UdpReply(Arc<Mutex<Vec<u8>>>);
+
+#[async_trait]
+impl ResponseHandler for UdpReply {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let max = response.edns().map_or(512, Edns::max_payload);
+        let mut buf = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut buf);
+        encoder.set_max_size(max);
+        let info = response
+            .destructive_emit(&mut encoder)
+            .map_err(NetError::from)?;
+        if let Ok(mut out) = self.0.lock() {
+            *out = buf;
+        }
+        Ok(info)
+    }
 }

@@ -33,8 +33,10 @@ pub(crate) struct Labgate {
     pub(crate) stdout: Vec<String>,
     /// The HTTPS listener's port.
     pub(crate) https: u16,
-    /// The redirecting HTTP listener's port.
+    /// The plain HTTP listener's port.
     pub(crate) http: u16,
+    /// Its stderr, a file in the state directory.
+    log: PathBuf,
 }
 
 impl Labgate {
@@ -42,6 +44,8 @@ impl Labgate {
     pub(crate) fn start(args: &[&str], state_dir: &Path) -> Self {
         // pingora binds the HTTP listeners itself and cannot report a port 0 choice.
         let (https, http) = (free_port(), free_port());
+        std::fs::create_dir_all(state_dir).expect("state dir");
+        let log = state_dir.join("labgate.stderr");
         let mut child = bin()
             .arg("run")
             .args(args)
@@ -51,7 +55,7 @@ impl Labgate {
             .arg("--state-dir")
             .arg(state_dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start labgate");
         let stdout = child.stdout.take().expect("stdout");
@@ -89,6 +93,24 @@ impl Labgate {
             stdout: lines,
             https,
             http,
+            log,
+        }
+    }
+
+    /// What it logged so far (stderr).
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls the log until `pred` holds, or panics at the deadline.
+    pub(crate) fn wait_log(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
+        while !pred(&self.log_text()) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} in the log"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -142,6 +164,15 @@ impl Drop for Labgate {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // The failed test's output then shows what labgate said.
+            let text = self.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            eprintln!("--- labgate's log, last lines ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 

@@ -1,0 +1,238 @@
+//! The UDP fast path: answers for internal names, precompiled per snapshot as the general
+//! path's own response bytes, served by patching the query's ID, RD bit, question bytes and
+//! the client's EDNS size. Anything unusual goes to the general path, which is the reference:
+//! a differential test and fuzz target check that both give the same bytes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
+use labgate_config::Snapshot;
+
+use crate::Handler;
+use crate::metrics::Metrics;
+use crate::server::MAX_UDP_PAYLOAD;
+
+/// Key bytes: network index (2), query type (2), lower-case wire name (up to 255).
+const KEY_MAX: usize = 4 + 255;
+
+/// Precompiled answers of one snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct FastTable {
+    /// The snapshot generation they were built from.
+    pub(crate) generation: u64,
+    entries: HashMap<Box<[u8]>, Entry>,
+}
+
+/// The response to one (network, type, name) question, as the general path encodes it for a
+/// query with ID 0 and RD set: without EDNS, and with an OPT of the largest UDP size.
+#[derive(Debug)]
+struct Entry {
+    plain: Option<Box<[u8]>>,
+    edns: Option<Box<[u8]>>,
+    rcode: ResponseCode,
+}
+
+/// A query the fast path can take, read without allocating.
+struct Parsed {
+    key: [u8; KEY_MAX],
+    key_len: usize,
+    qtype: u16,
+    /// End of the question section.
+    question_end: usize,
+    /// The client's EDNS UDP size, if it sent a plain OPT.
+    edns_size: Option<u16>,
+}
+
+impl FastTable {
+    /// Precompiles the internal names of every view: A and AAAA and each type present at a
+    /// name, as answered by `handler` (built over `snapshot`, counting into throwaway metrics).
+    pub(crate) async fn build(handler: &Handler, snapshot: &Snapshot) -> Self {
+        let mut entries = HashMap::new();
+        for view in &snapshot.views {
+            let network = snapshot.networks.get(view.network);
+            // A client address of this network, if one maps to it (a more specific network
+            // could own every address of its first range).
+            let Some(client) =
+                network.cidrs.iter().map(|c| c.network()).find(|ip| {
+                    snapshot.networks.lookup(*ip).map(|m| m.network) == Some(network.id)
+                })
+            else {
+                continue;
+            };
+            let src = SocketAddr::new(client, 53);
+            for (name, node) in &view.nodes {
+                let mut types = vec![RecordType::A, RecordType::AAAA];
+                for r in &node.records {
+                    if !types.contains(&r.record_type()) {
+                        types.push(r.record_type());
+                    }
+                }
+                let name = Name::from(name.clone());
+                for rtype in types {
+                    let Some(entry) = precompile(handler, &name, rtype, src).await else {
+                        continue;
+                    };
+                    let mut key = Vec::with_capacity(4 + 64);
+                    let index = u16::try_from(view.network.index()).unwrap_or(u16::MAX);
+                    key.extend_from_slice(&index.to_be_bytes());
+                    key.extend_from_slice(&u16::from(rtype).to_be_bytes());
+                    key.extend_from_slice(&name.to_lowercase().to_bytes().unwrap_or_default());
+                    entries.insert(key.into_boxed_slice(), entry);
+                }
+            }
+        }
+        Self {
+            generation: snapshot.generation,
+            entries,
+        }
+    }
+
+    /// Answers `query` from `src` into `out` if it is a plain question for a precompiled name;
+    /// returns the response length and counts it. `None`: the general path must answer.
+    pub(crate) fn answer(
+        &self,
+        snapshot: &Snapshot,
+        metrics: &Metrics,
+        src: IpAddr,
+        query: &[u8],
+        out: &mut [u8],
+    ) -> Option<usize> {
+        let network = snapshot.networks.lookup(src)?.network;
+        let mut p = parse(query)?;
+        let index = u16::try_from(network.index()).ok()?;
+        p.key[..2].copy_from_slice(&index.to_be_bytes());
+        let entry = self.entries.get(&p.key[..p.key_len])?;
+        let (template, limit) = match p.edns_size {
+            None => (entry.plain.as_deref()?, 512),
+            Some(size) => (
+                entry.edns.as_deref()?,
+                usize::from(size.clamp(512, MAX_UDP_PAYLOAD)),
+            ),
+        };
+        if template.len() > limit || template.len() > out.len() {
+            // Would be truncated: the general path sets TC.
+            return None;
+        }
+        let out = &mut out[..template.len()];
+        out.copy_from_slice(template);
+        out[..2].copy_from_slice(&query[..2]);
+        out[2] = (out[2] & !0x01) | (query[2] & 0x01);
+        // The question as the client wrote it (0x20 case included).
+        out[12..p.question_end].copy_from_slice(&query[12..p.question_end]);
+        if let Some(size) = p.edns_size {
+            // The OPT is last, root-named, with no options: its CLASS is the UDP size.
+            let at = out.len() - 8;
+            out[at..at + 2].copy_from_slice(&size.clamp(512, MAX_UDP_PAYLOAD).to_be_bytes());
+        }
+        metrics.query(
+            Some(network.index()),
+            RecordType::from(p.qtype),
+            entry.rcode,
+        );
+        metrics.fast_answer();
+        Some(out.len())
+    }
+}
+
+/// The general path's answers to the two canonical queries; `None` unless authoritative and
+/// untruncated.
+async fn precompile(
+    handler: &Handler,
+    name: &Name,
+    rtype: RecordType,
+    src: SocketAddr,
+) -> Option<Entry> {
+    let mut msg = Message::query();
+    msg.metadata.id = 0;
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(name.to_lowercase(), rtype));
+    let plain_query = msg.to_vec().ok()?;
+    let mut edns = Edns::new();
+    edns.set_max_payload(MAX_UDP_PAYLOAD);
+    msg.set_edns(edns);
+    let edns_query = msg.to_vec().ok()?;
+    let plain = handler.answer_bytes(&plain_query, src).await;
+    let edns = handler.answer_bytes(&edns_query, src).await;
+    let usable = |r: &Option<Vec<u8>>, with_opt: bool| -> Option<Box<[u8]>> {
+        let r = r.as_ref()?;
+        let (flags, rest) = (r.get(2..4)?, r.len());
+        let authoritative = flags[0] & 0x04 != 0;
+        let truncated = flags[0] & 0x02 != 0;
+        let opt_last = rest >= 12 + 11 && r[rest - 11] == 0 && r[rest - 10..rest - 8] == [0, 41];
+        (authoritative && !truncated && (!with_opt || opt_last))
+            .then(|| r.clone().into_boxed_slice())
+    };
+    let rcode = ResponseCode::from(0, plain.as_ref()?.get(3)? & 0x0F);
+    let entry = Entry {
+        plain: usable(&plain, false),
+        edns: usable(&edns, true),
+        rcode,
+    };
+    (entry.plain.is_some() || entry.edns.is_some()).then_some(entry)
+}
+
+/// Reads a query the fast path may answer: a standard query (QR 0, opcode 0, no AA/TC, no
+/// CD, no Z, rcode 0; RD and AD free), one uncompressed IN question, nothing else but a plain
+/// OPT (version 0, no DO, no options). Anything else is `None`.
+fn parse(q: &[u8]) -> Option<Parsed> {
+    let header = q.get(..12)?;
+    if header[2] & 0xFE != 0 || header[3] & !0x20 != 0 {
+        return None;
+    }
+    let count = |i: usize| u16::from_be_bytes([header[i], header[i + 1]]);
+    let additional = count(10);
+    if count(4) != 1 || count(6) != 0 || count(8) != 0 || additional > 1 {
+        return None;
+    }
+    let mut p = Parsed {
+        key: [0; KEY_MAX],
+        key_len: 4,
+        qtype: 0,
+        question_end: 0,
+        edns_size: None,
+    };
+    let mut i = 12;
+    loop {
+        let len = usize::from(*q.get(i)?);
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        let label = q.get(i..=i + len)?;
+        let end = p.key_len + label.len();
+        if end > KEY_MAX {
+            return None;
+        }
+        for (k, b) in p.key[p.key_len..end].iter_mut().zip(label) {
+            *k = b.to_ascii_lowercase();
+        }
+        p.key_len = end;
+        i += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    let tail = q.get(i..i + 4)?;
+    if tail[2..4] != [0, 1] {
+        return None;
+    }
+    p.qtype = u16::from_be_bytes([tail[0], tail[1]]);
+    p.key[2..4].copy_from_slice(&tail[..2]);
+    i += 4;
+    p.question_end = i;
+    match additional {
+        0 if q.len() == i => {}
+        1 => {
+            let opt = q.get(i..)?;
+            // Root name, TYPE 41, CLASS = size, TTL 0 (rcode, version, DO, Z), RDLEN 0.
+            if opt.len() != 11 || opt[..3] != [0, 0, 41] || opt[5..] != [0; 6] {
+                return None;
+            }
+            p.edns_size = Some(u16::from_be_bytes([opt[3], opt[4]]));
+        }
+        _ => return None,
+    }
+    Some(p)
+}
