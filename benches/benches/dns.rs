@@ -1,5 +1,6 @@
 //! Benches: the DNS decision for one question (client address → network → view lookup →
-//! answer), the work every internal query does before encoding.
+//! answer), the whole general path bytes in to bytes out, and the UDP fast path; allocations
+//! per query counted with dhat for both paths (zero is the fast path's aim).
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -9,6 +10,19 @@ use hickory_proto::rr::{DNSClass, LowerName, Name, RecordType};
 use labgate_benches::generated_config;
 use labgate_config::{Sources, compile, parse};
 use labgate_dns::decide;
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+/// Heap blocks allocated per call of `f`, over 1,000 calls.
+fn allocations_per_call(mut f: impl FnMut()) -> f64 {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let before = dhat::HeapStats::get().total_blocks;
+    for _ in 0..1000 {
+        f();
+    }
+    (dhat::HeapStats::get().total_blocks - before) as f64 / 1000.0
+}
 
 fn decide_bench(c: &mut Criterion) {
     let mut src = Sources::new();
@@ -57,7 +71,11 @@ fn handler_bench(c: &mut Criterion) {
         b"\x03app\x03lab\x04test\x00\x00\x01\x00\x01",
     ]
     .concat();
-    let src = "127.0.0.1:5000".parse().expect("src");
+    let src: std::net::SocketAddr = "127.0.0.1:5000".parse().expect("src");
+    let general = allocations_per_call(|| {
+        black_box(rt.block_on(labgate_dns::fuzzing::handle(&handler, &query, src)));
+    });
+    println!("dns general path: {general} allocations per query");
     c.bench_function("dns_handler/internal_answer_bytes_in_bytes_out", |b| {
         b.iter(|| {
             rt.block_on(labgate_dns::fuzzing::handle(
@@ -66,6 +84,21 @@ fn handler_bench(c: &mut Criterion) {
                 src,
             ))
         })
+    });
+    // The fast path: the same query answered from the precompiled table.
+    rt.block_on(handler.prepare_fast());
+    let mut out = [0u8; 1232];
+    let _guard = rt.enter();
+    assert!(
+        handler.fast_answer(src.ip(), &query, &mut out).is_some(),
+        "the bench query must take the fast path"
+    );
+    let fast = allocations_per_call(|| {
+        black_box(handler.fast_answer(src.ip(), &query, &mut out));
+    });
+    println!("dns fast path: {fast} allocations per query");
+    c.bench_function("dns_fast_path/internal_answer_bytes_in_bytes_out", |b| {
+        b.iter(|| handler.fast_answer(src.ip(), black_box(&query), &mut out))
     });
 }
 

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# DNS load benchmark: labgate against Unbound and dnsmasq answering the same 200 internal
-# names, side by side in alternating rounds. Each server is pinned to CPU 0, dnsperf to CPU 1.
-# Reports queries per second and server CPU microseconds per query (utime+stime from
-# /proc/PID/stat over the run: the figure that survives a noisy machine), medians over rounds.
+# DNS load benchmark: labgate against Knot DNS, NSD, Unbound and dnsmasq answering the same
+# 200 internal names (one view), side by side in alternating rounds. Each server (all its
+# processes and threads) is pinned to CPU 0, dnsperf to CPU 1. Reports queries per second,
+# server CPU microseconds per query (utime+stime from /proc over the run: the figure that
+# survives a noisy machine), medians over rounds, and each server's idle RSS after start.
 #
 #   benches/load/dns.sh                 # 3 rounds x 8 s, release build
-#   ROUNDS=5 DURATION=10 benches/load/dns.sh
+#   ROUNDS=5 DURATION=10 SERVERS="labgate knot" benches/load/dns.sh
 #
-# Needs: dnsperf, unbound, dnsmasq (apt-get install dnsperf unbound dnsmasq-base).
+# Needs: dnsperf, knot, nsd, unbound, dnsmasq (apt-get install dnsperf knot nsd unbound
+# dnsmasq-base).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=benches/load/lib.sh
+source benches/load/lib.sh
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 NAMES=200
-for cmd in dnsperf unbound dnsmasq taskset; do
-  command -v "$cmd" >/dev/null || { echo "missing $cmd: apt-get install dnsperf unbound dnsmasq-base util-linux"; exit 1; }
+SERVERS=${SERVERS:-"labgate knot nsd unbound dnsmasq"}
+for cmd in dnsperf knotd nsd unbound dnsmasq taskset; do
+  command -v "$cmd" >/dev/null || { echo "missing $cmd: apt-get install dnsperf knot nsd unbound dnsmasq-base util-linux"; exit 1; }
 done
 [ -x target/release/labgate ] || cargo build --release --bin labgate
 work=$(mktemp -d)
@@ -38,6 +43,56 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
   done
   printf 'remote-control:\n  control-enable: no\n'
 } > "$work/unbound.conf"
+{
+  printf '$ORIGIN bench.test.\n$TTL 300\n@ IN SOA ns.bench.test. hostmaster.bench.test. 1 3600 600 86400 60\n'
+  printf '@ IN NS ns.bench.test.\nns IN A 127.0.0.1\n'
+  for i in $(seq 1 $NAMES); do
+    printf 'host%03d IN A 10.0.%d.%d\n' "$i" $((i / 250)) $((i % 250))
+  done
+} > "$work/bench.test.zone"
+cat > "$work/nsd.conf" <<EOF
+server:
+  ip-address: 127.0.0.1@15304
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "$work"
+  pidfile: "$work/nsd.pid"
+  zonelistfile: "$work/zone.list"
+  xfrdfile: "$work/xfrd.state"
+  xfrdir: "$work"
+  database: ""
+  verbosity: 0
+  hide-version: yes
+  rrl-ratelimit: 0
+  rrl-whitelist-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: bench.test
+  zonefile: bench.test.zone
+EOF
+mkdir -p "$work/knotdb"
+cat > "$work/knot.conf" <<EOF
+server:
+  listen: 127.0.0.1@15305
+  rundir: "$work"
+  udp-workers: 1
+  tcp-workers: 1
+  background-workers: 1
+database:
+  storage: "$work/knotdb"
+template:
+  - id: default
+    storage: "$work"
+    file: "%s.zone"
+    semantic-checks: off
+zone:
+  - domain: bench.test
+log:
+  - target: stderr
+    any: error
+EOF
 : > "$work/dnsmasq.hosts"
 for i in $(seq 1 $NAMES); do
   printf '10.0.%d.%d host%03d.bench.test\n' $((i / 250)) $((i % 250)) "$i" >> "$work/dnsmasq.hosts"
@@ -50,25 +105,34 @@ start() {
     unbound) taskset -c 0 unbound -d -c "$work/unbound.conf" >/dev/null 2>&1 & port=15302 ;;
     dnsmasq) taskset -c 0 dnsmasq -k -p 15303 --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts \
                --addn-hosts="$work/dnsmasq.hosts" --local=/bench.test/ --cache-size=1000 --user=root >/dev/null 2>&1 & port=15303 ;;
+    nsd) taskset -c 0 nsd -d -c "$work/nsd.conf" >/dev/null 2>&1 & port=15304 ;;
+    knot) taskset -c 0 knotd -c "$work/knot.conf" >/dev/null 2>&1 & port=15305 ;;
   esac
   pid=$!
   for _ in $(seq 1 100); do
-    dig @127.0.0.1 -p $port +time=1 +tries=1 +short host001.bench.test | grep -q 10.0.0.1 && return 0
+    if dig @127.0.0.1 -p $port +time=1 +tries=1 +short host001.bench.test | grep -q 10.0.0.1; then
+      # Knot pins its UDP workers itself (worker 0 on the load generator's CPU): re-pin
+      # every thread of every process of the server to CPU 0.
+      for p in $(pids_of $pid); do taskset -a -p -c 0 "$p" >/dev/null; done
+      return 0
+    fi
     sleep 0.1
   done
   echo "$1 did not start"; exit 1
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-declare -A qps cpu
+declare -A qps cpu rss
 for round in $(seq 1 "$ROUNDS"); do
-  for server in labgate unbound dnsmasq; do
+  for server in $SERVERS; do
     start $server
-    before=$(cpu_ticks $pid)
+    procs=$(pids_of $pid)
+    rss[$server]=$(rss_kib "$procs")
+    before=$(cpu_ticks "$procs")
     out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/queries" -c 10 -T 1 -q 100 -l "$DURATION" 2>&1)
-    after=$(cpu_ticks $pid)
-    kill $pid; wait $pid 2>/dev/null || true
+    after=$(cpu_ticks "$procs")
+    kill $procs 2>/dev/null || true
+    wait $pid 2>/dev/null || true
     done_q=$(echo "$out" | awk '/Queries completed/ {print $3}')
     lost=$(echo "$out" | awk '/Queries lost/ {print $3}')
     rate=$(echo "$out" | awk '/Queries per second/ {print $4}')
@@ -80,12 +144,12 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo
-printf '%-8s %12s %16s %18s\n' server "q/s median" "CPU us/q median" "CPU vs Unbound"
-ucpu=$(echo "${cpu[unbound]}" | median)
-for server in labgate unbound dnsmasq; do
+printf '%-8s %12s %16s %22s %14s\n' server "q/s median" "CPU us/q median" "capacity vs Unbound" "idle RSS KiB"
+ucpu=$(echo "${cpu[unbound]:-}" | median)
+for server in $SERVERS; do
   q=$(echo "${qps[$server]}" | median)
   c=$(echo "${cpu[$server]}" | median)
-  printf '%-8s %12s %16s %17.2fx\n' $server "$q" "$c" "$(awk -v a="$c" -v b="$ucpu" 'BEGIN {print a / b}')"
+  printf '%-8s %12s %16s %21s %14s\n' $server "$q" "$c" \
+    "$(awk -v a="$c" -v b="$ucpu" 'BEGIN { if (a > 0 && b > 0) printf "%.2fx", b / a; else print "-" }')" "${rss[$server]}"
 done

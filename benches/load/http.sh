@@ -17,6 +17,8 @@
 # Needs: nginx-light haproxy caddy wrk nghttp2-client openssl (apt-get install ...).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=benches/load/lib.sh
+source benches/load/lib.sh
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 WORKLOADS=${WORKLOADS:-"http-1k http-100k tls-1k tls-100k handshake h2-1k"}
@@ -143,9 +145,6 @@ start() {
   echo "$1 did not start"; tail -5 "$work/$1.log" 2>/dev/null; exit 1
 }
 
-# All processes of a server (nginx: master and worker).
-pids_of() { echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"; }
-cpu_ticks() { local t=0; for p in $1; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 
 taskset -c 1 nginx -c "$work/backend.conf" -p "$work" >/dev/null 2>&1 &
 backend_up() { curl -s "http://127.0.0.1:$BACKEND/1k" | grep -q xxxx; }
@@ -198,7 +197,6 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
 echo "Medians over $ROUNDS rounds of ${DURATION}s (proxy and backend on CPU 1, load on CPU 0):"
 printf '%-10s %-9s %10s %9s %9s %12s %14s\n' workload server req/s "p50 ms" "p99 ms" "cpu us/req" "capacity/nginx"
