@@ -166,13 +166,17 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     let admin_addr = admin_listener.local_addr()?;
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
+    let mut udp_bound = Vec::new();
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     for &addr in &snapshot.listen.dns {
-        udp.push(listen::udp(addr, "listen.dns")?);
+        let group = listen::udp_group(addr, "listen.dns", workers)?;
+        udp_bound.push(group[0].local_addr()?);
+        udp.extend(group);
         tcp.push(listen::tcp(addr, "listen.dns")?);
     }
-    let dns_bound: Vec<String> = udp
+    let dns_bound: Vec<String> = udp_bound
         .iter()
-        .map(|s| s.local_addr().map(|a| format!("udp {a}")))
+        .map(|a| Ok::<_, std::io::Error>(format!("udp {a}")))
         .chain(
             tcp.iter()
                 .map(|l| l.local_addr().map(|a| format!("tcp {a}"))),
@@ -180,7 +184,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         .collect::<Result<_, _>>()?;
     let handler = labgate_dns::Handler::new(shared.snapshot.clone(), Arc::clone(&shared.dns));
     handler.prepare_fast().await;
-    let dns = labgate_dns::serve(handler.clone(), udp, tcp);
+    let dns = labgate_dns::serve(handler.clone(), udp, tcp).context("cannot start DNS")?;
     let (tx, rx) = mpsc::channel(16);
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();

@@ -2,7 +2,7 @@
 //! own `RequestHandler` over the published snapshot.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use labgate_config::Snapshot;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tracing::debug;
 
 use crate::answer::{Decision, FetchedLists, decide};
@@ -147,34 +147,59 @@ impl Handler {
 /// The running DNS listeners.
 pub struct DnsServer {
     tcp: Server<Handler>,
-    udp: Vec<tokio::task::JoinHandle<()>>,
+    udp: Vec<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl DnsServer {
-    /// Stops UDP at once and TCP after its connections finish.
+    /// Stops the UDP workers (within their stop check) and TCP after its connections finish.
     ///
     /// # Errors
     /// When hickory's TCP server ends with an error.
     pub async fn shutdown(mut self) -> Result<(), NetError> {
-        for task in &self.udp {
-            task.abort();
-        }
+        self.stop.store(true, Ordering::Relaxed);
+        let workers = std::mem::take(&mut self.udp);
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await;
         self.tcp.shutdown_gracefully().await.map(|_| ())
     }
 }
 
-/// Starts serving on already-bound sockets (G3): UDP on labgate's own loop (fast path first),
-/// TCP on hickory's `Server`. Needs a tokio runtime.
-pub fn serve(handler: Handler, udp: Vec<UdpSocket>, tcp: Vec<TcpListener>) -> DnsServer {
-    let udp = udp
-        .into_iter()
-        .map(|s| tokio::spawn(crate::udp::serve(handler.clone(), Arc::new(s))))
-        .collect();
+/// Starts serving on already-bound sockets (G3): each UDP socket on its own worker thread
+/// (labgate's batched loop, fast path first), TCP on hickory's `Server`. Call it within a
+/// tokio runtime: the general path runs there.
+///
+/// # Errors
+/// When a worker thread cannot be started.
+pub fn serve(
+    handler: Handler,
+    udp: Vec<std::net::UdpSocket>,
+    tcp: Vec<TcpListener>,
+) -> std::io::Result<DnsServer> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Handle::current();
+    let mut workers = Vec::with_capacity(udp.len());
+    for (i, socket) in udp.into_iter().enumerate() {
+        let (handler, rt, stop) = (handler.clone(), rt.clone(), Arc::clone(&stop));
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("labgate dns udp {i}"))
+                .spawn(move || crate::udp::run(&handler, socket, &rt, &stop))?,
+        );
+    }
     let mut server = Server::new(handler);
     for l in tcp {
         server.register_listener(l, TCP_IDLE_TIMEOUT, usize::from(u16::MAX));
     }
-    DnsServer { tcp: server, udp }
+    Ok(DnsServer {
+        tcp: server,
+        udp: workers,
+        stop,
+    })
 }
 
 #[async_trait]
