@@ -480,6 +480,17 @@ fn plain_http_serves_only_services_that_ask_and_keeps_the_policy() {
     );
     assert_eq!(r.status, 200, "{r:?}");
     assert!(s.a.seen().iter().any(|q| q.path == "/chunked-over-http"));
+    // HTTP/2 with prior knowledge (h2c) on the same listener: pingora's h2 server.
+    let r = curl_plain(
+        s.lg.http,
+        "plain.lab.test",
+        "/h2c",
+        &["--http2-prior-knowledge"],
+    );
+    assert_eq!((r.status, r.version.as_str()), (200, "HTTP/2"), "{r:?}");
+    let seen = s.a.seen();
+    let req = seen.iter().find(|q| q.path == "/h2c").expect("h2c request");
+    assert_eq!(req.header("x-forwarded-proto"), ["http"]);
     // Not routed: 404, not a redirect to a name labgate does not serve.
     assert_eq!(
         curl_plain(s.lg.http, "nowhere.lab.test", "/", &[]).status,

@@ -31,11 +31,15 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Read buffer for bodies.
 const BODY_BUF: usize = 64 * 1024;
 
+/// The first line of HTTP/2's connection preface (h2c with prior knowledge).
+pub const H2C_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
 /// How a connection left the fast path.
 pub enum Outcome {
     /// It is finished (closed by either side, or refused).
     Done,
-    /// A request the fast path does not take: pingora's session continues with these bytes.
+    /// A request the fast path does not take (or an h2c preface, which the bytes start
+    /// with): pingora's session continues with these bytes.
     Fallback(Stream, BytesMut),
 }
 
@@ -249,6 +253,12 @@ impl Conn {
                         return Ok((plan, state));
                     }
                     Err(HeadError::TooLarge) => return Err(Some(431)),
+                    Err(HeadError::Version)
+                        if !self.info.tls && self.rbuf.starts_with(H2C_PREFACE_LINE) =>
+                    {
+                        // HTTP/2 with prior knowledge on plain HTTP: pingora's h2 server.
+                        return Ok((Plan::Fallback, proxy.state.load_full()));
+                    }
                     Err(HeadError::Version) => return Err(Some(505)),
                     Err(HeadError::Invalid(why)) => {
                         tracing::debug!(client = %self.info.client, "refused a request head: {why}");

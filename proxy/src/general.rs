@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use pingora::apps::{HttpServerApp, ReusedHttpStream};
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::HttpSession as UpSession;
@@ -25,6 +25,8 @@ use crate::{ConnInfo, Proxy, pages};
 pub struct General {
     /// The proxy state shared with the fast path.
     pub proxy: Arc<Proxy>,
+    /// h2c on: the fast path hands over only plain connections that start with the preface.
+    pub options: HttpServerOptions,
 }
 
 #[async_trait]
@@ -38,9 +40,20 @@ impl HttpServerApp for General {
         let _ = self.handle(session).await;
         None
     }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.options)
+    }
 }
 
 impl General {
+    /// The general path over `proxy`.
+    pub fn new(proxy: Arc<Proxy>) -> Self {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        Self { proxy, options }
+    }
+
     /// Serves one request; an HTTP/1 connection that may carry another comes back, with any
     /// bytes of the next request already read.
     pub(crate) async fn handle(&self, mut session: ServerSession) -> Option<ReusableHttpStream> {

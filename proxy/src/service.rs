@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::listeners::tls::TlsSettings;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{ALPN, Stream};
 use pingora::server::ShutdownWatch;
 use pingora::services::listening::Service;
@@ -44,6 +45,13 @@ impl ServerApp for Entry {
         loop {
             match fast::serve(&self.proxy, stream, info.clone(), prefix.take()).await {
                 Outcome::Done => return None,
+                Outcome::Fallback(down, read) if read.starts_with(fast::H2C_PREFACE_LINE) => {
+                    // Only plain TCP streams get here (the fast path checks): pingora's h2
+                    // server reads the preface again from the rewound bytes.
+                    let mut tcp = down.into_any().downcast::<L4Stream>().ok()?;
+                    tcp.rewind(&read);
+                    return self.general.process_new(tcp, shutdown).await;
+                }
                 Outcome::Fallback(down, read) => {
                     let mut session = ServerSession::new_http1(down);
                     session.set_pipelined_prefix(read);
@@ -72,9 +80,7 @@ pub fn listeners(
 ) -> Result<Vec<Service<Entry>>, crate::Error> {
     let app = || Entry {
         proxy: Arc::clone(proxy),
-        general: Arc::new(General {
-            proxy: Arc::clone(proxy),
-        }),
+        general: Arc::new(General::new(Arc::clone(proxy))),
     };
     let mut services = Vec::with_capacity(2);
     if !https.is_empty() {
