@@ -3,7 +3,8 @@
 # 200 internal names (one view), side by side in alternating rounds. Each server (all its
 # processes and threads) is pinned to CPU 0, dnsperf to CPU 1. Reports queries per second,
 # server CPU microseconds per query (utime+stime from /proc over the run: the figure that
-# survives a noisy machine), medians over rounds, and each server's idle RSS after start.
+# survives a noisy machine), then p50/p99 latency at a fixed rate (RATE q/s, default 10k, from
+# dnsperf -v's per-query times), medians over rounds, and each server's idle RSS after start.
 #
 #   benches/load/dns.sh                 # 3 rounds x 8 s, release build
 #   ROUNDS=5 DURATION=10 SERVERS="labgate knot" benches/load/dns.sh
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/../.."
 source benches/load/lib.sh
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
+RATE=${RATE:-10000}
 NAMES=200
 SERVERS=${SERVERS:-"labgate knot nsd unbound dnsmasq"}
 for cmd in dnsperf knotd nsd unbound dnsmasq taskset; do
@@ -122,7 +124,10 @@ start() {
 }
 
 
-declare -A qps cpu rss
+# p50 and p99 of dnsperf -v's per-query latencies (seconds), in microseconds.
+percentiles() { awk '/^> / {print $NF * 1e6}' | sort -g | awk '{a[NR]=$1} END { if (NR) printf "%.0f %.0f\n", a[int(NR*0.5)+1], a[int(NR*0.99)+1]; else print "- -" }'; }
+
+declare -A qps cpu rss p50 p99
 for round in $(seq 1 "$ROUNDS"); do
   for server in $SERVERS; do
     start $server
@@ -131,6 +136,7 @@ for round in $(seq 1 "$ROUNDS"); do
     before=$(cpu_ticks "$procs")
     out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/queries" -c 10 -T 1 -q 100 -l "$DURATION" 2>&1)
     after=$(cpu_ticks "$procs")
+    read -r l50 l99 < <(taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/queries" -Q "$RATE" -l "$DURATION" -v 2>&1 | percentiles)
     kill $procs 2>/dev/null || true
     wait $pid 2>/dev/null || true
     done_q=$(echo "$out" | awk '/Queries completed/ {print $3}')
@@ -138,18 +144,21 @@ for round in $(seq 1 "$ROUNDS"); do
     rate=$(echo "$out" | awk '/Queries per second/ {print $4}')
     ticks=$(getconf CLK_TCK)
     us=$(awk -v t=$((after - before)) -v hz="$ticks" -v q="$done_q" 'BEGIN { printf "%.2f", t / hz * 1e6 / q }')
-    echo "round $round $server: $rate q/s, $us us CPU/query, completed $done_q, lost $lost"
+    echo "round $round $server: $rate q/s, $us us CPU/query, completed $done_q, lost $lost; at $RATE q/s p50 $l50 us, p99 $l99 us"
+    p50[$server]+="$l50 "
+    p99[$server]+="$l99 "
     qps[$server]+="$rate "
     cpu[$server]+="$us "
   done
 done
 
 echo
-printf '%-8s %12s %16s %22s %14s\n' server "q/s median" "CPU us/q median" "capacity vs Unbound" "idle RSS KiB"
+printf '%-8s %12s %16s %22s %12s %12s %14s\n' server "q/s median" "CPU us/q median" "capacity vs Unbound" "p50 us" "p99 us" "idle RSS KiB"
 ucpu=$(echo "${cpu[unbound]:-}" | median)
 for server in $SERVERS; do
   q=$(echo "${qps[$server]}" | median)
   c=$(echo "${cpu[$server]}" | median)
-  printf '%-8s %12s %16s %21s %14s\n' $server "$q" "$c" \
-    "$(awk -v a="$c" -v b="$ucpu" 'BEGIN { if (a > 0 && b > 0) printf "%.2fx", b / a; else print "-" }')" "${rss[$server]}"
+  printf '%-8s %12s %16s %21s %12s %12s %14s\n' $server "$q" "$c" \
+    "$(awk -v a="$c" -v b="$ucpu" 'BEGIN { if (a > 0 && b > 0) printf "%.2fx", b / a; else print "-" }')" \
+    "$(echo "${p50[$server]}" | median)" "$(echo "${p99[$server]}" | median)" "${rss[$server]}"
 done
