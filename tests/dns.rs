@@ -25,6 +25,11 @@ cidrs = ["127.0.0.2/32"]
 addresses = ["10.0.50.2"]
 internal = false
 
+[[network]]
+name = "vpn"
+cidrs = ["127.0.0.4/32"]
+addresses = ["10.0.60.2"]
+
 [[zone]]
 name = "lab.test"
 
@@ -132,7 +137,7 @@ allow = ["lab"]
 [[service]]
 host = "home.lab.test"
 backends = ["http://10.0.20.13:8123"]
-allow = ["lab", "iot"]
+allow = ["lab", "iot", "vpn"]
 "#;
 
 fn start(cfg: &ConfigDir) -> (Labgate, u16, u16) {
@@ -458,4 +463,46 @@ fn a_truncated_udp_answer_keeps_its_opt_record_and_tcp_has_it_all() {
         &["+notcp", "+bufsize=1232", "nas.lab.test"],
     );
     assert!(!small.flags.contains("tc"), "{}", small.raw);
+}
+
+#[test]
+fn hickory_and_kdig_clients_from_a_vpn_address_get_the_vpn_view() {
+    let cfg = ConfigDir::new();
+    let (_lg, udp, tcp) = start(&cfg);
+    // hickory's own client, over UDP and TCP, bound to 127.0.0.4 (the vpn network).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let ask = |port: u16, name: &str, tcp: bool| {
+        rt.block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                support::hickory_query(port, "127.0.0.4", name, tcp),
+            )
+            .await
+            .expect("an answer within 10 s")
+        })
+    };
+    for over_tcp in [false, true] {
+        let port = if over_tcp { tcp } else { udp };
+        let home = ask(port, "home.lab.test.", over_tcp);
+        assert_eq!(home.rcode, "NoError", "{home:?}");
+        assert!(home.authoritative, "{home:?}");
+        assert_eq!(home.answers, ["10.0.60.2"], "the vpn view's address");
+        let cloud = ask(port, "cloud.lab.test.", over_tcp);
+        assert_eq!(cloud.rcode, "NXDomain", "not allowed to vpn: {cloud:?}");
+    }
+    // kdig (Knot's client) from the same address.
+    let out = std::process::Command::new("kdig")
+        .args(["@127.0.0.1", "-p", &udp.to_string(), "-b", "127.0.0.4"])
+        .args(["+short", "+timeout=5", "+retry=0", "home.lab.test", "A"])
+        .output()
+        .expect("kdig is needed: apt-get install knot-dnsutils (scripts/test.sh does)");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "10.0.60.2",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

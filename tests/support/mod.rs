@@ -457,3 +457,50 @@ pub(crate) fn dns_ports(lg: &Labgate) -> (u16, u16) {
     };
     (port("udp"), port("tcp"))
 }
+
+/// What hickory's client got for an A query.
+#[derive(Debug)]
+pub(crate) struct HickoryAnswer {
+    pub(crate) rcode: String,
+    pub(crate) authoritative: bool,
+    pub(crate) answers: Vec<String>,
+}
+
+/// An A query with hickory's own DNS client (hickory-net), over UDP or TCP, from `from`.
+pub(crate) async fn hickory_query(port: u16, from: &str, name: &str, tcp: bool) -> HickoryAnswer {
+    use hickory_net::client::{Client, ClientHandle};
+    use hickory_net::runtime::TokioRuntimeProvider;
+    use hickory_proto::rr::{DNSClass, Name, RecordType};
+    let server: SocketAddr = ([127, 0, 0, 1], port).into();
+    let bind: SocketAddr = (from.parse::<std::net::IpAddr>().expect("address"), 0).into();
+    let provider = TokioRuntimeProvider::default();
+    let mut client = if tcp {
+        let (future, sender) =
+            hickory_net::tcp::TcpClientStream::new(server, Some(bind), None, provider);
+        let (client, background) =
+            Client::<TokioRuntimeProvider>::new(future.await.expect("tcp connect"), sender);
+        tokio::spawn(background);
+        client
+    } else {
+        let stream = hickory_net::udp::UdpClientStream::builder(server, provider)
+            .with_bind_addr(Some(bind))
+            .build();
+        let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+        tokio::spawn(background);
+        client
+    };
+    let name = Name::from_ascii(name).expect("name");
+    let response = client
+        .query(name, DNSClass::IN, RecordType::A)
+        .await
+        .expect("a response");
+    HickoryAnswer {
+        rcode: format!("{:?}", response.metadata.response_code),
+        authoritative: response.metadata.authoritative,
+        answers: response
+            .answers
+            .iter()
+            .map(|r| r.data.to_string())
+            .collect(),
+    }
+}
