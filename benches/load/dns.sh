@@ -8,6 +8,9 @@
 #
 #   benches/load/dns.sh                 # 3 rounds x 8 s, release build
 #   ROUNDS=5 DURATION=10 SERVERS="labgate knot" benches/load/dns.sh
+#   VIEWS=2 benches/load/dns.sh         # split horizon: the same names answered differently
+#                                       # to 127.0.0.1 and 127.0.0.2, half the load from each
+#                                       # (labgate and Unbound's access-control-view)
 #
 # Needs: dnsperf, knot, nsd, unbound, dnsmasq (apt-get install dnsperf knot nsd unbound
 # dnsmasq-base).
@@ -19,7 +22,12 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 RATE=${RATE:-10000}
 NAMES=200
-SERVERS=${SERVERS:-"labgate knot nsd unbound dnsmasq"}
+VIEWS=${VIEWS:-1}
+if [ "$VIEWS" = 2 ]; then
+  SERVERS=${SERVERS:-"labgate unbound"}
+else
+  SERVERS=${SERVERS:-"labgate knot nsd unbound dnsmasq"}
+fi
 for cmd in dnsperf knotd nsd unbound dnsmasq taskset; do
   command -v "$cmd" >/dev/null || { echo "missing $cmd: apt-get install dnsperf knot nsd unbound dnsmasq-base util-linux"; exit 1; }
 done
@@ -27,22 +35,39 @@ done
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-# The same data for every server.
+# The same data for every server: view a (127.0.0.1, or everyone with VIEWS=1) gets
+# 10.0.x.y, view b (127.0.0.2) 10.1.x.y.
 {
   printf '[listen]\ndns = ["127.0.0.1:15301"]\nadmin = "127.0.0.1:0"\n\n'
-  printf '[[network]]\nname = "lab"\ncidrs = ["127.0.0.0/8"]\naddresses = ["127.0.0.1"]\n\n'
+  if [ "$VIEWS" = 2 ]; then
+    printf '[[network]]\nname = "a"\ncidrs = ["127.0.0.1/32"]\naddresses = ["127.0.0.1"]\n\n'
+    printf '[[network]]\nname = "b"\ncidrs = ["127.0.0.2/32"]\naddresses = ["127.0.0.2"]\n\n'
+  else
+    printf '[[network]]\nname = "a"\ncidrs = ["127.0.0.0/8"]\naddresses = ["127.0.0.1"]\n\n'
+  fi
   printf '[[zone]]\nname = "bench.test"\n\n'
   for i in $(seq 1 $NAMES); do
-    printf '[[record]]\nname = "host%03d.bench.test"\ntype = "A"\nvalue = "10.0.%d.%d"\n\n' "$i" $((i / 250)) $((i % 250))
+    printf '[[record]]\nname = "host%03d.bench.test"\ntype = "A"\nvalue = "10.0.%d.%d"\nnetworks = ["a"]\n\n' "$i" $((i / 250)) $((i % 250))
+    [ "$VIEWS" = 2 ] && printf '[[record]]\nname = "host%03d.bench.test"\ntype = "A"\nvalue = "10.1.%d.%d"\nnetworks = ["b"]\n\n' "$i" $((i / 250)) $((i % 250))
   done
 } > "$work/labgate.toml"
+unbound_data() { # view prefix
+  printf '  local-zone: "bench.test." static\n'
+  for i in $(seq 1 $NAMES); do
+    printf '  local-data: "host%03d.bench.test. 300 IN A %s.%d.%d"\n' "$i" "$1" $((i / 250)) $((i % 250))
+  done
+}
 {
   printf 'server:\n  interface: 127.0.0.1\n  port: 15302\n  num-threads: 1\n  do-daemonize: no\n  use-syslog: no\n'
   printf '  username: ""\n  chroot: ""\n  directory: "%s"\n  pidfile: "%s/unbound.pid"\n' "$work" "$work"
-  printf '  access-control: 127.0.0.0/8 allow\n  verbosity: 0\n  local-zone: "bench.test." static\n'
-  for i in $(seq 1 $NAMES); do
-    printf '  local-data: "host%03d.bench.test. 300 IN A 10.0.%d.%d"\n' "$i" $((i / 250)) $((i % 250))
-  done
+  printf '  access-control: 127.0.0.0/8 allow\n  verbosity: 0\n'
+  if [ "$VIEWS" = 2 ]; then
+    printf '  access-control-view: 127.0.0.1/32 a\n  access-control-view: 127.0.0.2/32 b\n'
+    printf 'view:\n  name: "a"\n'; unbound_data 10.0
+    printf 'view:\n  name: "b"\n'; unbound_data 10.1
+  else
+    unbound_data 10.0
+  fi
   printf 'remote-control:\n  control-enable: no\n'
 } > "$work/unbound.conf"
 {
@@ -116,6 +141,9 @@ start() {
       # Knot pins its UDP workers itself (worker 0 on the load generator's CPU): re-pin
       # every thread of every process of the server to CPU 0.
       for p in $(pids_of $pid); do taskset -a -p -c 0 "$p" >/dev/null; done
+      if [ "$VIEWS" = 2 ] && ! dig @127.0.0.1 -p $port -b 127.0.0.2 +time=1 +tries=1 +short host001.bench.test | grep -q 10.1.0.1; then
+        echo "$1 does not answer 127.0.0.2 from its own view"; exit 1
+      fi
       return 0
     fi
     sleep 0.1
@@ -134,7 +162,18 @@ for round in $(seq 1 "$ROUNDS"); do
     procs=$(pids_of $pid)
     rss[$server]=$(rss_kib "$procs")
     before=$(cpu_ticks "$procs")
-    out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/queries" -c 10 -T 1 -q 100 -l "$DURATION" 2>&1)
+    if [ "$VIEWS" = 2 ]; then
+      # Half the clients from each view's address, at once; their figures add up.
+      taskset -c 1 dnsperf -s 127.0.0.1 -a 127.0.0.2 -p $port -d "$work/queries" -c 5 -T 1 -q 50 -l "$DURATION" >"$work/b.out" 2>&1 &
+      other=$!
+      a=$(taskset -c 1 dnsperf -s 127.0.0.1 -a 127.0.0.1 -p $port -d "$work/queries" -c 5 -T 1 -q 50 -l "$DURATION" 2>&1)
+      wait $other
+      out=$(printf '%s\n%s\n' "$a" "$(cat "$work/b.out")" | awk '
+        /Queries completed/ {c += $3} /Queries lost/ {l += $3} /Queries per second/ {r += $4}
+        END { printf "  Queries completed: %d\n  Queries lost: %d\n  Queries per second: %f\n", c, l, r }')
+    else
+      out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/queries" -c 10 -T 1 -q 100 -l "$DURATION" 2>&1)
+    fi
     after=$(cpu_ticks "$procs")
     read -r l50 l99 < <(taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/queries" -Q "$RATE" -l "$DURATION" -v 2>&1 | percentiles)
     kill $procs 2>/dev/null || true
