@@ -10,10 +10,11 @@
 #   ROUNDS=5 DURATION=10 SERVERS="labgate knot" benches/load/dns.sh
 #   VIEWS=2 benches/load/dns.sh         # split horizon: the same names answered differently
 #                                       # to 127.0.0.1 and 127.0.0.2, half the load from each
-#                                       # (labgate and Unbound's access-control-view)
+#                                       # (labgate, Knot's mod-geoip in subnet mode and
+#                                       # Unbound's access-control-view)
 #
 # Needs: dnsperf, knot, nsd, unbound, dnsmasq (apt-get install dnsperf knot nsd unbound
-# dnsmasq-base).
+# dnsmasq-base; knot-module-geoip for VIEWS=2).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=benches/load/lib.sh
@@ -24,7 +25,7 @@ RATE=${RATE:-10000}
 NAMES=200
 VIEWS=${VIEWS:-1}
 if [ "$VIEWS" = 2 ]; then
-  SERVERS=${SERVERS:-"labgate unbound"}
+  SERVERS=${SERVERS:-"labgate knot unbound"}
 else
   SERVERS=${SERVERS:-"labgate knot nsd unbound dnsmasq"}
 fi
@@ -100,6 +101,11 @@ zone:
   zonefile: bench.test.zone
 EOF
 mkdir -p "$work/knotdb"
+# Knot's split horizon: mod-geoip in subnet mode, one entry per name and view.
+for i in $(seq 1 $NAMES); do
+  printf 'host%03d.bench.test:\n  - net: 127.0.0.1/32\n    A: 10.0.%d.%d\n  - net: 127.0.0.2/32\n    A: 10.1.%d.%d\n' \
+    "$i" $((i / 250)) $((i % 250)) $((i / 250)) $((i % 250))
+done > "$work/geo.conf"
 cat > "$work/knot.conf" <<EOF
 server:
   listen: 127.0.0.1@15305
@@ -114,8 +120,12 @@ template:
     storage: "$work"
     file: "%s.zone"
     semantic-checks: off
-zone:
-  - domain: bench.test
+$(if [ "$VIEWS" = 2 ]; then
+  printf 'mod-geoip:\n  - id: split\n    config-file: "%s/geo.conf"\n    mode: subnet\n    ttl: 300\n' "$work"
+  printf 'zone:\n  - domain: bench.test\n    module: mod-geoip/split\n'
+else
+  printf 'zone:\n  - domain: bench.test\n'
+fi)
 log:
   - target: stderr
     any: error
