@@ -193,14 +193,20 @@ mod tests {
         q
     }
 
-    #[test]
-    fn the_fast_path_answers_plain_questions_exactly_as_the_general_path() {
+    /// A runtime and the sample handler with its fast table built.
+    fn with_fast_table() -> (tokio::runtime::Runtime, Handler) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("rt");
         let handler = sample_handler();
         rt.block_on(handler.prepare_fast());
+        (rt, handler)
+    }
+
+    #[test]
+    fn the_fast_path_answers_plain_questions_exactly_as_the_general_path() {
+        let (rt, handler) = with_fast_table();
         let mut fast = 0;
         let mut total = 0;
         for name in [
@@ -259,12 +265,7 @@ mod tests {
         for e in std::fs::read_dir("../fuzz/corpus/dns_handle").expect("seed corpus") {
             fast_matches_general(&std::fs::read(e.expect("entry").path()).expect("seed"));
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        let handler = sample_handler();
-        rt.block_on(handler.prepare_fast());
+        let (rt, handler) = with_fast_table();
         let mut fast = 0;
         for e in std::fs::read_dir("../fuzz/corpus/dns_fast").expect("seed corpus") {
             let seed = std::fs::read(e.expect("entry").path()).expect("seed");
