@@ -71,10 +71,7 @@ impl Handler {
             if self.fast_building.swap(generation, Ordering::AcqRel) != generation {
                 let handler = self.clone();
                 let snapshot = Arc::clone(&snapshot);
-                tokio::spawn(async move {
-                    let table = FastTable::build(&handler.frozen(&snapshot), &snapshot).await;
-                    handler.fast.store(Arc::new(table));
-                });
+                tokio::spawn(async move { handler.build_fast(snapshot).await });
             }
             return None;
         }
@@ -87,8 +84,16 @@ impl Handler {
         let snapshot = self.snapshot.load_full();
         self.fast_building
             .store(snapshot.generation, Ordering::Release);
+        self.build_fast(snapshot).await;
+    }
+
+    /// Compiles the table for `snapshot` and publishes it unless a newer snapshot is serving
+    /// by then (an older table must not replace a newer one: no query would rebuild it).
+    async fn build_fast(&self, snapshot: Arc<Snapshot>) {
         let table = FastTable::build(&self.frozen(&snapshot), &snapshot).await;
-        self.fast.store(Arc::new(table));
+        if self.snapshot.load().generation == table.generation {
+            self.fast.store(Arc::new(table));
+        }
     }
 
     /// A handler over one fixed snapshot that counts nothing: the fast table's compiler.
