@@ -55,21 +55,39 @@ allow = ["lab"]
     )
 }
 
-/// Fuzz entry: any bytes as a query from a client of each network and from a stranger;
-/// never panics, and every response parses and carries the query's ID.
-pub fn handle_bytes(data: &[u8]) {
+/// Clients of each sample network and a stranger.
+const SOURCES: [&str; 3] = ["127.0.0.1:5000", "127.0.0.2:5000", "192.0.2.1:5000"];
+
+fn sources() -> impl Iterator<Item = SocketAddr> {
+    SOURCES.iter().map(|s| {
+        s.parse()
+            .unwrap_or_else(|_| unreachable!("literal address"))
+    })
+}
+
+/// Runs `f` with this thread's runtime and the shared sample handler (fast table built).
+fn with_sample(f: impl FnOnce(&tokio::runtime::Runtime, &Handler)) {
     static HANDLER: OnceLock<Handler> = OnceLock::new();
     thread_local! {
         static RUNTIME: Option<tokio::runtime::Runtime> =
             tokio::runtime::Builder::new_current_thread().enable_all().build().ok();
     }
-    let handler = HANDLER.get_or_init(sample_handler);
     RUNTIME.with(|rt| {
         let Some(rt) = rt else { return };
-        for src in ["127.0.0.1:5000", "127.0.0.2:5000", "192.0.2.1:5000"] {
-            let src: SocketAddr = src
-                .parse()
-                .unwrap_or_else(|_| unreachable!("literal address"));
+        let handler = HANDLER.get_or_init(|| {
+            let h = sample_handler();
+            rt.block_on(h.prepare_fast());
+            h
+        });
+        f(rt, handler);
+    });
+}
+
+/// Fuzz entry: any bytes as a query from a client of each network and from a stranger;
+/// never panics, and every response parses and carries the query's ID.
+pub fn handle_bytes(data: &[u8]) {
+    with_sample(|rt, handler| {
+        for src in sources() {
             if let Some(out) = rt.block_on(handle(handler, data, src)) {
                 let msg =
                     Message::from_vec(&out).unwrap_or_else(|e| panic!("unparseable response: {e}"));
@@ -86,18 +104,7 @@ pub fn handle_bytes(data: &[u8]) {
 /// Fuzz entry: any bytes as a query from each network and a stranger; whenever the fast path
 /// answers, its bytes are exactly the general path's.
 pub fn fast_matches_general(data: &[u8]) {
-    static HANDLER: OnceLock<Handler> = OnceLock::new();
-    thread_local! {
-        static RUNTIME: Option<tokio::runtime::Runtime> =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().ok();
-    }
-    RUNTIME.with(|rt| {
-        let Some(rt) = rt else { return };
-        let handler = HANDLER.get_or_init(|| {
-            let h = sample_handler();
-            rt.block_on(h.prepare_fast());
-            h
-        });
+    with_sample(|rt, handler| {
         let _ = rt.block_on(compare(handler, data));
     });
 }
@@ -105,10 +112,7 @@ pub fn fast_matches_general(data: &[u8]) {
 /// Asks both paths; `Some(bytes)` when the fast path answered (and agreed: else a panic).
 pub async fn compare(handler: &Handler, data: &[u8]) -> Option<Vec<u8>> {
     let mut answered = None;
-    for src in ["127.0.0.1:5000", "127.0.0.2:5000", "192.0.2.1:5000"] {
-        let src: SocketAddr = src
-            .parse()
-            .unwrap_or_else(|_| unreachable!("literal address"));
+    for src in sources() {
         let mut out = [0u8; 1232];
         let Some(len) = handler.fast_answer(src.ip(), data, &mut out) else {
             continue;

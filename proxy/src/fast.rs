@@ -66,14 +66,11 @@ struct Conn {
 /// What to do with one parsed request.
 enum Plan {
     Fallback,
+    /// labgate answers itself (a refusal, or with `location` a redirect to HTTPS) and closes.
     Refuse {
         status: u16,
         body: String,
-    },
-    /// A service not served over plain HTTP: to HTTPS.
-    Redirect {
-        status: u16,
-        location: String,
+        location: Option<String>,
     },
     Forward(Forward),
 }
@@ -160,23 +157,15 @@ impl Conn {
             first = false;
             match plan {
                 Plan::Fallback => return Some(std::mem::take(&mut self.rbuf)),
-                Plan::Refuse { status, body } => {
+                Plan::Refuse {
+                    status,
+                    body,
+                    location,
+                } => {
                     // The request's body, if any, was not read: close rather than resync.
                     self.out.clear();
-                    pages::write(&mut self.out, status, &body, true, &[]);
-                    let _ = self.flush_out().await;
-                    return None;
-                }
-                Plan::Redirect { status, location } => {
-                    self.out.clear();
-                    let body = format!("{status} {}: use HTTPS.\n", pages::reason(status));
-                    pages::write(
-                        &mut self.out,
-                        status,
-                        &body,
-                        true,
-                        &[("location", &location)],
-                    );
+                    let extra = location.as_deref().map(|l| ("location", l));
+                    pages::write(&mut self.out, status, &body, true, extra.as_slice());
                     let _ = self.flush_out().await;
                     return None;
                 }
@@ -592,13 +581,25 @@ fn plan(
             Plan::Refuse {
                 status: r.status(),
                 body: pages::refusal_body(s, r),
+                location: None,
             }
         }
         Decision::Forward { service, network } => {
+            let svc = s.service(service);
+            if !info.tls && !svc.plain_http {
+                let (status, location) =
+                    pages::to_https(h.method, h.host, proxy.https_port, h.path);
+                return Plan::Refuse {
+                    status,
+                    body: pages::redirect_body(status),
+                    location: Some(location),
+                };
+            }
             let Some(backend) = state.pools.get(service.index()).and_then(|p| p.pick()) else {
                 return Plan::Refuse {
                     status: 503,
                     body: "503 Service Unavailable: the service has no backend.\n".into(),
+                    location: None,
                 };
             };
             // Stay on the pinned backend while it serves this service.
@@ -617,18 +618,13 @@ fn plan(
                 // HTTP/2 upstream: pingora's h2 client on the general path.
                 return Plan::Fallback;
             }
-            let svc = s.service(service);
-            if !info.tls && !svc.plain_http {
-                let (status, location) =
-                    pages::to_https(h.method, h.host, proxy.https_port, h.path);
-                return Plan::Redirect { status, location };
-            }
             if let (Framing::Length(n), Some(max)) = (h.framing, svc.max_body)
                 && n > max
             {
                 return Plan::Refuse {
                     status: 413,
                     body: pages::too_large_body(&svc.name, max),
+                    location: None,
                 };
             }
             out.clear();

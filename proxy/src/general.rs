@@ -100,8 +100,13 @@ impl General {
                 self.proxy.https_port,
                 &path,
             );
-            let body = format!("{status} {}: use HTTPS.\n", pages::reason(status));
-            page(&mut session, status, body, Some(&location)).await;
+            page(
+                &mut session,
+                status,
+                pages::redirect_body(status),
+                Some(&location),
+            )
+            .await;
             return None;
         }
         let host = host.unwrap_or_default();

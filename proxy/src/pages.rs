@@ -110,3 +110,8 @@ pub fn to_https(method: &str, host: Option<&[u8]>, https_port: u16, path: &str) 
     };
     (status, location)
 }
+
+/// The body of a redirect to HTTPS.
+pub fn redirect_body(status: u16) -> String {
+    format!("{status} {}: use HTTPS.\n", reason(status))
+}
