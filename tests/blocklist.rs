@@ -105,8 +105,27 @@ fn lists_block_per_network_and_follow_edits() {
         mx.raw
     );
 
-    // Editing the list file is a configuration change.
-    assert!(dig(port, "127.0.0.1", &["www.internet.test"]).answer.len() == 1);
+    // A cache hit's answer is kept for the UDP fast path (dig without its COOKIE option
+    // sends what the fast path takes)...
+    let fast = "labgate_dns_fast_path_answers_total";
+    let www = || dig(port, "127.0.0.1", &["+nocookie", "www.internet.test"]);
+    assert_eq!(www().answer.len(), 1, "a miss, then a general-path hit");
+    assert_eq!(www().answer.len(), 1);
+    let before = lg.metric(fast);
+    let hit = www();
+    assert!(
+        hit.answer.first().is_some_and(
+            |a| a.starts_with("www.internet.test. ") && a.ends_with(" IN A 93.184.216.34")
+        ),
+        "{}",
+        hit.raw
+    );
+    assert_eq!(
+        lg.metric(fast),
+        before + 1,
+        "the third query is a fast-path hit"
+    );
+    // ...and editing the list file, a configuration change, blocks the name at once.
     cfg.write(
         "conf/lists/ads.txt",
         "# ads\nads.internet.test\nwww.internet.test\n",
@@ -116,8 +135,9 @@ fn lists_block_per_network_and_follow_edits() {
         dig(port, "127.0.0.1", &["www.internet.test"]).status,
         "NXDOMAIN"
     );
+    assert_eq!(www().status, "NXDOMAIN", "not the kept answer");
 
-    assert_eq!(lg.metric("labgate_dns_blocked_total"), 6);
+    assert_eq!(lg.metric("labgate_dns_blocked_total"), 7);
 }
 
 /// A static file server on loopback (Python's http.server: a real HTTP/1.x server).

@@ -20,13 +20,40 @@ pub const MAX_TTL: u32 = 86_400;
 /// A cache lookup.
 #[derive(Debug)]
 pub(crate) enum Cached {
-    /// Within its TTL; TTLs already counted down. `prefetch` when it is popular and about
-    /// to expire.
-    Fresh { answer: Answer, prefetch: bool },
+    /// Within its TTL; TTLs already counted down by `life.age`. `prefetch` when it is
+    /// popular and about to expire.
+    Fresh {
+        answer: Answer,
+        life: Lifetime,
+        prefetch: bool,
+    },
     /// Expired but within the stale bound; TTLs set to [`STALE_TTL`].
     Stale(Answer),
     /// Nothing usable.
     Miss,
+}
+
+/// A fresh answer's place in its life: what its TTLs count down from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lifetime {
+    /// When it was stored.
+    pub(crate) stored: Instant,
+    /// Its cache TTL.
+    pub(crate) ttl: u32,
+    /// Whole seconds since `stored` when it was looked up (its TTLs are lowered by this).
+    pub(crate) age: u32,
+}
+
+impl Lifetime {
+    /// Whole seconds since it was stored, at `now`.
+    pub(crate) fn age_at(&self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_duration_since(self.stored).as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Whether `age` is in the last tenth of the life, when popular names are refreshed.
+    pub(crate) fn ending(&self, age: u32) -> bool {
+        age >= self.ttl || self.ttl - age <= self.ttl / 10
+    }
 }
 
 struct Entry {
@@ -59,15 +86,20 @@ impl Cache {
         let Some(e) = map.get_mut(&(name.clone(), rtype)) else {
             return Cached::Miss;
         };
-        let age =
-            u32::try_from(now.saturating_duration_since(e.stored).as_secs()).unwrap_or(u32::MAX);
+        let mut life = Lifetime {
+            stored: e.stored,
+            ttl: e.ttl,
+            age: 0,
+        };
+        let age = life.age_at(now);
         if age < e.ttl {
             e.hits = e.hits.saturating_add(1);
-            let left = e.ttl - age;
+            life.age = age;
             // Refresh popular names in the last tenth of their life, before clients see a miss.
-            let prefetch = e.hits >= 3 && e.ttl >= 10 && left <= e.ttl / 10;
+            let prefetch = e.hits >= 3 && life.ending(age);
             return Cached::Fresh {
                 answer: with_ttl(&e.answer, |t| t.saturating_sub(age).max(1)),
+                life,
                 prefetch,
             };
         }

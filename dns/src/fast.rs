@@ -1,10 +1,11 @@
 //! The UDP fast path: answers for internal names, precompiled per snapshot as the general
 //! path's own response bytes, served by patching the query's ID, RD bit, question bytes and
-//! the client's EDNS size. Anything unusual goes to the general path, which is the reference:
-//! a differential test and fuzz target check that both give the same bytes.
+//! the client's EDNS size (cache hits, the other half of the fast path, are in `hits`).
+//! Anything unusual goes to the general path, which is the reference: a differential test and
+//! fuzz target check that both give the same bytes.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
@@ -12,7 +13,6 @@ use hickory_proto::serialize::binary::BinEncodable;
 use labgate_config::Snapshot;
 
 use crate::Handler;
-use crate::metrics::Metrics;
 use crate::server::MAX_UDP_PAYLOAD;
 
 /// Key bytes: network index (2), query type (2), lower-case wire name (up to 255).
@@ -36,14 +36,22 @@ struct Entry {
 }
 
 /// A query the fast path can take, read without allocating.
-struct Parsed {
+pub(crate) struct Parsed {
     key: [u8; KEY_MAX],
     key_len: usize,
-    qtype: u16,
+    /// The query type.
+    pub(crate) qtype: u16,
     /// End of the question section.
     question_end: usize,
     /// The client's EDNS UDP size, if it sent a plain OPT.
-    edns_size: Option<u16>,
+    pub(crate) edns_size: Option<u16>,
+}
+
+impl Parsed {
+    /// The lookup key: network index, query type, lower-case wire name.
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.key[..self.key_len]
+    }
 }
 
 impl FastTable {
@@ -90,51 +98,44 @@ impl FastTable {
         }
     }
 
-    /// Answers `query` from `src` into `out` if it is a plain question for a precompiled name;
-    /// returns the response length and counts it. `None`: the general path must answer.
+    /// Writes the precompiled answer to the parsed `query` into `out`: its length and rcode,
+    /// or `None` when the general path must answer.
     pub(crate) fn answer(
         &self,
-        snapshot: &Snapshot,
-        metrics: &Metrics,
-        src: IpAddr,
+        p: &Parsed,
         query: &[u8],
         out: &mut [u8],
-    ) -> Option<usize> {
-        let network = snapshot.networks.lookup(src)?.network;
-        let mut p = parse(query)?;
-        let index = u16::try_from(network.index()).ok()?;
-        p.key[..2].copy_from_slice(&index.to_be_bytes());
-        let entry = self.entries.get(&p.key[..p.key_len])?;
-        let (template, limit) = match p.edns_size {
-            None => (entry.plain.as_deref()?, 512),
-            Some(size) => (
-                entry.edns.as_deref()?,
-                usize::from(size.clamp(512, MAX_UDP_PAYLOAD)),
-            ),
+    ) -> Option<(usize, ResponseCode)> {
+        let entry = self.entries.get(p.key())?;
+        let template = match p.edns_size {
+            None => entry.plain.as_deref()?,
+            Some(_) => entry.edns.as_deref()?,
         };
-        if template.len() > limit || template.len() > out.len() {
-            // Would be truncated: the general path sets TC.
-            return None;
-        }
-        let out = &mut out[..template.len()];
-        out.copy_from_slice(template);
-        out[..2].copy_from_slice(&query[..2]);
-        out[2] = (out[2] & !0x01) | (query[2] & 0x01);
-        // The question as the client wrote it (0x20 case included).
-        out[12..p.question_end].copy_from_slice(&query[12..p.question_end]);
-        if let Some(size) = p.edns_size {
-            // The OPT is last, root-named, with no options: its CLASS is the UDP size.
-            let at = out.len() - 8;
-            out[at..at + 2].copy_from_slice(&size.clamp(512, MAX_UDP_PAYLOAD).to_be_bytes());
-        }
-        metrics.query(
-            Some(network.index()),
-            RecordType::from(p.qtype),
-            entry.rcode,
-        );
-        metrics.fast_answer();
-        Some(out.len())
+        Some((patch(template, p, query, out)?, entry.rcode))
     }
+}
+
+/// Copies a response `template` made for the canonical form of `query` into `out` with the
+/// query's ID, RD bit, question bytes (0x20 case kept) and EDNS size; `None` when it would
+/// not fit the client's UDP size (the general path sets TC) or `out`.
+pub(crate) fn patch(template: &[u8], p: &Parsed, query: &[u8], out: &mut [u8]) -> Option<usize> {
+    let limit = p
+        .edns_size
+        .map_or(512, |size| usize::from(size.clamp(512, MAX_UDP_PAYLOAD)));
+    if template.len() > limit || template.len() > out.len() {
+        return None;
+    }
+    let out = &mut out[..template.len()];
+    out.copy_from_slice(template);
+    out[..2].copy_from_slice(&query[..2]);
+    out[2] = (out[2] & !0x01) | (query[2] & 0x01);
+    out[12..p.question_end].copy_from_slice(&query[12..p.question_end]);
+    if let Some(size) = p.edns_size {
+        // The OPT is last, root-named, with no options: its CLASS is the UDP size.
+        let at = out.len() - 8;
+        out[at..at + 2].copy_from_slice(&size.clamp(512, MAX_UDP_PAYLOAD).to_be_bytes());
+    }
+    Some(out.len())
 }
 
 /// The general path's answers to the two canonical queries; `None` unless authoritative and
@@ -174,10 +175,11 @@ async fn precompile(
     (entry.plain.is_some() || entry.edns.is_some()).then_some(entry)
 }
 
-/// Reads a query the fast path may answer: a standard query (QR 0, opcode 0, no AA/TC, no
-/// CD, no Z, rcode 0; RD and AD free), one uncompressed IN question, nothing else but a plain
-/// OPT (version 0, no DO, no options). Anything else is `None`.
-fn parse(q: &[u8]) -> Option<Parsed> {
+/// Reads a query from a client of network `index` that the fast path may answer: a standard
+/// query (QR 0, opcode 0, no AA/TC, no CD, no Z, rcode 0; RD and AD free), one uncompressed
+/// IN question, nothing else but a plain OPT (version 0, no DO, no options). Anything else is
+/// `None`.
+pub(crate) fn parse(q: &[u8], index: u16) -> Option<Parsed> {
     let header = q.get(..12)?;
     if header[2] & 0xFE != 0 || header[3] & !0x20 != 0 {
         return None;
@@ -194,6 +196,7 @@ fn parse(q: &[u8]) -> Option<Parsed> {
         question_end: 0,
         edns_size: None,
     };
+    p.key[..2].copy_from_slice(&index.to_be_bytes());
     let mut i = 12;
     loop {
         let len = usize::from(*q.get(i)?);

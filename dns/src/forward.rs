@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::answer::Answer;
-use crate::cache::{Cache, Cached};
+use crate::cache::{Cache, Cached, Lifetime};
 use crate::metrics::{CacheEvent, Metrics};
 
 /// Longest wait for upstreams before answering SERVFAIL.
@@ -119,42 +119,57 @@ impl Forwarders {
     /// Resolves a name through the cache, then the conditional forwarder whose domain holds
     /// it (longest first), else the default upstreams. A stale answer goes out after
     /// [`STALE_AFTER`] of upstream silence or on upstream failure; without one, SERVFAIL
-    /// when none is configured or all fail within [`UPSTREAM_DEADLINE`].
+    /// when none is configured or all fail within [`UPSTREAM_DEADLINE`]. With a fresh cache
+    /// hit, its lifetime (for the fast path to serve it on).
     pub(crate) async fn resolve(
         &self,
         name: &LowerName,
         rtype: RecordType,
         metrics: &Arc<Metrics>,
-    ) -> Answer {
+    ) -> (Answer, Option<Lifetime>) {
         let stale = match self.cache.get(name, rtype, Instant::now()) {
-            Cached::Fresh { answer, prefetch } => {
+            Cached::Fresh {
+                answer,
+                life,
+                prefetch,
+            } => {
                 metrics.cache(CacheEvent::Hit);
                 if prefetch {
                     self.prefetch(name.clone(), rtype, metrics);
                 }
-                return answer;
+                return (answer, Some(life));
             }
             Cached::Stale(a) => Some(a),
             Cached::Miss => None,
         };
         metrics.cache(CacheEvent::Miss);
-        let Some(set) = self.set_for(name) else {
-            return stale.unwrap_or_else(Answer::servfail);
-        };
-        let fetch = self.fetch(set, name.clone(), rtype, metrics);
-        let Some(stale) = stale else {
-            return fetch.await.unwrap_or_else(Answer::servfail);
-        };
-        let mut fetch = Box::pin(tokio::spawn(fetch));
-        match tokio::time::timeout(STALE_AFTER, &mut fetch).await {
-            Ok(Ok(Some(fresh))) => fresh,
-            // Failed, or still silent: the stale answer now; a late answer still refreshes
-            // the cache because the fetch runs on.
-            _ => {
-                metrics.cache(CacheEvent::Stale);
-                stale
+        let answer = match (self.set_for(name), stale) {
+            (None, stale) => stale.unwrap_or_else(Answer::servfail),
+            (Some(set), None) => self
+                .fetch(set, name.clone(), rtype, metrics)
+                .await
+                .unwrap_or_else(Answer::servfail),
+            (Some(set), Some(stale)) => {
+                let mut fetch =
+                    Box::pin(tokio::spawn(self.fetch(set, name.clone(), rtype, metrics)));
+                match tokio::time::timeout(STALE_AFTER, &mut fetch).await {
+                    Ok(Ok(Some(fresh))) => fresh,
+                    // Failed, or still silent: the stale answer now; a late answer still
+                    // refreshes the cache because the fetch runs on.
+                    _ => {
+                        metrics.cache(CacheEvent::Stale);
+                        stale
+                    }
+                }
             }
-        }
+        };
+        (answer, None)
+    }
+
+    /// Caches an answer as if the upstreams had just given it (fuzzing and tests: they run
+    /// without upstreams).
+    pub(crate) fn remember(&self, name: &LowerName, rtype: RecordType, answer: &Answer) {
+        self.cache.put(name, rtype, answer, Instant::now());
     }
 
     fn fetch(

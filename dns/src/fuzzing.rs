@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::Message;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::{A, CNAME, SOA, TXT};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use labgate_config::{Snapshot, Sources, compile, parse};
 
-use crate::{Handler, Metrics};
+use crate::{Answer, Handler, Metrics};
 
 /// Runs one query's bytes through the handler's general path (see `Handler::answer_bytes`).
 pub async fn handle(handler: &Handler, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
@@ -16,7 +18,8 @@ pub async fn handle(handler: &Handler, data: &[u8], src: SocketAddr) -> Option<V
 }
 
 /// A handler over a small fixed configuration with no upstreams (nothing leaves the
-/// process): views for 127.0.0.1 and 127.0.0.2, one zone, a service, a CNAME.
+/// process): views for 127.0.0.1 and 127.0.0.2 (which may not recurse), one zone, a service,
+/// a CNAME, and forwarded answers in the cache (see [`remember_sample_answers`]).
 pub fn sample_handler() -> Handler {
     const TOML: &str = r#"
 [[network]]
@@ -28,6 +31,7 @@ name = "guest"
 cidrs = ["127.0.0.2/32"]
 addresses = ["10.0.1.2"]
 internal = false
+recursion = false
 [[zone]]
 name = "lab.test"
 [[record]]
@@ -49,10 +53,89 @@ allow = ["lab"]
         .ok()
         .and_then(|l| compile(&l, 1).ok())
         .unwrap_or_else(|| unreachable!("the sample configuration compiles"));
-    Handler::new(
+    let handler = Handler::new(
         Arc::new(ArcSwap::from_pointee(snapshot)),
         Arc::new(Metrics::default()),
-    )
+    );
+    remember_sample_answers(&handler);
+    handler
+}
+
+/// Puts forwarded answers in the handler's cache as if upstreams had given them: two A
+/// records, a CNAME chain, NODATA and NXDOMAIN with a SOA, and a TXT set too large for 512
+/// bytes.
+pub fn remember_sample_answers(handler: &Handler) {
+    let name = |n: &str| Name::from_ascii(n).unwrap_or_else(|_| unreachable!("literal name"));
+    let soa = || {
+        let apex = name("example.com.");
+        let data = SOA::new(
+            apex.clone(),
+            name("hostmaster.example.com."),
+            1,
+            7200,
+            900,
+            1_209_600,
+            300,
+        );
+        vec![Record::from_rdata(apex, 3600, RData::SOA(data))]
+    };
+    let a = |n: &str, ttl: u32, last: u8| {
+        Record::from_rdata(name(n), ttl, RData::A(A::new(192, 0, 2, last)))
+    };
+    let txt = (0..12)
+        .map(|i| {
+            Record::from_rdata(
+                name("big.example.com."),
+                600,
+                RData::TXT(TXT::new(vec![format!("{i:02} {}", "x".repeat(60))])),
+            )
+        })
+        .collect();
+    let cached = [
+        (
+            "example.com.",
+            RecordType::A,
+            Answer::recursive(
+                ResponseCode::NoError,
+                vec![a("example.com.", 300, 1), a("example.com.", 200, 2)],
+                Vec::new(),
+            ),
+        ),
+        (
+            "example.com.",
+            RecordType::AAAA,
+            Answer::recursive(ResponseCode::NoError, Vec::new(), soa()),
+        ),
+        (
+            "nx.example.com.",
+            RecordType::A,
+            Answer::recursive(ResponseCode::NXDomain, Vec::new(), soa()),
+        ),
+        (
+            "www.example.net.",
+            RecordType::A,
+            Answer::recursive(
+                ResponseCode::NoError,
+                vec![
+                    Record::from_rdata(
+                        name("www.example.net."),
+                        120,
+                        RData::CNAME(CNAME(name("example.com."))),
+                    ),
+                    a("example.com.", 300, 1),
+                ],
+                Vec::new(),
+            ),
+        ),
+        (
+            "big.example.com.",
+            RecordType::TXT,
+            Answer::recursive(ResponseCode::NoError, txt, Vec::new()),
+        ),
+    ];
+    for (n, rtype, answer) in cached {
+        handler.remember(&LowerName::new(&name(n)), rtype, &answer);
+    }
 }
 
 /// Clients of each sample network and a stranger.
@@ -109,23 +192,43 @@ pub fn fast_matches_general(data: &[u8]) {
     });
 }
 
-/// Asks both paths; `Some(bytes)` when the fast path answered (and agreed: else a panic).
+/// Asks the general path (which keeps a cache hit for the fast path), then both paths;
+/// `Some(bytes)` when the fast path answered (and agreed: else a panic).
 pub async fn compare(handler: &Handler, data: &[u8]) -> Option<Vec<u8>> {
     let mut answered = None;
     for src in sources() {
-        let mut out = [0u8; 1232];
-        let Some(len) = handler.fast_answer(src.ip(), data, &mut out) else {
+        let _ = handler.answer_bytes(data, src).await;
+        let mut pair = both(handler, data, src).await;
+        if pair
+            .as_ref()
+            .is_some_and(|(fast, general)| Some(fast) != general.as_ref())
+        {
+            // Cached TTLs count down in whole seconds: a second that ended between the two
+            // calls changes them by one. Ask once more; a real disagreement repeats.
+            pair = both(handler, data, src).await;
+        }
+        let Some((fast, general)) = pair else {
             continue;
         };
-        let general = handler.answer_bytes(data, src).await;
         assert_eq!(
-            Some(&out[..len]),
-            general.as_deref(),
+            Some(&fast),
+            general.as_ref(),
             "fast and general paths differ for {data:02x?} from {src}"
         );
-        answered = Some(out[..len].to_vec());
+        answered = Some(fast);
     }
     answered
+}
+
+/// The fast path's answer, if it gives one, and the general path's right after.
+async fn both(
+    handler: &Handler,
+    data: &[u8],
+    src: SocketAddr,
+) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut out = [0u8; 1232];
+    let len = handler.fast_answer(src.ip(), data, &mut out)?;
+    Some((out[..len].to_vec(), handler.answer_bytes(data, src).await))
 }
 
 #[cfg(test)]
@@ -172,15 +275,9 @@ mod tests {
         assert_eq!(a.answers.len(), 1);
         assert!(a.metadata.authoritative);
         let guest = ask("127.0.0.2:1", &query(&["app", "lab", "test"], 1));
-        assert_eq!(
-            guest.metadata.response_code,
-            hickory_proto::op::ResponseCode::NXDomain
-        );
+        assert_eq!(guest.metadata.response_code, ResponseCode::NXDomain);
         let stranger = ask("192.0.2.1:1", &query(&["app", "lab", "test"], 1));
-        assert_eq!(
-            stranger.metadata.response_code,
-            hickory_proto::op::ResponseCode::Refused
-        );
+        assert_eq!(stranger.metadata.response_code, ResponseCode::Refused);
     }
 
     /// A query with the given flags byte 2 and 3 and an optional OPT of `size`.
@@ -221,6 +318,10 @@ mod tests {
             "nope.lab.test",
             "x.dev.lab.test",
             "example.com",
+            "ExAmple.COM",
+            "nx.example.com",
+            "www.example.net",
+            "big.example.com",
         ] {
             for qtype in [1u16, 28, 5, 16, 15, 65, 6, 2, 255] {
                 for flags in [
@@ -262,6 +363,64 @@ mod tests {
             handler.fast_answer(src, &do_bit, &mut out).is_none(),
             "DO goes to the general path"
         );
+    }
+
+    /// The TTLs of a response's answer section.
+    fn ttls(response: &[u8]) -> Vec<u32> {
+        let msg = Message::from_vec(response).expect("parses");
+        msg.answers.iter().map(|r| r.ttl).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cache_hits_take_the_fast_path_counted_down_until_the_last_tenth_of_their_life() {
+        use std::time::Duration;
+        let handler = sample_handler();
+        handler.prepare_fast().await;
+        let q = query_with("example.com", 1, [0x01, 0x00], None);
+        let lab = "127.0.0.1".parse().expect("ip");
+        let mut out = [0u8; 1232];
+        assert!(
+            handler.fast_answer(lab, &q, &mut out).is_none(),
+            "cached but not yet hit on the general path: nothing kept"
+        );
+        let first = compare(&handler, &q)
+            .await
+            .expect("kept after a general-path hit");
+        assert_eq!(ttls(&first), [300, 200]);
+        tokio::time::advance(Duration::from_secs(100)).await;
+        let n = handler.fast_answer(lab, &q, &mut out).expect("still kept");
+        assert_eq!(ttls(&out[..n]), [200, 100], "counted down on the fast path");
+        let later = compare(&handler, &q).await.expect("still on the fast path");
+        assert_eq!(ttls(&later), [200, 100]);
+        assert!(
+            handler
+                .fast_answer("127.0.0.2".parse().expect("ip"), &q, &mut out)
+                .is_none(),
+            "guest may not recurse: the general path refuses it"
+        );
+        // Blocklists fetched since were not part of the decision: nothing kept is served.
+        handler
+            .fetched_lists()
+            .store(Arc::new(crate::FetchedLists::new()));
+        assert!(
+            handler.fast_answer(lab, &q, &mut out).is_none(),
+            "new lists"
+        );
+        assert!(
+            compare(&handler, &q).await.is_some(),
+            "kept again under them"
+        );
+        // The cache TTL is 200: from age 180 on, hits are the general path's (prefetch).
+        tokio::time::advance(Duration::from_secs(80)).await;
+        assert!(
+            handler.fast_answer(lab, &q, &mut out).is_none(),
+            "last tenth"
+        );
+        let general = handler
+            .answer_bytes(&q, SocketAddr::new(lab, 5000))
+            .await
+            .expect("answer");
+        assert_eq!(ttls(&general), [120, 20]);
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! Built: the listeners (hickory's `Server`, UDP and TCP), the authoritative part (views,
 //! NXDOMAIN/NODATA with the SOA, derived PTRs, REFUSED for clients in no network), blocklists,
 //! and forwarding through labgate's own cache (serve-stale, prefetch, rebinding protection).
-//! UDP runs on labgate's own loop with a fast path of precompiled answers for internal names
-//! (`fast`). Not yet: batched `recvmmsg`/`sendmmsg` and per-core `SO_REUSEPORT` workers.
+//! UDP runs on labgate's own workers (`udp`: per-core `SO_REUSEPORT` sockets, batched
+//! `recvmmsg`/`sendmmsg`) with a fast path of precompiled answers for internal names (`fast`)
+//! and kept responses for cache hits (`hits`).
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
@@ -22,6 +23,7 @@ mod fast;
 mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+mod hits;
 mod metrics;
 mod server;
 mod udp;

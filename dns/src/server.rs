@@ -9,12 +9,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::Record;
+use hickory_proto::rr::{LowerName, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::Server;
 use hickory_server::net::NetError;
 use hickory_server::net::runtime::Time;
-use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
@@ -22,10 +21,12 @@ use labgate_config::Snapshot;
 use tokio::net::TcpListener;
 use tracing::debug;
 
-use crate::answer::{Decision, FetchedLists, decide};
-use crate::fast::FastTable;
+use crate::answer::{Answer, Decision, FetchedLists, decide};
+use crate::cache::Lifetime;
+use crate::fast::{self, FastTable};
 use crate::forward::Forwarders;
-use crate::metrics::Metrics;
+use crate::hits::HitTable;
+use crate::metrics::{CacheEvent, Metrics};
 
 /// Idle time after which a TCP connection is closed.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +45,8 @@ pub struct Handler {
     fast: Arc<ArcSwap<FastTable>>,
     /// The generation whose table is being built (0: none yet).
     fast_building: Arc<AtomicU64>,
+    /// The fast path's cache hits.
+    hits: Arc<HitTable>,
 }
 
 impl Handler {
@@ -57,12 +60,14 @@ impl Handler {
             rebuilding: Arc::new(Mutex::new(())),
             fast: Arc::new(ArcSwap::from_pointee(FastTable::default())),
             fast_building: Arc::new(AtomicU64::new(0)),
+            hits: Arc::new(HitTable::default()),
         }
     }
 
-    /// Answers a UDP query from the precompiled table into `out`; `None` sends it to the
-    /// general path. A table older than the snapshot is never used: the first query after a
-    /// reload starts its rebuild in the background (needs a tokio runtime).
+    /// Answers a UDP query into `out` from the precompiled table or the kept cache hits;
+    /// `None` sends it to the general path. A table older than the snapshot is never used:
+    /// the first query after a reload starts its rebuild in the background (needs a tokio
+    /// runtime).
     pub fn fast_answer(&self, src: IpAddr, query: &[u8], out: &mut [u8]) -> Option<usize> {
         let snapshot = self.snapshot.load();
         let table = self.fast.load();
@@ -75,7 +80,23 @@ impl Handler {
             }
             return None;
         }
-        table.answer(&snapshot, &self.metrics, src, query, out)
+        let network = snapshot.networks.lookup(src)?.network.index();
+        let p = fast::parse(query, u16::try_from(network).ok()?)?;
+        let (len, rcode) = match table.answer(&p, query, out) {
+            Some(done) => done,
+            None => {
+                let lists = self.lists.load();
+                let hit = self
+                    .hits
+                    .answer(snapshot.generation, &lists, &p, query, out)?;
+                self.metrics.cache(CacheEvent::Hit);
+                hit
+            }
+        };
+        self.metrics
+            .query(Some(network), RecordType::from(p.qtype), rcode);
+        self.metrics.fast_answer();
+        Some(len)
     }
 
     /// Builds the fast path's table for the current snapshot now (start-up and tests; after a
@@ -108,13 +129,60 @@ impl Handler {
     /// Runs one query's bytes through the general path as a UDP query from `src`; the
     /// response bytes (truncated to the UDP size with TC set), or `None` when the packet does
     /// not parse as a request or deserves silence.
+    /// A fresh cache hit's response is kept for the fast path.
     pub async fn answer_bytes(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
         let request = Request::from_bytes(data.to_vec(), src, Protocol::Udp).ok()?;
         let reply = UdpReply::default();
-        self.handle_request::<_, TokioTime>(&request, reply.clone())
-            .await;
+        let decided_with = self.decision_inputs();
+        let (_, hit) = self.respond(&request, reply.clone()).await;
         let out = reply.0.lock().ok()?.clone();
+        if let Some(life) = hit {
+            self.keep_hit(decided_with, src, data, &out, life);
+        }
         (!out.is_empty()).then_some(out)
+    }
+
+    /// The snapshot and fetched lists a decision starting now is made with.
+    fn decision_inputs(&self) -> (Arc<Snapshot>, Arc<FetchedLists>) {
+        (self.snapshot.load_full(), self.lists.load_full())
+    }
+
+    /// Keeps a cache hit's response for the fast path if the query is one it takes and the
+    /// decision's inputs did not change while it was made (so they are the ones it used).
+    fn keep_hit(
+        &self,
+        (snapshot, lists): (Arc<Snapshot>, Arc<FetchedLists>),
+        src: SocketAddr,
+        query: &[u8],
+        response: &[u8],
+        life: Lifetime,
+    ) {
+        let (now_snapshot, now_lists) = self.decision_inputs();
+        if now_snapshot.generation != snapshot.generation || !Arc::ptr_eq(&now_lists, &lists) {
+            return;
+        }
+        let Some(network) = snapshot.networks.lookup(src.ip()) else {
+            return;
+        };
+        let Some(p) = u16::try_from(network.network.index())
+            .ok()
+            .and_then(|index| fast::parse(query, index))
+        else {
+            return;
+        };
+        self.hits.keep(
+            (snapshot.generation, &lists),
+            snapshot.dns.cache_size.get(),
+            &p,
+            response,
+            life,
+        );
+    }
+
+    /// Caches a forwarded answer as if an upstream had given it (fuzzing and tests).
+    pub(crate) fn remember(&self, name: &LowerName, rtype: RecordType, answer: &Answer) {
+        let snapshot = self.snapshot.load_full();
+        self.forwarders(&snapshot).remember(name, rtype, answer);
     }
 
     /// Where the control plane publishes blocklists fetched from URLs.
@@ -212,17 +280,28 @@ impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
-        mut response: R,
+        response: R,
     ) -> ResponseInfo {
+        self.respond(request, response).await.0
+    }
+}
+
+impl Handler {
+    /// Answers one request; with a fresh cache hit, the lifetime of the answer sent.
+    async fn respond<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> (ResponseInfo, Option<Lifetime>) {
         if request.metadata.message_type == MessageType::Response {
             // SECURITY: answering responses lets two servers loop; drop them silently.
-            return unsent(request, ResponseCode::FormErr);
+            return (unsent(request, ResponseCode::FormErr), None);
         }
         if request.queries.len() != 1 || compressed(request.queries.as_bytes()) {
             // hickory echoes the question section byte for byte; a compression pointer in it
             // (legal only into earlier names, of which a lone question has none) would point
             // into our response header. Found by the dns_handle fuzz target: stay silent.
-            return unsent(request, ResponseCode::FormErr);
+            return (unsent(request, ResponseCode::FormErr), None);
         }
         let snapshot = self.snapshot.load_full();
         let mut edns = None;
@@ -242,6 +321,7 @@ impl RequestHandler for Handler {
         } else {
             None
         };
+        let mut hit = None;
         let info = match (rcode, request.request_info()) {
             (None, Ok(info)) => {
                 let q = info.query;
@@ -258,9 +338,11 @@ impl RequestHandler for Handler {
                     Decision::Answer(a) => a,
                     Decision::Forward => {
                         let forwarders = self.forwarders(&snapshot);
-                        forwarders
+                        let (a, life) = forwarders
                             .resolve(q.name(), q.query_type(), &self.metrics)
-                            .await
+                            .await;
+                        hit = life;
+                        a
                     }
                 };
                 debug!(client = %info.src, name = %q.name(), qtype = %q.query_type(), rcode = %a.rcode, "dns query");
@@ -285,10 +367,11 @@ impl RequestHandler for Handler {
                 response.send_response(msg).await
             }
         };
-        info.unwrap_or_else(|e| {
+        let info = info.unwrap_or_else(|e| {
             debug!("dns response not sent: {e}");
             unsent(request, ResponseCode::ServFail)
-        })
+        });
+        (info, hit)
     }
 }
 
