@@ -93,6 +93,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
             r
         }
         (&Method::GET, "/config") => json(StatusCode::OK, &config_view(&admin.shared)),
+        (&Method::GET, "/certs") => json(StatusCode::OK, &admin.shared.certificates()),
         (&Method::POST, "/reload") => {
             let (tx, rx) = oneshot::channel();
             if admin.reload.send(Trigger::Admin(tx)).await.is_err() {
@@ -113,12 +114,12 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
                 ),
             }
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload") => {
+        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/certs" | "/reload") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz /readyz /metrics /config, or POST /reload\n",
+            "not found: try /healthz /readyz /metrics /config /certs, or POST /reload\n",
         ),
     }
 }
@@ -140,6 +141,8 @@ pub struct ConfigView {
     pub services: Vec<String>,
     /// Internal zones.
     pub zones: Vec<String>,
+    /// ACME certificates: names, issuer, expiry, next renewal, last attempt and error.
+    pub certificates: Vec<labgate_acme::CertStatus>,
 }
 
 fn config_view(shared: &Shared) -> ConfigView {
@@ -152,6 +155,7 @@ fn config_view(shared: &Shared) -> ConfigView {
         networks: s.networks.iter().map(|n| n.name.to_string()).collect(),
         services: s.services.iter().map(|v| v.name.to_string()).collect(),
         zones: s.zones.iter().map(|z| z.name.to_string()).collect(),
+        certificates: shared.certificates(),
     }
 }
 

@@ -153,7 +153,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         source,
         shared,
         ca,
-        certs,
+        mut certs,
         proxy,
         access_rx,
         is_demo,
@@ -185,6 +185,20 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     let handler = labgate_dns::Handler::new(shared.snapshot.clone(), Arc::clone(&shared.dns));
     handler.prepare_fast().await;
     let dns = labgate_dns::serve(handler.clone(), udp, tcp).context("cannot start DNS")?;
+    // ACME: certificates on disk are loaded and served before `ready`; issuance and renewal
+    // run in the manager's tasks.
+    let manager = labgate_acme::Manager::new(
+        snapshot.state_dir.clone(),
+        Arc::new(labgate_acme::Metrics::default()),
+        labgate_acme::Helpers {
+            builtin: Some(Arc::new(crate::acme::Builtin(handler.challenges()))),
+            lookup: Some(Arc::new(crate::acme::Upstreams(handler.clone()))),
+        },
+    );
+    let _ = shared.acme.set(Arc::clone(&manager));
+    manager.reconcile(&snapshot);
+    certs.with_acme(Arc::clone(&manager));
+    proxy.certs.publish(certs.build(&snapshot));
     let (tx, rx) = mpsc::channel(16);
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -231,6 +245,12 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         Arc::clone(&shared),
         proxy,
         certs,
+        manager.subscribe(),
+        cancel.child_token(),
+    ));
+    tasks.spawn(crate::acme::run(
+        manager,
+        Arc::clone(&shared),
         cancel.child_token(),
     ));
     let https = wait_listening(&snapshot.listen.https).await?;
@@ -290,11 +310,13 @@ async fn wait_listening(
     Ok(addrs.to_vec())
 }
 
-/// Rebuilds the proxy's certificates on reload and when certificate files change.
+/// Rebuilds the proxy's certificates on reload, when ACME issues one, and when certificate
+/// files change.
 async fn follow_reloads(
     shared: Arc<Shared>,
     proxy: Arc<labgate_proxy::Proxy>,
     certs: CertBuilder,
+    mut issued: tokio::sync::watch::Receiver<u64>,
     cancel: CancellationToken,
 ) {
     let mut published = shared.published.subscribe();
@@ -303,6 +325,11 @@ async fn follow_reloads(
     loop {
         tokio::select! {
             changed = published.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            changed = issued.changed() => {
                 if changed.is_err() {
                     return;
                 }

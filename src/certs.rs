@@ -1,15 +1,17 @@
-//! The certificates the proxy serves, built from the snapshot's sources: PEM files (re-read
-//! when they change; a broken file keeps the last good certificate) and the local CA (a leaf
-//! per routed name that has no other source). Control plane only: reads files, signs keys.
+//! The certificates the proxy serves, built from the snapshot's sources: ACME certificates
+//! (from the manager, once issued), PEM files (re-read when they change; a broken file keeps
+//! the last good certificate) and the local CA (a leaf per routed name that has no other
+//! certificate yet). Control plane only: reads files, signs keys.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use labgate_acme::Manager;
 use labgate_acme::local_ca::LocalCa;
 use labgate_config::Snapshot;
-use labgate_config::settings::CertSource;
+use labgate_config::settings::{CertSource, Coverage};
 use labgate_proxy::CertMap;
 use labgate_proxy::certs::certified_key;
 use pingora::tls::sign::CertifiedKey;
@@ -27,8 +29,11 @@ struct Loaded {
 /// Builds certificate maps, keeping what it loaded or issued between builds.
 pub struct CertBuilder {
     ca: Arc<LocalCa>,
+    acme: Option<Arc<Manager>>,
     leaves: HashMap<String, Arc<CertifiedKey>>,
     files: HashMap<(PathBuf, PathBuf), Loaded>,
+    /// ACME certificates as last converted, by name set: the chain and its key.
+    issued: HashMap<Vec<Arc<str>>, (String, Arc<CertifiedKey>)>,
 }
 
 impl CertBuilder {
@@ -36,9 +41,16 @@ impl CertBuilder {
     pub fn new(ca: Arc<LocalCa>) -> Self {
         Self {
             ca,
+            acme: None,
             leaves: HashMap::new(),
             files: HashMap::new(),
+            issued: HashMap::new(),
         }
+    }
+
+    /// Serves the certificates `manager` issues for ACME name sets.
+    pub fn with_acme(&mut self, manager: Arc<Manager>) {
+        self.acme = Some(manager);
     }
 
     /// The map for a snapshot (blocking: reads files and signs keys).
@@ -51,8 +63,12 @@ impl CertBuilder {
                         map.insert(&spec.names, &k);
                     }
                 }
-                // Until the ACME issue lands, names waiting for ACME get local-CA leaves below.
-                CertSource::Acme { .. } => {}
+                // Until the first issuance, the names get local-CA leaves below.
+                CertSource::Acme { .. } => {
+                    if let Some(k) = self.acme_key(&spec.names) {
+                        map.insert(&spec.names, &k);
+                    }
+                }
             }
         }
         let mut want: Vec<&str> = s.routes.hosts().filter(|h| !map.covers(h)).collect();
@@ -63,7 +79,9 @@ impl CertBuilder {
         }
         if s.certificates.local_ca {
             for host in want {
-                if let Some(k) = self.leaf(host) {
+                let waiting = matches!(s.certificates.cover(host), Coverage::Spec(i)
+                    if matches!(s.certificates.specs[i].source, CertSource::Acme { .. }));
+                if let Some(k) = self.leaf(host, waiting) {
                     map.insert(&[Arc::from(host)], &k);
                 }
             }
@@ -79,7 +97,25 @@ impl CertBuilder {
         map
     }
 
-    fn leaf(&mut self, host: &str) -> Option<Arc<CertifiedKey>> {
+    /// The manager's certificate for an ACME name set, converted once per issuance.
+    fn acme_key(&mut self, names: &[Arc<str>]) -> Option<Arc<CertifiedKey>> {
+        let cert = self.acme.as_ref()?.current(names)?;
+        if let Some((chain, k)) = self.issued.get(names)
+            && *chain == cert.chain_pem
+        {
+            return Some(Arc::clone(k));
+        }
+        let key = certified_key(cert.chain_pem.as_bytes(), cert.key_pem.as_bytes())
+            .map_err(|e| warn!("ACME certificate for {} unusable: {e}", names.join(", ")))
+            .ok()?;
+        let key = Arc::new(key);
+        self.issued
+            .insert(names.to_vec(), (cert.chain_pem.clone(), Arc::clone(&key)));
+        Some(key)
+    }
+
+    /// A local-CA leaf for `host`; `waiting` when an ACME certificate will replace it.
+    fn leaf(&mut self, host: &str, waiting: bool) -> Option<Arc<CertifiedKey>> {
         if let Some(k) = self.leaves.get(host) {
             return Some(Arc::clone(k));
         }
@@ -91,7 +127,13 @@ impl CertBuilder {
         let key = certified_key(issued.chain_pem.as_bytes(), issued.key_pem.as_bytes())
             .map_err(|e| warn!("local-CA certificate for {host} unusable: {e}"))
             .ok()?;
-        info!("{host}: serving a certificate from labgate's local CA");
+        if waiting {
+            info!(
+                "{host}: no ACME certificate yet; serving one from labgate's local CA until it is issued"
+            );
+        } else {
+            info!("{host}: serving a certificate from labgate's local CA");
+        }
         let key = Arc::new(key);
         self.leaves.insert(host.to_owned(), Arc::clone(&key));
         Some(key)

@@ -29,6 +29,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Show how labgate treats a client: network, DNS answer, route, policy, certificate.
     Explain(ExplainArgs),
+    /// List the running instance's ACME certificates: names, issuer, expiry, next renewal,
+    /// last attempt and error.
+    Certs(CertsArgs),
     /// Print the version.
     Version,
 }
@@ -72,6 +75,17 @@ pub struct CheckArgs {
     /// Treat warnings as errors.
     #[arg(long)]
     pub deny_warnings: bool,
+}
+
+/// `labgate certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// The admin endpoint of the running labgate (`listen.admin`).
+    #[arg(long, default_value = "127.0.0.1:9153")]
+    pub admin: SocketAddr,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `labgate explain`.

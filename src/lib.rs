@@ -4,11 +4,13 @@
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod backends;
 pub mod blocklists;
 pub mod certs;
+pub mod certs_cmd;
 pub mod check;
 pub mod cli;
 pub mod demo;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use labgate::cli::{Cli, Command};
-use labgate::{EX_USAGE, app, check, explain};
+use labgate::{EX_USAGE, app, certs_cmd, check, explain};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Run(args) => app::run(args),
         Command::Check(args) => check::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Certs(args) => certs_cmd::run(&args),
         Command::Version => {
             println!("{}", labgate::version());
             Ok(ExitCode::SUCCESS)

@@ -74,6 +74,8 @@ pub struct Shared {
     /// anywhere else (so it serves it no later than `/config` shows it), and asked for its
     /// metrics.
     pub proxy: std::sync::OnceLock<Arc<labgate_proxy::Proxy>>,
+    /// The ACME manager, set once at start-up: its certificates' state and metrics.
+    pub acme: std::sync::OnceLock<Arc<labgate_acme::Manager>>,
 }
 
 impl Shared {
@@ -95,6 +97,7 @@ impl Shared {
             last: Mutex::new(report),
             published: tokio::sync::watch::Sender::new(first.generation),
             proxy: std::sync::OnceLock::new(),
+            acme: std::sync::OnceLock::new(),
             snapshot: Arc::new(ArcSwap::from_pointee(first)),
             dns,
             list_fetches: Default::default(),
@@ -203,7 +206,16 @@ impl Shared {
         if let Some(proxy) = self.proxy.get() {
             proxy.render_metrics(&mut out);
         }
+        if let Some(acme) = self.acme.get() {
+            acme.metrics()
+                .render(&acme.status(), SystemTime::now(), &mut out);
+        }
         out
+    }
+
+    /// The ACME certificates' state (empty before start-up finished).
+    pub fn certificates(&self) -> Vec<labgate_acme::CertStatus> {
+        self.acme.get().map(|a| a.status()).unwrap_or_default()
     }
 }
 

@@ -1,5 +1,7 @@
-//! labgate's certificates. Today: the local CA, which issues certificates for names no other
-//! source covers (the demo, internal-only names). Next: ACME DNS-01 issuance and renewal.
+//! labgate's certificates: the local CA, which issues certificates for names no other source
+//! covers (the demo, internal-only names), and ACME DNS-01 issuance and renewal (`manager`)
+//! with DNS providers behind one trait (`provider`: RFC 2136 here, the built-in DNS from the
+//! binary).
 //!
 //! This is the only crate besides `config` that touches disk: it persists key material in the
 //! state directory (keys 0600, written to a temporary file and renamed). It never logs key
@@ -8,9 +10,22 @@
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 
+mod account;
 mod error;
 mod files;
+mod http;
 pub mod local_ca;
+pub mod manager;
+mod metrics;
+mod order;
+pub mod propagation;
+pub mod provider;
+pub mod rfc2136;
+pub mod secret;
+pub mod store;
+pub mod verify;
 
 pub use error::Error;
 pub use files::write_atomic;
+pub use manager::{CertStatus, Helpers, Manager};
+pub use metrics::Metrics;

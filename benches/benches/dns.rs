@@ -59,47 +59,54 @@ fn decide_bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// The whole handler in-process: hickory's parse, the decision, the encode (no sockets).
+/// The whole handler in-process: hickory's parse, the decision, the encode (no sockets);
+/// then the fast path on the same query. For an internal name, and for a forwarded name in
+/// the cache.
 fn handler_bench(c: &mut Criterion) {
     let handler = labgate_dns::fuzzing::sample_handler();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let query: Vec<u8> = [
-        &[0x12u8, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0][..],
-        b"\x03app\x03lab\x04test\x00\x00\x01\x00\x01",
-    ]
-    .concat();
-    let src: std::net::SocketAddr = "127.0.0.1:5000".parse().expect("src");
-    let general = allocations_per_call(|| {
-        black_box(rt.block_on(labgate_dns::fuzzing::handle(&handler, &query, src)));
-    });
-    println!("dns general path: {general} allocations per query");
-    c.bench_function("dns_handler/internal_answer_bytes_in_bytes_out", |b| {
-        b.iter(|| {
-            rt.block_on(labgate_dns::fuzzing::handle(
-                &handler,
-                black_box(&query),
-                src,
-            ))
-        })
-    });
-    // The fast path: the same query answered from the precompiled table.
     rt.block_on(handler.prepare_fast());
-    let mut out = [0u8; 1232];
     let _guard = rt.enter();
-    assert!(
-        handler.fast_answer(src.ip(), &query, &mut out).is_some(),
-        "the bench query must take the fast path"
-    );
-    let fast = allocations_per_call(|| {
-        black_box(handler.fast_answer(src.ip(), &query, &mut out));
-    });
-    println!("dns fast path: {fast} allocations per query");
-    c.bench_function("dns_fast_path/internal_answer_bytes_in_bytes_out", |b| {
-        b.iter(|| handler.fast_answer(src.ip(), black_box(&query), &mut out))
-    });
+    let src: std::net::SocketAddr = "127.0.0.1:5000".parse().expect("src");
+    let header = [0x12u8, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for (label, question) in [
+        (
+            "internal_answer",
+            &b"\x03app\x03lab\x04test\x00\x00\x01\x00\x01"[..],
+        ),
+        ("cache_hit", &b"\x07example\x03com\x00\x00\x01\x00\x01"[..]),
+    ] {
+        let query = [&header[..], question].concat();
+        let general = allocations_per_call(|| {
+            black_box(rt.block_on(labgate_dns::fuzzing::handle(&handler, &query, src)));
+        });
+        println!("dns general path, {label}: {general} allocations per query");
+        c.bench_function(&format!("dns_handler/{label}_bytes_in_bytes_out"), |b| {
+            b.iter(|| {
+                rt.block_on(labgate_dns::fuzzing::handle(
+                    &handler,
+                    black_box(&query),
+                    src,
+                ))
+            })
+        });
+        // The general path has answered (and, for the cache hit, kept its response).
+        let mut out = [0u8; 1232];
+        assert!(
+            handler.fast_answer(src.ip(), &query, &mut out).is_some(),
+            "the bench query must take the fast path"
+        );
+        let fast = allocations_per_call(|| {
+            black_box(handler.fast_answer(src.ip(), &query, &mut out));
+        });
+        println!("dns fast path, {label}: {fast} allocations per query");
+        c.bench_function(&format!("dns_fast_path/{label}_bytes_in_bytes_out"), |b| {
+            b.iter(|| handler.fast_answer(src.ip(), black_box(&query), &mut out))
+        });
+    }
 }
 
 criterion_group!(benches, decide_bench, handler_bench);

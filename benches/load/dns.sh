@@ -12,9 +12,13 @@
 #                                       # to 127.0.0.1 and 127.0.0.2, half the load from each
 #                                       # (labgate, Knot's mod-geoip in subnet mode and
 #                                       # Unbound's access-control-view)
+#   WORKLOAD=cache benches/load/dns.sh  # cache hits: 200 forwarded names (labgate, Unbound,
+#                                       # dnsmasq, dnsdist with its packet cache), the upstream
+#                                       # (NSD on CPU 1) stopped after a warm-up, so a miss
+#                                       # would show as a lost query or SERVFAIL
 #
 # Needs: dnsperf, knot, nsd, unbound, dnsmasq (apt-get install dnsperf knot nsd unbound
-# dnsmasq-base; knot-module-geoip for VIEWS=2).
+# dnsmasq-base; knot-module-geoip for VIEWS=2, dnsdist for WORKLOAD=cache).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=benches/load/lib.sh
@@ -24,7 +28,11 @@ DURATION=${DURATION:-8}
 RATE=${RATE:-10000}
 NAMES=200
 VIEWS=${VIEWS:-1}
-if [ "$VIEWS" = 2 ]; then
+WORKLOAD=${WORKLOAD:-internal}
+if [ "$WORKLOAD" = cache ]; then
+  SERVERS=${SERVERS:-"labgate unbound dnsmasq dnsdist"}
+  command -v dnsdist >/dev/null || { echo "missing dnsdist: apt-get install dnsdist"; exit 1; }
+elif [ "$VIEWS" = 2 ]; then
   SERVERS=${SERVERS:-"labgate knot unbound"}
 else
   SERVERS=${SERVERS:-"labgate knot nsd unbound dnsmasq"}
@@ -40,6 +48,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 # 10.0.x.y, view b (127.0.0.2) 10.1.x.y.
 {
   printf '[listen]\ndns = ["127.0.0.1:15301"]\nadmin = "127.0.0.1:0"\n\n'
+  [ "$WORKLOAD" = cache ] && printf '[dns]\nupstreams = ["udp://127.0.0.1:15310"]\n\n'
   if [ "$VIEWS" = 2 ]; then
     printf '[[network]]\nname = "a"\ncidrs = ["127.0.0.1/32"]\naddresses = ["127.0.0.1"]\n\n'
     printf '[[network]]\nname = "b"\ncidrs = ["127.0.0.2/32"]\naddresses = ["127.0.0.2"]\n\n'
@@ -68,6 +77,11 @@ unbound_data() { # view prefix
     printf 'view:\n  name: "b"\n'; unbound_data 10.1
   else
     unbound_data 10.0
+  fi
+  if [ "$WORKLOAD" = cache ]; then
+    # Unbound keeps RFC 6761's test. local by default.
+    printf '  do-not-query-localhost: no\n  local-zone: "test." nodefault\n'
+    printf 'forward-zone:\n  name: "."\n  forward-addr: 127.0.0.1@15310\n'
   fi
   printf 'remote-control:\n  control-enable: no\n'
 } > "$work/unbound.conf"
@@ -133,21 +147,58 @@ EOF
 : > "$work/dnsmasq.hosts"
 for i in $(seq 1 $NAMES); do
   printf '10.0.%d.%d host%03d.bench.test\n' $((i / 250)) $((i % 250)) "$i" >> "$work/dnsmasq.hosts"
-  printf 'host%03d.bench.test A\n' "$i" >> "$work/queries"
 done
+
+# The cache workload's upstream: NSD on CPU 1 with 200 public-looking names (TTL 3600: no
+# answer expires during a run), and the caches in front of it.
+mkdir -p "$work/up"
+{
+  printf '$ORIGIN cached.test.\n$TTL 3600\n@ IN SOA ns.cached.test. hostmaster.cached.test. 1 3600 600 86400 3600\n'
+  printf '@ IN NS ns.cached.test.\nns IN A 198.51.100.1\n'
+  for i in $(seq 1 $NAMES); do printf 'name%03d IN A 198.51.%d.%d\n' "$i" $((i / 250)) $((i % 250)); done
+} > "$work/up/cached.test.zone"
+sed -e "s|$work|$work/up|g" -e 's/@15304/@15310/' -e 's/name: bench.test/name: cached.test/' \
+  -e 's/zonefile: bench.test.zone/zonefile: cached.test.zone/' "$work/nsd.conf" > "$work/up/nsd.conf"
+cat > "$work/dnsdist.conf" <<EOF
+setLocal("127.0.0.1:15306")
+setACL({"127.0.0.0/8"})
+-- Always up: a miss after the upstream is stopped must show as a lost query.
+newServer({address="127.0.0.1:15310"}):setUp()
+getPool(""):setCache(newPacketCache(10000))
+EOF
+if [ "$WORKLOAD" = cache ]; then
+  probe=name001.cached.test probe_addr=198.51.0.1
+  for i in $(seq 1 $NAMES); do printf 'name%03d.cached.test A\n' "$i"; done > "$work/queries"
+else
+  probe=host001.bench.test probe_addr=10.0.0.1
+  for i in $(seq 1 $NAMES); do printf 'host%03d.bench.test A\n' "$i"; done > "$work/queries"
+fi
+upstream=
+start_upstream() {
+  taskset -c 1 nsd -d -c "$work/up/nsd.conf" >/dev/null 2>&1 &
+  upstream=$!
+  for _ in $(seq 1 100); do
+    dig @127.0.0.1 -p 15310 +time=1 +tries=1 +short $probe | grep -q "$probe_addr" && return 0
+    sleep 0.1
+  done
+  echo "the upstream did not start"; exit 1
+}
+stop_upstream() { kill $(pids_of $upstream) 2>/dev/null || true; wait $upstream 2>/dev/null || true; }
 
 start() {
   case $1 in
     labgate) LABGATE_LOG=warn taskset -c 0 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >/dev/null 2>&1 & port=15301 ;;
     unbound) taskset -c 0 unbound -d -c "$work/unbound.conf" >/dev/null 2>&1 & port=15302 ;;
     dnsmasq) taskset -c 0 dnsmasq -k -p 15303 --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts \
-               --addn-hosts="$work/dnsmasq.hosts" --local=/bench.test/ --cache-size=1000 --user=root >/dev/null 2>&1 & port=15303 ;;
+               --addn-hosts="$work/dnsmasq.hosts" --local=/bench.test/ --server=127.0.0.1#15310 \
+               --cache-size=10000 --user=root >/dev/null 2>&1 & port=15303 ;;
+    dnsdist) taskset -c 0 dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >/dev/null 2>&1 & port=15306 ;;
     nsd) taskset -c 0 nsd -d -c "$work/nsd.conf" >/dev/null 2>&1 & port=15304 ;;
     knot) taskset -c 0 knotd -c "$work/knot.conf" >/dev/null 2>&1 & port=15305 ;;
   esac
   pid=$!
   for _ in $(seq 1 100); do
-    if dig @127.0.0.1 -p $port +time=1 +tries=1 +short host001.bench.test | grep -q 10.0.0.1; then
+    if dig @127.0.0.1 -p $port +time=1 +tries=1 +short $probe | grep -q "$probe_addr"; then
       # Knot pins its UDP workers itself (worker 0 on the load generator's CPU): re-pin
       # every thread of every process of the server to CPU 0.
       for p in $(pids_of $pid); do taskset -a -p -c 0 "$p" >/dev/null; done
@@ -168,7 +219,14 @@ percentiles() { awk '/^> / {print $NF * 1e6}' | sort -g | awk '{a[NR]=$1} END { 
 declare -A qps cpu rss p50 p99
 for round in $(seq 1 "$ROUNDS"); do
   for server in $SERVERS; do
+    [ "$WORKLOAD" = cache ] && start_upstream
     start $server
+    if [ "$WORKLOAD" = cache ]; then
+      # Every name asked three times (labgate: a miss, a general-path hit, then fast-path
+      # hits), then no upstream: anything not answered from the cache is lost.
+      taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/queries" -n 3 -c 1 -q 10 >/dev/null 2>&1
+      stop_upstream
+    fi
     procs=$(pids_of $pid)
     rss[$server]=$(rss_kib "$procs")
     before=$(cpu_ticks "$procs")
@@ -188,6 +246,9 @@ for round in $(seq 1 "$ROUNDS"); do
     read -r l50 l99 < <(taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/queries" -Q "$RATE" -l "$DURATION" -v 2>&1 | percentiles)
     kill $procs 2>/dev/null || true
     wait $pid 2>/dev/null || true
+    if [ "$WORKLOAD" = cache ] && ! echo "$out" | grep -q 'NOERROR .*(100.00%)'; then
+      echo "$server: not every answer was a NOERROR cache hit:"; echo "$out" | grep -A3 'Response codes'
+    fi
     done_q=$(echo "$out" | awk '/Queries completed/ {print $3}')
     lost=$(echo "$out" | awk '/Queries lost/ {print $3}')
     rate=$(echo "$out" | awk '/Queries per second/ {print $4}')

@@ -21,6 +21,7 @@ pub mod diff;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod histogram;
 mod load;
 pub mod network;
 pub mod raw;

@@ -146,6 +146,12 @@ pub struct RawAcme {
     pub eab_hmac_file: Option<Spanned<String>>,
     /// The `dns_provider` that publishes challenges for derived certificates.
     pub provider: Option<Spanned<String>>,
+    /// PEM file of a private CA trusted for the directory's HTTPS (a private ACME server);
+    /// the public roots stay trusted.
+    pub directory_ca_file: Option<Spanned<String>>,
+    /// Authoritative servers (`IP[:PORT]`) asked directly whether challenge values are
+    /// published. Default: the zone's NS records, looked up through the upstreams.
+    pub propagation_servers: Option<Vec<Spanned<String>>>,
 }
 
 /// `[[network]]`: a trust zone.
@@ -323,6 +329,8 @@ pub struct RawDnsProvider {
     pub kind: Spanned<String>,
     /// cloudflare: file holding an API token with Zone:DNS:Edit.
     pub token_file: Option<Spanned<String>>,
+    /// cloudflare: API base URL. Default `https://api.cloudflare.com/client/v4`.
+    pub api_url: Option<Spanned<String>>,
     /// rfc2136: the primary server, `IP[:PORT]`.
     pub server: Option<Spanned<String>>,
     /// rfc2136: TSIG key name.

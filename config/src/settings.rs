@@ -239,6 +239,8 @@ impl Certificates {
 
 /// Let's Encrypt's production directory.
 pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Cloudflare's API.
+pub const CLOUDFLARE_API: &str = "https://api.cloudflare.com/client/v4";
 /// Let's Encrypt's staging directory.
 pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
@@ -257,6 +259,10 @@ pub struct AcmeSettings {
     pub eab: Option<(Arc<str>, PathBuf)>,
     /// Default provider for derived certificates.
     pub provider: Option<usize>,
+    /// Private CA trusted for the directory's HTTPS.
+    pub directory_ca: Option<PathBuf>,
+    /// Authoritative servers checked for propagation instead of the zone's NS.
+    pub propagation_servers: Vec<SocketAddr>,
 }
 
 /// Key type of issued certificates.
@@ -284,6 +290,8 @@ pub enum ProviderKind {
     Cloudflare {
         /// File holding the API token.
         token_file: PathBuf,
+        /// API base URL.
+        api_url: url::Url,
     },
     /// RFC 2136 dynamic update with TSIG.
     Rfc2136 {

@@ -212,6 +212,10 @@ pub(crate) fn parse(q: &[u8], index: u16) -> Option<Parsed> {
             *k = b.to_ascii_lowercase();
         }
         p.key_len = end;
+        if i == 12 && p.key[5..end] == *crate::challenges::LABEL {
+            // ACME challenge names: the built-in provider's values are the general path's.
+            return None;
+        }
         i += 1 + len;
         if len == 0 {
             break;

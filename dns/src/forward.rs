@@ -201,6 +201,25 @@ impl Forwarders {
         }
     }
 
+    /// The data of `name`'s `rtype` records from its upstreams, past the cache; empty when
+    /// there are none or on failure.
+    pub(crate) async fn records(&self, name: &Name, rtype: RecordType) -> Vec<RData> {
+        let Some(set) = self.set_for(&LowerName::new(name)) else {
+            return Vec::new();
+        };
+        match tokio::time::timeout(UPSTREAM_DEADLINE, set.resolver.lookup(name.clone(), rtype))
+            .await
+        {
+            Ok(Ok(l)) => l
+                .answers()
+                .iter()
+                .filter(|r| r.record_type() == rtype)
+                .map(|r| r.data.clone())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     fn set_for(&self, name: &LowerName) -> Option<&Arc<UpstreamSet>> {
         let name = Name::from(name);
         self.conditional

@@ -19,6 +19,7 @@
 
 mod answer;
 mod cache;
+mod challenges;
 mod fast;
 mod forward;
 #[doc(hidden)]
@@ -30,6 +31,7 @@ mod udp;
 
 pub use answer::{Answer, BLOCKED_TTL, Decision, FetchedLists, decide};
 pub use cache::{MAX_TTL, STALE_TTL};
+pub use challenges::Challenges;
 pub use forward::{ATTEMPT_TIMEOUT, STALE_AFTER, UPSTREAM_DEADLINE, private};
 pub use metrics::Metrics;
 pub use server::{DnsServer, Handler, MAX_UDP_PAYLOAD, TCP_IDLE_TIMEOUT, serve};

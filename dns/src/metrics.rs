@@ -9,6 +9,7 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use labgate_config::Snapshot;
+use labgate_config::histogram::Histogram;
 
 const QTYPES: [RecordType; 11] = [
     RecordType::A,
@@ -35,8 +36,8 @@ const RCODES: [(ResponseCode, &str); 6] = [
 const NETWORKS: usize = labgate_config::network::MAX_NETWORKS + 1;
 const TYPES: usize = QTYPES.len() + 1;
 const CODES: usize = RCODES.len() + 1;
-/// Upper bounds of the upstream latency histogram, in milliseconds.
-const LATENCY_BUCKETS_MS: [u64; 10] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500];
+/// Upper bounds of the upstream latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// The DNS server's counters.
 pub struct Metrics {
@@ -47,8 +48,7 @@ pub struct Metrics {
     upstream_failures: AtomicU64,
     blocked: AtomicU64,
     fast_answers: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
-    latency_sum_us: AtomicU64,
+    latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -63,8 +63,7 @@ impl Default for Metrics {
             upstream_failures: AtomicU64::new(0),
             blocked: AtomicU64::new(0),
             fast_answers: AtomicU64::new(0),
-            latency_buckets: Default::default(),
-            latency_sum_us: AtomicU64::new(0),
+            latency: Histogram::new(&LATENCY_BUCKETS),
         }
     }
 }
@@ -114,14 +113,7 @@ impl Metrics {
             self.upstream_failures.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
-        let b = LATENCY_BUCKETS_MS
-            .iter()
-            .position(|&le| ms <= le)
-            .unwrap_or(LATENCY_BUCKETS_MS.len());
-        self.latency_buckets[b].fetch_add(1, Ordering::Relaxed);
-        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        self.latency.observe(took);
     }
 
     /// Prometheus text exposition; networks named from `s`.
@@ -190,22 +182,11 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
-        let name = "labgate_dns_upstream_latency_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Latency of successful upstream exchanges.\n# TYPE {name} histogram"
+        self.latency.render(
+            &mut out,
+            "labgate_dns_upstream_latency_seconds",
+            "Latency of successful upstream exchanges.",
         );
-        let mut cumulative = 0;
-        for (i, b) in self.latency_buckets.iter().enumerate() {
-            cumulative += b.load(Ordering::Relaxed);
-            let le = LATENCY_BUCKETS_MS.get(i).map_or_else(
-                || "+Inf".to_owned(),
-                |ms| format!("{}", *ms as f64 / 1000.0),
-            );
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
         out
     }
 }

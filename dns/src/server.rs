@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{LowerName, Record, RecordType};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::Server;
 use hickory_server::net::NetError;
@@ -23,6 +23,7 @@ use tracing::debug;
 
 use crate::answer::{Answer, Decision, FetchedLists, decide};
 use crate::cache::Lifetime;
+use crate::challenges::Challenges;
 use crate::fast::{self, FastTable};
 use crate::forward::Forwarders;
 use crate::hits::HitTable;
@@ -47,6 +48,8 @@ pub struct Handler {
     fast_building: Arc<AtomicU64>,
     /// The fast path's cache hits.
     hits: Arc<HitTable>,
+    /// ACME challenge values of the `builtin` provider.
+    challenges: Arc<Challenges>,
 }
 
 impl Handler {
@@ -61,7 +64,13 @@ impl Handler {
             fast: Arc::new(ArcSwap::from_pointee(FastTable::default())),
             fast_building: Arc::new(AtomicU64::new(0)),
             hits: Arc::new(HitTable::default()),
+            challenges: Arc::new(Challenges::default()),
         }
+    }
+
+    /// Where the ACME `builtin` provider publishes challenge values.
+    pub fn challenges(&self) -> Arc<Challenges> {
+        Arc::clone(&self.challenges)
     }
 
     /// Answers a UDP query into `out` from the precompiled table or the kept cache hits;
@@ -197,6 +206,13 @@ impl Handler {
         self.forwarders(&snapshot).addresses(host).await
     }
 
+    /// The data of `name`'s `rtype` records through the upstreams (never labgate's own views,
+    /// never the cache): how ACME finds a zone's authoritative servers.
+    pub async fn upstream_records(&self, name: &Name, rtype: RecordType) -> Vec<RData> {
+        let snapshot = self.snapshot.load_full();
+        self.forwarders(&snapshot).records(name, rtype).await
+    }
+
     /// The resolvers for a snapshot, rebuilt after a reload (keeping unchanged upstreams'
     /// caches). Only one query rebuilds; the others keep using the previous set meanwhile.
     fn forwarders(&self, s: &Snapshot) -> Arc<Forwarders> {
@@ -326,14 +342,17 @@ impl Handler {
             (None, Ok(info)) => {
                 let q = info.query;
                 let lists = self.lists.load();
-                let decision = decide(
-                    &snapshot,
-                    &lists,
-                    info.src.ip(),
-                    q.name(),
-                    q.query_type(),
-                    q.query_class(),
-                );
+                let decision = match self.challenges.answer(q.name(), q.query_type()) {
+                    Some(challenge) => Decision::Answer(challenge),
+                    None => decide(
+                        &snapshot,
+                        &lists,
+                        info.src.ip(),
+                        q.name(),
+                        q.query_type(),
+                        q.query_class(),
+                    ),
+                };
                 let a = match decision {
                     Decision::Answer(a) => a,
                     Decision::Forward => {

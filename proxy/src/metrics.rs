@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use labgate_config::Snapshot;
+use labgate_config::histogram::Histogram;
 
 /// Services and networks counted by position; more than this share the last slot.
 const SLOTS: usize = 256;
@@ -40,8 +41,7 @@ pub struct Metrics {
     denied: Box<[AtomicU64]>,
     /// Requests refused before routing (bad head, unknown host, no network), by status class.
     pub refused: Classes,
-    latency: [AtomicU64; BUCKETS.len() + 1],
-    latency_sum_us: AtomicU64,
+    latency: Histogram,
     /// Completed TLS handshakes.
     pub handshakes: AtomicU64,
 }
@@ -53,8 +53,7 @@ impl Default for Metrics {
             by_network: (0..SLOTS).map(|_| Classes::default()).collect(),
             denied: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             refused: Classes::default(),
-            latency: Default::default(),
-            latency_sum_us: AtomicU64::new(0),
+            latency: Histogram::new(&BUCKETS),
             handshakes: AtomicU64::new(0),
         }
     }
@@ -69,16 +68,7 @@ impl Metrics {
     pub fn request(&self, service: usize, network: usize, status: u16, took: Duration) {
         self.by_service[service.min(SLOTS - 1)][class(status)].fetch_add(1, Ordering::Relaxed);
         self.by_network[network.min(SLOTS - 1)][class(status)].fetch_add(1, Ordering::Relaxed);
-        let secs = took.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BUCKETS.len());
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(
-            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.latency.observe(took);
     }
 
     /// Counts a request refused by policy.
@@ -138,22 +128,10 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
-        out.push_str("# TYPE labgate_http_request_duration_seconds histogram\n");
-        let mut cumulative = 0;
-        for (i, c) in self.latency.iter().enumerate() {
-            cumulative += c.load(Ordering::Relaxed);
-            let le = BUCKETS
-                .get(i)
-                .map_or_else(|| "+Inf".to_owned(), f64::to_string);
-            let _ = writeln!(
-                out,
-                "labgate_http_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
+        self.latency.render(
             out,
-            "labgate_http_request_duration_seconds_sum {}\nlabgate_http_request_duration_seconds_count {cumulative}",
-            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+            "labgate_http_request_duration_seconds",
+            "Time from request head to the end of the response, forwarded requests.",
         );
         let _ = writeln!(
             out,

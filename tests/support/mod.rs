@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // helpers differ per test binary; tests may unwrap
 
+pub(crate) mod acme;
 pub(crate) mod backend;
 pub(crate) mod h2c;
 pub(crate) mod https;

@@ -12,8 +12,8 @@ use super::{Ctx, Explain, choose, items, list, single};
 use crate::raw::RawFile;
 use crate::route::Service;
 use crate::settings::{
-    AcmeSettings, CertSource, CertSpec, Certificates, Coverage, DnsProvider, KeyType, LETSENCRYPT,
-    LETSENCRYPT_STAGING, ProviderKind,
+    AcmeSettings, CLOUDFLARE_API, CertSource, CertSpec, Certificates, Coverage, DnsProvider,
+    KeyType, LETSENCRYPT, LETSENCRYPT_STAGING, ProviderKind,
 };
 use crate::source::FileId;
 use crate::view::{Zone, zone_of};
@@ -300,6 +300,25 @@ fn acme(
             None
         }
     };
+    let directory_ca = raw
+        .directory_ca_file
+        .as_ref()
+        .map(|f| cx.readable(file, f, "acme.directory_ca_file"));
+    let propagation_servers = raw
+        .propagation_servers
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            report(
+                cx,
+                file,
+                s,
+                &format!("acme.propagation_servers[{i}]"),
+                values::socket(s.get_ref(), 53),
+            )
+        })
+        .collect();
     Some(AcmeSettings {
         email: Arc::from(email.as_str()),
         directory: directory?,
@@ -310,6 +329,8 @@ fn acme(
             .map(|p| Arc::from(p.get_ref().as_str())),
         eab,
         provider,
+        directory_ca,
+        propagation_servers,
     })
 }
 
@@ -350,8 +371,27 @@ fn providers(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Vec<DnsProvider> 
                 ) else {
                     continue;
                 };
+                let api_url = match &raw.api_url {
+                    None => url::Url::parse(CLOUDFLARE_API).ok(),
+                    Some(u) => match url::Url::parse(u.get_ref()) {
+                        Ok(url) if matches!(url.scheme(), "https" | "http") => Some(url),
+                        _ => {
+                            cx.error(
+                                file,
+                                u.span(),
+                                format!("{key}.api_url"),
+                                format!("`{}` is not an API URL", u.get_ref()),
+                            )
+                            .expected(format!("e.g. `{CLOUDFLARE_API}`"));
+                            None
+                        }
+                    },
+                };
+                let token_file = cx.readable(file, &t, &format!("{key}.token_file"));
+                let Some(api_url) = api_url else { continue };
                 ProviderKind::Cloudflare {
-                    token_file: cx.readable(file, &t, &format!("{key}.token_file")),
+                    token_file,
+                    api_url,
                 }
             }
             "rfc2136" => {

@@ -1,0 +1,92 @@
+//! The ACME server's HTTP client: hyper over rustls (ring), public roots plus an optional
+//! private CA (a private ACME server, Pebble in tests), TCP_NODELAY set (without it every
+//! ACME request waits ~40 ms on delayed ACKs: ../shared/research/acme.md §6), and every
+//! request timed for the latency histogram.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
+use rustls_pki_types::CertificateDer;
+
+use crate::Error;
+use crate::metrics::Metrics;
+
+/// Longest a TCP connect to the ACME server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest one ACME request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Inner = Client<hyper_rustls::HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
+
+/// An [`HttpClient`] for instant-acme.
+#[derive(Clone)]
+pub(crate) struct AcmeHttp {
+    client: Inner,
+    metrics: Arc<Metrics>,
+}
+
+impl AcmeHttp {
+    /// A client trusting the public roots and `extra` (DER).
+    pub(crate) fn new(
+        extra: &[CertificateDer<'static>],
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for der in extra {
+            roots
+                .add(der.clone())
+                .map_err(|e| Error::Acme(format!("acme.directory_ca_file: {e}")))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Acme(format!("TLS setup: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new()).build(https),
+            metrics,
+        })
+    }
+}
+
+impl HttpClient for AcmeHttp {
+    fn request(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let fut = self.client.request(req);
+        let metrics = Arc::clone(&self.metrics);
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+                Ok(r) => r
+                    .map(BytesResponse::from)
+                    .map_err(|e| instant_acme::Error::Other(Box::new(e))),
+                Err(_) => Err(instant_acme::Error::Str(
+                    "the ACME server did not answer within 30 s",
+                )),
+            };
+            metrics.request(started.elapsed());
+            result
+        })
+    }
+}

@@ -1,0 +1,482 @@
+//! Keeps every ACME certificate of the snapshot issued and renewed: one task per name set,
+//! certificates on disk served at once, renewal by ACME Renewal Information (RFC 9773) when
+//! the directory offers it, else when a third of the lifetime remains, with jitter; failures
+//! back off exponentially up to a bound. A renewal never interrupts serving: the old
+//! certificate stays until the new one is verified and stored.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use instant_acme::{Account, CertificateIdentifier};
+use labgate_config::Snapshot;
+use labgate_config::settings::{
+    AcmeSettings, CertSource, DnsProvider as ProviderConfig, ProviderKind,
+};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::http::AcmeHttp;
+use crate::metrics::Metrics;
+use crate::order::{self, Request};
+use crate::propagation::{Authorities, Lookup};
+use crate::provider::DnsProvider;
+use crate::rfc2136::Rfc2136;
+use crate::store::{self, Stored};
+use crate::verify::chain;
+use crate::{Error, account};
+
+/// Wait after the first failed attempt; doubled per failure up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(300);
+/// Longest wait between failed attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(12 * 3600);
+/// Longest one issuance may take, propagation included.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest wait for challenge values to reach the zone's servers.
+const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// One certificate's state, as `/config` and `labgate certs` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertStatus {
+    /// Its names.
+    pub names: Vec<String>,
+    /// The DNS provider publishing its challenges.
+    pub provider: String,
+    /// Issuer of the certificate served, if any.
+    pub issuer: Option<String>,
+    /// End of validity of the certificate served.
+    #[serde(serialize_with = "rfc3339")]
+    pub not_after: Option<SystemTime>,
+    /// When it will next be renewed (or retried).
+    #[serde(serialize_with = "rfc3339")]
+    pub next_renewal: Option<SystemTime>,
+    /// When an order was last attempted.
+    #[serde(serialize_with = "rfc3339")]
+    pub last_attempt: Option<SystemTime>,
+    /// Why the last attempt failed; `None` after a success.
+    pub last_error: Option<String>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// What labgate's own DNS and upstreams lend the manager.
+pub struct Helpers {
+    /// The `builtin` provider: labgate's DNS serving the challenge values.
+    pub builtin: Option<Arc<dyn DnsProvider>>,
+    /// Lookups through the upstreams, to find a zone's authoritative servers.
+    pub lookup: Option<Arc<dyn Lookup>>,
+}
+
+/// Everything that makes one certificate's job: a change of any part starts a new job.
+#[derive(Debug, Clone, PartialEq)]
+struct Job {
+    names: Vec<String>,
+    provider: ProviderConfig,
+    settings: AcmeSettings,
+    propagation: Vec<std::net::SocketAddr>,
+}
+
+struct Entry {
+    job: Job,
+    status: CertStatus,
+    current: Option<Arc<Stored>>,
+    cancel: CancellationToken,
+}
+
+/// The certificates' keeper.
+pub struct Manager {
+    state_dir: PathBuf,
+    metrics: Arc<Metrics>,
+    helpers: Helpers,
+    entries: Mutex<BTreeMap<Vec<String>, Entry>>,
+    /// Bumped whenever a certificate is stored: the proxy's store rebuilds.
+    changed: watch::Sender<u64>,
+    /// The account, by directory and contact, made once.
+    account: tokio::sync::Mutex<Option<(AcmeSettings, Account)>>,
+}
+
+impl Manager {
+    /// A manager keeping its state under `state_dir`.
+    pub fn new(state_dir: PathBuf, metrics: Arc<Metrics>, helpers: Helpers) -> Arc<Self> {
+        Arc::new(Self {
+            state_dir,
+            metrics,
+            helpers,
+            entries: Mutex::new(BTreeMap::new()),
+            changed: watch::Sender::new(0),
+            account: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Changes whenever a new certificate is ready to serve.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The verified certificate for this name set, if there is one.
+    pub fn current(&self, names: &[Arc<str>]) -> Option<Arc<Stored>> {
+        let key: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        self.entries.lock().ok()?.get(&key)?.current.clone()
+    }
+
+    /// Every managed certificate's state.
+    pub fn status(&self) -> Vec<CertStatus> {
+        self.entries
+            .lock()
+            .map(|e| e.values().map(|e| e.status.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The manager's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Brings the jobs in line with `s`: unchanged certificates keep their task, new or
+    /// changed ones get one (certificates on disk are loaded first, and served at once),
+    /// removed ones stop. Needs a tokio runtime.
+    pub fn reconcile(self: &Arc<Self>, s: &Snapshot) {
+        let mut wanted = BTreeMap::new();
+        if let Some(settings) = &s.acme {
+            for spec in &s.certificates.specs {
+                let CertSource::Acme { provider, .. } = spec.source else {
+                    continue;
+                };
+                let Some(provider) = s.providers.get(provider) else {
+                    continue;
+                };
+                let names: Vec<String> = spec.names.iter().map(|n| n.to_string()).collect();
+                wanted.insert(
+                    names.clone(),
+                    Job {
+                        names,
+                        provider: provider.clone(),
+                        settings: settings.clone(),
+                        propagation: settings.propagation_servers.clone(),
+                    },
+                );
+            }
+        }
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        entries.retain(|names, e| {
+            let keep = wanted.get(names) == Some(&e.job);
+            if !keep {
+                e.cancel.cancel();
+            }
+            keep
+        });
+        let mut loaded = false;
+        for (names, job) in wanted {
+            if entries.contains_key(&names) {
+                continue;
+            }
+            let current = store::load(
+                &store::dir(&self.state_dir, &names),
+                &names,
+                SystemTime::now(),
+            )
+            .map(Arc::new);
+            if current.is_some() {
+                info!("{}: serving the ACME certificate on disk", names.join(", "));
+                loaded = true;
+            }
+            let cancel = CancellationToken::new();
+            let status = CertStatus {
+                names: names.clone(),
+                provider: job.provider.name.to_string(),
+                issuer: current.as_ref().map(|c| c.info.issuer.clone()),
+                not_after: current.as_ref().map(|c| c.info.not_after),
+                next_renewal: None,
+                last_attempt: None,
+                last_error: None,
+                failures: 0,
+            };
+            entries.insert(
+                names.clone(),
+                Entry {
+                    job: job.clone(),
+                    status,
+                    current,
+                    cancel: cancel.clone(),
+                },
+            );
+            let manager = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = manager.keep(job) => {}
+                    () = cancel.cancelled() => {}
+                }
+            });
+        }
+        drop(entries);
+        if loaded {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// One certificate's life: renew when due, retry with backoff on failure.
+    async fn keep(self: Arc<Self>, job: Job) {
+        loop {
+            let due = self.plan(&job).await;
+            self.update(&job.names, |s| s.next_renewal = Some(due));
+            if let Ok(wait) = due.duration_since(SystemTime::now()) {
+                tokio::time::sleep(wait).await;
+                // ARI windows move: look again rather than renew on a stale plan.
+                if self.plan(&job).await > SystemTime::now() {
+                    continue;
+                }
+            }
+            let started = SystemTime::now();
+            self.update(&job.names, |s| s.last_attempt = Some(started));
+            let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(&job)).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Acme(format!(
+                    "the order took longer than {} s",
+                    ATTEMPT_TIMEOUT.as_secs()
+                ))),
+            };
+            self.metrics.issuance(result.is_ok());
+            match result {
+                Ok(cert) => {
+                    info!(
+                        "{}: certificate issued by {}, valid until {}",
+                        job.names.join(", "),
+                        cert.info.issuer,
+                        humantime::format_rfc3339_seconds(cert.info.not_after)
+                    );
+                    let cert = Arc::new(cert);
+                    if let Ok(mut entries) = self.entries.lock()
+                        && let Some(e) = entries.get_mut(&job.names)
+                    {
+                        e.current = Some(Arc::clone(&cert));
+                        e.status.issuer = Some(cert.info.issuer.clone());
+                        e.status.not_after = Some(cert.info.not_after);
+                        e.status.last_error = None;
+                        e.status.failures = 0;
+                    }
+                    self.changed.send_modify(|n| *n += 1);
+                }
+                Err(e) => {
+                    let mut failures = 0;
+                    self.update(&job.names, |s| {
+                        s.failures += 1;
+                        failures = s.failures;
+                        s.last_error = Some(e.to_string());
+                    });
+                    let wait = backoff(failures);
+                    warn!(
+                        "{}: certificate order failed: {e}; next attempt in {}",
+                        job.names.join(", "),
+                        humantime::format_duration(Duration::from_secs(wait.as_secs()))
+                    );
+                    let next = SystemTime::now() + wait;
+                    self.update(&job.names, |s| s.next_renewal = Some(next));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// When the served certificate should be renewed: now without one; by the CA's
+    /// renewal window when it offers ARI; else with a third of its lifetime left, jittered.
+    async fn plan(&self, job: &Job) -> SystemTime {
+        let Some(current) = self.current_of(&job.names) else {
+            return SystemTime::now();
+        };
+        if let Some(window) = self.renewal_window(job, &current).await {
+            return window;
+        }
+        let info = &current.info;
+        let lifetime = info
+            .not_after
+            .duration_since(info.not_before)
+            .unwrap_or_default();
+        info.not_after - lifetime / 3 - jitter(lifetime / 30)
+    }
+
+    /// A random point in the CA's suggested renewal window (RFC 9773), if it offers one.
+    async fn renewal_window(&self, job: &Job, current: &Stored) -> Option<SystemTime> {
+        let leaf = chain(&current.chain_pem).ok()?.into_iter().next()?;
+        let id = CertificateIdentifier::try_from(&leaf).ok()?;
+        let account = self.account(&job.settings).await.ok()?;
+        let (info, _) = account.renewal_info(&id).await.ok()?;
+        let (start, end): (SystemTime, SystemTime) = (
+            info.suggested_window.start.into(),
+            info.suggested_window.end.into(),
+        );
+        Some(start + jitter(end.duration_since(start).unwrap_or_default()))
+    }
+
+    async fn attempt(&self, job: &Job) -> Result<Stored, Error> {
+        let provider = self.provider(&job.provider)?;
+        let authorities = match (&job.provider.kind, job.propagation.is_empty()) {
+            // labgate's own DNS serves the values the moment they are published.
+            (ProviderKind::Builtin, _) => None,
+            (_, false) => Some(Authorities::Fixed(job.propagation.clone())),
+            (_, true) => self.helpers.lookup.clone().map(Authorities::Discover),
+        };
+        let current = self.current_of(&job.names);
+        let replaces = current
+            .as_ref()
+            .and_then(|c| chain(&c.chain_pem).ok()?.into_iter().next())
+            .and_then(|leaf| {
+                CertificateIdentifier::try_from(&leaf)
+                    .ok()
+                    .map(|id| id.into_owned())
+            });
+        let mut account = self.account(&job.settings).await?;
+        self.check_profile(&account, &job.settings)?;
+        let request = |replaces| Request {
+            names: &job.names,
+            key_type: job.settings.key_type,
+            profile: job.settings.profile.as_deref(),
+            replaces,
+            provider: provider.as_ref(),
+            authorities: authorities.as_ref(),
+            propagation_timeout: PROPAGATION_TIMEOUT,
+        };
+        let mut result = order::issue(&account, &request(replaces.clone())).await;
+        if matches!(&result, Err(Error::Acme(m)) if m.starts_with("accountDoesNotExist")) {
+            // The CA forgot the account (a reset, a test server's restart): make a new one.
+            account::forget(&self.state_dir, &job.settings);
+            *self.account.lock().await = None;
+            account = self.account(&job.settings).await?;
+            result = order::issue(&account, &request(None)).await;
+        }
+        if matches!(&result, Err(Error::Acme(m)) if m.contains("renewal information")) {
+            // No ARI at this CA: order without `replaces`.
+            result = order::issue(&account, &request(None)).await;
+        }
+        let cert = result?;
+        store::save(&store::dir(&self.state_dir, &job.names), &cert)?;
+        Ok(cert)
+    }
+
+    fn check_profile(&self, account: &Account, settings: &AcmeSettings) -> Result<(), Error> {
+        let Some(wanted) = settings.profile.as_deref() else {
+            return Ok(());
+        };
+        let offered: Vec<&str> = account.profiles().map(|p| p.name).collect();
+        if offered.contains(&wanted) {
+            return Ok(());
+        }
+        Err(Error::Acme(if offered.is_empty() {
+            format!(
+                "acme.profile = \"{wanted}\", but {} offers no profiles: remove the setting",
+                settings.directory
+            )
+        } else {
+            format!(
+                "acme.profile = \"{wanted}\" is not offered by {}: choose one of {}",
+                settings.directory,
+                offered.join(", ")
+            )
+        }))
+    }
+
+    async fn account(&self, settings: &AcmeSettings) -> Result<Account, Error> {
+        let mut cached = self.account.lock().await;
+        if let Some((s, a)) = cached.as_ref()
+            && s == settings
+        {
+            return Ok(a.clone());
+        }
+        let roots = match &settings.directory_ca {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| Error::Io {
+                    action: "read",
+                    path: path.clone(),
+                    source: e,
+                })?;
+                chain(&String::from_utf8_lossy(&pem))?
+            }
+            None => Vec::new(),
+        };
+        let http = AcmeHttp::new(&roots, Arc::clone(&self.metrics))?;
+        let account = account::load_or_create(&self.state_dir, settings, &http).await?;
+        *cached = Some((settings.clone(), account.clone()));
+        Ok(account)
+    }
+
+    fn provider(&self, p: &ProviderConfig) -> Result<Arc<dyn DnsProvider>, Error> {
+        match &p.kind {
+            ProviderKind::Rfc2136 {
+                server,
+                key_name,
+                algorithm,
+                secret_file,
+            } => Ok(Arc::new(Rfc2136::new(
+                *server,
+                key_name.clone(),
+                algorithm,
+                secret_file,
+            )?)),
+            ProviderKind::Builtin => self.helpers.builtin.clone().ok_or_else(|| Error::Provider {
+                provider: "builtin".into(),
+                what: "labgate's DNS is not running".into(),
+            }),
+            ProviderKind::Cloudflare { .. } => Err(Error::Provider {
+                provider: format!("cloudflare ({})", p.name),
+                what: "not available yet".into(),
+            }),
+        }
+    }
+
+    fn current_of(&self, names: &[String]) -> Option<Arc<Stored>> {
+        self.entries.lock().ok()?.get(names)?.current.clone()
+    }
+
+    fn update(&self, names: &[String], f: impl FnOnce(&mut CertStatus)) {
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(e) = entries.get_mut(names)
+        {
+            f(&mut e.status);
+        }
+    }
+}
+
+/// The wait after `failures` failed attempts in a row.
+fn backoff(failures: u32) -> Duration {
+    let exp = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    let wait = exp.min(MAX_BACKOFF);
+    wait + jitter(wait / 10)
+}
+
+/// A pseudo-random duration below `max` (spreads renewals; not cryptographic).
+fn jitter(max: Duration) -> Duration {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(h.finish().checked_rem(nanos).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_bound() {
+        assert!(backoff(1) >= FIRST_BACKOFF && backoff(1) < FIRST_BACKOFF * 2);
+        assert!(backoff(2) >= FIRST_BACKOFF * 2);
+        assert!(backoff(40) <= MAX_BACKOFF + MAX_BACKOFF / 10);
+        assert!(jitter(Duration::ZERO).is_zero());
+    }
+}

@@ -1,0 +1,171 @@
+//! One issuance: order, publish every challenge value, wait until the zone's servers serve
+//! them, mark ready, poll, finalize with our own key's CSR, download and verify the chain.
+//! The published values are removed on every path, failures included.
+
+use std::time::{Duration, SystemTime};
+
+use instant_acme::{
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder,
+    OrderStatus, RetryPolicy,
+};
+use labgate_config::settings::KeyType;
+
+use crate::Error;
+use crate::account::describe;
+use crate::propagation::{self, Authorities};
+use crate::provider::{DnsProvider, Published};
+use crate::store::Stored;
+use crate::verify::verify;
+
+/// How an order is placed.
+pub(crate) struct Request<'a> {
+    /// The certificate's names (`*.zone` for a wildcard).
+    pub(crate) names: &'a [String],
+    pub(crate) key_type: KeyType,
+    pub(crate) profile: Option<&'a str>,
+    /// The certificate this one replaces (ARI), when the directory supports it.
+    pub(crate) replaces: Option<CertificateIdentifier<'static>>,
+    pub(crate) provider: &'a dyn DnsProvider,
+    /// Where to check propagation; `None` when the provider serves the values itself.
+    pub(crate) authorities: Option<&'a Authorities>,
+    pub(crate) propagation_timeout: Duration,
+}
+
+/// Polling: quick at first (a CA validates in milliseconds to seconds), bounded overall.
+fn retry() -> RetryPolicy {
+    RetryPolicy::new()
+        .initial_delay(Duration::from_millis(50))
+        .backoff(1.6)
+        .timeout(Duration::from_secs(120))
+}
+
+/// Places the order and returns the verified certificate.
+pub(crate) async fn issue(account: &Account, req: &Request<'_>) -> Result<Stored, Error> {
+    let acme = |e: instant_acme::Error| Error::Acme(describe(&e));
+    let identifiers: Vec<Identifier> = req
+        .names
+        .iter()
+        .map(|n| Identifier::Dns(n.clone()))
+        .collect();
+    let mut new = NewOrder::new(&identifiers);
+    if let Some(p) = req.profile {
+        new = new.profile(p);
+    }
+    if let Some(r) = &req.replaces {
+        new = new.replaces(r.clone());
+    }
+    let mut order = account.new_order(&new).await.map_err(acme)?;
+    let mut published = Vec::new();
+    let result = validate_and_finalize(&mut order, req, &mut published).await;
+    // Every path, failures included: nothing is left behind in the DNS.
+    for p in &published {
+        if let Err(e) = req.provider.unpublish(p).await {
+            tracing::warn!("could not remove the challenge value at {}: {e}", p.name);
+        }
+    }
+    result
+}
+
+async fn validate_and_finalize(
+    order: &mut instant_acme::Order,
+    req: &Request<'_>,
+    published: &mut Vec<Published>,
+) -> Result<Stored, Error> {
+    let acme = |e: instant_acme::Error| Error::Acme(describe(&e));
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz.map_err(acme)?;
+        match authz.status {
+            AuthorizationStatus::Pending => {}
+            // Reused from an earlier order.
+            AuthorizationStatus::Valid => continue,
+            other => {
+                return Err(Error::Acme(format!(
+                    "authorization for {} is {other:?}",
+                    authz.identifier()
+                )));
+            }
+        }
+        let challenge = authz
+            .challenge(ChallengeType::Dns01)
+            .ok_or_else(|| Error::Acme("the CA offers no dns-01 challenge for this name".into()))?;
+        // The record name comes from the identifier without its `*.`.
+        let Identifier::Dns(base) = &challenge.identifier().identifier else {
+            return Err(Error::Acme("an identifier that is not a DNS name".into()));
+        };
+        let name = format!("_acme-challenge.{base}");
+        let value = challenge.key_authorization().dns_value();
+        published.push(req.provider.publish(&name, &value).await?);
+    }
+    if let Some(authorities) = req.authorities {
+        let expected: Vec<(String, String)> = published
+            .iter()
+            .map(|p| (p.name.clone(), p.value.clone()))
+            .collect();
+        propagation::wait(authorities, &expected, req.propagation_timeout).await?;
+    }
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz.map_err(acme)?;
+        if authz.status != AuthorizationStatus::Pending {
+            continue;
+        }
+        if let Some(mut challenge) = authz.challenge(ChallengeType::Dns01) {
+            challenge.set_ready().await.map_err(acme)?;
+        }
+    }
+    let status = match order.poll_ready(&retry()).await {
+        Ok(s) => s,
+        Err(e) => return Err(Error::Acme(challenge_errors(order, &describe(&e)).await)),
+    };
+    if status != OrderStatus::Ready {
+        return Err(Error::Acme(
+            challenge_errors(order, &format!("the order is {status:?}")).await,
+        ));
+    }
+    let key = match req.key_type {
+        KeyType::EcdsaP256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+        KeyType::EcdsaP384 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+    }
+    .map_err(|e| Error::Acme(format!("cannot make a key: {e}")))?;
+    let mut params = rcgen::CertificateParams::new(req.names.to_vec())
+        .map_err(|e| Error::Acme(format!("names for the CSR: {e}")))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| Error::Acme(format!("cannot make the CSR: {e}")))?;
+    order.finalize_csr(csr.der()).await.map_err(acme)?;
+    let chain_pem = order.poll_certificate(&retry()).await.map_err(acme)?;
+    let info = verify(
+        &chain_pem,
+        req.names,
+        &rcgen::PublicKeyData::subject_public_key_info(&key),
+        SystemTime::now(),
+    )?;
+    Ok(Stored {
+        chain_pem,
+        key_pem: key.serialize_pem(),
+        info,
+    })
+}
+
+/// `headline` with each failed challenge's error, read afresh from the CA.
+async fn challenge_errors(order: &mut instant_acme::Order, headline: &str) -> String {
+    let mut out = headline.to_owned();
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(mut authz)) = authorizations.next().await {
+        let identifier = authz.identifier().to_string();
+        let Ok(state) = authz.refresh().await else {
+            continue;
+        };
+        for c in &state.challenges {
+            if let Some(e) = &c.error {
+                out.push_str(&format!(
+                    "; {identifier}: {}",
+                    e.detail.as_deref().unwrap_or("failed")
+                ));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,206 @@
+//! RFC 2136 dynamic updates signed with TSIG (RFC 8945): one TXT value added to the record
+//! set (§2.5.1) or deleted by value (§2.5.4), never the whole set.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::proto::op::{DnsResponse, ResponseCode};
+use hickory_net::proto::rr::rdata::TXT;
+use hickory_net::proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_net::proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::udp::UdpClientStream;
+
+use crate::provider::{DnsProvider, Published};
+use crate::{Error, secret};
+
+/// How long one update or query may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// TSIG's allowed clock difference (RFC 8945 recommends 300 s).
+const FUDGE: u16 = 300;
+/// TTL of published challenge values.
+pub const CHALLENGE_TTL: u32 = 60;
+
+/// A primary server that accepts TSIG-signed updates.
+pub struct Rfc2136 {
+    server: SocketAddr,
+    key_name: Name,
+    algorithm: TsigAlgorithm,
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for Rfc2136 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // SECURITY: the secret stays out of logs.
+        f.debug_struct("Rfc2136")
+            .field("server", &self.server)
+            .field("key_name", &self.key_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rfc2136 {
+    /// A provider for `server`, signing with the key `key_name` (`hmac-sha256` or
+    /// `hmac-sha512`) whose secret is in `secret_file` (base64, or a BIND `key` statement as
+    /// `tsig-keygen` writes it).
+    ///
+    /// # Errors
+    /// [`Error::Secret`] when the file is unreadable or holds no base64 secret;
+    /// [`Error::Provider`] for an algorithm other than the two.
+    pub fn new(
+        server: SocketAddr,
+        key_name: Name,
+        algorithm: &str,
+        secret_file: &Path,
+    ) -> Result<Self, Error> {
+        let algorithm = match algorithm {
+            "hmac-sha256" => TsigAlgorithm::HmacSha256,
+            "hmac-sha512" => TsigAlgorithm::HmacSha512,
+            other => {
+                return Err(Error::Provider {
+                    provider: format!("rfc2136 {server}"),
+                    what: format!(
+                        "TSIG algorithm `{other}` is not supported: use hmac-sha256 or hmac-sha512"
+                    ),
+                });
+            }
+        };
+        Ok(Self {
+            server,
+            key_name,
+            algorithm,
+            secret: secret::tsig(secret_file)?,
+        })
+    }
+
+    fn fail(&self, what: impl Into<String>) -> Error {
+        Error::Provider {
+            provider: format!("rfc2136 {}", self.server),
+            what: what.into(),
+        }
+    }
+
+    /// A client whose every message is signed with the key.
+    fn client(&self) -> Result<Client<TokioRuntimeProvider>, Error> {
+        let signer = TSigner::new(
+            self.secret.clone(),
+            self.algorithm.clone(),
+            self.key_name.clone(),
+            FUDGE,
+        )
+        .map_err(|e| self.fail(format!("cannot sign with the TSIG key: {e}")))?;
+        let stream = UdpClientStream::builder(self.server, TokioRuntimeProvider::default())
+            .with_timeout(Some(TIMEOUT))
+            .with_signer(Some(signer))
+            .build();
+        let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
+        tokio::spawn(background);
+        Ok(client)
+    }
+
+    /// The zone holding `name` on the server: the owner of the SOA it answers with.
+    async fn zone_of(
+        &self,
+        client: &mut Client<TokioRuntimeProvider>,
+        name: &Name,
+    ) -> Result<Name, Error> {
+        let response = client
+            .query(name.clone(), DNSClass::IN, RecordType::SOA)
+            .await
+            .map_err(|e| self.fail(self.explain(&e.to_string())))?;
+        response
+            .answers
+            .iter()
+            .chain(&response.authorities)
+            .find(|r| r.record_type() == RecordType::SOA && r.name.zone_of(name))
+            .map(|r| r.name.clone())
+            .ok_or_else(|| {
+                self.fail(format!(
+                    "the server is not authoritative for {name} (no SOA for it, rcode {}): point `server` at the zone's primary",
+                    response.metadata.response_code
+                ))
+            })
+    }
+
+    /// What a transport or TSIG failure means for the user.
+    fn explain(&self, error: &str) -> String {
+        if error.contains("HMAC") || error.contains("TSIG") || error.contains("tsig") {
+            format!(
+                "the server rejected the TSIG signature: check `key_name` ({}), `algorithm` and the secret file",
+                self.key_name
+            )
+        } else {
+            format!("no usable answer from the server: {error}")
+        }
+    }
+
+    fn checked(&self, response: DnsResponse, action: &str, name: &Name) -> Result<(), Error> {
+        match response.metadata.response_code {
+            ResponseCode::NoError => Ok(()),
+            ResponseCode::Refused => Err(self.fail(format!(
+                "{action} {name} TXT refused: the zone's update-policy must grant key {} `name {name} TXT`",
+                self.key_name
+            ))),
+            ResponseCode::NotAuth => Err(self.fail(format!(
+                "{action} {name} TXT: not authorized (a wrong TSIG key or secret, or a server that is not the zone's primary)"
+            ))),
+            code => Err(self.fail(format!("{action} {name} TXT: the server answered {code}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl DnsProvider for Rfc2136 {
+    async fn publish(&self, name: &str, value: &str) -> Result<Published, Error> {
+        let fqdn = fqdn(name).map_err(|e| self.fail(e))?;
+        let mut client = self.client()?;
+        let zone = self.zone_of(&mut client, &fqdn).await?;
+        let record = txt(&fqdn, value);
+        // A record outside the zone would trip an assertion in hickory's update builder.
+        if !zone.zone_of(&fqdn) {
+            return Err(self.fail(format!("{fqdn} is outside zone {zone}")));
+        }
+        let response = client
+            .append(record, zone.clone(), false)
+            .await
+            .map_err(|e| self.fail(self.explain(&e.to_string())))?;
+        self.checked(response, "adding", &fqdn)?;
+        Ok(Published {
+            name: name.trim_end_matches('.').to_ascii_lowercase(),
+            value: value.to_owned(),
+            id: None,
+            zone: zone.to_string(),
+        })
+    }
+
+    async fn unpublish(&self, record: &Published) -> Result<(), Error> {
+        let fqdn = fqdn(&record.name).map_err(|e| self.fail(e))?;
+        let zone = Name::from_ascii(&record.zone).map_err(|e| self.fail(e.to_string()))?;
+        if !zone.zone_of(&fqdn) {
+            return Err(self.fail(format!("{fqdn} is outside zone {zone}")));
+        }
+        let mut client = self.client()?;
+        let response = client
+            .delete_by_rdata(txt(&fqdn, &record.value), zone)
+            .await
+            .map_err(|e| self.fail(self.explain(&e.to_string())))?;
+        self.checked(response, "deleting", &fqdn)
+    }
+}
+
+fn fqdn(name: &str) -> Result<Name, String> {
+    let mut n = Name::from_ascii(name).map_err(|e| format!("`{name}` is not a DNS name: {e}"))?;
+    n.set_fqdn(true);
+    Ok(n)
+}
+
+fn txt(name: &Name, value: &str) -> Record {
+    Record::from_rdata(
+        name.clone(),
+        CHALLENGE_TTL,
+        RData::TXT(TXT::new(vec![value.to_owned()])),
+    )
+}

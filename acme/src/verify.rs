@@ -1,0 +1,110 @@
+//! Checks an issued chain before it is served: the leaf chains to the certificates that came
+//! with it (each signed by the next; the last one is the anchor: it arrived over the ACME
+//! server's authenticated TLS), it is valid now, it names every name of the order, and it
+//! carries our key.
+
+use std::time::SystemTime;
+
+use rustls::client::verify_server_cert_signed_by_trust_anchor;
+use rustls::server::ParsedCertificate;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::Error;
+
+/// What the checks learned about a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Start of validity.
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+    /// The issuer's distinguished name.
+    pub issuer: String,
+}
+
+/// Parses a PEM chain, leaf first.
+pub(crate) fn chain(pem: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Verify(format!("the chain is not PEM ({e})")))?;
+    if certs.is_empty() {
+        return Err(Error::Verify("the chain holds no certificate".into()));
+    }
+    Ok(certs)
+}
+
+/// Validity and issuer of a leaf (no other check).
+pub(crate) fn info(leaf: &CertificateDer<'_>) -> Result<CertInfo, Error> {
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref())
+        .map_err(|e| Error::Verify(format!("the leaf does not parse ({e})")))?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        let secs = u64::try_from(t.timestamp()).unwrap_or(0);
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+    };
+    Ok(CertInfo {
+        not_before: at(cert.validity().not_before),
+        not_after: at(cert.validity().not_after),
+        issuer: cert.issuer().to_string(),
+    })
+}
+
+/// Verifies `chain_pem` for `names` and the public key `spki` (SubjectPublicKeyInfo DER) at
+/// `now`.
+///
+/// # Errors
+/// [`Error::Verify`] naming the failed check.
+pub fn verify(
+    chain_pem: &str,
+    names: &[String],
+    spki: &[u8],
+    now: SystemTime,
+) -> Result<CertInfo, Error> {
+    let certs = chain(chain_pem)?;
+    let (leaf, rest) = certs
+        .split_first()
+        .ok_or_else(|| Error::Verify("empty chain".into()))?;
+    let Some((anchor, intermediates)) = rest.split_last() else {
+        return Err(Error::Verify(
+            "the chain holds the leaf alone: no issuer to check it against".into(),
+        ));
+    };
+    let parsed = ParsedCertificate::try_from(leaf)
+        .map_err(|e| Error::Verify(format!("the leaf does not parse ({e})")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(anchor.clone())
+        .map_err(|e| Error::Verify(format!("the chain's last certificate is unusable ({e})")))?;
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_err(|_| Error::Verify("the clock is before 1970".into()))?;
+    let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+    verify_server_cert_signed_by_trust_anchor(
+        &parsed,
+        &roots,
+        intermediates,
+        UnixTime::since_unix_epoch(since),
+        algs.all,
+    )
+    .map_err(|e| Error::Verify(format!("the chain does not verify ({e})")))?;
+    for name in names {
+        // A wildcard SAN is checked with a name only it covers.
+        let probe = match name.strip_prefix("*.") {
+            Some(base) => format!("labgate-wildcard-check.{base}"),
+            None => name.clone(),
+        };
+        let server_name = ServerName::try_from(probe.as_str())
+            .map_err(|e| Error::Verify(format!("`{name}` is not a DNS name ({e})")))?;
+        rustls::client::verify_server_name(&parsed, &server_name)
+            .map_err(|_| Error::Verify(format!("the certificate does not cover {name}")))?;
+    }
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref())
+        .map_err(|e| Error::Verify(format!("the leaf does not parse ({e})")))?;
+    if cert.tbs_certificate.subject_pki.raw != spki {
+        return Err(Error::Verify(
+            "the certificate is not for the key labgate made".into(),
+        ));
+    }
+    info(leaf)
+}

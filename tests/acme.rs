@@ -1,0 +1,269 @@
+//! End-to-end: labgate obtains a wildcard-plus-apex certificate from a real ACME server
+//! (Debian's Pebble) by DNS-01, publishing the challenge through RFC 2136 into a private
+//! BIND9 (and, in another test, through its own DNS), serves it on HTTPS, keeps nothing behind
+//! in the zone, keeps the files 0600, and serves the stored certificate after a restart
+//! without a new order. A wrong TSIG key fails with a clear error and changes nothing.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::acme::{Bind, Pebble};
+use support::{ConfigDir, Labgate, free_port};
+
+/// How long an issuance may take on a loaded machine (it takes well under a second).
+const ISSUANCE: Duration = Duration::from_secs(90);
+
+const ZONE: &str = "lab.example.test";
+
+fn config(pebble: &Pebble, provider: &str, extra_dns: &str) -> String {
+    format!(
+        r#"
+[listen]
+dns = ["127.0.0.1:0"]
+
+[[network]]
+name = "lab"
+cidrs = ["127.0.0.1/32"]
+addresses = ["127.0.0.1"]
+
+[[zone]]
+name = "{ZONE}"
+
+[[service]]
+host = "app.{ZONE}"
+backends = ["http://127.0.0.1:9"]
+allow = ["lab"]
+
+[acme]
+email = "admin@example.test"
+directory = "{directory}"
+directory_ca_file = "{ca}"
+provider = "dns"
+{extra_dns}
+
+{provider}
+"#,
+        directory = pebble.directory,
+        ca = pebble.tls_ca.display(),
+    )
+}
+
+/// Polls `/certs` until the certificate has been issued (or failed `failures` times).
+fn wait_certs(
+    lg: &Labgate,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + ISSUANCE;
+    loop {
+        let (status, body) = lg.admin("GET", "/certs");
+        assert_eq!(status, 200, "{body}");
+        let certs: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        if pred(&certs) {
+            return certs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {certs:#}\n{}",
+            lg.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The served certificate's serial, with the chain verified against `root`.
+fn served_serial(lg: &Labgate, root: &Path) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{} -servername app.{ZONE} -CAfile {} -verify_return_error </dev/null 2>/dev/null | openssl x509 -noout -serial -ext subjectAltName",
+            lg.https,
+            root.display()
+        ))
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}
+
+#[test]
+fn rfc2136_into_bind_issues_wildcard_and_apex_and_survives_a_restart() {
+    let bind = Bind::start(ZONE, "acme-update.");
+    let pebble = Pebble::start(&format!("127.0.0.1:{}", bind.port));
+    let provider = format!(
+        "[[dns_provider]]\nname = \"dns\"\nkind = \"rfc2136\"\nserver = \"127.0.0.1:{}\"\nkey_name = \"acme-update.\"\nsecret_file = \"{}\"",
+        bind.port,
+        bind.key_file.display()
+    );
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "labgate.toml",
+        &config(
+            &pebble,
+            &provider,
+            &format!("propagation_servers = [\"127.0.0.1:{}\"]", bind.port),
+        ),
+    );
+    let config_path = cfg.path("labgate.toml");
+    let args = ["--config", config_path.to_str().expect("utf-8")];
+    let state = cfg.path("state");
+    let root = {
+        let lg = Labgate::start(&args, &state);
+        let certs = wait_certs(&lg, "the certificate", |c| c[0]["not_after"].is_string());
+        assert_eq!(
+            certs[0]["names"],
+            serde_json::json!([ZONE, format!("*.{ZONE}")])
+        );
+        assert!(
+            certs[0]["issuer"]
+                .as_str()
+                .is_some_and(|i| i.contains("Pebble")),
+            "{certs:#}"
+        );
+        assert!(certs[0]["last_error"].is_null(), "{certs:#}");
+        // Served on HTTPS, chaining to Pebble's root, for the wildcard's names.
+        let root = pebble.issuing_root();
+        let served = served_serial(&lg, &root);
+        assert!(
+            served.contains(&format!("DNS:*.{ZONE}")) && served.contains(&format!("DNS:{ZONE}")),
+            "{served}"
+        );
+        // Nothing left in the zone; key and account 0600.
+        assert!(
+            bind.records(&format!("_acme-challenge.{ZONE}"), "TXT")
+                .is_empty(),
+            "{}",
+            bind.log()
+        );
+        assert!(
+            bind.log().contains("adding an RR"),
+            "the update went through BIND"
+        );
+        let dir = std::fs::read_dir(state.join("acme/certs"))
+            .expect("certs")
+            .next()
+            .expect("one")
+            .expect("entry")
+            .path();
+        assert_eq!(mode(&dir.join("key.pem")), 0o600);
+        let account = std::fs::read_dir(state.join("acme"))
+            .expect("acme")
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().starts_with("account-"))
+            .expect("account file");
+        assert_eq!(mode(&account.path()), 0o600);
+        let metrics = lg.admin("GET", "/metrics").1;
+        assert!(
+            metrics.contains("labgate_acme_issuances_total{result=\"ok\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "labgate_certificate_expiry_seconds{{names=\"{ZONE},*.{ZONE}\"}}"
+            )),
+            "{metrics}"
+        );
+        (root, served)
+    };
+    // A restart serves the stored certificate at once and orders nothing.
+    let lg = Labgate::start(&args, &state);
+    let served = served_serial(&lg, &root.0);
+    assert_eq!(served, root.1, "the same certificate after the restart");
+    let certs: serde_json::Value =
+        serde_json::from_str(&lg.admin("GET", "/certs").1).expect("JSON");
+    assert!(
+        certs[0]["last_attempt"].is_null(),
+        "no new order: {certs:#}"
+    );
+    assert!(certs[0]["next_renewal"].is_string(), "{certs:#}");
+}
+
+#[test]
+fn a_wrong_tsig_key_fails_clearly_and_leaves_nothing() {
+    let bind = Bind::start(ZONE, "acme-update.");
+    let pebble = Pebble::start(&format!("127.0.0.1:{}", bind.port));
+    let cfg = ConfigDir::new();
+    cfg.write("wrong.key", "key \"acme-update.\" {\n\talgorithm hmac-sha256;\n\tsecret \"d3JvbmcgZHVtbXkgc2VjcmV0IGZvciB0ZXN0cyEhISE=\";\n};\n");
+    let provider = format!(
+        "[[dns_provider]]\nname = \"dns\"\nkind = \"rfc2136\"\nserver = \"127.0.0.1:{}\"\nkey_name = \"acme-update.\"\nsecret_file = \"{}\"",
+        bind.port,
+        cfg.path("wrong.key").display()
+    );
+    cfg.write(
+        "labgate.toml",
+        &config(
+            &pebble,
+            &provider,
+            &format!("propagation_servers = [\"127.0.0.1:{}\"]", bind.port),
+        ),
+    );
+    let lg = Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+        ],
+        &cfg.path("state"),
+    );
+    let certs = wait_certs(&lg, "the failure", |c| c[0]["failures"].as_u64() == Some(1));
+    let error = certs[0]["last_error"].as_str().expect("an error");
+    assert!(
+        error.contains("TSIG") || error.contains("not authorized"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("d3Jvbm"),
+        "the secret stays out of errors: {error}"
+    );
+    assert!(certs[0]["not_after"].is_null());
+    assert!(
+        bind.records(&format!("_acme-challenge.{ZONE}"), "TXT")
+            .is_empty()
+    );
+    assert!(!lg.log_text().contains("d3Jvbm"), "nor in the log");
+    let metrics = lg.admin("GET", "/metrics").1;
+    assert!(
+        metrics.contains("labgate_acme_issuances_total{result=\"failed\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn the_builtin_provider_answers_the_challenge_from_labgates_own_dns() {
+    let dns = free_port();
+    let pebble = Pebble::start(&format!("127.0.0.1:{dns}"));
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "labgate.toml",
+        &config(
+            &pebble,
+            "[[dns_provider]]\nname = \"dns\"\nkind = \"builtin\"",
+            "",
+        ),
+    );
+    let lg = Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+            "--dns",
+            &format!("127.0.0.1:{dns}"),
+        ],
+        &cfg.path("state"),
+    );
+    let certs = wait_certs(&lg, "the certificate", |c| c[0]["not_after"].is_string());
+    assert!(certs[0]["last_error"].is_null(), "{certs:#}");
+    let served = served_serial(&lg, &pebble.issuing_root());
+    assert!(served.contains(&format!("DNS:*.{ZONE}")), "{served}");
+    // The values are gone once the order is done.
+    let d = support::dig(
+        dns,
+        "127.0.0.1",
+        &[&format!("_acme-challenge.{ZONE}"), "TXT"],
+    );
+    assert!(d.answer.is_empty(), "{}", d.raw);
+}
