@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::acme::{Bind, Pebble};
+use support::cloudflare::{FakeCloudflare, Scope};
 use support::{ConfigDir, Labgate, free_port};
 
 /// How long an issuance may take on a loaded machine (it takes well under a second).
@@ -266,4 +267,123 @@ fn the_builtin_provider_answers_the_challenge_from_labgates_own_dns() {
         &[&format!("_acme-challenge.{ZONE}"), "TXT"],
     );
     assert!(d.answer.is_empty(), "{}", d.raw);
+}
+
+fn cloudflare_provider(api: &str, token_file: &Path) -> String {
+    format!(
+        "[[dns_provider]]\nname = \"dns\"\nkind = \"cloudflare\"\napi_url = \"{api}\"\ntoken_file = \"{}\"",
+        token_file.display()
+    )
+}
+
+#[test]
+fn cloudflare_api_records_are_created_validated_and_deleted_by_id() {
+    let token = "cf-test-token-0123456789";
+    let cf = FakeCloudflare::start(
+        &[ZONE],
+        &[(
+            token,
+            Scope {
+                zone: ZONE.into(),
+                edit: true,
+            },
+        )],
+    );
+    // The first call is rate-limited (labgate waits for `retry-after` and goes on), one
+    // creation answers 81058 as if retried (the existing record is used), one deletion
+    // 81044 as if already done.
+    let once = |q: &std::sync::atomic::AtomicU32| q.store(1, std::sync::atomic::Ordering::SeqCst);
+    once(&cf.quirks.rate_limit);
+    once(&cf.quirks.duplicate);
+    once(&cf.quirks.gone);
+    let pebble = Pebble::start(&format!("127.0.0.1:{}", cf.dns_port));
+    let cfg = ConfigDir::new();
+    cfg.write("cf.token", &format!("{token}\n"));
+    cfg.write(
+        "labgate.toml",
+        &config(
+            &pebble,
+            &cloudflare_provider(&cf.api, &cfg.path("cf.token")),
+            &format!("propagation_servers = [\"127.0.0.1:{}\"]", cf.dns_port),
+        ),
+    );
+    let lg = Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+        ],
+        &cfg.path("state"),
+    );
+    let certs = wait_certs(&lg, "the certificate", |c| c[0]["not_after"].is_string());
+    assert!(certs[0]["last_error"].is_null(), "{certs:#}");
+    let served = served_serial(&lg, &pebble.issuing_root());
+    assert!(served.contains(&format!("DNS:*.{ZONE}")), "{served}");
+    let used = |q: &std::sync::atomic::AtomicU32| q.load(std::sync::atomic::Ordering::SeqCst) == 0;
+    assert!(used(&cf.quirks.rate_limit) && used(&cf.quirks.duplicate) && used(&cf.quirks.gone));
+    // Two values (apex and wildcard share the name) created, then both deleted by id.
+    let requests = cf.requests();
+    let posts = requests.iter().filter(|(m, _, _)| m == "POST").count();
+    let deletes: Vec<&String> = requests
+        .iter()
+        .filter(|(m, _, _)| m == "DELETE")
+        .map(|(_, p, _)| p)
+        .collect();
+    assert_eq!(posts, 2, "{requests:#?}");
+    assert_eq!(deletes.len(), 2, "{requests:#?}");
+    assert!(
+        deletes.iter().all(|p| p.contains("/dns_records/0000")),
+        "{deletes:?}"
+    );
+    assert!(cf.records().is_empty(), "left behind: {:?}", cf.records());
+    assert!(
+        requests
+            .iter()
+            .all(|(_, _, auth)| *auth == format!("Bearer {token}"))
+    );
+    assert!(
+        !lg.log_text().contains(token),
+        "the token stays out of the log"
+    );
+}
+
+#[test]
+fn a_cloudflare_token_without_dns_edit_gets_an_actionable_error() {
+    let token = "cf-read-only-token";
+    let cf = FakeCloudflare::start(
+        &[ZONE],
+        &[(
+            token,
+            Scope {
+                zone: ZONE.into(),
+                edit: false,
+            },
+        )],
+    );
+    let pebble = Pebble::start(&format!("127.0.0.1:{}", cf.dns_port));
+    let cfg = ConfigDir::new();
+    cfg.write("cf.token", token);
+    cfg.write(
+        "labgate.toml",
+        &config(
+            &pebble,
+            &cloudflare_provider(&cf.api, &cfg.path("cf.token")),
+            &format!("propagation_servers = [\"127.0.0.1:{}\"]", cf.dns_port),
+        ),
+    );
+    let lg = Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+        ],
+        &cfg.path("state"),
+    );
+    let certs = wait_certs(&lg, "the failure", |c| c[0]["failures"].as_u64() == Some(1));
+    let error = certs[0]["last_error"].as_str().expect("an error");
+    assert!(
+        error.contains(&format!("Cloudflare answered 403 for zone {ZONE}"))
+            && error.contains("Zone:DNS:Edit"),
+        "{error}"
+    );
+    assert!(!error.contains(token));
+    assert!(cf.records().is_empty());
 }

@@ -1,7 +1,7 @@
 //! labgate's certificates: the local CA, which issues certificates for names no other source
 //! covers (the demo, internal-only names), and ACME DNS-01 issuance and renewal (`manager`)
-//! with DNS providers behind one trait (`provider`: RFC 2136 here, the built-in DNS from the
-//! binary).
+//! with DNS providers behind one trait (`provider`: Cloudflare's API and RFC 2136 here, the
+//! built-in DNS from the binary).
 //!
 //! This is the only crate besides `config` that touches disk: it persists key material in the
 //! state directory (keys 0600, written to a temporary file and renamed). It never logs key
@@ -11,6 +11,7 @@
 #![deny(unused_must_use)]
 
 mod account;
+pub mod cloudflare;
 mod error;
 mod files;
 mod http;

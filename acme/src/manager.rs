@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::cloudflare::Cloudflare;
 use crate::http::AcmeHttp;
 use crate::metrics::Metrics;
 use crate::order::{self, Request};
@@ -428,10 +429,13 @@ impl Manager {
                 provider: "builtin".into(),
                 what: "labgate's DNS is not running".into(),
             }),
-            ProviderKind::Cloudflare { .. } => Err(Error::Provider {
-                provider: format!("cloudflare ({})", p.name),
-                what: "not available yet".into(),
-            }),
+            ProviderKind::Cloudflare {
+                token_file,
+                api_url,
+            } => Ok(Arc::new(Cloudflare::new(
+                api_url.clone(),
+                token_file.clone(),
+            )?)),
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub(crate) mod acme;
 pub(crate) mod backend;
+pub(crate) mod cloudflare;
 pub(crate) mod h2c;
 pub(crate) mod https;
 
