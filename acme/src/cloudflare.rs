@@ -177,7 +177,10 @@ impl Cloudflare {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map_or(Duration::from_secs(u64::from(attempt)), Duration::from_secs)
+                    .map_or_else(
+                        || Duration::from_secs(u64::from(attempt)),
+                        Duration::from_secs,
+                    )
                     .min(MAX_RETRY_AFTER);
                 tokio::time::sleep(wait).await;
                 continue;
