@@ -52,13 +52,23 @@ provider = "dns"
     )
 }
 
-/// Polls `/certs` until the certificate has been issued (or failed `failures` times).
+/// Polls `/certs` until `pred` holds (an issuance, a failure), within [`ISSUANCE`].
 fn wait_certs(
     lg: &Labgate,
     what: &str,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + ISSUANCE;
+    wait_certs_for(lg, ISSUANCE, what, pred)
+}
+
+/// Polls `/certs` for up to `limit` until `pred` holds.
+fn wait_certs_for(
+    lg: &Labgate,
+    limit: Duration,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
     loop {
         let (status, body) = lg.admin("GET", "/certs");
         assert_eq!(status, 200, "{body}");
@@ -170,10 +180,20 @@ fn rfc2136_into_bind_issues_wildcard_and_apex_and_survives_a_restart() {
             )),
             "{metrics}"
         );
-        (root, served)
+        (
+            root,
+            served,
+            std::fs::read(account.path()).expect("account"),
+            account.path(),
+        )
     };
     // A restart serves the stored certificate at once and orders nothing.
     let lg = Labgate::start(&args, &state);
+    assert_eq!(
+        std::fs::read(&root.3).expect("account"),
+        root.2,
+        "the account is kept"
+    );
     let served = served_serial(&lg, &root.0);
     assert_eq!(served, root.1, "the same certificate after the restart");
     let certs: serde_json::Value =
@@ -386,4 +406,136 @@ fn a_cloudflare_token_without_dns_edit_gets_an_actionable_error() {
     );
     assert!(!error.contains(token));
     assert!(cf.records().is_empty());
+}
+
+#[test]
+fn renewal_swaps_in_under_load_and_a_dead_ca_leaves_the_certificate_serving() {
+    // 30 s certificates: renewed with a third of the lifetime left, about 20 s after issuance.
+    let dns = free_port();
+    let pebble = Pebble::start_with(&format!("127.0.0.1:{dns}"), Some(30));
+    let backend = support::backend::Backend::start("app");
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "labgate.toml",
+        &config(
+            &pebble,
+            "[[dns_provider]]\nname = \"dns\"\nkind = \"builtin\"",
+            "",
+        )
+        .replace(
+            "http://127.0.0.1:9",
+            &format!("http://127.0.0.1:{}", backend.port),
+        ),
+    );
+    let lg = Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+            "--dns",
+            &format!("127.0.0.1:{dns}"),
+        ],
+        &cfg.path("state"),
+    );
+    let first = wait_certs(&lg, "the first certificate", |c| {
+        c[0]["not_after"].is_string()
+    });
+    // Kept outside Pebble's directory, which goes with it.
+    let root = cfg.path("root.pem");
+    std::fs::copy(pebble.issuing_root(), &root).expect("copy root");
+    let first_serial = served_serial(&lg, &root);
+    // A client keeps asking over new TLS connections, verifying against Pebble's root, until
+    // the renewed certificate is served.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (mut requests, mut renewed) = (0, String::new());
+    while renewed.is_empty() || requests < 3 {
+        let reply = support::https::curl_https(lg.https, &format!("app.{ZONE}"), "/", &root, &[]);
+        assert_eq!(
+            reply.status,
+            200,
+            "request {requests} failed during renewal: {reply:?}\n{}",
+            lg.log_text()
+        );
+        requests += 1;
+        let now = served_serial(&lg, &root);
+        if renewed.is_empty() && !now.is_empty() && now != first_serial {
+            renewed = now;
+            requests = 0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no renewal within 90 s: {:#}",
+            lg.admin("GET", "/certs").1
+        );
+    }
+    let certs: serde_json::Value =
+        serde_json::from_str(&lg.admin("GET", "/certs").1).expect("JSON");
+    assert_ne!(certs[0]["not_after"], first[0]["not_after"], "{certs:#}");
+    // The CA goes away: the next renewal fails, visibly, and the certificate keeps serving.
+    drop(pebble);
+    let failed = wait_certs_for(&lg, Duration::from_secs(60), "the failed renewal", |c| {
+        c[0]["failures"].as_u64() == Some(1)
+    });
+    assert!(
+        failed[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot reach the ACME server") && e.contains("refused")),
+        "{failed:#}"
+    );
+    assert_eq!(
+        served_serial(&lg, &root),
+        renewed,
+        "the renewed certificate still serves"
+    );
+    let metrics = lg.admin("GET", "/metrics").1;
+    assert!(
+        metrics.contains("labgate_acme_issuances_total{result=\"ok\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("labgate_acme_issuances_total{result=\"failed\"} 1"),
+        "{metrics}"
+    );
+    let out = support::bin()
+        .args(["certs", "--admin", &lg.admin.to_string()])
+        .output()
+        .expect("labgate certs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("{ZONE}, *.{ZONE}"))
+            && text.contains("last error")
+            && text.contains("Pebble"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_profile_the_directory_does_not_offer_is_refused_with_the_fix() {
+    let dns = free_port();
+    let pebble = Pebble::start(&format!("127.0.0.1:{dns}"));
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "labgate.toml",
+        &config(
+            &pebble,
+            "[[dns_provider]]\nname = \"dns\"\nkind = \"builtin\"",
+            "profile = \"shortlived\"",
+        ),
+    );
+    let lg = Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+            "--dns",
+            &format!("127.0.0.1:{dns}"),
+        ],
+        &cfg.path("state"),
+    );
+    let certs = wait_certs(&lg, "the failure", |c| c[0]["failures"].as_u64() == Some(1));
+    let error = certs[0]["last_error"].as_str().expect("an error");
+    // Pebble 2.4 advertises no profiles (and would silently ignore one).
+    assert!(
+        error.contains("acme.profile = \"shortlived\"") && error.contains("offers no profiles"),
+        "{error}"
+    );
 }

@@ -80,7 +80,7 @@ impl HttpClient for AcmeHttp {
             let result = match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
                 Ok(r) => r
                     .map(BytesResponse::from)
-                    .map_err(|e| instant_acme::Error::Other(Box::new(e))),
+                    .map_err(|e| instant_acme::Error::Other(causes(&e).into())),
                 Err(_) => Err(instant_acme::Error::Str(
                     "the ACME server did not answer within 30 s",
                 )),
@@ -89,4 +89,17 @@ impl HttpClient for AcmeHttp {
             result
         })
     }
+}
+
+/// An error and its causes in one line ("client error (Connect): tcp connect error:
+/// Connection refused"): hyper's own message alone says too little.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = format!("cannot reach the ACME server: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

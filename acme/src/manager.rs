@@ -5,7 +5,7 @@
 //! certificate stays until the new one is verified and stored.
 
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::Hasher;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -305,7 +305,7 @@ impl Manager {
             .not_after
             .duration_since(info.not_before)
             .unwrap_or_default();
-        info.not_after - lifetime / 3 - jitter(lifetime / 30)
+        info.not_after - lifetime / 3 - jitter(lifetime / 30, current.chain_pem.as_bytes())
     }
 
     /// A random point in the CA's suggested renewal window (RFC 9773), if it offers one.
@@ -318,7 +318,13 @@ impl Manager {
             info.suggested_window.start.into(),
             info.suggested_window.end.into(),
         );
-        Some(start + jitter(end.duration_since(start).unwrap_or_default()))
+        Some(
+            start
+                + jitter(
+                    end.duration_since(start).unwrap_or_default(),
+                    current.chain_pem.as_bytes(),
+                ),
+        )
     }
 
     async fn attempt(&self, job: &Job) -> Result<Stored, Error> {
@@ -456,18 +462,17 @@ impl Manager {
 fn backoff(failures: u32) -> Duration {
     let exp = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16));
     let wait = exp.min(MAX_BACKOFF);
-    wait + jitter(wait / 10)
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    wait + jitter(wait / 10, &now.as_nanos().to_le_bytes())
 }
 
-/// A pseudo-random duration below `max` (spreads renewals; not cryptographic).
-fn jitter(max: Duration) -> Duration {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
+/// A duration below `max` drawn from `seed` (not cryptographic): the same seed gives the
+/// same point, so a renewal time computed twice for one certificate does not move.
+fn jitter(max: Duration, seed: &[u8]) -> Duration {
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(seed);
     let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
     Duration::from_nanos(h.finish().checked_rem(nanos).unwrap_or(0))
 }
@@ -481,6 +486,13 @@ mod tests {
         assert!(backoff(1) >= FIRST_BACKOFF && backoff(1) < FIRST_BACKOFF * 2);
         assert!(backoff(2) >= FIRST_BACKOFF * 2);
         assert!(backoff(40) <= MAX_BACKOFF + MAX_BACKOFF / 10);
-        assert!(jitter(Duration::ZERO).is_zero());
+        assert!(jitter(Duration::ZERO, b"x").is_zero());
+        let max = Duration::from_secs(3600);
+        assert_eq!(
+            jitter(max, b"chain"),
+            jitter(max, b"chain"),
+            "stable per seed"
+        );
+        assert!(jitter(max, b"chain") < max);
     }
 }

@@ -25,6 +25,11 @@ pub(crate) struct Pebble {
 impl Pebble {
     /// Starts Pebble validating DNS-01 against `dns` (`IP:PORT`, UDP for Pebble 2.4).
     pub(crate) fn start(dns: &str) -> Self {
+        Self::start_with(dns, None)
+    }
+
+    /// As [`Pebble::start`], issuing certificates valid for `validity` seconds when given.
+    pub(crate) fn start_with(dns: &str, validity: Option<u64>) -> Self {
         let dir = tempfile::tempdir().expect("pebble dir");
         let ca = rcgen::KeyPair::generate().expect("key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::new()).expect("params");
@@ -52,11 +57,14 @@ impl Pebble {
             &format!(
                 r#"{{"pebble": {{"listenAddress": "127.0.0.1:{listen}", "managementListenAddress": "127.0.0.1:{management}",
                 "certificate": "{}", "privateKey": "{}", "httpPort": {}, "tlsPort": {}, "ocspResponderURL": "",
-                "externalAccountBindingRequired": false}}}}"#,
+                "externalAccountBindingRequired": false{validity}}}}}"#,
                 cert.display(),
                 key.display(),
                 free_port(),
-                free_port()
+                free_port(),
+                validity = validity.map_or_else(String::new, |v| format!(
+                    ", \"certificateValidityPeriod\": {v}"
+                )),
             ),
         );
         let child = Command::new("pebble")
