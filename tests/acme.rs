@@ -287,6 +287,33 @@ fn the_builtin_provider_answers_the_challenge_from_labgates_own_dns() {
         &[&format!("_acme-challenge.{ZONE}"), "TXT"],
     );
     assert!(d.answer.is_empty(), "{}", d.raw);
+    // `/config` shows the same state.
+    let shown = &lg.config()["certificates"][0];
+    assert_eq!(
+        (&shown["names"], &shown["not_after"], &shown["issuer"]),
+        (
+            &certs[0]["names"],
+            &certs[0]["not_after"],
+            &certs[0]["issuer"]
+        )
+    );
+    // A changed name set is a new order; the old set is no longer managed.
+    let explicit = format!(
+        "{}\n[[certificate]]\nnames = [\"app.{ZONE}\", \"{ZONE}\"]\nsource = \"acme\"\n",
+        std::fs::read_to_string(cfg.path("labgate.toml")).expect("config")
+    );
+    cfg.write("labgate.toml", &explicit);
+    let certs = wait_certs(&lg, "the new name set", |c| {
+        c.as_array().is_some_and(|a| a.len() == 1)
+            && c[0]["names"] == serde_json::json!([format!("app.{ZONE}"), ZONE])
+            && c[0]["not_after"].is_string()
+    });
+    assert!(certs[0]["last_error"].is_null(), "{certs:#}");
+    let served = served_serial(&lg, &pebble.issuing_root());
+    assert!(
+        served.contains(&format!("DNS:app.{ZONE}")) && !served.contains('*'),
+        "{served}"
+    );
 }
 
 fn cloudflare_provider(api: &str, token_file: &Path) -> String {
@@ -412,7 +439,10 @@ fn a_cloudflare_token_without_dns_edit_gets_an_actionable_error() {
 fn renewal_swaps_in_under_load_and_a_dead_ca_leaves_the_certificate_serving() {
     // 30 s certificates: renewed with a third of the lifetime left, about 20 s after issuance.
     let dns = free_port();
-    let pebble = Pebble::start_with(&format!("127.0.0.1:{dns}"), Some(30));
+    let pebble = Pebble::start_with(
+        &format!("127.0.0.1:{dns}"),
+        r#""certificateValidityPeriod": 30"#,
+    );
     let backend = support::backend::Backend::start("app");
     let cfg = ConfigDir::new();
     cfg.write(
@@ -537,5 +567,62 @@ fn a_profile_the_directory_does_not_offer_is_refused_with_the_fix() {
     assert!(
         error.contains("acme.profile = \"shortlived\"") && error.contains("offers no profiles"),
         "{error}"
+    );
+}
+
+/// Pebble's own example EAB key (base64url), from its documentation.
+const EAB_HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+
+#[test]
+fn external_account_binding_is_required_and_checked() {
+    let dns = free_port();
+    let pebble = Pebble::start_with(
+        &format!("127.0.0.1:{dns}"),
+        &format!(
+            r#""externalAccountBindingRequired": true, "externalAccountMACKeys": {{"kid-1": "{EAB_HMAC}"}}"#
+        ),
+    );
+    let run = |hmac: &str| {
+        let cfg = ConfigDir::new();
+        cfg.write("eab.key", hmac);
+        cfg.write(
+            "labgate.toml",
+            &config(
+                &pebble,
+                "[[dns_provider]]\nname = \"dns\"\nkind = \"builtin\"",
+                &format!(
+                    "eab_kid = \"kid-1\"\neab_hmac_file = \"{}\"",
+                    cfg.path("eab.key").display()
+                ),
+            ),
+        );
+        let lg = Labgate::start(
+            &[
+                "--config",
+                cfg.path("labgate.toml").to_str().expect("utf-8"),
+                "--dns",
+                &format!("127.0.0.1:{dns}"),
+            ],
+            &cfg.path("state"),
+        );
+        let certs = wait_certs(&lg, "the outcome", |c| {
+            c[0]["not_after"].is_string() || c[0]["failures"].as_u64() == Some(1)
+        });
+        (certs, lg.log_text())
+    };
+    let (certs, _) = run(EAB_HMAC);
+    assert!(
+        certs[0]["not_after"].is_string(),
+        "issued with the right key: {certs:#}"
+    );
+    let wrong = "AAAAZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let (certs, log) = run(wrong);
+    let error = certs[0]["last_error"]
+        .as_str()
+        .expect("refused with a wrong key");
+    assert!(error.contains("unauthorized"), "{error}");
+    assert!(
+        !error.contains(wrong) && !log.contains(wrong),
+        "the key stays secret"
     );
 }

@@ -176,3 +176,50 @@ async fn discover(lookup: &dyn Lookup, name: &Name) -> Result<Vec<SocketAddr>, E
         what: "cannot find its zone's authoritative servers through the upstreams: set `acme.propagation_servers`".into(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_net::proto::rr::rdata::{A, NS};
+
+    /// Upstream data: `lab.example.test` is a zone with two servers, one of them with two
+    /// addresses; nothing else has NS records.
+    struct Upstream;
+
+    #[async_trait]
+    impl Lookup for Upstream {
+        async fn records(&self, name: &Name, rtype: RecordType) -> Vec<RData> {
+            let n = |s: &str| Name::from_ascii(s).expect("name");
+            match (name.to_string().as_str(), rtype) {
+                ("lab.example.test.", RecordType::NS) => vec![
+                    RData::NS(NS(n("ns1.example.net."))),
+                    RData::NS(NS(n("ns2.example.net."))),
+                ],
+                ("ns1.example.net.", RecordType::A) => vec![RData::A(A::new(192, 0, 2, 1))],
+                ("ns2.example.net.", RecordType::A) => vec![
+                    RData::A(A::new(192, 0, 2, 2)),
+                    RData::A(A::new(192, 0, 2, 3)),
+                ],
+                _ => Vec::new(),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_closest_enclosing_zone_with_ns_gives_every_server_address() {
+        let name = fqdn("_acme-challenge.app.lab.example.test").expect("name");
+        let servers = discover(&Upstream, &name).await.expect("found");
+        let want: Vec<SocketAddr> = ["192.0.2.1:53", "192.0.2.2:53", "192.0.2.3:53"]
+            .iter()
+            .map(|s| s.parse().expect("addr"))
+            .collect();
+        assert_eq!(servers, want);
+        let e = discover(
+            &Upstream,
+            &fqdn("_acme-challenge.other.test").expect("name"),
+        )
+        .await
+        .expect_err("no zone");
+        assert!(e.to_string().contains("acme.propagation_servers"), "{e}");
+    }
+}

@@ -108,3 +108,61 @@ pub fn verify(
     }
     info(leaf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::PublicKeyData;
+
+    /// A CA and a leaf for `names` signed by it, as a PEM chain, and the leaf's key.
+    fn issued(names: &[&str]) -> (String, rcgen::KeyPair) {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).expect("ca");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let leaf = rcgen::CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("leaf");
+        (format!("{}{}", leaf.pem(), ca_cert.pem()), key)
+    }
+
+    #[test]
+    fn names_key_and_chain_are_all_checked() {
+        let names = [
+            "lab.example.test".to_owned(),
+            "*.lab.example.test".to_owned(),
+        ];
+        let (chain, key) = issued(&["lab.example.test", "*.lab.example.test"]);
+        let spki = key.subject_public_key_info();
+        let now = SystemTime::now();
+        assert!(verify(&chain, &names, &spki, now).is_ok());
+        let e = verify(&chain, &["other.example.test".to_owned()], &spki, now).expect_err("name");
+        assert!(
+            e.to_string().contains("does not cover other.example.test"),
+            "{e}"
+        );
+        let other = rcgen::KeyPair::generate().expect("key");
+        let e = verify(&chain, &names, &other.subject_public_key_info(), now).expect_err("key");
+        assert!(e.to_string().contains("not for the key"), "{e}");
+        let (foreign, _) = issued(&["lab.example.test"]);
+        let leaf_only = chain
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .next()
+            .expect("leaf");
+        let mixed = format!(
+            "{leaf_only}{}",
+            foreign
+                .split_inclusive("-----END CERTIFICATE-----\n")
+                .nth(1)
+                .expect("ca")
+        );
+        let e = verify(&mixed, &names, &spki, now).expect_err("chain");
+        assert!(e.to_string().contains("does not verify"), "{e}");
+        let e = verify(leaf_only, &names, &spki, now).expect_err("alone");
+        assert!(e.to_string().contains("leaf alone"), "{e}");
+    }
+}

@@ -25,11 +25,12 @@ pub(crate) struct Pebble {
 impl Pebble {
     /// Starts Pebble validating DNS-01 against `dns` (`IP:PORT`, UDP for Pebble 2.4).
     pub(crate) fn start(dns: &str) -> Self {
-        Self::start_with(dns, None)
+        Self::start_with(dns, r#""externalAccountBindingRequired": false"#)
     }
 
-    /// As [`Pebble::start`], issuing certificates valid for `validity` seconds when given.
-    pub(crate) fn start_with(dns: &str, validity: Option<u64>) -> Self {
+    /// As [`Pebble::start`], with `settings` (JSON members) in Pebble's configuration:
+    /// `"certificateValidityPeriod": 30`, External Account Binding...
+    pub(crate) fn start_with(dns: &str, settings: &str) -> Self {
         let dir = tempfile::tempdir().expect("pebble dir");
         let ca = rcgen::KeyPair::generate().expect("key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::new()).expect("params");
@@ -57,14 +58,11 @@ impl Pebble {
             &format!(
                 r#"{{"pebble": {{"listenAddress": "127.0.0.1:{listen}", "managementListenAddress": "127.0.0.1:{management}",
                 "certificate": "{}", "privateKey": "{}", "httpPort": {}, "tlsPort": {}, "ocspResponderURL": "",
-                "externalAccountBindingRequired": false{validity}}}}}"#,
+                {settings}}}}}"#,
                 cert.display(),
                 key.display(),
                 free_port(),
                 free_port(),
-                validity = validity.map_or_else(String::new, |v| format!(
-                    ", \"certificateValidityPeriod\": {v}"
-                )),
             ),
         );
         let child = Command::new("pebble")
