@@ -69,6 +69,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for (addrs, key) in [
         (&listen.https, "listen.https"),
         (&listen.http, "listen.http"),
+        (&listen.tunnel, "listen.tunnel"),
+        (&listen.tunnel_https, "listen.tunnel_https"),
     ] {
         for a in addrs {
             std::net::TcpListener::bind(a)
@@ -99,7 +101,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
-    for service in labgate_proxy::listeners(&proxy, &listen.https, &listen.http, threads)? {
+    let addresses = labgate_proxy::Addresses {
+        https: &listen.https,
+        http: &listen.http,
+        tunnel: &listen.tunnel,
+        tunnel_https: &listen.tunnel_https,
+    };
+    for service in labgate_proxy::listeners(&proxy, addresses, threads)? {
         server.add_service(service);
     }
     let mut control = background_service(
@@ -197,6 +205,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     );
     let _ = shared.acme.set(Arc::clone(&manager));
     manager.reconcile(&snapshot);
+    proxy.access_keys.prefetch(&snapshot);
     certs.with_acme(Arc::clone(&manager));
     proxy.certs.publish(certs.build(&snapshot));
     let (tx, rx) = mpsc::channel(16);
@@ -255,6 +264,8 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     ));
     let https = wait_listening(&snapshot.listen.https).await?;
     let http = wait_listening(&snapshot.listen.http).await?;
+    let tunnel = wait_listening(&snapshot.listen.tunnel).await?;
+    let tunnel_https = wait_listening(&snapshot.listen.tunnel_https).await?;
 
     shared.ready.store(true, Ordering::Release);
     let bound = Bound {
@@ -262,6 +273,8 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         dns: dns_bound,
         https,
         http,
+        tunnel,
+        tunnel_https,
     };
     banner(&shared, &bound, &ca.cert_path(), is_demo);
 
@@ -393,6 +406,8 @@ struct Bound {
     dns: Vec<String>,
     https: Vec<std::net::SocketAddr>,
     http: Vec<std::net::SocketAddr>,
+    tunnel: Vec<std::net::SocketAddr>,
+    tunnel_https: Vec<std::net::SocketAddr>,
 }
 
 /// The lines operators and tests wait for, on stdout.
@@ -404,6 +419,12 @@ fn banner(shared: &Arc<Shared>, bound: &Bound, ca: &std::path::Path, is_demo: bo
     }
     for a in &bound.https {
         println!("labgate: https listening on {a}");
+    }
+    for a in &bound.tunnel {
+        println!("labgate: tunnel listening on http://{a}");
+    }
+    for a in &bound.tunnel_https {
+        println!("labgate: tunnel listening on https://{a}");
     }
     for a in &bound.http {
         println!("labgate: http listening on {a}");

@@ -32,6 +32,8 @@ pub enum Command {
     /// List the running instance's ACME certificates: names, issuer, expiry, next renewal,
     /// last attempt and error.
     Certs(CertsArgs),
+    /// Print cloudflared's `ingress:` rules for the services that allow `tunnel`.
+    TunnelConfig(TunnelConfigArgs),
     /// Print the version.
     Version,
 }
@@ -77,6 +79,23 @@ pub struct CheckArgs {
     pub deny_warnings: bool,
 }
 
+/// `labgate tunnel-config`.
+#[derive(Debug, Args)]
+pub struct TunnelConfigArgs {
+    /// Configuration file or directory (default: the built-in demo).
+    #[arg(long, short, env = "LABGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// How an explained request arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ViaArg {
+    /// From a LAN address to the HTTPS listener.
+    Direct,
+    /// Through the Cloudflare Tunnel (network `tunnel`).
+    Tunnel,
+}
+
 /// `labgate certs`.
 #[derive(Debug, Args)]
 pub struct CertsArgs {
@@ -91,9 +110,13 @@ pub struct CertsArgs {
 /// `labgate explain`.
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// The client's address.
-    #[arg(long)]
-    pub from: IpAddr,
+    /// The client's address (through the tunnel: the address Cloudflare reports; default a
+    /// documentation address).
+    #[arg(long, required_unless_present = "via")]
+    pub from: Option<IpAddr>,
+    /// `tunnel`: explain a request arriving through the Cloudflare Tunnel.
+    #[arg(long, value_enum)]
+    pub via: Option<ViaArg>,
     /// A host name or URL (`https://cloud.lab.example.com/path`).
     pub target: String,
     /// Configuration file or directory (default: the built-in demo).

@@ -6,31 +6,32 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 
 use hickory_proto::rr::{LowerName, RecordType};
+use labgate_config::Snapshot;
 use labgate_config::network::Network;
 use labgate_config::route::{MAX_HOST_LEN, Route, normalize_host};
 use labgate_config::settings::{CertSource, Coverage};
 use labgate_config::view::Lookup;
-use labgate_config::{Snapshot, load_and_compile};
-use labgate_proxy::decide::{Decision as HttpDecision, Refusal, decide};
+use labgate_proxy::decide::{Decision as HttpDecision, Refusal, Via, decide};
 use serde::Serialize;
 
 use crate::cli::ExplainArgs;
-use crate::reload::{ConfigSource, Origin, Overrides};
+use crate::reload::ConfigSource;
 
 /// Runs `labgate explain`.
 ///
 /// # Errors
 /// An invalid configuration (exit 64) or a target that is not a host name or URL.
 pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
-    let snapshot = match &args.config {
-        Some(p) => load_and_compile(p, 1)?,
-        None => ConfigSource {
-            origin: Origin::Memory(crate::demo::sources()),
-            overrides: Overrides::default(),
-        }
-        .compile(1)?,
+    let snapshot = ConfigSource::snapshot_of(args.config.as_deref())?;
+    let via = match args.via {
+        Some(crate::cli::ViaArg::Tunnel) => Via::Tunnel,
+        _ => Via::Direct,
     };
-    let e = explain(&snapshot, args.from, &args.target)?;
+    // A documentation address stands for an internet client when none is given.
+    let from = args
+        .from
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 1)));
+    let e = explain(&snapshot, from, via, &args.target)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&e)?);
     } else {
@@ -56,6 +57,8 @@ pub struct Explanation {
     pub route: Decision,
     /// Whether HTTP is allowed.
     pub policy: Decision,
+    /// Cloudflare Access: required on tunnel requests, or not.
+    pub access: Decision,
     /// Which certificate a TLS handshake gets.
     pub certificate: Decision,
 }
@@ -92,27 +95,89 @@ fn decision(outcome: &'static str, details: Vec<String>, reason: impl Into<Strin
 ///
 /// # Errors
 /// When the target has no valid host name.
-pub fn explain(s: &Snapshot, client: IpAddr, target: &str) -> anyhow::Result<Explanation> {
+pub fn explain(
+    s: &Snapshot,
+    client: IpAddr,
+    via: Via,
+    target: &str,
+) -> anyhow::Result<Explanation> {
     let (raw_host, path) = split_target(target);
     let mut buf = [0u8; MAX_HOST_LEN];
     let host = normalize_host(raw_host.as_bytes(), &mut buf)
         .ok_or_else(|| anyhow::anyhow!("`{target}` has no valid host name"))?
         .to_owned();
-    let matched = s.networks.lookup(client);
-    let network = matched.map(|m| s.networks.get(m.network));
+    let (network, dns_decision) = match via {
+        Via::Direct => {
+            let matched = s.networks.lookup(client);
+            let network = matched.map(|m| s.networks.get(m.network));
+            (
+                matched.map(|m| NetworkDecision {
+                    name: s.networks.get(m.network).name.to_string(),
+                    prefix: m.prefix.to_string(),
+                }),
+                dns(s, network, &host),
+            )
+        }
+        Via::Tunnel => (
+            Some(NetworkDecision {
+                name: s.networks.tunnel().name.to_string(),
+                prefix:
+                    "the tunnel listener (any source address; Cf-Connecting-IP names the client)"
+                        .into(),
+            }),
+            decision(
+                "public",
+                vec![],
+                "internet clients resolve the name in public DNS (Cloudflare), which points at the tunnel",
+            ),
+        ),
+    };
+    // The proxy's view: through the tunnel the peer is a connector.
+    let peer = match via {
+        Via::Direct => client,
+        Via::Tunnel => s
+            .networks
+            .tunnel_connectors
+            .first()
+            .map_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), |c| c.addr()),
+    };
     Ok(Explanation {
         client,
-        network: matched.map(|m| NetworkDecision {
-            name: s.networks.get(m.network).name.to_string(),
-            prefix: m.prefix.to_string(),
-        }),
-        dns: dns(s, network, &host),
+        network,
+        dns: dns_decision,
         route: route(s, &host, &path),
-        policy: policy(s, client, &host, &path),
+        policy: policy(s, peer, via, &host, &path),
+        access: access(s, via, &host, &path),
         certificate: certificate(s, &host),
         host,
         path,
     })
+}
+
+/// Whether a tunnel request needs a Cloudflare Access token.
+fn access(s: &Snapshot, via: Via, host: &str, path: &str) -> Decision {
+    let Route::Service(id) = s.route(host, path) else {
+        return decision("none", vec![], "no service");
+    };
+    match (&s.service(id).access, via) {
+        (None, _) => decision("none", vec![], "no Cloudflare Access requirement"),
+        (Some(app), Via::Direct) => decision(
+            "not_checked",
+            vec![],
+            format!(
+                "Access (team `{}`) is checked on tunnel requests only; LAN requests pass on their network",
+                app.team
+            ),
+        ),
+        (Some(app), Via::Tunnel) => decision(
+            "required",
+            vec![format!("aud {}", app.aud), format!("keys {}", app.jwks_url)],
+            format!(
+                "a valid Cf-Access-Jwt-Assertion (or CF_Authorization cookie) from team `{}`, else 403; the e-mail goes to the backend in `{}`",
+                app.team, app.identity_header
+            ),
+        ),
+    }
 }
 
 fn split_target(target: &str) -> (&str, String) {
@@ -265,8 +330,8 @@ fn route(s: &Snapshot, host: &str, path: &str) -> Decision {
 
 /// The proxy's own decision (`labgate_proxy::decide`, as for a request whose SNI matches its
 /// Host), explained.
-fn policy(s: &Snapshot, client: IpAddr, host: &str, path: &str) -> Decision {
-    match decide(s, client, Some(host), Some(host.as_bytes()), path) {
+fn policy(s: &Snapshot, client: IpAddr, via: Via, host: &str, path: &str) -> Decision {
+    match decide(s, client, via, Some(host), Some(host.as_bytes()), path) {
         HttpDecision::Forward { service, network } => decision(
             "allow",
             vec![],
@@ -289,6 +354,11 @@ fn policy(s: &Snapshot, client: IpAddr, host: &str, path: &str) -> Decision {
             "deny",
             vec![],
             "the client is in no network: 403 for every service",
+        ),
+        HttpDecision::Refuse(Refusal::UnknownHost) if via == Via::Tunnel => decision(
+            "not_found",
+            vec![],
+            "through the tunnel only services that allow `tunnel` exist: 404 (the internet learns nothing of internal names)",
         ),
         HttpDecision::Refuse(r) => {
             decision("not_found", vec![], format!("no service: {}", r.status()))
@@ -351,6 +421,7 @@ impl fmt::Display for Explanation {
             ("dns", &self.dns),
             ("route", &self.route),
             ("policy", &self.policy),
+            ("access", &self.access),
             ("cert", &self.certificate),
         ] {
             writeln!(f, "{label:<9} {}: {}", d.outcome.to_uppercase(), d.reason)?;

@@ -19,6 +19,7 @@ pub mod listen;
 pub mod logging;
 pub mod reload;
 pub mod status;
+pub mod tunnel_config;
 mod watch;
 
 /// Exit code for an invalid configuration or usage (sysexits `EX_USAGE`).

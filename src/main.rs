@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use labgate::cli::{Cli, Command};
-use labgate::{EX_USAGE, app, certs_cmd, check, explain};
+use labgate::{EX_USAGE, app, certs_cmd, check, explain, tunnel_config};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Certs(args) => certs_cmd::run(&args),
+        Command::TunnelConfig(args) => tunnel_config::run(&args),
         Command::Version => {
             println!("{}", labgate::version());
             Ok(ExitCode::SUCCESS)

@@ -93,6 +93,22 @@ impl ConfigSource {
         Ok(snapshot)
     }
 
+    /// The snapshot of a configuration path, or of the built-in demo without one (the
+    /// commands that read a configuration without serving it).
+    ///
+    /// # Errors
+    /// The config crate's error, with every diagnostic.
+    pub fn snapshot_of(path: Option<&std::path::Path>) -> Result<Snapshot, Error> {
+        Self {
+            origin: path.map_or_else(
+                || Origin::Memory(crate::demo::sources()),
+                |p| Origin::Path(p.to_owned()),
+            ),
+            overrides: Overrides::default(),
+        }
+        .compile(1)
+    }
+
     /// The path to watch, if any.
     pub fn path(&self) -> Option<&std::path::Path> {
         match &self.origin {

@@ -25,7 +25,7 @@ fn one(s: &labgate_config::Snapshot, info: &ConnInfo, out: &mut Vec<u8>) -> usiz
     let Ok(h) = parse_request(black_box(REQUEST), &mut headers) else {
         return 0;
     };
-    match decide(s, info.client, None, h.host, h.path) {
+    match decide(s, info.client, info.via, None, h.host, h.path) {
         Decision::Forward { .. } => {
             out.clear();
             write_upstream_head(out, &h, info, &HeadRewrite::default());
@@ -43,6 +43,7 @@ fn proxy_bench(c: &mut Criterion) {
         client: "10.0.3.7".parse::<IpAddr>().expect("ip"),
         tls: true,
         sni: None,
+        via: labgate_proxy::decide::Via::Direct,
     };
     let mut out = Vec::with_capacity(2048);
     assert!(

@@ -137,6 +137,12 @@ impl Networks {
         self.get(self.tunnel)
     }
 
+    /// Whether `peer` may use the tunnel listener (a `tunnel.connectors` address).
+    pub fn is_connector(&self, peer: IpAddr) -> bool {
+        let peer = canonical(peer);
+        self.tunnel_connectors.iter().any(|c| c.contains(&peer))
+    }
+
     /// Every network, the tunnel last.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &Network> {
         self.list.iter()

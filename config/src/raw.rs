@@ -74,8 +74,12 @@ pub struct RawListen {
     /// Plain HTTP: redirects to HTTPS, except for services with `plain_http`. Default
     /// `["0.0.0.0:80", "[::]:80"]`.
     pub http: Option<Vec<Spanned<String>>>,
-    /// Tunnel origin that `cloudflared` connects to. Default: none.
+    /// Tunnel origin over plain HTTP that `cloudflared` connects to (keep it on loopback).
+    /// Default: none.
     pub tunnel: Option<Vec<Spanned<String>>>,
+    /// Tunnel origin over HTTPS with the normal certificates (`cloudflared` with
+    /// `originServerName`). Default: none.
+    pub tunnel_https: Option<Vec<Spanned<String>>>,
     /// Admin endpoint (`/healthz`, `/readyz`, `/metrics`, `/config`, `POST /reload`).
     /// Default `127.0.0.1:9153`. Keep it on loopback or a management address.
     pub admin: Option<Spanned<String>>,
@@ -115,6 +119,10 @@ pub struct RawTunnel {
     /// Addresses `cloudflared` connects from; others are refused on the tunnel listener.
     /// Default `["127.0.0.1", "::1"]`.
     pub connectors: Option<Vec<Spanned<String>>>,
+    /// Where Cloudflare Access signing keys are fetched, instead of
+    /// `https://<team>.cloudflareaccess.com/cdn-cgi/access/certs` (a test server). `{team}`
+    /// is replaced by the team name.
+    pub access_jwks_url: Option<Spanned<String>>,
 }
 
 /// `[tls]`: certificate defaults.
@@ -254,6 +262,21 @@ pub struct RawService {
     /// PEM file with the CA that signed the `https://` backends' certificates, trusted instead
     /// of the public roots (a pinned CA for a self-signed appliance).
     pub backend_ca_file: Option<Spanned<String>>,
+    /// Require a valid Cloudflare Access token on requests through the tunnel.
+    pub access: Option<RawAccess>,
+}
+
+/// `access` of a service: the Cloudflare Access application guarding it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    /// Team name: the `<team>` of `<team>.cloudflareaccess.com`.
+    pub team: Spanned<String>,
+    /// The application's audience tag (AUD) from the Access dashboard.
+    pub aud: Spanned<String>,
+    /// Header that carries the verified e-mail to the backends (any client copy is removed
+    /// first). Default `Cf-Access-Authenticated-User-Email`.
+    pub identity_header: Option<Spanned<String>>,
 }
 
 /// `health_check` of a service.

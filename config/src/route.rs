@@ -54,6 +54,23 @@ pub struct Service {
     pub max_body: Option<u64>,
     /// CA certificates (DER) trusted for `https://` backends instead of the public roots.
     pub backend_roots: Vec<Arc<[u8]>>,
+    /// The Cloudflare Access application whose token tunnel requests must carry.
+    pub access: Option<AccessApp>,
+}
+
+/// A Cloudflare Access application: who signs the tokens, for which audience.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessApp {
+    /// Team name.
+    pub team: Arc<str>,
+    /// Audience tag the token must name.
+    pub aud: Arc<str>,
+    /// Issuer the token must name: `https://<team>.cloudflareaccess.com`.
+    pub issuer: Arc<str>,
+    /// Where the team's signing keys are (JWKS).
+    pub jwks_url: Arc<str>,
+    /// Header carrying the verified e-mail to the backends, lower-case.
+    pub identity_header: Arc<str>,
 }
 
 /// Load-balancing policy of a service.

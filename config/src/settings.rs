@@ -19,8 +19,10 @@ pub struct Listen {
     pub https: Vec<SocketAddr>,
     /// HTTP (redirects only).
     pub http: Vec<SocketAddr>,
-    /// Tunnel origin for `cloudflared`.
+    /// Tunnel origin for `cloudflared`, plain HTTP.
     pub tunnel: Vec<SocketAddr>,
+    /// Tunnel origin for `cloudflared`, HTTPS.
+    pub tunnel_https: Vec<SocketAddr>,
     /// Admin endpoint.
     pub admin: SocketAddr,
 }

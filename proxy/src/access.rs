@@ -14,8 +14,10 @@ const QUEUE: usize = 4096;
 /// One request, as logged.
 #[derive(Debug)]
 pub struct Entry {
-    /// Client address.
+    /// Client address (through the tunnel: the one Cloudflare reported).
     pub client: IpAddr,
+    /// Cloudflare's request id, for tunnel requests.
+    pub ray: Option<String>,
     /// Service name (empty when none was chosen).
     pub service: String,
     /// Method.
@@ -93,13 +95,15 @@ pub async fn write(mut rx: mpsc::Receiver<Entry>, stop: impl Future<Output = ()>
 fn line(e: &Entry) {
     tracing::info!(
         target: "labgate::access",
-        "{} {} {} {}{} {} {:.1}ms",
+        "{} {} {} {}{} {} {:.1}ms{}{}",
         e.client,
         if e.service.is_empty() { "-" } else { &e.service },
         e.method,
         e.host,
         e.path,
         e.status,
-        e.took.as_secs_f64() * 1e3
+        e.took.as_secs_f64() * 1e3,
+        if e.ray.is_some() { " cf-ray=" } else { "" },
+        e.ray.as_deref().unwrap_or("")
     );
 }

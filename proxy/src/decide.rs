@@ -1,5 +1,5 @@
-//! The one decision every request path and `labgate explain` share: from client address,
-//! TLS server name, Host and path to a service or a refusal.
+//! The one decision every request path and `labgate explain` share: from client address (or
+//! the tunnel), TLS server name, Host and path to a service or a refusal.
 
 use std::net::IpAddr;
 
@@ -21,9 +21,21 @@ pub enum Decision {
     Refuse(Refusal),
 }
 
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Via {
+    /// HTTPS or plain HTTP: the client's address decides its network.
+    #[default]
+    Direct,
+    /// The Cloudflare Tunnel origin: the peer must be a connector, the network is `tunnel`.
+    Tunnel,
+}
+
 /// Why a request is refused, with its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// A tunnel listener's peer is not a `tunnel.connectors` address: 403.
+    NotConnector,
     /// Host missing or not a host name: 400.
     BadHost,
     /// The client is in no configured network: 403.
@@ -48,18 +60,21 @@ impl Refusal {
     pub fn status(self) -> u16 {
         match self {
             Self::BadHost => 400,
-            Self::NoNetwork | Self::Denied { .. } => 403,
+            Self::NoNetwork | Self::NotConnector | Self::Denied { .. } => 403,
             Self::UnknownHost | Self::UnknownPath => 404,
             Self::Misdirected => 421,
         }
     }
 }
 
-/// Decides a request. `sni` is the normalized TLS server name (`None` for plain HTTP or a
-/// client that sent none); `host` the raw Host header or `:authority`.
+/// Decides a request. `client` is the peer's address; `sni` the normalized TLS server name
+/// (`None` for plain HTTP or a client that sent none); `host` the raw Host header or
+/// `:authority`. Through the tunnel, a service that does not allow `tunnel` is unknown (404):
+/// the internet learns nothing of internal names.
 pub fn decide(
     snapshot: &Snapshot,
     client: IpAddr,
+    via: Via,
     sni: Option<&str>,
     host: Option<&[u8]>,
     path: &str,
@@ -72,16 +87,25 @@ pub fn decide(
     if sni.is_some_and(|s| s != host) {
         return Decision::Refuse(Refusal::Misdirected);
     }
-    let Some(network) = snapshot.networks.lookup(client).map(|m| m.network) else {
-        return Decision::Refuse(Refusal::NoNetwork);
+    let network = match via {
+        // SECURITY: tunnel traffic arrives from loopback; it must never count as a LAN client.
+        Via::Tunnel if !snapshot.networks.is_connector(client) => {
+            return Decision::Refuse(Refusal::NotConnector);
+        }
+        Via::Tunnel => snapshot.networks.tunnel().id,
+        Via::Direct => match snapshot.networks.lookup(client) {
+            Some(m) => m.network,
+            None => return Decision::Refuse(Refusal::NoNetwork),
+        },
     };
     let service = match snapshot.route(host, path) {
         Route::Service(id) => id,
         Route::UnknownHost => return Decision::Refuse(Refusal::UnknownHost),
         Route::UnknownPath => return Decision::Refuse(Refusal::UnknownPath),
     };
-    match snapshot.service(service).access(network) {
-        Access::Allow => Decision::Forward { service, network },
-        Access::Deny => Decision::Refuse(Refusal::Denied { service, network }),
+    match (snapshot.service(service).access(network), via) {
+        (Access::Allow, _) => Decision::Forward { service, network },
+        (Access::Deny, Via::Tunnel) => Decision::Refuse(Refusal::UnknownHost),
+        (Access::Deny, Via::Direct) => Decision::Refuse(Refusal::Denied { service, network }),
     }
 }

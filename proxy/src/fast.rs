@@ -18,8 +18,9 @@ use tokio::time::timeout;
 
 use crate::backends::{BackendState, POOL_IDLE};
 use crate::chunked::Chunked;
-use crate::decide::{Decision, decide};
+use crate::decide::{Decision, Via, decide};
 use crate::head::{self, Framing, HeadError, RequestHead, header_array};
+use crate::tunnel::{self, Gate};
 use crate::{ConnInfo, Proxy, ProxyState, pages};
 
 /// Time a client has to send a whole request head once it started (slowloris bound).
@@ -61,6 +62,8 @@ struct Conn {
     out: Vec<u8>,
     body: Vec<u8>,
     pinned: Option<Pinned>,
+    /// The Access keys were refetched for the request at hand (once per request).
+    keys_refreshed: bool,
 }
 
 /// What to do with one parsed request.
@@ -73,20 +76,27 @@ enum Plan {
         location: Option<String>,
     },
     Forward(Forward),
+    /// The Access token names a key not fetched yet: refetch, then plan again.
+    RefreshKeys(Arc<str>),
 }
 
 struct Forward {
     service: ServiceId,
     network: NetworkId,
+    /// The client the request stands for (through the tunnel: `Cf-Connecting-IP`).
+    client: IpAddr,
     backend: Arc<BackendState>,
     framing: Framing,
     head_len: usize,
     is_head: bool,
     close: bool,
     retryable: bool,
-    /// Method, host and path for the access log, when it is on.
-    access: Option<Box<(String, String, String)>>,
+    /// The access log's fields, when it is on.
+    access: Option<Box<Logged>>,
 }
+
+/// Method, host, path and CF-Ray of a request, for the access log.
+type Logged = (String, String, String, Option<String>);
 
 /// Errors that end an exchange; each knows whether the client got any byte yet.
 enum Failure {
@@ -118,6 +128,7 @@ pub async fn serve(
         out: Vec::with_capacity(2048),
         body: Vec::new(),
         pinned: None,
+        keys_refreshed: false,
     };
     let outcome = c.run(proxy, first).await;
     if let Some(p) = c.pinned.take() {
@@ -155,7 +166,14 @@ impl Conn {
                 }
             };
             first = false;
+            self.keys_refreshed = false;
             match plan {
+                Plan::RefreshKeys(url) => {
+                    // The head stays in the buffer: it is planned again with the new keys.
+                    proxy.access_keys.refresh(&url).await;
+                    self.keys_refreshed = true;
+                    continue;
+                }
                 Plan::Fallback => return Some(std::mem::take(&mut self.rbuf)),
                 Plan::Refuse {
                     status,
@@ -172,6 +190,7 @@ impl Conn {
                 Plan::Forward(mut f) => {
                     let started = Instant::now();
                     let access = f.access.take();
+                    let client = f.client;
                     let service_id = f.service;
                     let (service, network) = (f.service.index(), f.network.index());
                     let close = f.close;
@@ -193,9 +212,10 @@ impl Conn {
                         .metrics
                         .request(service, network, status, started.elapsed());
                     if let Some(a) = access {
-                        let (method, host, path) = *a;
+                        let (method, host, path, ray) = *a;
                         proxy.access.send(crate::access::Entry {
-                            client: self.info.client,
+                            client,
+                            ray,
                             service: state.snapshot.service(service_id).name.to_string(),
                             method,
                             host,
@@ -238,6 +258,7 @@ impl Conn {
                             self.pinned.as_ref(),
                             &mut self.out,
                             &h,
+                            self.keys_refreshed,
                         );
                         return Ok((plan, state));
                     }
@@ -569,13 +590,14 @@ fn plan(
     pinned: Option<&Pinned>,
     out: &mut Vec<u8>,
     h: &RequestHead<'_>,
+    keys_refreshed: bool,
 ) -> Plan {
     if !h.fast_path() {
         return Plan::Fallback;
     }
     let s = &state.snapshot;
     let sni = info.sni.as_deref();
-    match decide(s, info.client, sni, h.host, h.path) {
+    match decide(s, info.client, info.via, sni, h.host, h.path) {
         Decision::Refuse(r) => {
             proxy.metrics.refusal(r);
             Plan::Refuse {
@@ -586,7 +608,8 @@ fn plan(
         }
         Decision::Forward { service, network } => {
             let svc = s.service(service);
-            if !info.tls && !svc.plain_http {
+            // Cloudflare's edge did TLS for tunnel requests: nothing to redirect.
+            if !info.tls && !svc.plain_http && info.via == Via::Direct {
                 let (status, location) =
                     pages::to_https(h.method, h.host, proxy.https_port, h.path);
                 return Plan::Refuse {
@@ -601,6 +624,36 @@ fn plan(
                     body: "503 Service Unavailable: the service has no backend.\n".into(),
                     location: None,
                 };
+            };
+            let field = |name: &str| {
+                h.headers
+                    .iter()
+                    .find(|f| f.name.eq_ignore_ascii_case(name))
+                    .map(|f| f.value)
+            };
+            let cookies = h
+                .headers
+                .iter()
+                .filter(|f| f.name.eq_ignore_ascii_case("cookie"))
+                .map(|f| f.value);
+            let passage = match tunnel::admit(
+                &proxy.access_keys,
+                svc,
+                info,
+                field,
+                cookies,
+                keys_refreshed,
+            ) {
+                Gate::Pass(p) => p,
+                Gate::RefreshKeys(url) => return Plan::RefreshKeys(url),
+                Gate::Refuse(r) => {
+                    proxy.metrics.access_refused(r);
+                    return Plan::Refuse {
+                        status: 403,
+                        body: pages::access_body(r),
+                        location: None,
+                    };
+                }
             };
             // Stay on the pinned backend while it serves this service.
             let backend = match pinned {
@@ -630,12 +683,18 @@ fn plan(
             out.clear();
             let rewrite = HeadRewrite {
                 host: svc.host_header.as_deref(),
-                keep_forwarded_for: s.trusts(info.client),
+                keep_forwarded_for: info.via == Via::Direct && s.trusts(info.client),
+                client: Some(passage.client),
+                identity: svc
+                    .access
+                    .as_ref()
+                    .map(|a| (&*a.identity_header, passage.identity.as_deref())),
             };
             write_upstream_head(out, h, info, &rewrite);
             Plan::Forward(Forward {
                 service,
                 network,
+                client: passage.client,
                 backend,
                 framing: h.framing,
                 head_len: h.len,
@@ -647,6 +706,7 @@ fn plan(
                         h.method.to_owned(),
                         String::from_utf8_lossy(h.host.unwrap_or_default()).into_owned(),
                         h.path.to_owned(),
+                        passage.ray,
                     ))
                 }),
             })
@@ -669,6 +729,11 @@ pub struct HeadRewrite<'a> {
     pub host: Option<&'a str>,
     /// The peer is a trusted proxy: its `X-Forwarded-For` is kept and appended to.
     pub keep_forwarded_for: bool,
+    /// The client the forwarding fields name, when not the connection's peer (the tunnel).
+    pub client: Option<IpAddr>,
+    /// The service's identity header, and the identity Access verified: any client copy of
+    /// the header is removed, the verified one added.
+    pub identity: Option<(&'a str, Option<&'a str>)>,
 }
 
 /// The request head as the backend gets it: hop-by-hop fields and client-supplied
@@ -687,8 +752,14 @@ pub fn write_upstream_head(
     out.extend_from_slice(b"Host: ");
     out.extend_from_slice(rewrite.host.map_or(client_host, str::as_bytes));
     out.extend_from_slice(b"\r\n");
+    let identity_header = rewrite.identity.map(|(name, _)| name);
     for f in h.headers {
-        if h.is_hop_by_hop(f.name) || f.name.eq_ignore_ascii_case("host") {
+        if h.is_hop_by_hop(f.name)
+            || f.name.eq_ignore_ascii_case("host")
+            // SECURITY: only the tunnel's own fields are believed; nobody else may send them.
+            || (info.via == Via::Direct && tunnel::is_cloudflare_field(f.name))
+            || identity_header.is_some_and(|n| f.name.eq_ignore_ascii_case(n))
+        {
             continue;
         }
         out.extend_from_slice(f.name.as_bytes());
@@ -707,7 +778,15 @@ pub fn write_upstream_head(
             out.extend_from_slice(b"\r\n");
         }
     }
-    write_forwarding(out, info.client, info.tls, client_host);
+    if let Some((name, Some(identity))) = rewrite.identity {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(identity.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // Through the tunnel, Cloudflare's edge spoke TLS with the client.
+    let tls = info.tls || info.via == Via::Tunnel;
+    write_forwarding(out, rewrite.client.unwrap_or(info.client), tls, client_host);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -16,8 +16,9 @@ use pingora::protocols::http::v1::client::HttpSession as UpSession;
 use pingora::protocols::http::{ReusableHttpStream, ServerSession};
 use pingora::server::ShutdownWatch;
 
-use crate::decide::{Decision, decide};
+use crate::decide::{Decision, Via, decide};
 use crate::head::{FORWARDING, is_hop_by_hop};
+use crate::tunnel::{self, Gate, Passage};
 use crate::{ConnInfo, Proxy, pages};
 
 /// pingora's `HttpServerApp` over the proxy.
@@ -27,6 +28,8 @@ pub struct General {
     pub proxy: Arc<Proxy>,
     /// h2c on: the fast path hands over only plain connections that start with the preface.
     pub options: HttpServerOptions,
+    /// The listener it serves.
+    via: Via,
 }
 
 #[async_trait]
@@ -48,10 +51,14 @@ impl HttpServerApp for General {
 
 impl General {
     /// The general path over `proxy`.
-    pub fn new(proxy: Arc<Proxy>) -> Self {
+    pub fn new(proxy: Arc<Proxy>, via: Via) -> Self {
         let mut options = HttpServerOptions::default();
         options.h2c = true;
-        Self { proxy, options }
+        Self {
+            proxy,
+            options,
+            via,
+        }
     }
 
     /// Serves one request; an HTTP/1 connection that may carry another comes back, with any
@@ -62,10 +69,12 @@ impl General {
             Ok(false) | Err(_) => return None,
         }
         let started = Instant::now();
-        let ConnInfo { client, tls, sni } = ConnInfo::from_digests(
+        let info = ConnInfo::from_digests(
             session.client_addr(),
             session.digest().and_then(|d| d.ssl_digest.as_deref()),
+            self.via,
         )?;
+        let (client, tls, sni) = (info.client, info.tls, info.sni.clone());
         let req = session.req_header();
         let host: Option<Vec<u8>> = req
             .headers
@@ -80,6 +89,7 @@ impl General {
         let (service, network) = match decide(
             &state.snapshot,
             client,
+            self.via,
             sni.as_deref(),
             host.as_deref(),
             &path,
@@ -92,7 +102,7 @@ impl General {
                 return None;
             }
         };
-        if !tls && !state.snapshot.service(service).plain_http {
+        if !tls && !state.snapshot.service(service).plain_http && self.via == Via::Direct {
             let method = session.req_header().method.clone();
             let (status, location) = pages::to_https(
                 method.as_str(),
@@ -109,6 +119,7 @@ impl General {
             .await;
             return None;
         }
+        let passage = self.admit(&mut session, &state, service, &info).await?;
         let host = host.unwrap_or_default();
         let (access_host, access_path) = if self.proxy.access.enabled() {
             (host.clone(), path.clone())
@@ -116,7 +127,7 @@ impl General {
             (Vec::new(), String::new())
         };
         let (status, clean) = match self
-            .forward(&mut session, &state, service, client, tls, host, path)
+            .forward(&mut session, &state, service, &passage, tls, host, path)
             .await
         {
             Done::Status(s) => (s, true),
@@ -142,7 +153,8 @@ impl General {
             .request(service.index(), network.index(), status, started.elapsed());
         if self.proxy.access.enabled() {
             self.proxy.access.send(crate::access::Entry {
-                client,
+                client: passage.client,
+                ray: passage.ray.clone(),
                 service: state.snapshot.service(service).name.to_string(),
                 method: session.req_header().method.to_string(),
                 host: String::from_utf8_lossy(&access_host).into_owned(),
@@ -157,6 +169,47 @@ impl General {
         session.finish().await.ok().flatten()
     }
 
+    /// The tunnel's part of admitting the request (client address, Access token); `None`
+    /// when refused, the 403 sent.
+    async fn admit(
+        &self,
+        session: &mut ServerSession,
+        state: &crate::ProxyState,
+        service: labgate_config::route::ServiceId,
+        info: &ConnInfo,
+    ) -> Option<Passage> {
+        let svc = state.snapshot.service(service);
+        let mut keys_refreshed = false;
+        loop {
+            let req = session.req_header();
+            let field = |name: &str| req.headers.get(name).map(HeaderValue::as_bytes);
+            let cookies = req
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .map(HeaderValue::as_bytes);
+            match tunnel::admit(
+                &self.proxy.access_keys,
+                svc,
+                info,
+                field,
+                cookies,
+                keys_refreshed,
+            ) {
+                Gate::Pass(p) => return Some(p),
+                Gate::RefreshKeys(url) => {
+                    self.proxy.access_keys.refresh(&url).await;
+                    keys_refreshed = true;
+                }
+                Gate::Refuse(r) => {
+                    self.proxy.metrics.access_refused(r);
+                    page(session, 403, pages::access_body(r), None).await;
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Forwards one request; returns the status the client got.
     #[allow(clippy::too_many_arguments)]
     async fn forward(
@@ -164,7 +217,7 @@ impl General {
         session: &mut ServerSession,
         state: &crate::ProxyState,
         service: labgate_config::route::ServiceId,
-        client: IpAddr,
+        passage: &Passage,
         tls: bool,
         host: Vec<u8>,
         path: String,
@@ -223,13 +276,20 @@ impl General {
             &path,
             &host,
             Forwarding {
-                client,
-                tls,
+                client: passage.client,
+                // Through the tunnel, Cloudflare's edge spoke TLS with the client.
+                tls: tls || self.via == Via::Tunnel,
                 upgrade,
                 // HTTP/2 frames the body itself.
                 stream_body: stream_body && !h2c,
                 host_header: svc.host_header.as_deref(),
-                keep_forwarded_for: state.snapshot.trusts(client),
+                keep_forwarded_for: self.via == Via::Direct
+                    && state.snapshot.trusts(passage.client),
+                via: self.via,
+                identity: svc
+                    .access
+                    .as_ref()
+                    .map(|a| (&*a.identity_header, passage.identity.as_deref())),
             },
         ) else {
             return Done::Status(error(session, 400, "the request head cannot be forwarded").await);
@@ -462,6 +522,9 @@ struct Forwarding<'a> {
     stream_body: bool,
     host_header: Option<&'a str>,
     keep_forwarded_for: bool,
+    via: Via,
+    /// The service's identity header and the verified identity (see `fast::HeadRewrite`).
+    identity: Option<(&'a str, Option<&'a str>)>,
 }
 
 /// The request as the backend gets it: HTTP/1.1, hop-by-hop and client forwarding fields
@@ -479,6 +542,8 @@ fn upstream_request(
         stream_body,
         host_header,
         keep_forwarded_for,
+        via,
+        identity,
     } = f;
     let mut out = RequestHeader::build(req.method.clone(), path.as_bytes(), None).ok()?;
     out.set_version(http::Version::HTTP_11);
@@ -496,6 +561,9 @@ fn upstream_request(
         if (is_hop_by_hop(n) && !keep_for_upgrade)
             || (FORWARDING.contains(&n) && !kept_chain)
             || n == "host"
+            // SECURITY: only the tunnel's own fields are believed; nobody else may send them.
+            || (via == Via::Direct && tunnel::is_cloudflare_field(n))
+            || identity.is_some_and(|(h, _)| h == n)
             || named_by_connection
                 .iter()
                 .any(|t| t == n && !keep_for_upgrade)
@@ -510,6 +578,9 @@ fn upstream_request(
     if stream_body {
         out.insert_header(header::TRANSFER_ENCODING, "chunked")
             .ok()?;
+    }
+    if let Some((name, Some(value))) = identity {
+        out.insert_header(name.to_owned(), value).ok()?;
     }
     let sent_host = host_header.map_or(host, str::as_bytes);
     out.insert_header(header::HOST, HeaderValue::from_bytes(sent_host).ok()?)

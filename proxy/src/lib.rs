@@ -8,6 +8,7 @@
 pub mod access;
 pub mod backends;
 pub mod certs;
+pub mod cf_access;
 pub mod chunked;
 pub mod decide;
 pub mod fast;
@@ -18,6 +19,7 @@ pub mod health;
 pub mod metrics;
 pub mod pages;
 mod service;
+pub mod tunnel;
 mod upstream;
 
 use std::net::IpAddr;
@@ -28,7 +30,7 @@ use labgate_config::Snapshot;
 use pingora::connectors::TransportConnector;
 
 pub use certs::{CertMap, CertStore, Sni};
-pub use service::listeners;
+pub use service::{Addresses, listeners};
 
 /// Errors of the proxy's control side.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,8 @@ pub struct Proxy {
     pub access: access::AccessLog,
     /// The port HTTPS redirects name.
     pub https_port: u16,
+    /// Cloudflare Access signing keys.
+    pub access_keys: Arc<cf_access::AccessKeys>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -90,6 +94,7 @@ impl Proxy {
             metrics,
             certs,
             https_port,
+            access_keys: Arc::new(cf_access::AccessKeys::default()),
         }
     }
 
@@ -97,6 +102,9 @@ impl Proxy {
     /// their state.
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
         self.access.set_enabled(snapshot.access_log);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.access_keys.prefetch(&snapshot);
+        }
         let pools = backends::Pools::build(&snapshot, &self.state.load().pools);
         self.state.store(Arc::new(ProxyState { snapshot, pools }));
     }
@@ -142,14 +150,17 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The normalized TLS server name.
     pub sni: Option<Arc<str>>,
+    /// The listener: direct, or the tunnel origin.
+    pub via: decide::Via,
 }
 
 impl ConnInfo {
     /// From pingora's digests of the connection: the peer address (v4-mapped addresses as
-    /// IPv4), whether TLS carried it, and the SNI the handshake recorded.
+    /// IPv4), whether TLS carried it, and the SNI the handshake recorded; `via` the listener.
     pub fn from_digests(
         peer: Option<&pingora::protocols::l4::socket::SocketAddr>,
         ssl: Option<&pingora::protocols::tls::SslDigest>,
+        via: decide::Via,
     ) -> Option<Self> {
         let client = peer?.as_inet()?.ip().to_canonical();
         let sni = ssl
@@ -159,6 +170,7 @@ impl ConnInfo {
             client,
             tls: ssl.is_some(),
             sni,
+            via,
         })
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use labgate_config::Snapshot;
 use labgate_config::histogram::Histogram;
 
+use crate::cf_access::Reason;
+
 /// Services and networks counted by position; more than this share the last slot.
 const SLOTS: usize = 256;
 /// Upper bounds of the latency histogram, in seconds.
@@ -44,6 +46,8 @@ pub struct Metrics {
     latency: Histogram,
     /// Completed TLS handshakes.
     pub handshakes: AtomicU64,
+    /// Cloudflare Access refusals, by [`Reason::ALL`] position.
+    access_refused: [AtomicU64; Reason::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -55,6 +59,7 @@ impl Default for Metrics {
             refused: Classes::default(),
             latency: Histogram::new(&BUCKETS),
             handshakes: AtomicU64::new(0),
+            access_refused: Default::default(),
         }
     }
 }
@@ -77,6 +82,14 @@ impl Metrics {
         self.by_network[network.min(SLOTS - 1)][class(403)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a request whose Cloudflare Access token was refused.
+    pub fn access_refused(&self, r: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|x| *x == r) {
+            self.access_refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.refused(403);
+    }
+
     /// Counts a request refused before a service was chosen.
     pub fn refused(&self, status: u16) {
         self.refused[class(status)].fetch_add(1, Ordering::Relaxed);
@@ -94,6 +107,15 @@ impl Metrics {
 
     /// Appends the Prometheus text, labelling positions with the serving snapshot's names.
     pub fn render(&self, s: &Snapshot, out: &mut String) {
+        out.push_str("# HELP labgate_http_access_refused_total Requests through the tunnel whose Cloudflare Access token was refused, by reason.\n# TYPE labgate_http_access_refused_total counter\n");
+        for (r, n) in Reason::ALL.iter().zip(&self.access_refused) {
+            let _ = writeln!(
+                out,
+                "labgate_http_access_refused_total{{reason=\"{}\"}} {}",
+                r.label(),
+                n.load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# TYPE labgate_http_requests_total counter\n");
         for svc in &s.services {
             let c = &self.by_service[svc.id.index().min(SLOTS - 1)];

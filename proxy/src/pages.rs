@@ -57,6 +57,10 @@ pub fn refusal_body(s: &Snapshot, r: Refusal) -> String {
             "403 Forbidden: your address is in no network labgate knows ([[network]] cidrs).\n"
                 .into()
         }
+        Refusal::NotConnector => {
+            "403 Forbidden: this is the Cloudflare Tunnel origin; only `tunnel.connectors` may use it.\n"
+                .into()
+        }
         Refusal::UnknownHost | Refusal::UnknownPath => {
             "404 Not Found: no service here has this host name and path.\n".into()
         }
@@ -73,6 +77,14 @@ pub fn refusal_body(s: &Snapshot, r: Refusal) -> String {
             )
         }
     }
+}
+
+/// The body when Cloudflare Access refused a token.
+pub fn access_body(r: crate::cf_access::Reason) -> String {
+    format!(
+        "403 Forbidden: this service requires Cloudflare Access, and the request's token was refused ({}).\n",
+        r.label()
+    )
 }
 
 /// The body when a backend failed: what happened, where to look.

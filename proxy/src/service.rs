@@ -1,5 +1,6 @@
 //! pingora listening services: HTTPS and plain HTTP, both through the fast path (plain HTTP
-//! redirects every service that does not set `plain_http`).
+//! redirects every service that does not set `plain_http`), and the Cloudflare Tunnel
+//! origin (plain HTTP or HTTPS), whose requests all belong to the network `tunnel`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::listening::Service;
 
 use crate::certs::SniCapture;
+use crate::decide::Via;
 use crate::fast::{self, Outcome};
 use crate::general::General;
 use crate::{ConnInfo, Proxy};
@@ -23,6 +25,7 @@ use crate::{ConnInfo, Proxy};
 pub struct Entry {
     proxy: Arc<Proxy>,
     general: Arc<General>,
+    via: Via,
 }
 
 #[async_trait]
@@ -37,8 +40,11 @@ impl ServerApp for Entry {
         }
         let socket = stream.get_socket_digest();
         let ssl = stream.get_ssl_digest();
-        let info =
-            ConnInfo::from_digests(socket.as_ref().and_then(|d| d.peer_addr()), ssl.as_deref())?;
+        let info = ConnInfo::from_digests(
+            socket.as_ref().and_then(|d| d.peer_addr()),
+            ssl.as_deref(),
+            self.via,
+        )?;
         let mut stream = stream;
         let mut prefix = None;
         // The fast path and pingora's HTTP/1 session take turns on one connection.
@@ -67,43 +73,67 @@ impl ServerApp for Entry {
     }
 }
 
+/// Where the listeners bind.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Addresses<'a> {
+    /// HTTPS.
+    pub https: &'a [SocketAddr],
+    /// Plain HTTP.
+    pub http: &'a [SocketAddr],
+    /// The tunnel origin over plain HTTP.
+    pub tunnel: &'a [SocketAddr],
+    /// The tunnel origin over HTTPS.
+    pub tunnel_https: &'a [SocketAddr],
+}
+
 /// The listening services: HTTPS (TLS 1.2 and 1.3, ALPN h2 and http/1.1, certificates from
-/// the store) and plain HTTP (services with `plain_http`; the rest are redirected to HTTPS).
+/// the store), plain HTTP (services with `plain_http`; the rest are redirected to HTTPS), and
+/// the tunnel origin over either.
 ///
 /// # Errors
 /// When pingora cannot build the TLS settings.
 pub fn listeners(
     proxy: &Arc<Proxy>,
-    https: &[SocketAddr],
-    http: &[SocketAddr],
+    at: Addresses<'_>,
     threads: usize,
 ) -> Result<Vec<Service<Entry>>, crate::Error> {
-    let app = || Entry {
-        proxy: Arc::clone(proxy),
-        general: Arc::new(General::new(Arc::clone(proxy))),
-    };
-    let mut services = Vec::with_capacity(2);
-    if !https.is_empty() {
-        let mut service = Service::new("labgate https".to_owned(), app());
-        service.threads = Some(threads);
-        for addr in https {
-            let mut tls = TlsSettings::with_callbacks(Box::new(SniCapture {
-                metrics: Arc::clone(&proxy.metrics),
-            }))
-            .map_err(|e| crate::Error::Certificate(format!("cannot set up TLS: {e}")))?;
-            tls.set_cert_resolver(proxy.certs.clone());
-            tls.enable_h2();
-            service.add_tls_with_settings(&addr.to_string(), None, tls);
+    let kinds = [
+        ("labgate https", at.https, true, Via::Direct),
+        ("labgate http", at.http, false, Via::Direct),
+        ("labgate tunnel", at.tunnel, false, Via::Tunnel),
+        ("labgate tunnel https", at.tunnel_https, true, Via::Tunnel),
+    ];
+    let mut services = Vec::new();
+    for (name, addrs, tls, via) in kinds {
+        if addrs.is_empty() {
+            continue;
         }
-        services.push(service);
-    }
-    if !http.is_empty() {
-        let mut service = Service::new("labgate http".to_owned(), app());
+        let app = Entry {
+            proxy: Arc::clone(proxy),
+            general: Arc::new(General::new(Arc::clone(proxy), via)),
+            via,
+        };
+        let mut service = Service::new(name.to_owned(), app);
         service.threads = Some(threads);
-        for addr in http {
-            service.add_tcp(&addr.to_string());
+        for addr in addrs {
+            if tls {
+                service.add_tls_with_settings(&addr.to_string(), None, tls_settings(proxy)?);
+            } else {
+                service.add_tcp(&addr.to_string());
+            }
         }
         services.push(service);
     }
     Ok(services)
+}
+
+/// TLS 1.2 and 1.3, ALPN h2 and http/1.1, certificates from the store by SNI.
+fn tls_settings(proxy: &Proxy) -> Result<TlsSettings, crate::Error> {
+    let mut tls = TlsSettings::with_callbacks(Box::new(SniCapture {
+        metrics: Arc::clone(&proxy.metrics),
+    }))
+    .map_err(|e| crate::Error::Certificate(format!("cannot set up TLS: {e}")))?;
+    tls.set_cert_resolver(proxy.certs.clone());
+    tls.enable_h2();
+    Ok(tls)
 }

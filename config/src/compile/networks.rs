@@ -227,6 +227,7 @@ pub(super) fn listen(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Listen {
         https: all(443),
         http: all(80),
         tunnel: Vec::new(),
+        tunnel_https: Vec::new(),
         admin: SocketAddr::from(([127, 0, 0, 1], 9153)),
     };
     let Some((file, raw)) = single(cx, files, "listen", |f| f.listen.as_ref()) else {
@@ -245,7 +246,8 @@ pub(super) fn listen(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Listen {
     addrs(&raw.dns, "dns", 53, &mut l.dns);
     addrs(&raw.https, "https", 443, &mut l.https);
     addrs(&raw.http, "http", 80, &mut l.http);
-    addrs(&raw.tunnel, "tunnel", 8443, &mut l.tunnel);
+    addrs(&raw.tunnel, "tunnel", 8080, &mut l.tunnel);
+    addrs(&raw.tunnel_https, "tunnel_https", 8443, &mut l.tunnel_https);
     if let Some(a) = &raw.admin
         && let Some(a) = addr(cx, file, a, "listen.admin", 9153)
     {

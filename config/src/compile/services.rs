@@ -10,8 +10,10 @@ use super::values;
 use super::views::{Origin, ViewsBuilder, address_record};
 use super::{Ctx, Explain, items};
 use crate::network::{NetworkKind, NetworkSet, Networks};
-use crate::raw::{RawFile, RawService};
-use crate::route::{Backend, BackendHost, Balance, HealthCheck, RouteTable, Service, ServiceId};
+use crate::raw::{RawAccess, RawFile, RawService};
+use crate::route::{
+    AccessApp, Backend, BackendHost, Balance, HealthCheck, RouteTable, Service, ServiceId,
+};
 use crate::source::FileId;
 use crate::view::Zone;
 
@@ -25,6 +27,8 @@ pub(super) fn compile(
     let mut services: Vec<Service> = Vec::new();
     let mut routes = RouteTable::default();
     let mut places: Vec<String> = Vec::new();
+    let jwks_url = access_jwks_url(cx, files);
+    let jwks_url = jwks_url.as_deref();
     for (file, i, raw) in items(files, |f| &f.service) {
         let key = format!("service[{i}]");
         let mut hosts = Vec::new();
@@ -192,9 +196,114 @@ pub(super) fn compile(
             backend_roots: raw.backend_ca_file.as_ref().map_or_else(Vec::new, |ca| {
                 ca_certs(cx, file, ca, &format!("{key}.backend_ca_file"))
             }),
+            access: raw.access.as_ref().and_then(|a| {
+                access_app(
+                    cx,
+                    file,
+                    a,
+                    &format!("{key}.access"),
+                    jwks_url,
+                    allow.contains(networks.tunnel().id),
+                )
+            }),
         });
     }
     (services, routes)
+}
+
+/// `tunnel.access_jwks_url`, checked.
+fn access_jwks_url(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Option<String> {
+    let (file, u) = files.iter().find_map(|(file, f)| {
+        Some((*file, f.tunnel.as_ref()?.get_ref().access_jwks_url.clone()?))
+    })?;
+    match url::Url::parse(&u.get_ref().replace("{team}", "team")) {
+        Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => Some(u.get_ref().clone()),
+        _ => {
+            cx.error(
+                file,
+                u.span(),
+                "tunnel.access_jwks_url",
+                format!("`{}` is not a URL", u.get_ref()),
+            )
+            .expected("e.g. `https://{team}.cloudflareaccess.com/cdn-cgi/access/certs`");
+            None
+        }
+    }
+}
+
+/// The Access application of a service, checked: a team name usable in a host name, an
+/// audience tag, a header name.
+fn access_app(
+    cx: &mut Ctx<'_>,
+    file: FileId,
+    raw: &RawAccess,
+    key: &str,
+    jwks_url: Option<&str>,
+    tunnel_allowed: bool,
+) -> Option<AccessApp> {
+    let team = raw.team.get_ref();
+    if team.is_empty() || !team.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        cx.error(
+            file,
+            raw.team.span(),
+            format!("{key}.team"),
+            format!("`{team}` is not a team name"),
+        )
+        .expected("the <team> of <team>.cloudflareaccess.com, e.g. `team = \"myhomelab\"`");
+        return None;
+    }
+    let aud = raw.aud.get_ref();
+    if aud.is_empty() || aud.contains(char::is_whitespace) {
+        cx.error(
+            file,
+            raw.aud.span(),
+            format!("{key}.aud"),
+            "an Access audience tag is one word",
+        )
+        .expected("the application's AUD from the Access dashboard (64 hex digits)");
+        return None;
+    }
+    let header = raw
+        .identity_header
+        .as_ref()
+        .map_or("cf-access-authenticated-user-email", |h| {
+            h.get_ref().as_str()
+        });
+    if header.is_empty()
+        || !header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        if let Some(h) = &raw.identity_header {
+            cx.error(
+                file,
+                h.span(),
+                format!("{key}.identity_header"),
+                format!("`{header}` is not a header name"),
+            )
+            .expected("letters, digits and `-`, e.g. `Remote-Email`");
+        }
+        return None;
+    }
+    if !tunnel_allowed {
+        cx.warn(
+            file,
+            raw.team.span(),
+            key.to_owned(),
+            "Access is checked on tunnel requests only, and this service does not allow `tunnel`",
+        )
+        .hint("add `tunnel` to `allow`, or remove `access`");
+    }
+    Some(AccessApp {
+        team: Arc::from(team.as_str()),
+        aud: Arc::from(aud.as_str()),
+        issuer: Arc::from(format!("https://{team}.cloudflareaccess.com")),
+        jwks_url: Arc::from(jwks_url.map_or_else(
+            || format!("https://{team}.cloudflareaccess.com/cdn-cgi/access/certs"),
+            |u| u.replace("{team}", team),
+        )),
+        identity_header: Arc::from(header.to_ascii_lowercase()),
+    })
 }
 
 /// A count from 1 to 100, or the default.

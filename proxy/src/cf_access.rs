@@ -1,0 +1,256 @@
+//! Cloudflare Access tokens: RS256 JWTs verified against the team's signing keys (JWKS),
+//! fetched in the background and cached; an unknown key id triggers a refetch (at most one
+//! per [`REFETCH_EVERY`] per team), which handles key rotation. `aud`, `iss`, `exp` and `nbf`
+//! are checked with [`LEEWAY`]. Anything else is refused with a counted reason.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use labgate_config::Snapshot;
+use labgate_config::route::AccessApp;
+
+/// Clock difference tolerated on `exp` and `nbf`.
+pub const LEEWAY: u64 = 30;
+/// Shortest time between two fetches of one team's keys.
+pub const REFETCH_EVERY: Duration = Duration::from_secs(10);
+/// Longest a key fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest key set accepted.
+const MAX_JWKS: usize = 256 * 1024;
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// No `Cf-Access-Jwt-Assertion` field nor `CF_Authorization` cookie.
+    Missing,
+    /// Not a JWT.
+    Malformed,
+    /// Signed with an algorithm other than RS256 (`none`, HS256 with the public key...).
+    Algorithm,
+    /// Signed by a key the team does not publish.
+    UnknownKey,
+    /// The signature does not verify.
+    Signature,
+    /// Past `exp`.
+    Expired,
+    /// Before `nbf`.
+    NotYetValid,
+    /// `aud` does not name this application.
+    Audience,
+    /// `iss` is not the team.
+    Issuer,
+    /// No e-mail (nor service-token name) to pass on.
+    NoIdentity,
+}
+
+impl Reason {
+    /// Every reason, in counter order.
+    pub const ALL: [Self; 10] = [
+        Self::Missing,
+        Self::Malformed,
+        Self::Algorithm,
+        Self::UnknownKey,
+        Self::Signature,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::Audience,
+        Self::Issuer,
+        Self::NoIdentity,
+    ];
+
+    /// The label in metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::Algorithm => "algorithm",
+            Self::UnknownKey => "unknown_key",
+            Self::Signature => "signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::Audience => "audience",
+            Self::Issuer => "issuer",
+            Self::NoIdentity => "no_identity",
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    email: Option<String>,
+    /// Service tokens carry their name here instead of an e-mail.
+    common_name: Option<String>,
+}
+
+/// One team's keys by key id.
+type KeySet = HashMap<String, DecodingKey>;
+
+type Http = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// The teams' signing keys, by JWKS URL.
+pub struct AccessKeys {
+    sets: ArcSwap<HashMap<Arc<str>, Arc<KeySet>>>,
+    /// When each URL was last fetched (the rate bound).
+    fetched: Mutex<HashMap<Arc<str>, Instant>>,
+    http: Http,
+}
+
+impl std::fmt::Debug for AccessKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKeys").finish_non_exhaustive()
+    }
+}
+
+impl Default for AccessKeys {
+    fn default() -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        connector.set_connect_timeout(Some(FETCH_TIMEOUT));
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let https = match tls {
+            Ok(tls) => builder.with_tls_config(tls),
+            // ring's provider supports the safe defaults; keep a working client regardless.
+            Err(_) => builder.with_webpki_roots(),
+        }
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+        Self {
+            sets: ArcSwap::from_pointee(HashMap::new()),
+            fetched: Mutex::new(HashMap::new()),
+            http: Client::builder(TokioExecutor::new()).build(https),
+        }
+    }
+}
+
+impl AccessKeys {
+    /// Checks `token` for `app`: the verified identity (e-mail, or a service token's name).
+    ///
+    /// # Errors
+    /// The reason it is refused.
+    pub fn verify(&self, app: &AccessApp, token: Option<&str>) -> Result<String, Reason> {
+        let token = token.filter(|t| !t.is_empty()).ok_or(Reason::Missing)?;
+        let header = decode_header(token).map_err(|_| Reason::Malformed)?;
+        if header.alg != Algorithm::RS256 {
+            return Err(Reason::Algorithm);
+        }
+        let kid = header.kid.ok_or(Reason::UnknownKey)?;
+        let sets = self.sets.load();
+        let key = sets
+            .get(&app.jwks_url)
+            .and_then(|s| s.get(&kid))
+            .ok_or(Reason::UnknownKey)?;
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_audience(&[&*app.aud]);
+        v.set_issuer(&[&*app.issuer]);
+        v.set_required_spec_claims(&["exp", "aud", "iss"]);
+        v.validate_nbf = true;
+        v.leeway = LEEWAY;
+        let data = decode::<Claims>(token, key, &v).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => Reason::Expired,
+            ErrorKind::ImmatureSignature => Reason::NotYetValid,
+            ErrorKind::InvalidAudience => Reason::Audience,
+            ErrorKind::InvalidIssuer => Reason::Issuer,
+            ErrorKind::InvalidSignature => Reason::Signature,
+            ErrorKind::InvalidAlgorithm => Reason::Algorithm,
+            _ => Reason::Malformed,
+        })?;
+        data.claims
+            .email
+            .or(data.claims.common_name)
+            .filter(|e| !e.is_empty() && !e.contains(['\r', '\n']))
+            .ok_or(Reason::NoIdentity)
+    }
+
+    /// Fetches the keys of every Access application in `s` not fetched yet.
+    pub fn prefetch(self: &Arc<Self>, s: &Snapshot) {
+        for svc in &s.services {
+            let Some(app) = &svc.access else { continue };
+            if !self.sets.load().contains_key(&app.jwks_url) {
+                let (keys, url) = (Arc::clone(self), Arc::clone(&app.jwks_url));
+                tokio::spawn(async move { keys.refresh(&url).await });
+            }
+        }
+    }
+
+    /// Fetches `url`'s keys again unless that happened less than [`REFETCH_EVERY`] ago;
+    /// whether a new set was stored.
+    pub async fn refresh(&self, url: &Arc<str>) -> bool {
+        {
+            let Ok(mut fetched) = self.fetched.lock() else {
+                return false;
+            };
+            if fetched
+                .get(url)
+                .is_some_and(|t| t.elapsed() < REFETCH_EVERY)
+            {
+                return false;
+            }
+            fetched.insert(Arc::clone(url), Instant::now());
+        }
+        match tokio::time::timeout(FETCH_TIMEOUT, self.fetch(url)).await {
+            Ok(Ok(keys)) => {
+                tracing::info!("Cloudflare Access keys from {url}: {} key(s)", keys.len());
+                let mut sets = HashMap::clone(&self.sets.load());
+                sets.insert(Arc::clone(url), Arc::new(keys));
+                self.sets.store(Arc::new(sets));
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    "cannot fetch Cloudflare Access keys from {url}: {e}; tokens signed by new keys are refused until it works"
+                );
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "Cloudflare Access keys from {url}: no answer within {} s",
+                    FETCH_TIMEOUT.as_secs()
+                );
+                false
+            }
+        }
+    }
+
+    async fn fetch(&self, url: &str) -> Result<KeySet, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+        let rsp = self.http.get(uri).await.map_err(|e| e.to_string())?;
+        if !rsp.status().is_success() {
+            return Err(format!("HTTP {}", rsp.status()));
+        }
+        let body = Limited::new(rsp.into_body(), MAX_JWKS)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let (Some(kid), Ok(key)) = (&jwk.common.key_id, DecodingKey::from_jwk(jwk)) else {
+                continue;
+            };
+            keys.insert(kid.clone(), key);
+        }
+        if keys.is_empty() {
+            return Err("no usable key in the set".into());
+        }
+        Ok(keys)
+    }
+}
