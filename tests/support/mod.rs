@@ -8,6 +8,7 @@ pub(crate) mod backend;
 pub(crate) mod cloudflare;
 pub(crate) mod h2c;
 pub(crate) mod https;
+pub(crate) mod jwks;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

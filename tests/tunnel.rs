@@ -1,0 +1,402 @@
+//! End-to-end: the Cloudflare Tunnel origin. Requests on the tunnel listener belong to the
+//! network `tunnel` whatever their source, only from connector addresses; the client address
+//! comes from `Cf-Connecting-IP` there and nowhere else; services that do not allow `tunnel`
+//! do not exist for it; Cloudflare Access tokens are verified against a JWKS served on
+//! loopback (valid, expired, wrong aud, wrong iss, tampered, alg none, HS256 with the public
+//! key, unknown kid then a rotated key); `tunnel-config` and `explain --via tunnel` agree.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use support::backend::Backend;
+use support::jwks::{JwksServer, Key, hs256_with_public_key, unsigned};
+use support::{ConfigDir, Labgate, free_port};
+
+const TEAM: &str = "homelab";
+const AUD: &str = "4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2";
+
+fn config(tunnel: u16, backend: u16, jwks: &str) -> String {
+    let tunnel_https = tunnel + 1;
+    format!(
+        r#"
+[listen]
+tunnel = ["127.0.0.1:{tunnel}"]
+tunnel_https = ["127.0.0.1:{tunnel_https}"]
+
+[tunnel]
+connectors = ["127.0.0.1"]
+access_jwks_url = "{jwks}"
+
+[[network]]
+name = "lab"
+cidrs = ["127.0.0.0/30"]
+addresses = ["127.0.0.1"]
+
+[[zone]]
+name = "lab.test"
+
+[[service]]
+host = "public.lab.test"
+backends = ["http://127.0.0.1:{backend}"]
+allow = ["lab", "tunnel"]
+
+[[service]]
+host = "admin.lab.test"
+backends = ["http://127.0.0.1:{backend}"]
+allow = ["lab", "tunnel"]
+access = {{ team = "{TEAM}", aud = "{AUD}", identity_header = "Remote-Email" }}
+
+[[service]]
+host = "nas.lab.test"
+backends = ["http://127.0.0.1:{backend}"]
+allow = ["lab"]
+"#
+    )
+}
+
+/// A plain-HTTP request to `port` with a Host and extra fields, from `from`: (status, body).
+fn get(port: u16, host: &str, fields: &[(&str, &str)], from: &str) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "--max-time",
+        "30",
+        "--interface",
+        from,
+        "-w",
+        "\n%{http_code}",
+    ])
+    .args(["-H", &format!("Host: {host}")]);
+    for (n, v) in fields {
+        cmd.args(["-H", &format!("{n}: {v}")]);
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn start(jwks: &str) -> (ConfigDir, Labgate, Backend, u16) {
+    let backend = Backend::start("app");
+    // The HTTPS tunnel listener takes the next port.
+    let tunnel = loop {
+        let p = free_port();
+        if std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
+    let cfg = ConfigDir::new();
+    cfg.write("labgate.toml", &config(tunnel, backend.port, jwks));
+    let lg = Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+        ],
+        &cfg.path("state"),
+    );
+    (cfg, lg, backend, tunnel)
+}
+
+#[test]
+fn tunnel_requests_are_their_own_network_with_the_reported_client_and_nothing_more() {
+    let (cfg, lg, backend, tunnel) = start("http://127.0.0.1:9/certs");
+    let cf = [
+        ("Cf-Connecting-IP", "203.0.113.9"),
+        ("CF-Ray", "8f1e2d3c4b5a6978-AMS"),
+    ];
+    let (status, _) = get(tunnel, "public.lab.test", &cf, "127.0.0.1");
+    assert_eq!(status, 200);
+    let seen = backend.seen().pop().expect("forwarded");
+    assert_eq!(seen.header("x-forwarded-for"), ["203.0.113.9"]);
+    assert_eq!(
+        seen.header("forwarded"),
+        ["for=203.0.113.9;proto=https;host=public.lab.test"]
+    );
+    assert_eq!(seen.header("x-forwarded-proto"), ["https"]);
+    // Without the field the connector is the client.
+    let (status, _) = get(tunnel, "public.lab.test", &[], "127.0.0.1");
+    assert_eq!(status, 200);
+    assert_eq!(
+        backend
+            .seen()
+            .pop()
+            .expect("forwarded")
+            .header("x-forwarded-for"),
+        ["127.0.0.1"]
+    );
+    // The same source on the LAN reaches nas.lab.test; through the tunnel it does not exist.
+    let (status, body) = get(tunnel, "nas.lab.test", &cf, "127.0.0.1");
+    assert_eq!(status, 404, "{body}");
+    // Only connectors may use the tunnel listener.
+    let (status, body) = get(tunnel, "public.lab.test", &cf, "127.0.0.2");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("tunnel.connectors"), "{body}");
+    // On the LAN listener the same fields are not believed, and never passed on.
+    let reply = support::https::curl_https(
+        lg.https,
+        "public.lab.test",
+        "/",
+        &cfg.path("state/local-ca/ca.pem"),
+        &[
+            "-H",
+            "Cf-Connecting-IP: 203.0.113.9",
+            "-H",
+            "Remote-Email: someone@example.com",
+        ],
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let seen = backend.seen().pop().expect("forwarded");
+    assert_eq!(seen.header("x-forwarded-for"), ["127.0.0.1"]);
+    assert!(seen.header("cf-connecting-ip").is_empty(), "{seen:?}");
+    // The HTTPS tunnel listener, over HTTP/2 (pingora's session): the same rules.
+    let reply = support::https::curl_https(
+        tunnel + 1,
+        "public.lab.test",
+        "/",
+        &cfg.path("state/local-ca/ca.pem"),
+        &["--http2", "-H", "Cf-Connecting-IP: 198.51.100.4"],
+    );
+    assert_eq!(
+        (reply.status, reply.version.as_str()),
+        (200, "HTTP/2"),
+        "{reply:?}"
+    );
+    assert_eq!(
+        backend
+            .seen()
+            .pop()
+            .expect("forwarded")
+            .header("x-forwarded-for"),
+        ["198.51.100.4"]
+    );
+    let reply = support::https::curl_https(
+        tunnel + 1,
+        "nas.lab.test",
+        "/",
+        &cfg.path("state/local-ca/ca.pem"),
+        &["--http2"],
+    );
+    assert_eq!(reply.status, 404, "{reply:?}");
+    // The access log names the reported client and the ray.
+    lg.wait_log("the tunnel request's access line", |log| {
+        log.lines()
+            .any(|l| l.contains("203.0.113.9 public") && l.contains("cf-ray=8f1e2d3c4b5a6978-AMS"))
+    });
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn claims(aud: &str, iss: &str, exp: u64, nbf: u64) -> Value {
+    json!({"aud": [aud], "iss": iss, "exp": exp, "nbf": nbf, "iat": nbf, "email": "alice@example.com", "sub": "7335d417", "type": "app"})
+}
+
+#[test]
+fn cloudflare_access_tokens_are_verified_and_the_identity_is_passed_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (key1, key2) = (
+        Key::new(dir.path(), "kid-one"),
+        Key::new(dir.path(), "kid-two"),
+    );
+    let jwks = JwksServer::start(&[&key1]);
+    let (cfg, lg, backend, tunnel) = start(&jwks.url);
+    let iss = format!("https://{TEAM}.cloudflareaccess.com");
+    let good = claims(AUD, &iss, now() + 600, now() - 10);
+    let ask = |token: &str, extra: &[(&str, &str)]| {
+        let mut fields = vec![("Cf-Access-Jwt-Assertion", token)];
+        fields.extend_from_slice(extra);
+        get(tunnel, "admin.lab.test", &fields, "127.0.0.1")
+    };
+    // Valid: forwarded with the verified identity, a client-supplied copy removed.
+    let (status, body) = ask(
+        &key1.sign(&good),
+        &[("Remote-Email", "mallory@example.com")],
+    );
+    assert_eq!(status, 200, "{body}");
+    let seen = backend.seen().pop().expect("forwarded");
+    assert_eq!(seen.header("remote-email"), ["alice@example.com"]);
+    // The CF_Authorization cookie works as well.
+    let cookie = format!("CF_Authorization={}", key1.sign(&good));
+    let (status, _) = get(
+        tunnel,
+        "admin.lab.test",
+        &[("Cookie", &cookie)],
+        "127.0.0.1",
+    );
+    assert_eq!(status, 200);
+    // Everything else is refused, each for its reason.
+    // One signature character well inside the signature changed (the last one carries
+    // padding bits a decoder may ignore or reject).
+    let mut tampered = key1.sign(&good).into_bytes();
+    let at = tampered.len() - 20;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    let refused = [
+        ("missing", String::new()),
+        (
+            "expired",
+            key1.sign(&claims(AUD, &iss, now() - 120, now() - 600)),
+        ),
+        (
+            "not_yet_valid",
+            key1.sign(&claims(AUD, &iss, now() + 600, now() + 300)),
+        ),
+        (
+            "audience",
+            key1.sign(&claims("someone-else", &iss, now() + 600, now() - 10)),
+        ),
+        (
+            "issuer",
+            key1.sign(&claims(
+                AUD,
+                "https://evil.cloudflareaccess.com",
+                now() + 600,
+                now() - 10,
+            )),
+        ),
+        ("signature", tampered),
+        ("malformed", unsigned(&good)),
+        ("algorithm", hs256_with_public_key(&key1, &good)),
+    ];
+    for (reason, token) in &refused {
+        let (status, body) = if token.is_empty() {
+            get(tunnel, "admin.lab.test", &[], "127.0.0.1")
+        } else {
+            ask(token, &[])
+        };
+        assert_eq!(status, 403, "{reason}: {body}");
+        assert!(body.contains(reason), "{reason}: {body}");
+    }
+    // A LAN client never carries Access tokens: the service is reached on its network, and
+    // a Remote-Email it sends is not passed on.
+    let reply = support::https::curl_https(
+        lg.https,
+        "admin.lab.test",
+        "/",
+        &cfg.path("state/local-ca/ca.pem"),
+        &["-H", "Remote-Email: mallory@example.com"],
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        backend
+            .seen()
+            .pop()
+            .expect("forwarded")
+            .header("remote-email")
+            .is_empty()
+    );
+    // Key rotation: a token from a key not published at start is refused until the set is
+    // refetched (at most every 10 s), then accepted; the retired key is refused after.
+    jwks.publish(&[&key2]);
+    let rotated = key2.sign(&good);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (status, body) = ask(&rotated, &[]);
+        if status == 200 {
+            break;
+        }
+        assert!(body.contains("unknown_key"), "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the rotated key was never fetched"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (status, body) = ask(&key1.sign(&good), &[]);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("unknown_key"), "{body}");
+    let fetches = *jwks.fetches.lock().expect("lock");
+    assert!(fetches <= 6, "refetches are rate-bound: {fetches}");
+    let metrics = lg.admin("GET", "/metrics").1;
+    for (reason, _) in &refused {
+        assert!(
+            metrics.contains(&format!(
+                "labgate_http_access_refused_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
+}
+
+#[test]
+fn tunnel_config_and_explain_follow_the_services() {
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "labgate.toml",
+        &config(8080, 9000, "http://127.0.0.1:9/certs").replace(
+            "host = \"public.lab.test\"",
+            "host = \"public.lab.test\"\naliases = [\"www.lab.test\"]",
+        ),
+    );
+    let path = cfg.path("labgate.toml");
+    let out = support::bin()
+        .args(["tunnel-config", "--config", path.to_str().expect("utf-8")])
+        .output()
+        .expect("tunnel-config");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rules: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        rules,
+        [
+            "ingress:",
+            "  - hostname: public.lab.test",
+            "    service: http://127.0.0.1:8080",
+            "  - hostname: www.lab.test",
+            "    service: http://127.0.0.1:8080",
+            "  - hostname: admin.lab.test",
+            "    service: http://127.0.0.1:8080",
+            "  - service: http_status:404",
+        ]
+    );
+    // The example cloudflared configuration carries exactly what the example homelab gives.
+    let out = support::bin()
+        .args(["tunnel-config", "--config", "deploy/examples/homelab.toml"])
+        .output()
+        .expect("tunnel-config");
+    let example = std::fs::read_to_string("deploy/examples/cloudflared.yml").expect("example");
+    assert!(
+        example.ends_with(&*String::from_utf8_lossy(&out.stdout)),
+        "deploy/examples/cloudflared.yml is stale: regenerate it with labgate tunnel-config"
+    );
+    let explain = |target: &str| {
+        let out = support::bin()
+            .args([
+                "explain",
+                "--via",
+                "tunnel",
+                "--json",
+                "--config",
+                path.to_str().expect("utf-8"),
+                target,
+            ])
+            .output()
+            .expect("explain");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).expect("JSON")
+    };
+    let admin = explain("https://admin.lab.test/");
+    assert_eq!(admin["network"]["name"], "tunnel");
+    assert_eq!(admin["policy"]["outcome"], "allow");
+    assert_eq!(admin["access"]["outcome"], "required");
+    let nas = explain("nas.lab.test");
+    assert_eq!(nas["policy"]["outcome"], "not_found", "{nas:#}");
+}
