@@ -252,6 +252,18 @@ fn a_wrong_tsig_key_fails_clearly_and_leaves_nothing() {
         metrics.contains("labgate_acme_issuances_total{result=\"failed\"} 1"),
         "{metrics}"
     );
+    // Meanwhile the name is served with a local-CA certificate, and the log says why.
+    let ca = cfg.path("state/local-ca/ca.pem");
+    let served = support::https::curl_https(lg.https, &format!("app.{ZONE}"), "/", &ca, &[]);
+    assert_eq!(
+        served.status, 502,
+        "TLS with the local CA works (the backend is down): {served:?}"
+    );
+    assert!(
+        lg.log_text().contains(&format!("app.{ZONE}: no ACME certificate yet; serving one from labgate's local CA until it is issued")),
+        "{}",
+        lg.log_text()
+    );
 }
 
 #[test]
