@@ -52,6 +52,36 @@ provider = "dns"
     )
 }
 
+/// labgate with the `builtin` provider: its DNS, which Pebble asks, on `dns`; `acme` more
+/// `[acme]` settings; `backend` the services' backend port (default: a dead one).
+fn start_builtin(
+    cfg: &ConfigDir,
+    pebble: &Pebble,
+    dns: u16,
+    acme: &str,
+    backend: Option<u16>,
+) -> Labgate {
+    let text = config(
+        pebble,
+        "[[dns_provider]]\nname = \"dns\"\nkind = \"builtin\"",
+        acme,
+    );
+    let text = match backend {
+        Some(port) => text.replace("http://127.0.0.1:9", &format!("http://127.0.0.1:{port}")),
+        None => text,
+    };
+    cfg.write("labgate.toml", &text);
+    Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+            "--dns",
+            &format!("127.0.0.1:{dns}"),
+        ],
+        &cfg.path("state"),
+    )
+}
+
 /// Polls `/certs` until `pred` holds (an issuance, a failure), within [`ISSUANCE`].
 fn wait_certs(
     lg: &Labgate,
@@ -271,23 +301,7 @@ fn the_builtin_provider_answers_the_challenge_from_labgates_own_dns() {
     let dns = free_port();
     let pebble = Pebble::start(&format!("127.0.0.1:{dns}"));
     let cfg = ConfigDir::new();
-    cfg.write(
-        "labgate.toml",
-        &config(
-            &pebble,
-            "[[dns_provider]]\nname = \"dns\"\nkind = \"builtin\"",
-            "",
-        ),
-    );
-    let lg = Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-            "--dns",
-            &format!("127.0.0.1:{dns}"),
-        ],
-        &cfg.path("state"),
-    );
+    let lg = start_builtin(&cfg, &pebble, dns, "", None);
     let certs = wait_certs(&lg, "the certificate", |c| c[0]["not_after"].is_string());
     assert!(certs[0]["last_error"].is_null(), "{certs:#}");
     let served = served_serial(&lg, &pebble.issuing_root());
@@ -457,27 +471,7 @@ fn renewal_swaps_in_under_load_and_a_dead_ca_leaves_the_certificate_serving() {
     );
     let backend = support::backend::Backend::start("app");
     let cfg = ConfigDir::new();
-    cfg.write(
-        "labgate.toml",
-        &config(
-            &pebble,
-            "[[dns_provider]]\nname = \"dns\"\nkind = \"builtin\"",
-            "",
-        )
-        .replace(
-            "http://127.0.0.1:9",
-            &format!("http://127.0.0.1:{}", backend.port),
-        ),
-    );
-    let lg = Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-            "--dns",
-            &format!("127.0.0.1:{dns}"),
-        ],
-        &cfg.path("state"),
-    );
+    let lg = start_builtin(&cfg, &pebble, dns, "", Some(backend.port));
     let first = wait_certs(&lg, "the first certificate", |c| {
         c[0]["not_after"].is_string()
     });
@@ -556,23 +550,7 @@ fn a_profile_the_directory_does_not_offer_is_refused_with_the_fix() {
     let dns = free_port();
     let pebble = Pebble::start(&format!("127.0.0.1:{dns}"));
     let cfg = ConfigDir::new();
-    cfg.write(
-        "labgate.toml",
-        &config(
-            &pebble,
-            "[[dns_provider]]\nname = \"dns\"\nkind = \"builtin\"",
-            "profile = \"shortlived\"",
-        ),
-    );
-    let lg = Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-            "--dns",
-            &format!("127.0.0.1:{dns}"),
-        ],
-        &cfg.path("state"),
-    );
+    let lg = start_builtin(&cfg, &pebble, dns, "profile = \"shortlived\"", None);
     let certs = wait_certs(&lg, "the failure", |c| c[0]["failures"].as_u64() == Some(1));
     let error = certs[0]["last_error"].as_str().expect("an error");
     // Pebble 2.4 advertises no profiles (and would silently ignore one).
@@ -597,25 +575,15 @@ fn external_account_binding_is_required_and_checked() {
     let run = |hmac: &str| {
         let cfg = ConfigDir::new();
         cfg.write("eab.key", hmac);
-        cfg.write(
-            "labgate.toml",
-            &config(
-                &pebble,
-                "[[dns_provider]]\nname = \"dns\"\nkind = \"builtin\"",
-                &format!(
-                    "eab_kid = \"kid-1\"\neab_hmac_file = \"{}\"",
-                    cfg.path("eab.key").display()
-                ),
+        let lg = start_builtin(
+            &cfg,
+            &pebble,
+            dns,
+            &format!(
+                "eab_kid = \"kid-1\"\neab_hmac_file = \"{}\"",
+                cfg.path("eab.key").display()
             ),
-        );
-        let lg = Labgate::start(
-            &[
-                "--config",
-                cfg.path("labgate.toml").to_str().expect("utf-8"),
-                "--dns",
-                &format!("127.0.0.1:{dns}"),
-            ],
-            &cfg.path("state"),
+            None,
         );
         let certs = wait_certs(&lg, "the outcome", |c| {
             c[0]["not_after"].is_string() || c[0]["failures"].as_u64() == Some(1)

@@ -82,6 +82,15 @@ fn get(port: u16, host: &str, fields: &[(&str, &str)], from: &str) -> (u16, Stri
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
+/// `X-Forwarded-For` of the last request the backend got.
+fn last_xff(backend: &Backend) -> Vec<String> {
+    let seen = backend.seen().pop().expect("forwarded");
+    seen.header("x-forwarded-for")
+        .iter()
+        .map(|v| (*v).to_owned())
+        .collect()
+}
+
 fn start(jwks: &str) -> (ConfigDir, Labgate, Backend, u16) {
     let backend = Backend::start("app");
     // The HTTPS tunnel listener takes the next port.
@@ -122,14 +131,7 @@ fn tunnel_requests_are_their_own_network_with_the_reported_client_and_nothing_mo
     // Without the field the connector is the client.
     let (status, _) = get(tunnel, "public.lab.test", &[], "127.0.0.1");
     assert_eq!(status, 200);
-    assert_eq!(
-        backend
-            .seen()
-            .pop()
-            .expect("forwarded")
-            .header("x-forwarded-for"),
-        ["127.0.0.1"]
-    );
+    assert_eq!(last_xff(&backend), ["127.0.0.1"]);
     // The same source on the LAN reaches nas.lab.test; through the tunnel it does not exist.
     let (status, body) = get(tunnel, "nas.lab.test", &cf, "127.0.0.1");
     assert_eq!(status, 404, "{body}");
@@ -138,11 +140,12 @@ fn tunnel_requests_are_their_own_network_with_the_reported_client_and_nothing_mo
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("tunnel.connectors"), "{body}");
     // On the LAN listener the same fields are not believed, and never passed on.
-    let reply = support::https::curl_https(
+    let ca = cfg.path("state/local-ca/ca.pem");
+    let https =
+        |port, host, extra: &[&str]| support::https::curl_https(port, host, "/", &ca, extra);
+    let reply = https(
         lg.https,
         "public.lab.test",
-        "/",
-        &cfg.path("state/local-ca/ca.pem"),
         &[
             "-H",
             "Cf-Connecting-IP: 203.0.113.9",
@@ -155,11 +158,9 @@ fn tunnel_requests_are_their_own_network_with_the_reported_client_and_nothing_mo
     assert_eq!(seen.header("x-forwarded-for"), ["127.0.0.1"]);
     assert!(seen.header("cf-connecting-ip").is_empty(), "{seen:?}");
     // The HTTPS tunnel listener, over HTTP/2 (pingora's session): the same rules.
-    let reply = support::https::curl_https(
+    let reply = https(
         tunnel + 1,
         "public.lab.test",
-        "/",
-        &cfg.path("state/local-ca/ca.pem"),
         &["--http2", "-H", "Cf-Connecting-IP: 198.51.100.4"],
     );
     assert_eq!(
@@ -167,21 +168,8 @@ fn tunnel_requests_are_their_own_network_with_the_reported_client_and_nothing_mo
         (200, "HTTP/2"),
         "{reply:?}"
     );
-    assert_eq!(
-        backend
-            .seen()
-            .pop()
-            .expect("forwarded")
-            .header("x-forwarded-for"),
-        ["198.51.100.4"]
-    );
-    let reply = support::https::curl_https(
-        tunnel + 1,
-        "nas.lab.test",
-        "/",
-        &cfg.path("state/local-ca/ca.pem"),
-        &["--http2"],
-    );
+    assert_eq!(last_xff(&backend), ["198.51.100.4"]);
+    let reply = https(tunnel + 1, "nas.lab.test", &["--http2"]);
     assert_eq!(reply.status, 404, "{reply:?}");
     // The access log names the reported client and the ray.
     lg.wait_log("the tunnel request's access line", |log| {
