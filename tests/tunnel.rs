@@ -118,10 +118,16 @@ fn tunnel_requests_are_their_own_network_with_the_reported_client_and_nothing_mo
     let cf = [
         ("Cf-Connecting-IP", "203.0.113.9"),
         ("CF-Ray", "8f1e2d3c4b5a6978-AMS"),
+        ("Cf-Access-Authenticated-User-Email", "claimed@example.com"),
     ];
     let (status, _) = get(tunnel, "public.lab.test", &cf, "127.0.0.1");
     assert_eq!(status, 200);
     let seen = backend.seen().pop().expect("forwarded");
+    assert_eq!(seen.header("cf-ray"), ["8f1e2d3c4b5a6978-AMS"]);
+    assert!(
+        seen.header("cf-access-authenticated-user-email").is_empty(),
+        "an identity labgate did not verify is not passed on: {seen:?}"
+    );
     assert_eq!(seen.header("x-forwarded-for"), ["203.0.113.9"]);
     assert_eq!(
         seen.header("forwarded"),

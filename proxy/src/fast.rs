@@ -757,7 +757,7 @@ pub fn write_upstream_head(
         if h.is_hop_by_hop(f.name)
             || f.name.eq_ignore_ascii_case("host")
             // SECURITY: only the tunnel's own fields are believed; nobody else may send them.
-            || (info.via == Via::Direct && tunnel::is_cloudflare_field(f.name))
+            || tunnel::strip(f.name, info.via)
             || identity_header.is_some_and(|n| f.name.eq_ignore_ascii_case(n))
         {
             continue;

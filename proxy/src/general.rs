@@ -562,7 +562,7 @@ fn upstream_request(
             || (FORWARDING.contains(&n) && !kept_chain)
             || n == "host"
             // SECURITY: only the tunnel's own fields are believed; nobody else may send them.
-            || (via == Via::Direct && tunnel::is_cloudflare_field(n))
+            || tunnel::strip(n, via)
             || identity.is_some_and(|(h, _)| h == n)
             || named_by_connection
                 .iter()

@@ -25,6 +25,17 @@ pub const CLOUDFLARE_FIELDS: [&str; 9] = [
     "true-client-ip",
 ];
 
+/// The identity field Cloudflare Access sets. labgate passes it on only when it verified the
+/// token itself (as a service's `identity_header`): anyone can write it, even through the
+/// tunnel for an application Access does not guard.
+pub const ACCESS_IDENTITY: &str = "cf-access-authenticated-user-email";
+
+/// Whether a request field is removed before a request goes on: an unverified identity
+/// always, every Cloudflare field unless the request came through the tunnel.
+pub fn strip(name: &str, via: Via) -> bool {
+    name.eq_ignore_ascii_case(ACCESS_IDENTITY) || (via == Via::Direct && is_cloudflare_field(name))
+}
+
 /// Whether a request field is one only the tunnel may carry.
 pub fn is_cloudflare_field(name: &str) -> bool {
     CLOUDFLARE_FIELDS
@@ -81,6 +92,8 @@ mod tests {
         assert_eq!(real_client(connector, Some(b"not an address")), connector);
         assert_eq!(real_client(connector, None), connector);
         assert!(is_cloudflare_field("CF-Connecting-IP") && !is_cloudflare_field("cookie"));
+        assert!(strip("cf-ray", Via::Direct) && !strip("cf-ray", Via::Tunnel));
+        assert!(strip("Cf-Access-Authenticated-User-Email", Via::Tunnel));
     }
 
     #[test]
