@@ -52,34 +52,45 @@ provider = "dns"
     )
 }
 
-/// labgate with the `builtin` provider: its DNS, which Pebble asks, on `dns`; `acme` more
-/// `[acme]` settings; `backend` the services' backend port (default: a dead one).
-fn start_builtin(
+/// The `builtin` provider: labgate's own DNS serves the challenge.
+const BUILTIN: &str = "[[dns_provider]]\nname = \"dns\"\nkind = \"builtin\"";
+
+/// An `rfc2136` provider updating the server on `port` with the key in `key_file`.
+fn rfc2136(port: u16, key_file: &Path) -> String {
+    format!(
+        "[[dns_provider]]\nname = \"dns\"\nkind = \"rfc2136\"\nserver = \"127.0.0.1:{port}\"\nkey_name = \"acme-update.\"\nsecret_file = \"{}\"",
+        key_file.display()
+    )
+}
+
+/// `[acme]` checking propagation at the server on `port`.
+fn propagation(port: u16) -> String {
+    format!("propagation_servers = [\"127.0.0.1:{port}\"]")
+}
+
+/// labgate on `config(pebble, provider, acme)` in `cfg`: `backend` the services' backend port
+/// (default: a dead one), `dns` a DNS port Pebble asks (the `builtin` provider).
+fn start(
     cfg: &ConfigDir,
     pebble: &Pebble,
-    dns: u16,
+    provider: &str,
     acme: &str,
     backend: Option<u16>,
+    dns: Option<u16>,
 ) -> Labgate {
-    let text = config(
-        pebble,
-        "[[dns_provider]]\nname = \"dns\"\nkind = \"builtin\"",
-        acme,
-    );
+    let text = config(pebble, provider, acme);
     let text = match backend {
         Some(port) => text.replace("http://127.0.0.1:9", &format!("http://127.0.0.1:{port}")),
         None => text,
     };
     cfg.write("labgate.toml", &text);
-    Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-            "--dns",
-            &format!("127.0.0.1:{dns}"),
-        ],
-        &cfg.path("state"),
-    )
+    let path = cfg.path("labgate.toml");
+    let dns = dns.map(|port| format!("127.0.0.1:{port}"));
+    let mut args = vec!["--config", path.to_str().expect("utf-8")];
+    if let Some(dns) = &dns {
+        args.extend(["--dns", dns.as_str()]);
+    }
+    Labgate::start(&args, &cfg.path("state"))
 }
 
 /// Polls `/certs` until `pred` holds (an issuance, a failure), within [`ISSUANCE`].
@@ -137,25 +148,11 @@ fn mode(p: &Path) -> u32 {
 fn rfc2136_into_bind_issues_wildcard_and_apex_and_survives_a_restart() {
     let bind = Bind::start(ZONE, "acme-update.");
     let pebble = Pebble::start(&format!("127.0.0.1:{}", bind.port));
-    let provider = format!(
-        "[[dns_provider]]\nname = \"dns\"\nkind = \"rfc2136\"\nserver = \"127.0.0.1:{}\"\nkey_name = \"acme-update.\"\nsecret_file = \"{}\"",
-        bind.port,
-        bind.key_file.display()
-    );
+    let (provider, acme) = (rfc2136(bind.port, &bind.key_file), propagation(bind.port));
     let cfg = ConfigDir::new();
-    cfg.write(
-        "labgate.toml",
-        &config(
-            &pebble,
-            &provider,
-            &format!("propagation_servers = [\"127.0.0.1:{}\"]", bind.port),
-        ),
-    );
-    let config_path = cfg.path("labgate.toml");
-    let args = ["--config", config_path.to_str().expect("utf-8")];
     let state = cfg.path("state");
     let root = {
-        let lg = Labgate::start(&args, &state);
+        let lg = start(&cfg, &pebble, &provider, &acme, None, None);
         let certs = wait_certs(&lg, "the certificate", |c| c[0]["not_after"].is_string());
         assert_eq!(
             certs[0]["names"],
@@ -218,7 +215,7 @@ fn rfc2136_into_bind_issues_wildcard_and_apex_and_survives_a_restart() {
         )
     };
     // A restart serves the stored certificate at once and orders nothing.
-    let lg = Labgate::start(&args, &state);
+    let lg = start(&cfg, &pebble, &provider, &acme, None, None);
     assert_eq!(
         std::fs::read(&root.3).expect("account"),
         root.2,
@@ -241,25 +238,14 @@ fn a_wrong_tsig_key_fails_clearly_and_leaves_nothing() {
     let pebble = Pebble::start(&format!("127.0.0.1:{}", bind.port));
     let cfg = ConfigDir::new();
     cfg.write("wrong.key", "key \"acme-update.\" {\n\talgorithm hmac-sha256;\n\tsecret \"d3JvbmcgZHVtbXkgc2VjcmV0IGZvciB0ZXN0cyEhISE=\";\n};\n");
-    let provider = format!(
-        "[[dns_provider]]\nname = \"dns\"\nkind = \"rfc2136\"\nserver = \"127.0.0.1:{}\"\nkey_name = \"acme-update.\"\nsecret_file = \"{}\"",
-        bind.port,
-        cfg.path("wrong.key").display()
-    );
-    cfg.write(
-        "labgate.toml",
-        &config(
-            &pebble,
-            &provider,
-            &format!("propagation_servers = [\"127.0.0.1:{}\"]", bind.port),
-        ),
-    );
-    let lg = Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-        ],
-        &cfg.path("state"),
+    let provider = rfc2136(bind.port, &cfg.path("wrong.key"));
+    let lg = start(
+        &cfg,
+        &pebble,
+        &provider,
+        &propagation(bind.port),
+        None,
+        None,
     );
     let certs = wait_certs(&lg, "the failure", |c| c[0]["failures"].as_u64() == Some(1));
     let error = certs[0]["last_error"].as_str().expect("an error");
@@ -301,7 +287,7 @@ fn the_builtin_provider_answers_the_challenge_from_labgates_own_dns() {
     let dns = free_port();
     let pebble = Pebble::start(&format!("127.0.0.1:{dns}"));
     let cfg = ConfigDir::new();
-    let lg = start_builtin(&cfg, &pebble, dns, "", None);
+    let lg = start(&cfg, &pebble, BUILTIN, "", None, Some(dns));
     let certs = wait_certs(&lg, "the certificate", |c| c[0]["not_after"].is_string());
     assert!(certs[0]["last_error"].is_null(), "{certs:#}");
     let served = served_serial(&lg, &pebble.issuing_root());
@@ -372,20 +358,14 @@ fn cloudflare_api_records_are_created_validated_and_deleted_by_id() {
     let pebble = Pebble::start(&format!("127.0.0.1:{}", cf.dns_port));
     let cfg = ConfigDir::new();
     cfg.write("cf.token", &format!("{token}\n"));
-    cfg.write(
-        "labgate.toml",
-        &config(
-            &pebble,
-            &cloudflare_provider(&cf.api, &cfg.path("cf.token")),
-            &format!("propagation_servers = [\"127.0.0.1:{}\"]", cf.dns_port),
-        ),
-    );
-    let lg = Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-        ],
-        &cfg.path("state"),
+    let provider = cloudflare_provider(&cf.api, &cfg.path("cf.token"));
+    let lg = start(
+        &cfg,
+        &pebble,
+        &provider,
+        &propagation(cf.dns_port),
+        None,
+        None,
     );
     let certs = wait_certs(&lg, "the certificate", |c| c[0]["not_after"].is_string());
     assert!(certs[0]["last_error"].is_null(), "{certs:#}");
@@ -435,20 +415,14 @@ fn a_cloudflare_token_without_dns_edit_gets_an_actionable_error() {
     let pebble = Pebble::start(&format!("127.0.0.1:{}", cf.dns_port));
     let cfg = ConfigDir::new();
     cfg.write("cf.token", token);
-    cfg.write(
-        "labgate.toml",
-        &config(
-            &pebble,
-            &cloudflare_provider(&cf.api, &cfg.path("cf.token")),
-            &format!("propagation_servers = [\"127.0.0.1:{}\"]", cf.dns_port),
-        ),
-    );
-    let lg = Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-        ],
-        &cfg.path("state"),
+    let provider = cloudflare_provider(&cf.api, &cfg.path("cf.token"));
+    let lg = start(
+        &cfg,
+        &pebble,
+        &provider,
+        &propagation(cf.dns_port),
+        None,
+        None,
     );
     let certs = wait_certs(&lg, "the failure", |c| c[0]["failures"].as_u64() == Some(1));
     let error = certs[0]["last_error"].as_str().expect("an error");
@@ -471,7 +445,7 @@ fn renewal_swaps_in_under_load_and_a_dead_ca_leaves_the_certificate_serving() {
     );
     let backend = support::backend::Backend::start("app");
     let cfg = ConfigDir::new();
-    let lg = start_builtin(&cfg, &pebble, dns, "", Some(backend.port));
+    let lg = start(&cfg, &pebble, BUILTIN, "", Some(backend.port), Some(dns));
     let first = wait_certs(&lg, "the first certificate", |c| {
         c[0]["not_after"].is_string()
     });
@@ -550,7 +524,14 @@ fn a_profile_the_directory_does_not_offer_is_refused_with_the_fix() {
     let dns = free_port();
     let pebble = Pebble::start(&format!("127.0.0.1:{dns}"));
     let cfg = ConfigDir::new();
-    let lg = start_builtin(&cfg, &pebble, dns, "profile = \"shortlived\"", None);
+    let lg = start(
+        &cfg,
+        &pebble,
+        BUILTIN,
+        "profile = \"shortlived\"",
+        None,
+        Some(dns),
+    );
     let certs = wait_certs(&lg, "the failure", |c| c[0]["failures"].as_u64() == Some(1));
     let error = certs[0]["last_error"].as_str().expect("an error");
     // Pebble 2.4 advertises no profiles (and would silently ignore one).
@@ -575,15 +556,16 @@ fn external_account_binding_is_required_and_checked() {
     let run = |hmac: &str| {
         let cfg = ConfigDir::new();
         cfg.write("eab.key", hmac);
-        let lg = start_builtin(
+        let lg = start(
             &cfg,
             &pebble,
-            dns,
+            BUILTIN,
             &format!(
                 "eab_kid = \"kid-1\"\neab_hmac_file = \"{}\"",
                 cfg.path("eab.key").display()
             ),
             None,
+            Some(dns),
         );
         let certs = wait_certs(&lg, "the outcome", |c| {
             c[0]["not_after"].is_string() || c[0]["failures"].as_u64() == Some(1)

@@ -74,21 +74,10 @@ impl Cloudflare {
                 ),
             });
         }
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Provider {
-                provider: "cloudflare".into(),
-                what: format!("TLS setup: {e}"),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        let (tls, connector) = crate::http::parts(&[]).map_err(|e| Error::Provider {
+            provider: "cloudflare".into(),
+            what: format!("TLS setup: {e}"),
+        })?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

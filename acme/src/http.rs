@@ -38,23 +38,8 @@ impl AcmeHttp {
         extra: &[CertificateDer<'static>],
         metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for der in extra {
-            roots
-                .add(der.clone())
-                .map_err(|e| Error::Acme(format!("acme.directory_ca_file: {e}")))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Acme(format!("TLS setup: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let (tls, http) =
+            parts(extra).map_err(|e| Error::Acme(format!("acme.directory_ca_file: {e}")))?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
@@ -66,6 +51,28 @@ impl AcmeHttp {
             metrics,
         })
     }
+}
+
+/// What the ACME and DNS-provider clients share: TLS (ring) trusting the public roots plus
+/// `extra`, and a TCP connector with TCP_NODELAY and a bounded connect.
+pub(crate) fn parts(
+    extra: &[CertificateDer<'static>],
+) -> Result<(rustls::ClientConfig, HttpConnector), rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in extra {
+        roots.add(der.clone())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    Ok((tls, http))
 }
 
 impl HttpClient for AcmeHttp {

@@ -34,6 +34,13 @@ struct Hits {
     edns: HashMap<Box<[u8]>, Hit>,
 }
 
+impl Hits {
+    /// Whether the kept responses were decided with this snapshot generation and these lists.
+    fn decided_with(&self, generation: u64, lists: &Arc<FetchedLists>) -> bool {
+        self.generation == generation && self.lists.as_ref().is_some_and(|l| Arc::ptr_eq(l, lists))
+    }
+}
+
 /// One kept response.
 struct Hit {
     bytes: Box<[u8]>,
@@ -56,9 +63,7 @@ impl HitTable {
         out: &mut [u8],
     ) -> Option<(usize, ResponseCode)> {
         let hits = self.inner.read().ok()?;
-        if hits.generation != generation
-            || !hits.lists.as_ref().is_some_and(|l| Arc::ptr_eq(l, lists))
-        {
+        if !hits.decided_with(generation, lists) {
             return None;
         }
         let map = if p.edns_size.is_some() {
@@ -92,19 +97,17 @@ impl HitTable {
         response: &[u8],
         life: Lifetime,
     ) {
-        let Some(ttls) = ttl_offsets(response) else {
-            return;
-        };
         if life.ending(life.age) || response.get(2).is_none_or(|flags| flags & 0x02 != 0) {
             // In its last tenth (the general path's), or truncated (likewise).
             return;
         }
+        let Some(ttls) = ttl_offsets(response) else {
+            return;
+        };
         let Ok(mut hits) = self.inner.write() else {
             return;
         };
-        if hits.generation != generation
-            || !hits.lists.as_ref().is_some_and(|l| Arc::ptr_eq(l, lists))
-        {
+        if !hits.decided_with(generation, lists) {
             *hits = Hits {
                 generation,
                 lists: Some(Arc::clone(lists)),

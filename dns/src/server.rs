@@ -137,8 +137,8 @@ impl Handler {
 
     /// Runs one query's bytes through the general path as a UDP query from `src`; the
     /// response bytes (truncated to the UDP size with TC set), or `None` when the packet does
-    /// not parse as a request or deserves silence.
-    /// A fresh cache hit's response is kept for the fast path.
+    /// not parse as a request or deserves silence. A fresh cache hit's response is kept for
+    /// the fast path.
     pub async fn answer_bytes(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
         let request = Request::from_bytes(data.to_vec(), src, Protocol::Udp).ok()?;
         let reply = UdpReply::default();
