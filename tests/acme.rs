@@ -93,6 +93,16 @@ fn start(
     Labgate::start(&args, &cfg.path("state"))
 }
 
+/// `/certs` once the first order has failed, and its error.
+fn first_failure(lg: &Labgate) -> (serde_json::Value, String) {
+    let certs = wait_certs(lg, "the failure", |c| c[0]["failures"].as_u64() == Some(1));
+    let error = certs[0]["last_error"]
+        .as_str()
+        .expect("an error")
+        .to_owned();
+    (certs, error)
+}
+
 /// Polls `/certs` until `pred` holds (an issuance, a failure), within [`ISSUANCE`].
 fn wait_certs(
     lg: &Labgate,
@@ -247,8 +257,7 @@ fn a_wrong_tsig_key_fails_clearly_and_leaves_nothing() {
         None,
         None,
     );
-    let certs = wait_certs(&lg, "the failure", |c| c[0]["failures"].as_u64() == Some(1));
-    let error = certs[0]["last_error"].as_str().expect("an error");
+    let (certs, error) = first_failure(&lg);
     assert!(
         error.contains("TSIG") || error.contains("not authorized"),
         "{error}"
@@ -424,8 +433,7 @@ fn a_cloudflare_token_without_dns_edit_gets_an_actionable_error() {
         None,
         None,
     );
-    let certs = wait_certs(&lg, "the failure", |c| c[0]["failures"].as_u64() == Some(1));
-    let error = certs[0]["last_error"].as_str().expect("an error");
+    let (_, error) = first_failure(&lg);
     assert!(
         error.contains(&format!("Cloudflare answered 403 for zone {ZONE}"))
             && error.contains("Zone:DNS:Edit"),
@@ -532,8 +540,7 @@ fn a_profile_the_directory_does_not_offer_is_refused_with_the_fix() {
         None,
         Some(dns),
     );
-    let certs = wait_certs(&lg, "the failure", |c| c[0]["failures"].as_u64() == Some(1));
-    let error = certs[0]["last_error"].as_str().expect("an error");
+    let (_, error) = first_failure(&lg);
     // Pebble 2.4 advertises no profiles (and would silently ignore one).
     assert!(
         error.contains("acme.profile = \"shortlived\"") && error.contains("offers no profiles"),
