@@ -2,12 +2,17 @@
 //! (`fuzz/fuzz_targets/http_framing.rs`) and the unit tests, which run the seed corpus.
 
 use crate::chunked::Chunked;
-use crate::head::{Framing, HeadError, header_array, parse_request, parse_response};
+use crate::head::{self, Framing, HeadError, header_array, parse_request, parse_response};
 
-/// Properties: no panic; an accepted head ends at a CRLFCRLF inside the input, its framing
+/// Properties: the byte check's fast pass agrees with its byte walk; no panic; an accepted head ends at a CRLFCRLF inside the input, its framing
 /// is never both a length and chunked, and the fast path only takes length-delimited bodies;
 /// the chunked scanner never claims more bytes than it was given.
 pub fn framing_bytes(data: &[u8]) {
+    assert_eq!(
+        head::check_bytes(data).is_ok(),
+        head::first_bad_byte(data).is_ok(),
+        "the vectorized byte check and the byte walk disagree"
+    );
     let mut headers = header_array();
     match parse_request(data, &mut headers) {
         Ok(h) => {

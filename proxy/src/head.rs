@@ -6,6 +6,9 @@
 //! or non-decimal Content-Length, any Transfer-Encoding other than exactly `chunked`, obs-fold,
 //! bare LF or CR, NUL and other control characters.
 
+use std::mem::MaybeUninit;
+use std::sync::LazyLock;
+
 /// Most header fields in a request or response head.
 pub const MAX_HEADERS: usize = 96;
 /// Largest request or response head in bytes (pingora's own limit is about 1 MiB).
@@ -119,7 +122,26 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 }
 
 /// Rejects bare LF, bare CR and control characters other than HTAB in a head.
-fn check_bytes(head: &[u8]) -> Result<(), HeadError> {
+pub(crate) fn check_bytes(head: &[u8]) -> Result<(), HeadError> {
+    // Branch-free passes the compiler vectorizes: a byte-at-a-time walk cost more than the
+    // rest of the head's handling together. Every CR must be followed by LF and every LF
+    // preceded by CR: compare each byte with the next.
+    let control = head.iter().fold(false, |bad, &c| {
+        bad | ((c < 0x20) & (c != b'\t') & (c != b'\r') & (c != b'\n')) | (c == 0x7f)
+    });
+    let unpaired = head
+        .iter()
+        .zip(head.iter().skip(1))
+        .fold(false, |bad, (&a, &b)| bad | ((a == b'\r') != (b == b'\n')));
+    let ends_bare = head.first() == Some(&b'\n') || head.last() == Some(&b'\r');
+    if !control && !unpaired && !ends_bare {
+        return Ok(());
+    }
+    first_bad_byte(head)
+}
+
+/// The first offence in a head [`check_bytes`] refused, for its message.
+pub(crate) fn first_bad_byte(head: &[u8]) -> Result<(), HeadError> {
     let mut prev = 0u8;
     for (i, &c) in head.iter().enumerate() {
         match c {
@@ -138,7 +160,9 @@ fn check_bytes(head: &[u8]) -> Result<(), HeadError> {
 
 /// Where the head ends (after CRLFCRLF), if it is complete.
 fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+    static END: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    END.find(buf).map(|p| p + 4)
 }
 
 /// Parses a decimal Content-Length strictly: digits only, no sign, no spaces inside.
@@ -214,7 +238,7 @@ fn framing_fields<'b>(headers: &[httparse::Header<'b>]) -> Result<FramingFields<
 /// [`HeadError::Partial`] when more bytes are needed; the other variants are final.
 pub fn parse_request<'b>(
     buf: &'b [u8],
-    headers: &'b mut [httparse::Header<'b>; MAX_HEADERS],
+    headers: &'b mut HeaderSlots<'b>,
 ) -> Result<RequestHead<'b>, HeadError> {
     let Some(len) = head_end(buf) else {
         return Err(if buf.len() >= MAX_HEAD {
@@ -229,8 +253,12 @@ pub fn parse_request<'b>(
         return Err(HeadError::TooLarge);
     }
     check_bytes(&buf[..len])?;
-    let mut req = httparse::Request::new(headers);
-    match req.parse(&buf[..len]) {
+    let mut req = httparse::Request::new(&mut []);
+    match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        &buf[..len],
+        headers,
+    ) {
         Ok(httparse::Status::Complete(n)) if n == len => {}
         Ok(_) => return Err(HeadError::Invalid("malformed request head")),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
@@ -344,7 +372,7 @@ impl ResponseHead<'_> {
 /// [`HeadError::Partial`] when more bytes are needed; the other variants are final (502).
 pub fn parse_response<'b>(
     buf: &'b [u8],
-    headers: &'b mut [httparse::Header<'b>; MAX_HEADERS],
+    headers: &'b mut HeaderSlots<'b>,
 ) -> Result<ResponseHead<'b>, HeadError> {
     let Some(len) = head_end(buf) else {
         return Err(if buf.len() >= MAX_HEAD {
@@ -357,8 +385,12 @@ pub fn parse_response<'b>(
         return Err(HeadError::TooLarge);
     }
     check_bytes(&buf[..len])?;
-    let mut res = httparse::Response::new(headers);
-    match res.parse(&buf[..len]) {
+    let mut res = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        &buf[..len],
+        headers,
+    ) {
         Ok(httparse::Status::Complete(n)) if n == len => {}
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
         _ => return Err(HeadError::Invalid("malformed response head")),
@@ -380,9 +412,13 @@ pub fn parse_response<'b>(
     })
 }
 
-/// An empty header array for the parsers.
-pub fn header_array<'b>() -> [httparse::Header<'b>; MAX_HEADERS] {
-    [httparse::EMPTY_HEADER; MAX_HEADERS]
+/// Room for a head's header fields, filled by the parsers.
+pub type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+/// Header slots for the parsers, left uninitialized: zeroing 3 KiB per head cost a sixth of
+/// the fast path's head handling.
+pub fn header_array<'b>() -> HeaderSlots<'b> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
 #[cfg(test)]
