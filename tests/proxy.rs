@@ -780,3 +780,64 @@ fn request_bodies_flow_while_the_response_streams() {
     let rest = String::from_utf8_lossy(&c.read_until(|b| b.ends_with(b"0\r\n\r\n"))).into_owned();
     assert!(rest.contains("late"), "{rest}");
 }
+
+/// A backend that reads a request, sends `answer` and then keeps every connection open
+/// without another byte.
+fn stalling_backend(answer: &'static [u8]) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(answer);
+            held.push(conn);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_stalling_backend_gets_504_or_a_cut_response_within_the_service_timeout() {
+    use std::time::{Duration, Instant};
+    let silent = stalling_backend(b"");
+    let midway = stalling_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+    let s = setup_with(&format!(
+        r#"
+[[service]]
+host = "silent.lab.test"
+backends = ["http://127.0.0.1:{silent}"]
+allow = ["lab"]
+timeout = "1s"
+
+[[service]]
+host = "midway.lab.test"
+backends = ["http://127.0.0.1:{midway}"]
+allow = ["lab"]
+timeout = "1s"
+"#
+    ));
+    for (host, head, tail) in [
+        (
+            "silent.lab.test",
+            "HTTP/1.1 504 ",
+            "did not answer in time. labgate's log has the details.",
+        ),
+        ("midway.lab.test", "HTTP/1.1 200 ", "\r\n\r\n0123456789"),
+    ] {
+        let mut c = Tls::connect(s.lg.https, host, &s.ca);
+        let started = Instant::now();
+        c.send(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes());
+        let got = String::from_utf8_lossy(&c.read_to_close()).into_owned();
+        let took = started.elapsed();
+        assert!(got.starts_with(head), "{host}: {got}");
+        assert!(got.trim_end().ends_with(tail.trim_end()), "{host}: {got}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            "{host}: {took:?}"
+        );
+    }
+}

@@ -14,13 +14,13 @@ use pingora::ErrorType;
 use pingora::protocols::Stream;
 use pingora::upstreams::peer::Peer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::timeout;
 
 use crate::backends::{BackendState, POOL_IDLE};
 use crate::chunked::Chunked;
 use crate::decide::{Decision, Via, decide};
 use crate::head::{self, Framing, HeadError, RequestHead, header_array};
 use crate::tunnel::{self, Gate};
+use crate::watchdog::Watchdog;
 use crate::{ConnInfo, Proxy, ProxyState, pages};
 
 /// Time a client has to send a whole request head once it started (slowloris bound).
@@ -29,6 +29,8 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time a client has between body bytes.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a write to the client or the backend may stall (nginx's `send_timeout`).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Read buffer for bodies.
 const BODY_BUF: usize = 64 * 1024;
 
@@ -62,6 +64,8 @@ struct Conn {
     out: Vec<u8>,
     body: Vec<u8>,
     pinned: Option<Pinned>,
+    /// Bounds every read and write on the connection.
+    watch: Watchdog,
     /// The Access keys were refetched for the request at hand (once per request).
     keys_refreshed: bool,
 }
@@ -128,6 +132,7 @@ pub async fn serve(
         out: Vec::with_capacity(2048),
         body: Vec::new(),
         pinned: None,
+        watch: Watchdog::new(),
         keys_refreshed: false,
     };
     let outcome = c.run(proxy, first).await;
@@ -160,7 +165,7 @@ impl Conn {
                         self.out.clear();
                         let body = format!("{status} {}\n", pages::reason(status));
                         pages::write(&mut self.out, status, &body, true, &[]);
-                        let _ = self.flush_out().await;
+                        self.flush_out().await;
                     }
                     return None;
                 }
@@ -184,7 +189,7 @@ impl Conn {
                     self.out.clear();
                     let extra = location.as_deref().map(|l| ("location", l));
                     pages::write(&mut self.out, status, &body, true, extra.as_slice());
-                    let _ = self.flush_out().await;
+                    self.flush_out().await;
                     return None;
                 }
                 Plan::Forward(mut f) => {
@@ -202,7 +207,7 @@ impl Conn {
                             self.out.clear();
                             let body = pages::backend_body(status, why);
                             pages::write(&mut self.out, status, &body, close, &[]);
-                            let sent = self.flush_out().await.is_ok();
+                            let sent = self.flush_out().await;
                             (status, sent && !close)
                         }
                         Err(Failure::Midway) => (502, false),
@@ -240,7 +245,7 @@ impl Conn {
         first: bool,
     ) -> Result<(Plan, Arc<ProxyState>), Option<u16>> {
         let idle = if first { HEAD_TIMEOUT } else { IDLE_TIMEOUT };
-        let mut deadline = Instant::now() + idle;
+        let mut deadline = tokio::time::Instant::now() + idle;
         let mut started = !self.rbuf.is_empty();
         loop {
             {
@@ -276,13 +281,16 @@ impl Conn {
                     }
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match timeout(left, self.down.read_buf(&mut self.rbuf)).await {
+            match self
+                .watch
+                .until(deadline, self.down.read_buf(&mut self.rbuf))
+                .await
+            {
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(None),
                 Ok(Ok(_)) => {
                     if !started {
                         started = true;
-                        deadline = Instant::now() + HEAD_TIMEOUT;
+                        deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
                     }
                 }
                 Err(_) if started => return Err(Some(408)),
@@ -291,9 +299,10 @@ impl Conn {
         }
     }
 
-    async fn flush_out(&mut self) -> std::io::Result<()> {
-        self.down.write_all(&self.out).await?;
-        self.down.flush().await
+    /// Sends `out` to the client; `false` when it broke off or stalled.
+    async fn flush_out(&mut self) -> bool {
+        send(&mut self.watch, &mut self.down, &self.out).await
+            && flush(&mut self.watch, &mut self.down).await
     }
 
     /// Sends the request and relays the response. `Ok((status, keep_alive))`.
@@ -402,13 +411,13 @@ impl Conn {
         f: &Forward,
         read_timeout: Duration,
     ) -> Result<(u16, bool, bool), Exchange> {
-        if up.write_all(&self.out).await.is_err() {
+        if !send(&mut self.watch, up, &self.out).await {
             return Err(Exchange::Stale);
         }
         if let Framing::Length(n) = f.framing {
             self.copy_request_body(up, n).await?;
         }
-        if up.flush().await.is_err() {
+        if !flush(&mut self.watch, up).await {
             return Err(Exchange::Stale);
         }
         self.ubuf.clear();
@@ -445,7 +454,11 @@ impl Conn {
                         }
                     }
                 }
-                match timeout(read_timeout, up.read_buf(&mut self.ubuf)).await {
+                match self
+                    .watch
+                    .limit(read_timeout, up.read_buf(&mut self.ubuf))
+                    .await
+                {
                     Ok(Ok(0)) | Ok(Err(_)) if !any_byte => return Err(Exchange::Stale),
                     Ok(Ok(0)) | Ok(Err(_)) => {
                         return Err(Exchange::Fail(Failure::Backend(
@@ -462,7 +475,7 @@ impl Conn {
                     }
                 }
             };
-            if self.down.write_all(&self.out).await.is_err() {
+            if !send(&mut self.watch, &mut self.down, &self.out).await {
                 return Err(Exchange::Fail(Failure::Client));
             }
             if (100..200).contains(&status) {
@@ -470,7 +483,7 @@ impl Conn {
                 continue;
             }
             let complete = self.relay_body(up, out_framing, read_timeout).await?;
-            if self.down.flush().await.is_err() {
+            if !flush(&mut self.watch, &mut self.down).await {
                 return Err(Exchange::Fail(Failure::Client));
             }
             let keep = complete && !f.close && out_framing != Framing::Close;
@@ -485,7 +498,7 @@ impl Conn {
         let have = usize::try_from(left)
             .unwrap_or(usize::MAX)
             .min(self.rbuf.len());
-        if up.write_all(&self.rbuf[..have]).await.is_err() {
+        if !send(&mut self.watch, up, &self.rbuf[..have]).await {
             return Err(Exchange::Stale);
         }
         self.rbuf.advance(have);
@@ -495,11 +508,12 @@ impl Conn {
         }
         while left > 0 {
             let want = usize::try_from(left).unwrap_or(usize::MAX).min(BODY_BUF);
-            let got = match timeout(BODY_TIMEOUT, self.down.read(&mut self.body[..want])).await {
+            let read = self.down.read(&mut self.body[..want]);
+            let got = match self.watch.limit(BODY_TIMEOUT, read).await {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(Exchange::Fail(Failure::Client)),
                 Ok(Ok(k)) => k,
             };
-            if up.write_all(&self.body[..got]).await.is_err() {
+            if !send(&mut self.watch, up, &self.body[..got]).await {
                 return Err(Exchange::Fail(Failure::Backend(
                     502,
                     "closed the connection while receiving the request body",
@@ -527,7 +541,7 @@ impl Conn {
                     let take = usize::try_from(left)
                         .unwrap_or(usize::MAX)
                         .min(self.ubuf.len());
-                    if self.down.write_all(&self.ubuf[..take]).await.is_err() {
+                    if !send(&mut self.watch, &mut self.down, &self.ubuf[..take]).await {
                         return Err(Exchange::Fail(Failure::Client));
                     }
                     self.ubuf.advance(take);
@@ -544,7 +558,7 @@ impl Conn {
                 let mut chunked = Chunked::default();
                 loop {
                     let used = chunked.feed(&self.ubuf).map_err(|_| midway())?;
-                    if self.down.write_all(&self.ubuf[..used]).await.is_err() {
+                    if !send(&mut self.watch, &mut self.down, &self.ubuf[..used]).await {
                         return Err(Exchange::Fail(Failure::Client));
                     }
                     self.ubuf.advance(used);
@@ -557,11 +571,15 @@ impl Conn {
                 }
             }
             Framing::Close => loop {
-                if self.down.write_all(&self.ubuf).await.is_err() {
+                if !send(&mut self.watch, &mut self.down, &self.ubuf).await {
                     return Err(Exchange::Fail(Failure::Client));
                 }
                 self.ubuf.clear();
-                match timeout(read_timeout, up.read_buf(&mut self.ubuf)).await {
+                match self
+                    .watch
+                    .limit(read_timeout, up.read_buf(&mut self.ubuf))
+                    .await
+                {
                     Ok(Ok(0)) => return Ok(false),
                     Ok(Ok(_)) => {}
                     Ok(Err(_)) | Err(_) => return Err(midway()),
@@ -575,7 +593,11 @@ impl Conn {
         if self.ubuf.capacity() - self.ubuf.len() < 4096 {
             self.ubuf.reserve(BODY_BUF);
         }
-        match timeout(read_timeout, up.read_buf(&mut self.ubuf)).await {
+        match self
+            .watch
+            .limit(read_timeout, up.read_buf(&mut self.ubuf))
+            .await
+        {
             Ok(Ok(n)) if n > 0 => Ok(()),
             _ => Err(()),
         }
@@ -712,6 +734,19 @@ fn plan(
             })
         }
     }
+}
+
+/// Writes `bytes` to `to` within [`SEND_TIMEOUT`]; `false` when the peer broke off or stalled.
+async fn send(watch: &mut Watchdog, to: &mut Stream, bytes: &[u8]) -> bool {
+    matches!(
+        watch.limit(SEND_TIMEOUT, to.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Flushes `to` within [`SEND_TIMEOUT`]; `false` when the peer broke off or stalled.
+async fn flush(watch: &mut Watchdog, to: &mut Stream) -> bool {
+    matches!(watch.limit(SEND_TIMEOUT, to.flush()).await, Ok(Ok(())))
 }
 
 /// How an exchange on one upstream connection failed.

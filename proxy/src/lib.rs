@@ -21,6 +21,7 @@ pub mod pages;
 mod service;
 pub mod tunnel;
 mod upstream;
+mod watchdog;
 
 use std::net::IpAddr;
 use std::sync::Arc;
