@@ -110,9 +110,22 @@ impl BackendState {
 
     /// Whether requests may go to it now.
     pub fn available(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-            && self.ejected_until.load(Ordering::Relaxed) <= self.now_ms()
-            && self.peer.load().is_some()
+        self.healthy.load(Ordering::Relaxed) && !self.ejected() && self.peer.load().is_some()
+    }
+
+    /// Whether passive checks took it out; the clock is read only while one did.
+    fn ejected(&self) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if until > self.now_ms() {
+            return true;
+        }
+        let _ = self
+            .ejected_until
+            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
+        false
     }
 
     /// Records a connect or protocol failure; ejects after [`EJECT_AFTER`] in a row.

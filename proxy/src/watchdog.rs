@@ -32,13 +32,13 @@ impl Watchdog {
         }
     }
 
-    /// Runs `fut` for at most `limit` from now.
+    /// Runs `fut` for at most `limit` from its first wait.
     pub(crate) async fn limit<F: Future>(
         &mut self,
         limit: Duration,
         fut: F,
     ) -> Result<F::Output, Elapsed> {
-        self.until(Instant::now() + limit, fut).await
+        self.run(Limit::For(limit), fut).await
     }
 
     /// Runs `fut` until `deadline` at the latest.
@@ -47,14 +47,28 @@ impl Watchdog {
         deadline: Instant,
         fut: F,
     ) -> Result<F::Output, Elapsed> {
-        self.deadline = deadline;
-        if self.timer.deadline() > deadline {
-            self.timer.as_mut().reset(deadline);
-        }
+        self.run(Limit::Until(deadline), fut).await
+    }
+
+    async fn run<F: Future>(&mut self, limit: Limit, fut: F) -> Result<F::Output, Elapsed> {
         let mut fut = pin!(fut);
+        let mut armed = false;
         poll_fn(|cx| {
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Ok(out));
+            }
+            if !armed {
+                // Only a wait that blocks reads the clock and sets the timer: most writes
+                // and many reads complete on their first poll.
+                armed = true;
+                self.deadline = match limit {
+                    Limit::For(d) => Instant::now() + d,
+                    Limit::Until(t) => t,
+                };
+                if self.timer.deadline() > self.deadline {
+                    let deadline = self.deadline;
+                    self.timer.as_mut().reset(deadline);
+                }
             }
             loop {
                 match self.timer.as_mut().poll(cx) {
@@ -74,6 +88,13 @@ impl Watchdog {
         })
         .await
     }
+}
+
+/// How long a wait may last.
+#[derive(Clone, Copy)]
+enum Limit {
+    For(Duration),
+    Until(Instant),
 }
 
 #[cfg(test)]
