@@ -16,6 +16,7 @@
 #                                       # dnsmasq, dnsdist with its packet cache), the upstream
 #                                       # (NSD on CPU 1) stopped after a warm-up, so a miss
 #                                       # would show as a lost query or SERVFAIL
+#   PERF=/tmp/dns benches/load/dns.sh   # also perf record each server's throughput run
 #
 # Needs: dnsperf, knot, nsd, unbound, dnsmasq (apt-get install dnsperf knot nsd unbound
 # dnsmasq-base; knot-module-geoip for VIEWS=2, dnsdist for WORKLOAD=cache).
@@ -230,6 +231,13 @@ for round in $(seq 1 "$ROUNDS"); do
     procs=$(pids_of $pid)
     rss[$server]=$(rss_kib "$procs")
     before=$(cpu_ticks "$procs")
+    # PERF=prefix: a profile of the server during the throughput run, in prefix.server.round.
+    if [ -n "${PERF:-}" ]; then
+      perf record -F 999 -g -o "$PERF.$server.$round" -p "$(echo $procs | tr ' ' ,)" -- sleep $((DURATION - 1)) >/dev/null 2>&1 &
+    fi
+    if [ -n "${STAT:-}" ]; then
+      perf stat -e raw_syscalls:sys_enter,context-switches -p "$(echo $procs | tr ' ' ,)" -o "$STAT.$server.$round" -- sleep $((DURATION - 1)) &
+    fi
     if [ "$VIEWS" = 2 ]; then
       # Half the clients from each view's address, at once; their figures add up.
       taskset -c 1 dnsperf -s 127.0.0.1 -a 127.0.0.2 -p $port -d "$work/queries" -c 5 -T 1 -q 50 -l "$DURATION" >"$work/b.out" 2>&1 &
