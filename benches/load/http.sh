@@ -4,8 +4,9 @@
 # proxy gets one worker; the proxy and the backend are pinned to CPU 1, the load generator to
 # CPU 0. Reports requests per second, p50/p99 (wrk --latency, closed loop at -c64) and the
 # proxy's own CPU microseconds per request (utime+stime of its processes from /proc over
-# the run, the figure that survives a noisy machine), medians over rounds, and the ratio to
-# nginx's CPU per request (>1: cheaper than nginx).
+# the run, the figure that survives a noisy machine), medians over rounds, and nginx's CPU
+# per request over the server's (>1: cheaper than nginx), paired per round and workload (the
+# servers take turns within a workload) and the median of those ratios taken.
 #
 # Workloads: http-1k and http-100k (plain HTTP/1.1 keep-alive, wrk), tls-1k and tls-100k
 # (HTTPS keep-alive, wrk), handshake (a new TLS 1.3
@@ -179,19 +180,29 @@ run_load() { # workload server -> "requests rps p50_ms p99_ms"
   esac
 }
 
-declare -A rps cpu p50 p99
+declare -A rps cpu p50 p99 ratio started last
 for round in $(seq 1 "$ROUNDS"); do
-  for server in $SERVERS; do
-    start "$server"
-    procs=$(pids_of $pid)
-    for w in $WORKLOADS; do
+  # Every server runs for the whole round (idle ones cost nothing measurable) so that the
+  # servers take turns per workload: nginx and labgate run the same workload seconds apart,
+  # and each round gives a paired ratio that the host's slow drifts do not skew.
+  for server in $SERVERS; do start "$server"; started[$server]=$pid; done
+  for w in $WORKLOADS; do
+    for server in $SERVERS; do
+      procs=$(pids_of "${started[$server]}")
       before=$(cpu_ticks "$procs")
       read -r reqs rate l50 l99 < <(run_load "$w" "$server")
       after=$(cpu_ticks "$procs")
       us=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v q="${reqs:-0}" 'BEGIN { if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "nan" }')
       echo "round $round $server $w: $rate req/s, p50 $l50 ms, p99 $l99 ms, $us us proxy CPU/request ($reqs requests)"
       rps[$server,$w]+="$rate "; cpu[$server,$w]+="$us "; p50[$server,$w]+="$l50 "; p99[$server,$w]+="$l99 "
+      last[$server]=$us
     done
+    for server in $SERVERS; do
+      ratio[$server,$w]+="$(awk -v r="${last[nginx]:-0}" -v c="${last[$server]}" 'BEGIN { if (c > 0 && r > 0) printf "%.3f", r / c }') "
+    done
+  done
+  for server in $SERVERS; do
+    pid=${started[$server]}
     kill $pid; wait $pid 2>/dev/null || true
     pkill -P $pid 2>/dev/null || true
   done
@@ -201,11 +212,10 @@ echo
 echo "Medians over $ROUNDS rounds of ${DURATION}s (proxy and backend on CPU 1, load on CPU 0):"
 printf '%-10s %-9s %10s %9s %9s %12s %14s\n' workload server req/s "p50 ms" "p99 ms" "cpu us/req" "capacity/nginx"
 for w in $WORKLOADS; do
-  ref=$(echo "${cpu[nginx,$w]:-}" | median)
   for server in $SERVERS; do
     c=$(echo "${cpu[$server,$w]}" | median)
-    ratio=$(awk -v r="$ref" -v c="$c" 'BEGIN { if (c > 0 && r > 0) printf "%.2fx", r / c; else print "-" }')
+    r=$(echo "${ratio[$server,$w]:-}" | median | awk 'NF { printf "%.2f", $1 }')
     printf '%-10s %-9s %10s %9s %9s %12s %14s\n' "$w" "$server" "$(echo "${rps[$server,$w]}" | median)" \
-      "$(echo "${p50[$server,$w]}" | median)" "$(echo "${p99[$server,$w]}" | median)" "$c" "$ratio"
+      "$(echo "${p50[$server,$w]}" | median)" "$(echo "${p99[$server,$w]}" | median)" "$c" "${r:+${r}x}"
   done
 done
