@@ -17,6 +17,7 @@
 #                                       # (NSD on CPU 1) stopped after a warm-up, so a miss
 #                                       # would show as a lost query or SERVFAIL
 #   PERF=/tmp/dns benches/load/dns.sh   # also perf record each server's throughput run
+#   STAT=/tmp/dns benches/load/dns.sh   # also count its system calls and context switches
 #
 # Needs: dnsperf, knot, nsd, unbound, dnsmasq (apt-get install dnsperf knot nsd unbound
 # dnsmasq-base; knot-module-geoip for VIEWS=2, dnsdist for WORKLOAD=cache).
