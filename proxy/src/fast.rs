@@ -247,8 +247,15 @@ impl Conn {
         first: bool,
     ) -> Result<(Plan, Arc<ProxyState>), Option<u16>> {
         let idle = if first { HEAD_TIMEOUT } else { IDLE_TIMEOUT };
-        let mut deadline = tokio::time::Instant::now() + idle;
-        let mut started = !self.rbuf.is_empty();
+        // A head begun before this call keeps the idle bound; one begun here must be whole
+        // within HEAD_TIMEOUT of its first byte. The deadline is fixed when a begun head
+        // first waits for more: most heads never do, and the clock is not read for them.
+        let head_limit = if self.rbuf.is_empty() {
+            HEAD_TIMEOUT
+        } else {
+            idle
+        };
+        let mut head_deadline = None;
         loop {
             {
                 let mut headers = header_array();
@@ -283,18 +290,18 @@ impl Conn {
                     }
                 }
             }
-            match self
-                .watch
-                .until(deadline, self.down.read_buf(&mut self.rbuf))
-                .await
-            {
+            let started = !self.rbuf.is_empty();
+            let read = self.down.read_buf(&mut self.rbuf);
+            let got = if started {
+                let deadline =
+                    *head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + head_limit);
+                self.watch.until(deadline, read).await
+            } else {
+                self.watch.limit(idle, read).await
+            };
+            match got {
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(None),
-                Ok(Ok(_)) => {
-                    if !started {
-                        started = true;
-                        deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
-                    }
-                }
+                Ok(Ok(_)) => {}
                 Err(_) if started => return Err(Some(408)),
                 Err(_) => return Err(None),
             }
@@ -886,16 +893,16 @@ fn ip_text(client: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
     let mut n = 0;
     match client {
         IpAddr::V4(v4) => {
+            // At most 15 bytes: within `buf`.
             for (k, octet) in v4.octets().into_iter().enumerate() {
+                if k > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
                 let mut digits = [0u8; 5];
-                let digits = decimal(octet.into(), &mut digits);
-                let dot = usize::from(k > 0);
-                if let Some(slot) = buf.get_mut(n..n + dot + digits.len()) {
-                    slot[dot..].copy_from_slice(digits);
-                    if dot == 1 {
-                        slot[0] = b'.';
-                    }
-                    n += slot.len();
+                for &d in decimal(octet.into(), &mut digits) {
+                    buf[n] = d;
+                    n += 1;
                 }
             }
         }
@@ -911,7 +918,7 @@ fn ip_text(client: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
 }
 
 /// `n` in decimal, in `buf`.
-pub(crate) fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &[u8] {
+fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
