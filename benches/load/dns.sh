@@ -19,6 +19,9 @@
 #   PERF=/tmp/dns benches/load/dns.sh   # also perf record each server's throughput run
 #   STAT=/tmp/dns benches/load/dns.sh   # also count its system calls and context switches
 #
+# "echo" (target/release/dns-echo) is the ceiling: batched UDP I/O that does no DNS work.
+# "vs echo" is the share of that ceiling a server reaches.
+#
 # Needs: dnsperf, knot, nsd, unbound, dnsmasq (apt-get install dnsperf knot nsd unbound
 # dnsmasq-base; knot-module-geoip for VIEWS=2, dnsdist for WORKLOAD=cache).
 set -euo pipefail
@@ -32,17 +35,18 @@ NAMES=200
 VIEWS=${VIEWS:-1}
 WORKLOAD=${WORKLOAD:-internal}
 if [ "$WORKLOAD" = cache ]; then
-  SERVERS=${SERVERS:-"labgate unbound dnsmasq dnsdist"}
+  SERVERS=${SERVERS:-"labgate unbound dnsmasq dnsdist echo"}
   command -v dnsdist >/dev/null || { echo "missing dnsdist: apt-get install dnsdist"; exit 1; }
 elif [ "$VIEWS" = 2 ]; then
-  SERVERS=${SERVERS:-"labgate knot unbound"}
+  SERVERS=${SERVERS:-"labgate knot unbound echo"}
 else
-  SERVERS=${SERVERS:-"labgate knot nsd unbound dnsmasq"}
+  SERVERS=${SERVERS:-"labgate knot nsd unbound dnsmasq echo"}
 fi
 for cmd in dnsperf knotd nsd unbound dnsmasq taskset; do
   command -v "$cmd" >/dev/null || { echo "missing $cmd: apt-get install dnsperf knot nsd unbound dnsmasq-base util-linux"; exit 1; }
 done
 [ -x target/release/labgate ] || cargo build --release --bin labgate
+[[ " $SERVERS " = *" echo "* ]] && { [ -x target/release/dns-echo ] || cargo build --release -p labgate-benches --bin dns-echo; }
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -197,10 +201,13 @@ start() {
     dnsdist) taskset -c 0 dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >/dev/null 2>&1 & port=15306 ;;
     nsd) taskset -c 0 nsd -d -c "$work/nsd.conf" >/dev/null 2>&1 & port=15304 ;;
     knot) taskset -c 0 knotd -c "$work/knot.conf" >/dev/null 2>&1 & port=15305 ;;
+    echo) taskset -c 0 target/release/dns-echo 127.0.0.1:15307 & port=15307 ;;
   esac
   pid=$!
   for _ in $(seq 1 100); do
-    if dig @127.0.0.1 -p $port +time=1 +tries=1 +short $probe | grep -q "$probe_addr"; then
+    # The echo answers nothing, but it answers.
+    if [ "$1" = echo ] && dig @127.0.0.1 -p $port +time=1 +tries=1 +noedns $probe | grep -q 'status: NOERROR' ||
+       dig @127.0.0.1 -p $port +time=1 +tries=1 +short $probe | grep -q "$probe_addr"; then
       # Knot pins its UDP workers itself (worker 0 on the load generator's CPU): re-pin
       # every thread of every process of the server to CPU 0.
       for p in $(pids_of $pid); do taskset -a -p -c 0 "$p" >/dev/null; done
@@ -218,7 +225,7 @@ start() {
 # p50 and p99 of dnsperf -v's per-query latencies (seconds), in microseconds.
 percentiles() { awk '/^> / {print $NF * 1e6}' | sort -g | awk '{a[NR]=$1} END { if (NR) printf "%.0f %.0f\n", a[int(NR*0.5)+1], a[int(NR*0.99)+1]; else print "- -" }'; }
 
-declare -A qps cpu rss p50 p99
+declare -A qps cpu rss p50 p99 round_cpu
 for round in $(seq 1 "$ROUNDS"); do
   for server in $SERVERS; do
     [ "$WORKLOAD" = cache ] && start_upstream
@@ -268,16 +275,23 @@ for round in $(seq 1 "$ROUNDS"); do
     p99[$server]+="$l99 "
     qps[$server]+="$rate "
     cpu[$server]+="$us "
+    round_cpu[$server.$round]=$us
   done
 done
 
+# Capacity against a reference: the median over rounds of the reference's CPU per query
+# divided by the server's in the same round (runs of one round are seconds apart; rounds are
+# minutes apart, and this host drifts).
+paired() { # server reference
+  for round in $(seq 1 "$ROUNDS"); do
+    awk -v a="${round_cpu[$1.$round]:-0}" -v b="${round_cpu[$2.$round]:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.4f\n", b / a }'
+  done | median | awk '{ if ($1 > 0) printf "%.2fx", $1; else print "-" }'
+}
+
 echo
-printf '%-8s %12s %16s %22s %12s %12s %14s\n' server "q/s median" "CPU us/q median" "capacity vs Unbound" "p50 us" "p99 us" "idle RSS KiB"
-ucpu=$(echo "${cpu[unbound]:-}" | median)
+printf '%-8s %12s %16s %20s %16s %12s %12s %14s\n' server "q/s median" "CPU us/q median" "capacity vs Unbound" "vs echo" "p50 us" "p99 us" "idle RSS KiB"
 for server in $SERVERS; do
-  q=$(echo "${qps[$server]}" | median)
-  c=$(echo "${cpu[$server]}" | median)
-  printf '%-8s %12s %16s %21s %12s %12s %14s\n' $server "$q" "$c" \
-    "$(awk -v a="$c" -v b="$ucpu" 'BEGIN { if (a > 0 && b > 0) printf "%.2fx", b / a; else print "-" }')" \
+  printf '%-8s %12s %16s %20s %16s %12s %12s %14s\n' $server "$(echo "${qps[$server]}" | median)" \
+    "$(echo "${cpu[$server]}" | median)" "$(paired $server unbound)" "$(paired $server echo)" \
     "$(echo "${p50[$server]}" | median)" "$(echo "${p99[$server]}" | median)" "${rss[$server]}"
 done
