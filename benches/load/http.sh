@@ -14,6 +14,12 @@
 #
 #   benches/load/http.sh                       # 3 rounds x 8 s, release build
 #   ROUNDS=5 DURATION=10 WORKLOADS="tls-1k h2-1k" benches/load/http.sh
+#   TOGETHER=1 SERVERS="labgate nginx" benches/load/http.sh
+#                                              # the servers of a workload loaded at once
+#                                              # (one wrk each, all on CPU 0), so their CPU
+#                                              # per request comes from the same seconds of
+#                                              # this host's drift; req/s and latency are
+#                                              # then those of a shared core
 #
 # Needs: nginx-light haproxy caddy wrk nghttp2-client openssl (apt-get install ...).
 set -euo pipefail
@@ -180,19 +186,31 @@ run_load() { # workload server -> "requests rps p50_ms p99_ms"
   esac
 }
 
-declare -A rps cpu p50 p99 ratio started last
+declare -A rps cpu p50 p99 ratio started last before after
 for round in $(seq 1 "$ROUNDS"); do
   # Every server runs for the whole round (idle ones cost nothing measurable) so that the
   # servers take turns per workload: nginx and labgate run the same workload seconds apart,
   # and each round gives a paired ratio that the host's slow drifts do not skew.
   for server in $SERVERS; do start "$server"; started[$server]=$pid; done
   for w in $WORKLOADS; do
+    if [ -n "${TOGETHER:-}" ]; then
+      for server in $SERVERS; do before[$server]=$(cpu_ticks "$(pids_of "${started[$server]}")"); done
+      loads=""
+      for server in $SERVERS; do run_load "$w" "$server" >"$work/$server.load" & loads="$loads $!"; done
+      wait $loads
+      for server in $SERVERS; do after[$server]=$(cpu_ticks "$(pids_of "${started[$server]}")"); done
+    fi
     for server in $SERVERS; do
       procs=$(pids_of "${started[$server]}")
-      before=$(cpu_ticks "$procs")
-      read -r reqs rate l50 l99 < <(run_load "$w" "$server")
-      after=$(cpu_ticks "$procs")
-      us=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v q="${reqs:-0}" 'BEGIN { if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "nan" }')
+      if [ -n "${TOGETHER:-}" ]; then
+        read -r reqs rate l50 l99 <"$work/$server.load"
+        ticks=$((after[$server] - before[$server]))
+      else
+        b=$(cpu_ticks "$procs")
+        read -r reqs rate l50 l99 < <(run_load "$w" "$server")
+        ticks=$(($(cpu_ticks "$procs") - b))
+      fi
+      us=$(awk -v t=$ticks -v hz="$(getconf CLK_TCK)" -v q="${reqs:-0}" 'BEGIN { if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "nan" }')
       echo "round $round $server $w: $rate req/s, p50 $l50 ms, p99 $l99 ms, $us us proxy CPU/request ($reqs requests)"
       rps[$server,$w]+="$rate "; cpu[$server,$w]+="$us "; p50[$server,$w]+="$l50 "; p99[$server,$w]+="$l99 "
       last[$server]=$us
