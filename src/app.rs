@@ -10,7 +10,6 @@ use labgate_acme::local_ca::LocalCa;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
-use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -65,16 +64,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let state_dir = snapshot.state_dir.clone();
     let ca = Arc::new(LocalCa::load_or_create(&state_dir).context("cannot set up the local CA")?);
     let listen = snapshot.listen.clone();
-    // pingora would panic in its service thread on a busy port: check here, with a message.
+    // pingora would retry a busy port, then panic in its service thread: check here, with
+    // a message.
     for (addrs, key) in [
         (&listen.https, "listen.https"),
         (&listen.http, "listen.http"),
         (&listen.tunnel, "listen.tunnel"),
         (&listen.tunnel_https, "listen.tunnel_https"),
     ] {
-        for a in addrs {
-            std::net::TcpListener::bind(a)
-                .with_context(|| format!("cannot listen on {a} ({key})"))?;
+        for &addr in addrs {
+            listen::check_tcp(addr, key)?;
         }
     }
     let shared = Shared::new(snapshot, Arc::new(labgate_dns::Metrics::default()));
@@ -168,9 +167,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     } = parts;
     let snapshot = shared.snapshot.load_full();
     let admin_addr = snapshot.listen.admin;
-    let admin_listener = TcpListener::bind(admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on {admin_addr} (listen.admin)"))?;
+    let admin_listener = listen::tcp(admin_addr, "listen.admin")?;
     let admin_addr = admin_listener.local_addr()?;
     let mut udp = Vec::new();
     let mut tcp = Vec::new();

@@ -1,6 +1,7 @@
 //! Binding listeners from the configuration's addresses. IPv6 sockets are v6-only so that
 //! `0.0.0.0:53` and `[::]:53` can both be bound, as the defaults do.
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -20,7 +21,7 @@ pub fn udp_group(
     let mut group: Vec<std::net::UdpSocket> = Vec::with_capacity(workers);
     let mut at = addr;
     for _ in 0..workers.max(1) {
-        let s = udp_socket(at).with_context(|| format!("cannot bind udp {at} ({key})"))?;
+        let s = udp_socket(at).map_err(|e| bind_error(&e, "udp", at, key))?;
         let s: std::net::UdpSocket = s.into();
         at = s.local_addr()?;
         group.push(s);
@@ -43,11 +44,37 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<Socket> {
 /// # Errors
 /// When the address cannot be bound; the message names it and the config key.
 pub fn tcp(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
-    let s = socket(addr, Type::STREAM, Protocol::TCP)
-        .with_context(|| format!("cannot bind tcp {addr} ({key})"))?;
+    let s =
+        socket(addr, Type::STREAM, Protocol::TCP).map_err(|e| bind_error(&e, "tcp", addr, key))?;
     s.listen(1024)
         .with_context(|| format!("cannot listen on tcp {addr}"))?;
     TcpListener::from_std(s.into()).with_context(|| format!("cannot use tcp {addr}"))
+}
+
+/// Checks that a TCP address that pingora will bind (the proxy's listeners) can be bound,
+/// with the options pingora is given (v6-only), so a taken port stops the start at once.
+///
+/// # Errors
+/// When the address cannot be bound; the message names it, the config key and what to do.
+pub fn check_tcp(addr: SocketAddr, key: &str) -> anyhow::Result<()> {
+    socket(addr, Type::STREAM, Protocol::TCP)
+        .map(drop)
+        .map_err(|e| bind_error(&e, "tcp", addr, key))
+}
+
+/// A bind failure, with the address, the config key and what to do next.
+fn bind_error(e: &std::io::Error, proto: &str, addr: SocketAddr, key: &str) -> anyhow::Error {
+    let next = match e.kind() {
+        ErrorKind::AddrInUse => format!("another program listens there: stop it, or change {key}"),
+        ErrorKind::PermissionDenied => {
+            "ports below 1024 need root or the CAP_NET_BIND_SERVICE capability".to_owned()
+        }
+        ErrorKind::AddrNotAvailable => {
+            format!("no interface of this host has that address: change {key}")
+        }
+        _ => format!("check {key}"),
+    };
+    anyhow::anyhow!("cannot bind {proto} {addr} ({key}): {e}; {next}")
 }
 
 fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {

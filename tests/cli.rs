@@ -205,3 +205,106 @@ fn the_demo_runs_with_its_local_ca_and_says_what_to_try() {
     assert_eq!(guest.status, 403, "{guest:?}");
     assert!(guest.body.contains("network guest"), "{guest:?}");
 }
+
+/// Runs `labgate run` (the demo) with `args` and waits for it to exit: its status and stderr.
+/// Panics if it still runs at the start deadline.
+fn run_until_exit(
+    args: &[&str],
+    state_dir: &std::path::Path,
+) -> (std::process::ExitStatus, String) {
+    use std::io::Read as _;
+    let mut child = bin()
+        .arg("run")
+        .args(args)
+        .args(["--admin", "127.0.0.1:0", "--dns", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(state_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start labgate");
+    let deadline = std::time::Instant::now() + support::START_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("labgate was still running at the deadline");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr text");
+    (status, err)
+}
+
+#[test]
+fn a_port_another_program_holds_stops_the_start_and_names_the_cause() {
+    let state = tempfile::tempdir().expect("tempdir");
+    // Listening, so that a connect probe would succeed: labgate must not take it for its own.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = holder.local_addr().expect("addr").port();
+    let https = format!("127.0.0.1:{port}");
+    let http = format!("127.0.0.1:{}", support::free_port());
+    let (status, err) = run_until_exit(&["--https", &https, "--http", &http], state.path());
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains(&format!("cannot bind tcp {https} (listen.https)")),
+        "{err}"
+    );
+    assert!(err.contains("another program listens there"), "{err}");
+}
+
+#[test]
+fn the_default_dual_stack_addresses_both_serve_https() {
+    // A port free on IPv4 and IPv6 alike: a dual-stack socket found it.
+    let port = {
+        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)
+            .expect("IPv6 socket (the loopback needs ::1)");
+        s.set_only_v6(false).expect("dual stack");
+        s.bind(
+            &"[::]:0"
+                .parse::<std::net::SocketAddr>()
+                .expect("addr")
+                .into(),
+        )
+        .expect("bind");
+        s.local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet")
+            .port()
+    };
+    let state = tempfile::tempdir().expect("tempdir");
+    let v4 = format!("0.0.0.0:{port}");
+    let v6 = format!("[::]:{port}");
+    let _lg = Labgate::start(&["--https", &v4, "--https", &v6], state.path());
+    let ca = state.path().join("local-ca/ca.pem");
+    for at in ["127.0.0.1", "[::1]"] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "30",
+            ])
+            .arg("--cacert")
+            .arg(&ca)
+            .args(["--resolve", &format!("app.demo.test:{port}:{at}")])
+            .arg(format!("https://app.demo.test:{port}/"))
+            .output()
+            .expect("curl");
+        let code = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The demo's answer (its backend or labgate's own page): TLS with labgate's CA worked.
+        assert!(code.starts_with(['2', '3', '4', '5']), "{at}: {code}");
+    }
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
+use pingora::listeners::TcpSocketOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -116,10 +117,20 @@ pub fn listeners(
         let mut service = Service::new(name.to_owned(), app);
         service.threads = Some(threads);
         for addr in addrs {
+            // v6-only, as labgate's own sockets: the defaults bind `0.0.0.0:443` and
+            // `[::]:443`, which collide on a dual-stack socket.
+            let mut options = TcpSocketOptions::default();
+            if addr.is_ipv6() {
+                options.ipv6_only = Some(true);
+            }
             if tls {
-                service.add_tls_with_settings(&addr.to_string(), None, tls_settings(proxy)?);
+                service.add_tls_with_settings(
+                    &addr.to_string(),
+                    Some(options),
+                    tls_settings(proxy)?,
+                );
             } else {
-                service.add_tcp(&addr.to_string());
+                service.add_tcp_with_settings(&addr.to_string(), options);
             }
         }
         services.push(service);
