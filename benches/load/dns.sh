@@ -4,7 +4,8 @@
 # processes and threads) is pinned to CPU 0, dnsperf to CPU 1. Reports queries per second,
 # server CPU microseconds per query (utime+stime from /proc over the run: the figure that
 # survives a noisy machine), then p50/p99 latency at a fixed rate (RATE q/s, default 10k, from
-# dnsperf -v's per-query times), medians over rounds, and each server's idle RSS after start.
+# dnsperf -v's per-query times, in one-second slices that rotate over the servers, which all
+# run for the whole round), medians over rounds, and each server's idle RSS after start.
 #
 #   benches/load/dns.sh                 # 3 rounds x 8 s, release build
 #   ROUNDS=5 DURATION=10 SERVERS="labgate knot" benches/load/dns.sh
@@ -20,7 +21,8 @@
 #   STAT=/tmp/dns benches/load/dns.sh   # also count its system calls and context switches
 #
 # "echo" (target/release/dns-echo) is the ceiling: batched UDP I/O that does no DNS work.
-# "vs echo" is the share of that ceiling a server reaches.
+# "vs echo" is the share of that ceiling a server reaches; "vs best peer" compares with the
+# cheapest of the other servers (the echo aside) in each round.
 #
 # Needs: dnsperf, knot, nsd, unbound, dnsmasq (apt-get install dnsperf knot nsd unbound
 # dnsmasq-base; knot-module-geoip for VIEWS=2, dnsdist for WORKLOAD=cache).
@@ -53,7 +55,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 # The same data for every server: view a (127.0.0.1, or everyone with VIEWS=1) gets
 # 10.0.x.y, view b (127.0.0.2) 10.1.x.y.
 {
-  printf '[listen]\ndns = ["127.0.0.1:15301"]\nadmin = "127.0.0.1:0"\n\n'
+  printf '[listen]\ndns = ["127.0.0.1:15301"]\nadmin = "127.0.0.1:0"\nhttps = []\nhttp = []\n\n'
   [ "$WORKLOAD" = cache ] && printf '[dns]\nupstreams = ["udp://127.0.0.1:15310"]\n\n'
   if [ "$VIEWS" = 2 ]; then
     printf '[[network]]\nname = "a"\ncidrs = ["127.0.0.1/32"]\naddresses = ["127.0.0.1"]\n\n'
@@ -191,17 +193,23 @@ start_upstream() {
 }
 stop_upstream() { kill $(pids_of $upstream) 2>/dev/null || true; wait $upstream 2>/dev/null || true; }
 
+port_of() {
+  case $1 in labgate) echo 15301 ;; unbound) echo 15302 ;; dnsmasq) echo 15303 ;; nsd) echo 15304 ;;
+    knot) echo 15305 ;; dnsdist) echo 15306 ;; echo) echo 15307 ;; esac
+}
+
 start() {
+  port=$(port_of $1)
   case $1 in
-    labgate) LABGATE_LOG=warn taskset -c 0 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >/dev/null 2>&1 & port=15301 ;;
-    unbound) taskset -c 0 unbound -d -c "$work/unbound.conf" >/dev/null 2>&1 & port=15302 ;;
+    labgate) LABGATE_LOG=warn taskset -c 0 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >/dev/null 2>&1 & ;;
+    unbound) taskset -c 0 unbound -d -c "$work/unbound.conf" >/dev/null 2>&1 & ;;
     dnsmasq) taskset -c 0 dnsmasq -k -p 15303 --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts \
                --addn-hosts="$work/dnsmasq.hosts" --local=/bench.test/ --server=127.0.0.1#15310 \
-               --cache-size=10000 --user=root >/dev/null 2>&1 & port=15303 ;;
-    dnsdist) taskset -c 0 dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >/dev/null 2>&1 & port=15306 ;;
-    nsd) taskset -c 0 nsd -d -c "$work/nsd.conf" >/dev/null 2>&1 & port=15304 ;;
-    knot) taskset -c 0 knotd -c "$work/knot.conf" >/dev/null 2>&1 & port=15305 ;;
-    echo) taskset -c 0 target/release/dns-echo 127.0.0.1:15307 & port=15307 ;;
+               --cache-size=10000 --user=root >/dev/null 2>&1 & ;;
+    dnsdist) taskset -c 0 dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >/dev/null 2>&1 & ;;
+    nsd) taskset -c 0 nsd -d -c "$work/nsd.conf" >/dev/null 2>&1 & ;;
+    knot) taskset -c 0 knotd -c "$work/knot.conf" >/dev/null 2>&1 & ;;
+    echo) taskset -c 0 target/release/dns-echo 127.0.0.1:15307 & ;;
   esac
   pid=$!
   for _ in $(seq 1 100); do
@@ -222,21 +230,30 @@ start() {
 }
 
 
-# p50 and p99 of dnsperf -v's per-query latencies (seconds), in microseconds.
-percentiles() { awk '/^> / {print $NF * 1e6}' | sort -g | awk '{a[NR]=$1} END { if (NR) printf "%.0f %.0f\n", a[int(NR*0.5)+1], a[int(NR*0.99)+1]; else print "- -" }'; }
+# dnsperf -v's per-query latencies (seconds) as microseconds, one per line.
+latencies() { awk '/^> / {print $NF * 1e6}'; }
+# p50 and p99 of the numbers in a file.
+percentiles() { sort -g "$1" | awk '{a[NR]=$1} END { if (NR) printf "%.0f %.0f\n", a[int(NR*0.5)+1], a[int(NR*0.99)+1]; else print "- -" }'; }
 
-declare -A qps cpu rss p50 p99 round_cpu
+declare -A qps cpu rss p50 p99 round_cpu started
 for round in $(seq 1 "$ROUNDS"); do
+  # Every server runs for the whole round. The throughput runs take turns; the latency runs
+  # are cut into one-second slices that rotate over the servers, so that the host's stalls,
+  # which decide a p99 here, fall on every server alike.
+  [ "$WORKLOAD" = cache ] && start_upstream
   for server in $SERVERS; do
-    [ "$WORKLOAD" = cache ] && start_upstream
     start $server
+    started[$server]=$pid
     if [ "$WORKLOAD" = cache ]; then
       # Every name asked three times (labgate: a miss, a general-path hit, then fast-path
-      # hits), then no upstream: anything not answered from the cache is lost.
+      # hits); then the upstream goes, and anything not answered from a cache is lost.
       taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/queries" -n 3 -c 1 -q 10 >/dev/null 2>&1
-      stop_upstream
     fi
-    procs=$(pids_of $pid)
+  done
+  [ "$WORKLOAD" = cache ] && stop_upstream
+  for server in $SERVERS; do
+    port=$(port_of $server)
+    procs=$(pids_of ${started[$server]})
     rss[$server]=$(rss_kib "$procs")
     before=$(cpu_ticks "$procs")
     # PERF=prefix: a profile of the server during the throughput run, in prefix.server.round.
@@ -259,39 +276,51 @@ for round in $(seq 1 "$ROUNDS"); do
       out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/queries" -c 10 -T 1 -q 100 -l "$DURATION" 2>&1)
     fi
     after=$(cpu_ticks "$procs")
-    read -r l50 l99 < <(taskset -c 1 dnsperf -s 127.0.0.1 -p $port -d "$work/queries" -Q "$RATE" -l "$DURATION" -v 2>&1 | percentiles)
-    kill $procs 2>/dev/null || true
-    wait $pid 2>/dev/null || true
     if [ "$WORKLOAD" = cache ] && ! echo "$out" | grep -q 'NOERROR .*(100.00%)'; then
       echo "$server: not every answer was a NOERROR cache hit:"; echo "$out" | grep -A3 'Response codes'
     fi
     done_q=$(echo "$out" | awk '/Queries completed/ {print $3}')
     lost=$(echo "$out" | awk '/Queries lost/ {print $3}')
     rate=$(echo "$out" | awk '/Queries per second/ {print $4}')
-    ticks=$(getconf CLK_TCK)
-    us=$(awk -v t=$((after - before)) -v hz="$ticks" -v q="$done_q" 'BEGIN { printf "%.2f", t / hz * 1e6 / q }')
-    echo "round $round $server: $rate q/s, $us us CPU/query, completed $done_q, lost $lost; at $RATE q/s p50 $l50 us, p99 $l99 us"
-    p50[$server]+="$l50 "
-    p99[$server]+="$l99 "
+    us=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v q="$done_q" 'BEGIN { printf "%.2f", t / hz * 1e6 / q }')
+    echo "round $round $server: $rate q/s, $us us CPU/query, completed $done_q, lost $lost"
     qps[$server]+="$rate "
     cpu[$server]+="$us "
     round_cpu[$server.$round]=$us
   done
+  for _ in $(seq 1 "$DURATION"); do
+    for server in $SERVERS; do
+      taskset -c 1 dnsperf -s 127.0.0.1 -p "$(port_of $server)" -d "$work/queries" -Q "$RATE" -l 1 -v 2>&1 | latencies >>"$work/latency.$server.$round"
+    done
+  done
+  for server in $SERVERS; do
+    read -r l50 l99 < <(percentiles "$work/latency.$server.$round")
+    echo "round $round $server: at $RATE q/s p50 $l50 us, p99 $l99 us"
+    p50[$server]+="$l50 "
+    p99[$server]+="$l99 "
+    pid=${started[$server]}
+    kill $(pids_of $pid) 2>/dev/null || true
+    wait $pid 2>/dev/null || true
+  done
 done
 
-# Capacity against a reference: the median over rounds of the reference's CPU per query
-# divided by the server's in the same round (runs of one round are seconds apart; rounds are
-# minutes apart, and this host drifts).
-paired() { # server reference
+# Capacity against references: per round, the cheapest reference's CPU per query divided by
+# the server's in that round; the median over rounds (runs of one round are seconds apart;
+# rounds are minutes apart, and this host drifts).
+paired() { # server "reference..."
   for round in $(seq 1 "$ROUNDS"); do
-    awk -v a="${round_cpu[$1.$round]:-0}" -v b="${round_cpu[$2.$round]:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.4f\n", b / a }'
+    best=$(for r in $2; do echo "${round_cpu[$r.$round]:-}"; done | grep -v '^$' | sort -g | head -1)
+    awk -v a="${round_cpu[$1.$round]:-0}" -v b="${best:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.4f\n", b / a }'
   done | median | awk '{ if ($1 > 0) printf "%.2fx", $1; else print "-" }'
 }
+# The peers: every server but labgate and the echo.
+peers=$(for s in $SERVERS; do case $s in labgate|echo) ;; *) printf '%s ' $s ;; esac; done)
 
 echo
-printf '%-8s %12s %16s %20s %16s %12s %12s %14s\n' server "q/s median" "CPU us/q median" "capacity vs Unbound" "vs echo" "p50 us" "p99 us" "idle RSS KiB"
+echo "capacity: CPU per query against Unbound's, the best peer's ($peers) and the no-work echo's, paired per round"
+printf '%-8s %12s %16s %12s %14s %10s %10s %10s %14s\n' server "q/s median" "CPU us/q median" "vs Unbound" "vs best peer" "vs echo" "p50 us" "p99 us" "idle RSS KiB"
 for server in $SERVERS; do
-  printf '%-8s %12s %16s %20s %16s %12s %12s %14s\n' $server "$(echo "${qps[$server]}" | median)" \
-    "$(echo "${cpu[$server]}" | median)" "$(paired $server unbound)" "$(paired $server echo)" \
+  printf '%-8s %12.0f %16s %12s %14s %10s %10s %10s %14s\n' $server "$(echo "${qps[$server]}" | median)" \
+    "$(echo "${cpu[$server]}" | median)" "$(paired $server unbound)" "$(paired $server "$peers")" "$(paired $server echo)" \
     "$(echo "${p50[$server]}" | median)" "$(echo "${p99[$server]}" | median)" "${rss[$server]}"
 done
