@@ -219,7 +219,7 @@ start() {
       # Knot pins its UDP workers itself (worker 0 on the load generator's CPU): re-pin
       # every thread of every process of the server to CPU 0.
       for p in $(pids_of $pid); do taskset -a -p -c 0 "$p" >/dev/null; done
-      if [ "$VIEWS" = 2 ] && ! dig @127.0.0.1 -p $port -b 127.0.0.2 +time=1 +tries=1 +short host001.bench.test | grep -q 10.1.0.1; then
+      if [ "$VIEWS" = 2 ] && [ "$1" != echo ] && ! dig @127.0.0.1 -p $port -b 127.0.0.2 +time=1 +tries=1 +short host001.bench.test | grep -q 10.1.0.1; then
         echo "$1 does not answer 127.0.0.2 from its own view"; exit 1
       fi
       return 0
