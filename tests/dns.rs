@@ -506,3 +506,44 @@ fn hickory_and_kdig_clients_from_a_vpn_address_get_the_vpn_view() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_wildcard_listener_answers_from_the_address_the_client_asked() {
+    let cfg = ConfigDir::new();
+    cfg.write("labgate.toml", CONFIG);
+    let port = support::free_port();
+    let wildcard = format!("0.0.0.0:{port}");
+    let _lg = Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+            "--dns",
+            &wildcard,
+        ],
+        &cfg.path("state"),
+    );
+    // Asked at 127.0.0.2, the kernel alone would answer from 127.0.0.1, and dig drops that
+    // ("reply from unexpected source"). Plain: the fast path; DO set: the general path.
+    for server in ["@127.0.0.1", "@127.0.0.2"] {
+        for extra in ["+nodnssec", "+dnssec"] {
+            let out = std::process::Command::new("dig")
+                .args([server, "-p", &port.to_string(), "-b", "127.0.0.1"])
+                .args([
+                    "+time=5",
+                    "+tries=1",
+                    "+notcp",
+                    extra,
+                    "cloud.lab.test",
+                    "A",
+                ])
+                .output()
+                .expect("dig is needed: apt-get install dnsutils (scripts/test.sh does)");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("status: NOERROR"), "{server} {extra}: {text}");
+            assert!(
+                !text.contains("unexpected source"),
+                "{server} {extra}: {text}"
+            );
+        }
+    }
+}

@@ -3,16 +3,23 @@
 //! inline from the fast path's table when they can be, else handed to the general path on the
 //! runtime. No query is answered twice: the fast path either writes the whole answer or
 //! declines before anything is sent.
+//!
+//! A socket bound to a wildcard address (`0.0.0.0`, `[::]`) learns each query's destination
+//! address (`IP_PKTINFO`, `IPV6_RECVPKTINFO`) and answers from it: else the kernel picks the
+//! source, and on a host with several addresses (IPv6 SLAAC beside a static ULA, a VIP) the
+//! client drops an answer from an address it did not ask.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use nix::libc;
 use nix::sys::socket::{
-    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
+    sendmmsg, sendmsg, setsockopt, sockopt,
 };
 
 use crate::Handler;
@@ -40,17 +47,27 @@ pub(crate) fn run(
         tracing::error!("cannot set up a DNS UDP socket: DNS over UDP is off on it");
         return;
     }
+    let wildcard = socket.local_addr().is_ok_and(|a| a.ip().is_unspecified());
+    if wildcard && learn_destinations(&socket).is_err() {
+        tracing::error!(
+            "cannot ask a wildcard DNS UDP socket for query destinations: DNS over UDP is off on it"
+        );
+        return;
+    }
     let socket = Arc::new(socket);
     let fd = socket.as_raw_fd();
     // PERF: buffers, headers and slices are made once per worker: nothing is allocated per
     // datagram or per batch on the fast path.
     let mut queries = vec![[0u8; MAX_QUERY]; BATCH].into_boxed_slice();
     let mut answers = vec![[0u8; MAX_ANSWER]; BATCH].into_boxed_slice();
-    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut got: [(usize, Option<SockaddrStorage>); BATCH] = [(0, None); BATCH];
+    let cmsg = wildcard.then(|| nix::cmsg_space!(libc::in6_pktinfo));
+    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, cmsg.clone());
+    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, cmsg);
+    let mut got: [(usize, Option<SockaddrStorage>, Option<Local>); BATCH] =
+        [(0, None, None); BATCH];
     let mut lens = [0usize; BATCH];
     let mut to: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
+    let mut from: [Option<Local>; BATCH] = [None; BATCH];
     while !stop.load(Ordering::Relaxed) {
         let received = {
             let mut q = queries.iter_mut();
@@ -69,7 +86,12 @@ pub(crate) fn run(
                 Ok(results) => {
                     let mut n = 0;
                     for (slot, r) in got.iter_mut().zip(results) {
-                        *slot = (r.bytes, r.address);
+                        let local = if wildcard {
+                            r.cmsgs().ok().and_then(|mut c| c.find_map(destination))
+                        } else {
+                            None
+                        };
+                        *slot = (r.bytes, r.address, local);
                         n += 1;
                     }
                     n
@@ -79,7 +101,7 @@ pub(crate) fn run(
             }
         };
         let mut replies = 0;
-        for (query, &(len, addr)) in queries.iter().zip(&got).take(received) {
+        for (query, &(len, addr, local)) in queries.iter().zip(&got).take(received) {
             let Some(src) = addr.as_ref().and_then(std_addr) else {
                 continue;
             };
@@ -88,24 +110,46 @@ pub(crate) fn run(
                 Some(n) => {
                     lens[replies] = n;
                     to[replies] = addr;
+                    from[replies] = local;
                     replies += 1;
                 }
-                None => general(handler, &socket, rt, data, src),
+                None => general(handler, &socket, rt, data, src, local),
             }
         }
-        if replies > 0 {
-            let slices: [[IoSlice<'_>; 1]; BATCH] =
-                std::array::from_fn(|i| [IoSlice::new(&answers[i][..lens[i]])]);
-            let none: [ControlMessage<'_>; 0] = [];
+        // One `sendmmsg` per source address: its control message is shared by the batch.
+        // A socket bound to one address has one group, sent with no control message.
+        let mut sent = 0;
+        while sent < replies {
+            let local = from[sent];
+            let mut end = sent + 1;
+            for i in sent + 1..replies {
+                if from[i] == local {
+                    answers.swap(end, i);
+                    lens.swap(end, i);
+                    to.swap(end, i);
+                    from.swap(end, i);
+                    end += 1;
+                }
+            }
+            let slices: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|i| {
+                [IoSlice::new(
+                    answers
+                        .get(sent + i)
+                        .map_or(&[][..], |a| &a[..lens[sent + i]]),
+                )]
+            });
             // UDP is best effort: a send that fails is a query lost, as on the wire.
-            let _ = sendmmsg(
-                fd,
-                &mut send_headers,
-                slices[..replies].iter(),
-                &to[..replies],
-                none,
-                MsgFlags::empty(),
-            );
+            from_source(local, |cmsgs| {
+                let _ = sendmmsg(
+                    fd,
+                    &mut send_headers,
+                    slices[..end - sent].iter(),
+                    &to[sent..end],
+                    cmsgs,
+                    MsgFlags::empty(),
+                );
+            });
+            sent = end;
         }
     }
 }
@@ -117,6 +161,7 @@ fn general(
     rt: &tokio::runtime::Handle,
     data: &[u8],
     src: SocketAddr,
+    local: Option<Local>,
 ) {
     // PERF: only the general path allocates and spawns: forwarding may take seconds.
     let handler = handler.clone();
@@ -124,9 +169,86 @@ fn general(
     let data = data.to_vec();
     rt.spawn(async move {
         if let Some(out) = handler.answer_bytes(&data, src).await {
-            let _ = socket.send_to(&out, src);
+            let to = SockaddrStorage::from(src);
+            from_source(local, |cmsgs| {
+                let _ = sendmsg(
+                    socket.as_raw_fd(),
+                    &[IoSlice::new(&out)],
+                    cmsgs,
+                    MsgFlags::empty(),
+                    Some(&to),
+                );
+            });
         }
     });
+}
+
+/// The address a query was sent to (and, for IPv6, the interface it came in on, which a
+/// link-local address needs).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Local {
+    addr: IpAddr,
+    ifindex: u32,
+}
+
+/// A reply's source, as the kernel takes it.
+enum Info {
+    V4(libc::in_pktinfo),
+    V6(libc::in6_pktinfo),
+}
+
+impl Local {
+    fn info(self) -> Info {
+        match self.addr {
+            IpAddr::V4(a) => Info::V4(libc::in_pktinfo {
+                // Routing picks the interface; the source is the address the client asked.
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(a).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            }),
+            IpAddr::V6(a) => Info::V6(libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: a.octets(),
+                },
+                ipi6_ifindex: self.ifindex,
+            }),
+        }
+    }
+}
+
+/// Runs `send` with the control message that sets a reply's source, or none.
+fn from_source(local: Option<Local>, send: impl FnOnce(&[ControlMessage<'_>])) {
+    match local.map(Local::info) {
+        Some(Info::V4(i)) => send(&[ControlMessage::Ipv4PacketInfo(&i)]),
+        Some(Info::V6(i)) => send(&[ControlMessage::Ipv6PacketInfo(&i)]),
+        None => send(&[]),
+    }
+}
+
+/// Asks a wildcard socket to report each datagram's destination address.
+fn learn_destinations(socket: &UdpSocket) -> nix::Result<()> {
+    if socket.local_addr().is_ok_and(|a| a.is_ipv6()) {
+        setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)
+    } else {
+        setsockopt(socket, sockopt::Ipv4PacketInfo, &true)
+    }
+}
+
+/// A datagram's destination, from its control message.
+fn destination(c: ControlMessageOwned) -> Option<Local> {
+    match c {
+        ControlMessageOwned::Ipv4PacketInfo(i) => Some(Local {
+            addr: IpAddr::V4(u32::from_be(i.ipi_addr.s_addr).into()),
+            ifindex: 0,
+        }),
+        ControlMessageOwned::Ipv6PacketInfo(i) => Some(Local {
+            addr: IpAddr::V6(i.ipi6_addr.s6_addr.into()),
+            ifindex: i.ipi6_ifindex,
+        }),
+        _ => None,
+    }
 }
 
 /// A received address as the standard library's.
