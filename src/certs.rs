@@ -9,13 +9,18 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use labgate_acme::Manager;
-use labgate_acme::local_ca::LocalCa;
+use labgate_acme::local_ca::{LEAF_LIFETIME, LocalCa};
 use labgate_config::Snapshot;
 use labgate_config::settings::{CertSource, Coverage};
 use labgate_proxy::CertMap;
 use labgate_proxy::certs::certified_key;
 use pingora::tls::sign::CertifiedKey;
+use time::OffsetDateTime;
 use tracing::{info, warn};
+
+/// A local-CA leaf is issued again once this much of its life is gone (a month before it
+/// expires), so that a labgate that runs for months never serves an expired one.
+const LEAF_RENEW_AFTER: time::Duration = LEAF_LIFETIME.saturating_sub(time::Duration::days(30));
 
 /// Certificate files that failed to load (counted for `/metrics`).
 pub static LOAD_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -30,7 +35,8 @@ struct Loaded {
 pub struct CertBuilder {
     ca: Arc<LocalCa>,
     acme: Option<Arc<Manager>>,
-    leaves: HashMap<String, Arc<CertifiedKey>>,
+    /// Local-CA leaves by name, with when they were issued.
+    leaves: HashMap<String, (OffsetDateTime, Arc<CertifiedKey>)>,
     files: HashMap<(PathBuf, PathBuf), Loaded>,
     /// ACME certificates as last converted, by name set: the chain and its key.
     issued: HashMap<Vec<Arc<str>>, (String, Arc<CertifiedKey>)>,
@@ -81,7 +87,7 @@ impl CertBuilder {
             for host in want {
                 let waiting = matches!(s.certificates.cover(host), Coverage::Spec(i)
                     if matches!(s.certificates.specs[i].source, CertSource::Acme { .. }));
-                if let Some(k) = self.leaf(host, waiting) {
+                if let Some(k) = self.leaf(host, waiting, OffsetDateTime::now_utc()) {
                     map.insert(&[Arc::from(host)], &k);
                 }
             }
@@ -114,14 +120,22 @@ impl CertBuilder {
         Some(key)
     }
 
-    /// A local-CA leaf for `host`; `waiting` when an ACME certificate will replace it.
-    fn leaf(&mut self, host: &str, waiting: bool) -> Option<Arc<CertifiedKey>> {
-        if let Some(k) = self.leaves.get(host) {
+    /// A local-CA leaf for `host`, issued again when it nears its end; `waiting` when an
+    /// ACME certificate will replace it.
+    fn leaf(
+        &mut self,
+        host: &str,
+        waiting: bool,
+        now: OffsetDateTime,
+    ) -> Option<Arc<CertifiedKey>> {
+        if let Some((at, k)) = self.leaves.get(host)
+            && now - *at < LEAF_RENEW_AFTER
+        {
             return Some(Arc::clone(k));
         }
         let issued = self
             .ca
-            .issue(&[host.to_owned()], time::OffsetDateTime::now_utc())
+            .issue(&[host.to_owned()], now)
             .map_err(|e| warn!("cannot issue a local-CA certificate for {host}: {e}"))
             .ok()?;
         let key = certified_key(issued.chain_pem.as_bytes(), issued.key_pem.as_bytes())
@@ -135,7 +149,7 @@ impl CertBuilder {
             info!("{host}: serving a certificate from labgate's local CA");
         }
         let key = Arc::new(key);
-        self.leaves.insert(host.to_owned(), Arc::clone(&key));
+        self.leaves.insert(host.to_owned(), (now, Arc::clone(&key)));
         Some(key)
     }
 
@@ -177,5 +191,36 @@ impl CertBuilder {
             }
         }
         entry.key.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_ca_leaves_are_issued_again_a_month_before_they_expire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Arc::new(LocalCa::load_or_create(dir.path()).expect("local CA"));
+        let mut certs = CertBuilder::new(ca);
+        let t0 = OffsetDateTime::now_utc();
+        let first = certs.leaf("app.lab.test", false, t0).expect("issued");
+        let later = certs
+            .leaf("app.lab.test", false, t0 + time::Duration::days(59))
+            .expect("kept");
+        assert!(Arc::ptr_eq(&first, &later), "a young leaf is kept");
+        let renewed = certs
+            .leaf("app.lab.test", false, t0 + time::Duration::days(61))
+            .expect("renewed");
+        assert!(
+            !Arc::ptr_eq(&first, &renewed),
+            "a leaf with 29 days left is replaced"
+        );
+        assert!(Arc::ptr_eq(
+            &renewed,
+            &certs
+                .leaf("app.lab.test", false, t0 + time::Duration::days(62))
+                .expect("kept")
+        ));
     }
 }
