@@ -293,23 +293,13 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Waits until pingora's listeners accept connections (bounded), so `ready` is true.
+/// Waits until pingora listens on the proxy's addresses (bounded), so `ready` is true.
 async fn wait_listening(
     addrs: &[std::net::SocketAddr],
 ) -> anyhow::Result<Vec<std::net::SocketAddr>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    for a in addrs {
-        let mut probe = *a;
-        if probe.ip().is_unspecified() {
-            probe.set_ip(match probe {
-                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        loop {
-            if tokio::net::TcpStream::connect(probe).await.is_ok() {
-                break;
-            }
+    for &a in addrs {
+        while !listen::held(a) {
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
                 "the listener on {a} did not come up"

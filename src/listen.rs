@@ -62,6 +62,14 @@ pub fn check_tcp(addr: SocketAddr, key: &str) -> anyhow::Result<()> {
         .map_err(|e| bind_error(&e, "tcp", addr, key))
 }
 
+/// Whether a listening socket holds a TCP address: a bind with the options pingora's
+/// listeners get (`SO_REUSEADDR`, v6-only) then fails with "in use". After [`check_tcp`]
+/// passed, that socket is pingora's. No connection is made: no handshake is counted, and an
+/// IPv6 wildcard needs no IPv6 loopback (IPv6 may be off, as in Docker).
+pub fn held(addr: SocketAddr) -> bool {
+    matches!(socket(addr, Type::STREAM, Protocol::TCP), Err(e) if e.kind() == ErrorKind::AddrInUse)
+}
+
 /// A bind failure, with the address, the config key and what to do next.
 fn bind_error(e: &std::io::Error, proto: &str, addr: SocketAddr, key: &str) -> anyhow::Error {
     let next = match e.kind() {

@@ -186,6 +186,14 @@ fn the_demo_runs_with_its_local_ca_and_says_what_to_try() {
             .expect("CA written")
             .contains("BEGIN CERTIFICATE")
     );
+    // The readiness check makes no TLS connection: nothing to count as a failed handshake.
+    let (_, metrics) = lg.admin("GET", "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "labgate_tls_handshake_failures_total 0"),
+        "{metrics}"
+    );
     let c = lg.config();
     assert_eq!(c["services"], serde_json::json!(["app", "home-assistant"]));
     let (code, body) = lg.admin("POST", "/reload");
