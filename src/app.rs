@@ -40,6 +40,7 @@ const CERT_CHECK: Duration = Duration::from_secs(5);
 /// A `labgate_config::Error` for an invalid configuration (exit 64), anything else for a
 /// runtime failure (exit 1).
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    raise_open_file_limit();
     let is_demo = args.config.is_none();
     let source = ConfigSource {
         origin: match &args.config {
@@ -291,6 +292,23 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         warn!("tasks did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
     }
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one, as nginx's `worker_rlimit_nofile`
+/// or Go's runtime do: every connection is a descriptor (two through the proxy), and the
+/// usual soft limit of 1024 would stall labgate at a few hundred clients, with no error a
+/// client could see.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!("open-file limit raised from {soft} to {hard}"),
+            Err(e) => warn!("cannot raise the open-file limit from {soft} to {hard}: {e}"),
+        }
+    }
 }
 
 /// Waits until pingora listens on the proxy's addresses (bounded), so `ready` is true.

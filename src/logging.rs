@@ -16,10 +16,10 @@ pub const ENV_LOG: &str = "LABGATE_LOG";
 /// The filter when none is given: hickory logs every query at info, which costs a third more
 /// CPU per query and floods the journal (E4), so its crates start at warn. pingora logs every
 /// failed TLS handshake (scanners, wrong names) at error: those are counted
-/// (`labgate_tls_handshake_failures_total`) and shown only with
-/// `pingora_core::services::listening=error` in the filter.
-pub const DEFAULT_FILTER: &str = "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,\
-pingora_core=warn,pingora_core::services::listening=off";
+/// (`labgate_tls_handshake_failures_total`), never printed; its other listener errors (a
+/// failed accept when file descriptors run out) are.
+pub const DEFAULT_FILTER: &str =
+    "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,pingora_core=warn";
 
 /// The target pingora's listener logs handshake failures under.
 const LISTENING: &str = "pingora_core::services::listening";
@@ -36,7 +36,8 @@ pub fn init(flag: Option<&str>) {
         // Colours only for a terminal: journald and log files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
-        .with_filter(filter);
+        .with_filter(filter)
+        .with_filter(NoHandshakeLines);
     // PERF: the counter sees only its own records; an unfiltered layer would make every
     // debug record of pingora and hickory enabled, built and dispatched on the request path.
     let counter = HandshakeCounter.with_filter(filter_fn(|m| {
@@ -60,17 +61,39 @@ struct HandshakeCounter;
 
 impl<S: tracing::Subscriber> Layer<S> for HandshakeCounter {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        // Records bridged from `log` carry their target in the `log.target` field.
-        let mut v = Fields::default();
-        event.record(&mut v);
-        let target = v
-            .target
-            .as_deref()
-            .unwrap_or_else(|| event.metadata().target());
-        if target == LISTENING && v.message.contains("handshake") {
+        if is_handshake_failure(event) {
             labgate_proxy::metrics::TLS_HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Keeps pingora's per-failure handshake records out of the log (they are counted).
+struct NoHandshakeLines;
+
+impl<S> tracing_subscriber::layer::Filter<S> for NoHandshakeLines {
+    fn enabled(&self, _: &tracing::Metadata<'_>, _: &Context<'_, S>) -> bool {
+        true
+    }
+
+    fn event_enabled(&self, event: &tracing::Event<'_>, _: &Context<'_, S>) -> bool {
+        !is_handshake_failure(event)
+    }
+}
+
+/// Whether an event is pingora's record of one failed TLS handshake.
+fn is_handshake_failure(event: &tracing::Event<'_>) -> bool {
+    // PERF: the fields are read only for errors (an access-log line is not one).
+    if *event.metadata().level() != tracing::Level::ERROR {
+        return false;
+    }
+    // Records bridged from `log` carry their target in the `log.target` field.
+    let mut v = Fields::default();
+    event.record(&mut v);
+    let target = v
+        .target
+        .as_deref()
+        .unwrap_or_else(|| event.metadata().target());
+    target == LISTENING && v.message.contains("handshake")
 }
 
 #[derive(Default)]

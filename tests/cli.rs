@@ -316,3 +316,17 @@ fn the_default_dual_stack_addresses_both_serve_https() {
         assert!(code.starts_with(['2', '3', '4', '5']), "{at}: {code}");
     }
 }
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let state = tempfile::tempdir().expect("tempdir");
+    // prlimit (util-linux) sets the limits and then runs labgate in its own process.
+    let lg = Labgate::start_under(&["prlimit", "--nofile=256:4096"], &[], state.path());
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", lg.pid())).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("the open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[3..5], ["4096", "4096"], "{line}");
+}

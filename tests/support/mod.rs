@@ -45,11 +45,24 @@ pub(crate) struct Labgate {
 impl Labgate {
     /// Starts `labgate run` with extra args and waits for its readiness line.
     pub(crate) fn start(args: &[&str], state_dir: &Path) -> Self {
+        Self::start_under(&[], args, state_dir)
+    }
+
+    /// [`Labgate::start`] under a wrapper command, e.g. `prlimit --nofile=256:4096`.
+    pub(crate) fn start_under(wrapper: &[&str], args: &[&str], state_dir: &Path) -> Self {
         // pingora binds the HTTP listeners itself and cannot report a port 0 choice.
         let (https, http) = (free_port(), free_port());
         std::fs::create_dir_all(state_dir).expect("state dir");
         let log = state_dir.join("labgate.stderr");
-        let mut child = bin()
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_labgate"));
+                c
+            }
+            None => bin(),
+        };
+        let mut child = command
             .arg("run")
             .args(args)
             .args(["--admin", "127.0.0.1:0", "--dns", "127.0.0.1:0"])
