@@ -64,6 +64,9 @@ pub struct RawServer {
 }
 
 /// `[listen]`: socket addresses. Restart-only: a change is logged and applied at the next start.
+/// IPv6 addresses listen for IPv6 only (`[::]` is not dual-stack): list `0.0.0.0` beside `[::]`
+/// for both families, as the defaults do. Two TCP listeners cannot share a port on
+/// overlapping addresses (DNS listens on TCP too); `check` says which.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListen {

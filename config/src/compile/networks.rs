@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -233,27 +234,71 @@ pub(super) fn listen(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Listen {
     let Some((file, raw)) = single(cx, files, "listen", |f| f.listen.as_ref()) else {
         return l;
     };
+    // Every TCP listener (DNS listens on TCP too), with its key and, if written, its span.
+    let mut tcp: Vec<(SocketAddr, String, Option<Range<usize>>)> = Vec::new();
     let mut addrs =
-        |v: &Option<Vec<Spanned<String>>>, key: &str, port: u16, out: &mut Vec<SocketAddr>| {
-            if let Some(v) = v {
-                *out = v
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(j, a)| addr(cx, file, a, &format!("listen.{key}[{j}]"), port))
-                    .collect();
+        |v: &Option<Vec<Spanned<String>>>, key: &str, port: u16, out: &mut Vec<SocketAddr>| match v
+        {
+            Some(v) => {
+                out.clear();
+                for (j, a) in v.iter().enumerate() {
+                    let key = format!("listen.{key}[{j}]");
+                    if let Some(s) = addr(cx, file, a, &key, port) {
+                        out.push(s);
+                        tcp.push((s, key, Some(a.span())));
+                    }
+                }
             }
+            None => tcp.extend(out.iter().map(|&s| (s, format!("listen.{key}"), None))),
         };
     addrs(&raw.dns, "dns", 53, &mut l.dns);
     addrs(&raw.https, "https", 443, &mut l.https);
     addrs(&raw.http, "http", 80, &mut l.http);
     addrs(&raw.tunnel, "tunnel", 8080, &mut l.tunnel);
     addrs(&raw.tunnel_https, "tunnel_https", 8443, &mut l.tunnel_https);
-    if let Some(a) = &raw.admin
-        && let Some(a) = addr(cx, file, a, "listen.admin", 9153)
-    {
-        l.admin = a;
+    match &raw.admin {
+        Some(a) => {
+            if let Some(s) = addr(cx, file, a, "listen.admin", 9153) {
+                l.admin = s;
+                tcp.push((s, "listen.admin".into(), Some(a.span())));
+            }
+        }
+        None => tcp.push((l.admin, "listen.admin".into(), None)),
+    }
+    for (i, (a, key, span)) in tcp.iter().enumerate() {
+        for (b, other, other_span) in &tcp[i + 1..] {
+            if !one_port(*a, *b) {
+                continue;
+            }
+            // At the written one of the two (a default has no place in the file).
+            if let Some((span, key, with)) = other_span
+                .clone()
+                .map(|s| (s, other, (a, key)))
+                .or_else(|| span.clone().map(|s| (s, key, (b, other))))
+            {
+                cx.error(
+                    file,
+                    span,
+                    key.as_str(),
+                    format!(
+                        "takes the port of {} ({}): only one of them could listen",
+                        with.1, with.0
+                    ),
+                )
+                .expected("another port, or addresses that do not overlap");
+            }
+        }
     }
     l
+}
+
+/// Whether two TCP listeners want one port: the same port (not 0) and the same address, or a
+/// wildcard of the same family beside any address.
+fn one_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn addr(
