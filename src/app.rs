@@ -222,8 +222,13 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     tasks.spawn(admin::serve(admin_listener, admin, cancel.child_token()));
     let _watcher = match source.path() {
         Some(p) => Some(
-            watch::start(p, tx.clone(), blocklist_file(Arc::clone(&shared)))
-                .with_context(|| format!("cannot watch {} for changes", p.display()))?,
+            watch::start(
+                p,
+                tx.clone(),
+                blocklist_file(Arc::clone(&shared)),
+                &blocklist_dirs(&shared),
+            )
+            .with_context(|| format!("cannot watch {} for changes", p.display()))?,
         ),
         None => None,
     };
@@ -367,6 +372,26 @@ async fn follow_reloads(
 }
 
 /// Whether a changed path is a blocklist file of the serving snapshot.
+/// The directories of the file blocklists of the running configuration.
+fn blocklist_dirs(shared: &Shared) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = shared
+        .snapshot
+        .load()
+        .dns
+        .blocklists
+        .iter()
+        .filter_map(|l| match &l.source {
+            labgate_config::settings::BlocklistSource::File(p) => {
+                p.parent().map(std::path::Path::to_owned)
+            }
+            labgate_config::settings::BlocklistSource::Url(_) => None,
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
 fn blocklist_file(shared: Arc<Shared>) -> impl Fn(&std::path::Path) -> bool + Send + 'static {
     move |changed| {
         let Ok(changed) = changed.canonicalize() else {

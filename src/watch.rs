@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use crate::reload::Trigger;
 
 /// Starts watching; the returned watcher must be kept alive. `also` names more files that
-/// matter (blocklist files beside a single config file).
+/// matter (blocklist files), and `also_dirs` the directories they are in, watched one level
+/// deep when the configuration's own watch does not cover them.
 ///
 /// # Errors
 /// When the platform watcher cannot be created or the directory cannot be watched.
@@ -19,6 +20,7 @@ pub(crate) fn start(
     config: &Path,
     tx: mpsc::Sender<Trigger>,
     also: impl Fn(&Path) -> bool + Send + 'static,
+    also_dirs: &[PathBuf],
 ) -> notify::Result<RecommendedWatcher> {
     let (dir, only) = if config.is_dir() {
         (config.to_owned(), None)
@@ -51,13 +53,26 @@ pub(crate) fn start(
         RecursiveMode::NonRecursive
     };
     watcher.watch(&dir, mode)?;
+    for d in also_dirs {
+        let covered = d == &dir || (mode == RecursiveMode::Recursive && d.starts_with(&dir));
+        if !covered && let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
+            tracing::warn!(
+                "cannot watch {} for blocklist changes ({e}); reload by SIGHUP after editing its lists",
+                d.display()
+            );
+        }
+    }
     Ok(watcher)
 }
 
 /// In a config directory, any file not under a hidden directory such as `.git` (TOML files
-/// and the blocklist files kept beside them); for a single config file, that file.
+/// and the blocklist files kept beside them); for a single config file, that file. Either
+/// way, Kubernetes' swap of a mounted ConfigMap (its `..data` link replaced at once).
 fn relevant(root: &Path, path: &Path, only: Option<&std::ffi::OsStr>) -> bool {
     let rel = path.strip_prefix(root).unwrap_or(path);
+    if rel.components().any(|c| c.as_os_str() == "..data") {
+        return true;
+    }
     if rel
         .components()
         .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
@@ -87,6 +102,14 @@ mod tests {
         assert!(!relevant(
             root,
             Path::new("/cfg/sub/labgate.toml"),
+            Some(name)
+        ));
+        // A ConfigMap update: the files are links through `..data`, which is swapped.
+        assert!(relevant(root, Path::new("/cfg/..data"), Some(name)));
+        assert!(relevant(root, Path::new("/cfg/..data"), None));
+        assert!(!relevant(
+            root,
+            Path::new("/cfg/..2026_11_30_09_00_00.123"),
             Some(name)
         ));
     }

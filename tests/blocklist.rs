@@ -63,8 +63,13 @@ fn lists_block_per_network_and_follow_edits() {
         "conf/lists/trackers.hosts",
         "127.0.0.1 localhost\n0.0.0.0 tracker.internet.test\n",
     );
+    // One config file, its lists a directory below: the watch on the file's directory is one
+    // level deep, so the lists' directory is watched on its own.
     let lg = Labgate::start(
-        &["--config", cfg.path("conf").to_str().expect("utf-8")],
+        &[
+            "--config",
+            cfg.path("conf/labgate.toml").to_str().expect("utf-8"),
+        ],
         &cfg.path("state"),
     );
     let (port, _) = dns_ports(&lg);
