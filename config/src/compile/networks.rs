@@ -241,11 +241,28 @@ pub(super) fn listen(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Listen {
         {
             Some(v) => {
                 out.clear();
+                let mut wildcards_v6 = Vec::new();
                 for (j, a) in v.iter().enumerate() {
                     let key = format!("listen.{key}[{j}]");
                     if let Some(s) = addr(cx, file, a, &key, port) {
                         out.push(s);
+                        if s.ip() == IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED) {
+                            wildcards_v6.push((s, key.clone(), a.span()));
+                        }
                         tcp.push((s, key, Some(a.span())));
+                    }
+                }
+                // `[::]` is v6-only here, where many servers make it dual-stack.
+                for (s, key, span) in wildcards_v6 {
+                    if !out.iter().any(|o| o.is_ipv4() && o.port() == s.port()) {
+                        let v4 = SocketAddr::from(([0, 0, 0, 0], s.port()));
+                        cx.warn(
+                            file,
+                            span,
+                            key,
+                            format!("{s} listens for IPv6 clients only"),
+                        )
+                        .hint(format!("add \"{v4}\" for IPv4 clients"));
                     }
                 }
             }
