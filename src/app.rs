@@ -371,44 +371,31 @@ async fn follow_reloads(
     }
 }
 
-/// Whether a changed path is a blocklist file of the serving snapshot.
+/// The files of the file blocklists of a configuration.
+fn list_files(s: &labgate_config::Snapshot) -> impl Iterator<Item = &std::path::Path> {
+    s.dns.blocklists.iter().filter_map(|l| match &l.source {
+        labgate_config::settings::BlocklistSource::File(p) => Some(p.as_path()),
+        labgate_config::settings::BlocklistSource::Url(_) => None,
+    })
+}
+
 /// The directories of the file blocklists of the running configuration.
 fn blocklist_dirs(shared: &Shared) -> Vec<std::path::PathBuf> {
-    let mut dirs: Vec<std::path::PathBuf> = shared
-        .snapshot
-        .load()
-        .dns
-        .blocklists
-        .iter()
-        .filter_map(|l| match &l.source {
-            labgate_config::settings::BlocklistSource::File(p) => {
-                p.parent().map(std::path::Path::to_owned)
-            }
-            labgate_config::settings::BlocklistSource::Url(_) => None,
-        })
+    let mut dirs: Vec<std::path::PathBuf> = list_files(&shared.snapshot.load())
+        .filter_map(|p| p.parent().map(std::path::Path::to_owned))
         .collect();
     dirs.sort();
     dirs.dedup();
     dirs
 }
 
+/// Whether a changed path is a blocklist file of the serving snapshot.
 fn blocklist_file(shared: Arc<Shared>) -> impl Fn(&std::path::Path) -> bool + Send + 'static {
     move |changed| {
         let Ok(changed) = changed.canonicalize() else {
             return false;
         };
-        shared
-            .snapshot
-            .load()
-            .dns
-            .blocklists
-            .iter()
-            .any(|l| match &l.source {
-                labgate_config::settings::BlocklistSource::File(p) => {
-                    p.canonicalize().is_ok_and(|p| p == changed)
-                }
-                labgate_config::settings::BlocklistSource::Url(_) => false,
-            })
+        list_files(&shared.snapshot.load()).any(|p| p.canonicalize().is_ok_and(|p| p == changed))
     }
 }
 

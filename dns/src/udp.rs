@@ -124,10 +124,13 @@ pub(crate) fn run(
             let mut end = sent + 1;
             for i in sent + 1..replies {
                 if from[i] == local {
-                    answers.swap(end, i);
-                    lens.swap(end, i);
-                    to.swap(end, i);
-                    from.swap(end, i);
+                    // PERF: the common case, one source for the batch, moves nothing.
+                    if i != end {
+                        answers.swap(end, i);
+                        lens.swap(end, i);
+                        to.swap(end, i);
+                        from.swap(end, i);
+                    }
                     end += 1;
                 }
             }
@@ -191,39 +194,36 @@ struct Local {
     ifindex: u32,
 }
 
-/// A reply's source, as the kernel takes it.
-enum Info {
-    V4(libc::in_pktinfo),
-    V6(libc::in6_pktinfo),
-}
-
-impl Local {
-    fn info(self) -> Info {
-        match self.addr {
-            IpAddr::V4(a) => Info::V4(libc::in_pktinfo {
+/// Runs `send` with the control message that sets a reply's source, or none.
+fn from_source(local: Option<Local>, send: impl FnOnce(&[ControlMessage<'_>])) {
+    match local {
+        None => send(&[]),
+        Some(Local {
+            addr: IpAddr::V4(a),
+            ..
+        }) => {
+            let info = libc::in_pktinfo {
                 // Routing picks the interface; the source is the address the client asked.
                 ipi_ifindex: 0,
                 ipi_spec_dst: libc::in_addr {
                     s_addr: u32::from(a).to_be(),
                 },
                 ipi_addr: libc::in_addr { s_addr: 0 },
-            }),
-            IpAddr::V6(a) => Info::V6(libc::in6_pktinfo {
+            };
+            send(&[ControlMessage::Ipv4PacketInfo(&info)]);
+        }
+        Some(Local {
+            addr: IpAddr::V6(a),
+            ifindex,
+        }) => {
+            let info = libc::in6_pktinfo {
                 ipi6_addr: libc::in6_addr {
                     s6_addr: a.octets(),
                 },
-                ipi6_ifindex: self.ifindex,
-            }),
+                ipi6_ifindex: ifindex,
+            };
+            send(&[ControlMessage::Ipv6PacketInfo(&info)]);
         }
-    }
-}
-
-/// Runs `send` with the control message that sets a reply's source, or none.
-fn from_source(local: Option<Local>, send: impl FnOnce(&[ControlMessage<'_>])) {
-    match local.map(Local::info) {
-        Some(Info::V4(i)) => send(&[ControlMessage::Ipv4PacketInfo(&i)]),
-        Some(Info::V6(i)) => send(&[ControlMessage::Ipv6PacketInfo(&i)]),
-        None => send(&[]),
     }
 }
 

@@ -287,23 +287,19 @@ pub(super) fn listen(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Listen {
             if !one_port(*a, *b) {
                 continue;
             }
-            // At the written one of the two (a default has no place in the file).
-            if let Some((span, key, with)) = other_span
-                .clone()
-                .map(|s| (s, other, (a, key)))
-                .or_else(|| span.clone().map(|s| (s, key, (b, other))))
-            {
-                cx.error(
-                    file,
-                    span,
-                    key.as_str(),
-                    format!(
-                        "takes the port of {} ({}): only one of them could listen",
-                        with.1, with.0
-                    ),
-                )
-                .expected("another port, or addresses that do not overlap");
-            }
+            // Reported at the written one of the two (a default has no place in the file).
+            let (at, at_key, with, with_key) = match (other_span, span) {
+                (Some(s), _) => (s, other, a, key),
+                (None, Some(s)) => (s, key, b, other),
+                (None, None) => continue,
+            };
+            cx.error(
+                file,
+                at.clone(),
+                at_key.as_str(),
+                format!("takes the port of {with_key} ({with}): only one of them could listen"),
+            )
+            .expected("another port, or addresses that do not overlap");
         }
     }
     l
