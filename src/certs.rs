@@ -84,10 +84,11 @@ impl CertBuilder {
             want.push(d);
         }
         if s.certificates.local_ca {
+            let now = OffsetDateTime::now_utc();
             for host in want {
                 let waiting = matches!(s.certificates.cover(host), Coverage::Spec(i)
                     if matches!(s.certificates.specs[i].source, CertSource::Acme { .. }));
-                if let Some(k) = self.leaf(host, waiting, OffsetDateTime::now_utc()) {
+                if let Some(k) = self.leaf(host, waiting, now) {
                     map.insert(&[Arc::from(host)], &k);
                 }
             }
