@@ -22,6 +22,7 @@ use crate::certs::CertBuilder;
 use crate::cli::RunArgs;
 use crate::demo;
 use crate::listen;
+use crate::outbound::Outbound;
 use crate::reload::{self, ConfigSource, Origin, Overrides, Trigger};
 use crate::status::Shared;
 use crate::watch;
@@ -78,6 +79,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let shared = Shared::new(snapshot, Arc::new(labgate_dns::Metrics::default()));
+    let handler = labgate_dns::Handler::new(shared.snapshot.clone(), Arc::clone(&shared.dns));
+    let outbound = Outbound::new(shared.snapshot.clone(), handler.clone());
     let (access, access_rx) = labgate_proxy::access::AccessLog::new();
     let mut certs = CertBuilder::new(Arc::clone(&ca));
     let store = Arc::new(labgate_proxy::CertStore::default());
@@ -88,6 +91,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Arc::new(labgate_proxy::metrics::Metrics::default()),
         access,
         listen.https.first().map_or(443, std::net::SocketAddr::port),
+        Arc::new(outbound.clone()),
     ));
     let _ = shared.proxy.set(Arc::clone(&proxy));
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
@@ -120,6 +124,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             proxy,
             access_rx,
             is_demo,
+            handler,
+            outbound,
         }))),
     );
     control.threads = Some(1);
@@ -137,6 +143,8 @@ struct Parts {
     proxy: Arc<labgate_proxy::Proxy>,
     access_rx: mpsc::Receiver<labgate_proxy::access::Entry>,
     is_demo: bool,
+    handler: labgate_dns::Handler,
+    outbound: Outbound,
 }
 
 /// The `labgate control` background service.
@@ -165,6 +173,8 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         proxy,
         access_rx,
         is_demo,
+        handler,
+        outbound,
     } = parts;
     let snapshot = shared.snapshot.load_full();
     let admin_addr = snapshot.listen.admin;
@@ -188,7 +198,6 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
                 .map(|l| l.local_addr().map(|a| format!("tcp {a}"))),
         )
         .collect::<Result<_, _>>()?;
-    let handler = labgate_dns::Handler::new(shared.snapshot.clone(), Arc::clone(&shared.dns));
     handler.prepare_fast().await;
     let dns = labgate_dns::serve(handler.clone(), udp, tcp).context("cannot start DNS")?;
     // ACME: certificates on disk are loaded and served before `ready`; issuance and renewal
@@ -199,6 +208,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         labgate_acme::Helpers {
             builtin: Some(Arc::new(crate::acme::Builtin(handler.challenges()))),
             lookup: Some(Arc::new(crate::acme::Upstreams(handler.clone()))),
+            resolver: labgate_acme::Resolver::new(Arc::new(outbound.clone())),
         },
     );
     let _ = shared.acme.set(Arc::clone(&manager));
@@ -236,13 +246,15 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     tasks.spawn(blocklists::run(
         Arc::clone(&shared),
         handler,
+        outbound.clone(),
         cancel.child_token(),
     ));
     // Named backends resolve before `ready`, so the first request finds them.
-    crate::backends::resolve_all(&proxy).await;
+    crate::backends::resolve_all(&proxy, &outbound).await;
     tasks.spawn(crate::backends::run(
         Arc::clone(&shared),
         Arc::clone(&proxy),
+        outbound,
         cancel.child_token(),
     ));
     tasks.spawn(labgate_proxy::access::write(

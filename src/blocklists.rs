@@ -1,24 +1,20 @@
-//! Fetches URL blocklists in the background: resolved through the upstreams directly (labgate
-//! never depends on its own DNS to boot), bounded in size and time, refreshed on each list's
-//! interval, and a failed fetch keeps the last good list.
+//! Fetches URL blocklists in the background: hosts found as all of labgate's own clients find
+//! them ([`Outbound`]: never through labgate's own listeners, so nothing waits for them to
+//! boot), bounded in size and time, refreshed on each list's interval, and a failed fetch
+//! keeps the last good list.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use labgate_config::blocklist::BlockSet;
 use labgate_config::settings::BlocklistSource;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::outbound::Outbound;
 use crate::status::Shared;
 
 /// Largest list accepted.
@@ -29,9 +25,13 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 pub const RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Runs until cancelled.
-pub async fn run(shared: Arc<Shared>, dns: labgate_dns::Handler, cancel: CancellationToken) {
+pub async fn run(
+    shared: Arc<Shared>,
+    dns: labgate_dns::Handler,
+    outbound: Outbound,
+    cancel: CancellationToken,
+) {
     let lists = dns.fetched_lists();
-    let tls = Arc::new(tls_config());
     let mut due: HashMap<String, Instant> = HashMap::new();
     loop {
         let snapshot = shared.snapshot.load_full();
@@ -43,7 +43,7 @@ pub async fn run(shared: Arc<Shared>, dns: labgate_dns::Handler, cancel: Cancell
                 continue;
             }
             let fetched = tokio::select! {
-                r = tokio::time::timeout(FETCH_TIMEOUT, fetch(&dns, &tls, url)) => r,
+                r = tokio::time::timeout(FETCH_TIMEOUT, fetch(&outbound, url)) => r,
                 () = cancel.cancelled() => return,
             };
             let next = match fetched {
@@ -85,78 +85,8 @@ pub async fn run(shared: Arc<Shared>, dns: labgate_dns::Handler, cancel: Cancell
     }
 }
 
-/// One HTTP(S) GET, the body as text.
-async fn fetch(
-    dns: &labgate_dns::Handler,
-    tls: &Arc<rustls::ClientConfig>,
-    url: &url::Url,
-) -> Result<String, String> {
-    let host = url.host_str().ok_or("the URL has no host")?;
-    let port = url.port_or_known_default().ok_or("the URL has no port")?;
-    let ips = match host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-    {
-        Ok(ip) => vec![ip],
-        Err(_) => dns.resolve_upstream(host).await,
-    };
-    let ip = ips
-        .first()
-        .ok_or_else(|| format!("cannot resolve {host} through the upstreams"))?;
-    let tcp = TcpStream::connect((*ip, port))
-        .await
-        .map_err(|e| format!("cannot connect to {ip}:{port}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    let path = &url[url::Position::BeforePath..];
-    let req = Request::get(path)
-        .header(hyper::header::HOST, host)
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("labgate/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let body = if url.scheme() == "https" {
-        let name =
-            rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
-        let stream = pingora::tls::TlsConnector::from(Arc::clone(tls))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS with {host}: {e}"))?;
-        get(stream, req).await?
-    } else {
-        get(tcp, req).await?
-    };
+/// One download, the body as text.
+async fn fetch(outbound: &Outbound, url: &url::Url) -> Result<String, String> {
+    let body = outbound.get(url, MAX_LIST_BYTES).await?;
     String::from_utf8(body.to_vec()).map_err(|_| "the list is not UTF-8 text".to_owned())
-}
-
-async fn get<S>(stream: S, req: Request<Empty<Bytes>>) -> Result<Bytes, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    let conn = tokio::spawn(conn);
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        conn.abort();
-        return Err(format!("HTTP {}", resp.status()));
-    }
-    let body = Limited::new(resp.into_body(), MAX_LIST_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("{e} (lists are limited to {MAX_LIST_BYTES} bytes)"))?
-        .to_bytes();
-    conn.abort();
-    Ok(body)
-}
-
-fn tls_config() -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
 }

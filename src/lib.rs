@@ -17,6 +17,7 @@ pub mod demo;
 pub mod explain;
 pub mod listen;
 pub mod logging;
+pub mod outbound;
 pub mod reload;
 pub mod status;
 pub mod tunnel_config;

@@ -38,6 +38,12 @@ addresses = ["127.0.0.1"]
 [[zone]]
 name = "lab.test"
 
+[[record]]
+name = "keys.lab.test"
+type = "A"
+value = "127.0.0.1"
+networks = ["lab"]
+
 [[service]]
 host = "public.lab.test"
 backends = ["http://127.0.0.1:{backend}"]
@@ -203,7 +209,9 @@ fn cloudflare_access_tokens_are_verified_and_the_identity_is_passed_on() {
         Key::new(dir.path(), "kid-two"),
     );
     let jwks = JwksServer::start(&[&key1]);
-    let (cfg, lg, backend, tunnel) = start(&jwks.url);
+    // The keys' host is a name only labgate's own records have, never asked of the system's
+    // resolver.
+    let (cfg, lg, backend, tunnel) = start(&jwks.url.replace("127.0.0.1", "keys.lab.test"));
     let iss = format!("https://{TEAM}.cloudflareaccess.com");
     let good = claims(AUD, &iss, now() + 600, now() - 10);
     let ask = |token: &str, extra: &[(&str, &str)]| {

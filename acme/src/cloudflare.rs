@@ -13,10 +13,10 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+use crate::http::{Connector, Resolver};
 use crate::provider::{DnsProvider, Published};
 use crate::rfc2136::CHALLENGE_TTL;
 use crate::{Error, secret};
@@ -28,7 +28,7 @@ const ATTEMPTS: u32 = 3;
 /// Longest wait a `retry-after` may ask for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-type Http = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type Http = Client<hyper_rustls::HttpsConnector<Connector>, Full<Bytes>>;
 
 /// A Cloudflare account reached with a scoped API token.
 pub struct Cloudflare {
@@ -58,11 +58,11 @@ struct ApiError {
 
 impl Cloudflare {
     /// A provider calling `api` (Cloudflare's, or a local test server over plain HTTP on
-    /// loopback) with the token in `token_file`.
+    /// loopback) with the token in `token_file`, finding its host through `resolver`.
     ///
     /// # Errors
     /// [`Error::Provider`] for a plain-HTTP URL off loopback (the token would travel in clear).
-    pub fn new(api: url::Url, token_file: PathBuf) -> Result<Self, Error> {
+    pub fn new(api: url::Url, token_file: PathBuf, resolver: Resolver) -> Result<Self, Error> {
         let loopback = matches!(api.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
             || matches!(api.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
             || api.host_str() == Some("localhost");
@@ -74,7 +74,7 @@ impl Cloudflare {
                 ),
             });
         }
-        let (tls, connector) = crate::http::parts(&[]).map_err(|e| Error::Provider {
+        let (tls, connector) = crate::http::parts(&[], resolver).map_err(|e| Error::Provider {
             provider: "cloudflare".into(),
             what: format!("TLS setup: {e}"),
         })?;

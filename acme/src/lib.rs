@@ -28,5 +28,6 @@ pub mod verify;
 
 pub use error::Error;
 pub use files::write_atomic;
+pub use http::{Resolve, Resolver};
 pub use manager::{CertStatus, Helpers, Manager};
 pub use metrics::Metrics;

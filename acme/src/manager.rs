@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cloudflare::Cloudflare;
-use crate::http::AcmeHttp;
+use crate::http::{AcmeHttp, Resolver};
 use crate::metrics::Metrics;
 use crate::order::{self, Request};
 use crate::propagation::{Authorities, Lookup};
@@ -77,6 +77,9 @@ pub struct Helpers {
     pub builtin: Option<Arc<dyn DnsProvider>>,
     /// Lookups through the upstreams, to find a zone's authoritative servers.
     pub lookup: Option<Arc<dyn Lookup>>,
+    /// How the ACME server's and the DNS providers' hosts are found (default: the system's
+    /// resolver).
+    pub resolver: Resolver,
 }
 
 /// Everything that makes one certificate's job: a change of any part starts a new job.
@@ -412,7 +415,11 @@ impl Manager {
             }
             None => Vec::new(),
         };
-        let http = AcmeHttp::new(&roots, Arc::clone(&self.metrics))?;
+        let http = AcmeHttp::new(
+            &roots,
+            self.helpers.resolver.clone(),
+            Arc::clone(&self.metrics),
+        )?;
         let account = account::load_or_create(&self.state_dir, settings, &http).await?;
         *cached = Some((settings.clone(), account.clone()));
         Ok(account)
@@ -441,6 +448,7 @@ impl Manager {
             } => Ok(Arc::new(Cloudflare::new(
                 api_url.clone(),
                 token_file.clone(),
+                self.helpers.resolver.clone(),
             )?)),
         }
     }

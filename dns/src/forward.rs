@@ -6,6 +6,7 @@
 //! with it the cache.
 
 use std::net::IpAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,12 +190,17 @@ impl Forwarders {
         })
     }
 
-    /// A host's addresses from the default upstreams, empty on failure.
+    /// A host's addresses from the upstreams for its domain, empty on failure.
     pub(crate) async fn addresses(&self, host: &str) -> Vec<IpAddr> {
-        let Some(set) = &self.default else {
+        let Ok(mut name) = Name::from_str(host) else {
             return Vec::new();
         };
-        let lookup = tokio::time::timeout(UPSTREAM_DEADLINE, set.resolver.lookup_ip(host)).await;
+        // A name from the configuration is complete: no search domains.
+        name.set_fqdn(true);
+        let Some(set) = self.set_for(&LowerName::new(&name)) else {
+            return Vec::new();
+        };
+        let lookup = tokio::time::timeout(UPSTREAM_DEADLINE, set.resolver.lookup_ip(name)).await;
         match lookup {
             Ok(Ok(ips)) => ips.iter().collect(),
             _ => Vec::new(),

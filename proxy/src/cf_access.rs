@@ -8,11 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
@@ -95,14 +92,20 @@ struct Claims {
 /// One team's keys by key id.
 type KeySet = HashMap<String, DecodingKey>;
 
-type Http = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+/// Downloads a key set. The binary supplies it, with the same client (and name resolution)
+/// as its other downloads: this crate opens no outbound connection of its own.
+#[async_trait]
+pub trait Fetch: Send + Sync {
+    /// The body of a successful GET of `url`, at most `limit` bytes; else why not.
+    async fn get(&self, url: &str, limit: usize) -> Result<Bytes, String>;
+}
 
 /// The teams' signing keys, by JWKS URL.
 pub struct AccessKeys {
     sets: ArcSwap<HashMap<Arc<str>, Arc<KeySet>>>,
     /// When each URL was last fetched (the rate bound).
     fetched: Mutex<HashMap<Arc<str>, Instant>>,
-    http: Http,
+    fetch: Arc<dyn Fetch>,
 }
 
 impl std::fmt::Debug for AccessKeys {
@@ -111,36 +114,16 @@ impl std::fmt::Debug for AccessKeys {
     }
 }
 
-impl Default for AccessKeys {
-    fn default() -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        connector.set_connect_timeout(Some(FETCH_TIMEOUT));
-        let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let https = match tls {
-            Ok(tls) => builder.with_tls_config(tls),
-            // ring's provider supports the safe defaults; keep a working client regardless.
-            Err(_) => builder.with_webpki_roots(),
-        }
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(connector);
+impl AccessKeys {
+    /// No keys yet; they are downloaded with `fetch`.
+    pub fn new(fetch: Arc<dyn Fetch>) -> Self {
         Self {
             sets: ArcSwap::from_pointee(HashMap::new()),
             fetched: Mutex::new(HashMap::new()),
-            http: Client::builder(TokioExecutor::new()).build(https),
+            fetch,
         }
     }
-}
 
-impl AccessKeys {
     /// Checks `token` for `app`: the verified identity (e-mail, or a service token's name).
     ///
     /// # Errors
@@ -230,16 +213,7 @@ impl AccessKeys {
     }
 
     async fn fetch(&self, url: &str) -> Result<KeySet, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
-        let rsp = self.http.get(uri).await.map_err(|e| e.to_string())?;
-        if !rsp.status().is_success() {
-            return Err(format!("HTTP {}", rsp.status()));
-        }
-        let body = Limited::new(rsp.into_body(), MAX_JWKS)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let body = self.fetch.get(url, MAX_JWKS).await?;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {

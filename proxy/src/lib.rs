@@ -84,6 +84,7 @@ impl Proxy {
         metrics: Arc<metrics::Metrics>,
         access: access::AccessLog,
         https_port: u16,
+        fetch: Arc<dyn cf_access::Fetch>,
     ) -> Self {
         let pools = backends::Pools::build(&snapshot, &backends::Pools::default());
         access.set_enabled(snapshot.access_log);
@@ -95,7 +96,7 @@ impl Proxy {
             metrics,
             certs,
             https_port,
-            access_keys: Arc::new(cf_access::AccessKeys::default()),
+            access_keys: Arc::new(cf_access::AccessKeys::new(fetch)),
         }
     }
 

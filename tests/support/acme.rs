@@ -11,6 +11,10 @@ use super::free_port;
 /// How long a server may take to start (Pebble 2.4 makes RSA keys).
 const START: Duration = Duration::from_secs(60);
 
+/// A name Pebble's TLS certificate also covers, for tests that reach it by a name only
+/// labgate's own records have.
+pub(crate) const PEBBLE_NAME: &str = "pebble.lab.example.test";
+
 /// A running Pebble.
 pub(crate) struct Pebble {
     child: Child,
@@ -41,8 +45,12 @@ impl Pebble {
         let ca_cert = ca_params.self_signed(&ca).expect("ca");
         let issuer = rcgen::Issuer::new(ca_params, ca);
         let key = rcgen::KeyPair::generate().expect("key");
-        let params = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-            .expect("params");
+        let params = rcgen::CertificateParams::new(vec![
+            "localhost".into(),
+            "127.0.0.1".into(),
+            PEBBLE_NAME.into(),
+        ])
+        .expect("params");
         let leaf = params.signed_by(&key, &issuer).expect("leaf");
         let write = |name: &str, text: &str| {
             let p = dir.path().join(name);
