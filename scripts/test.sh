@@ -23,6 +23,8 @@ declare -A packages=(
   [pebble]=pebble        # a real ACME server for the certificate tests
   [named]=bind9          # a real authoritative server for RFC 2136 updates
   [tsig-keygen]=bind9-utils # ...and its TSIG keys
+  [setpriv]=util-linux   # runs labgate as the systemd unit does: nobody + CAP_NET_BIND_SERVICE
+  [systemd-analyze]=systemd # checks deploy/labgate.service
 )
 missing=()
 for cmd in "${!packages[@]}"; do

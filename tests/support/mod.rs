@@ -52,6 +52,37 @@ impl Labgate {
     pub(crate) fn start_under(wrapper: &[&str], args: &[&str], state_dir: &Path) -> Self {
         // pingora binds the HTTP listeners itself and cannot report a port 0 choice.
         let (https, http) = (free_port(), free_port());
+        let (https_arg, http_arg) = (format!("127.0.0.1:{https}"), format!("127.0.0.1:{http}"));
+        let listeners = [
+            "--admin",
+            "127.0.0.1:0",
+            "--dns",
+            "127.0.0.1:0",
+            "--https",
+            &https_arg,
+            "--http",
+            &http_arg,
+        ];
+        Self::launch(
+            wrapper,
+            &[args, &listeners].concat(),
+            state_dir,
+            (https, http),
+        )
+    }
+
+    /// labgate under `wrapper` on the listeners its configuration names, nothing overridden
+    /// but the state directory; `https` and `http` are 0.
+    pub(crate) fn start_as_configured(wrapper: &[&str], args: &[&str], state_dir: &Path) -> Self {
+        Self::launch(wrapper, args, state_dir, (0, 0))
+    }
+
+    fn launch(
+        wrapper: &[&str],
+        args: &[&str],
+        state_dir: &Path,
+        (https, http): (u16, u16),
+    ) -> Self {
         std::fs::create_dir_all(state_dir).expect("state dir");
         let log = state_dir.join("labgate.stderr");
         let mut command = match wrapper.split_first() {
@@ -65,9 +96,6 @@ impl Labgate {
         let mut child = command
             .arg("run")
             .args(args)
-            .args(["--admin", "127.0.0.1:0", "--dns", "127.0.0.1:0"])
-            .args(["--https", &format!("127.0.0.1:{https}")])
-            .args(["--http", &format!("127.0.0.1:{http}")])
             .arg("--state-dir")
             .arg(state_dir)
             .stdout(Stdio::piped())

@@ -1,0 +1,172 @@
+//! labgate run the way `deploy/labgate.service` runs it: an unprivileged user whose one
+//! capability is CAP_NET_BIND_SERVICE, serving DNS on :53, HTTP on :80 and HTTPS on :443
+//! (here on 127.0.0.77, which no other test uses), and the unit itself passing
+//! `systemd-analyze verify`.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
+
+use support::backend::Backend;
+use support::{ConfigDir, Labgate, bin};
+
+/// The address of this file's listeners.
+const ADDR: &str = "127.0.0.77";
+/// `nobody` and `nogroup` on Debian.
+const NOBODY: u32 = 65534;
+/// `setpriv` as the unit's `User=`, `AmbientCapabilities=` and `CapabilityBoundingSet=`.
+const AS_SERVICE: [&str; 7] = [
+    "setpriv",
+    "--reuid=nobody",
+    "--regid=nogroup",
+    "--clear-groups",
+    "--inh-caps=-all,+net_bind_service",
+    "--ambient-caps=+net_bind_service",
+    "--bounding-set=-all,+net_bind_service",
+];
+
+fn config(backend: u16) -> String {
+    format!(
+        r#"
+[listen]
+dns = ["{ADDR}:53"]
+https = ["{ADDR}:443"]
+http = ["{ADDR}:80"]
+admin = "{ADDR}:0"
+
+[[network]]
+name = "lab"
+cidrs = ["127.0.0.0/8"]
+addresses = ["{ADDR}"]
+
+[[zone]]
+name = "lab.test"
+
+[[service]]
+host = "app.lab.test"
+backends = ["http://127.0.0.1:{backend}"]
+allow = ["lab"]
+"#
+    )
+}
+
+/// A config directory the `nobody` user can read, with a state directory it owns.
+fn setup(backend: u16) -> ConfigDir {
+    let cfg = ConfigDir::new();
+    cfg.write("labgate.toml", &config(backend));
+    let open = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(cfg.path(""), open).expect("chmod");
+    std::fs::create_dir_all(cfg.path("state")).expect("state dir");
+    std::os::unix::fs::chown(cfg.path("state"), Some(NOBODY), Some(NOBODY))
+        .expect("chown: the tests run as root (scripts/test.sh)");
+    cfg
+}
+
+#[test]
+fn an_unprivileged_user_with_only_cap_net_bind_service_serves_ports_53_80_and_443() {
+    let backend = Backend::start("app");
+    let cfg = setup(backend.port);
+    let config = cfg.path("labgate.toml");
+    let lg = Labgate::start_as_configured(
+        &AS_SERVICE,
+        &["--config", config.to_str().expect("utf-8")],
+        &cfg.path("state"),
+    );
+    let proc = std::fs::read_to_string(format!("/proc/{}/status", lg.pid())).expect("status");
+    let uid = proc
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .expect("a Uid line");
+    assert!(
+        uid.split_whitespace().all(|u| u == NOBODY.to_string()),
+        "runs as nobody: {uid}"
+    );
+    let dig = Command::new("dig")
+        .args([
+            &format!("@{ADDR}"),
+            "-p",
+            "53",
+            "+short",
+            "+time=5",
+            "+tries=1",
+        ])
+        .args(["-b", ADDR, "app.lab.test", "A"])
+        .output()
+        .expect("dig");
+    assert_eq!(String::from_utf8_lossy(&dig.stdout).trim(), ADDR);
+    let resolve = [
+        "--resolve",
+        &format!("app.lab.test:80:{ADDR}"),
+        "--resolve",
+        &format!("app.lab.test:443:{ADDR}"),
+    ];
+    let ca = cfg.path("state/local-ca/ca.pem");
+    let cacert = ["--cacert", ca.to_str().expect("utf-8")];
+    let plain = status(&[&resolve[..], &["http://app.lab.test/"]].concat());
+    assert!(matches!(plain, 301 | 308), "HTTP redirects: {plain}");
+    let tls = status(&[&resolve[..], &cacert, &["https://app.lab.test/"]].concat());
+    assert_eq!(tls, 200);
+    // What it keeps is its own, and the CA key is private.
+    let key = std::fs::metadata(cfg.path("state/local-ca/ca.key")).expect("the CA key");
+    assert_eq!((key.uid(), key.mode() & 0o777), (NOBODY, 0o600));
+}
+
+/// curl's status code for `args`.
+fn status(args: &[&str]) -> u16 {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+#[test]
+fn without_the_capability_the_start_stops_at_once_and_says_what_is_missing() {
+    let cfg = setup(9);
+    let config = cfg.path("labgate.toml");
+    let mut cmd = Command::new(AS_SERVICE[0]);
+    let out = cmd
+        .args(&AS_SERVICE[1..4])
+        .args(["--inh-caps=-all", "--bounding-set=-all"])
+        .arg(bin().get_program())
+        .args(["run", "--config", config.to_str().expect("utf-8")])
+        .arg("--state-dir")
+        .arg(cfg.path("state"))
+        .output()
+        .expect("setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("need root or the CAP_NET_BIND_SERVICE capability"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let dir = tempfile::tempdir().expect("dir");
+    let unit = std::fs::read_to_string("deploy/labgate.service").expect("the unit");
+    assert!(unit.contains("ExecStart=/usr/local/bin/labgate run --config /etc/labgate"));
+    // `verify` checks that the programs exist: point it at the one under test.
+    let unit = unit.replace("/usr/local/bin/labgate", env!("CARGO_BIN_EXE_labgate"));
+    let path = dir.path().join("labgate.service");
+    std::fs::write(&path, unit).expect("write");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze is needed: apt-get install systemd (scripts/test.sh does)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // `verify` exits 0 on unknown keys and bad values: only a silent run is clean.
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
