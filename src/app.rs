@@ -230,18 +230,20 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         reload: tx.clone(),
     };
     tasks.spawn(admin::serve(admin_listener, admin, cancel.child_token()));
-    let _watcher = match source.path() {
-        Some(p) => Some(
-            watch::start(
-                p,
-                tx.clone(),
-                blocklist_file(Arc::clone(&shared)),
-                &blocklist_dirs(&shared),
-            )
-            .with_context(|| format!("cannot watch {} for changes", p.display()))?,
-        ),
-        None => None,
-    };
+    if let Some(p) = source.path() {
+        let watch = watch::start(
+            p,
+            tx.clone(),
+            blocklist_file(Arc::clone(&shared)),
+            &blocklist_dirs(&shared),
+        )
+        .with_context(|| format!("cannot watch {} for changes", p.display()))?;
+        tasks.spawn(follow_list_dirs(
+            watch,
+            Arc::clone(&shared),
+            cancel.child_token(),
+        ));
+    }
     tasks.spawn(sighup(tx, cancel.child_token()));
     tasks.spawn(blocklists::run(
         Arc::clone(&shared),
@@ -399,6 +401,23 @@ fn blocklist_dirs(shared: &Shared) -> Vec<std::path::PathBuf> {
     dirs.sort();
     dirs.dedup();
     dirs
+}
+
+/// Keeps the watch on the directories of the serving snapshot's blocklist files (a reload
+/// may name lists in a new one) until cancelled, when the watch stops.
+async fn follow_list_dirs(
+    mut watch: watch::ConfigWatch,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let mut published = shared.published.subscribe();
+    loop {
+        tokio::select! {
+            changed = published.changed() => if changed.is_err() { return },
+            () = cancel.cancelled() => return,
+        }
+        watch.follow(&blocklist_dirs(&shared));
+    }
 }
 
 /// Whether a changed path is a blocklist file of the serving snapshot.

@@ -10,9 +10,17 @@ use tokio::sync::mpsc;
 
 use crate::reload::Trigger;
 
-/// Starts watching; the returned watcher must be kept alive. `also` names more files that
-/// matter (blocklist files), and `also_dirs` the directories they are in, watched one level
-/// deep when the configuration's own watch does not cover them.
+/// The configuration's watch; dropping it stops watching.
+pub(crate) struct ConfigWatch {
+    watcher: RecommendedWatcher,
+    dir: PathBuf,
+    mode: RecursiveMode,
+    /// Directories watched for blocklist files outside `dir`'s watch.
+    extra: Vec<PathBuf>,
+}
+
+/// Starts watching. `also` names more files that matter (blocklist files), and `also_dirs`
+/// the directories they are in (see [`ConfigWatch::follow`]).
 ///
 /// # Errors
 /// When the platform watcher cannot be created or the directory cannot be watched.
@@ -21,7 +29,7 @@ pub(crate) fn start(
     tx: mpsc::Sender<Trigger>,
     also: impl Fn(&Path) -> bool + Send + 'static,
     also_dirs: &[PathBuf],
-) -> notify::Result<RecommendedWatcher> {
+) -> notify::Result<ConfigWatch> {
     let (dir, only) = if config.is_dir() {
         (config.to_owned(), None)
     } else {
@@ -53,16 +61,48 @@ pub(crate) fn start(
         RecursiveMode::NonRecursive
     };
     watcher.watch(&dir, mode)?;
-    for d in also_dirs {
-        let covered = d == &dir || (mode == RecursiveMode::Recursive && d.starts_with(&dir));
-        if !covered && let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
-            tracing::warn!(
-                "cannot watch {} for blocklist changes ({e}); reload by SIGHUP after editing its lists",
-                d.display()
-            );
+    let mut watch = ConfigWatch {
+        watcher,
+        dir,
+        mode,
+        extra: Vec::new(),
+    };
+    watch.follow(also_dirs);
+    Ok(watch)
+}
+
+impl ConfigWatch {
+    /// Watches, one level deep, the directories of the blocklist files in `dirs` that the
+    /// configuration's own watch does not cover, and no longer those left out: called with
+    /// each new configuration, which may name lists elsewhere.
+    pub(crate) fn follow(&mut self, dirs: &[PathBuf]) {
+        let wanted: Vec<&PathBuf> = dirs
+            .iter()
+            .filter(|d| {
+                **d != self.dir
+                    && !(self.mode == RecursiveMode::Recursive && d.starts_with(&self.dir))
+            })
+            .collect();
+        for d in std::mem::take(&mut self.extra) {
+            if wanted.contains(&&d) {
+                self.extra.push(d);
+            } else {
+                let _ = self.watcher.unwatch(&d);
+            }
+        }
+        for d in wanted {
+            if self.extra.contains(d) {
+                continue;
+            }
+            match self.watcher.watch(d, RecursiveMode::NonRecursive) {
+                Ok(()) => self.extra.push(d.clone()),
+                Err(e) => tracing::warn!(
+                    "cannot watch {} for blocklist changes ({e}); reload by SIGHUP after editing its lists",
+                    d.display()
+                ),
+            }
         }
     }
-    Ok(watcher)
 }
 
 /// In a config directory, any file not under a hidden directory such as `.git` (TOML files

@@ -141,8 +141,18 @@ fn lists_block_per_network_and_follow_edits() {
         "NXDOMAIN"
     );
     assert_eq!(www().status, "NXDOMAIN", "not the kept answer");
-
     assert_eq!(lg.metric("labgate_dns_blocked_total"), 7);
+
+    // A list in a directory the configuration named only after a reload is followed too.
+    cfg.write("conf/more/extra.txt", "# nothing yet\n");
+    let with_extra = config(up.port).replace(
+        "blocklists = [\"ads\", \"trackers\"]",
+        "blocklists = [\"ads\", \"trackers\", \"extra\"]",
+    ) + "\n[[blocklist]]\nname = \"extra\"\nfile = \"more/extra.txt\"\n";
+    cfg.write("conf/labgate.toml", &with_extra);
+    lg.wait_config("the new list", |c| generation(c) == 3);
+    cfg.write("conf/more/extra.txt", "tracker.internet.test\n");
+    lg.wait_config("the new list's edit", |c| generation(c) == 4);
 }
 
 /// A static file server on loopback (Python's http.server: a real HTTP/1.x server).
