@@ -64,6 +64,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         warn!("{w}");
     }
     let state_dir = snapshot.state_dir.clone();
+    prepare_state_dir(&state_dir)?;
     let ca = Arc::new(LocalCa::load_or_create(&state_dir).context("cannot set up the local CA")?);
     let listen = snapshot.listen.clone();
     // pingora would retry a busy port, then panic in its service thread: check here, with
@@ -328,6 +329,37 @@ fn raise_open_file_limit() {
             Err(e) => warn!("cannot raise the open-file limit from {soft} to {hard}: {e}"),
         }
     }
+}
+
+/// Creates the state directory (0700), or checks the one there: it holds private keys
+/// (ACME account, certificates, the local CA), so it must belong to this user (or root) and
+/// be writable by no one else. The demo's sits in a shared `/tmp`, where anyone could have
+/// made it first.
+fn prepare_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    }
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read the state directory {}", dir.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    anyhow::ensure!(
+        meta.uid() == me || meta.uid() == 0,
+        "the state directory {} belongs to user id {}, not to this user ({me}): it holds private keys, so another user's directory is not used; remove it, or set another with --state-dir or server.state_dir",
+        dir.display(),
+        meta.uid()
+    );
+    anyhow::ensure!(
+        meta.mode() & 0o022 == 0,
+        "the state directory {} can be written by other users: it holds private keys; run `chmod go-w {}`",
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
 }
 
 /// Waits until pingora listens on the proxy's addresses (bounded), so `ready` is true.

@@ -1,7 +1,7 @@
 //! labgate run the way `deploy/labgate.service` runs it: an unprivileged user whose one
 //! capability is CAP_NET_BIND_SERVICE, serving DNS on :53, HTTP on :80 and HTTPS on :443
-//! (here on 127.0.0.77, which no other test uses), and the unit itself passing
-//! `systemd-analyze verify`.
+//! (here on 127.0.0.77, which no other test uses), refusing a state directory another user
+//! could write, and the unit itself passing `systemd-analyze verify`.
 
 mod support;
 
@@ -169,4 +169,34 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     // `verify` exits 0 on unknown keys and bad values: only a silent run is clean.
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
+
+#[test]
+fn a_state_directory_another_user_could_plant_keys_in_is_refused() {
+    let cfg = setup(9);
+    let config = cfg.path("labgate.toml");
+    let run = || {
+        bin()
+            .args(["run", "--config", config.to_str().expect("utf-8")])
+            .arg("--state-dir")
+            .arg(cfg.path("state"))
+            .output()
+            .expect("labgate")
+    };
+    // `setup` gave it to nobody; this test runs as root.
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("belongs to user id 65534"), "{stderr}");
+    std::os::unix::fs::chown(cfg.path("state"), Some(0), Some(0)).expect("chown");
+    let shared = std::fs::Permissions::from_mode(0o1777);
+    std::fs::set_permissions(cfg.path("state"), shared).expect("chmod");
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("can be written by other users"), "{stderr}");
+    assert!(
+        !cfg.path("state/local-ca").exists(),
+        "nothing was written there"
+    );
 }

@@ -53,7 +53,8 @@ pub struct RawFile {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Directory for state: the local CA, ACME account and certificates.
-    /// Default `/var/lib/labgate`; relative paths are relative to the config file.
+    /// Default `/var/lib/labgate`; relative paths are relative to the config file. It must
+    /// belong to labgate's user (or root) and be writable by no one else; made 0700 if missing.
     pub state_dir: Option<Spanned<String>>,
     /// Proxies in front of labgate (CIDRs) whose `X-Forwarded-For` is kept and appended to;
     /// from anyone else the header is replaced. Default: none.
