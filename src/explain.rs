@@ -331,7 +331,7 @@ fn route(s: &Snapshot, host: &str, path: &str) -> Decision {
 /// The proxy's own decision (`labgate_proxy::decide`, as for a request whose SNI matches its
 /// Host), explained.
 fn policy(s: &Snapshot, client: IpAddr, via: Via, host: &str, path: &str) -> Decision {
-    match decide(s, client, via, Some(host), Some(host.as_bytes()), path) {
+    match decide(s, client, via, None, Some(host.as_bytes()), path) {
         HttpDecision::Forward { service, network } => decision(
             "allow",
             vec![],

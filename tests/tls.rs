@@ -1,6 +1,7 @@
 //! End-to-end TLS behaviour of the HTTPS listener: protocol versions (openssl s_client),
 //! certificates from PEM files swapped when the files change (a broken file keeps the old
-//! one), and the slow-head bound.
+//! one), a connection serving every name its certificate covers (421 for the others), and
+//! the slow-head bound.
 
 mod support;
 
@@ -181,4 +182,85 @@ fn a_slow_request_head_gets_408_and_the_connection_closes() {
         "{took:?}"
     );
     assert!(backend.seen().is_empty());
+}
+
+#[test]
+fn a_connection_serves_every_name_its_certificate_covers_and_421s_the_others() {
+    let backend = Backend::start("app");
+    let dir = ConfigDir::new();
+    let certs = dir.path("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    self_signed(&certs, "*.lab.test", "wildcard");
+    dir.write(
+        "labgate.toml",
+        &format!(
+            r#"
+[[network]]
+name = "lab"
+cidrs = ["127.0.0.1/32"]
+addresses = ["127.0.0.1"]
+
+[[zone]]
+name = "lab.test"
+
+[[zone]]
+name = "other.test"
+
+[[certificate]]
+names = ["*.lab.test"]
+source = "files"
+cert_file = "{c}/cert.pem"
+key_file = "{c}/key.pem"
+
+[[service]]
+host = "a.lab.test"
+backends = ["http://127.0.0.1:{port}"]
+allow = ["lab"]
+
+[[service]]
+host = "b.lab.test"
+backends = ["http://127.0.0.1:{port}"]
+allow = ["lab"]
+
+[[service]]
+host = "c.other.test"
+backends = ["http://127.0.0.1:{port}"]
+allow = ["lab"]
+"#,
+            c = certs.display(),
+            port = backend.port
+        ),
+    );
+    let state = tempfile::tempdir().expect("state");
+    let lg = Labgate::start(
+        &[
+            "--config",
+            dir.path("labgate.toml").to_str().expect("utf-8"),
+        ],
+        state.path(),
+    );
+    let ca = certs.join("cert.pem");
+    // A connection opened for a.lab.test, asked for other names: what browsers do when they
+    // reuse an HTTP/2 connection under a wildcard certificate.
+    for version in ["--http1.1", "--http2"] {
+        let sibling = curl_https(
+            lg.https,
+            "a.lab.test",
+            "/",
+            &ca,
+            &[version, "-H", "Host: b.lab.test"],
+        );
+        assert_eq!(sibling.status, 200, "{version}: {sibling:?}");
+        let seen = backend.seen().pop().expect("forwarded");
+        assert_eq!(seen.header("host"), ["b.lab.test"], "{version}");
+        // c.other.test has its own (local-CA) certificate: not this connection's.
+        let other = curl_https(
+            lg.https,
+            "a.lab.test",
+            "/",
+            &ca,
+            &[version, "-H", "Host: c.other.test"],
+        );
+        assert_eq!(other.status, 421, "{version}: {other:?}");
+    }
 }

@@ -43,6 +43,7 @@ fn proxy_bench(c: &mut Criterion) {
         client: "10.0.3.7".parse::<IpAddr>().expect("ip"),
         tls: true,
         sni: None,
+        cert: None,
         via: labgate_proxy::decide::Via::Direct,
     };
     let mut out = Vec::with_capacity(2048);

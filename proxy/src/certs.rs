@@ -81,16 +81,28 @@ impl CertStore {
     pub fn current(&self) -> Arc<CertMap> {
         self.map.load_full()
     }
+
+    /// Whether `cert` is what a handshake for `host` gets now.
+    pub fn serves(&self, cert: &Arc<CertifiedKey>, host: &str) -> bool {
+        self.map
+            .load()
+            .get(host)
+            .is_some_and(|k| Arc::ptr_eq(k, cert))
+    }
+
+    /// The certificate a handshake for the (normalized) server name gets.
+    fn for_name(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let map = self.map.load();
+        name.and_then(|n| map.get(n))
+            .or(map.default.as_ref())
+            .cloned()
+    }
 }
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let map = self.map.load();
         let mut buf = [0u8; labgate_config::route::MAX_HOST_LEN];
-        sni_name(hello.server_name(), &mut buf)
-            .and_then(|n| map.get(n))
-            .or(map.default.as_ref())
-            .cloned()
+        self.for_name(sni_name(hello.server_name(), &mut buf))
     }
 }
 
@@ -125,16 +137,24 @@ pub fn certified_key(chain_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, E
         .map_err(|e| bad(format!("the key does not fit the certificate ({e})")))
 }
 
-/// The SNI a client sent, kept in the connection's TLS digest for the SNI/Host check.
+/// The SNI a client sent and the certificate it got, kept in the connection's TLS digest for
+/// the SNI/Host check.
 #[derive(Debug, Clone)]
-pub struct Sni(pub Option<Arc<str>>);
+pub struct Sni {
+    /// The normalized server name.
+    pub name: Option<Arc<str>>,
+    /// The certificate served for it.
+    pub cert: Option<Arc<CertifiedKey>>,
+}
 
-/// Handshake callbacks: records the SNI so requests can be checked against it (421), and
-/// counts completed handshakes.
+/// Handshake callbacks: records the SNI and the certificate so requests can be checked
+/// against them (421), and counts completed handshakes.
 #[derive(Debug)]
 pub struct SniCapture {
     /// The proxy's counters.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The certificates the handshake chose from.
+    pub certs: Arc<CertStore>,
 }
 
 #[async_trait::async_trait]
@@ -147,8 +167,14 @@ impl TlsAccept for SniCapture {
             .handshakes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut buf = [0u8; labgate_config::route::MAX_HOST_LEN];
-        let sni = sni_name(tls.server_name(), &mut buf).map(Arc::from);
-        Some(Arc::new(Sni(sni)))
+        let name = sni_name(tls.server_name(), &mut buf);
+        // The store may have changed since `resolve`: then the next request's check fails
+        // (421) and the client opens a new connection.
+        let cert = self.certs.for_name(name);
+        Some(Arc::new(Sni {
+            name: name.map(Arc::from),
+            cert,
+        }))
     }
 }
 

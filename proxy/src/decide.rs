@@ -44,7 +44,8 @@ pub enum Refusal {
     UnknownHost,
     /// The host is known but no path prefix matches: 404.
     UnknownPath,
-    /// The TLS server name is not the Host: 421.
+    /// The Host is neither the TLS server name nor covered by the connection's certificate:
+    /// 421.
     Misdirected,
     /// The service does not allow the client's network: 403.
     Denied {
@@ -67,15 +68,26 @@ impl Refusal {
     }
 }
 
-/// Decides a request. `client` is the peer's address; `sni` the normalized TLS server name
-/// (`None` for plain HTTP or a client that sent none); `host` the raw Host header or
+/// What a TLS connection was opened for.
+#[derive(Clone, Copy)]
+pub struct Tls<'a> {
+    /// The normalized server name the client sent.
+    pub sni: &'a str,
+    /// Whether the connection's certificate is the one served for another host. A connection
+    /// is authoritative for every name its certificate covers (RFC 9110 §7.4), and browsers
+    /// reuse an HTTP/2 connection under a wildcard certificate for its other names.
+    pub covers: &'a dyn Fn(&str) -> bool,
+}
+
+/// Decides a request. `client` is the peer's address; `tls` what the connection was opened
+/// for (`None` for plain HTTP or a client that sent no SNI); `host` the raw Host header or
 /// `:authority`. Through the tunnel, a service that does not allow `tunnel` is unknown (404):
 /// the internet learns nothing of internal names.
 pub fn decide(
     snapshot: &Snapshot,
     client: IpAddr,
     via: Via,
-    sni: Option<&str>,
+    tls: Option<Tls<'_>>,
     host: Option<&[u8]>,
     path: &str,
 ) -> Decision {
@@ -83,8 +95,9 @@ pub fn decide(
     let Some(host) = host.and_then(|h| normalize_host(h, &mut buf)) else {
         return Decision::Refuse(Refusal::BadHost);
     };
-    // SECURITY: a client must not pick one name's certificate and policy, then ask for another.
-    if sni.is_some_and(|s| s != host) {
+    // SECURITY: a client must not get one name's certificate, then ask for a name that
+    // certificate does not cover.
+    if tls.is_some_and(|t| t.sni != host && !(t.covers)(host)) {
         return Decision::Refuse(Refusal::Misdirected);
     }
     let network = match via {

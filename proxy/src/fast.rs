@@ -647,8 +647,10 @@ fn plan(
         return Plan::Fallback;
     }
     let s = &state.snapshot;
-    let sni = info.sni.as_deref();
-    match decide(s, info.client, info.via, sni, h.host, h.path) {
+    let decision = info.with_tls(&proxy.certs, |tls| {
+        decide(s, info.client, info.via, tls, h.host, h.path)
+    });
+    match decision {
         Decision::Refuse(r) => {
             proxy.metrics.refusal(r);
             Plan::Refuse {

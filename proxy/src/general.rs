@@ -74,7 +74,7 @@ impl General {
             session.digest().and_then(|d| d.ssl_digest.as_deref()),
             self.via,
         )?;
-        let (client, tls, sni) = (info.client, info.tls, info.sni.clone());
+        let (client, tls) = (info.client, info.tls);
         let req = session.req_header();
         let host: Option<Vec<u8>> = req
             .headers
@@ -86,14 +86,10 @@ impl General {
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
         let state = self.proxy.state.load_full();
-        let (service, network) = match decide(
-            &state.snapshot,
-            client,
-            self.via,
-            sni.as_deref(),
-            host.as_deref(),
-            &path,
-        ) {
+        let decision = info.with_tls(&self.proxy.certs, |t| {
+            decide(&state.snapshot, client, self.via, t, host.as_deref(), &path)
+        });
+        let (service, network) = match decision {
             Decision::Forward { service, network } => (service, network),
             Decision::Refuse(r) => {
                 self.proxy.metrics.refusal(r);

@@ -152,6 +152,8 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The normalized TLS server name.
     pub sni: Option<Arc<str>>,
+    /// The certificate the handshake served.
+    pub cert: Option<Arc<rustls::sign::CertifiedKey>>,
     /// The listener: direct, or the tunnel origin.
     pub via: decide::Via,
 }
@@ -165,14 +167,27 @@ impl ConnInfo {
         via: decide::Via,
     ) -> Option<Self> {
         let client = peer?.as_inet()?.ip().to_canonical();
-        let sni = ssl
-            .and_then(|d| d.extension.get::<Sni>())
-            .and_then(|s| s.0.clone());
+        let sni = ssl.and_then(|d| d.extension.get::<Sni>());
         Some(Self {
             client,
             tls: ssl.is_some(),
-            sni,
+            sni: sni.and_then(|s| s.name.clone()),
+            cert: sni.and_then(|s| s.cert.clone()),
             via,
         })
+    }
+
+    /// Runs `f` with what the TLS connection was opened for (`None`: plain HTTP, no SNI),
+    /// its certificate checked against `certs`.
+    pub fn with_tls<R>(
+        &self,
+        certs: &CertStore,
+        f: impl FnOnce(Option<decide::Tls<'_>>) -> R,
+    ) -> R {
+        let covers = |host: &str| self.cert.as_ref().is_some_and(|c| certs.serves(c, host));
+        f(self.sni.as_deref().map(|sni| decide::Tls {
+            sni,
+            covers: &covers,
+        }))
     }
 }

@@ -65,7 +65,7 @@ pub fn refusal_body(s: &Snapshot, r: Refusal) -> String {
             "404 Not Found: no service here has this host name and path.\n".into()
         }
         Refusal::Misdirected => {
-            "421 Misdirected Request: the TLS server name (SNI) is not the Host of the request.\n"
+            "421 Misdirected Request: this connection's certificate (chosen by its TLS server name) does not cover the Host of the request; open a new connection for it.\n"
                 .into()
         }
         Refusal::Denied { service, network } => {

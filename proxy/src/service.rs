@@ -142,6 +142,7 @@ pub fn listeners(
 fn tls_settings(proxy: &Proxy) -> Result<TlsSettings, crate::Error> {
     let mut tls = TlsSettings::with_callbacks(Box::new(SniCapture {
         metrics: Arc::clone(&proxy.metrics),
+        certs: Arc::clone(&proxy.certs),
     }))
     .map_err(|e| crate::Error::Certificate(format!("cannot set up TLS: {e}")))?;
     tls.set_cert_resolver(proxy.certs.clone());
