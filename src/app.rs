@@ -332,32 +332,44 @@ fn raise_open_file_limit() {
 }
 
 /// Creates the state directory (0700), or checks the one there: it holds private keys
-/// (ACME account, certificates, the local CA), so it must belong to this user (or root) and
-/// be writable by no one else. The demo's sits in a shared `/tmp`, where anyone could have
-/// made it first.
+/// (ACME account, certificates, the local CA), so it, and the link to it if it is one, must
+/// belong to this user (or root), and no one outside this user's groups may write it. The
+/// demo's sits in a shared `/tmp`, where anyone could have made it first.
 fn prepare_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    if !dir.exists() {
+    let shown = dir.display();
+    if std::fs::symlink_metadata(dir).is_err() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+            .with_context(|| format!("cannot create the state directory {shown}"))?;
     }
-    let meta = std::fs::metadata(dir)
-        .with_context(|| format!("cannot read the state directory {}", dir.display()))?;
     let me = nix::unistd::geteuid().as_raw();
+    let owned = |uid: u32| uid == me || uid == 0;
+    let link = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("cannot read the state directory {shown}"))?;
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read the state directory {shown}"))?;
+    for (what, uid) in [("link", link.uid()), ("directory", meta.uid())] {
+        anyhow::ensure!(
+            owned(uid),
+            "the state {what} {shown} belongs to user id {uid}, not to this user ({me}): it holds private keys, so another user's is not used; remove it, or set another with --state-dir or server.state_dir"
+        );
+    }
     anyhow::ensure!(
-        meta.uid() == me || meta.uid() == 0,
-        "the state directory {} belongs to user id {}, not to this user ({me}): it holds private keys, so another user's directory is not used; remove it, or set another with --state-dir or server.state_dir",
-        dir.display(),
-        meta.uid()
+        meta.is_dir(),
+        "the state directory {shown} is not a directory"
     );
+    let mine = |gid: u32| {
+        nix::unistd::getegid().as_raw() == gid
+            || nix::unistd::getgroups().is_ok_and(|g| g.iter().any(|g| g.as_raw() == gid))
+    };
+    let foreign_writers =
+        meta.mode() & 0o002 != 0 || (meta.mode() & 0o020 != 0 && !mine(meta.gid()));
     anyhow::ensure!(
-        meta.mode() & 0o022 == 0,
-        "the state directory {} can be written by other users: it holds private keys; run `chmod go-w {}`",
-        dir.display(),
-        dir.display()
+        !foreign_writers,
+        "the state directory {shown} can be written by users outside labgate's groups: it holds private keys; run `chmod o-w,g-w {shown}`"
     );
     Ok(())
 }
@@ -444,11 +456,12 @@ async fn follow_list_dirs(
 ) {
     let mut published = shared.published.subscribe();
     loop {
+        // Once more first: a reload may have come before the subscription.
+        watch.follow(&blocklist_dirs(&shared));
         tokio::select! {
             changed = published.changed() => if changed.is_err() { return },
             () = cancel.cancelled() => return,
         }
-        watch.follow(&blocklist_dirs(&shared));
     }
 }
 

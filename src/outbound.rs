@@ -26,6 +26,8 @@ use tracing::debug;
 
 /// Longest one system lookup may take.
 const SYSTEM_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a TCP connect to one address may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where a host is expected, which decides whether the upstreams or the system's resolver
 /// is asked first.
@@ -102,18 +104,18 @@ impl Outbound {
             Ok(ip) => vec![ip],
             Err(_) => self.addresses(host, Site::Internet).await,
         };
-        let ip = ips.first().ok_or_else(|| {
-            format!(
+        if ips.is_empty() {
+            return Err(format!(
                 "cannot resolve {host} (labgate's records, its upstreams, the system's resolver)"
-            )
-        })?;
-        let tcp = TcpStream::connect((*ip, port))
-            .await
-            .map_err(|e| format!("cannot connect to {ip}:{port}: {e}"))?;
+            ));
+        }
+        let tcp = connect(&ips, port).await?;
         let _ = tcp.set_nodelay(true);
         let path = &url[url::Position::BeforePath..];
+        // RFC 9110 §7.2: the port too, unless it is the scheme's default.
+        let authority = &url[url::Position::BeforeHost..url::Position::AfterPort];
         let req = Request::get(path)
-            .header(hyper::header::HOST, host)
+            .header(hyper::header::HOST, authority)
             .header(
                 hyper::header::USER_AGENT,
                 concat!("labgate/", env!("CARGO_PKG_VERSION")),
@@ -147,6 +149,23 @@ impl labgate_acme::Resolve for Outbound {
     async fn addresses(&self, host: &str) -> Vec<IpAddr> {
         Self::addresses(self, host, Site::Internet).await
     }
+}
+
+/// A connection to the first of `ips` that answers, each tried for [`CONNECT_TIMEOUT`]: an
+/// unreachable IPv4 address does not hide a working IPv6 one.
+async fn connect(ips: &[IpAddr], port: u16) -> Result<TcpStream, String> {
+    let mut last = String::new();
+    for &ip in ips {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ip, port))).await {
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(e)) => last = format!("cannot connect to {ip}:{port}: {e}"),
+            Err(_) => {
+                last =
+                    format!("cannot connect to {ip}:{port}: no answer within {CONNECT_TIMEOUT:?}")
+            }
+        }
+    }
+    Err(last)
 }
 
 /// The system's resolver (`getaddrinfo`: `/etc/hosts`, then `/etc/resolv.conf`).

@@ -13,6 +13,9 @@ use crate::reload::Trigger;
 /// The configuration's watch; dropping it stops watching.
 pub(crate) struct ConfigWatch {
     watcher: RecommendedWatcher,
+    /// The configuration's directory, canonical: a list directory is compared by what it
+    /// is, not how it is spelled (inotify gives one watch per inode, so watching an alias
+    /// of the configuration's directory, then dropping it, would drop that watch too).
     dir: PathBuf,
     mode: RecursiveMode,
     /// Directories watched for blocklist files outside `dir`'s watch.
@@ -63,7 +66,7 @@ pub(crate) fn start(
     watcher.watch(&dir, mode)?;
     let mut watch = ConfigWatch {
         watcher,
-        dir,
+        dir: dir.canonicalize().unwrap_or(dir),
         mode,
         extra: Vec::new(),
     };
@@ -76,26 +79,29 @@ impl ConfigWatch {
     /// configuration's own watch does not cover, and no longer those left out: called with
     /// each new configuration, which may name lists elsewhere.
     pub(crate) fn follow(&mut self, dirs: &[PathBuf]) {
-        let wanted: Vec<&PathBuf> = dirs
+        let mut wanted: Vec<PathBuf> = dirs
             .iter()
+            .filter_map(|d| d.canonicalize().ok())
             .filter(|d| {
-                **d != self.dir
+                *d != self.dir
                     && !(self.mode == RecursiveMode::Recursive && d.starts_with(&self.dir))
             })
             .collect();
+        wanted.sort();
+        wanted.dedup();
         for d in std::mem::take(&mut self.extra) {
-            if wanted.contains(&&d) {
+            if wanted.contains(&d) {
                 self.extra.push(d);
             } else {
                 let _ = self.watcher.unwatch(&d);
             }
         }
         for d in wanted {
-            if self.extra.contains(d) {
+            if self.extra.contains(&d) {
                 continue;
             }
-            match self.watcher.watch(d, RecursiveMode::NonRecursive) {
-                Ok(()) => self.extra.push(d.clone()),
+            match self.watcher.watch(&d, RecursiveMode::NonRecursive) {
+                Ok(()) => self.extra.push(d),
                 Err(e) => tracing::warn!(
                     "cannot watch {} for blocklist changes ({e}); reload by SIGHUP after editing its lists",
                     d.display()

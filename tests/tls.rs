@@ -200,6 +200,11 @@ name = "lab"
 cidrs = ["127.0.0.1/32"]
 addresses = ["127.0.0.1"]
 
+[[network]]
+name = "iot"
+cidrs = ["127.0.0.3/32"]
+addresses = ["127.0.0.1"]
+
 [[zone]]
 name = "lab.test"
 
@@ -221,6 +226,11 @@ allow = ["lab"]
 host = "b.lab.test"
 backends = ["http://127.0.0.1:{port}"]
 allow = ["lab"]
+
+[[service]]
+host = "d.lab.test"
+backends = ["http://127.0.0.1:{port}"]
+allow = ["iot"]
 
 [[service]]
 host = "c.other.test"
@@ -251,8 +261,23 @@ allow = ["lab"]
             &[version, "-H", "Host: b.lab.test"],
         );
         assert_eq!(sibling.status, 200, "{version}: {sibling:?}");
+        let expected = if version == "--http2" {
+            "HTTP/2"
+        } else {
+            "HTTP/1.1"
+        };
+        assert_eq!(sibling.version, expected);
         let seen = backend.seen().pop().expect("forwarded");
         assert_eq!(seen.header("host"), ["b.lab.test"], "{version}");
+        // The Host's own policy applies: d.lab.test is for `iot` only.
+        let denied = curl_https(
+            lg.https,
+            "a.lab.test",
+            "/",
+            &ca,
+            &[version, "-H", "Host: d.lab.test"],
+        );
+        assert_eq!(denied.status, 403, "{version}: {denied:?}");
         // c.other.test has its own (local-CA) certificate: not this connection's.
         let other = curl_https(
             lg.https,
