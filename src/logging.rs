@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use tracing::field::{Field, Visit};
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -30,30 +30,33 @@ pub fn init(flag: Option<&str>) {
         .map(str::to_owned)
         .or_else(|| std::env::var(ENV_LOG).ok())
         .unwrap_or_else(|| DEFAULT_FILTER.to_owned());
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        // Colours only for a terminal: journald and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .with_filter(filter)
-        .with_filter(NoHandshakeLines);
-    // PERF: the counter sees only its own records; an unfiltered layer would make every
-    // debug record of pingora and hickory enabled, built and dispatched on the request path.
-    let counter = HandshakeCounter.with_filter(filter_fn(|m| {
-        m.target() == LISTENING && *m.level() == tracing::Level::ERROR
-    }));
-    if tracing_subscriber::registry()
-        .with(fmt)
-        .with(counter)
-        .try_init()
-        .is_ok()
-    {
+    if subscriber(&filter).try_init().is_ok() {
         // pingora's `log` records below warn never reach tracing (cut at the `log` macro).
         let _ = tracing_log::LogTracer::builder()
             .with_max_level(tracing_log::log::LevelFilter::Warn)
             .init();
     }
+}
+
+/// Lines on stderr as `filter` (else [`DEFAULT_FILTER`]) lets through, and the handshake
+/// counter.
+fn subscriber(filter: &str) -> impl tracing::Subscriber + Send + Sync {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    // PERF: one combined filter. Stacked as two per-layer filters, the outer one (which lets
+    // everything through) made every record look enabled: `tracing::enabled!` then said
+    // yes to access-log lines the level drops, and each request built and queued one.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        // Colours only for a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .with_filter(filter.and(NoHandshakeLines));
+    // PERF: the counter sees only its own records; an unfiltered layer would make every
+    // debug record of pingora and hickory enabled, built and dispatched on the request path.
+    let counter = HandshakeCounter.with_filter(filter_fn(|m| {
+        m.target() == LISTENING && *m.level() == tracing::Level::ERROR
+    }));
+    tracing_subscriber::registry().with(fmt).with(counter)
 }
 
 /// Counts pingora's "Downstream handshake error" records.
@@ -115,5 +118,27 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.message = format!("{value:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_level_that_drops_access_lines_says_so_before_one_is_built() {
+        let access = || tracing::enabled!(target: "labgate::access", tracing::Level::INFO);
+        assert!(!tracing::subscriber::with_default(
+            subscriber("warn"),
+            access
+        ));
+        assert!(tracing::subscriber::with_default(
+            subscriber(DEFAULT_FILTER),
+            access
+        ));
+        assert!(!tracing::subscriber::with_default(
+            subscriber("info,labgate::access=off"),
+            access
+        ));
     }
 }
