@@ -76,8 +76,8 @@ fn start(dir: &ConfigDir, backend: &Backend) -> (Labgate, tempfile::TempDir) {
     let certs = dir.path("certs");
     std::fs::create_dir_all(&certs).expect("certs dir");
     self_signed(&certs, "files.lab.test", "first");
-    dir.write(
-        "labgate.toml",
+    serve(
+        dir,
         &format!(
             r#"
 [[network]]
@@ -102,7 +102,12 @@ allow = ["lab"]
             c = certs.display(),
             port = backend.port
         ),
-    );
+    )
+}
+
+/// labgate on `config` (written to `dir`), with its own state directory.
+fn serve(dir: &ConfigDir, config: &str) -> (Labgate, tempfile::TempDir) {
+    dir.write("labgate.toml", config);
     let state = tempfile::tempdir().expect("state");
     let lg = Labgate::start(
         &[
@@ -191,8 +196,8 @@ fn a_connection_serves_every_name_its_certificate_covers_and_421s_the_others() {
     let certs = dir.path("certs");
     std::fs::create_dir_all(&certs).expect("certs dir");
     self_signed(&certs, "*.lab.test", "wildcard");
-    dir.write(
-        "labgate.toml",
+    let (lg, _state) = serve(
+        &dir,
         &format!(
             r#"
 [[network]]
@@ -240,14 +245,6 @@ allow = ["lab"]
             c = certs.display(),
             port = backend.port
         ),
-    );
-    let state = tempfile::tempdir().expect("state");
-    let lg = Labgate::start(
-        &[
-            "--config",
-            dir.path("labgate.toml").to_str().expect("utf-8"),
-        ],
-        state.path(),
     );
     let ca = certs.join("cert.pem");
     // A connection opened for a.lab.test, asked for other names: what browsers do when they
