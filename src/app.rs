@@ -232,13 +232,8 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     };
     tasks.spawn(admin::serve(admin_listener, admin, cancel.child_token()));
     if let Some(p) = source.path() {
-        let watch = watch::start(
-            p,
-            tx.clone(),
-            blocklist_file(Arc::clone(&shared)),
-            &blocklist_dirs(&shared),
-        )
-        .with_context(|| format!("cannot watch {} for changes", p.display()))?;
+        let watch = watch::start(p, tx.clone(), blocklist_file(Arc::clone(&shared)))
+            .with_context(|| format!("cannot watch {} for changes", p.display()))?;
         tasks.spawn(follow_list_dirs(
             watch,
             Arc::clone(&shared),
@@ -338,17 +333,20 @@ fn raise_open_file_limit() {
 fn prepare_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let shown = dir.display();
-    if std::fs::symlink_metadata(dir).is_err() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create the state directory {shown}"))?;
-    }
+    let link = match std::fs::symlink_metadata(dir) {
+        Ok(link) => link,
+        Err(_) => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create the state directory {shown}"))?;
+            std::fs::symlink_metadata(dir)
+                .with_context(|| format!("cannot read the state directory {shown}"))?
+        }
+    };
     let me = nix::unistd::geteuid().as_raw();
     let owned = |uid: u32| uid == me || uid == 0;
-    let link = std::fs::symlink_metadata(dir)
-        .with_context(|| format!("cannot read the state directory {shown}"))?;
     let meta = std::fs::metadata(dir)
         .with_context(|| format!("cannot read the state directory {shown}"))?;
     for (what, uid) in [("link", link.uid()), ("directory", meta.uid())] {
@@ -439,28 +437,28 @@ fn list_files(s: &labgate_config::Snapshot) -> impl Iterator<Item = &std::path::
 
 /// The directories of the file blocklists of the running configuration.
 fn blocklist_dirs(shared: &Shared) -> Vec<std::path::PathBuf> {
-    let mut dirs: Vec<std::path::PathBuf> = list_files(&shared.snapshot.load())
+    list_files(&shared.snapshot.load())
         .filter_map(|p| p.parent().map(std::path::Path::to_owned))
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs
+        .collect()
 }
 
 /// Keeps the watch on the directories of the serving snapshot's blocklist files (a reload
-/// may name lists in a new one) until cancelled, when the watch stops.
-async fn follow_list_dirs(
+/// may name lists in a new one) until cancelled, when the watch stops. Subscribed before
+/// its first look, so no reload falls in between.
+fn follow_list_dirs(
     mut watch: watch::ConfigWatch,
     shared: Arc<Shared>,
     cancel: CancellationToken,
-) {
+) -> impl Future<Output = ()> {
     let mut published = shared.published.subscribe();
-    loop {
-        // Once more first: a reload may have come before the subscription.
-        watch.follow(&blocklist_dirs(&shared));
-        tokio::select! {
-            changed = published.changed() => if changed.is_err() { return },
-            () = cancel.cancelled() => return,
+    watch.follow(&blocklist_dirs(&shared));
+    async move {
+        loop {
+            tokio::select! {
+                changed = published.changed() => if changed.is_err() { return },
+                () = cancel.cancelled() => return,
+            }
+            watch.follow(&blocklist_dirs(&shared));
         }
     }
 }

@@ -22,8 +22,8 @@ pub(crate) struct ConfigWatch {
     extra: Vec<PathBuf>,
 }
 
-/// Starts watching. `also` names more files that matter (blocklist files), and `also_dirs`
-/// the directories they are in (see [`ConfigWatch::follow`]).
+/// Starts watching. `also` names more files that matter (blocklist files); their
+/// directories are watched through [`ConfigWatch::follow`].
 ///
 /// # Errors
 /// When the platform watcher cannot be created or the directory cannot be watched.
@@ -31,7 +31,6 @@ pub(crate) fn start(
     config: &Path,
     tx: mpsc::Sender<Trigger>,
     also: impl Fn(&Path) -> bool + Send + 'static,
-    also_dirs: &[PathBuf],
 ) -> notify::Result<ConfigWatch> {
     let (dir, only) = if config.is_dir() {
         (config.to_owned(), None)
@@ -64,14 +63,12 @@ pub(crate) fn start(
         RecursiveMode::NonRecursive
     };
     watcher.watch(&dir, mode)?;
-    let mut watch = ConfigWatch {
+    Ok(ConfigWatch {
         watcher,
         dir: dir.canonicalize().unwrap_or(dir),
         mode,
         extra: Vec::new(),
-    };
-    watch.follow(also_dirs);
-    Ok(watch)
+    })
 }
 
 impl ConfigWatch {

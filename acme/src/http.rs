@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use rustls_pki_types::CertificateDer;
@@ -42,14 +42,14 @@ pub trait Resolve: Send + Sync {
     async fn addresses(&self, host: &str) -> Vec<IpAddr>;
 }
 
-/// hyper's resolver over a [`Resolve`]; without one, the system's (`getaddrinfo`).
-#[derive(Clone, Default)]
-pub struct Resolver(Option<Arc<dyn Resolve>>);
+/// hyper's resolver over a [`Resolve`].
+#[derive(Clone)]
+pub struct Resolver(Arc<dyn Resolve>);
 
 impl Resolver {
     /// Names resolved by `resolve`.
     pub fn new(resolve: Arc<dyn Resolve>) -> Self {
-        Self(Some(resolve))
+        Self(resolve)
     }
 }
 
@@ -63,18 +63,15 @@ impl tower_service::Service<Name> for Resolver {
     }
 
     fn call(&mut self, name: Name) -> Self::Future {
-        let resolve = self.0.clone();
+        let resolve = Arc::clone(&self.0);
         Box::pin(async move {
             // The connector sets the port.
-            let addrs: Vec<SocketAddr> = match resolve {
-                Some(r) => r
-                    .addresses(name.as_str())
-                    .await
-                    .into_iter()
-                    .map(|ip| SocketAddr::new(ip, 0))
-                    .collect(),
-                None => GaiResolver::new().call(name.clone()).await?.collect(),
-            };
+            let addrs: Vec<SocketAddr> = resolve
+                .addresses(name.as_str())
+                .await
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect();
             if addrs.is_empty() {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::NotFound,

@@ -77,8 +77,7 @@ pub struct Helpers {
     pub builtin: Option<Arc<dyn DnsProvider>>,
     /// Lookups through the upstreams, to find a zone's authoritative servers.
     pub lookup: Option<Arc<dyn Lookup>>,
-    /// How the ACME server's and the DNS providers' hosts are found (default: the system's
-    /// resolver).
+    /// How the ACME server's and the DNS providers' hosts are found.
     pub resolver: Resolver,
 }
 

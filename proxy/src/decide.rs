@@ -2,10 +2,14 @@
 //! the tunnel), TLS server name, Host and path to a service or a refusal.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use labgate_config::Snapshot;
 use labgate_config::network::NetworkId;
 use labgate_config::route::{Access, MAX_HOST_LEN, Route, ServiceId, normalize_host};
+use rustls::sign::CertifiedKey;
+
+use crate::certs::CertStore;
 
 /// What happens to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,15 +72,17 @@ impl Refusal {
     }
 }
 
-/// What a TLS connection was opened for.
+/// What a TLS connection was opened for. A connection is authoritative for every name its
+/// certificate covers (RFC 9110 §7.4), and browsers reuse an HTTP/2 connection under a
+/// wildcard certificate for its other names.
 #[derive(Clone, Copy)]
 pub struct Tls<'a> {
     /// The normalized server name the client sent.
     pub sni: &'a str,
-    /// Whether the connection's certificate is the one served for another host. A connection
-    /// is authoritative for every name its certificate covers (RFC 9110 §7.4), and browsers
-    /// reuse an HTTP/2 connection under a wildcard certificate for its other names.
-    pub covers: &'a dyn Fn(&str) -> bool,
+    /// The certificate the handshake served.
+    pub cert: Option<&'a Arc<CertifiedKey>>,
+    /// The certificates now served, to tell whether `cert` is another host's too.
+    pub certs: &'a CertStore,
 }
 
 /// Decides a request. `client` is the peer's address; `tls` what the connection was opened
@@ -97,7 +103,7 @@ pub fn decide(
     };
     // SECURITY: a client must not get one name's certificate, then ask for a name that
     // certificate does not cover.
-    if tls.is_some_and(|t| t.sni != host && !(t.covers)(host)) {
+    if tls.is_some_and(|t| t.sni != host && !t.cert.is_some_and(|c| t.certs.serves(c, host))) {
         return Decision::Refuse(Refusal::Misdirected);
     }
     let network = match via {

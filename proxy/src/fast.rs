@@ -647,10 +647,8 @@ fn plan(
         return Plan::Fallback;
     }
     let s = &state.snapshot;
-    let decision = info.with_tls(&proxy.certs, |tls| {
-        decide(s, info.client, info.via, tls, h.host, h.path)
-    });
-    match decision {
+    let tls = info.opened_for(&proxy.certs);
+    match decide(s, info.client, info.via, tls, h.host, h.path) {
         Decision::Refuse(r) => {
             proxy.metrics.refusal(r);
             Plan::Refuse {

@@ -86,10 +86,14 @@ impl General {
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
         let state = self.proxy.state.load_full();
-        let decision = info.with_tls(&self.proxy.certs, |t| {
-            decide(&state.snapshot, client, self.via, t, host.as_deref(), &path)
-        });
-        let (service, network) = match decision {
+        let (service, network) = match decide(
+            &state.snapshot,
+            client,
+            self.via,
+            info.opened_for(&self.proxy.certs),
+            host.as_deref(),
+            &path,
+        ) {
             Decision::Forward { service, network } => (service, network),
             Decision::Refuse(r) => {
                 self.proxy.metrics.refusal(r);

@@ -177,17 +177,13 @@ impl ConnInfo {
         })
     }
 
-    /// Runs `f` with what the TLS connection was opened for (`None`: plain HTTP, no SNI),
-    /// its certificate checked against `certs`.
-    pub fn with_tls<R>(
-        &self,
-        certs: &CertStore,
-        f: impl FnOnce(Option<decide::Tls<'_>>) -> R,
-    ) -> R {
-        let covers = |host: &str| self.cert.as_ref().is_some_and(|c| certs.serves(c, host));
-        f(self.sni.as_deref().map(|sni| decide::Tls {
+    /// What the TLS connection was opened for (`None`: plain HTTP, no SNI), for `decide`
+    /// with the certificates now served.
+    pub fn opened_for<'a>(&'a self, certs: &'a CertStore) -> Option<decide::Tls<'a>> {
+        self.sni.as_deref().map(|sni| decide::Tls {
             sni,
-            covers: &covers,
-        }))
+            cert: self.cert.as_ref(),
+            certs,
+        })
     }
 }
