@@ -124,6 +124,22 @@ fn an_unprivileged_user_with_only_cap_net_bind_service_serves_ports_53_80_and_44
     assert_eq!((key.uid(), key.mode() & 0o777), (NOBODY, 0o600));
 }
 
+/// `labgate run` through `command` (labgate itself, or a wrapper ending in its path) on
+/// `cfg`'s configuration and the state directory `state` below it: it must stop with exit
+/// status 1 (a runtime failure); what it said.
+fn refused(mut command: Command, cfg: &ConfigDir, state: &str) -> String {
+    let config = cfg.path("labgate.toml");
+    let out = command
+        .args(["run", "--config", config.to_str().expect("utf-8")])
+        .arg("--state-dir")
+        .arg(cfg.path(state))
+        .output()
+        .expect("labgate");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 /// curl's status code for `args`.
 fn status(args: &[&str]) -> u16 {
     let out = Command::new("curl")
@@ -157,19 +173,12 @@ fn without_the_capability_the_start_stops_at_once_and_says_what_is_missing() {
         return;
     }
     let cfg = setup(9);
-    let config = cfg.path("labgate.toml");
-    let mut cmd = Command::new(AS_SERVICE[0]);
-    let out = cmd
+    let mut setpriv = Command::new(AS_SERVICE[0]);
+    setpriv
         .args(&AS_SERVICE[1..4])
         .args(["--inh-caps=-all", "--bounding-set=-all"])
-        .arg(bin().get_program())
-        .args(["run", "--config", config.to_str().expect("utf-8")])
-        .arg("--state-dir")
-        .arg(cfg.path("state"))
-        .output()
-        .expect("setpriv");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+        .arg(bin().get_program());
+    let stderr = refused(setpriv, &cfg, "state");
     assert!(
         stderr.contains("need root or the CAP_NET_BIND_SERVICE capability"),
         "{stderr}"
@@ -198,26 +207,13 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
 #[test]
 fn a_state_directory_another_user_could_plant_keys_in_is_refused() {
     let cfg = setup(9);
-    let config = cfg.path("labgate.toml");
-    let run = || {
-        bin()
-            .args(["run", "--config", config.to_str().expect("utf-8")])
-            .arg("--state-dir")
-            .arg(cfg.path("state"))
-            .output()
-            .expect("labgate")
-    };
     // `setup` gave it to nobody; this test runs as root.
-    let out = run();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = refused(bin(), &cfg, "state");
     assert!(stderr.contains("belongs to user id 65534"), "{stderr}");
     std::os::unix::fs::chown(cfg.path("state"), Some(0), Some(0)).expect("chown");
     let shared = std::fs::Permissions::from_mode(0o1777);
     std::fs::set_permissions(cfg.path("state"), shared).expect("chmod");
-    let out = run();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = refused(bin(), &cfg, "state");
     assert!(
         stderr.contains("can be written by users outside labgate's groups"),
         "{stderr}"
@@ -230,14 +226,7 @@ fn a_state_directory_another_user_could_plant_keys_in_is_refused() {
     std::fs::create_dir(cfg.path("real")).expect("dir");
     std::os::unix::fs::symlink(cfg.path("real"), cfg.path("link")).expect("link");
     std::os::unix::fs::lchown(cfg.path("link"), Some(NOBODY), Some(NOBODY)).expect("lchown");
-    let out = bin()
-        .args(["run", "--config", config.to_str().expect("utf-8")])
-        .arg("--state-dir")
-        .arg(cfg.path("link"))
-        .output()
-        .expect("labgate");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = refused(bin(), &cfg, "link");
     assert!(
         stderr.contains("the state link") && stderr.contains("belongs to user id 65534"),
         "{stderr}"
