@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, Redacted};
 use crate::status::Shared;
 
 /// Largest list accepted.
@@ -49,7 +49,7 @@ pub async fn run(
             let next = match fetched {
                 Ok(Ok(text)) => {
                     let set = BlockSet::parse(&text, l.format);
-                    info!(list = %l.name, %url, names = set.len(), skipped = set.skipped, "blocklist fetched");
+                    info!(list = %l.name, url = %Redacted(url), names = set.len(), skipped = set.skipped, "blocklist fetched");
                     let set = Arc::new(set);
                     lists.rcu(|m| {
                         let mut m = HashMap::clone(m);
@@ -64,7 +64,7 @@ pub async fn run(
                         Ok(Err(e)) => e,
                         _ => format!("no answer within {FETCH_TIMEOUT:?}"),
                     };
-                    warn!(list = %l.name, %url, "blocklist fetch failed: {why}; the last good list stays");
+                    warn!(list = %l.name, url = %Redacted(url), "blocklist fetch failed: {why}; the last good list stays");
                     shared.list_fetches[1].fetch_add(1, Ordering::Relaxed);
                     l.refresh.min(RETRY_AFTER)
                 }

@@ -28,6 +28,8 @@ use tracing::debug;
 const SYSTEM_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a TCP connect to one address may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most redirects one GET follows: a list moved to a release page or a CDN takes one or two.
+const MAX_REDIRECTS: usize = 5;
 
 /// Where a host is expected, which decides whether the upstreams or the system's resolver
 /// is asked first.
@@ -92,11 +94,41 @@ impl Outbound {
     }
 
     /// The body of a successful HTTP/1.1 GET of `url` (`http` or `https`), at most `limit`
-    /// bytes.
+    /// bytes, following up to [`MAX_REDIRECTS`] redirects (never from HTTPS to HTTP). The
+    /// URL's user and password, if any, go as Basic credentials, to its own host only.
     ///
     /// # Errors
-    /// Why there is no body, in words for a log line.
+    /// Why there is no body, in words for a log line (without the URL's secrets).
     pub async fn get(&self, url: &url::Url, limit: usize) -> Result<Bytes, String> {
+        let mut url = url.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let location = match self.get_once(&url, limit).await? {
+                Got::Body(body) => return Ok(body),
+                Got::Moved(location) => location,
+            };
+            let next = url
+                .join(&location)
+                .map_err(|e| format!("redirected to an invalid URL ({e})"))?;
+            let secure = url.scheme() == "https";
+            match next.scheme() {
+                "https" => {}
+                "http" if !secure => {}
+                other => {
+                    return Err(format!(
+                        "refused a redirect from {} to {other}: {}",
+                        url.scheme(),
+                        Redacted(&next)
+                    ));
+                }
+            }
+            debug!("{} redirects to {}", Redacted(&url), Redacted(&next));
+            url = next;
+        }
+        Err(format!("more than {MAX_REDIRECTS} redirects"))
+    }
+
+    /// One GET of `url`: its body, or where it moved.
+    async fn get_once(&self, url: &url::Url, limit: usize) -> Result<Got, String> {
         let host = url.host_str().ok_or("the URL has no host")?;
         let port = url.port_or_known_default().ok_or("the URL has no port")?;
         let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -114,14 +146,16 @@ impl Outbound {
         let path = &url[url::Position::BeforePath..];
         // RFC 9110 §7.2: the port too, unless it is the scheme's default.
         let authority = &url[url::Position::BeforeHost..url::Position::AfterPort];
-        let req = Request::get(path)
+        let mut req = Request::get(path)
             .header(hyper::header::HOST, authority)
             .header(
                 hyper::header::USER_AGENT,
                 concat!("labgate/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
+            );
+        if !url.username().is_empty() {
+            req = req.header(hyper::header::AUTHORIZATION, basic_credentials(url));
+        }
+        let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
         if url.scheme() == "https" {
             let name = rustls_pki_types::ServerName::try_from(bare.to_owned())
                 .map_err(|e| e.to_string())?;
@@ -177,7 +211,49 @@ async fn system(host: &str) -> Vec<IpAddr> {
     }
 }
 
-async fn get<S>(stream: S, req: Request<Empty<Bytes>>, limit: usize) -> Result<Bytes, String>
+/// What one GET gave.
+enum Got {
+    Body(Bytes),
+    /// A redirect, with its `Location`.
+    Moved(String),
+}
+
+/// A URL as logs and errors show it: without user and password, and its query as `?…`
+/// (private lists carry tokens there).
+pub struct Redacted<'a>(pub &'a url::Url);
+
+impl std::fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self.0;
+        let host = &url[url::Position::BeforeHost..url::Position::AfterPath];
+        write!(f, "{}://{host}", url.scheme())?;
+        if url.query().is_some() {
+            f.write_str("?…")?;
+        }
+        Ok(())
+    }
+}
+
+/// The `Authorization` value for the URL's user and password (RFC 7617).
+fn basic_credentials(url: &url::Url) -> String {
+    use base64::Engine;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let pair = format!(
+        "{}:{}",
+        decode(url.username()),
+        decode(url.password().unwrap_or_default())
+    );
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+async fn get<S>(stream: S, req: Request<Empty<Bytes>>, limit: usize) -> Result<Got, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -186,9 +262,17 @@ where
         .map_err(|e| e.to_string())?;
     let conn = tokio::spawn(conn);
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
+    let status = resp.status();
+    if !status.is_success() {
         conn.abort();
-        return Err(format!("HTTP {}", resp.status()));
+        if matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+            let location = resp.headers().get(hyper::header::LOCATION);
+            return location
+                .and_then(|l| l.to_str().ok())
+                .map(|l| Got::Moved(l.to_owned()))
+                .ok_or_else(|| format!("HTTP {status} without a usable Location"));
+        }
+        return Err(format!("HTTP {status}"));
     }
     let body = Limited::new(resp.into_body(), limit)
         .collect()
@@ -196,7 +280,7 @@ where
         .map_err(|e| format!("{e} (the limit is {limit} bytes)"))?
         .to_bytes();
     conn.abort();
-    Ok(body)
+    Ok(Got::Body(body))
 }
 
 /// The name's A records (else its AAAA records) in the first view that has any.
@@ -224,4 +308,31 @@ fn own_records(s: &Snapshot, name: &str) -> Vec<IpAddr> {
         }
     }
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_show_urls_without_credentials_or_query() {
+        let url =
+            url::Url::parse("https://user:pw@lists.example:8443/a/b.txt?token=t#f").expect("a URL");
+        assert_eq!(
+            Redacted(&url).to_string(),
+            "https://lists.example:8443/a/b.txt?…"
+        );
+        let plain = url::Url::parse("http://[::1]/list").expect("a URL");
+        assert_eq!(Redacted(&plain).to_string(), "http://[::1]/list");
+    }
+
+    #[test]
+    fn url_credentials_become_basic_authorization() {
+        // RFC 7617's example, with the space percent-encoded as a URL carries it.
+        let url = url::Url::parse("https://Aladdin:open%20sesame@lists.example/").expect("a URL");
+        assert_eq!(
+            basic_credentials(&url),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
 }

@@ -166,6 +166,22 @@ fn lists_block_per_network_and_follow_edits() {
     assert_eq!(generation(&lg.config()), 4);
 }
 
+/// Python's http.server serving a directory, plus two redirects: `/moved...` to `/ads.txt`
+/// and `/loop...` to itself.
+const FILE_SERVER: &str = r#"
+import http.server, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        for prefix, target in (("/moved", "/ads.txt"), ("/loop", "/loop")):
+            if self.path.startswith(prefix):
+                self.send_response(301 if prefix == "/moved" else 302)
+                self.send_header("Location", target)
+                self.end_headers()
+                return
+        super().do_GET()
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"#;
+
 /// A static file server on loopback (Python's http.server: a real HTTP/1.x server).
 struct FileServer {
     child: std::process::Child,
@@ -176,13 +192,7 @@ impl FileServer {
     fn start(dir: &std::path::Path) -> Self {
         let port = support::free_port();
         let child = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-            ])
+            .args(["-c", FILE_SERVER, &port.to_string()])
             .current_dir(dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -265,5 +275,58 @@ fn url_lists_are_fetched_through_the_upstreams_and_survive_a_failed_refresh() {
     assert_eq!(
         dig(port, "127.0.0.1", &["ads.internet.test"]).status,
         "NXDOMAIN"
+    );
+}
+
+#[test]
+fn url_lists_follow_redirects_a_loop_fails_and_logs_hide_the_query() {
+    let site = tempfile::tempdir().expect("tempdir");
+    std::fs::write(site.path().join("ads.txt"), "ads.internet.test\n").expect("list");
+    let http = FileServer::start(site.path());
+    let cfg = ConfigDir::new();
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}?token=s3cret", http.port);
+    let config = format!(
+        "[listen]\ndns = [\"127.0.0.1:0\"]\n\n\
+         [[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.1/32\"]\naddresses = [\"127.0.0.1\"]\nblocklists = [\"moved\", \"looping\"]\n\n\
+         [[blocklist]]\nname = \"moved\"\nurl = \"{}\"\n\n\
+         [[blocklist]]\nname = \"looping\"\nurl = \"{}\"\n",
+        url("/moved/ads.txt"),
+        url("/loop")
+    );
+    cfg.write("labgate.toml", &config);
+    let lg = Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+        ],
+        &cfg.path("state"),
+    );
+    let (port, _) = dns_ports(&lg);
+    let fetches = |result: &str| {
+        lg.metric(&format!(
+            "labgate_blocklist_fetches_total{{result=\"{result}\"}}"
+        ))
+    };
+    let deadline = std::time::Instant::now() + support::RELOAD_TIMEOUT;
+    while fetches("success") == 0 || fetches("failure") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fetches never settled: {} succeeded, {} failed",
+            fetches("success"),
+            fetches("failure")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The moved list arrived through its redirect and blocks.
+    assert_eq!(
+        dig(port, "127.0.0.1", &["ads.internet.test"]).status,
+        "NXDOMAIN"
+    );
+    let log = lg.log_text();
+    assert!(log.contains("more than 5 redirects"), "{log}");
+    assert!(log.contains("/loop?…"), "the failing list is named: {log}");
+    assert!(
+        !log.contains("s3cret"),
+        "a URL's query reached the log: {log}"
     );
 }
