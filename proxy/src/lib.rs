@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use labgate_config::Snapshot;
-use pingora::connectors::TransportConnector;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 
 pub use certs::{CertMap, CertStore, Sni};
 pub use service::{Addresses, listeners};
@@ -91,7 +91,7 @@ impl Proxy {
         Self {
             access,
             state: ArcSwap::from_pointee(ProxyState { snapshot, pools }),
-            connector: TransportConnector::new(None),
+            connector: TransportConnector::new(Some(ConnectorOptions::new(backends::POOL_SIZE))),
             h2: pingora::connectors::http::v2::Connector::new(None),
             metrics,
             certs,

@@ -1,11 +1,41 @@
 //! A real HTTP/1.1 backend on 127.0.0.1:0 for the proxy tests: records what it received and
 //! answers by path (`/big`: 100 KiB, `/chunked`, `/close`: close-delimited, `/ws`: WebSocket
-//! upgrade then echo, anything else: the request as JSON).
+//! upgrade then echo, `/gate/<id>/<n>[?...]`: held until `n` requests of gate `id` are in, then as
+//! JSON; anything else: the request as JSON).
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+/// Longest a gated request waits for the rest of its gate.
+const GATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Requests arrived per gate id, and the signal that one more arrived.
+#[derive(Default)]
+struct Gates {
+    arrived: Mutex<HashMap<String, usize>>,
+    more: Condvar,
+}
+
+impl Gates {
+    /// Counts a request of `path` if it is `/gate/<id>/<n>` and waits until `n` have come.
+    fn pass(&self, path: &str) {
+        let path = path.split('?').next().unwrap_or_default();
+        let mut parts = path.trim_start_matches("/gate/").splitn(2, '/');
+        let (Some(id), Some(Ok(n))) = (parts.next(), parts.next().map(str::parse::<usize>)) else {
+            return;
+        };
+        let mut arrived = self.arrived.lock().expect("lock");
+        *arrived.entry(id.to_owned()).or_default() += 1;
+        self.more.notify_all();
+        let _ = self.more.wait_timeout_while(arrived, GATE_TIMEOUT, |a| {
+            a.get(id).copied().unwrap_or(0) < n
+        });
+    }
+}
 
 /// One request as the backend saw it.
 #[derive(Debug, Clone)]
@@ -31,6 +61,8 @@ impl Seen {
 pub(crate) struct Backend {
     pub(crate) port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// TCP connections accepted so far.
+    connections: Arc<AtomicUsize>,
     /// A name echoed in every JSON answer, to tell backends apart.
     pub(crate) name: String,
 }
@@ -45,19 +77,23 @@ impl Backend {
         let listener = TcpListener::bind(addr).expect("bind backend");
         let port = listener.local_addr().expect("addr").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = Arc::clone(&seen);
+        let connections = Arc::new(AtomicUsize::new(0));
+        let gates = Arc::new(Gates::default());
+        let (s, c) = (Arc::clone(&seen), Arc::clone(&connections));
         let n = name.to_owned();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let s = Arc::clone(&s);
+                c.fetch_add(1, Ordering::SeqCst);
+                let (s, g) = (Arc::clone(&s), Arc::clone(&gates));
                 let n = n.clone();
-                std::thread::spawn(move || serve(conn, &s, &n));
+                std::thread::spawn(move || serve(conn, &s, &g, &n));
             }
         });
         Self {
             port,
             seen,
+            connections,
             name: name.to_owned(),
         }
     }
@@ -70,13 +106,18 @@ impl Backend {
             .collect()
     }
 
+    /// TCP connections accepted so far.
+    pub(crate) fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
     /// Every request received so far.
     pub(crate) fn all_seen(&self) -> Vec<Seen> {
         self.seen.lock().expect("lock").clone()
     }
 }
 
-fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>, name: &str) {
+fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>, gates: &Gates, name: &str) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let Ok(mut out) = conn.try_clone() else {
         return;
@@ -142,6 +183,9 @@ fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>, name: &str) {
             headers: headers.clone(),
             body: body.clone(),
         });
+        if path.starts_with("/gate/") {
+            gates.pass(&path);
+        }
         let ok = match path.as_str() {
             "/ws" if upgrade => {
                 let _ = out.write_all(
