@@ -94,37 +94,27 @@ impl Outbound {
     }
 
     /// The body of a successful HTTP/1.1 GET of `url` (`http` or `https`), at most `limit`
-    /// bytes, following up to [`MAX_REDIRECTS`] redirects (never from HTTPS to HTTP). The
-    /// URL's user and password, if any, go as Basic credentials, to its own host only.
+    /// bytes, following up to [`MAX_REDIRECTS`] redirects (see [`follow`]). The URL's user
+    /// and password, if any, go as Basic credentials.
     ///
     /// # Errors
     /// Why there is no body, in words for a log line (without the URL's secrets).
     pub async fn get(&self, url: &url::Url, limit: usize) -> Result<Bytes, String> {
         let mut url = url.clone();
-        for _ in 0..=MAX_REDIRECTS {
+        let mut redirects = 0;
+        loop {
             let location = match self.get_once(&url, limit).await? {
                 Got::Body(body) => return Ok(body),
                 Got::Moved(location) => location,
             };
-            let next = url
-                .join(&location)
-                .map_err(|e| format!("redirected to an invalid URL ({e})"))?;
-            let secure = url.scheme() == "https";
-            match next.scheme() {
-                "https" => {}
-                "http" if !secure => {}
-                other => {
-                    return Err(format!(
-                        "refused a redirect from {} to {other}: {}",
-                        url.scheme(),
-                        Redacted(&next)
-                    ));
-                }
+            if redirects == MAX_REDIRECTS {
+                return Err(format!("more than {MAX_REDIRECTS} redirects"));
             }
+            redirects += 1;
+            let next = follow(&url, &location)?;
             debug!("{} redirects to {}", Redacted(&url), Redacted(&next));
             url = next;
         }
-        Err(format!("more than {MAX_REDIRECTS} redirects"))
     }
 
     /// One GET of `url`: its body, or where it moved.
@@ -152,7 +142,7 @@ impl Outbound {
                 hyper::header::USER_AGENT,
                 concat!("labgate/", env!("CARGO_PKG_VERSION")),
             );
-        if !url.username().is_empty() {
+        if !url.username().is_empty() || url.password().is_some() {
             req = req.header(hyper::header::AUTHORIZATION, basic_credentials(url));
         }
         let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
@@ -216,6 +206,33 @@ enum Got {
     Body(Bytes),
     /// A redirect, with its `Location`.
     Moved(String),
+}
+
+/// Where a redirect from `from` to `location` leads: never from HTTPS to HTTP nor to another
+/// scheme; `from`'s user and password go along to the same host and port only (as curl does).
+fn follow(from: &url::Url, location: &str) -> Result<url::Url, String> {
+    let mut next = from
+        .join(location)
+        .map_err(|e| format!("redirected to an invalid URL ({e})"))?;
+    match next.scheme() {
+        "https" => {}
+        "http" if from.scheme() == "http" => {}
+        other => {
+            return Err(format!(
+                "refused a redirect from {} to {other}: {}",
+                from.scheme(),
+                Redacted(&next)
+            ));
+        }
+    }
+    let same_origin = next.host_str() == from.host_str()
+        && next.port_or_known_default() == from.port_or_known_default();
+    if same_origin && next.username().is_empty() && next.password().is_none() {
+        // A relative Location keeps them already; an absolute one to the same place does not.
+        let _ = next.set_username(from.username());
+        let _ = next.set_password(from.password());
+    }
+    Ok(next)
 }
 
 /// A URL as logs and errors show it: without user and password, and its query as `?…`
@@ -324,6 +341,36 @@ mod tests {
         );
         let plain = url::Url::parse("http://[::1]/list").expect("a URL");
         assert_eq!(Redacted(&plain).to_string(), "http://[::1]/list");
+    }
+
+    #[test]
+    fn redirects_keep_credentials_on_the_same_host_and_port_only() {
+        let from = url::Url::parse("https://u:p@nas.lab/lists/a.txt?t=1").expect("a URL");
+        let to = |location: &str| follow(&from, location).map(|u| u.to_string());
+        assert_eq!(
+            to("b.txt").as_deref(),
+            Ok("https://u:p@nas.lab/lists/b.txt")
+        );
+        assert_eq!(
+            to("https://nas.lab:443/c").as_deref(),
+            Ok("https://u:p@nas.lab/c")
+        );
+        assert_eq!(
+            to("//cdn.example/c").as_deref(),
+            Ok("https://cdn.example/c")
+        );
+        assert_eq!(
+            to("https://nas.lab:8443/c").as_deref(),
+            Ok("https://nas.lab:8443/c")
+        );
+        let downgrade = to("http://nas.lab/c").expect_err("HTTPS to HTTP is refused");
+        assert!(!downgrade.contains("u:p"), "{downgrade}");
+        assert!(to("ftp://nas.lab/c").is_err());
+        let plain = url::Url::parse("http://nas.lab/a").expect("a URL");
+        assert!(
+            follow(&plain, "https://nas.lab/a").is_ok(),
+            "an upgrade is followed"
+        );
     }
 
     #[test]

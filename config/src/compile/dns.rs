@@ -237,7 +237,8 @@ pub(super) fn blocklists(
                         file,
                         u.span(),
                         format!("{key}.url"),
-                        format!("`{}` is not an http(s) URL", u.get_ref()),
+                        // The URL itself is not repeated: a private list's carries a token.
+                        "not an http(s) URL".to_owned(),
                     )
                     .expected("a URL like `https://example.com/hosts.txt`");
                     continue;
