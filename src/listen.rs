@@ -9,7 +9,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
 /// Binds `workers` UDP sockets on one address with `SO_REUSEPORT` (the kernel spreads
-/// datagrams over them), blocking, for labgate's UDP worker threads. A port 0 is chosen once.
+/// datagrams over them), blocking, for labgate's UDP worker threads.
+///
+/// A port 0 is chosen by a plain socket first: the kernel may give a `SO_REUSEPORT` socket
+/// that binds port 0 a port another of this user's `SO_REUSEPORT` sockets holds, and the two
+/// would then share its datagrams (seen as one test's queries answered by another test's
+/// labgate). A plain socket gets a port nobody holds; the group binds it at once after.
 ///
 /// # Errors
 /// When the address cannot be bound; the message names it and the config key.
@@ -18,15 +23,33 @@ pub fn udp_group(
     key: &str,
     workers: usize,
 ) -> anyhow::Result<Vec<std::net::UdpSocket>> {
-    let mut group: Vec<std::net::UdpSocket> = Vec::with_capacity(workers);
-    let mut at = addr;
-    for _ in 0..workers.max(1) {
-        let s = udp_socket(at).map_err(|e| bind_error(&e, "udp", at, key))?;
-        let s: std::net::UdpSocket = s.into();
-        at = s.local_addr()?;
-        group.push(s);
+    let failed = |e: &std::io::Error| bind_error(e, "udp", addr, key);
+    if addr.port() != 0 {
+        return bind_group(addr, workers).map_err(|e| failed(&e));
     }
-    Ok(group)
+    let mut last = None;
+    for _ in 0..PORT_CHOICES {
+        let at = std::net::UdpSocket::bind(addr)
+            .and_then(|probe| probe.local_addr())
+            .map_err(|e| failed(&e))?;
+        match bind_group(at, workers) {
+            Ok(group) => return Ok(group),
+            // Taken between the probe and the group: choose again.
+            Err(e) if e.kind() == ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(failed(&e)),
+        }
+    }
+    Err(failed(&last.unwrap_or_else(|| ErrorKind::AddrInUse.into())))
+}
+
+/// How many ports a port-0 UDP group tries before giving up.
+const PORT_CHOICES: usize = 16;
+
+/// `workers` (at least one) `SO_REUSEPORT` UDP sockets bound to `at`.
+fn bind_group(at: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    (0..workers.max(1))
+        .map(|_| udp_socket(at).map(Into::into))
+        .collect()
 }
 
 fn udp_socket(addr: SocketAddr) -> std::io::Result<Socket> {
@@ -96,4 +119,29 @@ fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_0_group_never_joins_another_reuseport_socket() {
+        // Other SO_REUSEPORT sockets of this user hold ports (other labgate instances, say).
+        let held: Vec<Socket> = (0..200)
+            .map(|_| udp_socket("127.0.0.1:0".parse().expect("addr")).expect("bind"))
+            .collect();
+        let ports: std::collections::HashSet<u16> = held
+            .iter()
+            .filter_map(|s| s.local_addr().ok()?.as_socket().map(|a| a.port()))
+            .collect();
+        // A plain SO_REUSEPORT bind to port 0 lands on one of them about once in 140 here.
+        for _ in 0..2000 {
+            let group =
+                udp_group("127.0.0.1:0".parse().expect("addr"), "listen.dns", 2).expect("binds");
+            let port = group[0].local_addr().expect("addr").port();
+            assert!(!ports.contains(&port), "joined a held port {port}");
+            assert_eq!(group[1].local_addr().expect("addr").port(), port);
+        }
+    }
 }
