@@ -345,6 +345,8 @@ impl Unbound {
         tls: Option<(&Path, &Path)>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Without SO_REUSEPORT: a port taken since `free_port` looked fails the start loudly
+        // instead of being shared with that socket.
         let port = free_port();
         let tls_port = tls.map(|_| free_port());
         let https_port = tls.map(|_| free_port());
@@ -352,7 +354,7 @@ impl Unbound {
             "server:\n  port: {port}\n  do-daemonize: no\n  use-syslog: no\n  logfile: \"\"\n  \
              username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  \
              access-control: 127.0.0.0/8 allow\n  num-threads: 1\n  module-config: \"iterator\"\n  \
-             verbosity: 0\n",
+             verbosity: 0\n  so-reuseport: no\n",
             d = dir.path().display()
         );
         conf.push_str("  local-zone: \"probe.labgate.test.\" static\n");
