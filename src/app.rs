@@ -191,6 +191,9 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         udp.extend(group);
         tcp.push(listen::tcp(addr, "listen.dns")?);
     }
+    let tls = (snapshot.listen.dns_tls.iter())
+        .map(|&addr| listen::tcp(addr, "listen.dns_tls"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let dns_bound: Vec<String> = udp_bound
         .iter()
         .map(|a| Ok::<_, std::io::Error>(format!("udp {a}")))
@@ -198,9 +201,15 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
             tcp.iter()
                 .map(|l| l.local_addr().map(|a| format!("tcp {a}"))),
         )
+        .chain(
+            tls.iter()
+                .map(|l| l.local_addr().map(|a| format!("tls {a}"))),
+        )
         .collect::<Result<_, _>>()?;
     handler.prepare_fast().await;
-    let dns = labgate_dns::serve(handler.clone(), udp, tcp).context("cannot start DNS")?;
+    let served: Arc<dyn rustls::server::ResolvesServerCert> = proxy.certs.clone();
+    let dns =
+        labgate_dns::serve(handler.clone(), udp, tcp, (tls, served)).context("cannot start DNS")?;
     // ACME: certificates on disk are loaded and served before `ready`; issuance and renewal
     // run in the manager's tasks.
     let manager = labgate_acme::Manager::new(

@@ -547,3 +547,54 @@ fn a_wildcard_listener_answers_from_the_address_the_client_asked() {
         }
     }
 }
+
+#[test]
+fn dns_over_tls_answers_each_network_with_the_served_certificate() {
+    let cfg = ConfigDir::new();
+    let config = CONFIG.replacen(
+        "dns = [\"127.0.0.1:0\"]\n",
+        "dns = [\"127.0.0.1:0\"]\ndns_tls = [\"127.0.0.1:0\"]\n",
+        1,
+    ) + "\n[tls]\ndefault_name = \"dns.lab.test\"\n";
+    assert!(config.contains("dns_tls"), "the listener is configured");
+    cfg.write("labgate.toml", &config);
+    let lg = Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+        ],
+        &cfg.path("state"),
+    );
+    let port = lg
+        .stdout
+        .iter()
+        .find_map(|l| l.strip_prefix("labgate: dns listening on tls 127.0.0.1:"))
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no tls dns line in {:#?}", lg.stdout));
+    let ca = cfg.path("state").join("local-ca/ca.pem");
+    // kdig verifies the chain against labgate's local CA and the name against the default
+    // certificate's.
+    let kdig = |from: &str, short: bool| {
+        let out = std::process::Command::new("kdig")
+            .args(["@127.0.0.1", "-p", &port.to_string(), "-b", from, "+tls"])
+            .arg(format!("+tls-ca={}", ca.display()))
+            .args(["+tls-hostname=dns.lab.test", "+timeout=5", "+retry=0"])
+            .args(if short { &["+short"][..] } else { &[][..] })
+            .args(["home.lab.test", "A"])
+            .output()
+            .expect("kdig is needed: apt-get install knot-dnsutils (scripts/test.sh does)");
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (lab, why) = kdig("127.0.0.1", true);
+    assert_eq!(lab, "10.0.10.2", "the lab view over TLS: {why}");
+    let (vpn, why) = kdig("127.0.0.4", true);
+    assert_eq!(vpn, "10.0.60.2", "the vpn view over TLS: {why}");
+    let (stranger, why) = kdig("127.0.0.9", false);
+    assert!(
+        stranger.contains("status: REFUSED"),
+        "no network, no answer: {stranger} {why}"
+    );
+}

@@ -73,6 +73,10 @@ pub struct RawServer {
 pub struct RawListen {
     /// DNS over UDP and TCP, e.g. `["0.0.0.0:53", "[::]:53"]`. Default: both of those.
     pub dns: Option<Vec<Spanned<String>>>,
+    /// DNS over TLS (RFC 7858) for clients that ask for it (Android's Private DNS, systemd-resolved
+    /// with `DNSOverTLS=`), with the certificate of `tls.default_name` or the name the client
+    /// sends. Same views and policy as plain DNS. Default: none; the usual port is 853.
+    pub dns_tls: Option<Vec<Spanned<String>>>,
     /// HTTPS entrypoint. Default `["0.0.0.0:443", "[::]:443"]`.
     pub https: Option<Vec<Spanned<String>>>,
     /// Plain HTTP: redirects to HTTPS, except for services with `plain_http`. Default

@@ -15,6 +15,8 @@ use hickory_proto::rr::Name;
 pub struct Listen {
     /// DNS, UDP and TCP.
     pub dns: Vec<SocketAddr>,
+    /// DNS over TLS.
+    pub dns_tls: Vec<SocketAddr>,
     /// HTTPS.
     pub https: Vec<SocketAddr>,
     /// HTTP (redirects only).

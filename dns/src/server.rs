@@ -18,6 +18,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use labgate_config::Snapshot;
+use rustls::server::ResolvesServerCert;
 use tokio::net::TcpListener;
 use tracing::debug;
 
@@ -259,15 +260,17 @@ impl DnsServer {
 }
 
 /// Starts serving on already-bound sockets (G3): each UDP socket on its own worker thread
-/// (labgate's batched loop, fast path first), TCP on hickory's `Server`. Call it within a
-/// tokio runtime: the general path runs there.
+/// (labgate's batched loop, fast path first), TCP and DNS over TLS (with `certs`, ALPN `dot`,
+/// TLS 1.2 and 1.3) on hickory's `Server`. Call it within a tokio runtime: the general path
+/// runs there.
 ///
 /// # Errors
-/// When a worker thread cannot be started.
+/// When a worker thread cannot be started, or the TLS configuration cannot be built.
 pub fn serve(
     handler: Handler,
     udp: Vec<std::net::UdpSocket>,
     tcp: Vec<TcpListener>,
+    (tls, certs): (Vec<TcpListener>, Arc<dyn ResolvesServerCert>),
 ) -> std::io::Result<DnsServer> {
     let stop = Arc::new(AtomicBool::new(false));
     let rt = tokio::runtime::Handle::current();
@@ -283,6 +286,9 @@ pub fn serve(
     let mut server = Server::new(handler);
     for l in tcp {
         server.register_listener(l, TCP_IDLE_TIMEOUT, usize::from(u16::MAX));
+    }
+    for l in tls {
+        server.register_tls_listener(l, TCP_IDLE_TIMEOUT, Arc::clone(&certs))?;
     }
     Ok(DnsServer {
         tcp: server,

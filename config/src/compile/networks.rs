@@ -225,6 +225,7 @@ pub(super) fn listen(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Listen {
     };
     let mut l = Listen {
         dns: all(53),
+        dns_tls: Vec::new(),
         https: all(443),
         http: all(80),
         tunnel: Vec::new(),
@@ -269,6 +270,7 @@ pub(super) fn listen(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Listen {
             None => tcp.extend(out.iter().map(|&s| (s, format!("listen.{key}"), None))),
         };
     addrs(&raw.dns, "dns", 53, &mut l.dns);
+    addrs(&raw.dns_tls, "dns_tls", 853, &mut l.dns_tls);
     addrs(&raw.https, "https", 443, &mut l.https);
     addrs(&raw.http, "http", 80, &mut l.http);
     addrs(&raw.tunnel, "tunnel", 8080, &mut l.tunnel);
