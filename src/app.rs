@@ -304,9 +304,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     info!("shutting down");
     shared.ready.store(false, Ordering::Release);
     cancel.cancel();
-    if let Err(e) = dns.shutdown().await {
-        warn!("dns server stopped with an error: {e}");
-    }
+    dns.shutdown().await;
     if tokio::time::timeout(SHUTDOWN_GRACE, async {
         while tasks.join_next().await.is_some() {}
     })

@@ -598,3 +598,44 @@ fn dns_over_tls_answers_each_network_with_the_served_certificate() {
         "no network, no answer: {stranger} {why}"
     );
 }
+
+#[test]
+fn tcp_answers_pipelined_queries_and_closes_a_silent_connection() {
+    use std::io::{Read, Write};
+    let cfg = ConfigDir::new();
+    let (_lg, _udp, tcp) = start(&cfg);
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", tcp)).expect("connect");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(40)))
+        .expect("timeout");
+    // Three queries in one write (RFC 7766 pipelining), IDs 1, 2 and 3.
+    let mut burst = Vec::new();
+    for id in 1u16..=3 {
+        let mut q = dig_query_bytes();
+        q[..2].copy_from_slice(&id.to_be_bytes());
+        burst.extend_from_slice(&u16::try_from(q.len()).expect("short").to_be_bytes());
+        burst.extend_from_slice(&q);
+    }
+    conn.write_all(&burst).expect("send");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let mut len = [0u8; 2];
+        conn.read_exact(&mut len).expect("an answer's length");
+        let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        conn.read_exact(&mut answer).expect("an answer");
+        assert_eq!(answer[3] & 0x0F, 0, "NOERROR");
+        ids.push(u16::from_be_bytes([answer[0], answer[1]]));
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 3], "each query answered once");
+    // Then silence: the server closes the connection after its idle time.
+    let started = std::time::Instant::now();
+    let mut rest = [0u8; 1];
+    let n = conn.read(&mut rest).expect("closed, not timed out");
+    assert_eq!(n, 0, "nothing more, then the end of the stream");
+    let idle = started.elapsed();
+    assert!(
+        idle >= std::time::Duration::from_secs(5) && idle < std::time::Duration::from_secs(30),
+        "closed after {idle:?} (the idle time is {:?})",
+        std::time::Duration::from_secs(10)
+    );
+}

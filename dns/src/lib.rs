@@ -27,6 +27,7 @@ pub mod fuzzing;
 mod hits;
 mod metrics;
 mod server;
+mod stream;
 mod udp;
 
 pub use answer::{Answer, BLOCKED_TTL, Decision, FetchedLists, decide};
@@ -35,6 +36,7 @@ pub use challenges::Challenges;
 pub use forward::{ATTEMPT_TIMEOUT, STALE_AFTER, UPSTREAM_DEADLINE, private};
 pub use metrics::Metrics;
 pub use server::{DnsServer, Handler, MAX_UDP_PAYLOAD, TCP_IDLE_TIMEOUT, serve};
+pub use stream::{MAX_CONNECTIONS, MAX_PIPELINED};
 
 use hickory_proto::op::ResponseCode;
 

@@ -11,15 +11,18 @@ use async_trait::async_trait;
 use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
-use hickory_server::Server;
 use hickory_server::net::NetError;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
+use hickory_server::server::default_tls_server_config;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use labgate_config::Snapshot;
 use rustls::server::ResolvesServerCert;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::answer::{Answer, Decision, FetchedLists, decide};
@@ -29,6 +32,7 @@ use crate::fast::{self, FastTable};
 use crate::forward::Forwarders;
 use crate::hits::HitTable;
 use crate::metrics::{CacheEvent, Metrics};
+use crate::stream::{MAX_CONNECTIONS, Streams};
 
 /// Idle time after which a TCP connection is closed.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,16 +140,27 @@ impl Handler {
         }
     }
 
+    /// Runs one query's bytes through the general path as a TCP (or TLS) query from `src`:
+    /// the whole response, or `None` when the message does not parse as a request or
+    /// deserves silence.
+    pub(crate) async fn answer_stream(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        let request = Request::from_bytes(data.to_vec(), src, Protocol::Tcp).ok()?;
+        let reply = Reply::stream();
+        let _ = self.respond(&request, reply.clone()).await;
+        let out = reply.out.lock().ok()?.clone();
+        (!out.is_empty()).then_some(out)
+    }
+
     /// Runs one query's bytes through the general path as a UDP query from `src`; the
     /// response bytes (truncated to the UDP size with TC set), or `None` when the packet does
     /// not parse as a request or deserves silence. A fresh cache hit's response is kept for
     /// the fast path.
     pub async fn answer_bytes(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
         let request = Request::from_bytes(data.to_vec(), src, Protocol::Udp).ok()?;
-        let reply = UdpReply::default();
+        let reply = Reply::udp();
         let decided_with = self.decision_inputs();
         let (_, hit) = self.respond(&request, reply.clone()).await;
-        let out = reply.0.lock().ok()?.clone();
+        let out = reply.out.lock().ok()?.clone();
         if let Some(life) = hit {
             self.keep_hit(decided_with, src, data, &out, life);
         }
@@ -236,33 +251,38 @@ impl Handler {
 
 /// The running DNS listeners.
 pub struct DnsServer {
-    tcp: Server<Handler>,
+    streams: Streams,
+    listeners: Vec<tokio::task::JoinHandle<()>>,
     udp: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
 }
 
 impl DnsServer {
-    /// Stops the UDP workers (within their stop check) and TCP after its connections finish.
-    ///
-    /// # Errors
-    /// When hickory's TCP server ends with an error.
-    pub async fn shutdown(mut self) -> Result<(), NetError> {
+    /// Stops the UDP workers (within their stop check) and the stream listeners; open TCP
+    /// and TLS connections finish the answers they owe, within [`TCP_IDLE_TIMEOUT`].
+    pub async fn shutdown(self) {
         self.stop.store(true, Ordering::Relaxed);
-        let workers = std::mem::take(&mut self.udp);
+        self.streams.stop.cancel();
+        let workers = self.udp;
         let _ = tokio::task::spawn_blocking(move || {
             for w in workers {
                 let _ = w.join();
             }
         })
         .await;
-        self.tcp.shutdown_gracefully().await.map(|_| ())
+        for l in self.listeners {
+            let _ = l.await;
+        }
+        // Every connection holds a slot until it has closed.
+        let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(TCP_IDLE_TIMEOUT, self.streams.slots.acquire_many(all)).await;
     }
 }
 
 /// Starts serving on already-bound sockets (G3): each UDP socket on its own worker thread
 /// (labgate's batched loop, fast path first), TCP and DNS over TLS (with `certs`, ALPN `dot`,
-/// TLS 1.2 and 1.3) on hickory's `Server`. Call it within a tokio runtime: the general path
-/// runs there.
+/// TLS 1.2 and 1.3) on labgate's stream listeners. Call it within a tokio runtime: the
+/// general path runs there.
 ///
 /// # Errors
 /// When a worker thread cannot be started, or the TLS configuration cannot be built.
@@ -283,15 +303,25 @@ pub fn serve(
                 .spawn(move || crate::udp::run(&handler, socket, &rt, &stop))?,
         );
     }
-    let mut server = Server::new(handler);
-    for l in tcp {
-        server.register_listener(l, TCP_IDLE_TIMEOUT, usize::from(u16::MAX));
-    }
-    for l in tls {
-        server.register_tls_listener(l, TCP_IDLE_TIMEOUT, Arc::clone(&certs))?;
+    let streams = Streams {
+        handler,
+        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        stop: CancellationToken::new(),
+    };
+    let mut listeners: Vec<_> = tcp
+        .into_iter()
+        .map(|l| tokio::spawn(streams.clone().listen(l, None)))
+        .collect();
+    if !tls.is_empty() {
+        let acceptor = TlsAcceptor::from(Arc::new(default_tls_server_config(b"dot", certs)?));
+        listeners.extend(
+            tls.into_iter()
+                .map(|l| tokio::spawn(streams.clone().listen(l, Some(acceptor.clone())))),
+        );
     }
     Ok(DnsServer {
-        tcp: server,
+        streams,
+        listeners,
         udp: workers,
         stop,
     })
@@ -425,13 +455,34 @@ fn unsent(request: &Request, rcode: ResponseCode) -> ResponseInfo {
     })
 }
 
-/// A response handler that keeps the response encoded as UDP sends it: at most the client's
-/// EDNS size (512 without EDNS), truncated with TC set beyond.
-#[derive(Clone, Default)]
-pub(crate) struct UdpReply(Arc<Mutex<Vec<u8>>>);
+/// A response handler that keeps the encoded response: for UDP at most the client's EDNS
+/// size (512 without EDNS), truncated with TC set beyond; for a stream, whole.
+#[derive(Clone)]
+pub(crate) struct Reply {
+    out: Arc<Mutex<Vec<u8>>>,
+    udp: bool,
+}
+
+impl Reply {
+    /// For a UDP answer.
+    pub(crate) fn udp() -> Self {
+        Self {
+            out: Arc::default(),
+            udp: true,
+        }
+    }
+
+    /// For a TCP or TLS answer.
+    fn stream() -> Self {
+        Self {
+            out: Arc::default(),
+            udp: false,
+        }
+    }
+}
 
 #[async_trait]
-impl ResponseHandler for UdpReply {
+impl ResponseHandler for Reply {
     async fn send_response<'a>(
         &mut self,
         response: MessageResponse<
@@ -443,14 +494,18 @@ impl ResponseHandler for UdpReply {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let max = response.edns().map_or(512, Edns::max_payload);
+        let max = if self.udp {
+            response.edns().map_or(512, Edns::max_payload)
+        } else {
+            u16::MAX
+        };
         let mut buf = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut buf);
         encoder.set_max_size(max);
         let info = response
             .destructive_emit(&mut encoder)
             .map_err(NetError::from)?;
-        if let Ok(mut out) = self.0.lock() {
+        if let Ok(mut out) = self.out.lock() {
             *out = buf;
         }
         Ok(info)

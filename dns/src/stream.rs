@@ -1,0 +1,186 @@
+//! DNS over TCP and over TLS (RFC 7766, RFC 7858) on labgate's own accept loop: connections
+//! are bounded ([`MAX_CONNECTIONS`] over every stream listener, then new ones wait in the
+//! kernel's backlog), each idles at most [`TCP_IDLE_TIMEOUT`], and pipelined queries are
+//! answered as they complete ([`MAX_PIPELINED`] at a time per connection). hickory's own
+//! TCP server has no connection bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::Handler;
+use crate::server::TCP_IDLE_TIMEOUT;
+
+/// Open TCP and TLS connections at most, over all stream listeners.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Queries of one connection being answered at once; the next is read when one is done.
+pub const MAX_PIPELINED: usize = 16;
+/// After `accept` fails (out of file descriptors), the pause before the next try.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What every stream listener shares.
+#[derive(Clone)]
+pub(crate) struct Streams {
+    pub(crate) handler: Handler,
+    /// One permit per open connection.
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) stop: CancellationToken,
+}
+
+impl Streams {
+    /// Accepts connections on `listener` until stopped; TLS first when `tls` is given.
+    pub(crate) async fn listen(self, listener: TcpListener, tls: Option<TlsAcceptor>) {
+        loop {
+            let permit = tokio::select! {
+                p = Arc::clone(&self.slots).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                () = self.stop.cancelled() => return,
+            };
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = self.stop.cancelled() => return,
+            };
+            let (tcp, src) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!("DNS stream accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (me, tls) = (self.clone(), tls.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tls {
+                    None => me.serve(tcp, src).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(TCP_IDLE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => me.serve(stream, src).await,
+                            Ok(Err(e)) => debug!(%src, "DNS over TLS handshake failed: {e}"),
+                            Err(_) => debug!(%src, "DNS over TLS handshake timed out"),
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// Reads length-prefixed queries until the client closes, idles too long, sends junk, or
+    /// the server stops; answers each as it is ready.
+    async fn serve<S>(self, stream: S, src: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut rx, mut tx) = tokio::io::split(stream);
+        let (answers, mut ready) = mpsc::channel::<Vec<u8>>(MAX_PIPELINED);
+        let writer = tokio::spawn(async move {
+            while let Some(a) = ready.recv().await {
+                let Ok(len) = u16::try_from(a.len()) else {
+                    continue;
+                };
+                let mut framed = Vec::with_capacity(2 + a.len());
+                framed.extend_from_slice(&len.to_be_bytes());
+                framed.extend_from_slice(&a);
+                if tx.write_all(&framed).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.shutdown().await;
+        });
+        let in_flight = Arc::new(Semaphore::new(MAX_PIPELINED));
+        loop {
+            let Ok(turn) = Arc::clone(&in_flight).acquire_owned().await else {
+                break;
+            };
+            let query = tokio::select! {
+                q = tokio::time::timeout(TCP_IDLE_TIMEOUT, read_message(&mut rx)) => q,
+                () = self.stop.cancelled() => break,
+            };
+            let Ok(Some(query)) = query else {
+                break;
+            };
+            let (handler, answers) = (self.handler.clone(), answers.clone());
+            tokio::spawn(async move {
+                let _turn = turn;
+                if let Some(a) = handler.answer_stream(&query, src).await {
+                    let _ = answers.send(a).await;
+                }
+            });
+        }
+        // Answers still being made go out before the connection closes.
+        drop(answers);
+        let _ = writer.await;
+    }
+}
+
+/// The next length-prefixed message; `None` at the end of the stream or on a short read.
+async fn read_message<R: AsyncRead + Unpin>(rx: &mut R) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    rx.read_exact(&mut len).await.ok()?;
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    rx.read_exact(&mut msg).await.ok()?;
+    Some(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpStream;
+
+    /// Sends one query (`a.lab.test A`) and waits at most `wait` for any answer.
+    async fn answered(conn: &mut TcpStream, wait: Duration) -> bool {
+        let mut q = vec![0, 16, 0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(&[1, b'a', 3, b'l', b'a', b'b', 4, b't', b'e', b's', b't', 0]);
+        q.extend_from_slice(&[0, 1, 0, 1]);
+        q[1] = u8::try_from(q.len() - 2).unwrap_or(u8::MAX);
+        if conn.write_all(&q).await.is_err() {
+            return false;
+        }
+        matches!(
+            tokio::time::timeout(wait, read_message(conn)).await,
+            Ok(Some(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_bound_wait_until_one_closes() {
+        let streams = Streams {
+            handler: crate::fuzzing::sample_handler(),
+            slots: Arc::new(Semaphore::new(2)),
+            stop: CancellationToken::new(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepting = tokio::spawn(streams.clone().listen(listener, None));
+        let long = Duration::from_secs(10);
+        let mut first = TcpStream::connect(addr).await.expect("connect");
+        let mut second = TcpStream::connect(addr).await.expect("connect");
+        assert!(answered(&mut first, long).await);
+        assert!(answered(&mut second, long).await);
+        // The kernel completes the third connection; labgate does not take it yet.
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        assert!(
+            !answered(&mut third, Duration::from_millis(300)).await,
+            "a third connection was served while two were open"
+        );
+        drop(first);
+        let answer = tokio::time::timeout(long, read_message(&mut third)).await;
+        assert!(
+            matches!(answer, Ok(Some(_))),
+            "served once one closed: {answer:?}"
+        );
+        assert!(answered(&mut second, long).await, "the second still works");
+        streams.stop.cancel();
+        accepting.await.expect("the accept loop ends when stopped");
+    }
+}
