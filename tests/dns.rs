@@ -639,3 +639,49 @@ fn tcp_answers_pipelined_queries_and_closes_a_silent_connection() {
         std::time::Duration::from_secs(10)
     );
 }
+
+#[test]
+fn a_tcp_client_that_never_reads_its_answers_is_cut_off() {
+    use std::io::Write;
+    let cfg = ConfigDir::new();
+    let (_lg, _udp, tcp) = start(&cfg);
+    // A small receive window, so labgate's answers back up quickly.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], tcp).into();
+    socket.connect(&addr.into()).expect("connect");
+    let mut conn: std::net::TcpStream = socket.into();
+    conn.set_write_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let q = dig_query_bytes();
+    let mut framed = u16::try_from(q.len())
+        .expect("short")
+        .to_be_bytes()
+        .to_vec();
+    framed.extend_from_slice(&q);
+    let batch: Vec<u8> = framed.repeat(64);
+    // Queries and never a read: labgate stops reading when its answers cannot leave, then,
+    // after its write bound, drops the connection (a reset, with queries unread).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ended = loop {
+        match conn.write_all(&batch) {
+            Ok(()) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => break e,
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "labgate kept a connection whose client reads nothing"
+        );
+    };
+    assert!(
+        matches!(
+            ended.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "the connection ended by labgate: {ended}"
+    );
+}

@@ -32,7 +32,7 @@ use crate::fast::{self, FastTable};
 use crate::forward::Forwarders;
 use crate::hits::HitTable;
 use crate::metrics::{CacheEvent, Metrics};
-use crate::stream::{MAX_CONNECTIONS, Streams};
+use crate::stream::{DRAIN, MAX_CONNECTIONS, Streams};
 
 /// Idle time after which a TCP connection is closed.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -259,7 +259,7 @@ pub struct DnsServer {
 
 impl DnsServer {
     /// Stops the UDP workers (within their stop check) and the stream listeners; open TCP
-    /// and TLS connections finish the answers they owe, within [`TCP_IDLE_TIMEOUT`].
+    /// and TLS connections get a few seconds to send the answers they owe.
     pub async fn shutdown(self) {
         self.stop.store(true, Ordering::Relaxed);
         self.streams.stop.cancel();
@@ -275,7 +275,7 @@ impl DnsServer {
         }
         // Every connection holds a slot until it has closed.
         let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(TCP_IDLE_TIMEOUT, self.streams.slots.acquire_many(all)).await;
+        let _ = tokio::time::timeout(DRAIN, self.streams.slots.acquire_many(all)).await;
     }
 }
 

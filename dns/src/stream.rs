@@ -22,6 +22,8 @@ use crate::server::TCP_IDLE_TIMEOUT;
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Queries of one connection being answered at once; the next is read when one is done.
 pub const MAX_PIPELINED: usize = 16;
+/// Longest a stopping server waits for its connections' last answers.
+pub(crate) const DRAIN: Duration = Duration::from_secs(4);
 /// After `accept` fails (out of file descriptors), the pause before the next try.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -64,7 +66,11 @@ impl Streams {
                 match tls {
                     None => me.serve(tcp, src).await,
                     Some(acceptor) => {
-                        match tokio::time::timeout(TCP_IDLE_TIMEOUT, acceptor.accept(tcp)).await {
+                        let handshake = tokio::select! {
+                            h = tokio::time::timeout(TCP_IDLE_TIMEOUT, acceptor.accept(tcp)) => h,
+                            () = me.stop.cancelled() => return,
+                        };
+                        match handshake {
                             Ok(Ok(stream)) => me.serve(stream, src).await,
                             Ok(Err(e)) => debug!(%src, "DNS over TLS handshake failed: {e}"),
                             Err(_) => debug!(%src, "DNS over TLS handshake timed out"),
@@ -75,8 +81,8 @@ impl Streams {
         }
     }
 
-    /// Reads length-prefixed queries until the client closes, idles too long, sends junk, or
-    /// the server stops; answers each as it is ready.
+    /// Reads length-prefixed queries until the client closes, idles too long, stops reading
+    /// its answers, or the server stops; answers each query that parses as it is ready.
     async fn serve<S>(self, stream: S, src: SocketAddr)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
@@ -91,19 +97,33 @@ impl Streams {
                 let mut framed = Vec::with_capacity(2 + a.len());
                 framed.extend_from_slice(&len.to_be_bytes());
                 framed.extend_from_slice(&a);
-                if tx.write_all(&framed).await.is_err() {
-                    return;
+                // A client that does not read its answers loses the connection. The flush
+                // sends what TLS still holds.
+                let sent = async {
+                    tx.write_all(&framed).await?;
+                    tx.flush().await
+                };
+                match tokio::time::timeout(TCP_IDLE_TIMEOUT, sent).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
                 }
             }
             let _ = tx.shutdown().await;
         });
         let in_flight = Arc::new(Semaphore::new(MAX_PIPELINED));
         loop {
-            let Ok(turn) = Arc::clone(&in_flight).acquire_owned().await else {
-                break;
+            // The writer gone (the client stopped reading) ends the connection too.
+            let turn = tokio::select! {
+                t = Arc::clone(&in_flight).acquire_owned() => match t {
+                    Ok(t) => t,
+                    Err(_) => break,
+                },
+                () = answers.closed() => break,
+                () = self.stop.cancelled() => break,
             };
             let query = tokio::select! {
                 q = tokio::time::timeout(TCP_IDLE_TIMEOUT, read_message(&mut rx)) => q,
+                () = answers.closed() => break,
                 () = self.stop.cancelled() => break,
             };
             let Ok(Some(query)) = query else {
@@ -112,7 +132,9 @@ impl Streams {
             let (handler, answers) = (self.handler.clone(), answers.clone());
             tokio::spawn(async move {
                 let _turn = turn;
-                if let Some(a) = handler.answer_stream(&query, src).await {
+                let answer = handler.answer_stream(&query, src).await;
+                drop(query);
+                if let Some(a) = answer {
                     let _ = answers.send(a).await;
                 }
             });
@@ -124,12 +146,14 @@ impl Streams {
 }
 
 /// The next length-prefixed message; `None` at the end of the stream or on a short read.
+/// The buffer grows as bytes arrive, not to the length the client announced.
 async fn read_message<R: AsyncRead + Unpin>(rx: &mut R) -> Option<Vec<u8>> {
     let mut len = [0u8; 2];
     rx.read_exact(&mut len).await.ok()?;
-    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    rx.read_exact(&mut msg).await.ok()?;
-    Some(msg)
+    let len = u16::from_be_bytes(len);
+    let mut msg = Vec::new();
+    rx.take(u64::from(len)).read_to_end(&mut msg).await.ok()?;
+    (msg.len() == usize::from(len)).then_some(msg)
 }
 
 #[cfg(test)]
