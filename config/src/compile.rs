@@ -45,7 +45,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
     );
     let (services, routes) = services::compile(&mut cx, files, &networks, &zones, &mut views);
     let certs = tls::compile(&mut cx, files, &zones, &services);
-    let listen = networks::listen(&mut cx, files);
+    let listen = networks::listen(&mut cx, files, certs.certificates.default_name.is_some());
     let state_dir = state_dir(&mut cx, files);
     let trusted_proxies = trusted_proxies(&mut cx, files);
     let access_log = single(&mut cx, files, "server", |f| f.server.as_ref())

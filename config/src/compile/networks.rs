@@ -215,8 +215,9 @@ fn connectors(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Vec<IpNet> {
         .collect()
 }
 
-/// `[listen]` with its defaults.
-pub(super) fn listen(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Listen {
+/// `[listen]` with its defaults; `default_cert`: whether `tls.default_name` is set (clients
+/// of DNS over TLS that send no name need it).
+pub(super) fn listen(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)], default_cert: bool) -> Listen {
     let all = |port: u16| {
         vec![
             SocketAddr::from(([0, 0, 0, 0], port)),
@@ -275,6 +276,17 @@ pub(super) fn listen(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Listen {
     addrs(&raw.http, "http", 80, &mut l.http);
     addrs(&raw.tunnel, "tunnel", 8080, &mut l.tunnel);
     addrs(&raw.tunnel_https, "tunnel_https", 8443, &mut l.tunnel_https);
+    if let Some(first) = raw.dns_tls.as_ref().and_then(|v| v.first())
+        && !default_cert
+    {
+        cx.warn(
+            file,
+            first.span(),
+            "listen.dns_tls",
+            "clients that send no name (Android's automatic Private DNS) get a handshake alert",
+        )
+        .hint("set `tls.default_name` to the name DNS-over-TLS clients are given");
+    }
     match &raw.admin {
         Some(a) => {
             if let Some(s) = addr(cx, file, a, "listen.admin", 9153) {
