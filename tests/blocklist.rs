@@ -217,6 +217,29 @@ impl Drop for FileServer {
     }
 }
 
+/// labgate on `config`, written to a fresh directory (kept alive by the caller), and its UDP
+/// DNS port.
+fn start_url_lists(config: &str) -> (ConfigDir, Labgate, u16) {
+    let cfg = ConfigDir::new();
+    cfg.write("labgate.toml", config);
+    let lg = Labgate::start(
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+        ],
+        &cfg.path("state"),
+    );
+    let (port, _) = dns_ports(&lg);
+    (cfg, lg, port)
+}
+
+/// Blocklist downloads so far that ended with `result` (`success` or `failure`).
+fn fetches(lg: &Labgate, result: &str) -> u64 {
+    lg.metric(&format!(
+        "labgate_blocklist_fetches_total{{result=\"{result}\"}}"
+    ))
+}
+
 #[test]
 fn url_lists_are_fetched_through_the_upstreams_and_survive_a_failed_refresh() {
     let site = tempfile::tempdir().expect("tempdir");
@@ -230,27 +253,14 @@ fn url_lists_are_fetched_through_the_upstreams_and_survive_a_failed_refresh() {
             "ads.internet.test. 300 IN A 93.184.216.1",
         ],
     );
-    let cfg = ConfigDir::new();
     let config = format!(
         "[listen]\ndns = [\"127.0.0.1:0\"]\n\n[dns]\nupstreams = [\"udp://127.0.0.1:{}\"]\n\n\
          [[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.1/32\"]\naddresses = [\"127.0.0.1\"]\nblocklists = [\"ads\"]\n\n\
          [[blocklist]]\nname = \"ads\"\nurl = \"http://lists.internet.test:{}/ads.txt\"\nrefresh = \"1s\"\n",
         up.port, http.port
     );
-    cfg.write("labgate.toml", &config);
-    let lg = Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-        ],
-        &cfg.path("state"),
-    );
-    let (port, _) = dns_ports(&lg);
-    let fetches = |result: &str| {
-        lg.metric(&format!(
-            "labgate_blocklist_fetches_total{{result=\"{result}\"}}"
-        ))
-    };
+    let (_cfg, lg, port) = start_url_lists(&config);
+    let fetches = |result: &str| fetches(&lg, result);
     let deadline = std::time::Instant::now() + support::RELOAD_TIMEOUT;
     while fetches("success") == 0 {
         assert!(
@@ -283,7 +293,6 @@ fn url_lists_follow_redirects_a_loop_fails_and_logs_hide_the_query() {
     let site = tempfile::tempdir().expect("tempdir");
     std::fs::write(site.path().join("ads.txt"), "ads.internet.test\n").expect("list");
     let http = FileServer::start(site.path());
-    let cfg = ConfigDir::new();
     let url = |path: &str| format!("http://127.0.0.1:{}{path}?token=s3cret", http.port);
     let config = format!(
         "[listen]\ndns = [\"127.0.0.1:0\"]\n\n\
@@ -293,20 +302,8 @@ fn url_lists_follow_redirects_a_loop_fails_and_logs_hide_the_query() {
         url("/moved/ads.txt"),
         url("/loop")
     );
-    cfg.write("labgate.toml", &config);
-    let lg = Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-        ],
-        &cfg.path("state"),
-    );
-    let (port, _) = dns_ports(&lg);
-    let fetches = |result: &str| {
-        lg.metric(&format!(
-            "labgate_blocklist_fetches_total{{result=\"{result}\"}}"
-        ))
-    };
+    let (_cfg, lg, port) = start_url_lists(&config);
+    let fetches = |result: &str| fetches(&lg, result);
     let deadline = std::time::Instant::now() + support::RELOAD_TIMEOUT;
     while fetches("success") == 0 || fetches("failure") == 0 {
         assert!(
