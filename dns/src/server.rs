@@ -144,10 +144,7 @@ impl Handler {
     /// the whole response, or `None` when the message does not parse as a request or
     /// deserves silence.
     pub(crate) async fn answer_stream(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
-        let request = Request::from_bytes(data.to_vec(), src, Protocol::Tcp).ok()?;
-        let reply = Reply::stream();
-        let _ = self.respond(&request, reply.clone()).await;
-        let out = reply.out.lock().ok()?.clone();
+        let (out, _) = self.answer_as(Protocol::Tcp, data, src).await?;
         (!out.is_empty()).then_some(out)
     }
 
@@ -156,15 +153,27 @@ impl Handler {
     /// not parse as a request or deserves silence. A fresh cache hit's response is kept for
     /// the fast path.
     pub async fn answer_bytes(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
-        let request = Request::from_bytes(data.to_vec(), src, Protocol::Udp).ok()?;
-        let reply = Reply::udp();
         let decided_with = self.decision_inputs();
-        let (_, hit) = self.respond(&request, reply.clone()).await;
-        let out = reply.out.lock().ok()?.clone();
+        let (out, hit) = self.answer_as(Protocol::Udp, data, src).await?;
         if let Some(life) = hit {
             self.keep_hit(decided_with, src, data, &out, life);
         }
         (!out.is_empty()).then_some(out)
+    }
+
+    /// The general path's encoded response to `data` received over `protocol` (empty when it
+    /// deserves silence), and the cache lifetime when it was a fresh cache hit.
+    async fn answer_as(
+        &self,
+        protocol: Protocol,
+        data: &[u8],
+        src: SocketAddr,
+    ) -> Option<(Vec<u8>, Option<Lifetime>)> {
+        let request = Request::from_bytes(data.to_vec(), src, protocol).ok()?;
+        let reply = Reply::new(protocol == Protocol::Udp);
+        let (_, hit) = self.respond(&request, reply.clone()).await;
+        let out = std::mem::take(&mut *reply.out.lock().ok()?);
+        Some((out, hit))
     }
 
     /// The snapshot and fetched lists a decision starting now is made with.
@@ -464,19 +473,11 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    /// For a UDP answer.
-    pub(crate) fn udp() -> Self {
+    /// For a UDP answer when `udp`, else for a TCP or TLS one.
+    fn new(udp: bool) -> Self {
         Self {
             out: Arc::default(),
-            udp: true,
-        }
-    }
-
-    /// For a TCP or TLS answer.
-    fn stream() -> Self {
-        Self {
-            out: Arc::default(),
-            udp: false,
+            udp,
         }
     }
 }
