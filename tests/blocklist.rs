@@ -221,14 +221,7 @@ impl Drop for FileServer {
 /// DNS port.
 fn start_url_lists(config: &str) -> (ConfigDir, Labgate, u16) {
     let cfg = ConfigDir::new();
-    cfg.write("labgate.toml", config);
-    let lg = Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-        ],
-        &cfg.path("state"),
-    );
+    let lg = cfg.start(config);
     let (port, _) = dns_ports(&lg);
     (cfg, lg, port)
 }

@@ -141,14 +141,7 @@ allow = ["lab", "iot", "vpn"]
 "#;
 
 fn start(cfg: &ConfigDir) -> (Labgate, u16, u16) {
-    cfg.write("labgate.toml", CONFIG);
-    let lg = Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-        ],
-        &cfg.path("state"),
-    );
+    let lg = cfg.start(CONFIG);
     let (udp, tcp) = dns_ports(&lg);
     (lg, udp, tcp)
 }
@@ -557,14 +550,7 @@ fn dns_over_tls_answers_each_network_with_the_served_certificate() {
         1,
     ) + "\n[tls]\ndefault_name = \"dns.lab.test\"\n";
     assert!(config.contains("dns_tls"), "the listener is configured");
-    cfg.write("labgate.toml", &config);
-    let lg = Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-        ],
-        &cfg.path("state"),
-    );
+    let lg = cfg.start(&config);
     let port = lg
         .stdout
         .iter()

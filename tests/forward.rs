@@ -56,14 +56,7 @@ fn internet() -> Unbound {
 
 fn start(upstream: u16, corp: u16) -> (ConfigDir, Labgate, u16) {
     let cfg = ConfigDir::new();
-    cfg.write("labgate.toml", &config(upstream, corp));
-    let lg = Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-        ],
-        &cfg.path("state"),
-    );
+    let lg = cfg.start(&config(upstream, corp));
     let (udp, _) = dns_ports(&lg);
     (cfg, lg, udp)
 }
@@ -276,14 +269,7 @@ fn dns_over_tls_upstream_with_a_private_ca() {
             ca.cert_path().display()
         )
     };
-    cfg.write("labgate.toml", &make("dns.internet.test"));
-    let lg = Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-        ],
-        &cfg.path("state"),
-    );
+    let lg = cfg.start(&make("dns.internet.test"));
     let (port, _) = dns_ports(&lg);
     let d = dig(port, "127.0.0.1", &["secure.internet.test"]);
     assert!(

@@ -107,14 +107,7 @@ fn start(jwks: &str) -> (ConfigDir, Labgate, Backend, u16) {
         }
     };
     let cfg = ConfigDir::new();
-    cfg.write("labgate.toml", &config(tunnel, backend.port, jwks));
-    let lg = Labgate::start(
-        &[
-            "--config",
-            cfg.path("labgate.toml").to_str().expect("utf-8"),
-        ],
-        &cfg.path("state"),
-    );
+    let lg = cfg.start(&config(tunnel, backend.port, jwks));
     (cfg, lg, backend, tunnel)
 }
 

@@ -270,6 +270,19 @@ impl ConfigDir {
         std::fs::write(p, text).expect("write config");
     }
 
+    /// Writes `config` as `labgate.toml` and starts labgate on it, its state directory in
+    /// here too.
+    pub(crate) fn start(&self, config: &str) -> Labgate {
+        self.write("labgate.toml", config);
+        Labgate::start(
+            &[
+                "--config",
+                self.path("labgate.toml").to_str().expect("utf-8"),
+            ],
+            &self.path("state"),
+        )
+    }
+
     /// Replaces a file the way editors do: write a temporary file, rename it over.
     pub(crate) fn rename_replace(&self, rel: &str, text: &str) {
         let tmp = self.path(&format!(".{rel}.swp"));
