@@ -10,10 +10,14 @@
 #
 # Workloads: http-1k and http-100k (plain HTTP/1.1 keep-alive, wrk), tls-1k and tls-100k
 # (HTTPS keep-alive, wrk), handshake (a new TLS 1.3
-# connection per request, wrk with Connection: close), h2-1k (h2load -c16 -m16).
+# connection per request, wrk with Connection: close), h2-1k (h2load -c16 -m16); and, when
+# asked for, http-close (a new plain HTTP connection per request).
 #
 #   benches/load/http.sh                       # 3 rounds x 8 s, release build
 #   ROUNDS=5 DURATION=10 WORKLOADS="tls-1k h2-1k" benches/load/http.sh
+#   BASE=/tmp/labgate-old SERVERS="labgate base nginx" benches/load/http.sh
+#                                              # "base" is another labgate binary on the
+#                                              # same config: a change measured against it
 #   TOGETHER=1 SERVERS="labgate nginx" benches/load/http.sh
 #                                              # the servers of a workload loaded at once
 #                                              # (one wrk each, all on CPU 0), so their CPU
@@ -37,6 +41,7 @@ for cmd in nginx haproxy caddy wrk h2load openssl taskset; do
   command -v "$cmd" >/dev/null || { echo "missing $cmd: apt-get install nginx-light haproxy caddy wrk nghttp2-client openssl util-linux"; exit 1; }
 done
 [ -x target/release/labgate ] || cargo build --release --bin labgate
+[[ " $SERVERS " != *" base "* ]] || [ -x "${BASE:-}" ] || { echo "SERVERS has base: set BASE to a labgate binary"; exit 1; }
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; pkill -f "$work" 2>/dev/null || true; rm -rf "$work"' EXIT
 # nginx workers run as an unprivileged user: they must be able to read the files.
@@ -83,6 +88,7 @@ backends = ["http://127.0.0.1:$BACKEND"]
 allow = ["lab"]
 plain_http = true
 EOF
+sed -e 's/:18441/:18445/' -e 's/:18451/:18455/' "$work/labgate.toml" >"$work/base.toml"
 cat > "$work/nginx.conf" <<EOF
 worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
 events { worker_connections 4096; }
@@ -134,13 +140,14 @@ http://$HOST:18454, http://127.0.0.1:18454 {
 }
 EOF
 
-port_of() { case $1 in labgate) echo 18441 ;; nginx) echo 18442 ;; haproxy) echo 18443 ;; caddy) echo 18444 ;; esac; }
+port_of() { case $1 in labgate) echo 18441 ;; nginx) echo 18442 ;; haproxy) echo 18443 ;; caddy) echo 18444 ;; base) echo 18445 ;; esac; }
 # The plain-HTTP listener of each: the HTTPS port + 10.
 plain_port_of() { echo $(($(port_of "$1") + 10)); }
 
 start() {
   case $1 in
     labgate) LABGATE_LOG=${LABGATE_LOG:-warn} taskset -c 1 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >"$work/labgate.log" 2>&1 & ;;
+    base) mkdir -p "$work/base-state"; LABGATE_LOG=${LABGATE_LOG:-warn} taskset -c 1 "$BASE" run --config "$work/base.toml" --state-dir "$work/base-state" >"$work/base.log" 2>&1 & ;;
     nginx) taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" >/dev/null 2>&1 & ;;
     haproxy) taskset -c 1 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & ;;
     caddy) GOMAXPROCS=1 HOME=$work XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work taskset -c 1 caddy run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 & ;;
@@ -168,10 +175,10 @@ run_load() { # workload server -> "requests rps p50_ms p99_ms"
   local url="https://127.0.0.1:$(port_of "$2")"
   case $1 in http-*) url="http://127.0.0.1:$(plain_port_of "$2")" ;; esac
   case $1 in
-    http-1k|http-100k|tls-1k|tls-100k|handshake)
+    http-1k|http-100k|http-close|tls-1k|tls-100k|handshake)
       local path=/1k extra=()
       case $1 in *-100k) path=/100k ;; esac
-      [ "$1" = handshake ] && extra=(-H "Connection: close")
+      case $1 in handshake|http-close) extra=(-H "Connection: close") ;; esac
       out=$(taskset -c 0 wrk -t1 -c64 -d"${DURATION}s" --latency -H "Host: $HOST" "${extra[@]}" "$url$path" 2>&1)
       reqs=$(echo "$out" | awk '/requests in/ {print $1}')
       rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')

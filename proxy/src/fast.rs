@@ -398,12 +398,7 @@ impl Conn {
         let peer = backend
             .peer()
             .ok_or((502, "has a host name that does not resolve"))?;
-        let got = if fresh_only {
-            proxy.connector.new_stream(&*peer).await.map(|s| (s, false))
-        } else {
-            proxy.connector.get_stream(&*peer).await
-        };
-        got.map_err(|e| {
+        proxy.backend_stream(&peer, fresh_only).await.map_err(|e| {
             tracing::warn!(backend = %backend.backend.url, "cannot connect: {e}");
             if matches!(e.etype, ErrorType::ConnectTimedout) {
                 (504, "did not accept a connection in time")

@@ -1,6 +1,7 @@
 //! Upstream sessions for pingora's path: HTTP/1.1 over the shared transport pool, or an
 //! HTTP/2 stream (h2c backends) over pingora's h2 connection pool.
 
+use pingora::protocols::Stream;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::HttpSession as UpSession;
 use pingora::upstreams::peer::{HttpPeer, Peer};
@@ -20,10 +21,29 @@ impl Proxy {
             if let Some(h2) = self.h2.reused_http_session(peer).await? {
                 return Ok(HttpSession::H2(h2));
             }
-            return self.h2.new_http_session::<_, ()>(peer).await;
+            // PERF: boxed, as in `backend_stream`.
+            return Box::pin(self.h2.new_http_session::<_, ()>(peer)).await;
         }
-        let (stream, _) = self.connector.get_stream(peer).await?;
+        let (stream, _) = self.backend_stream(peer, false).await?;
         Ok(HttpSession::H1(UpSession::new_with_options(stream, peer)))
+    }
+
+    /// A connection to `peer`, and whether it was reused: an idle one from the pool unless
+    /// `fresh_only`, else a new one.
+    pub(crate) async fn backend_stream(
+        &self,
+        peer: &HttpPeer,
+        fresh_only: bool,
+    ) -> pingora::Result<(Stream, bool)> {
+        if !fresh_only && let Some(stream) = self.connector.reused_stream(peer).await {
+            return Ok((stream, true));
+        }
+        // PERF: boxed. pingora's connect future is 8 KiB; awaited inline, it made every
+        // connection's future that large, copied when its task is spawned and when it ends,
+        // for the rare request that opens a backend connection.
+        Box::pin(self.connector.new_stream(peer))
+            .await
+            .map(|stream| (stream, false))
     }
 
     /// Returns a session whose exchange ended cleanly to its pool.
