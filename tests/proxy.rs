@@ -848,26 +848,47 @@ timeout = "1s"
     }
 }
 
+/// labgate serving one service, `host`, from one backend that nothing else uses.
+struct OneService {
+    lg: Labgate,
+    ca: PathBuf,
+    _dir: ConfigDir,
+    _state: tempfile::TempDir,
+}
+
+impl OneService {
+    fn start(host: &str, backend: &Backend) -> Self {
+        let dir = ConfigDir::new();
+        dir.write(
+            "labgate.toml",
+            &format!(
+                "[[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.1/32\"]\naddresses = [\"127.0.0.1\"]\n\n\
+                 [[zone]]\nname = \"lab.test\"\n\n\
+                 [[service]]\nhost = \"{host}\"\nbackends = [\"http://127.0.0.1:{}\"]\nallow = [\"lab\"]\n",
+                backend.port
+            ),
+        );
+        let state = tempfile::tempdir().expect("state dir");
+        let path = dir.path("labgate.toml");
+        let lg = Labgate::start(&["--config", path.to_str().expect("utf-8")], state.path());
+        let ca = state.path().join("local-ca/ca.pem");
+        Self {
+            lg,
+            ca,
+            _dir: dir,
+            _state: state,
+        }
+    }
+}
+
 #[test]
 fn a_burst_of_http2_streams_finds_its_backend_connections_pooled_for_the_next() {
     // More streams than pingora's default pool (128) keeps: each is held at the backend until
     // all have arrived, so each has a connection of its own, all released together.
     const BURST: usize = 200;
     let backend = Backend::start("burst");
-    let dir = ConfigDir::new();
-    dir.write(
-        "labgate.toml",
-        &format!(
-            "[[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.1/32\"]\naddresses = [\"127.0.0.1\"]\n\n\
-             [[zone]]\nname = \"lab.test\"\n\n\
-             [[service]]\nhost = \"burst.lab.test\"\nbackends = [\"http://127.0.0.1:{}\"]\nallow = [\"lab\"]\n",
-            backend.port
-        ),
-    );
-    let state = tempfile::tempdir().expect("state dir");
-    let path = dir.path("labgate.toml");
-    let lg = Labgate::start(&["--config", path.to_str().expect("utf-8")], state.path());
-    let ca = state.path().join("local-ca/ca.pem");
+    let one = OneService::start("burst.lab.test", &backend);
+    let (lg, ca) = (&one.lg, &one.ca);
     let burst = |gate: &str| {
         let out = std::process::Command::new("curl")
             .args(["-s", "--http2", "--parallel", "--parallel-max"])
@@ -881,7 +902,7 @@ fn a_burst_of_http2_streams_finds_its_backend_connections_pooled_for_the_next() 
                 "%{http_code} %{http_version}\n",
             ])
             .arg("--cacert")
-            .arg(&ca)
+            .arg(ca)
             .args([
                 "--resolve",
                 &format!("burst.lab.test:{}:127.0.0.1", lg.https),
@@ -916,4 +937,56 @@ fn a_burst_of_http2_streams_finds_its_backend_connections_pooled_for_the_next() 
         new <= races + 2,
         "the second burst opened {new} new backend connections, {races} of them after a pool race"
     );
+}
+
+#[test]
+fn backend_connections_outlive_client_connections_and_closed_ones_are_not_reused() {
+    let backend = Backend::start("kept");
+    let one = OneService::start("kept.lab.test", &backend);
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let ask = |request: &str| raw(one.lg.https, "kept.lab.test", &one.ca, request.as_bytes());
+    // One request per client connection: the backend connection stays for the next client
+    // (kept by the labgate thread that served it, so at most one per thread).
+    let before = backend.connections();
+    for i in 0..6 {
+        let got = ask(&format!(
+            "GET /one/{i} HTTP/1.1\r\nHost: kept.lab.test\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
+    }
+    let opened = backend.connections() - before;
+    assert!(
+        opened <= threads,
+        "{opened} backend connections for 6 client connections on {threads} threads"
+    );
+    // The backend closes the connection after each `/bye`, as at its keep-alive timeout. The
+    // last one on each labgate thread stays kept, closed.
+    for i in 0..8 {
+        let got = ask(&format!(
+            "GET /bye HTTP/1.1\r\nHost: kept.lab.test\r\nX-Try: {i}\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while backend.byes() < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backend closed {} of 8",
+            backend.byes()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // A POST is never retried (its body is sent): on a closed connection it would get 502.
+    for i in 0..4 {
+        let got = ask(&format!(
+            "POST /after/{i} HTTP/1.1\r\nHost: kept.lab.test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+        ));
+        assert!(got.starts_with("HTTP/1.1 200 "), "POST {i}: {got}");
+    }
+    let posts = backend
+        .seen()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.body == b"hello")
+        .count();
+    assert_eq!(posts, 4);
 }

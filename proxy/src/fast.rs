@@ -15,10 +15,11 @@ use pingora::protocols::Stream;
 use pingora::upstreams::peer::Peer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::backends::{BackendState, POOL_IDLE};
+use crate::backends::BackendState;
 use crate::chunked::Chunked;
 use crate::decide::{Decision, Via, decide};
 use crate::head::{self, Framing, HeadError, RequestHead, header_array};
+use crate::idle;
 use crate::tunnel::{self, Gate};
 use crate::watchdog::Watchdog;
 use crate::{ConnInfo, Proxy, ProxyState, pages};
@@ -139,7 +140,7 @@ pub async fn serve(
     };
     let outcome = c.run(proxy, first).await;
     if let Some(p) = c.pinned.take() {
-        release(proxy, p);
+        release(p);
     }
     match outcome {
         Some(prefix) => Outcome::Fallback(c.down, prefix),
@@ -147,11 +148,10 @@ pub async fn serve(
     }
 }
 
-fn release(proxy: &Proxy, p: Pinned) {
+/// Keeps a pinned connection idle on this thread for the next request to its backend.
+fn release(p: Pinned) {
     if let Some(peer) = p.backend.peer() {
-        proxy
-            .connector
-            .release_stream(p.stream, peer.reuse_hash(), Some(POOL_IDLE));
+        idle::put(peer.reuse_hash(), p.stream);
     }
 }
 
@@ -381,8 +381,8 @@ impl Conn {
         result
     }
 
-    /// An upstream connection: the pinned one if it goes to `backend`, else from the pool or
-    /// new. `Err((status, why))` when none can be had.
+    /// An upstream connection: the pinned one if it goes to `backend`, else an idle one of
+    /// this thread's, else new. `Err((status, why))` when none can be had.
     async fn connect(
         &mut self,
         proxy: &Proxy,
@@ -393,12 +393,15 @@ impl Conn {
             if Arc::ptr_eq(&p.backend, backend) && !fresh_only {
                 return Ok((p.stream, true));
             }
-            release(proxy, p);
+            release(p);
         }
         let peer = backend
             .peer()
             .ok_or((502, "has a host name that does not resolve"))?;
-        proxy.backend_stream(&peer, fresh_only).await.map_err(|e| {
+        if !fresh_only && let Some(stream) = idle::take(peer.reuse_hash()) {
+            return Ok((stream, true));
+        }
+        proxy.backend_stream(&peer, true).await.map_err(|e| {
             tracing::warn!(backend = %backend.backend.url, "cannot connect: {e}");
             if matches!(e.etype, ErrorType::ConnectTimedout) {
                 (504, "did not accept a connection in time")

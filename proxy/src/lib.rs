@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod general;
 pub mod head;
 pub mod health;
+mod idle;
 pub mod metrics;
 pub mod pages;
 mod service;

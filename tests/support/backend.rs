@@ -1,7 +1,8 @@
 //! A real HTTP/1.1 backend on 127.0.0.1:0 for the proxy tests: records what it received and
 //! answers by path (`/big`: 100 KiB, `/chunked`, `/close`: close-delimited, `/ws`: WebSocket
 //! upgrade then echo, `/gate/<id>/<n>[?...]`: held until `n` requests of gate `id` are in, then as
-//! JSON; anything else: the request as JSON).
+//! JSON; `/bye`: as JSON, then the connection is closed, as a backend's keep-alive timeout does;
+//! anything else: the request as JSON).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -63,6 +64,8 @@ pub(crate) struct Backend {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// TCP connections accepted so far.
     connections: Arc<AtomicUsize>,
+    /// Connections closed after answering `/bye`.
+    byes: Arc<AtomicUsize>,
     /// A name echoed in every JSON answer, to tell backends apart.
     pub(crate) name: String,
 }
@@ -78,22 +81,33 @@ impl Backend {
         let port = listener.local_addr().expect("addr").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
+        let byes = Arc::new(AtomicUsize::new(0));
         let gates = Arc::new(Gates::default());
-        let (s, c) = (Arc::clone(&seen), Arc::clone(&connections));
+        let (s, c, b) = (
+            Arc::clone(&seen),
+            Arc::clone(&connections),
+            Arc::clone(&byes),
+        );
         let n = name.to_owned();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (s, g) = (Arc::clone(&s), Arc::clone(&gates));
+                let (s, g, b) = (Arc::clone(&s), Arc::clone(&gates), Arc::clone(&b));
                 let n = n.clone();
-                std::thread::spawn(move || serve(conn, &s, &g, &n));
+                std::thread::spawn(move || {
+                    if serve(conn, &s, &g, &n) == Ended::Bye {
+                        // `serve` has returned: the connection is closed.
+                        b.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
             }
         });
         Self {
             port,
             seen,
             connections,
+            byes,
             name: name.to_owned(),
         }
     }
@@ -111,33 +125,46 @@ impl Backend {
         self.connections.load(Ordering::SeqCst)
     }
 
+    /// Connections closed after answering `/bye`.
+    pub(crate) fn byes(&self) -> usize {
+        self.byes.load(Ordering::SeqCst)
+    }
+
     /// Every request received so far.
     pub(crate) fn all_seen(&self) -> Vec<Seen> {
         self.seen.lock().expect("lock").clone()
     }
 }
 
-fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>, gates: &Gates, name: &str) {
+/// How a connection ended.
+#[derive(PartialEq, Eq)]
+enum Ended {
+    /// After answering `/bye`.
+    Bye,
+    Other,
+}
+
+fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>, gates: &Gates, name: &str) -> Ended {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let Ok(mut out) = conn.try_clone() else {
-        return;
+        return Ended::Other;
     };
     let mut r = BufReader::new(conn);
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
+            return Ended::Other;
         }
         let mut parts = line.split_whitespace();
         let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
-            return;
+            return Ended::Other;
         };
         let (method, path) = (method.to_owned(), path.to_owned());
         let mut headers = Vec::new();
         loop {
             let mut h = String::new();
             if r.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
+                return Ended::Other;
             }
             let h = h.trim_end();
             if h.is_empty() {
@@ -157,18 +184,18 @@ fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>, gates: &Gates, name: &str) {
         if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
             body.resize(len, 0);
             if r.read_exact(&mut body).is_err() {
-                return;
+                return Ended::Other;
             }
         } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
             loop {
                 let mut size = String::new();
                 if r.read_line(&mut size).unwrap_or(0) == 0 {
-                    return;
+                    return Ended::Other;
                 }
                 let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
                 let mut chunk = vec![0; n + 2];
                 if r.read_exact(&mut chunk).is_err() {
-                    return;
+                    return Ended::Other;
                 }
                 body.extend_from_slice(&chunk[..n]);
                 if n == 0 {
@@ -195,10 +222,10 @@ fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>, gates: &Gates, name: &str) {
                 let mut buf = [0u8; 4096];
                 loop {
                     match r.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
+                        Ok(0) | Err(_) => return Ended::Other,
                         Ok(n) => {
                             if out.write_all(&buf[..n]).is_err() {
-                                return;
+                                return Ended::Other;
                             }
                         }
                     }
@@ -218,7 +245,7 @@ fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>, gates: &Gates, name: &str) {
                 .is_ok(),
             "/close" => {
                 let _ = out.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close");
-                return;
+                return Ended::Other;
             }
             _ => {
                 let json = serde_json::json!({
@@ -233,13 +260,18 @@ fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>, gates: &Gates, name: &str) {
                     text.len()
                 );
                 let body = if method == "HEAD" { "" } else { text.as_str() };
-                out.write_all(head.as_bytes())
+                let sent = out
+                    .write_all(head.as_bytes())
                     .and_then(|()| out.write_all(body.as_bytes()))
-                    .is_ok()
+                    .is_ok();
+                if sent && path == "/bye" {
+                    return Ended::Bye;
+                }
+                sent
             }
         };
         if !ok {
-            return;
+            return Ended::Other;
         }
     }
 }

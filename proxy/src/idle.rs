@@ -1,0 +1,117 @@
+//! The fast path's idle backend connections, kept per worker thread, newest last.
+//!
+//! pingora's pool watches each idle connection with a task of its own, so taking one wakes
+//! that task and waits for it to let go: two passes of the thread's run queue, which under a
+//! burst of new TLS connections last milliseconds each; and each release spawns a task and a
+//! timer. Here a connection rests in its thread's list (pingora's runtime has one per thread,
+//! and a connection stays with the thread whose driver it is registered with) and is checked
+//! when taken: one the backend closed, wrote to unasked, or left idle past `POOL_IDLE` is
+//! dropped instead. A timer per thread, not per connection, closes the expired ones.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Waker};
+
+use pingora::protocols::Stream;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::Instant;
+
+use crate::backends::POOL_IDLE;
+
+/// Idle connections kept per thread, over all backends; past it the oldest is closed.
+const PER_THREAD: usize = 256;
+
+struct Idle {
+    /// The backend's `reuse_hash`.
+    key: u64,
+    stream: Stream,
+    since: Instant,
+}
+
+/// One thread's idle connections, oldest first, and whether its sweep timer runs.
+struct Kept {
+    conns: VecDeque<Idle>,
+    sweeping: bool,
+}
+
+thread_local! {
+    static KEPT: RefCell<Kept> = const {
+        RefCell::new(Kept {
+            conns: VecDeque::new(),
+            sweeping: false,
+        })
+    };
+}
+
+/// Keeps `stream`, a connection to the backend `key` with no exchange in progress, for the
+/// next request on this thread. Must run on a tokio runtime (it may start the sweep timer).
+pub(crate) fn put(key: u64, stream: Stream) {
+    let now = Instant::now();
+    let start_sweeping = KEPT.with_borrow_mut(|kept| {
+        expire(&mut kept.conns, now);
+        if kept.conns.len() >= PER_THREAD {
+            kept.conns.pop_front();
+        }
+        kept.conns.push_back(Idle {
+            key,
+            stream,
+            since: now,
+        });
+        !std::mem::replace(&mut kept.sweeping, true)
+    });
+    if start_sweeping {
+        // pingora's runtimes are one per thread: the timer runs on this thread.
+        tokio::spawn(sweep());
+    }
+}
+
+/// The newest idle connection to the backend `key` on this thread that is still open and
+/// clean; the ones passed over on the way are closed.
+pub(crate) fn take(key: u64) -> Option<Stream> {
+    let now = Instant::now();
+    KEPT.with_borrow_mut(|kept| {
+        while let Some(at) = kept.conns.iter().rposition(|i| i.key == key) {
+            let mut idle = kept.conns.remove(at)?;
+            if now.duration_since(idle.since) < POOL_IDLE && open_and_clean(&mut idle.stream) {
+                return Some(idle.stream);
+            }
+        }
+        None
+    })
+}
+
+/// Closes the connections idle for `POOL_IDLE` (they are oldest first).
+fn expire(conns: &mut VecDeque<Idle>, now: Instant) {
+    while conns
+        .front()
+        .is_some_and(|i| now.duration_since(i.since) >= POOL_IDLE)
+    {
+        conns.pop_front();
+    }
+}
+
+/// Closes expired connections until this thread keeps none.
+async fn sweep() {
+    loop {
+        let next = KEPT.with_borrow_mut(|kept| {
+            expire(&mut kept.conns, Instant::now());
+            let next = kept.conns.front().map(|i| i.since + POOL_IDLE);
+            kept.sweeping = next.is_some();
+            next
+        });
+        match next {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => return,
+        }
+    }
+}
+
+/// Whether a read on an idle connection would wait: the backend has neither closed it nor
+/// sent anything (a response to nothing would be taken for the next request's).
+fn open_and_clean(stream: &mut Stream) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(Waker::noop());
+    Pin::new(stream).poll_read(&mut cx, &mut buf).is_pending()
+}
