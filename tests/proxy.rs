@@ -977,6 +977,26 @@ fn backend_connections_outlive_client_connections_and_closed_ones_are_not_reused
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     // A POST is never retried (its body is sent): on a closed connection it would get 502.
+    // First on the client connection whose backend connection was closed while it idled.
+    let mut keep = Tls::connect(one.lg.https, "kept.lab.test", &one.ca);
+    keep.send(b"GET /bye HTTP/1.1\r\nHost: kept.lab.test\r\n\r\n");
+    let got = String::from_utf8_lossy(&keep.read_until(|b| b.ends_with(b"}"))).into_owned();
+    assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
+    while backend.byes() < 9 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backend closed {} of 9",
+            backend.byes()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    keep.send(b"POST /pinned HTTP/1.1\r\nHost: kept.lab.test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+    let got = String::from_utf8_lossy(&keep.read_to_close()).into_owned();
+    assert!(
+        got.starts_with("HTTP/1.1 200 "),
+        "POST on the same client connection: {got}"
+    );
+    // Then on new client connections, from the connections kept idle.
     for i in 0..4 {
         let got = ask(&format!(
             "POST /after/{i} HTTP/1.1\r\nHost: kept.lab.test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
@@ -988,5 +1008,5 @@ fn backend_connections_outlive_client_connections_and_closed_ones_are_not_reused
         .into_iter()
         .filter(|r| r.method == "POST" && r.body == b"hello")
         .count();
-    assert_eq!(posts, 4);
+    assert_eq!(posts, 5);
 }

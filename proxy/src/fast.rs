@@ -53,6 +53,8 @@ pub enum Outcome {
 struct Pinned {
     stream: Stream,
     backend: Arc<BackendState>,
+    /// When its last exchange ended: its idle time counts from here.
+    since: tokio::time::Instant,
 }
 
 /// Per-connection state and buffers.
@@ -151,7 +153,7 @@ pub async fn serve(
 /// Keeps a pinned connection idle on this thread for the next request to its backend.
 fn release(p: Pinned) {
     if let Some(peer) = p.backend.peer() {
-        idle::put(peer.reuse_hash(), p.stream);
+        idle::put(peer.reuse_hash(), p.stream, p.since);
     }
 }
 
@@ -354,6 +356,7 @@ impl Conn {
                         self.pinned = Some(Pinned {
                             stream: up,
                             backend: Arc::clone(&backend),
+                            since: tokio::time::Instant::now(),
                         });
                     }
                     break Ok((status, keep));
@@ -389,11 +392,16 @@ impl Conn {
         backend: &Arc<BackendState>,
         fresh_only: bool,
     ) -> Result<(Stream, bool), (u16, &'static str)> {
-        if let Some(p) = self.pinned.take() {
+        if let Some(mut p) = self.pinned.take() {
             if Arc::ptr_eq(&p.backend, backend) && !fresh_only {
-                return Ok((p.stream, true));
+                // A backend with a short keep-alive (Node's is 5 s) may have closed it while
+                // the client idled.
+                if idle::open_and_clean(&mut p.stream) {
+                    return Ok((p.stream, true));
+                }
+            } else {
+                release(p);
             }
-            release(p);
         }
         let peer = backend
             .peer()

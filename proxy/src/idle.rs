@@ -5,11 +5,14 @@
 //! burst of new TLS connections last milliseconds each; and each release spawns a task and a
 //! timer. Here a connection rests in its thread's list (pingora's runtime has one per thread,
 //! and a connection stays with the thread whose driver it is registered with) and is checked
-//! when taken: one the backend closed, wrote to unasked, or left idle past `POOL_IDLE` is
-//! dropped instead. A timer per thread, not per connection, closes the expired ones.
+//! when taken: one idle past `POOL_IDLE`, or whose close or unasked bytes the thread's I/O
+//! driver has seen, is dropped instead (as in pingora's pool, a close still in flight is
+//! found by the request, and an idempotent one is retried). A timer per thread, not per
+//! connection, closes the expired ones.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Waker};
 
@@ -44,20 +47,22 @@ thread_local! {
     };
 }
 
-/// Keeps `stream`, a connection to the backend `key` with no exchange in progress, for the
-/// next request on this thread. Must run on a tokio runtime (it may start the sweep timer).
-pub(crate) fn put(key: u64, stream: Stream) {
+/// Keeps `stream`, a connection to the backend `key` idle since `since` (its last exchange
+/// ended then), for the next request on this thread. Must run on a tokio runtime (it may
+/// start the sweep timer).
+pub(crate) fn put(key: u64, stream: Stream, since: Instant) {
     let now = Instant::now();
+    if now.duration_since(since) >= POOL_IDLE {
+        return;
+    }
     let start_sweeping = KEPT.with_borrow_mut(|kept| {
         expire(&mut kept.conns, now);
         if kept.conns.len() >= PER_THREAD {
             kept.conns.pop_front();
         }
-        kept.conns.push_back(Idle {
-            key,
-            stream,
-            since: now,
-        });
+        // Oldest first: a connection idle longer than the newest kept goes before it.
+        let at = kept.conns.partition_point(|i| i.since <= since);
+        kept.conns.insert(at, Idle { key, stream, since });
         !std::mem::replace(&mut kept.sweeping, true)
     });
     if start_sweeping {
@@ -109,9 +114,14 @@ async fn sweep() {
 
 /// Whether a read on an idle connection would wait: the backend has neither closed it nor
 /// sent anything (a response to nothing would be taken for the next request's).
-fn open_and_clean(stream: &mut Stream) -> bool {
+pub(crate) fn open_and_clean(stream: &mut Stream) -> bool {
     let mut byte = [0u8; 1];
     let mut buf = ReadBuf::new(&mut byte);
+    // Unconstrained: a task that has spent its cooperative budget gets `Pending` from tokio
+    // without a read, and a closed connection would pass (pingora's pool does the same).
+    let mut read = tokio::task::unconstrained(std::future::poll_fn(|cx| {
+        Pin::new(&mut *stream).poll_read(cx, &mut buf)
+    }));
     let mut cx = Context::from_waker(Waker::noop());
-    Pin::new(stream).poll_read(&mut cx, &mut buf).is_pending()
+    Pin::new(&mut read).poll(&mut cx).is_pending()
 }
