@@ -86,7 +86,6 @@ struct Setup {
     b: Backend,
     ca: PathBuf,
     _dir: ConfigDir,
-    _state: tempfile::TempDir,
 }
 
 fn setup() -> Setup {
@@ -98,14 +97,8 @@ fn setup_with(extra: &str) -> Setup {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let dir = ConfigDir::new();
     let dead = free_port();
-    dir.write(
-        "labgate.toml",
-        &format!("{extra}\n{}", config(&a, &b, dead)),
-    );
-    let state = tempfile::tempdir().expect("state dir");
-    let path = dir.path("labgate.toml");
-    let lg = Labgate::start(&["--config", path.to_str().expect("utf-8")], state.path());
-    let ca = state.path().join("local-ca/ca.pem");
+    let lg = dir.start(&format!("{extra}\n{}", config(&a, &b, dead)));
+    let ca = dir.path("state/local-ca/ca.pem");
     Setup {
         lg,
         dead,
@@ -113,7 +106,6 @@ fn setup_with(extra: &str) -> Setup {
         b,
         ca,
         _dir: dir,
-        _state: state,
     }
 }
 
@@ -853,31 +845,19 @@ struct OneService {
     lg: Labgate,
     ca: PathBuf,
     _dir: ConfigDir,
-    _state: tempfile::TempDir,
 }
 
 impl OneService {
     fn start(host: &str, backend: &Backend) -> Self {
         let dir = ConfigDir::new();
-        dir.write(
-            "labgate.toml",
-            &format!(
-                "[[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.1/32\"]\naddresses = [\"127.0.0.1\"]\n\n\
-                 [[zone]]\nname = \"lab.test\"\n\n\
-                 [[service]]\nhost = \"{host}\"\nbackends = [\"http://127.0.0.1:{}\"]\nallow = [\"lab\"]\n",
-                backend.port
-            ),
-        );
-        let state = tempfile::tempdir().expect("state dir");
-        let path = dir.path("labgate.toml");
-        let lg = Labgate::start(&["--config", path.to_str().expect("utf-8")], state.path());
-        let ca = state.path().join("local-ca/ca.pem");
-        Self {
-            lg,
-            ca,
-            _dir: dir,
-            _state: state,
-        }
+        let lg = dir.start(&format!(
+            "[[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.1/32\"]\naddresses = [\"127.0.0.1\"]\n\n\
+             [[zone]]\nname = \"lab.test\"\n\n\
+             [[service]]\nhost = \"{host}\"\nbackends = [\"http://127.0.0.1:{}\"]\nallow = [\"lab\"]\n",
+            backend.port
+        ));
+        let ca = dir.path("state/local-ca/ca.pem");
+        Self { lg, ca, _dir: dir }
     }
 }
 
@@ -968,28 +948,24 @@ fn backend_connections_outlive_client_connections_and_closed_ones_are_not_reused
         assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while backend.byes() < 8 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backend closed {} of 8",
-            backend.byes()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let closed = |n: usize| {
+        while backend.byes() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the backend closed {} of {n}",
+                backend.byes()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    closed(8);
     // A POST is never retried (its body is sent): on a closed connection it would get 502.
     // First on the client connection whose backend connection was closed while it idled.
     let mut keep = Tls::connect(one.lg.https, "kept.lab.test", &one.ca);
     keep.send(b"GET /bye HTTP/1.1\r\nHost: kept.lab.test\r\n\r\n");
     let got = String::from_utf8_lossy(&keep.read_until(|b| b.ends_with(b"}"))).into_owned();
     assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
-    while backend.byes() < 9 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backend closed {} of 9",
-            backend.byes()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    closed(9);
     keep.send(b"POST /pinned HTTP/1.1\r\nHost: kept.lab.test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
     let got = String::from_utf8_lossy(&keep.read_to_close()).into_owned();
     assert!(

@@ -409,14 +409,18 @@ impl Conn {
         if !fresh_only && let Some(stream) = idle::take(peer.reuse_hash()) {
             return Ok((stream, true));
         }
-        proxy.backend_stream(&peer, true).await.map_err(|e| {
-            tracing::warn!(backend = %backend.backend.url, "cannot connect: {e}");
-            if matches!(e.etype, ErrorType::ConnectTimedout) {
-                (504, "did not accept a connection in time")
-            } else {
-                (502, "refused the connection or is unreachable")
-            }
-        })
+        proxy
+            .new_backend_stream(&peer)
+            .await
+            .map(|s| (s, false))
+            .map_err(|e| {
+                tracing::warn!(backend = %backend.backend.url, "cannot connect: {e}");
+                if matches!(e.etype, ErrorType::ConnectTimedout) {
+                    (504, "did not accept a connection in time")
+                } else {
+                    (502, "refused the connection or is unreachable")
+                }
+            })
     }
 
     /// Writes the head and body upstream and relays the response.

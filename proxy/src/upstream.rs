@@ -21,29 +21,22 @@ impl Proxy {
             if let Some(h2) = self.h2.reused_http_session(peer).await? {
                 return Ok(HttpSession::H2(h2));
             }
-            // PERF: boxed, as in `backend_stream`.
+            // PERF: boxed, as in `new_backend_stream`.
             return Box::pin(self.h2.new_http_session::<_, ()>(peer)).await;
         }
-        let (stream, _) = self.backend_stream(peer, false).await?;
+        let stream = match self.connector.reused_stream(peer).await {
+            Some(stream) => stream,
+            None => self.new_backend_stream(peer).await?,
+        };
         Ok(HttpSession::H1(UpSession::new_with_options(stream, peer)))
     }
 
-    /// A connection to `peer`, and whether it was reused: an idle one from the pool unless
-    /// `fresh_only`, else a new one.
-    pub(crate) async fn backend_stream(
-        &self,
-        peer: &HttpPeer,
-        fresh_only: bool,
-    ) -> pingora::Result<(Stream, bool)> {
-        if !fresh_only && let Some(stream) = self.connector.reused_stream(peer).await {
-            return Ok((stream, true));
-        }
+    /// A new connection to `peer`.
+    pub(crate) async fn new_backend_stream(&self, peer: &HttpPeer) -> pingora::Result<Stream> {
         // PERF: boxed. pingora's connect future is 8 KiB; awaited inline, it made every
         // connection's future that large, copied when its task is spawned and when it ends,
         // for the rare request that opens a backend connection.
-        Box::pin(self.connector.new_stream(peer))
-            .await
-            .map(|stream| (stream, false))
+        Box::pin(self.connector.new_stream(peer)).await
     }
 
     /// Returns a session whose exchange ended cleanly to its pool.
