@@ -9,9 +9,12 @@
 # servers take turns within a workload) and the median of those ratios taken.
 #
 # Workloads: http-1k and http-100k (plain HTTP/1.1 keep-alive, wrk), tls-1k and tls-100k
-# (HTTPS keep-alive, wrk), handshake (a new TLS 1.3
-# connection per request, wrk with Connection: close), h2-1k (h2load -c16 -m16); and, when
-# asked for, http-close (a new plain HTTP connection per request).
+# (HTTPS keep-alive, wrk), handshake (a new TLS 1.3 connection per request, wrk with
+# Connection: close: its latency starts after the handshake), connect and connect-c64 (the
+# same, timed from the TCP connect to the response's last byte by benches' tls-connect: at a
+# fixed RATE, each connection timed from when it was due, and 64 at a time as wrk), h2-1k
+# (h2load -c16 -m16); and, when asked for, http-close (a new plain HTTP connection per
+# request).
 #
 #   benches/load/http.sh                       # 3 rounds x 8 s, release build
 #   ROUNDS=5 DURATION=10 WORKLOADS="tls-1k h2-1k" benches/load/http.sh
@@ -35,12 +38,16 @@ DURATION=${DURATION:-8}
 # Seconds of the same load before each measured run: the first server measured after a
 # fresh start came out up to 15 % dearer than the same server measured later in the round.
 WARMUP=${WARMUP:-2}
-WORKLOADS=${WORKLOADS:-"http-1k http-100k tls-1k tls-100k handshake h2-1k"}
+WORKLOADS=${WORKLOADS:-"http-1k http-100k tls-1k tls-100k handshake connect connect-c64 h2-1k"}
 SERVERS=${SERVERS:-"labgate nginx haproxy caddy"}
+# New TLS connections a second in the connect workload: well below every proxy's capacity
+# (at 1000/s nginx used 84 % of its core on 2026-11-30).
+RATE=${RATE:-500}
 for cmd in nginx haproxy caddy wrk h2load openssl taskset; do
   command -v "$cmd" >/dev/null || { echo "missing $cmd: apt-get install nginx-light haproxy caddy wrk nghttp2-client openssl util-linux"; exit 1; }
 done
 [ -x target/release/labgate ] || cargo build --release --bin labgate
+[[ " $WORKLOADS " != *" connect"* ]] || [ -x target/release/tls-connect ] || cargo build --release -p labgate-benches --bin tls-connect
 [[ " $SERVERS " != *" base "* ]] || [ -x "${BASE:-}" ] || { echo "SERVERS has base: set BASE to a labgate binary"; exit 1; }
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; pkill -f "$work" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -187,6 +194,14 @@ run_load() { # workload server -> "requests rps p50_ms p99_ms"
       errs=$(echo "$out" | awk '/Non-2xx|Socket errors/' | tr '\n' ' ')
       [ -n "$errs" ] && echo "  ($1 errors: $errs)" >&2
       echo "$reqs $rps $p50 $p99" ;;
+    connect|connect-c64)
+      # The whole time of a new TLS connection: connect, handshake, request, response.
+      local load=(--rate "$RATE")
+      [ "$1" = connect-c64 ] && load=(--concurrency 64)
+      out=$(taskset -c 0 target/release/tls-connect "127.0.0.1:$(port_of "$2")" "$HOST" /1k "${load[@]}" --duration "$DURATION" 2>&1)
+      errs=$(echo "$out" | awk '$1 == "requests" && $4 > 0 { print $4 " errors" } /first error/')
+      [ -n "$errs" ] && echo "  ($1 $2: $errs)" >&2
+      echo "$out" | awk -v d="$DURATION" '$1 == "requests" { printf "%s %.0f %s %s\n", $2, $2 / d, $6, $8 }' ;;
     h2-1k)
       out=$(taskset -c 0 h2load -c16 -m16 -D "$DURATION" -H ":authority: $HOST" "$url/1k" 2>&1)
       reqs=$(echo "$out" | awk '/^requests:/ {print $8}')
