@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use support::backend::Backend;
 use support::https::{Tls, curl_https, raw};
+use support::tls_backend::{TestCa, TlsBackend};
 use support::{ConfigDir, Labgate, bin, free_port};
 
 /// Two loopback networks, a service per behaviour under test.
@@ -985,4 +986,79 @@ fn backend_connections_outlive_client_connections_and_closed_ones_are_not_reused
         .filter(|r| r.method == "POST" && r.body == b"hello")
         .count();
     assert_eq!(posts, 5);
+}
+
+#[test]
+fn https_backends_are_verified_by_address_or_name_against_the_roots_each_service_trusts() {
+    let (ca, other_ca) = (
+        TestCa::new("labgate test: backend CA"),
+        TestCa::new("labgate test: another CA"),
+    );
+    let backend = TlsBackend::start("verified", &ca, &["tls.lab.test"]);
+    let dir = ConfigDir::new();
+    let (ca_file, other_file) = (
+        ca.write(&dir.path(""), "backend-ca.pem"),
+        other_ca.write(&dir.path(""), "other-ca.pem"),
+    );
+    let by_address = format!("https://127.0.0.1:{}", backend.port);
+    let service = |host: &str, backend: &str, extra: &str| {
+        format!(
+            "[[service]]\nhost = \"{host}\"\nbackends = [\"{backend}\"]\nallow = [\"lab\"]\n{extra}\n"
+        )
+    };
+    let pinned = format!("backend_ca_file = \"{}\"", ca_file.display());
+    let config = [
+        "[[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.1/32\"]\naddresses = [\"127.0.0.1\"]\n\n[[zone]]\nname = \"lab.test\"\n".to_owned(),
+        "[[record]]\nname = \"tls.lab.test\"\ntype = \"A\"\nvalue = \"127.0.0.1\"\n".to_owned(),
+        "[[record]]\nname = \"wrong.lab.test\"\ntype = \"A\"\nvalue = \"127.0.0.1\"\n".to_owned(),
+        service("public.lab.test", &by_address, ""),
+        service("pinned.lab.test", &by_address, &pinned),
+        service("other.lab.test", &by_address, &format!("backend_ca_file = \"{}\"", other_file.display())),
+        service("named.lab.test", &format!("https://tls.lab.test:{}", backend.port), &pinned),
+        service("wrong.lab.test", &format!("https://wrong.lab.test:{}", backend.port), &pinned),
+        service("insecure.lab.test", &by_address, "danger_accept_invalid_backend_certs = true"),
+    ]
+    .concat();
+    let lg = dir.start(&config);
+    let local_ca = dir.path("state/local-ca/ca.pem");
+    let get = |host: &str| {
+        raw(
+            lg.https,
+            host,
+            &local_ca,
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    let refused = |host: &str| {
+        let got = get(host);
+        assert!(
+            got.starts_with("HTTP/1.1 502 ") && got.contains("TLS handshake"),
+            "{host}: {got}"
+        );
+    };
+    // A backend by address is checked against its certificate's IP addresses, with the
+    // service's pinned CA; by name, against its names.
+    for host in ["pinned.lab.test", "named.lab.test", "insecure.lab.test"] {
+        let got = get(host);
+        assert!(
+            got.starts_with("HTTP/1.1 200 ") && got.ends_with("verified"),
+            "{host}: {got}"
+        );
+    }
+    refused("public.lab.test");
+    refused("wrong.lab.test");
+    // Connections verified for `pinned` are kept idle (one per labgate thread). Services
+    // that trust other roots, or the public ones, must not be handed one of them.
+    for _ in 0..8 {
+        assert!(get("pinned.lab.test").starts_with("HTTP/1.1 200 "));
+    }
+    for _ in 0..8 {
+        refused("other.lab.test");
+        refused("public.lab.test");
+    }
+    // pingora's path (HTTP/2) says the same.
+    let r = curl_https(lg.https, "public.lab.test", "/", &local_ca, &["--http2"]);
+    assert_eq!((r.status, r.version.as_str()), (502, "HTTP/2"), "{r:?}");
+    assert!(r.body.contains("TLS handshake"), "{r:?}");
+    assert!(backend.handshakes() >= 3, "{}", backend.handshakes());
 }

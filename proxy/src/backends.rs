@@ -2,6 +2,7 @@
 //! ejection after connect failures. Kept across reloads for backends that did not change.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -78,9 +79,13 @@ impl BackendState {
     /// Sets the resolved address (control plane: start-up and the background resolver).
     pub fn set_address(&self, ip: IpAddr) {
         let addr = SocketAddr::new(ip, self.backend.port);
+        // A backend by address is named by its address: rustls then sends no SNI and checks
+        // the certificate's IP addresses. With an empty SNI pingora-core 0.9.1 turns
+        // verification off and then fails every handshake (connectors/tls/rustls: an empty
+        // server name), so `https://<address>` backends got 502 before.
         let sni = match &self.backend.host {
             BackendHost::Name(n) => n.to_string(),
-            BackendHost::Ip(_) => String::new(),
+            BackendHost::Ip(ip) => ip.to_string(),
         };
         let mut peer = HttpPeer::new(addr, self.backend.tls, sni);
         peer.options.connection_timeout = Some(self.settings.connect_timeout);
@@ -95,6 +100,12 @@ impl BackendState {
         }
         if !self.settings.roots.is_empty() {
             peer.options.ca = pinned_roots(&self.settings.roots);
+            // SECURITY: pooled connections are keyed by the peer's hash, which leaves out its
+            // roots: a connection verified against one service's CA must not serve another
+            // service's requests to the same address that pins a different one.
+            let mut roots = std::hash::DefaultHasher::new();
+            self.settings.roots.hash(&mut roots);
+            peer.group_key = roots.finish();
         }
         self.peer.store(Some(Arc::new(peer)));
     }

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use labgate_config::network::NetworkId;
 use labgate_config::route::ServiceId;
-use pingora::ErrorType;
 use pingora::protocols::Stream;
 use pingora::upstreams::peer::Peer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,6 +20,7 @@ use crate::decide::{Decision, Via, decide};
 use crate::head::{self, Framing, HeadError, RequestHead, header_array};
 use crate::idle;
 use crate::tunnel::{self, Gate};
+use crate::upstream::connect_failure;
 use crate::watchdog::Watchdog;
 use crate::{ConnInfo, Proxy, ProxyState, pages};
 
@@ -415,11 +415,7 @@ impl Conn {
             .map(|s| (s, false))
             .map_err(|e| {
                 tracing::warn!(backend = %backend.backend.url, "cannot connect: {e}");
-                if matches!(e.etype, ErrorType::ConnectTimedout) {
-                    (504, "did not accept a connection in time")
-                } else {
-                    (502, "refused the connection or is unreachable")
-                }
+                connect_failure(&e)
             })
     }
 

@@ -19,6 +19,7 @@ use pingora::server::ShutdownWatch;
 use crate::decide::{Decision, Via, decide};
 use crate::head::{FORWARDING, is_hop_by_hop};
 use crate::tunnel::{self, Gate, Passage};
+use crate::upstream::connect_failure;
 use crate::{ConnInfo, Proxy, pages};
 
 /// pingora's `HttpServerApp` over the proxy.
@@ -299,9 +300,8 @@ impl General {
             Err(e) => {
                 backend.failed();
                 tracing::warn!(backend = %backend.backend.url, "cannot connect: {e}");
-                return Done::Status(
-                    error(session, 502, "refused the connection or is unreachable").await,
-                );
+                let (status, why) = connect_failure(&e);
+                return Done::Status(error(session, status, why).await);
             }
         };
         if up.write_request_header(Box::new(up_req)).await.is_err() {

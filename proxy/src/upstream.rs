@@ -1,6 +1,7 @@
 //! Upstream sessions for pingora's path: HTTP/1.1 over the shared transport pool, or an
 //! HTTP/2 stream (h2c backends) over pingora's h2 connection pool.
 
+use pingora::ErrorType;
 use pingora::protocols::Stream;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::HttpSession as UpSession;
@@ -52,5 +53,19 @@ impl Proxy {
             HttpSession::H2(h2) => self.h2.release_http_session(h2, peer, Some(POOL_IDLE)),
             HttpSession::Custom(()) => {}
         }
+    }
+}
+
+/// The status and page text for a failed connection to a backend, on either path.
+pub(crate) fn connect_failure(e: &pingora::Error) -> (u16, &'static str) {
+    match e.etype {
+        ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => {
+            (504, "did not accept a connection in time")
+        }
+        ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => (
+            502,
+            "failed the TLS handshake: its certificate is not trusted for its address or name (a self-signed one needs the service's backend_ca_file)",
+        ),
+        _ => (502, "refused the connection or is unreachable"),
     }
 }

@@ -9,6 +9,7 @@ pub(crate) mod cloudflare;
 pub(crate) mod h2c;
 pub(crate) mod https;
 pub(crate) mod jwks;
+pub(crate) mod tls_backend;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
