@@ -20,6 +20,7 @@ declare -A packages=(
   [kill]=procps          # SIGHUP in the reload tests
   [openssl]=openssl      # verifies the local CA's chain
   [ip]=iproute2          # the homelab test puts VLAN client addresses on lo
+  [ss]=iproute2          # a proxy test waits for a backend's close to reach labgate
   [pebble]=pebble        # a real ACME server for the certificate tests
   [named]=bind9          # a real authoritative server for RFC 2136 updates
   [tsig-keygen]=bind9-utils # ...and its TSIG keys

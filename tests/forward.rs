@@ -23,6 +23,10 @@ rebind_allow = ["plex.test"]
 domain = "corp.test"
 upstreams = ["tcp://127.0.0.1:{corp}"]
 
+[[forward]]
+domain = "168.192.in-addr.arpa"
+upstreams = ["tcp://127.0.0.1:{corp}"]
+
 [[network]]
 name = "lab"
 cidrs = ["127.0.0.1/32"]
@@ -42,7 +46,12 @@ name = "lab.test"
 
 fn internet() -> Unbound {
     Unbound::start(
-        &["internet.test.", "plex.test.", "corp.test."],
+        &[
+            "internet.test.",
+            "plex.test.",
+            "corp.test.",
+            "168.192.in-addr.arpa.",
+        ],
         &[
             "internet.test. 300 IN SOA ns.internet.test. root.internet.test. 1 3600 600 86400 120",
             "www.internet.test. 300 IN A 93.184.216.34",
@@ -50,6 +59,7 @@ fn internet() -> Unbound {
             "evil.internet.test. 300 IN A 192.168.1.10",
             "box.plex.test. 300 IN A 10.0.20.50",
             "intranet.corp.test. 300 IN A 10.9.0.1",
+            "5.1.168.192.in-addr.arpa. 300 IN PTR printer.home.arpa.",
         ],
     )
 }
@@ -126,7 +136,18 @@ fn rebinding_private_reverse_and_conditional_forwarders() {
         "{:?}",
         corp.answer
     );
-    // Private reverse names are answered locally (RFC 6303), never forwarded.
+    // A private reverse zone the user forwards (to the router that names its DHCP leases)
+    // goes there.
+    let lease = dig(port, "127.0.0.1", &["-x", "192.168.1.5"]);
+    assert!(
+        lease
+            .answer
+            .first()
+            .is_some_and(|a| a.ends_with("printer.home.arpa.")),
+        "{}",
+        lease.raw
+    );
+    // Other private reverse names are answered locally (RFC 6303), never forwarded.
     let rev = dig(port, "127.0.0.1", &["-x", "10.1.2.3"]);
     assert_eq!(rev.status, "NXDOMAIN");
     assert!(rev.flags.split(' ').any(|f| f == "aa"), "{}", rev.flags);

@@ -55,6 +55,7 @@ backends = ["http://127.0.0.1:{a}"]
 allow = ["lab"]
 max_body = "8"
 host_header = "internal.backend"
+health_check = {{ path = "/limits-health", interval = "200ms" }}
 
 [[service]]
 host = "checked.lab.test"
@@ -67,6 +68,12 @@ host = "plain.lab.test"
 backends = ["http://127.0.0.1:{a}"]
 allow = ["lab"]
 plain_http = true
+
+[[service]]
+host = "least.lab.test"
+backends = ["http://127.0.0.1:{a}", "http://127.0.0.1:{b}"]
+allow = ["lab"]
+balance = "least_connections"
 
 [[service]]
 host = "dead.lab.test"
@@ -387,6 +394,30 @@ fn hop_by_hop_headers_are_removed() {
 }
 
 #[test]
+fn cookies_an_http2_client_splits_reach_an_http1_backend_as_one_field() {
+    let s = setup();
+    let r = support::h2c::post_h2(
+        s.lg.https,
+        "app.lab.test",
+        "/cookies",
+        &s.ca,
+        "",
+        &[("cookie", "a=1"), ("cookie", "b=2"), ("te", "trailers")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen: Vec<_> = s.a.seen().into_iter().chain(s.b.seen()).collect();
+    let req = seen
+        .iter()
+        .find(|r| r.path == "/cookies")
+        .expect("the request reached a backend");
+    assert_eq!(req.header("cookie"), ["a=1; b=2"], "{req:?}");
+    assert!(
+        req.header("te").is_empty(),
+        "TE is hop-by-hop for HTTP/1.1: {req:?}"
+    );
+}
+
+#[test]
 fn websocket_upgrade_becomes_a_pipe() {
     let s = setup();
     let mut c = Tls::connect(s.lg.https, "app.lab.test", &s.ca);
@@ -399,6 +430,46 @@ fn websocket_upgrade_becomes_a_pipe() {
         let echo = c.read_until(|b| b.len() >= msg.len());
         assert_eq!(String::from_utf8_lossy(&echo), msg);
     }
+}
+
+#[test]
+fn least_connections_counts_an_open_websocket() {
+    let s = setup();
+    let mut ws = Tls::connect(s.lg.https, "least.lab.test", &s.ca);
+    ws.send(b"GET /ws HTTP/1.1\r\nHost: least.lab.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    let head = ws.read_until(|b| b.windows(4).any(|w| w == b"\r\n\r\n"));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let holds = |b: &Backend| b.seen().iter().any(|r| r.path == "/ws");
+    let (holder, other) = if holds(&s.a) {
+        (&s.a, &s.b)
+    } else {
+        (&s.b, &s.a)
+    };
+    assert!(holds(holder));
+    // One request at a time: each goes to the backend with nothing in flight.
+    for i in 0..4 {
+        let got = raw(
+            s.lg.https,
+            "least.lab.test",
+            &s.ca,
+            format!("GET /least/{i} HTTP/1.1\r\nHost: least.lab.test\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    }
+    let count = |b: &Backend| {
+        b.seen()
+            .iter()
+            .filter(|r| r.path.starts_with("/least/"))
+            .count()
+    };
+    assert_eq!((count(holder), count(other)), (0, 4));
+    ws.send(b"still open");
+    assert_eq!(ws.read_until(|b| b.len() >= 10), b"still open");
 }
 
 #[test]
@@ -622,20 +693,25 @@ fn active_health_checks_take_a_dead_backend_out() {
         body.contains(&format!("{} 1", url(&s.a.port.to_string()))),
         "{body}"
     );
-    let checks = loop {
+    let checks_of = |path: &str| loop {
         let checks: Vec<_> =
             s.a.all_seen()
                 .into_iter()
-                .filter(|r| r.path == "/health")
+                .filter(|r| r.path == path)
                 .collect();
         if !checks.is_empty() || std::time::Instant::now() > deadline {
             break checks;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
+    let checks = checks_of("/health");
     assert!(!checks.is_empty(), "the live backend was never checked");
     assert_eq!(checks[0].header("user-agent"), ["labgate-health-check"]);
     assert_eq!(checks[0].header("host"), ["checked.lab.test"]);
+    // A service that sends its backends another Host checks them with it too.
+    let checks = checks_of("/limits-health");
+    assert!(!checks.is_empty(), "the limits backend was never checked");
+    assert_eq!(checks[0].header("host"), ["internal.backend"]);
 }
 
 #[test]
@@ -693,8 +769,17 @@ fn h2c_backends_get_http2_and_their_trailers_reach_the_client() {
         "[[service]]\nhost = \"grpc.lab.test\"\nbackends = [\"h2c://127.0.0.1:{}\"]\nallow = [\"lab\"]\nhealth_check = {{ path = \"/health\", interval = \"200ms\" }}\n",
         grpc.port
     ));
-    let r = support::h2c::post_h2(s.lg.https, "grpc.lab.test", "/pkg.Svc/Call", &s.ca, "12345");
+    // As a gRPC client does: `te: trailers`, which gRPC servers require.
+    let r = support::h2c::post_h2(
+        s.lg.https,
+        "grpc.lab.test",
+        "/pkg.Svc/Call",
+        &s.ca,
+        "12345",
+        &[("te", "trailers")],
+    );
     assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.ends_with(" te=trailers"), "{}", r.body);
     assert!(
         r.body.starts_with("h2c HTTP/2.0 POST /pkg.Svc/Call"),
         "{}",
@@ -950,7 +1035,7 @@ fn backend_connections_outlive_client_connections_and_closed_ones_are_not_reused
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let closed = |n: usize| {
-        while backend.byes() < n {
+        while backend.byes() < n || !backend.byes_reached_clients() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the backend closed {} of {n}",

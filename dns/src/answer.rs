@@ -130,6 +130,12 @@ pub fn decide(
                     Vec::new()
                 };
                 if derived.is_empty() {
+                    // A conditional forwarder the user named for it (the router that knows
+                    // its DHCP leases' names) comes before the local empty zone.
+                    let full = Name::from(name);
+                    if ra && s.dns.forwarders.iter().any(|f| f.domain.zone_of(&full)) {
+                        return Decision::Forward;
+                    }
                     negative(empty_zone_soa(apex), ResponseCode::NXDomain)
                 } else {
                     Answer {

@@ -115,6 +115,13 @@ impl BackendState {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// Counts a request in flight (least-connections balancing reads it) until the guard
+    /// is dropped: the end of its exchange, or of the pipe an upgrade made of it.
+    pub fn in_flight(self: &Arc<Self>) -> InFlight {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
     /// The peer to connect to, if its address is known.
     pub fn peer(&self) -> Option<Arc<HttpPeer>> {
         self.peer.load_full()
@@ -208,6 +215,16 @@ fn pinned_roots(roots: &[Arc<[u8]>]) -> Option<Arc<pingora::protocols::tls::CaTy
         .map(|der| WrappedX509::new(der.to_vec(), pingora::utils::tls::parse_x509))
         .collect();
     (!list.is_empty()).then(|| Arc::from(list.into_boxed_slice()))
+}
+
+/// A request in flight to a backend, counted until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<BackendState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A service's backends.

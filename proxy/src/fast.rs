@@ -4,7 +4,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -203,7 +202,6 @@ impl Conn {
                     let service_id = f.service;
                     let (service, network) = (f.service.index(), f.network.index());
                     let close = f.close;
-                    f.backend.active.fetch_add(1, Ordering::Relaxed);
                     let result = self.exchange(proxy, &state, f).await;
                     let (status, keep) = match result {
                         Ok((status, keep)) => (status, keep && !close),
@@ -326,10 +324,11 @@ impl Conn {
         self.rbuf.advance(f.head_len);
         let svc = state.snapshot.service(f.service);
         let read_timeout = svc.timeout;
+        let _in_flight = f.backend.in_flight();
         let mut backend = Arc::clone(&f.backend);
         let mut fresh_only = false;
         let mut attempts = 0;
-        let result = loop {
+        loop {
             attempts += 1;
             let (mut up, reused) = match self.connect(proxy, &backend, fresh_only).await {
                 Ok(c) => c,
@@ -379,9 +378,7 @@ impl Conn {
                     break Err(e);
                 }
             }
-        };
-        f.backend.active.fetch_sub(1, Ordering::Relaxed);
-        result
+        }
     }
 
     /// An upstream connection: the pinned one if it goes to `backend`, else an idle one of

@@ -16,6 +16,7 @@ use pingora::protocols::http::v1::client::HttpSession as UpSession;
 use pingora::protocols::http::{ReusableHttpStream, ServerSession};
 use pingora::server::ShutdownWatch;
 
+use crate::backends::InFlight;
 use crate::decide::{Decision, Via, decide};
 use crate::head::{FORWARDING, is_hop_by_hop};
 use crate::tunnel::{self, Gate, Passage};
@@ -133,7 +134,7 @@ impl General {
         {
             Done::Status(s) => (s, true),
             Done::Broken(s) => (s, false),
-            Done::Upgraded(up) => {
+            Done::Upgraded(up, _in_flight) => {
                 // After a 101 both connections become a byte pipe until either side closes.
                 if let ServerSession::H1(down) = session {
                     let mut down = down.into_inner();
@@ -227,6 +228,8 @@ impl General {
         let Some(backend) = state.pools.get(service.index()).and_then(|p| p.pick()) else {
             return Done::Status(error(session, 503, "the service has no backend").await);
         };
+        // Counted for the whole exchange (a gRPC stream for hours), and an upgrade's pipe.
+        let in_flight = backend.in_flight();
         let Some(peer) = backend.peer() else {
             return Done::Status(
                 error(session, 502, "the backend's name is not resolved yet").await,
@@ -291,6 +294,7 @@ impl General {
                     .access
                     .as_ref()
                     .map(|a| (&*a.identity_header, passage.identity.as_deref())),
+                h2: h2c,
             },
         ) else {
             return Done::Status(error(session, 400, "the request head cannot be forwarded").await);
@@ -370,7 +374,7 @@ impl General {
         }
         if status == 101 {
             return match up {
-                HttpSession::H1(h1) => Done::Upgraded(Box::new(h1)),
+                HttpSession::H1(h1) => Done::Upgraded(Box::new(h1), in_flight),
                 _ => Done::Broken(502),
             };
         }
@@ -420,8 +424,8 @@ enum Done {
     Status(u16),
     /// The exchange broke off with this status: the connection must close.
     Broken(u16),
-    /// The backend switched protocols: the connections become a pipe.
-    Upgraded(Box<UpSession>),
+    /// The backend switched protocols: the connections become a pipe, still in flight.
+    Upgraded(Box<UpSession>, InFlight),
 }
 
 /// Longest wait for the next piece of a request body.
@@ -525,6 +529,8 @@ struct Forwarding<'a> {
     via: Via,
     /// The service's identity header and the verified identity (see `fast::HeadRewrite`).
     identity: Option<(&'a str, Option<&'a str>)>,
+    /// The backend speaks HTTP/2 (h2c).
+    h2: bool,
 }
 
 /// The request as the backend gets it: HTTP/1.1, hop-by-hop and client forwarding fields
@@ -544,6 +550,7 @@ fn upstream_request(
         keep_forwarded_for,
         via,
         identity,
+        h2,
     } = f;
     let mut out = RequestHeader::build(req.method.clone(), path.as_bytes(), None).ok()?;
     out.set_version(http::Version::HTTP_11);
@@ -554,7 +561,15 @@ fn upstream_request(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
         .collect();
+    // RFC 9113 §8.2.3: an HTTP/2 client may split its cookies into several fields; an
+    // HTTP/1.1 backend must get one, joined with "; " (PHP and others join repeated fields
+    // with ", " and lose the session).
+    let mut cookies: Vec<&[u8]> = Vec::new();
     for (name, value) in &req.headers {
+        if *name == header::COOKIE {
+            cookies.push(value.as_bytes());
+            continue;
+        }
         let n = name.as_str();
         let keep_for_upgrade = upgrade && (n == "upgrade");
         let kept_chain = keep_forwarded_for && n == "x-forwarded-for";
@@ -571,6 +586,23 @@ fn upstream_request(
             continue;
         }
         out.append_header(name.clone(), value.clone()).ok()?;
+    }
+    if !cookies.is_empty() {
+        let joined = HeaderValue::from_bytes(&cookies.join(&b"; "[..])).ok()?;
+        out.append_header(header::COOKIE, joined).ok()?;
+    }
+    // gRPC servers refuse a request without `te: trailers`, the one TE an HTTP/2 request may
+    // carry (RFC 9113 §8.2.2); for HTTP/1.1 it is hop-by-hop.
+    if h2
+        && req
+            .headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+    {
+        out.insert_header(header::TE, "trailers").ok()?;
     }
     if upgrade {
         out.insert_header(header::CONNECTION, "upgrade").ok()?;

@@ -36,7 +36,13 @@ pub async fn run(proxy: Arc<Proxy>, stop: impl Future<Output = ()>) {
             };
             for b in &pool.backends {
                 if b.check_due(now, hc.interval) {
-                    due.push((Arc::clone(b), hc.clone(), svc.hosts.first().cloned()));
+                    // The Host a request gets: a backend that answers only its own name
+                    // (`host_header`) would fail every check on the service's name.
+                    let host = svc
+                        .host_header
+                        .clone()
+                        .or_else(|| svc.hosts.first().cloned());
+                    due.push((Arc::clone(b), hc.clone(), host));
                 }
             }
         }

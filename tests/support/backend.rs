@@ -64,8 +64,8 @@ pub(crate) struct Backend {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// TCP connections accepted so far.
     connections: Arc<AtomicUsize>,
-    /// Connections closed after answering `/bye`.
-    byes: Arc<AtomicUsize>,
+    /// The client ports of the connections closed after answering `/bye`.
+    byes: Arc<Mutex<Vec<u16>>>,
     /// A name echoed in every JSON answer, to tell backends apart.
     pub(crate) name: String,
 }
@@ -81,7 +81,7 @@ impl Backend {
         let port = listener.local_addr().expect("addr").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
-        let byes = Arc::new(AtomicUsize::new(0));
+        let byes = Arc::new(Mutex::new(Vec::new()));
         let gates = Arc::new(Gates::default());
         let (s, c, b) = (
             Arc::clone(&seen),
@@ -96,9 +96,10 @@ impl Backend {
                 let (s, g, b) = (Arc::clone(&s), Arc::clone(&gates), Arc::clone(&b));
                 let n = n.clone();
                 std::thread::spawn(move || {
+                    let client = conn.peer_addr().map_or(0, |a| a.port());
                     if serve(conn, &s, &g, &n) == Ended::Bye {
                         // `serve` has returned: the connection is closed.
-                        b.fetch_add(1, Ordering::SeqCst);
+                        b.lock().expect("lock").push(client);
                     }
                 });
             }
@@ -127,7 +128,26 @@ impl Backend {
 
     /// Connections closed after answering `/bye`.
     pub(crate) fn byes(&self) -> usize {
-        self.byes.load(Ordering::SeqCst)
+        self.byes.lock().expect("lock").len()
+    }
+
+    /// Whether the client's end of every connection closed after `/bye` has taken the close
+    /// in (none is still established): a FIN on loopback can reach the other socket after
+    /// `close` returned, when the kernel defers it to ksoftirqd on a busy machine.
+    pub(crate) fn byes_reached_clients(&self) -> bool {
+        let out = std::process::Command::new("ss")
+            .args(["-Htn", "state", "established"])
+            .output()
+            .expect("ss is needed: apt-get install iproute2 (scripts/test.sh does)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let backend = format!("127.0.0.1:{}", self.port);
+        let byes = self.byes.lock().expect("lock");
+        !text.lines().any(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.len() >= 4
+                && fields[3] == backend
+                && byes.iter().any(|p| fields[2] == format!("127.0.0.1:{p}"))
+        })
     }
 
     /// Every request received so far.

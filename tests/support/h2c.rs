@@ -74,16 +74,21 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         .authority()
         .map(|a| a.as_str().to_owned())
         .unwrap_or_default();
+    let field = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned()
+    };
     let text = format!(
-        "h2c {:?} {} {} authority={host} body={got} xfp={}",
+        "h2c {:?} {} {} authority={host} body={got} xfp={} te={}",
         parts.version,
         parts.method,
         parts.uri.path(),
-        parts
-            .headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
+        field("x-forwarded-proto"),
+        field("te"),
     );
     let mut trailers = hyper::HeaderMap::new();
     trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
@@ -104,13 +109,15 @@ pub(crate) struct H2Reply {
 }
 
 /// POSTs `body` to `https://host:port/path` over HTTP/2 (ALPN h2) with hyper, trusting `ca`,
-/// and reads the whole answer, trailers included (curl does not show trailers).
+/// with `fields` (each its own header field, repeated names too), and reads the whole answer,
+/// trailers included (curl does not show trailers).
 pub(crate) fn post_h2(
     port: u16,
     host: &str,
     path: &str,
     ca: &std::path::Path,
     body: &str,
+    fields: &[(&str, &str)],
 ) -> H2Reply {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -119,9 +126,15 @@ pub(crate) fn post_h2(
     let mut config = super::https::client_config(ca);
     config.alpn_protocols = vec![b"h2".to_vec()];
     let name = rustls::pki_types::ServerName::try_from(host.to_owned()).expect("name");
-    let request = Request::post(format!("https://{host}:{port}{path}"))
+    let mut request = Request::post(format!("https://{host}:{port}{path}"))
         .body(Full::new(Bytes::from(body.to_owned())))
         .expect("request");
+    for (name, value) in fields {
+        request.headers_mut().append(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            hyper::header::HeaderValue::from_str(value).expect("value"),
+        );
+    }
     let exchange = async move {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
