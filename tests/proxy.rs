@@ -70,6 +70,19 @@ allow = ["lab"]
 plain_http = true
 
 [[service]]
+name = "site"
+host = "split.lab.test"
+backends = ["http://127.0.0.1:{a}"]
+allow = ["lab", "iot"]
+
+[[service]]
+name = "site-admin"
+host = "split.lab.test"
+paths = ["/admin"]
+backends = ["http://127.0.0.1:{a}"]
+allow = ["lab"]
+
+[[service]]
 host = "least.lab.test"
 backends = ["http://127.0.0.1:{a}", "http://127.0.0.1:{b}"]
 allow = ["lab"]
@@ -391,6 +404,52 @@ fn hop_by_hop_headers_are_removed() {
         );
     }
     assert_eq!(req.header("x-kept"), ["yes"]);
+}
+
+#[test]
+fn a_path_prefix_policy_holds_for_every_spelling_of_the_path() {
+    let s = setup();
+    // `/admin` is for `lab` only; `/` is for `iot` too. The backend would read each of these
+    // as `/admin`: on both paths (HTTP/1.1 fast, HTTP/2 pingora's) they get the admin policy.
+    for version in ["--http1.1", "--http2"] {
+        for path in [
+            "/admin",
+            "/admin/x",
+            "/%61dmin",
+            "//admin",
+            "/x/../admin",
+            "/./admin",
+            "/%2e%2e/admin",
+            "/admin;jsessionid=1",
+        ] {
+            let r = curl_https(
+                s.lg.https,
+                "split.lab.test",
+                path,
+                &s.ca,
+                &["--interface", "127.0.0.3", "--path-as-is", version],
+            );
+            assert_eq!(r.status, 403, "{version} {path}: {r:?}");
+        }
+        let open = curl_https(
+            s.lg.https,
+            "split.lab.test",
+            "/administrator",
+            &s.ca,
+            &["--interface", "127.0.0.3", "--path-as-is", version],
+        );
+        assert_eq!(open.status, 200, "{version}: {open:?}");
+    }
+    // The backend gets the path as the client wrote it.
+    let r = curl_https(
+        s.lg.https,
+        "split.lab.test",
+        "/x/../admin",
+        &s.ca,
+        &["--path-as-is"],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(s.a.seen().iter().any(|q| q.path == "/x/../admin"));
 }
 
 #[test]

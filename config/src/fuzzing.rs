@@ -2,7 +2,7 @@
 //! build so CI checks them; the seed corpus runs through them in the unit tests.
 
 use crate::blocklist::BlockSet;
-use crate::route::{MAX_HOST_LEN, normalize_host};
+use crate::route::{MAX_HOST_LEN, needs_normalizing, normalize_host, normalize_path};
 use crate::settings::BlocklistFormat;
 use crate::{Sources, compile, parse};
 
@@ -51,6 +51,29 @@ pub fn normalize_host_bytes(data: &[u8]) {
     );
 }
 
+/// Any bytes as a request path: normalization for routing never panics, and leaves a path
+/// with no empty, `.` or `..` segment, which is stable when no `%` is left in it.
+pub fn normalize_path_bytes(data: &[u8]) {
+    let path = String::from_utf8_lossy(data);
+    let out = normalize_path(&path);
+    assert!(out.starts_with('/'), "{out:?}");
+    let segments: Vec<&str> = out[1..].split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        assert!(
+            !matches!(*segment, "." | "..") && (last || !segment.is_empty()),
+            "{path:?} became {out:?}"
+        );
+    }
+    if !out.contains('%') {
+        assert_eq!(normalize_path(&out), out, "{path:?} is not stable");
+    }
+    // A path the router takes as it is must be one normalizing leaves alone.
+    if !needs_normalizing(&path) {
+        assert_eq!(out, path, "{path:?} changed");
+    }
+}
+
 /// Any bytes as a blocklist in every format: parsing never panics, and every listed name
 /// blocks itself and its subdomains.
 pub fn blocklist_bytes(data: &[u8]) {
@@ -84,6 +107,7 @@ mod tests {
         for (dir, target) in [
             ("../fuzz/corpus/config_compile", compile_bytes as fn(&[u8])),
             ("../fuzz/corpus/host_normalize", normalize_host_bytes),
+            ("../fuzz/corpus/path_normalize", normalize_path_bytes),
             ("../fuzz/corpus/blocklist_parse", blocklist_bytes),
         ] {
             for e in std::fs::read_dir(dir).expect("seed corpus") {

@@ -146,10 +146,22 @@ impl RouteTable {
     }
 
     /// The service for a normalized host and a path. A prefix matches at a segment
-    /// boundary: `/api` matches `/api` and `/api/x`, never `/apix`.
+    /// boundary: `/api` matches `/api`, `/api/x` and `/api;x`, never `/apix`. The path is
+    /// matched as a backend reads it: percent-decoded, `//` merged, `.` and `..` resolved.
     pub fn route(&self, host: &str, path: &str) -> Route {
         let Some(entries) = self.hosts.get(host) else {
             return Route::UnknownHost;
+        };
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        // SECURITY: with services on prefixes of one host (`/admin` for management, `/` for
+        // everyone), `/%61dmin`, `//admin` or `/x/../admin` must not reach the admin pages
+        // through the other service's policy: the backend decodes them to `/admin`.
+        let normalized;
+        let path = if needs_normalizing(path) {
+            normalized = normalize_path(path);
+            normalized.as_str()
+        } else {
+            path
         };
         entries
             .iter()
@@ -173,11 +185,69 @@ impl RouteTable {
 }
 
 fn path_matches(prefix: &str, path: &str) -> bool {
-    let path = path.split(['?', '#']).next().unwrap_or(path);
     match path.strip_prefix(prefix) {
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        // `;` starts a segment's parameters, which Java servers drop (`/admin;x` is `/admin`).
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', ';']),
         None => false,
     }
+}
+
+/// Whether a path (without its query) has anything [`normalize_path`] would change.
+pub(crate) fn needs_normalizing(path: &str) -> bool {
+    // PERF: one pass over the bytes; most paths have none of these.
+    let b = path.as_bytes();
+    b.first() != Some(&b'/')
+        || b.iter()
+            .enumerate()
+            .any(|(i, &c)| c == b'%' || (c == b'/' && matches!(b.get(i + 1), Some(b'/' | b'.'))))
+}
+
+/// A path as a backend resolves it (RFC 3986 §5.2.4, after percent-decoding, as nginx
+/// matches its locations): `//` merged, `.` dropped, `..` removing the segment before it,
+/// never above the root.
+pub(crate) fn normalize_path(path: &str) -> String {
+    let raw = path.as_bytes();
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = |c: u8| char::from(c).to_digit(16);
+        match (
+            raw[i],
+            raw.get(i + 1).copied().and_then(hex),
+            raw.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                decoded.push(u8::try_from(hi * 16 + lo).unwrap_or(b'%'));
+                i += 3;
+            }
+            (c, ..) => {
+                decoded.push(c);
+                i += 1;
+            }
+        }
+    }
+    let mut segments: Vec<&[u8]> = Vec::new();
+    let mut last = &b""[..];
+    for segment in decoded.split(|&c| c == b'/') {
+        last = segment;
+        match segment {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            _ => segments.push(segment),
+        }
+    }
+    let mut out = Vec::with_capacity(decoded.len() + 1);
+    for segment in &segments {
+        out.push(b'/');
+        out.extend_from_slice(segment);
+    }
+    // A directory stays one: `/a/`, `/a/.` and `/a/b/..` are `/a/`.
+    if segments.is_empty() || matches!(last, b"" | b"." | b"..") {
+        out.push(b'/');
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The policy decision for a service and a client network.
@@ -253,6 +323,36 @@ mod tests {
     fn norm(raw: &str) -> Option<String> {
         let mut buf = [0u8; MAX_HOST_LEN];
         normalize_host(raw.as_bytes(), &mut buf).map(str::to_owned)
+    }
+
+    #[test]
+    fn paths_are_matched_as_a_backend_resolves_them() {
+        for (raw, resolved) in [
+            ("/%61dmin", "/admin"),
+            ("//admin", "/admin"),
+            ("/x/../admin", "/admin"),
+            ("/./admin/", "/admin/"),
+            ("/%2e%2e/admin", "/admin"),
+            ("/../../admin", "/admin"),
+            ("/admin/..", "/"),
+            ("/a/b/.", "/a/b/"),
+            ("/a%2Fb", "/a/b"),
+            ("/100%", "/100%"),
+            ("/%zz", "/%zz"),
+            ("", "/"),
+            ("admin", "/admin"),
+        ] {
+            assert!(needs_normalizing(raw), "{raw}");
+            assert_eq!(normalize_path(raw), resolved, "{raw}");
+        }
+        for plain in ["/", "/admin", "/a/b.c/d", "/a/.b"] {
+            assert!(
+                !needs_normalizing(plain) || normalize_path(plain) == plain,
+                "{plain}"
+            );
+        }
+        assert!(path_matches("/admin", "/admin;jsessionid=1"));
+        assert!(!path_matches("/admin", "/administrator"));
     }
 
     #[test]
