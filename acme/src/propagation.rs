@@ -56,23 +56,28 @@ pub(crate) async fn wait(
     for (name, values) in by_name {
         let fqdn = fqdn(name)?;
         let servers = match authorities {
-            Authorities::Fixed(s) => s.clone(),
+            Authorities::Fixed(s) => s.iter().map(|a| vec![*a]).collect(),
             Authorities::Discover(lookup) => discover(lookup.as_ref(), &fqdn).await?,
         };
         checks.push((fqdn, values, servers));
     }
+    wait_for(&checks, timeout).await
+}
+
+/// Each server, by any one of its addresses: a name server's IPv4 and IPv6 addresses are
+/// the same server, and a host without IPv6 reaches it by the first.
+type Servers = Vec<Vec<SocketAddr>>;
+
+/// Polls until every server of every name serves all its values, or `timeout` passes.
+async fn wait_for(checks: &[(Name, Vec<&str>, Servers)], timeout: Duration) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = FIRST_PAUSE;
     loop {
         let mut missing = None;
-        'all: for (fqdn, values, servers) in &checks {
-            for server in servers {
-                let served = txt_at(*server, fqdn).await;
-                if let Some(v) = values.iter().find(|v| !served.iter().any(|s| s == *v)) {
-                    missing = Some((
-                        fqdn.to_string(),
-                        format!("{server} does not serve the value {v} yet"),
-                    ));
+        'all: for (fqdn, values, servers) in checks {
+            for addresses in servers {
+                if let Err(what) = serves(addresses, fqdn, values).await {
+                    missing = Some((fqdn.to_string(), what));
                     break 'all;
                 }
             }
@@ -92,6 +97,23 @@ pub(crate) async fn wait(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_PAUSE);
     }
+}
+
+/// Whether one of a server's `addresses` serves every value at `name`; else what the
+/// first lacks.
+async fn serves(addresses: &[SocketAddr], name: &Name, values: &[&str]) -> Result<(), String> {
+    let mut first_lack = None;
+    for server in addresses {
+        let served = txt_at(*server, name).await;
+        match values.iter().find(|v| !served.iter().any(|s| s == *v)) {
+            None => return Ok(()),
+            Some(v) => {
+                first_lack
+                    .get_or_insert_with(|| format!("{server} does not serve the value {v} yet"));
+            }
+        }
+    }
+    Err(first_lack.unwrap_or_else(|| "a name server without addresses".into()))
 }
 
 fn fqdn(name: &str) -> Result<Name, Error> {
@@ -133,9 +155,9 @@ async fn txt_at(server: SocketAddr, name: &Name) -> Vec<String> {
         .collect()
 }
 
-/// The addresses of the authoritative servers of the zone holding `name`: the closest
-/// enclosing name with NS records, and their addresses, all through the upstreams.
-async fn discover(lookup: &dyn Lookup, name: &Name) -> Result<Vec<SocketAddr>, Error> {
+/// The authoritative servers of the zone holding `name`, each with its addresses (IPv4
+/// first): the closest enclosing name with NS records, all through the upstreams.
+async fn discover(lookup: &dyn Lookup, name: &Name) -> Result<Servers, Error> {
     let mut zone = name.clone();
     loop {
         let hosts: Vec<Name> = lookup
@@ -150,6 +172,7 @@ async fn discover(lookup: &dyn Lookup, name: &Name) -> Result<Vec<SocketAddr>, E
         if !hosts.is_empty() {
             let mut out = Vec::new();
             for host in hosts {
+                let mut addresses = Vec::new();
                 for rtype in [RecordType::A, RecordType::AAAA] {
                     for d in lookup.records(&host, rtype).await {
                         let ip = match d {
@@ -157,8 +180,11 @@ async fn discover(lookup: &dyn Lookup, name: &Name) -> Result<Vec<SocketAddr>, E
                             RData::AAAA(a) => IpAddr::V6(a.0),
                             _ => continue,
                         };
-                        out.push(SocketAddr::new(ip, 53));
+                        addresses.push(SocketAddr::new(ip, 53));
                     }
+                }
+                if !addresses.is_empty() {
+                    out.push(addresses);
                 }
             }
             if out.is_empty() {
@@ -209,10 +235,11 @@ mod tests {
     async fn the_closest_enclosing_zone_with_ns_gives_every_server_address() {
         let name = fqdn("_acme-challenge.app.lab.example.test").expect("name");
         let servers = discover(&Upstream, &name).await.expect("found");
-        let want: Vec<SocketAddr> = ["192.0.2.1:53", "192.0.2.2:53", "192.0.2.3:53"]
-            .iter()
-            .map(|s| s.parse().expect("addr"))
-            .collect();
+        let addr = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        let want = vec![
+            vec![addr("192.0.2.1:53")],
+            vec![addr("192.0.2.2:53"), addr("192.0.2.3:53")],
+        ];
         assert_eq!(servers, want);
         let e = discover(
             &Upstream,
@@ -221,5 +248,60 @@ mod tests {
         .await
         .expect_err("no zone");
         assert!(e.to_string().contains("acme.propagation_servers"), "{e}");
+    }
+
+    /// A UDP server on 127.0.0.1 that answers every query with one TXT record, `value`.
+    fn txt_server(value: &'static str) -> SocketAddr {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                // The question: the name's labels, then type and class.
+                let mut end = 12;
+                while end < n && buf[end] != 0 {
+                    end += 1 + usize::from(buf[end]);
+                }
+                let question = &buf[12..(end + 5).min(n)];
+                let mut answer = vec![buf[0], buf[1], 0x84, 0, 0, 1, 0, 1, 0, 0, 0, 0];
+                answer.extend_from_slice(question);
+                answer.extend_from_slice(&[0xC0, 12, 0, 16, 0, 1, 0, 0, 0, 0]);
+                let len = u8::try_from(value.len()).expect("short value");
+                answer.extend_from_slice(&[0, len + 1, len]);
+                answer.extend_from_slice(value.as_bytes());
+                let _ = socket.send_to(&answer, from);
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_server_passes_when_any_of_its_addresses_serves_the_value() {
+        // An IPv6 address first, as the NS of a host without IPv6 have (no route, or a
+        // documentation address that never answers), then one that serves the value.
+        let unreachable: SocketAddr = "[2001:db8::1]:53".parse().expect("addr");
+        let serving = txt_server("token-1");
+        let name = fqdn("_acme-challenge.app.lab.example.test").expect("name");
+        wait_for(
+            &[(
+                name.clone(),
+                vec!["token-1"],
+                vec![vec![unreachable, serving]],
+            )],
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("served by its second address");
+        let e = wait_for(
+            &[(name, vec!["token-2"], vec![vec![serving]])],
+            Duration::from_millis(300),
+        )
+        .await
+        .expect_err("not served");
+        assert!(
+            e.to_string()
+                .contains(&format!("{serving} does not serve the value token-2")),
+            "{e}"
+        );
     }
 }
