@@ -61,6 +61,25 @@ struct Entry {
     stored: Instant,
     ttl: u32,
     hits: u32,
+    /// Its last fresh hit, or when it was stored.
+    used: Instant,
+}
+
+/// Frees room in a full cache: answers past their TTL first (they only serve stale, and a
+/// day of them would fill any cache), then, if it is still full, the least recently used
+/// tenth. PERF: linear, and at most once per tenth of the capacity inserted (dropping one
+/// entry at a time made every insert into a full cache a walk of all of it, and its choice,
+/// the fewest hits, was most often the newest answer).
+fn make_room(map: &mut HashMap<(LowerName, RecordType), Entry>, capacity: usize, now: Instant) {
+    map.retain(|_, e| {
+        now.saturating_duration_since(e.stored) < Duration::from_secs(u64::from(e.ttl))
+    });
+    if map.len() < capacity {
+        return;
+    }
+    let mut used: Vec<Instant> = map.values().map(|e| e.used).collect();
+    let (_, &mut cut, _) = used.select_nth_unstable(capacity / 10);
+    map.retain(|_, e| e.used > cut);
 }
 
 /// Answers by (name, type), bounded in entries.
@@ -94,6 +113,7 @@ impl Cache {
         let age = life.age_at(now);
         if age < e.ttl {
             e.hits = e.hits.saturating_add(1);
+            e.used = now;
             life.age = age;
             // Refresh popular names in the last tenth of their life, before clients see a miss.
             let prefetch = e.hits >= 3 && life.ending(age);
@@ -117,30 +137,20 @@ impl Cache {
         let Ok(mut map) = self.entries.lock() else {
             return;
         };
-        if map.len() >= self.capacity {
-            let keep = self.max_stale;
-            map.retain(|_, e| {
-                now.saturating_duration_since(e.stored)
-                    < Duration::from_secs(u64::from(e.ttl)) + keep
-            });
-            if map.len() >= self.capacity {
-                // Still full of live answers: drop the least used one.
-                if let Some(k) = map
-                    .iter()
-                    .min_by_key(|(_, e)| e.hits)
-                    .map(|(k, _)| k.clone())
-                {
-                    map.remove(&k);
-                }
-            }
+        let key = (name.clone(), rtype);
+        // A refreshed answer keeps its name's popularity (prefetch counts it).
+        let hits = map.get(&key).map(|e| e.hits);
+        if hits.is_none() && map.len() >= self.capacity {
+            make_room(&mut map, self.capacity, now);
         }
         map.insert(
-            (name.clone(), rtype),
+            key,
             Entry {
                 answer: answer.clone(),
                 stored: now,
                 ttl,
-                hits: 0,
+                hits: hits.unwrap_or(0),
+                used: now,
             },
         );
     }
@@ -254,5 +264,51 @@ mod tests {
         ));
         c.put(&name(), RecordType::AAAA, &a(100), t0);
         assert_eq!(c.entries.lock().map(|m| m.len()).unwrap_or(0), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_cache_drops_stale_answers_then_the_least_recently_used() {
+        let c = Cache::new(20, Duration::from_secs(86_400));
+        let t0 = Instant::now();
+        let ms = |t: Instant, i: usize| t + Duration::from_millis(u64::try_from(i).expect("small"));
+        let host = |i: usize| {
+            LowerName::new(&Name::from_ascii(format!("h{i}.example.com.")).expect("name"))
+        };
+        let kept = |i: usize| {
+            c.entries
+                .lock()
+                .map(|m| m.contains_key(&(host(i), RecordType::A)))
+                .unwrap_or(false)
+        };
+        // Ten short-lived answers (stale after 10 s), then ten long ones.
+        for i in 0..20 {
+            let ttl = if i < 10 { 10 } else { 3600 };
+            c.put(&host(i), RecordType::A, &a(ttl), ms(t0, i));
+        }
+        // Full: the stale ten go first, and every new answer is kept.
+        let t1 = t0 + Duration::from_secs(60);
+        for i in 20..30 {
+            c.put(&host(i), RecordType::A, &a(3600), ms(t1, i));
+        }
+        assert!((0..10).all(|i| !kept(i)), "stale answers stayed");
+        assert!(
+            (10..30).all(kept),
+            "live answers were dropped for stale ones"
+        );
+        // Full of live answers: the least recently used go; names in use stay.
+        let t2 = t0 + Duration::from_secs(120);
+        for i in [10, 11] {
+            assert!(matches!(
+                c.get(&host(i), RecordType::A, t2),
+                Cached::Fresh { .. }
+            ));
+        }
+        for i in 30..40 {
+            c.put(&host(i), RecordType::A, &a(3600), ms(t2, i));
+        }
+        assert!(kept(10) && kept(11), "names in use were dropped");
+        assert!((30..40).all(kept), "new answers were dropped");
+        assert!(!kept(12), "the least recently used stayed");
+        assert!(c.entries.lock().map(|m| m.len()).unwrap_or(usize::MAX) <= 20);
     }
 }
