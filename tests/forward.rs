@@ -27,6 +27,10 @@ upstreams = ["tcp://127.0.0.1:{corp}"]
 domain = "168.192.in-addr.arpa"
 upstreams = ["tcp://127.0.0.1:{corp}"]
 
+[[forward]]
+domain = "k8s.lab.test"
+upstreams = ["tcp://127.0.0.1:{corp}"]
+
 [[network]]
 name = "lab"
 cidrs = ["127.0.0.1/32"]
@@ -51,6 +55,7 @@ fn internet() -> Unbound {
             "plex.test.",
             "corp.test.",
             "168.192.in-addr.arpa.",
+            "k8s.lab.test.",
         ],
         &[
             "internet.test. 300 IN SOA ns.internet.test. root.internet.test. 1 3600 600 86400 120",
@@ -60,6 +65,7 @@ fn internet() -> Unbound {
             "box.plex.test. 300 IN A 10.0.20.50",
             "intranet.corp.test. 300 IN A 10.9.0.1",
             "5.1.168.192.in-addr.arpa. 300 IN PTR printer.home.arpa.",
+            "web.k8s.lab.test. 300 IN A 10.9.0.7",
         ],
     )
 }
@@ -136,6 +142,16 @@ fn rebinding_private_reverse_and_conditional_forwarders() {
         "{:?}",
         corp.answer
     );
+    // A subdomain of an internal zone delegated to another server (a cluster's DNS).
+    let delegated = dig(port, "127.0.0.1", &["web.k8s.lab.test"]);
+    assert!(
+        delegated
+            .answer
+            .first()
+            .is_some_and(|a| a.ends_with("10.9.0.7")),
+        "{}",
+        delegated.raw
+    );
     // A private reverse zone the user forwards (to the router that names its DHCP leases)
     // goes there.
     let lease = dig(port, "127.0.0.1", &["-x", "192.168.1.5"]);
@@ -166,6 +182,11 @@ fn networks_without_recursion_are_refused_and_ch_reveals_nothing() {
     let (_cfg, _lg, port) = start(up.port, up.port);
     assert_eq!(
         dig(port, "127.0.0.3", &["www.internet.test"]).status,
+        "REFUSED"
+    );
+    // A delegated subdomain is forwarded, so it is refused where recursion is.
+    assert_eq!(
+        dig(port, "127.0.0.3", &["web.k8s.lab.test"]).status,
         "REFUSED"
     );
     assert_eq!(

@@ -52,6 +52,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         .and_then(|(_, s)| s.access_log)
         .unwrap_or(true);
     let views = views.finish(&zones);
+    let delegated = dns::delegations(&mut cx, files, &zones, &views);
 
     let diags = Diagnostics(ordered(cx.diags));
     if diags.has_errors() {
@@ -72,6 +73,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         dns: crate::settings::DnsSettings {
             upstreams: upstreams.upstreams,
             forwarders: upstreams.forwarders,
+            delegated,
             cache_size: defaults.cache_size,
             default_ttl: defaults.default_ttl,
             blocklists,

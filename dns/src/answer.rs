@@ -121,6 +121,14 @@ pub fn decide(
         soa.ttl = z.negative_ttl;
         soa
     };
+    // A subdomain of an internal zone that is delegated by a [[forward]].
+    if s.dns.delegated.iter().any(|d| d.zone_of(name)) {
+        return if ra {
+            Decision::Forward
+        } else {
+            Decision::Answer(Answer::error(Error::RecursionRefused))
+        };
+    }
     Decision::Answer(match s.view(network.id).lookup(&s.zones, name, rtype) {
         Lookup::Outside => match private_reverse_zone(name) {
             Some(apex) => {

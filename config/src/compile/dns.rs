@@ -19,7 +19,7 @@ use crate::settings::{
     BlockAction, Blocklist, BlocklistFormat, BlocklistSource, Forwarder, Upstream,
 };
 use crate::source::{FileId, Sources};
-use crate::view::{Zone, ZoneId, zone_of};
+use crate::view::{View, Zone, ZoneId, zone_of};
 
 /// The largest TTL RFC 2181 allows.
 const MAX_TTL: i64 = i32::MAX as i64;
@@ -326,6 +326,57 @@ pub(super) fn blocklists(
             refresh,
             names: Arc::new(names),
         });
+    }
+    out
+}
+
+/// Forwarded domains inside internal zones: a subdomain delegated to another server (a
+/// cluster's DNS, say), whose names go to its forwarder rather than the zone's data. A
+/// [[forward]] of a zone itself, or of a domain with labgate's own names under it, would
+/// never be used (or split names between two sources): an error.
+pub(super) fn delegations(
+    cx: &mut Ctx<'_>,
+    files: &[(FileId, RawFile)],
+    zones: &[Zone],
+    views: &[View],
+) -> Vec<LowerName> {
+    let mut out = Vec::new();
+    for (file, i, raw) in items(files, |f| &f.forward) {
+        // A bad name was reported with the upstreams.
+        let Ok(domain) = values::name(raw.domain.get_ref(), false) else {
+            continue;
+        };
+        let lower = LowerName::new(&domain);
+        if !zones.iter().any(|z| z.name.zone_of(&lower)) {
+            continue;
+        }
+        let key = format!("forward[{i}].domain");
+        let shown = raw.domain.get_ref().trim_end_matches('.');
+        if zones.iter().any(|z| z.name == lower) {
+            cx.error(
+                file,
+                raw.domain.span(),
+                key,
+                format!("`{shown}` is an internal zone: its names are answered from labgate's data, never forwarded"),
+            )
+            .hint("forward a subdomain of it, or remove its [[zone]]");
+            continue;
+        }
+        if let Some(name) = views
+            .iter()
+            .flat_map(|v| v.nodes.keys())
+            .find(|n| lower.zone_of(n))
+        {
+            cx.error(
+                file,
+                raw.domain.span(),
+                key,
+                format!("`{shown}` is forwarded, but labgate has names under it (`{}`, from a [[record]] or a service)", name.to_string().trim_end_matches('.')),
+            )
+            .hint("move those names out of the forwarded domain, or remove the [[forward]]");
+            continue;
+        }
+        out.push(lower);
     }
     out
 }
