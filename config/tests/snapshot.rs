@@ -286,6 +286,14 @@ value = "not the wildcard"
         resolve(&s, "10.0.5.5", "fixed.dev.example.net.", RecordType::A),
         Err("nodata")
     );
+    // A wildcard owner names no host: its address gets no derived PTR.
+    let ptr = s.view(s.networks.lookup(ip("10.0.5.5")).expect("inside").network);
+    assert!(
+        ptr.derived_ptr(&name("40.20.0.10.in-addr.arpa."))
+            .is_empty(),
+        "{:?}",
+        ptr.derived_ptr(&name("40.20.0.10.in-addr.arpa."))
+    );
 }
 
 #[test]

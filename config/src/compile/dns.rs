@@ -362,10 +362,13 @@ pub(super) fn delegations(
             .hint("forward a subdomain of it, or remove its [[zone]]");
             continue;
         }
+        // The first name with data under it (empty non-terminals have none), for a stable message.
         if let Some(name) = views
             .iter()
-            .flat_map(|v| v.nodes.keys())
-            .find(|n| lower.zone_of(n))
+            .flat_map(|v| &v.nodes)
+            .filter(|(n, node)| !node.records.is_empty() && lower.zone_of(n))
+            .map(|(n, _)| n)
+            .min()
         {
             cx.error(
                 file,

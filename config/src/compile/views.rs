@@ -138,8 +138,9 @@ impl ViewsBuilder {
                         RData::AAAA(a) => IpAddr::V6(a.0),
                         _ => continue,
                     };
-                    // Synthesized `ns.<zone>` glue is labgate itself, not a host to name.
-                    if *origin != Origin::Synthesized {
+                    // Synthesized `ns.<zone>` glue is labgate itself, not a host to name, and
+                    // a wildcard owner (`*.dev`) names no host.
+                    if *origin != Origin::Synthesized && !r.name.is_wildcard() {
                         let names = reverse.entry(ip).or_default();
                         names.push((r.name.clone(), r.ttl));
                         names.sort_by(|a, b| a.0.cmp(&b.0));
