@@ -30,8 +30,6 @@ pub struct Zone {
     pub name: LowerName,
     /// The SOA record (also in every view's apex node).
     pub soa: Record,
-    /// TTL of negative answers: min(SOA TTL, SOA minimum), per RFC 2308.
-    pub negative_ttl: u32,
     /// Name servers at the apex.
     pub ns: Vec<Name>,
     /// Whether `ns` is the synthesized `ns.<zone>`, which resolves to labgate in each view.
@@ -115,6 +113,26 @@ pub enum ChainEnd {
 }
 
 impl View {
+    /// The SOA of `zone` for negative answers in this view: the apex's own (an explicit
+    /// [[record]] of type SOA replaces the synthesized one, as SOA queries see), with the
+    /// negative TTL of RFC 2308, min(SOA TTL, SOA minimum).
+    pub fn negative_soa(&self, zone: &Zone) -> Record {
+        let mut soa = self
+            .nodes
+            .get(&zone.name)
+            .and_then(|apex| {
+                apex.records
+                    .iter()
+                    .find(|r| r.record_type() == RecordType::SOA)
+            })
+            .unwrap_or(&zone.soa)
+            .clone();
+        if let RData::SOA(data) = &soa.data {
+            soa.ttl = soa.ttl.min(data.minimum);
+        }
+        soa
+    }
+
     /// PTR records derived from this view's addresses for the reverse name of one address;
     /// empty when the name is not such a name or no record has that address.
     pub fn derived_ptr(&self, name: &LowerName) -> Vec<Record> {

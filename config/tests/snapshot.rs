@@ -428,6 +428,34 @@ fn ptr_records_are_derived_from_each_views_addresses() {
 }
 
 #[test]
+fn negative_answers_carry_the_soa_that_soa_queries_get() {
+    let s = from_str(
+        r#"
+[[network]]
+name = "inside"
+cidrs = ["10.0.0.0/16"]
+addresses = ["10.0.0.2"]
+[[zone]]
+name = "example.net"
+[[record]]
+name = "example.net"
+type = "SOA"
+value = "ns1.example.net. admin.example.net. 7 3600 600 604800 30"
+ttl = 300
+"#,
+    )
+    .expect("compiles");
+    let view = s.view(s.networks.lookup(ip("10.0.5.5")).expect("inside").network);
+    let soa = view.negative_soa(&s.zones[0]);
+    assert_eq!(
+        soa.data.to_string(),
+        resolve(&s, "10.0.5.5", "example.net.", RecordType::SOA).expect("SOA")[0]
+    );
+    assert!(soa.data.to_string().contains(" 7 "), "{soa:?}");
+    assert_eq!(soa.ttl, 30, "min(SOA TTL, SOA minimum)");
+}
+
+#[test]
 fn backend_urls_give_scheme_address_and_port() {
     let s = from_str(
         r#"

@@ -116,10 +116,7 @@ pub fn decide(
         blocked: false,
     };
     let zone_soa = |zone: labgate_config::view::ZoneId| {
-        let z = &s.zones[zone.index()];
-        let mut soa = z.soa.clone();
-        soa.ttl = z.negative_ttl;
-        soa
+        s.view(network.id).negative_soa(&s.zones[zone.index()])
     };
     // A subdomain of an internal zone that is delegated by a [[forward]].
     if s.dns.delegated.iter().any(|d| d.zone_of(name)) {

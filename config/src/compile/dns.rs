@@ -472,7 +472,6 @@ pub(super) fn zones(
             id: ZoneId(zones.len() as u16),
             name: lower,
             soa: Record::from_rdata(apex, ttl, RData::SOA(soa)),
-            negative_ttl: ttl.min(minimum),
             ns,
             synthesized_ns,
             ttl,
