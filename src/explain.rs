@@ -317,6 +317,13 @@ fn route(s: &Snapshot, host: &str, path: &str) -> Decision {
             vec![],
             format!("`{host}` is served, but no path prefix matches `{path}`: 404"),
         ),
+        Route::Ambiguous => decision(
+            "ambiguous_path",
+            vec![],
+            format!(
+                "`{path}` leads to another service of `{host}` once decoded or resolved than as written: 400"
+            ),
+        ),
         Route::Service(id) => {
             let svc = s.service(id);
             decision(

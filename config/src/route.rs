@@ -136,6 +136,9 @@ pub enum Route {
     UnknownPath,
     /// The service that takes the request.
     Service(ServiceId),
+    /// The path names one service as written and another as a backend may read it
+    /// (decoded, dot segments resolved, `;` parameters dropped): 400.
+    Ambiguous,
 }
 
 impl RouteTable {
@@ -146,27 +149,40 @@ impl RouteTable {
     }
 
     /// The service for a normalized host and a path. A prefix matches at a segment
-    /// boundary: `/api` matches `/api`, `/api/x` and `/api;x`, never `/apix`. The path is
-    /// matched as a backend reads it: percent-decoded, `//` merged, `.` and `..` resolved.
+    /// boundary: `/api` matches `/api`, `/api/x` and `/api;x`, never `/apix`.
     pub fn route(&self, host: &str, path: &str) -> Route {
         let Some(entries) = self.hosts.get(host) else {
             return Route::UnknownHost;
         };
+        if let [(prefix, id)] = entries.as_slice()
+            && &**prefix == "/"
+        {
+            // PERF: the usual host, one service for every path, needs no reading of it.
+            return Route::Service(*id);
+        }
         let path = path.split(['?', '#']).next().unwrap_or(path);
-        // SECURITY: with services on prefixes of one host (`/admin` for management, `/` for
-        // everyone), `/%61dmin`, `//admin` or `/x/../admin` must not reach the admin pages
-        // through the other service's policy: the backend decodes them to `/admin`.
-        let normalized;
-        let path = if needs_normalizing(path) {
-            normalized = normalize_path(path);
-            normalized.as_str()
-        } else {
-            path
+        let pick = |path: &str| {
+            entries
+                .iter()
+                .find(|(prefix, _)| path_matches(prefix, path))
+                .map_or(Route::UnknownPath, |(_, id)| Route::Service(*id))
         };
-        entries
-            .iter()
-            .find(|(prefix, _)| path_matches(prefix, path))
-            .map_or(Route::UnknownPath, |(_, id)| Route::Service(*id))
+        let as_written = pick(path);
+        // SECURITY: services on prefixes of one host may have different policies (`/admin`
+        // for management, `/` for everyone). Backends read paths differently: nginx and
+        // Tomcat resolve `..` (Tomcat after dropping `;` parameters), most decode `%61`
+        // (letter case is ignored in both readings). A path that names another service under those readings
+        // than as written is refused: no reading of it reaches a service whose policy it
+        // did not pass.
+        if !needs_normalizing(path) {
+            return as_written;
+        }
+        let as_read = pick(&normalize_path(path));
+        if as_read == as_written {
+            as_written
+        } else {
+            Route::Ambiguous
+        }
     }
 
     /// Services that already claim a host with a prefix.
@@ -184,27 +200,35 @@ impl RouteTable {
     }
 }
 
+/// Whether `path` starts with `prefix` (lower-case) at a segment boundary, letter case
+/// ignored: Express and IIS route `/ADMIN` to `/admin`.
 fn path_matches(prefix: &str, path: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        // `;` starts a segment's parameters, which Java servers drop (`/admin;x` is `/admin`).
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', ';']),
-        None => false,
-    }
+    path.get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        && at_boundary(prefix, &path[prefix.len()..])
 }
 
-/// Whether a path (without its query) has anything [`normalize_path`] would change.
+/// Whether what follows a matched prefix starts a new segment; `;` starts a segment's
+/// parameters, which Java servers drop (`/admin;x` is `/admin`).
+fn at_boundary(prefix: &str, rest: &str) -> bool {
+    prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', ';'])
+}
+
+/// Whether a path (without its query) may read otherwise to a backend: anything
+/// [`normalize_path`] changes.
 pub(crate) fn needs_normalizing(path: &str) -> bool {
-    // PERF: one pass over the bytes; most paths have none of these.
+    // PERF: one pass over the bytes, on hosts with several prefixes only.
     let b = path.as_bytes();
     b.first() != Some(&b'/')
-        || b.iter()
-            .enumerate()
-            .any(|(i, &c)| c == b'%' || (c == b'/' && matches!(b.get(i + 1), Some(b'/' | b'.'))))
+        || b.iter().enumerate().any(|(i, &c)| {
+            matches!(c, b'%' | b';') || (c == b'/' && matches!(b.get(i + 1), Some(b'/' | b'.')))
+        })
 }
 
-/// A path as a backend resolves it (RFC 3986 §5.2.4, after percent-decoding, as nginx
-/// matches its locations): `//` merged, `.` dropped, `..` removing the segment before it,
-/// never above the root.
+/// A path as a lenient backend resolves it: percent-decoded, each segment's `;`
+/// parameters dropped (as Tomcat does), then RFC 3986 §5.2.4 (as nginx matches its
+/// locations): `//` merged, `.` dropped, `..` removing the segment before it, never above
+/// the root.
 pub(crate) fn normalize_path(path: &str) -> String {
     let raw = path.as_bytes();
     let mut decoded = Vec::with_capacity(raw.len());
@@ -229,6 +253,7 @@ pub(crate) fn normalize_path(path: &str) -> String {
     let mut segments: Vec<&[u8]> = Vec::new();
     let mut last = &b""[..];
     for segment in decoded.split(|&c| c == b'/') {
+        let segment = segment.split(|&c| c == b';').next().unwrap_or_default();
         last = segment;
         match segment {
             b"" | b"." => {}
@@ -337,6 +362,9 @@ mod tests {
             ("/admin/..", "/"),
             ("/a/b/.", "/a/b/"),
             ("/a%2Fb", "/a/b"),
+            ("/public/..;/admin", "/admin"),
+            ("/;x/admin", "/admin"),
+            ("/admin;x/api", "/admin/api"),
             ("/100%", "/100%"),
             ("/%zz", "/%zz"),
             ("", "/"),

@@ -48,6 +48,8 @@ pub enum Refusal {
     UnknownHost,
     /// The host is known but no path prefix matches: 404.
     UnknownPath,
+    /// The path names another service once decoded or resolved than as written: 400.
+    AmbiguousPath,
     /// The Host is neither the TLS server name nor covered by the connection's certificate:
     /// 421.
     Misdirected,
@@ -64,7 +66,7 @@ impl Refusal {
     /// The HTTP status.
     pub fn status(self) -> u16 {
         match self {
-            Self::BadHost => 400,
+            Self::BadHost | Self::AmbiguousPath => 400,
             Self::NoNetwork | Self::NotConnector | Self::Denied { .. } => 403,
             Self::UnknownHost | Self::UnknownPath => 404,
             Self::Misdirected => 421,
@@ -121,6 +123,7 @@ pub fn decide(
         Route::Service(id) => id,
         Route::UnknownHost => return Decision::Refuse(Refusal::UnknownHost),
         Route::UnknownPath => return Decision::Refuse(Refusal::UnknownPath),
+        Route::Ambiguous => return Decision::Refuse(Refusal::AmbiguousPath),
     };
     match (snapshot.service(service).access(network), via) {
         (Access::Allow, _) => Decision::Forward { service, network },

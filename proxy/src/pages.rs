@@ -61,6 +61,9 @@ pub fn refusal_body(s: &Snapshot, r: Refusal) -> String {
             "403 Forbidden: this is the Cloudflare Tunnel origin; only `tunnel.connectors` may use it.\n"
                 .into()
         }
+        Refusal::AmbiguousPath => {
+            "400 Bad Request: this path leads to another service once decoded or resolved (%xx, `..`, `;`) than as written.\n".into()
+        }
         Refusal::UnknownHost | Refusal::UnknownPath => {
             "404 Not Found: no service here has this host name and path.\n".into()
         }

@@ -430,8 +430,23 @@ fn paths(cx: &mut Ctx<'_>, file: FileId, raw: &RawService, key: &str) -> Vec<Arc
                 format!("`{s}` is not a path prefix"),
             )
             .expected("a path starting with `/`, e.g. `/api`");
-        } else if !out.iter().any(|o| **o == **s) {
-            out.push(Arc::from(s.as_str()));
+        } else if s.contains(['%', ';']) || crate::route::normalize_path(s) != *s {
+            // Requests are matched as backends read them: this prefix would never match.
+            cx.error(
+                file,
+                p.span(),
+                format!("{key}.paths[{j}]"),
+                format!("`{s}` is not a path as a backend reads it"),
+            )
+            .expected(
+                "a path without `%`, `;`, `//`, `.` or `..` segments, e.g. `/api/v2`",
+            );
+        } else {
+            // Matched without regard to case, as some backends route.
+            let lower = s.to_ascii_lowercase();
+            if !out.iter().any(|o| **o == *lower) {
+                out.push(Arc::from(lower));
+            }
         }
     }
     out
