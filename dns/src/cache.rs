@@ -65,20 +65,21 @@ struct Entry {
     used: Instant,
 }
 
-/// Frees room in a full cache: answers past their TTL first (they only serve stale, and a
-/// day of them would fill any cache), then, if it is still full, the least recently used
-/// tenth. PERF: linear, and at most once per tenth of the capacity inserted (dropping one
-/// entry at a time made every insert into a full cache a walk of all of it, and its choice,
-/// the fewest hits, was most often the newest answer).
+/// Frees a tenth of a full cache: answers past their TTL first (they only serve stale, and
+/// a day of them would fill any cache), then the least recently used. PERF: linear, once
+/// per tenth of the capacity inserted (dropping one entry at a time made every insert into
+/// a full cache a walk of all of it, and its choice, the fewest hits, was most often the
+/// newest answer).
 fn make_room(map: &mut HashMap<(LowerName, RecordType), Entry>, capacity: usize, now: Instant) {
+    let target = capacity - capacity / 10 - 1;
     map.retain(|_, e| {
         now.saturating_duration_since(e.stored) < Duration::from_secs(u64::from(e.ttl))
     });
-    if map.len() < capacity {
+    if map.len() <= target {
         return;
     }
     let mut used: Vec<Instant> = map.values().map(|e| e.used).collect();
-    let (_, &mut cut, _) = used.select_nth_unstable(capacity / 10);
+    let (_, &mut cut, _) = used.select_nth_unstable(map.len() - target - 1);
     map.retain(|_, e| e.used > cut);
 }
 
