@@ -31,6 +31,11 @@ upstreams = ["tcp://127.0.0.1:{corp}"]
 domain = "k8s.lab.test"
 upstreams = ["tcp://127.0.0.1:{corp}"]
 
+# Public reverse names to the "corporate" server: private ones must stay local.
+[[forward]]
+domain = "in-addr.arpa"
+upstreams = ["tcp://127.0.0.1:{corp}"]
+
 [[network]]
 name = "lab"
 cidrs = ["127.0.0.1/32"]
@@ -44,6 +49,17 @@ recursion = false
 
 [[zone]]
 name = "lab.test"
+
+# Internal names that are aliases of names elsewhere: the chain is followed out.
+[[record]]
+name = "www.lab.test"
+type = "CNAME"
+value = "www.internet.test"
+
+[[record]]
+name = "kube.lab.test"
+type = "CNAME"
+value = "web.k8s.lab.test"
 "#
     )
 }
@@ -56,6 +72,7 @@ fn internet() -> Unbound {
             "corp.test.",
             "168.192.in-addr.arpa.",
             "k8s.lab.test.",
+            "10.in-addr.arpa.",
         ],
         &[
             "internet.test. 300 IN SOA ns.internet.test. root.internet.test. 1 3600 600 86400 120",
@@ -66,6 +83,7 @@ fn internet() -> Unbound {
             "intranet.corp.test. 300 IN A 10.9.0.1",
             "5.1.168.192.in-addr.arpa. 300 IN PTR printer.home.arpa.",
             "web.k8s.lab.test. 300 IN A 10.9.0.7",
+            "3.2.1.10.in-addr.arpa. 300 IN PTR leaked.internet.test.",
         ],
     )
 }
@@ -142,6 +160,20 @@ fn rebinding_private_reverse_and_conditional_forwarders() {
         "{:?}",
         corp.answer
     );
+    // An internal alias of an outside name (and of a delegated one) gets the whole chain:
+    // stub resolvers do not follow a CNAME themselves.
+    for (alias, address) in [
+        ("www.lab.test", "93.184.216.34"),
+        ("kube.lab.test", "10.9.0.7"),
+    ] {
+        let chain = dig(port, "127.0.0.1", &[alias]);
+        assert_eq!(chain.status, "NOERROR", "{}", chain.raw);
+        assert!(
+            chain.answer.len() == 2 && chain.answer[1].ends_with(address),
+            "{alias}: {}",
+            chain.raw
+        );
+    }
     // A subdomain of an internal zone delegated to another server (a cluster's DNS).
     let delegated = dig(port, "127.0.0.1", &["web.k8s.lab.test"]);
     assert!(

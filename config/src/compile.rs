@@ -33,7 +33,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
     let blocklists = dns::blocklists(&mut cx, files, &mut list_texts);
     let networks = networks::compile(&mut cx, files, &blocklists);
     let upstreams = dns::upstreams(&mut cx, files);
-    let zones = dns::zones(&mut cx, files, &loaded.sources, defaults.default_ttl);
+    let mut zones = dns::zones(&mut cx, files, &loaded.sources, defaults.default_ttl);
     let mut views = views::ViewsBuilder::new(&networks, &zones);
     dns::records(
         &mut cx,
@@ -52,7 +52,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         .and_then(|(_, s)| s.access_log)
         .unwrap_or(true);
     let views = views.finish(&zones);
-    let delegated = dns::delegations(&mut cx, files, &zones, &views);
+    dns::delegate(&mut cx, files, &mut zones, &views);
 
     let diags = Diagnostics(ordered(cx.diags));
     if diags.has_errors() {
@@ -73,7 +73,6 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         dns: crate::settings::DnsSettings {
             upstreams: upstreams.upstreams,
             forwarders: upstreams.forwarders,
-            delegated,
             cache_size: defaults.cache_size,
             default_ttl: defaults.default_ttl,
             blocklists,

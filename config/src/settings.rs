@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::rr::{LowerName, Name};
+use hickory_proto::rr::Name;
 
 /// Listening addresses. Restart-only.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,9 +36,6 @@ pub struct DnsSettings {
     pub upstreams: Vec<Upstream>,
     /// Conditional forwarders, longest domain first.
     pub forwarders: Vec<Forwarder>,
-    /// The forwarders' domains that lie inside internal zones (delegated subdomains): their
-    /// names are forwarded, not answered from the zone.
-    pub delegated: Vec<LowerName>,
     /// Maximum cached answers.
     pub cache_size: NonZeroUsize,
     /// TTL of records that name none.

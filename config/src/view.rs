@@ -30,6 +30,8 @@ pub struct Zone {
     pub name: LowerName,
     /// The SOA record (also in every view's apex node).
     pub soa: Record,
+    /// Subdomains a [[forward]] delegates to another server: not part of the zone.
+    pub delegated: Vec<LowerName>,
     /// Name servers at the apex.
     pub ns: Vec<Name>,
     /// Whether `ns` is the synthesized `ns.<zone>`, which resolves to labgate in each view.
@@ -234,12 +236,14 @@ impl View {
     }
 }
 
-/// The internal zone a name falls in (the longest apex that is a suffix of it).
+/// The internal zone a name falls in (the longest apex that is a suffix of it), unless a
+/// subdomain delegated out of that zone holds the name.
 pub fn zone_of<'z>(zones: &'z [Zone], name: &LowerName) -> Option<&'z Zone> {
     zones
         .iter()
         .filter(|z| z.name.zone_of(name))
         .max_by_key(|z| z.name.num_labels())
+        .filter(|z| !z.delegated.iter().any(|d| d.zone_of(name)))
 }
 
 fn rename(record: &Record, owner: &LowerName) -> Record {

@@ -77,6 +77,17 @@ pub enum Decision {
     Answer(Answer),
     /// Resolve through the upstreams (the client's network may recurse).
     Forward,
+    /// An internal CNAME chain that leaves the internal zones: resolve its last target
+    /// through the upstreams and append what they answer (stub resolvers do not follow a
+    /// CNAME themselves).
+    Chase {
+        /// The internal part, CNAMEs first.
+        chain: Answer,
+        /// The name the chain ends at.
+        target: LowerName,
+        /// The type asked.
+        rtype: RecordType,
+    },
 }
 
 /// Decides a question from a client address.
@@ -84,7 +95,8 @@ pub enum Decision {
 /// Clients in no network are always REFUSED (labgate is never an open resolver); so are
 /// non-IN classes (`version.bind` reveals nothing) and names outside the internal zones for
 /// networks that may not recurse. Private-range reverse names (RFC 6303) are answered here,
-/// never forwarded.
+/// from the view's addresses, and otherwise forwarded only to a [[forward]] for that private
+/// zone (or part of it).
 pub fn decide(
     s: &Snapshot,
     lists: &FetchedLists,
@@ -118,14 +130,6 @@ pub fn decide(
     let zone_soa = |zone: labgate_config::view::ZoneId| {
         s.view(network.id).negative_soa(&s.zones[zone.index()])
     };
-    // A subdomain of an internal zone that is delegated by a [[forward]].
-    if s.dns.delegated.iter().any(|d| d.zone_of(name)) {
-        return if ra {
-            Decision::Forward
-        } else {
-            Decision::Answer(Answer::error(Error::RecursionRefused))
-        };
-    }
     Decision::Answer(match s.view(network.id).lookup(&s.zones, name, rtype) {
         Lookup::Outside => match private_reverse_zone(name) {
             Some(apex) => {
@@ -135,10 +139,17 @@ pub fn decide(
                     Vec::new()
                 };
                 if derived.is_empty() {
-                    // A conditional forwarder the user named for it (the router that knows
-                    // its DHCP leases' names) comes before the local empty zone.
+                    // A conditional forwarder the user named for this private zone or part
+                    // of it (the router that knows its DHCP leases' names) comes before the
+                    // local empty zone. SECURITY: one for `arpa.` or the root does not: that
+                    // would send private reverse names to the internet.
                     let full = Name::from(name);
-                    if ra && s.dns.forwarders.iter().any(|f| f.domain.zone_of(&full)) {
+                    if ra
+                        && s.dns
+                            .forwarders
+                            .iter()
+                            .any(|f| apex.zone_of(&f.domain) && f.domain.zone_of(&full))
+                    {
                         return Decision::Forward;
                     }
                     negative(empty_zone_soa(apex), ResponseCode::NXDomain)
@@ -177,6 +188,20 @@ pub fn decide(
         Lookup::NxDomain { zone } => negative(zone_soa(zone), ResponseCode::NXDomain),
         Lookup::NoData { zone } => negative(zone_soa(zone), ResponseCode::NoError),
         Lookup::Answer { records, end, .. } => {
+            if let (ChainEnd::Outside(target), true) = (&end, ra) {
+                return Decision::Chase {
+                    chain: Answer {
+                        rcode: ResponseCode::NoError,
+                        authoritative: true,
+                        recursion_available: ra,
+                        answers: records,
+                        soa: Vec::new(),
+                        blocked: false,
+                    },
+                    target: LowerName::new(target),
+                    rtype,
+                };
+            }
             let (rcode, soa) = match end {
                 ChainEnd::NxDomain(z) => (ResponseCode::NXDomain, vec![zone_soa(z)]),
                 ChainEnd::NoData(z) => (ResponseCode::NoError, vec![zone_soa(z)]),

@@ -11,6 +11,7 @@ use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 use labgate_config::Snapshot;
+use labgate_config::view::{ChainEnd, Lookup};
 
 use crate::Handler;
 use crate::server::MAX_UDP_PAYLOAD;
@@ -78,8 +79,18 @@ impl FastTable {
                         types.push(r.record_type());
                     }
                 }
+                let lower = name;
                 let name = Name::from(name.clone());
                 for rtype in types {
+                    // A chain that leaves the internal data is completed by the upstreams,
+                    // per query: not a fixed answer.
+                    if let Lookup::Answer {
+                        end: ChainEnd::Outside(_),
+                        ..
+                    } = view.lookup(&snapshot.zones, lower, rtype)
+                    {
+                        continue;
+                    }
                     let Some(entry) = precompile(handler, &name, rtype, src).await else {
                         continue;
                     };

@@ -408,6 +408,20 @@ impl Handler {
                         hit = life;
                         a
                     }
+                    Decision::Chase {
+                        mut chain,
+                        target,
+                        rtype,
+                    } => {
+                        let forwarders = self.forwarders(&snapshot);
+                        let (outside, _) =
+                            forwarders.resolve(&target, rtype, &self.metrics).await;
+                        // RFC 6604: the rcode and the authority section follow the last name.
+                        chain.rcode = outside.rcode;
+                        chain.answers.extend(outside.answers);
+                        chain.soa = outside.soa;
+                        chain
+                    }
                 };
                 debug!(client = %info.src, name = %q.name(), qtype = %q.query_type(), rcode = %a.rcode, "dns query");
                 let network = snapshot

@@ -62,10 +62,13 @@ pub(crate) fn connect_failure(e: &pingora::Error) -> (u16, &'static str) {
         ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => {
             (504, "did not accept a connection in time")
         }
-        ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => (
-            502,
-            "failed the TLS handshake: its certificate is not trusted for its address or name (a self-signed one needs the service's backend_ca_file)",
-        ),
+        // The log line has the reason (an untrusted certificate: the service's
+        // `backend_ca_file`; or plain HTTP on the port).
+        ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert => {
+            (502, "failed the TLS handshake (labgate's log says why)")
+        }
+        // pingora's HTTP/2 connection preface failed.
+        ErrorType::HandshakeError => (502, "did not speak HTTP/2 (h2c)"),
         _ => (502, "refused the connection or is unreachable"),
     }
 }

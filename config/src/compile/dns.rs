@@ -330,17 +330,16 @@ pub(super) fn blocklists(
     out
 }
 
-/// Forwarded domains inside internal zones: a subdomain delegated to another server (a
-/// cluster's DNS, say), whose names go to its forwarder rather than the zone's data. A
-/// [[forward]] of a zone itself, or of a domain with labgate's own names under it, would
-/// never be used (or split names between two sources): an error.
-pub(super) fn delegations(
+/// Cuts forwarded domains out of the internal zones that hold them: a subdomain delegated
+/// to another server (a cluster's DNS, say), whose names, and CNAMEs into them, then go to
+/// its forwarder. A [[forward]] of a zone itself, or of a domain with labgate's own names
+/// under it, would never be used (or split names between two sources): an error.
+pub(super) fn delegate(
     cx: &mut Ctx<'_>,
     files: &[(FileId, RawFile)],
-    zones: &[Zone],
+    zones: &mut [Zone],
     views: &[View],
-) -> Vec<LowerName> {
-    let mut out = Vec::new();
+) {
     for (file, i, raw) in items(files, |f| &f.forward) {
         // A bad name was reported with the upstreams.
         let Ok(domain) = values::name(raw.domain.get_ref(), false) else {
@@ -379,9 +378,14 @@ pub(super) fn delegations(
             .hint("move those names out of the forwarded domain, or remove the [[forward]]");
             continue;
         }
-        out.push(lower);
+        if let Some(zone) = zones
+            .iter_mut()
+            .filter(|z| z.name.zone_of(&lower))
+            .max_by_key(|z| z.name.num_labels())
+        {
+            zone.delegated.push(lower);
+        }
     }
-    out
 }
 
 pub(super) fn zones(
@@ -472,6 +476,7 @@ pub(super) fn zones(
             id: ZoneId(zones.len() as u16),
             name: lower,
             soa: Record::from_rdata(apex, ttl, RData::SOA(soa)),
+            delegated: Vec::new(),
             ns,
             synthesized_ns,
             ttl,

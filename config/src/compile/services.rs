@@ -438,9 +438,7 @@ fn paths(cx: &mut Ctx<'_>, file: FileId, raw: &RawService, key: &str) -> Vec<Arc
                 format!("{key}.paths[{j}]"),
                 format!("`{s}` is not a path as a backend reads it"),
             )
-            .expected(
-                "a path without `%`, `;`, `//`, `.` or `..` segments, e.g. `/api/v2`",
-            );
+            .expected("a path without `%`, `;`, `//`, `.` or `..` segments, e.g. `/api/v2`");
         } else {
             // Matched without regard to case, as some backends route.
             let lower = s.to_ascii_lowercase();
