@@ -331,7 +331,7 @@ fn bodies_pass_with_every_framing() {
 #[test]
 fn smuggling_shapes_and_oversized_heads_are_refused_before_any_backend() {
     let s = setup();
-    let cases: [(&str, &str); 8] = [
+    let cases: [(&str, &str); 9] = [
         (
             "CL+TE",
             "POST / HTTP/1.1\r\nHost: app.lab.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
@@ -360,6 +360,10 @@ fn smuggling_shapes_and_oversized_heads_are_refused_before_any_backend() {
         (
             "NUL",
             "GET / HTTP/1.1\r\nHost: app.lab.test\r\nX: a\0b\r\n\r\n",
+        ),
+        (
+            "fragment",
+            "GET /a#/../admin HTTP/1.1\r\nHost: app.lab.test\r\n\r\n",
         ),
     ];
     for (what, req) in cases {

@@ -414,8 +414,7 @@ impl Handler {
                         rtype,
                     } => {
                         let forwarders = self.forwarders(&snapshot);
-                        let (outside, _) =
-                            forwarders.resolve(&target, rtype, &self.metrics).await;
+                        let (outside, _) = forwarders.resolve(&target, rtype, &self.metrics).await;
                         // RFC 6604: the rcode and the authority section follow the last name.
                         chain.rcode = outside.rcode;
                         chain.answers.extend(outside.answers);

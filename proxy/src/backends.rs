@@ -32,8 +32,8 @@ pub struct BackendState {
     pub backend: Backend,
     /// Its pingora peer; `None` while a host name is unresolved.
     peer: ArcSwapOption<HttpPeer>,
-    /// Requests in flight.
-    pub active: AtomicUsize,
+    /// Requests in flight, counted by [`InFlight`] guards only.
+    active: AtomicUsize,
     failures: AtomicU32,
     /// Milliseconds since `epoch` until which it is ejected.
     ejected_until: AtomicU64,

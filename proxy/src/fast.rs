@@ -324,7 +324,8 @@ impl Conn {
         self.rbuf.advance(f.head_len);
         let svc = state.snapshot.service(f.service);
         let read_timeout = svc.timeout;
-        let _in_flight = f.backend.in_flight();
+        // Counted for the backend that has the request: moved with a retry.
+        let mut _in_flight = f.backend.in_flight();
         let mut backend = Arc::clone(&f.backend);
         let mut fresh_only = false;
         let mut attempts = 0;
@@ -343,6 +344,7 @@ impl Conn {
                             .filter(|b| !Arc::ptr_eq(b, &backend))
                     {
                         backend = Arc::clone(other);
+                        _in_flight = backend.in_flight();
                         continue;
                     }
                     break Err(Failure::Backend(status, why));

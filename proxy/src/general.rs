@@ -564,9 +564,11 @@ fn upstream_request(
     // RFC 9113 §8.2.3: an HTTP/2 client may split its cookies into several fields; an
     // HTTP/1.1 backend must get one, joined with "; " (PHP and others join repeated fields
     // with ", " and lose the session).
+    // PERF: the usual single field passes as it is, with no list made.
+    let split_cookies = req.headers.get_all(header::COOKIE).iter().nth(1).is_some();
     let mut cookies: Vec<&[u8]> = Vec::new();
     for (name, value) in &req.headers {
-        if *name == header::COOKIE {
+        if split_cookies && *name == header::COOKIE {
             cookies.push(value.as_bytes());
             continue;
         }

@@ -293,6 +293,11 @@ pub fn parse_request<'b>(
     if !(target.starts_with('/') || (method == "OPTIONS" && target == "*")) {
         return Err(HeadError::Invalid("unsupported request target"));
     }
+    // A fragment is never sent (RFC 9112 §3.2): routing reads the path before `#`, and a
+    // backend could read it otherwise.
+    if target.contains('#') {
+        return Err(HeadError::Invalid("a fragment (#) in the request target"));
+    }
     let path = target;
     if minor == 1 && host.is_none() {
         return Err(HeadError::Invalid("HTTP/1.1 request without Host"));

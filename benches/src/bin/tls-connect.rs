@@ -40,6 +40,11 @@ enum Load {
 /// byte, to the response's last byte.
 type Times = (Duration, Duration);
 
+/// Longest a connection may take before it counts as an error.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Highest rate taken: the pacing interval must stay above zero.
+const MAX_RATE: u32 = 1_000_000;
+
 struct Target {
     addr: SocketAddr,
     name: ServerName<'static>,
@@ -92,7 +97,8 @@ fn parse(args: &[String]) -> Result<(Target, Load, Duration), String> {
             .filter(|v| *v > 0)
             .ok_or_else(|| format!("{flag} needs a positive number"))?;
         match flag.as_str() {
-            "--rate" => load = Some(Load::Rate(value)),
+            "--rate" if value <= MAX_RATE => load = Some(Load::Rate(value)),
+            "--rate" => return Err(format!("--rate is at most {MAX_RATE}")),
             "--concurrency" => load = Some(Load::Concurrency(value)),
             "--duration" => duration = Duration::from_secs(value.into()),
             _ => return Err(format!("unknown option {flag}")),
@@ -191,9 +197,15 @@ fn split(results: Vec<Result<Times, String>>) -> (Vec<Times>, usize) {
     (times, errors)
 }
 
-/// One connection due at `due`: connect, handshake, request, the whole response (a 200 with
-/// a Content-Length).
+/// One connection due at `due`, within [`CONNECTION_TIMEOUT`].
 async fn connection(target: &Target, due: Instant) -> Result<Times, String> {
+    tokio::time::timeout(CONNECTION_TIMEOUT, exchange(target, due))
+        .await
+        .unwrap_or_else(|_| Err(format!("no response within {CONNECTION_TIMEOUT:?}")))
+}
+
+/// Connect, handshake, request, the whole response (a 200 with a Content-Length).
+async fn exchange(target: &Target, due: Instant) -> Result<Times, String> {
     let tcp = TcpStream::connect(target.addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
