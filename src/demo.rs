@@ -47,7 +47,7 @@ pub fn try_it(s: &Snapshot, admin: SocketAddr, ca: &Path) -> String {
          \x20 labgate explain --from 127.0.0.2 app.demo.test      # the `guest` network\n\
          \x20 labgate check deploy/examples/homelab.toml\n\
          \x20 curl --cacert {ca} --resolve app.demo.test:{port}:127.0.0.1 https://app.demo.test:{port}/healthz\n\
-         \x20 curl --cacert {ca} --resolve app.demo.test:{port}:127.0.0.2 --interface 127.0.0.2 https://app.demo.test:{port}/   # guest: 403\n\
+         \x20 curl --cacert {ca} --resolve app.demo.test:{port}:127.0.0.1 --interface 127.0.0.2 https://app.demo.test:{port}/   # guest: 403\n\
          \x20 curl -i -H 'Host: app.demo.test' http://127.0.0.1:{http}/   # redirect to HTTPS\n\
          Local CA for HTTPS clients: curl --cacert {ca}\n\
          DNS answers internal names and forwards the rest; HTTPS routes by name with the policy of each service.\n",

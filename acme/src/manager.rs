@@ -189,6 +189,7 @@ impl Manager {
             let current = store::load(
                 &store::dir(&self.state_dir, &names),
                 &names,
+                &store::origin(&job.settings),
                 SystemTime::now(),
             )
             .map(Arc::new);
@@ -370,7 +371,11 @@ impl Manager {
             result = order::issue(&account, &request(None)).await;
         }
         let cert = result?;
-        store::save(&store::dir(&self.state_dir, &job.names), &cert)?;
+        store::save(
+            &store::dir(&self.state_dir, &job.names),
+            &cert,
+            &store::origin(&job.settings),
+        )?;
         Ok(cert)
     }
 

@@ -54,13 +54,27 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
     let views = views.finish(&zones);
     dns::delegate(&mut cx, files, &mut zones, &views);
 
+    // Everything read from files besides the configuration counts in its hash: a changed
+    // CA file or blocklist is a change to reload, though no TOML file changed.
+    let read: Vec<&[u8]> = list_texts
+        .iter()
+        .map(|t| t.as_bytes())
+        .chain(upstreams.roots.iter().map(|r| &r[..]))
+        .chain(
+            services
+                .iter()
+                .flat_map(|s| &s.backend_roots)
+                .map(|r| &r[..]),
+        )
+        .collect();
+    let hash = loaded.sources.content_hash().with(&read);
     let diags = Diagnostics(ordered(cx.diags));
     if diags.has_errors() {
         return Err(diags);
     }
     Ok(Snapshot {
         generation,
-        hash: loaded.sources.content_hash().with(&list_texts),
+        hash,
         state_dir,
         access_log,
         trusted_proxies,

@@ -134,15 +134,16 @@ pub struct ContentHash(pub [u8; 32]);
 impl ContentHash {
     /// This hash extended with more content (blocklist files), so that a change there is a
     /// changed configuration too.
-    pub fn with(self, extra: &[String]) -> Self {
+    pub fn with<T: AsRef<[u8]>>(self, extra: &[T]) -> Self {
         if extra.is_empty() {
             return self;
         }
         let mut h = Sha256::new();
         h.update(self.0);
         for e in extra {
+            let e = e.as_ref();
             h.update((e.len() as u64).to_le_bytes());
-            h.update(e.as_bytes());
+            h.update(e);
         }
         Self(h.finalize().into())
     }

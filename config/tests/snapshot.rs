@@ -491,3 +491,60 @@ allow = ["lab"]
         ]
     );
 }
+
+#[test]
+fn a_changed_ca_file_is_a_changed_configuration() {
+    let dir = tempfile::tempdir().expect("dir");
+    let write_ca = |name: &str| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let pem = params.self_signed(&key).expect("CA").pem();
+        std::fs::write(dir.path().join("ca.pem"), pem).expect("write CA");
+    };
+    let config = dir.path().join("labgate.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[network]]
+name = "lab"
+cidrs = ["10.0.0.0/16"]
+addresses = ["10.0.0.2"]
+[[zone]]
+name = "example.net"
+[[service]]
+host = "pve.example.net"
+backends = ["https://10.0.20.5:8006"]
+allow = ["lab"]
+backend_ca_file = "ca.pem"
+"#,
+    )
+    .expect("write config");
+    write_ca("first");
+    let first = load_and_compile(&config, 1).expect("compiles").hash;
+    assert_eq!(first, load_and_compile(&config, 2).expect("compiles").hash);
+    write_ca("second");
+    // A reload must see it, though no TOML file changed.
+    assert_ne!(first, load_and_compile(&config, 3).expect("compiles").hash);
+}
+
+#[test]
+fn a_blocklist_file_with_a_byte_that_is_not_utf8_still_blocks() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("ads.txt"),
+        b"# liste fran\xe7aise\nads.example.com\n",
+    )
+    .expect("write list");
+    let config = dir.path().join("labgate.toml");
+    std::fs::write(
+        &config,
+        "[[blocklist]]\nname = \"ads\"\nfile = \"ads.txt\"\n\n[[network]]\nname = \"lab\"\ncidrs = [\"10.0.0.0/16\"]\naddresses = [\"10.0.0.2\"]\nblocklists = [\"ads\"]\n",
+    )
+    .expect("write config");
+    let s = load_and_compile(&config, 1).expect("compiles");
+    assert!(s.dns.blocklists[0].names.blocks("ads.example.com"));
+}

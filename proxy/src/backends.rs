@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use labgate_config::Snapshot;
 use labgate_config::route::{Backend, BackendHost, Balance, HealthCheck, Service};
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 
 /// Consecutive connect failures that eject a backend.
 const EJECT_AFTER: u32 = 3;
@@ -264,8 +264,15 @@ impl Pools {
     /// Builds the pools for a snapshot, reusing the state of backends that did not change.
     pub fn build(snapshot: &Snapshot, previous: &Self) -> Self {
         let mut old: HashMap<(&Backend, &PeerSettings), &Arc<BackendState>> = HashMap::new();
+        // Resolved addresses of named backends, kept when their settings change: else a
+        // changed timeout would leave them unresolved (502) until the background resolver
+        // came round again.
+        let mut resolved: HashMap<&Backend, IpAddr> = HashMap::new();
         for b in previous.by_service.iter().flat_map(|p| &p.backends) {
             old.insert((&b.backend, &b.settings), b);
+            if let Some(addr) = b.peer().and_then(|p| p.address().as_inet().copied()) {
+                resolved.insert(&b.backend, addr.ip());
+            }
         }
         let by_service = snapshot
             .services
@@ -277,7 +284,13 @@ impl Pools {
                     .iter()
                     .map(|b| {
                         old.get(&(b, &settings)).map_or_else(
-                            || Arc::new(BackendState::new(b, settings.clone())),
+                            || {
+                                let fresh = BackendState::new(b, settings.clone());
+                                if let Some(ip) = resolved.get(b) {
+                                    fresh.set_address(*ip);
+                                }
+                                Arc::new(fresh)
+                            },
                             |s| Arc::clone(s),
                         )
                     })
@@ -314,5 +327,40 @@ fn settings(svc: &Service) -> PeerSettings {
         read_timeout: svc.timeout,
         verify: !svc.danger_accept_invalid_backend_certs,
         roots: svc.backend_roots.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(timeout: &str) -> Snapshot {
+        let mut sources = labgate_config::Sources::new();
+        sources.add(
+            "t.toml",
+            format!(
+                "[[network]]\nname = \"lab\"\ncidrs = [\"10.0.0.0/16\"]\naddresses = [\"10.0.0.2\"]\n\
+                 [[zone]]\nname = \"lab.test\"\n\
+                 [[service]]\nhost = \"app.lab.test\"\nbackends = [\"http://nas.lab.test:5000\"]\nallow = [\"lab\"]\ntimeout = \"{timeout}\"\n"
+            ),
+        );
+        let loaded = labgate_config::parse(sources).expect("parses");
+        labgate_config::compile(&loaded, 1).expect("compiles")
+    }
+
+    #[test]
+    fn a_named_backend_keeps_its_address_when_its_settings_change() {
+        let first = Pools::build(&snapshot("60s"), &Pools::default());
+        let backend = &first.by_service[0].backends[0];
+        assert!(
+            backend.peer().is_none(),
+            "a name is resolved in the background"
+        );
+        backend.set_address(IpAddr::from([10, 0, 20, 5]));
+        let second = Pools::build(&snapshot("5s"), &first);
+        let kept = &second.by_service[0].backends[0];
+        assert!(!Arc::ptr_eq(backend, kept), "new settings make a new state");
+        let addr = kept.peer().and_then(|p| p.address().as_inet().copied());
+        assert_eq!(addr, Some("10.0.20.5:5000".parse().expect("addr")));
     }
 }

@@ -307,8 +307,11 @@ pub(super) fn blocklists(
         // A file list is read now, so an edited list is a changed snapshot; a URL list
         // starts empty and is filled by the background fetcher.
         let names = match &source {
-            BlocklistSource::File(path) => match std::fs::read_to_string(path) {
-                Ok(text) => {
+            BlocklistSource::File(path) => match std::fs::read(path) {
+                Ok(bytes) => {
+                    // A stray Latin-1 byte (an accented comment) must not empty the list:
+                    // names are ASCII, and only they are read.
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
                     let set = BlockSet::parse(&text, format);
                     contents.push(text);
                     set
