@@ -32,14 +32,17 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let lists = dns.fetched_lists();
-    let mut due: HashMap<String, Instant> = HashMap::new();
+    // By URL, format and interval: a list whose format or interval a reload changed is
+    // fetched again at once (it was parsed with the old format until its next refresh).
+    let mut due: HashMap<(String, String), Instant> = HashMap::new();
     loop {
         let snapshot = shared.snapshot.load_full();
         for l in &snapshot.dns.blocklists {
             let BlocklistSource::Url(url) = &l.source else {
                 continue;
             };
-            if due.get(url.as_str()).is_some_and(|d| *d > Instant::now()) {
+            let key = (url.to_string(), format!("{:?} {:?}", l.format, l.refresh));
+            if due.get(&key).is_some_and(|d| *d > Instant::now()) {
                 continue;
             }
             let fetched = tokio::select! {
@@ -69,7 +72,7 @@ pub async fn run(
                     l.refresh.min(RETRY_AFTER)
                 }
             };
-            due.insert(url.to_string(), Instant::now() + next);
+            due.insert(key, Instant::now() + next);
         }
         // New snapshots may add lists: look again within a second (with nothing due, in a
         // second, not at once: that would spin).

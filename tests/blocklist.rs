@@ -282,6 +282,46 @@ fn url_lists_are_fetched_through_the_upstreams_and_survive_a_failed_refresh() {
 }
 
 #[test]
+fn a_url_list_whose_format_is_corrected_is_fetched_again_at_once() {
+    let site = tempfile::tempdir().expect("tempdir");
+    std::fs::write(site.path().join("hosts.txt"), "0.0.0.0 ads.internet.test\n").expect("list");
+    let http = FileServer::start(site.path());
+    let up = Unbound::start(
+        &["internet.test."],
+        &["ads.internet.test. 300 IN A 93.184.216.1"],
+    );
+    // A hosts file read as a domain list (the default format): nothing in it is a name.
+    let config = |format: &str| {
+        format!(
+            "[listen]\ndns = [\"127.0.0.1:0\"]\n\n[dns]\nupstreams = [\"udp://127.0.0.1:{}\"]\n\n\
+             [[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.1/32\"]\naddresses = [\"127.0.0.1\"]\nblocklists = [\"ads\"]\n\n\
+             [[blocklist]]\nname = \"ads\"\nurl = \"http://127.0.0.1:{}/hosts.txt\"\nrefresh = \"1d\"\n{format}",
+            up.port, http.port
+        )
+    };
+    let (cfg, lg, port) = start_url_lists(&config(""));
+    let deadline = std::time::Instant::now() + support::RELOAD_TIMEOUT;
+    let fetched = |n: u64| {
+        while fetches(&lg, "success") < n {
+            assert!(std::time::Instant::now() < deadline, "fetch {n} never came");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    fetched(1);
+    assert_eq!(
+        dig(port, "127.0.0.1", &["ads.internet.test"]).status,
+        "NOERROR"
+    );
+    // The user fixes the format: the list is fetched again now, not in a day.
+    cfg.write("labgate.toml", &config("format = \"hosts\"\n"));
+    fetched(2);
+    assert_eq!(
+        dig(port, "127.0.0.1", &["ads.internet.test"]).status,
+        "NXDOMAIN"
+    );
+}
+
+#[test]
 fn url_lists_follow_redirects_a_loop_fails_and_logs_hide_the_query() {
     let site = tempfile::tempdir().expect("tempdir");
     std::fs::write(site.path().join("ads.txt"), "ads.internet.test\n").expect("list");
