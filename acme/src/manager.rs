@@ -366,8 +366,7 @@ impl Manager {
             account = self.account(&job.settings).await?;
             result = order::issue(&account, &request(None)).await;
         }
-        if matches!(&result, Err(Error::Acme(m)) if m.contains("renewal information")) {
-            // No ARI at this CA: order without `replaces`.
+        if matches!(&result, Err(Error::Acme(m)) if replaces_refused(m)) {
             result = order::issue(&account, &request(None)).await;
         }
         let cert = result?;
@@ -489,9 +488,28 @@ fn jitter(max: Duration, seed: &[u8]) -> Duration {
     Duration::from_nanos(h.finish().checked_rem(nanos).unwrap_or(0))
 }
 
+/// Whether the CA refused an order's `replaces` (RFC 9773), so the order is made again
+/// without it: a CA without ARI, or one that already has a replacement order for the
+/// certificate (Boulder's `alreadyReplaced`, left by an earlier attempt that failed after
+/// ordering; every later attempt would fail the same until that order expired).
+fn replaces_refused(message: &str) -> bool {
+    message.contains("renewal information") || message.starts_with("alreadyReplaced")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_order_whose_replaces_is_refused_is_made_again_without_it() {
+        assert!(replaces_refused(
+            "alreadyReplaced: cannot indicate an order replaces certificate with serial 0123, which already has a replacement order"
+        ));
+        assert!(replaces_refused(
+            "malformed: no renewal information for this certificate"
+        ));
+        assert!(!replaces_refused("rateLimited: too many certificates"));
+    }
 
     #[test]
     fn backoff_doubles_to_a_bound() {
