@@ -15,9 +15,17 @@ use crate::Error;
 /// [`Error::Secret`] when unreadable or not base64.
 pub fn tsig(path: &Path) -> Result<Vec<u8>, Error> {
     let text = read(path)?;
-    let b64 = match text.split_once("secret") {
-        // `secret "…";` inside a key statement.
-        Some((_, rest)) => rest.split('"').nth(1).unwrap_or_default(),
+    // `secret "…";` inside a key statement: the clause, not the word (a key may be named
+    // `acme-secret`).
+    let clause = text
+        .split(['\n', ';', '{'])
+        .map(str::trim_start)
+        .find_map(|c| {
+            c.strip_prefix("secret")
+                .filter(|r| r.starts_with([' ', '\t', '"']))
+        });
+    let b64 = match clause {
+        Some(rest) => rest.split('"').nth(1).unwrap_or_default(),
         None => text.trim(),
     };
     STANDARD.decode(b64.trim()).map_err(|_| Error::Secret {
@@ -90,6 +98,12 @@ mod tests {
         )
         .expect("write");
         assert_eq!(tsig(&bind).expect("statement"), b"secret");
+        std::fs::write(
+            &bind,
+            "key \"acme-secret.\" { algorithm hmac-sha256; secret \"c2VjcmV0\"; };\n",
+        )
+        .expect("write");
+        assert_eq!(tsig(&bind).expect("a key named secret"), b"secret");
         let junk = dir.path().join("junk");
         std::fs::write(&junk, "not base64 !!").expect("write");
         let e = tsig(&junk).expect_err("junk").to_string();
