@@ -483,14 +483,23 @@ fn cookies_an_http2_client_splits_reach_an_http1_backend_as_one_field() {
     );
 }
 
+/// A WebSocket to `host`'s `/ws` (the test backend echoes on it), its 101 read.
+fn open_websocket(s: &Setup, host: &str) -> Tls {
+    let mut ws = Tls::connect(s.lg.https, host, &s.ca);
+    ws.send(format!("GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").as_bytes());
+    let head = ws.read_until(|b| b.windows(4).any(|w| w == b"\r\n\r\n"));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    ws
+}
+
 #[test]
 fn websocket_upgrade_becomes_a_pipe() {
     let s = setup();
-    let mut c = Tls::connect(s.lg.https, "app.lab.test", &s.ca);
-    c.send(b"GET /ws HTTP/1.1\r\nHost: app.lab.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
-    let head = c.read_until(|b| b.windows(4).any(|w| w == b"\r\n\r\n"));
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut c = open_websocket(&s, "app.lab.test");
     for msg in ["one", "two", "three"] {
         c.send(msg.as_bytes());
         let echo = c.read_until(|b| b.len() >= msg.len());
@@ -501,14 +510,7 @@ fn websocket_upgrade_becomes_a_pipe() {
 #[test]
 fn least_connections_counts_an_open_websocket() {
     let s = setup();
-    let mut ws = Tls::connect(s.lg.https, "least.lab.test", &s.ca);
-    ws.send(b"GET /ws HTTP/1.1\r\nHost: least.lab.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
-    let head = ws.read_until(|b| b.windows(4).any(|w| w == b"\r\n\r\n"));
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut ws = open_websocket(&s, "least.lab.test");
     let holds = |b: &Backend| b.seen().iter().any(|r| r.path == "/ws");
     let (holder, other) = if holds(&s.a) {
         (&s.a, &s.b)
@@ -655,14 +657,7 @@ fn plain_http_serves_only_services_that_ask_and_keeps_the_policy() {
 #[test]
 fn reloads_apply_to_the_next_request_and_keep_open_websockets() {
     let s = setup();
-    let mut ws = Tls::connect(s.lg.https, "app.lab.test", &s.ca);
-    ws.send(b"GET /ws HTTP/1.1\r\nHost: app.lab.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
-    let head = ws.read_until(|b| b.windows(4).any(|w| w == b"\r\n\r\n"));
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut ws = open_websocket(&s, "app.lab.test");
     let mut keep = Tls::connect(s.lg.https, "app.lab.test", &s.ca);
     let until_json_end = |b: &[u8]| b.ends_with(b"}");
     keep.send(b"GET /before HTTP/1.1\r\nHost: app.lab.test\r\n\r\n");

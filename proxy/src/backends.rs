@@ -221,6 +221,14 @@ fn pinned_roots(roots: &[Arc<[u8]>]) -> Option<Arc<pingora::protocols::tls::CaTy
 #[derive(Debug)]
 pub struct InFlight(Arc<BackendState>);
 
+impl std::ops::Deref for InFlight {
+    type Target = Arc<BackendState>;
+
+    fn deref(&self) -> &Arc<BackendState> {
+        &self.0
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);

@@ -324,9 +324,8 @@ impl Conn {
         self.rbuf.advance(f.head_len);
         let svc = state.snapshot.service(f.service);
         let read_timeout = svc.timeout;
-        // Counted for the backend that has the request: moved with a retry.
-        let mut _in_flight = f.backend.in_flight();
-        let mut backend = Arc::clone(&f.backend);
+        // The backend that has the request, counted in flight: moved with a retry.
+        let mut backend = f.backend.in_flight();
         let mut fresh_only = false;
         let mut attempts = 0;
         loop {
@@ -343,8 +342,7 @@ impl Conn {
                             .and_then(|p| p.pick())
                             .filter(|b| !Arc::ptr_eq(b, &backend))
                     {
-                        backend = Arc::clone(other);
-                        _in_flight = backend.in_flight();
+                        backend = other.in_flight();
                         continue;
                     }
                     break Err(Failure::Backend(status, why));

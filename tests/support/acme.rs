@@ -36,28 +36,14 @@ impl Pebble {
     /// `"certificateValidityPeriod": 30`, External Account Binding...
     pub(crate) fn start_with(dns: &str, settings: &str) -> Self {
         let dir = tempfile::tempdir().expect("pebble dir");
-        let ca = rcgen::KeyPair::generate().expect("key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::new()).expect("params");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "labgate test: Pebble's TLS CA");
-        let ca_cert = ca_params.self_signed(&ca).expect("ca");
-        let issuer = rcgen::Issuer::new(ca_params, ca);
-        let key = rcgen::KeyPair::generate().expect("key");
-        let params = rcgen::CertificateParams::new(vec![
-            "localhost".into(),
-            "127.0.0.1".into(),
-            PEBBLE_NAME.into(),
-        ])
-        .expect("params");
-        let leaf = params.signed_by(&key, &issuer).expect("leaf");
+        let ca = super::tls_backend::TestCa::new("labgate test: Pebble's TLS CA");
+        let (leaf, key) = ca.leaf(&["localhost", "127.0.0.1", PEBBLE_NAME]);
         let write = |name: &str, text: &str| {
             let p = dir.path().join(name);
             std::fs::write(&p, text).expect("write");
             p
         };
-        let tls_ca = write("tls-ca.pem", &ca_cert.pem());
+        let tls_ca = write("tls-ca.pem", &ca.pem);
         let cert = write("tls.pem", &leaf.pem());
         let key = write("tls.key", &key.serialize_pem());
         let (listen, management) = (free_port(), free_port());

@@ -32,6 +32,18 @@ impl TestCa {
         }
     }
 
+    /// A server certificate it signs for `names` (DNS names or addresses), and its key.
+    pub(crate) fn leaf(&self, names: &[&str]) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let leaf = rcgen::CertificateParams::new(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .expect("params")
+        .signed_by(&key, &self.issuer)
+        .expect("leaf");
+        (leaf, key)
+    }
+
     /// Writes the CA certificate to `dir/file` and returns its path.
     pub(crate) fn write(&self, dir: &Path, file: &str) -> PathBuf {
         let path = dir.join(file);
@@ -49,13 +61,10 @@ pub(crate) struct TlsBackend {
 impl TlsBackend {
     /// Serves with a certificate from `ca` for 127.0.0.1 and `names`.
     pub(crate) fn start(name: &str, ca: &TestCa, names: &[&str]) -> Self {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut sans = vec!["127.0.0.1".to_owned()];
-        sans.extend(names.iter().map(|n| (*n).to_owned()));
-        let leaf = rcgen::CertificateParams::new(sans)
-            .expect("params")
-            .signed_by(&key, &ca.issuer)
-            .expect("leaf");
+        let sans: Vec<&str> = std::iter::once("127.0.0.1")
+            .chain(names.iter().copied())
+            .collect();
+        let (leaf, key) = ca.leaf(&sans);
         let chain = vec![CertificateDer::from(leaf.der().to_vec())];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(

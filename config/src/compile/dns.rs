@@ -349,12 +349,13 @@ pub(super) fn delegate(
             continue;
         };
         let lower = LowerName::new(&domain);
-        if !zones.iter().any(|z| z.name.zone_of(&lower)) {
+        // A domain inside a subdomain already delegated goes with it.
+        let Some(zone) = zone_of(zones, &lower).map(|z| z.id.index()) else {
             continue;
-        }
+        };
         let key = format!("forward[{i}].domain");
         let shown = raw.domain.get_ref().trim_end_matches('.');
-        if zones.iter().any(|z| z.name == lower) {
+        if zones[zone].name == lower {
             cx.error(
                 file,
                 raw.domain.span(),
@@ -381,13 +382,7 @@ pub(super) fn delegate(
             .hint("move those names out of the forwarded domain, or remove the [[forward]]");
             continue;
         }
-        if let Some(zone) = zones
-            .iter_mut()
-            .filter(|z| z.name.zone_of(&lower))
-            .max_by_key(|z| z.name.num_labels())
-        {
-            zone.delegated.push(lower);
-        }
+        zones[zone].delegated.push(lower);
     }
 }
 
