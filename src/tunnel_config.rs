@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use labgate_acme::local_ca::LocalCa;
 use labgate_config::Snapshot;
+use labgate_config::settings::Coverage;
 
 use crate::cli::TunnelConfigArgs;
 use crate::reload::ConfigSource;
@@ -49,6 +51,14 @@ pub fn ingress(s: &Snapshot) -> anyhow::Result<String> {
                 out.push_str(&format!(
                     "    originRequest:\n      originServerName: {host}\n"
                 ));
+                // cloudflared trusts the public roots only: a name labgate's own CA covers
+                // needs that CA named, or every request through the tunnel fails with 502.
+                if s.certificates.cover(host) == Coverage::LocalCa {
+                    out.push_str(&format!(
+                        "      caPool: {}\n",
+                        LocalCa::cert_path_in(&s.state_dir).display()
+                    ));
+                }
             }
         }
     }

@@ -358,6 +358,44 @@ fn tunnel_config_and_explain_follow_the_services() {
             "  - service: http_status:404",
         ]
     );
+    // Through the TLS listener, cloudflared must be told the name to verify and, for names
+    // the local CA covers, the CA: it trusts only the public roots.
+    let https_only = ConfigDir::new();
+    https_only.write(
+        "labgate.toml",
+        &format!(
+            "{}\n[server]\nstate_dir = \"state\"\n",
+            config(8080, 9000, "http://127.0.0.1:9/certs")
+                .replace("tunnel = [\"127.0.0.1:8080\"]\n", "")
+        ),
+    );
+    let out = support::bin()
+        .args(["tunnel-config", "--config"])
+        .arg(https_only.path("labgate.toml"))
+        .output()
+        .expect("tunnel-config");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ca = https_only.path("state/local-ca/ca.pem");
+    let rule = |host: &str| {
+        [
+            format!("  - hostname: {host}"),
+            "    service: https://127.0.0.1:8081".to_owned(),
+            "    originRequest:".to_owned(),
+            format!("      originServerName: {host}"),
+            format!("      caPool: {}", ca.display()),
+        ]
+    };
+    let mut want = vec!["ingress:".to_owned()];
+    want.extend(rule("public.lab.test"));
+    want.extend(rule("admin.lab.test"));
+    want.push("  - service: http_status:404".to_owned());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rules: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(rules, want);
     // The example cloudflared configuration carries exactly what the example homelab gives.
     let out = support::bin()
         .args(["tunnel-config", "--config", "deploy/examples/homelab.toml"])

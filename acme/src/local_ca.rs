@@ -50,6 +50,11 @@ impl std::fmt::Debug for Issued {
     }
 }
 
+/// The CA's directory under the state directory.
+const DIR: &str = "local-ca";
+/// The CA certificate's file in it.
+const CERT_FILE: &str = "ca.pem";
+
 impl LocalCa {
     /// Loads the CA from `<state_dir>/local-ca`, creating it on first use.
     ///
@@ -57,8 +62,8 @@ impl LocalCa {
     /// [`Error::Io`] when the directory cannot be read or written, [`Error::Material`] when
     /// stored files do not parse.
     pub fn load_or_create(state_dir: &Path) -> Result<Self, Error> {
-        let dir = state_dir.join("local-ca");
-        let cert_path = dir.join("ca.pem");
+        let dir = state_dir.join(DIR);
+        let cert_path = dir.join(CERT_FILE);
         let key_path = dir.join("ca.key");
         if cert_path.exists() && key_path.exists() {
             let read = |p: &Path| {
@@ -104,7 +109,7 @@ impl LocalCa {
         params.not_after = now + CA_LIFETIME;
         let cert = params.self_signed(&key).map_err(material)?;
         write_atomic(&dir.join("ca.key"), key.serialize_pem().as_bytes(), 0o600)?;
-        write_atomic(&dir.join("ca.pem"), cert.pem().as_bytes(), 0o644)?;
+        write_atomic(&dir.join(CERT_FILE), cert.pem().as_bytes(), 0o644)?;
         let cert_pem = cert.pem();
         let issuer = Issuer::new(params, key);
         Ok(Self {
@@ -116,7 +121,12 @@ impl LocalCa {
 
     /// Path of the CA certificate, for clients to trust (`curl --cacert`).
     pub fn cert_path(&self) -> PathBuf {
-        self.dir.join("ca.pem")
+        self.dir.join(CERT_FILE)
+    }
+
+    /// Where the CA certificate of `state_dir` is (or will be), without loading it.
+    pub fn cert_path_in(state_dir: &Path) -> PathBuf {
+        state_dir.join(DIR).join(CERT_FILE)
     }
 
     /// The CA certificate, PEM.

@@ -354,7 +354,7 @@ impl Manager {
             key_type: job.settings.key_type,
             profile: job.settings.profile.as_deref(),
             replaces,
-            provider: provider.as_ref(),
+            provider: &provider,
             authorities: authorities.as_ref(),
             propagation_timeout: PROPAGATION_TIMEOUT,
         };

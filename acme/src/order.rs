@@ -2,6 +2,7 @@
 //! them, mark ready, poll, finalize with our own key's CSR, download and verify the chain.
 //! The published values are removed on every path, failures included.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{
@@ -25,7 +26,7 @@ pub(crate) struct Request<'a> {
     pub(crate) profile: Option<&'a str>,
     /// The certificate this one replaces (ARI), when the directory supports it.
     pub(crate) replaces: Option<CertificateIdentifier<'static>>,
-    pub(crate) provider: &'a dyn DnsProvider,
+    pub(crate) provider: &'a Arc<dyn DnsProvider>,
     /// Where to check propagation; `None` when the provider serves the values itself.
     pub(crate) authorities: Option<&'a Authorities>,
     pub(crate) propagation_timeout: Duration,
@@ -55,15 +56,55 @@ pub(crate) async fn issue(account: &Account, req: &Request<'_>) -> Result<Stored
         new = new.replaces(r.clone());
     }
     let mut order = account.new_order(&new).await.map_err(acme)?;
-    let mut published = Vec::new();
-    let result = validate_and_finalize(&mut order, req, &mut published).await;
-    // Every path, failures included: nothing is left behind in the DNS.
-    for p in &published {
-        if let Err(e) = req.provider.unpublish(p).await {
-            tracing::warn!("could not remove the challenge value at {}: {e}", p.name);
+    let mut cleanup = Cleanup {
+        provider: Arc::clone(req.provider),
+        published: Vec::new(),
+    };
+    let result = validate_and_finalize(&mut order, req, &mut cleanup.published).await;
+    cleanup.run().await;
+    result
+}
+
+/// The challenge values one order published. Every path removes them, failures included;
+/// an order dropped midway (its attempt timed out, a reload cancelled it) leaves the rest
+/// to a task of their own, so that nothing stays behind in the DNS.
+struct Cleanup {
+    provider: Arc<dyn DnsProvider>,
+    published: Vec<Published>,
+}
+
+impl Cleanup {
+    async fn run(mut self) {
+        // A value is forgotten only once its removal is done: a drop during it removes it
+        // again, which providers take as success.
+        while let Some(p) = self.published.last() {
+            unpublish(self.provider.as_ref(), p).await;
+            self.published.pop();
         }
     }
-    result
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.published.is_empty() {
+            return;
+        }
+        let provider = Arc::clone(&self.provider);
+        let published = std::mem::take(&mut self.published);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for p in &published {
+                    unpublish(provider.as_ref(), p).await;
+                }
+            });
+        }
+    }
+}
+
+async fn unpublish(provider: &dyn DnsProvider, p: &Published) {
+    if let Err(e) = provider.unpublish(p).await {
+        tracing::warn!("could not remove the challenge value at {}: {e}", p.name);
+    }
 }
 
 async fn validate_and_finalize(
@@ -168,4 +209,92 @@ async fn challenge_errors(order: &mut instant_acme::Order, headline: &str) -> St
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use tokio::sync::mpsc;
+
+    /// Reports each removal on a channel.
+    struct Recorder(mpsc::UnboundedSender<String>);
+
+    #[async_trait]
+    impl DnsProvider for Recorder {
+        async fn publish(&self, name: &str, value: &str) -> Result<Published, Error> {
+            Ok(Published {
+                name: name.to_owned(),
+                value: value.to_owned(),
+                id: None,
+                zone: "lab.test".to_owned(),
+            })
+        }
+
+        async fn unpublish(&self, record: &Published) -> Result<(), Error> {
+            let _ = self.0.send(record.name.clone());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_order_cut_off_after_publishing_still_removes_its_values() {
+        let (tx, mut removed) = mpsc::unbounded_channel();
+        let provider: Arc<dyn DnsProvider> = Arc::new(Recorder(tx));
+        // An attempt that publishes two values, then waits for ever (a propagation wait, a
+        // CA that never answers) until its timeout drops it.
+        let attempt = async {
+            let mut cleanup = Cleanup {
+                provider: Arc::clone(&provider),
+                published: Vec::new(),
+            };
+            for name in ["_acme-challenge.a.lab.test", "_acme-challenge.b.lab.test"] {
+                let p = provider.publish(name, "v").await.expect("publish");
+                cleanup.published.push(p);
+            }
+            std::future::pending::<()>().await;
+            cleanup.run().await;
+        };
+        let cut = tokio::time::timeout(Duration::from_millis(10), attempt).await;
+        assert!(cut.is_err(), "the attempt cannot end by itself");
+        let mut names = Vec::new();
+        for _ in 0..2 {
+            let name = tokio::time::timeout(Duration::from_secs(10), removed.recv())
+                .await
+                .expect("a removal within 10 s")
+                .expect("the provider is alive");
+            names.push(name);
+        }
+        names.sort();
+        assert_eq!(
+            names,
+            ["_acme-challenge.a.lab.test", "_acme-challenge.b.lab.test"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_finished_order_removes_its_values_once() {
+        let (tx, mut removed) = mpsc::unbounded_channel();
+        let provider: Arc<dyn DnsProvider> = Arc::new(Recorder(tx));
+        let mut cleanup = Cleanup {
+            provider: Arc::clone(&provider),
+            published: Vec::new(),
+        };
+        let p = provider
+            .publish("_acme-challenge.lab.test", "v")
+            .await
+            .expect("publish");
+        cleanup.published.push(p);
+        cleanup.run().await;
+        drop(provider);
+        let limit = Duration::from_secs(10);
+        let first = tokio::time::timeout(limit, removed.recv()).await;
+        assert_eq!(
+            first.expect("a removal within 10 s").as_deref(),
+            Some("_acme-challenge.lab.test")
+        );
+        // Every sender is gone once the cleanup is: no second removal was spawned.
+        let second = tokio::time::timeout(limit, removed.recv()).await;
+        assert_eq!(second.expect("within 10 s"), None);
+    }
 }

@@ -49,7 +49,9 @@ pub(crate) struct Forwarders {
     /// Generation of the snapshot they were built for.
     pub(crate) generation: u64,
     default: Option<Arc<UpstreamSet>>,
-    conditional: Vec<(Name, Arc<UpstreamSet>)>,
+    /// `None`: the forwarder's resolver could not be built. Its names then get SERVFAIL,
+    /// never the default upstreams: they may be internal names that must not leak.
+    conditional: Vec<(Name, Option<Arc<UpstreamSet>>)>,
     rebind_allow: Vec<Name>,
     cache: Arc<Cache>,
 }
@@ -72,7 +74,12 @@ impl Forwarders {
         let known: Vec<&Arc<UpstreamSet>> = previous
             .default
             .iter()
-            .chain(previous.conditional.iter().map(|(_, set)| set))
+            .chain(
+                previous
+                    .conditional
+                    .iter()
+                    .filter_map(|(_, set)| set.as_ref()),
+            )
             .collect();
         let set = |upstreams: &[Upstream], conditional: bool| -> Option<Arc<UpstreamSet>> {
             if upstreams.is_empty() {
@@ -111,7 +118,7 @@ impl Forwarders {
                 .dns
                 .forwarders
                 .iter()
-                .filter_map(|f| Some((f.domain.clone(), set(&f.upstreams, true)?)))
+                .map(|f| (f.domain.clone(), set(&f.upstreams, true)))
                 .collect(),
             rebind_allow: s.dns.rebind_allow.clone(),
         }
@@ -228,11 +235,10 @@ impl Forwarders {
 
     fn set_for(&self, name: &LowerName) -> Option<&Arc<UpstreamSet>> {
         let name = Name::from(name);
-        self.conditional
-            .iter()
-            .find(|(d, _)| d.zone_of(&name))
-            .map(|(_, s)| s)
-            .or(self.default.as_ref())
+        match self.conditional.iter().find(|(d, _)| d.zone_of(&name)) {
+            Some((_, set)) => set.as_ref(),
+            None => self.default.as_ref(),
+        }
     }
 
     fn prefetch(&self, name: LowerName, rtype: RecordType, metrics: &Arc<Metrics>) {
@@ -413,6 +419,42 @@ fn name_server(u: &Upstream) -> NameServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A set whose resolver is never asked: building one sends nothing.
+    fn idle_set() -> Arc<UpstreamSet> {
+        let upstreams = vec![Upstream {
+            protocol: Protocol::Udp,
+            addr: "127.0.0.1:9".parse().expect("addr"),
+            tls_name: None,
+            path: None,
+        }];
+        let resolver = resolver(&upstreams, &[]).expect("resolver");
+        Arc::new(UpstreamSet {
+            upstreams,
+            roots: Vec::new(),
+            resolver,
+            conditional: false,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_forwarder_that_could_not_be_built_fails_its_names_instead_of_leaking_them() {
+        let default = idle_set();
+        let f = Forwarders {
+            default: Some(Arc::clone(&default)),
+            conditional: vec![(Name::from_str("home.arpa.").expect("name"), None)],
+            ..Forwarders::empty()
+        };
+        let name = |n: &str| LowerName::from(Name::from_str(n).expect("name"));
+        assert!(f.set_for(&name("nas.home.arpa.")).is_none());
+        let other = f.set_for(&name("example.com.")).expect("default upstreams");
+        assert!(Arc::ptr_eq(other, &default));
+        let metrics = Arc::new(Metrics::default());
+        let (answer, _) = f
+            .resolve(&name("nas.home.arpa."), RecordType::A, &metrics)
+            .await;
+        assert_eq!(answer.rcode, ResponseCode::ServFail);
+    }
 
     #[test]
     fn private_ranges() {
