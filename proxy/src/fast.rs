@@ -11,7 +11,7 @@ use labgate_config::network::NetworkId;
 use labgate_config::route::ServiceId;
 use pingora::protocols::Stream;
 use pingora::upstreams::peer::Peer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::backends::BackendState;
 use crate::chunked::Chunked;
@@ -20,7 +20,7 @@ use crate::head::{self, Framing, HeadError, RequestHead, header_array};
 use crate::idle;
 use crate::tunnel::{self, Gate};
 use crate::upstream::connect_failure;
-use crate::watchdog::Watchdog;
+use crate::watchdog::{Elapsed, Watchdog};
 use crate::{ConnInfo, Proxy, ProxyState, pages};
 
 /// Time a client has to send a whole request head once it started (slowloris bound).
@@ -31,6 +31,15 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a write to the client or the backend may stall (nginx's `send_timeout`).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle time after which a keep-alive connection gives its buffers back. nginx frees its
+/// own at once; keeping them a moment spares a busy connection the allocations.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(2);
+/// Head buffers (each direction) of a connection that is not idle.
+const HEAD_BUF: usize = 8 * 1024;
+/// Heads written out.
+const OUT_BUF: usize = 2048;
+/// The read buffer of a connection that gave its buffers back: most request heads fit.
+const IDLE_READ_BUF: usize = 1024;
 /// Most body bytes sent in the same write as the response head: one TLS record's payload.
 const COALESCE_MAX: usize = 16 * 1024;
 /// Read buffer for bodies.
@@ -127,13 +136,13 @@ pub async fn serve(
 ) -> Outcome {
     let first = resumed.is_none();
     let mut rbuf = resumed.unwrap_or_default();
-    rbuf.reserve(8 * 1024);
+    rbuf.reserve(HEAD_BUF);
     let mut c = Conn {
         down,
         info,
         rbuf,
-        ubuf: BytesMut::with_capacity(8 * 1024),
-        out: Vec::with_capacity(2048),
+        ubuf: BytesMut::with_capacity(HEAD_BUF),
+        out: Vec::with_capacity(OUT_BUF),
         body: Vec::new(),
         pinned: None,
         watch: Watchdog::new(),
@@ -291,13 +300,13 @@ impl Conn {
                 }
             }
             let started = !self.rbuf.is_empty();
-            let read = self.down.read_buf(&mut self.rbuf);
             let got = if started {
                 let deadline =
                     *head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + head_limit);
+                let read = self.down.read_buf(&mut self.rbuf);
                 self.watch.until(deadline, read).await
             } else {
-                self.watch.limit(idle, read).await
+                self.idle_read(idle).await
             };
             match got {
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(None),
@@ -306,6 +315,33 @@ impl Conn {
                 Err(_) => return Err(None),
             }
         }
+    }
+
+    /// Waits up to `idle` for a request's first bytes, the connection's buffers given back
+    /// while it waits longer than [`IDLE_RELEASE`] and taken again when the request comes.
+    async fn idle_read(&mut self, idle: Duration) -> Result<std::io::Result<usize>, Elapsed> {
+        let mut released = false;
+        let (ubuf, out, body) = (&mut self.ubuf, &mut self.out, &mut self.body);
+        let got = idle_read(
+            &mut self.watch,
+            &mut self.down,
+            &mut self.rbuf,
+            idle,
+            |rbuf| {
+                released = true;
+                *rbuf = BytesMut::with_capacity(IDLE_READ_BUF);
+                *ubuf = BytesMut::new();
+                *out = Vec::new();
+                *body = Vec::new();
+            },
+        )
+        .await;
+        if released && matches!(got, Ok(Ok(n)) if n > 0) {
+            self.rbuf.reserve(HEAD_BUF);
+            self.ubuf.reserve(HEAD_BUF);
+            self.out.reserve(OUT_BUF);
+        }
+        got
     }
 
     /// Sends `out` to the client; `false` when it broke off or stalled.
@@ -768,6 +804,27 @@ fn plan(
     }
 }
 
+/// Reads into `buf` within `idle`. When nothing came within [`IDLE_RELEASE`] (of a longer
+/// `idle`), `release` runs on the (empty) buffer before the wait goes on.
+async fn idle_read<R: AsyncRead + Unpin>(
+    watch: &mut Watchdog,
+    from: &mut R,
+    buf: &mut BytesMut,
+    idle: Duration,
+    release: impl FnOnce(&mut BytesMut),
+) -> Result<std::io::Result<usize>, Elapsed> {
+    let Some(rest) = idle.checked_sub(IDLE_RELEASE).filter(|r| !r.is_zero()) else {
+        return watch.limit(idle, from.read_buf(buf)).await;
+    };
+    // A read cut off while pending has consumed nothing: the next one gets every byte.
+    match watch.limit(IDLE_RELEASE, from.read_buf(buf)).await {
+        Err(Elapsed) => {}
+        done => return done,
+    }
+    release(buf);
+    watch.limit(rest, from.read_buf(buf)).await
+}
+
 /// Writes `bytes` to `to` within [`SEND_TIMEOUT`]; `false` when the peer broke off or stalled.
 async fn send(watch: &mut Watchdog, to: &mut Stream, bytes: &[u8]) -> bool {
     matches!(
@@ -971,6 +1028,51 @@ fn write_downstream_head(out: &mut Vec<u8>, r: &head::ResponseHead<'_>, close: b
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::{Instant as Clock, sleep};
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_gives_its_buffers_back_and_still_reads_its_next_request() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let t0 = Clock::now();
+        tokio::spawn(async move {
+            sleep(Duration::from_secs(1)).await;
+            client.write_all(b"A").await.expect("write");
+            sleep(Duration::from_secs(5)).await;
+            client.write_all(b"B").await.expect("write");
+            // Silent from here on, and open.
+            std::future::pending::<()>().await;
+        });
+        let mut watch = Watchdog::new();
+        let mut buf = BytesMut::with_capacity(HEAD_BUF);
+        let mut released = Vec::new();
+        let mut read = async |buf: &mut BytesMut, idle: Duration, released: &mut Vec<Duration>| {
+            buf.clear();
+            idle_read(&mut watch, &mut server, buf, idle, |b| {
+                released.push(t0.elapsed());
+                *b = BytesMut::with_capacity(IDLE_READ_BUF);
+            })
+            .await
+        };
+        // A request within the delay: nothing is given back.
+        let got = read(&mut buf, IDLE_TIMEOUT, &mut released).await;
+        assert!(matches!(got, Ok(Ok(1))) && buf[..] == *b"A");
+        assert!(released.is_empty());
+        assert!(buf.capacity() >= HEAD_BUF);
+        // Five seconds idle: given back after two, and the request still read whole.
+        let got = read(&mut buf, IDLE_TIMEOUT, &mut released).await;
+        assert!(matches!(got, Ok(Ok(1))) && buf[..] == *b"B", "{got:?}");
+        assert_eq!(released, [Duration::from_secs(1) + IDLE_RELEASE]);
+        assert_eq!(t0.elapsed().as_secs(), 6);
+        // Silence: the idle limit still holds in all.
+        let got = read(&mut buf, Duration::from_secs(10), &mut released).await;
+        assert!(got.is_err());
+        assert_eq!(t0.elapsed().as_secs(), 16);
+        assert_eq!(released.len(), 2);
+        // A limit within the delay: no release.
+        let got = read(&mut buf, IDLE_RELEASE, &mut released).await;
+        assert!(got.is_err());
+        assert_eq!(released.len(), 2);
+    }
 
     #[test]
     fn ip_text_matches_display() {
