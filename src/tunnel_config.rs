@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use labgate_acme::local_ca::LocalCa;
 use labgate_config::Snapshot;
-use labgate_config::settings::Coverage;
 
 use crate::cli::TunnelConfigArgs;
 use crate::reload::ConfigSource;
@@ -51,9 +50,11 @@ pub fn ingress(s: &Snapshot) -> anyhow::Result<String> {
                 out.push_str(&format!(
                     "    originRequest:\n      originServerName: {host}\n"
                 ));
-                // cloudflared trusts the public roots only: a name labgate's own CA covers
-                // needs that CA named, or every request through the tunnel fails with 502.
-                if s.certificates.cover(host) == Coverage::LocalCa {
+                // cloudflared trusts the public roots, and adds caPool to them. With the
+                // local CA on, any name may get its certificate (no other source, an ACME
+                // one not issued yet, files that fail to load): without the CA named,
+                // requests through the tunnel would then fail with 502.
+                if s.certificates.local_ca {
                     out.push_str(&format!(
                         "      caPool: {}\n",
                         LocalCa::cert_path_in(&s.state_dir).display()

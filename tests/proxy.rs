@@ -329,6 +329,43 @@ fn bodies_pass_with_every_framing() {
 }
 
 #[test]
+fn a_keep_alive_connection_idle_past_the_buffer_release_serves_its_next_requests_whole() {
+    let s = setup();
+    let mut c = Tls::connect(s.lg.https, "app.lab.test", &s.ca);
+    let whole_big = |b: &[u8]| {
+        let at = b.windows(4).position(|w| w == b"\r\n\r\n");
+        at.is_some_and(|at| b.len() - at - 4 >= 100 * 1024)
+    };
+    c.send(b"GET /big HTTP/1.1\r\nHost: app.lab.test\r\n\r\n");
+    assert!(whole_big(&c.read_until(whole_big)));
+    // Idle longer than the fast path keeps its buffers (2 s): they are given back.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // A head larger than the buffer an idle connection keeps, then a large response again.
+    let pad = "p".repeat(3000);
+    c.send(
+        format!("GET /after-idle HTTP/1.1\r\nHost: app.lab.test\r\nX-Pad: {pad}\r\n\r\nGET /big HTTP/1.1\r\nHost: app.lab.test\r\n\r\n")
+            .as_bytes(),
+    );
+    let both = c.read_until(|b| {
+        let text = String::from_utf8_lossy(b);
+        text.find("}HTTP/1.1 200")
+            .is_some_and(|at| whole_big(&b[at + 1..]))
+    });
+    let text = String::from_utf8_lossy(&both);
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains("\"path\":\"/after-idle\""),
+        "{}",
+        &text[..text.len().min(400)]
+    );
+    let seen: Vec<_> = s.a.seen().into_iter().chain(s.b.seen()).collect();
+    let after = seen
+        .iter()
+        .find(|r| r.path == "/after-idle")
+        .expect("the backend got the request");
+    assert_eq!(after.header("x-pad"), [pad.as_str()]);
+}
+
+#[test]
 fn smuggling_shapes_and_oversized_heads_are_refused_before_any_backend() {
     let s = setup();
     let cases: [(&str, &str); 9] = [

@@ -396,6 +396,23 @@ fn tunnel_config_and_explain_follow_the_services() {
     let text = String::from_utf8_lossy(&out.stdout);
     let rules: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(rules, want);
+    // Without the local CA, no CA is named.
+    let no_local_ca = ConfigDir::new();
+    no_local_ca.write(
+        "labgate.toml",
+        &format!(
+            "{}\n[tls]\nlocal_ca = false\n",
+            std::fs::read_to_string(https_only.path("labgate.toml")).expect("config")
+        ),
+    );
+    let out = support::bin()
+        .args(["tunnel-config", "--config"])
+        .arg(no_local_ca.path("labgate.toml"))
+        .output()
+        .expect("tunnel-config");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("originServerName: public.lab.test"));
+    assert!(!text.contains("caPool"), "{text}");
     // The example cloudflared configuration carries exactly what the example homelab gives.
     let out = support::bin()
         .args(["tunnel-config", "--config", "deploy/examples/homelab.toml"])

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use crate::cloudflare::Cloudflare;
 use crate::http::{AcmeHttp, Resolver};
 use crate::metrics::Metrics;
-use crate::order::{self, Request};
+use crate::order::{self, PendingCleanups, Request};
 use crate::propagation::{Authorities, Lookup};
 use crate::provider::DnsProvider;
 use crate::rfc2136::Rfc2136;
@@ -107,6 +107,8 @@ pub struct Manager {
     changed: watch::Sender<u64>,
     /// The account, by directory and contact, made once.
     account: tokio::sync::Mutex<Option<(AcmeSettings, Account)>>,
+    /// Challenge removals of orders dropped midway, which new orders wait for.
+    cleanups: Arc<PendingCleanups>,
 }
 
 impl Manager {
@@ -119,6 +121,7 @@ impl Manager {
             entries: Mutex::new(BTreeMap::new()),
             changed: watch::Sender::new(0),
             account: tokio::sync::Mutex::new(None),
+            cleanups: Arc::default(),
         })
     }
 
@@ -357,6 +360,7 @@ impl Manager {
             provider: &provider,
             authorities: authorities.as_ref(),
             propagation_timeout: PROPAGATION_TIMEOUT,
+            pending: &self.cleanups,
         };
         let mut result = order::issue(&account, &request(replaces.clone())).await;
         if matches!(&result, Err(Error::Acme(m)) if m.starts_with("accountDoesNotExist")) {

@@ -2,7 +2,7 @@
 //! them, mark ready, poll, finalize with our own key's CSR, download and verify the chain.
 //! The published values are removed on every path, failures included.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{
@@ -10,6 +10,7 @@ use instant_acme::{
     OrderStatus, RetryPolicy,
 };
 use labgate_config::settings::KeyType;
+use tokio::task::JoinHandle;
 
 use crate::Error;
 use crate::account::describe;
@@ -30,6 +31,8 @@ pub(crate) struct Request<'a> {
     /// Where to check propagation; `None` when the provider serves the values itself.
     pub(crate) authorities: Option<&'a Authorities>,
     pub(crate) propagation_timeout: Duration,
+    /// Removals still running for orders dropped midway: this order waits for them.
+    pub(crate) pending: &'a Arc<PendingCleanups>,
 }
 
 /// Polling: quick at first (a CA validates in milliseconds to seconds), bounded overall.
@@ -55,10 +58,14 @@ pub(crate) async fn issue(account: &Account, req: &Request<'_>) -> Result<Stored
     if let Some(r) = &req.replaces {
         new = new.replaces(r.clone());
     }
+    // The CA may hand this order the pending authorization a dropped one published for:
+    // the same record, which that order's late removal would take away mid-validation.
+    req.pending.wait().await;
     let mut order = account.new_order(&new).await.map_err(acme)?;
     let mut cleanup = Cleanup {
         provider: Arc::clone(req.provider),
         published: Vec::new(),
+        pending: Arc::clone(req.pending),
     };
     let result = validate_and_finalize(&mut order, req, &mut cleanup.published).await;
     cleanup.run().await;
@@ -67,10 +74,43 @@ pub(crate) async fn issue(account: &Account, req: &Request<'_>) -> Result<Stored
 
 /// The challenge values one order published. Every path removes them, failures included;
 /// an order dropped midway (its attempt timed out, a reload cancelled it) leaves the rest
-/// to a task of their own, so that nothing stays behind in the DNS.
+/// to a task of their own, which the next order waits for. (A value whose publishing was
+/// itself cut off is not known here and can stay behind.)
 struct Cleanup {
     provider: Arc<dyn DnsProvider>,
     published: Vec<Published>,
+    pending: Arc<PendingCleanups>,
+}
+
+/// Longest wait of a new order for the removals of dropped ones (each provider call is
+/// bounded by its own timeout well below this).
+const CLEANUP_WAIT: Duration = Duration::from_secs(60);
+
+/// The removal tasks of orders dropped midway.
+#[derive(Default)]
+pub(crate) struct PendingCleanups(Mutex<Vec<JoinHandle<()>>>);
+
+impl PendingCleanups {
+    fn add(&self, task: JoinHandle<()>) {
+        if let Ok(mut tasks) = self.0.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
+    }
+
+    /// Returns once every removal started so far has ended (or [`CLEANUP_WAIT`] passed).
+    async fn wait(&self) {
+        let tasks = match self.0.lock() {
+            Ok(mut tasks) => std::mem::take(&mut *tasks),
+            Err(_) => return,
+        };
+        let all = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        let _ = tokio::time::timeout(CLEANUP_WAIT, all).await;
+    }
 }
 
 impl Cleanup {
@@ -91,13 +131,20 @@ impl Drop for Cleanup {
         }
         let provider = Arc::clone(&self.provider);
         let published = std::mem::take(&mut self.published);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                for p in &published {
-                    unpublish(provider.as_ref(), p).await;
-                }
-            });
-        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            for p in &published {
+                tracing::warn!(
+                    "left the challenge value at {} (labgate is stopping)",
+                    p.name
+                );
+            }
+            return;
+        };
+        self.pending.add(runtime.spawn(async move {
+            for p in &published {
+                unpublish(provider.as_ref(), p).await;
+            }
+        }));
     }
 }
 
@@ -232,21 +279,25 @@ mod tests {
         }
 
         async fn unpublish(&self, record: &Published) -> Result<(), Error> {
+            // A provider's call takes a while: a waiter must wait for it.
+            tokio::time::sleep(Duration::from_secs(1)).await;
             let _ = self.0.send(record.name.clone());
             Ok(())
         }
     }
 
-    #[tokio::test]
-    async fn an_order_cut_off_after_publishing_still_removes_its_values() {
+    #[tokio::test(start_paused = true)]
+    async fn an_order_cut_off_after_publishing_still_removes_its_values_before_the_next() {
         let (tx, mut removed) = mpsc::unbounded_channel();
         let provider: Arc<dyn DnsProvider> = Arc::new(Recorder(tx));
+        let pending = Arc::new(PendingCleanups::default());
         // An attempt that publishes two values, then waits for ever (a propagation wait, a
         // CA that never answers) until its timeout drops it.
         let attempt = async {
             let mut cleanup = Cleanup {
                 provider: Arc::clone(&provider),
                 published: Vec::new(),
+                pending: Arc::clone(&pending),
             };
             for name in ["_acme-challenge.a.lab.test", "_acme-challenge.b.lab.test"] {
                 let p = provider.publish(name, "v").await.expect("publish");
@@ -257,14 +308,9 @@ mod tests {
         };
         let cut = tokio::time::timeout(Duration::from_millis(10), attempt).await;
         assert!(cut.is_err(), "the attempt cannot end by itself");
-        let mut names = Vec::new();
-        for _ in 0..2 {
-            let name = tokio::time::timeout(Duration::from_secs(10), removed.recv())
-                .await
-                .expect("a removal within 10 s")
-                .expect("the provider is alive");
-            names.push(name);
-        }
+        // The next order starts only once both removals are done.
+        pending.wait().await;
+        let mut names: Vec<String> = std::iter::from_fn(|| removed.try_recv().ok()).collect();
         names.sort();
         assert_eq!(
             names,
@@ -272,13 +318,14 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_finished_order_removes_its_values_once() {
         let (tx, mut removed) = mpsc::unbounded_channel();
         let provider: Arc<dyn DnsProvider> = Arc::new(Recorder(tx));
         let mut cleanup = Cleanup {
             provider: Arc::clone(&provider),
             published: Vec::new(),
+            pending: Arc::default(),
         };
         let p = provider
             .publish("_acme-challenge.lab.test", "v")
