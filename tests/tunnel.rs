@@ -323,6 +323,25 @@ fn cloudflare_access_tokens_are_verified_and_the_identity_is_passed_on() {
     }
 }
 
+/// `labgate tunnel-config` on a configuration: its lines, comments left out.
+fn tunnel_config_rules(config: &std::path::Path) -> Vec<String> {
+    let out = support::bin()
+        .args(["tunnel-config", "--config"])
+        .arg(config)
+        .output()
+        .expect("tunnel-config");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
 fn tunnel_config_and_explain_follow_the_services() {
     let cfg = ConfigDir::new();
@@ -334,19 +353,8 @@ fn tunnel_config_and_explain_follow_the_services() {
         ),
     );
     let path = cfg.path("labgate.toml");
-    let out = support::bin()
-        .args(["tunnel-config", "--config", path.to_str().expect("utf-8")])
-        .output()
-        .expect("tunnel-config");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rules: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(
-        rules,
+        tunnel_config_rules(&path),
         [
             "ingress:",
             "  - hostname: public.lab.test",
@@ -358,8 +366,8 @@ fn tunnel_config_and_explain_follow_the_services() {
             "  - service: http_status:404",
         ]
     );
-    // Through the TLS listener, cloudflared must be told the name to verify and, for names
-    // the local CA covers, the CA: it trusts only the public roots.
+    // Through the TLS listener, cloudflared must be told the name to verify and, with the
+    // local CA on, that CA (which it adds to the public roots).
     let https_only = ConfigDir::new();
     https_only.write(
         "labgate.toml",
@@ -368,16 +376,6 @@ fn tunnel_config_and_explain_follow_the_services() {
             config(8080, 9000, "http://127.0.0.1:9/certs")
                 .replace("tunnel = [\"127.0.0.1:8080\"]\n", "")
         ),
-    );
-    let out = support::bin()
-        .args(["tunnel-config", "--config"])
-        .arg(https_only.path("labgate.toml"))
-        .output()
-        .expect("tunnel-config");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let ca = https_only.path("state/local-ca/ca.pem");
     let rule = |host: &str| {
@@ -393,9 +391,7 @@ fn tunnel_config_and_explain_follow_the_services() {
     want.extend(rule("public.lab.test"));
     want.extend(rule("admin.lab.test"));
     want.push("  - service: http_status:404".to_owned());
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rules: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(rules, want);
+    assert_eq!(tunnel_config_rules(&https_only.path("labgate.toml")), want);
     // Without the local CA, no CA is named.
     let no_local_ca = ConfigDir::new();
     no_local_ca.write(
@@ -405,14 +401,9 @@ fn tunnel_config_and_explain_follow_the_services() {
             std::fs::read_to_string(https_only.path("labgate.toml")).expect("config")
         ),
     );
-    let out = support::bin()
-        .args(["tunnel-config", "--config"])
-        .arg(no_local_ca.path("labgate.toml"))
-        .output()
-        .expect("tunnel-config");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("originServerName: public.lab.test"));
-    assert!(!text.contains("caPool"), "{text}");
+    let rules = tunnel_config_rules(&no_local_ca.path("labgate.toml"));
+    assert!(rules.contains(&"      originServerName: public.lab.test".to_owned()));
+    assert!(!rules.iter().any(|r| r.contains("caPool")), "{rules:?}");
     // The example cloudflared configuration carries exactly what the example homelab gives.
     let out = support::bin()
         .args(["tunnel-config", "--config", "deploy/examples/homelab.toml"])
