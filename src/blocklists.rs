@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use labgate_config::blocklist::BlockSet;
-use labgate_config::settings::BlocklistSource;
+use labgate_config::settings::{BlocklistFormat, BlocklistSource};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -34,14 +34,14 @@ pub async fn run(
     let lists = dns.fetched_lists();
     // By URL, format and interval: a list whose format or interval a reload changed is
     // fetched again at once (it was parsed with the old format until its next refresh).
-    let mut due: HashMap<(String, String), Instant> = HashMap::new();
+    let mut due: HashMap<(String, BlocklistFormat, Duration), Instant> = HashMap::new();
     loop {
         let snapshot = shared.snapshot.load_full();
         for l in &snapshot.dns.blocklists {
             let BlocklistSource::Url(url) = &l.source else {
                 continue;
             };
-            let key = (url.to_string(), format!("{:?} {:?}", l.format, l.refresh));
+            let key = (url.to_string(), l.format, l.refresh);
             if due.get(&key).is_some_and(|d| *d > Instant::now()) {
                 continue;
             }

@@ -226,11 +226,10 @@ fn start_url_lists(config: &str) -> (ConfigDir, Labgate, u16) {
     (cfg, lg, port)
 }
 
-/// Blocklist downloads so far that ended with `result` (`success` or `failure`).
-fn fetches(lg: &Labgate, result: &str) -> u64 {
-    lg.metric(&format!(
-        "labgate_blocklist_fetches_total{{result=\"{result}\"}}"
-    ))
+/// The metric sample of blocklist downloads that ended with `result` (`success` or
+/// `failure`).
+fn fetches(result: &str) -> String {
+    format!("labgate_blocklist_fetches_total{{result=\"{result}\"}}")
 }
 
 #[test]
@@ -253,28 +252,14 @@ fn url_lists_are_fetched_through_the_upstreams_and_survive_a_failed_refresh() {
         up.port, http.port
     );
     let (_cfg, lg, port) = start_url_lists(&config);
-    let fetches = |result: &str| fetches(&lg, result);
-    let deadline = std::time::Instant::now() + support::RELOAD_TIMEOUT;
-    while fetches("success") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the list was never fetched"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    lg.wait_metric(&fetches("success"), 1, "the list was never fetched");
     assert_eq!(
         dig(port, "127.0.0.1", &["ads.internet.test"]).status,
         "NXDOMAIN"
     );
     // The server goes away: refreshes fail, the last good list keeps blocking.
     drop(http);
-    while fetches("failure") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no failed refresh seen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    lg.wait_metric(&fetches("failure"), 1, "no failed refresh seen");
     assert_eq!(
         dig(port, "127.0.0.1", &["ads.internet.test"]).status,
         "NXDOMAIN"
@@ -300,21 +285,14 @@ fn a_url_list_whose_format_is_corrected_is_fetched_again_at_once() {
         )
     };
     let (cfg, lg, port) = start_url_lists(&config(""));
-    let deadline = std::time::Instant::now() + support::RELOAD_TIMEOUT;
-    let fetched = |n: u64| {
-        while fetches(&lg, "success") < n {
-            assert!(std::time::Instant::now() < deadline, "fetch {n} never came");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    };
-    fetched(1);
+    lg.wait_metric(&fetches("success"), 1, "fetch 1 never came");
     assert_eq!(
         dig(port, "127.0.0.1", &["ads.internet.test"]).status,
         "NOERROR"
     );
     // The user fixes the format: the list is fetched again now, not in a day.
     cfg.write("labgate.toml", &config("format = \"hosts\"\n"));
-    fetched(2);
+    lg.wait_metric(&fetches("success"), 2, "fetch 2 never came");
     assert_eq!(
         dig(port, "127.0.0.1", &["ads.internet.test"]).status,
         "NXDOMAIN"
@@ -336,17 +314,8 @@ fn url_lists_follow_redirects_a_loop_fails_and_logs_hide_the_query() {
         url("/loop")
     );
     let (_cfg, lg, port) = start_url_lists(&config);
-    let fetches = |result: &str| fetches(&lg, result);
-    let deadline = std::time::Instant::now() + support::RELOAD_TIMEOUT;
-    while fetches("success") == 0 || fetches("failure") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "fetches never settled: {} succeeded, {} failed",
-            fetches("success"),
-            fetches("failure")
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    lg.wait_metric(&fetches("success"), 1, "the moved list was never fetched");
+    lg.wait_metric(&fetches("failure"), 1, "the looping list never failed");
     // The moved list arrived through its redirect and blocks.
     assert_eq!(
         dig(port, "127.0.0.1", &["ads.internet.test"]).status,

@@ -105,7 +105,7 @@ pub struct Forwarder {
 }
 
 /// Format of a blocklist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BlocklistFormat {
     /// `0.0.0.0 name` lines.
     Hosts,

@@ -72,22 +72,21 @@ impl FastTable {
                 continue;
             };
             let src = SocketAddr::new(client, 53);
-            for (name, node) in &view.nodes {
+            for (owner, node) in &view.nodes {
                 let mut types = vec![RecordType::A, RecordType::AAAA];
                 for r in &node.records {
                     if !types.contains(&r.record_type()) {
                         types.push(r.record_type());
                     }
                 }
-                let lower = name;
-                let name = Name::from(name.clone());
+                let name = Name::from(owner.clone());
                 for rtype in types {
                     // A chain that leaves the internal data is completed by the upstreams,
                     // per query: not a fixed answer.
                     if let Lookup::Answer {
                         end: ChainEnd::Outside(_),
                         ..
-                    } = view.lookup(&snapshot.zones, lower, rtype)
+                    } = view.lookup(&snapshot.zones, owner, rtype)
                     {
                         continue;
                     }

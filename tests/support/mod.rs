@@ -191,6 +191,16 @@ impl Labgate {
         }
     }
 
+    /// Polls `/metrics` until the sample (as in [`Labgate::metric`]) reaches `at_least`, or
+    /// panics at the deadline saying `what` never came.
+    pub(crate) fn wait_metric(&self, sample: &str, at_least: u64, what: &str) {
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
+        while self.metric(sample) < at_least {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A sample's value on `/metrics`, by its name with labels (`name{a="b"}`); 0 if absent.
     pub(crate) fn metric(&self, sample: &str) -> u64 {
         let (_, body) = self.admin("GET", "/metrics");
