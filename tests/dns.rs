@@ -671,3 +671,126 @@ fn a_tcp_client_that_never_reads_its_answers_is_cut_off() {
         "the connection ended by labgate: {ended}"
     );
 }
+
+/// A message that parses as a DNS header but not past it (here two OPT records, RFC 6891
+/// §6.1.1) gets FORMERR with its ID, over UDP and over TCP, and the TCP connection goes on.
+#[test]
+fn a_message_that_does_not_parse_gets_formerr_over_udp_and_tcp() {
+    use std::io::{Read, Write};
+    use support::wire::{self, Client};
+    let cfg = ConfigDir::new();
+    let (_lg, udp, tcp) = start(&cfg);
+    let mut two_opts = wire::query(0x4242, "cloud.lab.test", wire::A, Some(1232));
+    two_opts[11] = 2;
+    two_opts.extend_from_slice(&wire::opt(1232));
+    // A question whose name runs past the end.
+    let mut cut = wire::query(0x4343, "cloud.lab.test", wire::A, None);
+    cut.truncate(20);
+    let client = Client::from("127.0.0.1");
+    for (query, id) in [(&two_opts, 0x4242), (&cut, 0x4343)] {
+        let reply = client
+            .ask(udp, query, std::time::Duration::from_secs(3))
+            .unwrap_or_else(|| panic!("no answer over UDP to query {id:#x}"));
+        let w = wire::walk(&reply).expect("a whole message");
+        assert_eq!((w.id, w.rcode), (id, 1), "FORMERR over UDP: {w:?}");
+    }
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", tcp)).expect("connect");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let mut framed = |q: &[u8]| {
+        let mut f = u16::try_from(q.len())
+            .expect("length")
+            .to_be_bytes()
+            .to_vec();
+        f.extend_from_slice(q);
+        conn.write_all(&f).expect("write");
+        let mut len = [0u8; 2];
+        conn.read_exact(&mut len).expect("an answer over TCP");
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        conn.read_exact(&mut reply).expect("the whole answer");
+        wire::walk(&reply).expect("a whole message")
+    };
+    let w = framed(&two_opts);
+    assert_eq!((w.id, w.rcode), (0x4242, 1), "FORMERR over TCP: {w:?}");
+    let fine = framed(&wire::query(7, "cloud.lab.test", wire::A, None));
+    assert_eq!(
+        (fine.id, fine.rcode, fine.answers),
+        (7, 0, 1),
+        "and then an answer"
+    );
+}
+
+/// Truncation at every client size from 512 to 1232 bytes and without EDNS: the response is
+/// one whole message within the size, TC set when records were left out, and an EDNS query
+/// gets its OPT back (RFC 6891 §7). dig checks the same for a 40-record set.
+#[test]
+fn truncated_answers_are_whole_messages_with_their_opt_at_every_size() {
+    use support::wire::{self, Client};
+    let cfg = ConfigDir::new();
+    let many: String = (1..=40)
+        .map(|i| {
+            format!(
+                "\n[[record]]\nname = \"mid.lab.test\"\ntype = \"A\"\nvalue = \"10.0.30.{i}\"\n"
+            )
+        })
+        .collect();
+    let lg = cfg.start(&format!("{CONFIG}{many}"));
+    let (udp, _) = dns_ports(&lg);
+    let client = Client::from("127.0.0.1");
+    let mut sizes: Vec<Option<u16>> = vec![None];
+    sizes.extend((512..=1232).step_by(24).map(Some));
+    sizes.extend([Some(513), Some(1231), Some(1232), Some(4096)]);
+    let mut id = 0u16;
+    for (name, qtype, whole) in [
+        ("mid.lab.test", wire::A, 40),
+        ("big.lab.test", wire::TXT, 8),
+        ("huge.lab.test", wire::TXT, 8),
+        ("nas.lab.test", wire::A, 1),
+    ] {
+        for size in &sizes {
+            // Twice: the second may come from the fast path.
+            for _ in 0..2 {
+                id += 1;
+                let q = wire::query(id, name, qtype, *size);
+                let reply = client
+                    .ask(udp, &q, std::time::Duration::from_secs(3))
+                    .unwrap_or_else(|| panic!("{name} at {size:?}: no answer"));
+                let at = format!("{name} at {size:?}: {} bytes", reply.len());
+                let w = wire::walk(&reply).unwrap_or_else(|e| panic!("{at}: {e}"));
+                let limit = size.map_or(512, |s| s.min(1232));
+                assert!(reply.len() <= usize::from(limit), "{at}: over {limit}");
+                assert_eq!((w.id, w.rcode, w.questions), (id, 0, 1), "{at}");
+                assert_eq!(
+                    w.truncated,
+                    w.answers < whole,
+                    "{at}: TC iff records left out {w:?}"
+                );
+                assert_eq!(
+                    w.opt.is_some(),
+                    size.is_some(),
+                    "{at}: OPT back iff asked {w:?}"
+                );
+            }
+        }
+    }
+    for args in [
+        ["+noedns", "+ignore", "mid.lab.test", "A"],
+        ["+bufsize=512", "+ignore", "mid.lab.test", "A"],
+        ["+noedns", "+ignore", "big.lab.test", "TXT"],
+    ] {
+        let d = dig(udp, "127.0.0.1", &args);
+        assert!(
+            !d.raw.contains("extra bytes"),
+            "dig {args:?} read extra bytes: {}",
+            d.raw
+        );
+        assert!(d.flags.split_whitespace().any(|f| f == "tc"), "{}", d.raw);
+        assert_eq!(d.status, "NOERROR", "{}", d.raw);
+        assert_eq!(
+            d.edns.is_empty(),
+            args[0] == "+noedns",
+            "OPT iff EDNS: {}",
+            d.raw
+        );
+    }
+}

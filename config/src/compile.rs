@@ -93,6 +93,8 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
             rebind_allow: upstreams.rebind_allow,
             serve_stale: defaults.serve_stale,
             upstream_roots: upstreams.roots,
+            max_in_flight: defaults.max_in_flight,
+            max_in_flight_per_client: defaults.max_in_flight_per_client,
         },
         certificates: certs.certificates,
         acme: certs.acme,

@@ -118,6 +118,13 @@ pub struct RawDns {
     /// How long past its TTL an answer may still be served while the upstreams are silent
     /// (RFC 8767 serve-stale), e.g. `1d`; `0s` turns it off. Default `1d`.
     pub serve_stale: Option<Spanned<String>>,
+    /// Queries that may wait for the upstreams at once, over every listener; each UDP worker
+    /// (one per core per DNS address) gets an equal share. A query beyond it is answered at
+    /// once, stale or SERVFAIL. Internal names, blocked names and cache hits never wait and
+    /// take no place. Default 1024.
+    pub max_in_flight: Option<Spanned<i64>>,
+    /// Of those, how many one client (an IPv4 address, an IPv6 /64) may take. Default 128.
+    pub max_in_flight_per_client: Option<Spanned<i64>>,
 }
 
 /// `[tunnel]`: the Cloudflare Tunnel connector, seen as the built-in network `tunnel`.

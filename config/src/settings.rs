@@ -48,6 +48,10 @@ pub struct DnsSettings {
     pub serve_stale: Duration,
     /// Extra CA certificates (DER) trusted for TLS upstreams.
     pub upstream_roots: Vec<Arc<[u8]>>,
+    /// Queries that may wait for the upstreams at once, over every listener.
+    pub max_in_flight: NonZeroUsize,
+    /// Queries of one client that may wait for the upstreams at once.
+    pub max_in_flight_per_client: NonZeroUsize,
 }
 
 /// Transport of an upstream resolver.

@@ -2,12 +2,18 @@
 //! with TCP on truncation, TCP, DoT, DoH), with its cache (TTL countdown, negative caching),
 //! conditional forwarders, a bounded wait, and rebinding protection.
 //!
-//! Resolvers outlive snapshots: a reload that keeps an upstream list keeps its resolver and
-//! with it the cache.
+//! Resolvers outlive snapshots: a reload that keeps an upstream list keeps its resolver, its
+//! health memory and the cache.
+//!
+//! A question is taken in two steps: [`Forwarders::now`] says what can be answered without
+//! waiting (a fresh cache hit; for upstreams known to be down, a stale answer or SERVFAIL),
+//! and [`Forwarders::ask`] waits for the upstreams. Equal questions in flight are sent once:
+//! later askers wait for the first one's answer.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
@@ -20,11 +26,13 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::{Resolver, TokioResolver};
 use labgate_config::Snapshot;
 use labgate_config::settings::{Protocol, Upstream};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::answer::Answer;
 use crate::cache::{Cache, Cached, Lifetime};
+use crate::health::{Gate, Health, Outcome};
 use crate::metrics::{CacheEvent, Metrics};
 
 /// Longest wait for upstreams before answering SERVFAIL.
@@ -42,7 +50,14 @@ struct UpstreamSet {
     resolver: TokioResolver,
     /// A conditional forwarder's set (internal servers: exempt from rebinding protection).
     conditional: bool,
+    /// Whether it answers lately.
+    health: Health,
 }
+
+/// A question in flight to the upstreams: its name and type.
+type Question = (LowerName, RecordType);
+/// Questions in flight, each with the channel its answer goes out on (`None`: no answer).
+type InFlight = Mutex<HashMap<Question, broadcast::Sender<Option<Answer>>>>;
 
 /// The resolvers for one snapshot: the default upstreams and each conditional forwarder.
 pub(crate) struct Forwarders {
@@ -54,6 +69,46 @@ pub(crate) struct Forwarders {
     conditional: Vec<(Name, Option<Arc<UpstreamSet>>)>,
     rebind_allow: Vec<Name>,
     cache: Arc<Cache>,
+    in_flight: Arc<InFlight>,
+}
+
+/// What the forwarders can say about a question without waiting.
+pub(crate) enum Now {
+    /// Answered now: a fresh cache hit (with its lifetime, for the fast path), or a stale
+    /// answer or SERVFAIL when no upstream can be asked.
+    Answer(Answer, Option<Lifetime>),
+    /// The upstreams must be asked.
+    Ask(Asking),
+}
+
+/// A question the upstreams must be asked.
+pub(crate) struct Asking {
+    set: Arc<UpstreamSet>,
+    name: LowerName,
+    rtype: RecordType,
+    /// An expired answer to fall back on.
+    stale: Option<Answer>,
+    /// Whether it is the probe of a set known to be down.
+    probe: bool,
+}
+
+impl Asking {
+    /// The answer for a query that may not wait (the bound on queries in flight is met): the
+    /// stale one, else SERVFAIL.
+    pub(crate) fn answer_without_waiting(self, metrics: &Metrics) -> Answer {
+        stale_or_servfail(self.stale, metrics)
+    }
+}
+
+/// A stale answer (counted) if there is one, else SERVFAIL.
+fn stale_or_servfail(stale: Option<Answer>, metrics: &Metrics) -> Answer {
+    match stale {
+        Some(stale) => {
+            metrics.cache(CacheEvent::Stale);
+            stale
+        }
+        None => Answer::servfail(),
+    }
 }
 
 impl Forwarders {
@@ -65,6 +120,7 @@ impl Forwarders {
             conditional: Vec::new(),
             rebind_allow: Vec::new(),
             cache: Arc::new(Cache::new(1, Duration::ZERO)),
+            in_flight: Arc::default(),
         }
     }
 
@@ -97,6 +153,7 @@ impl Forwarders {
                     roots: roots.clone(),
                     resolver,
                     conditional,
+                    health: Health::default(),
                 })),
                 Err(e) => {
                     tracing::warn!("cannot set up upstreams {upstreams:?}: {e}");
@@ -121,21 +178,17 @@ impl Forwarders {
                 .map(|f| (f.domain.clone(), set(&f.upstreams, true)))
                 .collect(),
             rebind_allow: s.dns.rebind_allow.clone(),
+            in_flight: Arc::clone(&previous.in_flight),
         }
     }
 
-    /// Resolves a name through the cache, then the conditional forwarder whose domain holds
-    /// it (longest first), else the default upstreams. A stale answer goes out after
-    /// [`STALE_AFTER`] of upstream silence or on upstream failure; without one, SERVFAIL
-    /// when none is configured or all fail within [`UPSTREAM_DEADLINE`]. With a fresh cache
-    /// hit, its lifetime (for the fast path to serve it on).
-    pub(crate) async fn resolve(
-        &self,
-        name: &LowerName,
-        rtype: RecordType,
-        metrics: &Arc<Metrics>,
-    ) -> (Answer, Option<Lifetime>) {
-        let stale = match self.cache.get(name, rtype, Instant::now()) {
+    /// What can be said about a question without waiting: a fresh cache hit; with no
+    /// upstreams for the name, or upstreams known to be down, a stale answer or SERVFAIL at
+    /// once; else the upstreams (the conditional forwarder whose domain holds the name,
+    /// longest first, else the default ones) must be asked.
+    pub(crate) fn now(&self, name: &LowerName, rtype: RecordType, metrics: &Arc<Metrics>) -> Now {
+        let now = Instant::now();
+        let stale = match self.cache.get(name, rtype, now) {
             Cached::Fresh {
                 answer,
                 life,
@@ -143,35 +196,65 @@ impl Forwarders {
             } => {
                 metrics.cache(CacheEvent::Hit);
                 if prefetch {
-                    self.prefetch(name.clone(), rtype, metrics);
+                    self.prefetch(name, rtype, metrics);
                 }
-                return (answer, Some(life));
+                return Now::Answer(answer, Some(life));
             }
             Cached::Stale(a) => Some(a),
             Cached::Miss => None,
         };
         metrics.cache(CacheEvent::Miss);
-        let answer = match (self.set_for(name), stale) {
-            (None, stale) => stale.unwrap_or_else(Answer::servfail),
-            (Some(set), None) => self
-                .fetch(set, name.clone(), rtype, metrics)
-                .await
-                .unwrap_or_else(Answer::servfail),
-            (Some(set), Some(stale)) => {
-                let mut fetch =
-                    Box::pin(tokio::spawn(self.fetch(set, name.clone(), rtype, metrics)));
-                match tokio::time::timeout(STALE_AFTER, &mut fetch).await {
-                    Ok(Ok(Some(fresh))) => fresh,
-                    // Failed, or still silent: the stale answer now; a late answer still
-                    // refreshes the cache because the fetch runs on.
-                    _ => {
-                        metrics.cache(CacheEvent::Stale);
-                        stale
-                    }
-                }
+        let Some(set) = self.set_for(name) else {
+            return Now::Answer(stale_or_servfail(stale, metrics), None);
+        };
+        let probe = match set.health.gate(now) {
+            Gate::Ask => false,
+            Gate::Probe => true,
+            Gate::FailFast => {
+                metrics.upstream_fail_fast();
+                return Now::Answer(stale_or_servfail(stale, metrics), None);
             }
         };
-        (answer, None)
+        Now::Ask(Asking {
+            set: Arc::clone(set),
+            name: name.clone(),
+            rtype,
+            stale,
+            probe,
+        })
+    }
+
+    /// Waits for the upstreams' answer to a question [`Forwarders::now`] could not answer:
+    /// with a stale answer, at most [`STALE_AFTER`] before sending it (a late answer still
+    /// refreshes the cache); without, SERVFAIL when they fail or stay silent within
+    /// [`UPSTREAM_DEADLINE`].
+    pub(crate) async fn ask(&self, asking: Asking, metrics: &Arc<Metrics>) -> Answer {
+        let mut answer = self.send(&asking, metrics);
+        let wait = if asking.stale.is_some() {
+            STALE_AFTER
+        } else {
+            // The question itself ends within the deadline; the margin only keeps a lost
+            // sender from holding the query.
+            UPSTREAM_DEADLINE + Duration::from_millis(500)
+        };
+        match tokio::time::timeout(wait, answer.recv()).await {
+            Ok(Ok(Some(fresh))) => fresh,
+            _ => stale_or_servfail(asking.stale, metrics),
+        }
+    }
+
+    /// [`Forwarders::now`], then [`Forwarders::ask`] if it must.
+    #[cfg(test)]
+    pub(crate) async fn resolve(
+        &self,
+        name: &LowerName,
+        rtype: RecordType,
+        metrics: &Arc<Metrics>,
+    ) -> Answer {
+        match self.now(name, rtype, metrics) {
+            Now::Answer(a, _) => a,
+            Now::Ask(asking) => self.ask(asking, metrics).await,
+        }
     }
 
     /// Caches an answer as if the upstreams had just given it (fuzzing and tests: they run
@@ -180,21 +263,32 @@ impl Forwarders {
         self.cache.put(name, rtype, answer, Instant::now());
     }
 
-    fn fetch(
-        &self,
-        set: &Arc<UpstreamSet>,
-        name: LowerName,
-        rtype: RecordType,
-        metrics: &Arc<Metrics>,
-    ) -> impl Future<Output = Option<Answer>> + Send + 'static {
-        fetch(Fetch {
-            set: Arc::clone(set),
+    /// Sends a question to its upstreams, unless an equal one is in flight: either way, the
+    /// channel its answer comes on.
+    fn send(&self, asking: &Asking, metrics: &Arc<Metrics>) -> broadcast::Receiver<Option<Answer>> {
+        let question = (asking.name.clone(), asking.rtype);
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(sent) = in_flight.get(&question) {
+            metrics.coalesced();
+            return sent.subscribe();
+        }
+        let (tx, rx) = broadcast::channel(1);
+        in_flight.insert(question.clone(), tx);
+        drop(in_flight);
+        // Its own task: the question ends within UPSTREAM_DEADLINE whoever waits for it.
+        drop(tokio::spawn(fetch(Fetch {
+            set: Arc::clone(&asking.set),
             cache: Arc::clone(&self.cache),
             rebind_allow: self.rebind_allow.clone(),
             metrics: Arc::clone(metrics),
-            name,
-            rtype,
-        })
+            in_flight: Arc::clone(&self.in_flight),
+            question,
+            probe: asking.probe,
+        })));
+        rx
     }
 
     /// A host's addresses from the upstreams for its domain, empty on failure.
@@ -241,11 +335,18 @@ impl Forwarders {
         }
     }
 
-    fn prefetch(&self, name: LowerName, rtype: RecordType, metrics: &Arc<Metrics>) {
-        if let Some(set) = self.set_for(&name) {
-            let task = self.fetch(set, name, rtype, metrics);
-            // Bounded by UPSTREAM_DEADLINE inside `fetch`; nothing waits for it.
-            drop(tokio::spawn(task));
+    /// Refreshes a popular answer before it expires, unless its upstreams are down.
+    fn prefetch(&self, name: &LowerName, rtype: RecordType, metrics: &Arc<Metrics>) {
+        if let Some(set) = self.set_for(name).filter(|s| !s.health.is_down()) {
+            let asking = Asking {
+                set: Arc::clone(set),
+                name: name.clone(),
+                rtype,
+                stale: None,
+                probe: false,
+            };
+            // Nobody waits for it: the answer goes to the cache.
+            drop(self.send(&asking, metrics));
         }
     }
 }
@@ -256,30 +357,65 @@ struct Fetch {
     cache: Arc<Cache>,
     rebind_allow: Vec<Name>,
     metrics: Arc<Metrics>,
-    name: LowerName,
-    rtype: RecordType,
+    in_flight: Arc<InFlight>,
+    question: Question,
+    probe: bool,
 }
 
-/// Asks the upstreams within [`UPSTREAM_DEADLINE`], caches what they say; `None` when they
-/// fail or stay silent.
-async fn fetch(f: Fetch) -> Option<Answer> {
+/// Asks the upstreams, then gives the answer to everyone waiting for the question.
+async fn fetch(f: Fetch) {
+    let answer = exchange(&f).await;
+    let waiting = f
+        .in_flight
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&f.question);
+    if let Some(waiting) = waiting {
+        // Nobody may be left waiting (a prefetch, or askers that gave up): nothing to do.
+        let _ = waiting.send(answer);
+    }
+}
+
+/// Asks the upstreams within [`UPSTREAM_DEADLINE`], remembers whether they answered, caches
+/// what they say; `None` when they fail or stay silent.
+async fn exchange(f: &Fetch) -> Option<Answer> {
     let Fetch {
         set,
         cache,
         rebind_allow,
         metrics,
-        name,
-        rtype,
+        question: (name, rtype),
+        probe,
+        ..
     } = f;
-    let qname = Name::from(&name);
+    let (rtype, probe) = (*rtype, *probe);
+    let qname = Name::from(name);
     let started = Instant::now();
     let lookup =
         tokio::time::timeout(UPSTREAM_DEADLINE, set.resolver.lookup(qname.clone(), rtype)).await;
-    let ok = match &lookup {
-        Ok(Ok(_)) | Ok(Err(NetError::Dns(DnsError::NoRecordsFound(_)))) => true,
-        Ok(Err(NetError::Dns(DnsError::ResponseCode(code)))) => *code != ResponseCode::ServFail,
-        _ => false,
+    let (ok, outcome) = match &lookup {
+        Ok(Ok(_)) | Ok(Err(NetError::Dns(DnsError::NoRecordsFound(_)))) => {
+            (true, Outcome::Answered)
+        }
+        // SERVFAIL is an answer: the upstream is alive, the name is what fails.
+        Ok(Err(NetError::Dns(DnsError::ResponseCode(code)))) => {
+            (*code != ResponseCode::ServFail, Outcome::Answered)
+        }
+        _ => (false, Outcome::Silent),
     };
+    let named = || {
+        let names: Vec<String> = set.upstreams.iter().map(ToString::to_string).collect();
+        names.join(", ")
+    };
+    match set.health.record(outcome, probe, Instant::now()) {
+        Some(true) => tracing::warn!(
+            upstreams = %named(),
+            "upstreams stopped answering: their queries fail at once (stale answers or \
+             SERVFAIL) until a probe is answered"
+        ),
+        Some(false) => tracing::info!(upstreams = %named(), "upstreams answer again"),
+        None => {}
+    }
     metrics.upstream(started.elapsed(), ok);
     let mut answer = match lookup {
         Err(_) => {
@@ -303,14 +439,14 @@ async fn fetch(f: Fetch) -> Option<Answer> {
             return None;
         }
     };
-    if !set.conditional && rebinds(&rebind_allow, &qname, &answer.answers) {
+    if !set.conditional && rebinds(rebind_allow, &qname, &answer.answers) {
         // SECURITY: a public name answering with a private address is a DNS rebinding
         // attempt against the LAN; drop the answer (conditional forwarders point at internal
         // servers, so they are exempt).
         debug!(name = %qname, "rebinding protection: private address in a public answer dropped");
         answer = Answer::recursive(ResponseCode::NoError, Vec::new(), Vec::new());
     }
-    cache.put(&name, rtype, &answer, Instant::now());
+    cache.put(name, rtype, &answer, Instant::now());
     Some(answer)
 }
 
@@ -434,6 +570,7 @@ mod tests {
             roots: Vec::new(),
             resolver,
             conditional: false,
+            health: Health::default(),
         })
     }
 
@@ -450,7 +587,7 @@ mod tests {
         let other = f.set_for(&name("example.com.")).expect("default upstreams");
         assert!(Arc::ptr_eq(other, &default));
         let metrics = Arc::new(Metrics::default());
-        let (answer, _) = f
+        let answer = f
             .resolve(&name("nas.home.arpa."), RecordType::A, &metrics)
             .await;
         assert_eq!(answer.rcode, ResponseCode::ServFail);

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 
+mod admission;
 mod answer;
 mod cache;
 mod challenges;
@@ -24,6 +25,7 @@ mod fast;
 mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+mod health;
 mod hits;
 mod metrics;
 mod server;

@@ -11,6 +11,8 @@ use hickory_proto::rr::RecordType;
 use labgate_config::Snapshot;
 use labgate_config::histogram::Histogram;
 
+use crate::admission::{Admission, Limit};
+
 const QTYPES: [RecordType; 11] = [
     RecordType::A,
     RecordType::AAAA,
@@ -48,7 +50,12 @@ pub struct Metrics {
     upstream_failures: AtomicU64,
     blocked: AtomicU64,
     fast_answers: AtomicU64,
+    fail_fast: AtomicU64,
+    coalesced: AtomicU64,
+    overload: [AtomicU64; Limit::ALL.len()],
     latency: Histogram,
+    /// The places of queries waiting for the upstreams (their number is a gauge).
+    pub(crate) admission: std::sync::Arc<Admission>,
 }
 
 impl Default for Metrics {
@@ -63,7 +70,11 @@ impl Default for Metrics {
             upstream_failures: AtomicU64::new(0),
             blocked: AtomicU64::new(0),
             fast_answers: AtomicU64::new(0),
+            fail_fast: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            overload: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: Histogram::new(&LATENCY_BUCKETS),
+            admission: std::sync::Arc::default(),
         }
     }
 }
@@ -85,6 +96,21 @@ impl Metrics {
     /// Counts one query answered by the fast path (it is counted by `query` too).
     pub(crate) fn fast_answer(&self) {
         self.fast_answers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one query answered at once because its upstreams are known to be down.
+    pub(crate) fn upstream_fail_fast(&self) {
+        self.fail_fast.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one query that waited for an equal question already in flight.
+    pub(crate) fn coalesced(&self) {
+        self.coalesced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one query answered without waiting because it met `limit`.
+    pub(crate) fn overload(&self, limit: Limit) {
+        self.overload[limit as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one answered query; `network` is the client's network position, if any.
@@ -174,6 +200,16 @@ impl Metrics {
                 "UDP queries answered from precompiled answers.",
                 &self.fast_answers,
             ),
+            (
+                "labgate_dns_upstream_fail_fast_total",
+                "Queries answered at once (stale or SERVFAIL) because their upstreams are known to be down.",
+                &self.fail_fast,
+            ),
+            (
+                "labgate_dns_coalesced_total",
+                "Queries that waited for an equal question already sent to the upstreams.",
+                &self.coalesced,
+            ),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(
@@ -182,6 +218,21 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
+        out.push_str("# HELP labgate_dns_overload_total Queries answered at once (stale or SERVFAIL) because the bound on queries waiting for upstreams was met, by limit.\n");
+        out.push_str("# TYPE labgate_dns_overload_total counter\n");
+        for limit in Limit::ALL {
+            let _ = writeln!(
+                out,
+                "labgate_dns_overload_total{{limit=\"{}\"}} {}",
+                limit.label(),
+                self.overload[limit as usize].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP labgate_dns_queries_in_flight Queries waiting for the upstreams now.\n# TYPE labgate_dns_queries_in_flight gauge\nlabgate_dns_queries_in_flight {}",
+            self.admission.in_flight()
+        );
         self.latency.render(
             &mut out,
             "labgate_dns_upstream_latency_seconds",

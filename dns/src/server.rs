@@ -7,15 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use hickory_proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncoder;
-use hickory_server::net::NetError;
-use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
+use hickory_server::server::Request;
 use hickory_server::server::default_tls_server_config;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use labgate_config::Snapshot;
 use rustls::server::ResolvesServerCert;
@@ -25,11 +22,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::admission::{Limit, Ticket, WorkerShare};
 use crate::answer::{Answer, Decision, FetchedLists, decide};
 use crate::cache::Lifetime;
 use crate::challenges::Challenges;
 use crate::fast::{self, FastTable};
-use crate::forward::Forwarders;
+use crate::forward::{Asking, Forwarders, Now};
 use crate::hits::HitTable;
 use crate::metrics::{CacheEvent, Metrics};
 use crate::stream::{DRAIN, MAX_CONNECTIONS, Streams};
@@ -141,39 +139,85 @@ impl Handler {
     }
 
     /// Runs one query's bytes through the general path as a TCP (or TLS) query from `src`:
-    /// the whole response, or `None` when the message does not parse as a request or
-    /// deserves silence.
+    /// the whole response, or `None` when the query deserves silence. A query that must wait
+    /// for the upstreams takes a place (see `admission`), or is answered at once without one.
     pub(crate) async fn answer_stream(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
-        let (out, _) = self.answer_as(Protocol::Tcp, data, src).await?;
+        let out = match self.plan(data, src, false) {
+            Plan::Ready(out, _) => out,
+            Plan::Upstream(p) => match self.enter(&p, None) {
+                Ok(ticket) => self.complete(*p, ticket).await,
+                Err(limit) => self.answer_over(*p, limit),
+            },
+        };
         (!out.is_empty()).then_some(out)
     }
 
-    /// Runs one query's bytes through the general path as a UDP query from `src`; the
-    /// response bytes (truncated to the UDP size with TC set), or `None` when the packet does
-    /// not parse as a request or deserves silence. A fresh cache hit's response is kept for
-    /// the fast path.
+    /// Runs one query's bytes through the general path as a UDP query from `src`, waiting for
+    /// the upstreams without a bound (the fast table's compiler, fuzzing and tests; the UDP
+    /// workers take places): the response bytes, or `None` when the query deserves silence.
     pub async fn answer_bytes(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
-        let decided_with = self.decision_inputs();
-        let (out, hit) = self.answer_as(Protocol::Udp, data, src).await?;
-        if let Some(life) = hit {
-            self.keep_hit(decided_with, src, data, &out, life);
-        }
+        let out = match self.plan_udp(data, src) {
+            Plan::Ready(out, _) => out,
+            Plan::Upstream(p) => {
+                let Pending {
+                    request,
+                    snapshot,
+                    forwarders,
+                    asking,
+                    chain,
+                    udp,
+                } = *p;
+                let outside = forwarders.ask(asking, &self.metrics).await;
+                self.respond(&request, &snapshot, chained(chain, outside), udp)
+            }
+        };
         (!out.is_empty()).then_some(out)
     }
 
-    /// The general path's encoded response to `data` received over `protocol` (empty when it
-    /// deserves silence), and the cache lifetime when it was a fresh cache hit.
-    async fn answer_as(
-        &self,
-        protocol: Protocol,
-        data: &[u8],
-        src: SocketAddr,
-    ) -> Option<(Vec<u8>, Option<Lifetime>)> {
-        let request = Request::from_bytes(data.to_vec(), src, protocol).ok()?;
-        let reply = Reply::new(protocol == Protocol::Udp);
-        let (_, hit) = self.respond(&request, reply.clone()).await;
-        let out = std::mem::take(&mut *reply.out.lock().ok()?);
-        Some((out, hit))
+    /// [`Handler::plan`] for a UDP query; a fresh cache hit's response is kept for the fast
+    /// path.
+    pub(crate) fn plan_udp(&self, data: &[u8], src: SocketAddr) -> Plan {
+        let decided_with = self.decision_inputs();
+        let plan = self.plan(data, src, true);
+        if let Plan::Ready(out, Some(life)) = &plan {
+            self.keep_hit(decided_with, src, data, out, *life);
+        }
+        plan
+    }
+
+    /// Takes a place for a query that must wait for the upstreams (over UDP, in its worker's
+    /// share), or names the limit it met.
+    pub(crate) fn enter(&self, p: &Pending, worker: Option<&WorkerShare>) -> Result<Ticket, Limit> {
+        let dns = &p.snapshot.dns;
+        self.metrics.admission.enter(
+            p.request.src().ip(),
+            worker,
+            dns.max_in_flight.get(),
+            dns.max_in_flight_per_client.get(),
+        )
+    }
+
+    /// Waits for the upstreams' answer to a planned query holding `ticket`'s place: the
+    /// response bytes.
+    pub(crate) async fn complete(&self, p: Pending, ticket: Ticket) -> Vec<u8> {
+        let Pending {
+            request,
+            snapshot,
+            forwarders,
+            asking,
+            chain,
+            udp,
+        } = p;
+        let outside = forwarders.ask(asking, &self.metrics).await;
+        drop(ticket);
+        self.respond(&request, &snapshot, chained(chain, outside), udp)
+    }
+
+    /// Answers a query that met `limit` at once: a stale answer, else SERVFAIL.
+    pub(crate) fn answer_over(&self, p: Pending, limit: Limit) -> Vec<u8> {
+        self.metrics.overload(limit);
+        let outside = p.asking.answer_without_waiting(&self.metrics);
+        self.respond(&p.request, &p.snapshot, chained(p.chain, outside), p.udp)
     }
 
     /// The snapshot and fetched lists a decision starting now is made with.
@@ -303,13 +347,14 @@ pub fn serve(
 ) -> std::io::Result<DnsServer> {
     let stop = Arc::new(AtomicBool::new(false));
     let rt = tokio::runtime::Handle::current();
-    let mut workers = Vec::with_capacity(udp.len());
+    let count = udp.len();
+    let mut workers = Vec::with_capacity(count);
     for (i, socket) in udp.into_iter().enumerate() {
         let (handler, rt, stop) = (handler.clone(), rt.clone(), Arc::clone(&stop));
         workers.push(
             std::thread::Builder::new()
                 .name(format!("labgate dns udp {i}"))
-                .spawn(move || crate::udp::run(&handler, socket, &rt, &stop))?,
+                .spawn(move || crate::udp::run(&handler, socket, &rt, (&stop, count)))?,
         );
     }
     let streams = Streams {
@@ -336,120 +381,237 @@ pub fn serve(
     })
 }
 
-#[async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        response: R,
-    ) -> ResponseInfo {
-        self.respond(request, response).await.0
+/// What the general path makes of one query before any upstream is asked.
+pub(crate) enum Plan {
+    /// The response (empty: the query deserves silence) and, for a fresh cache hit of a
+    /// forwarded name, its lifetime.
+    Ready(Vec<u8>, Option<Lifetime>),
+    /// The upstreams must be asked.
+    Upstream(Box<Pending>),
+}
+
+/// A query that must wait for the upstreams, with what its response is made from.
+pub(crate) struct Pending {
+    request: Request,
+    snapshot: Arc<Snapshot>,
+    forwarders: Arc<Forwarders>,
+    asking: Asking,
+    /// The internal start of a CNAME chain the upstreams complete.
+    chain: Option<Answer>,
+    udp: bool,
+}
+
+impl Pending {
+    /// Where the query came from.
+    pub(crate) fn src(&self) -> SocketAddr {
+        self.request.src()
     }
 }
 
 impl Handler {
-    /// Answers one request; with a fresh cache hit, the lifetime of the answer sent.
-    async fn respond<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        mut response: R,
-    ) -> (ResponseInfo, Option<Lifetime>) {
+    /// Decides one query's bytes received over UDP (`udp`) or a stream from `src` without
+    /// waiting: internal names, blocked names, cache hits, malformed queries and upstreams
+    /// known to be down are answered now, in full; forwarded names that miss the cache are
+    /// left for the upstreams.
+    pub(crate) fn plan(&self, data: &[u8], src: SocketAddr, udp: bool) -> Plan {
+        let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
+        let Ok(request) = Request::from_bytes(data.to_vec(), src, protocol) else {
+            // RFC 6891 §6.1.1 (two OPT records) and every other message that does not parse
+            // past its header.
+            return Plan::Ready(self.format_error(data, src), None);
+        };
         if request.metadata.message_type == MessageType::Response {
             // SECURITY: answering responses lets two servers loop; drop them silently.
-            return (unsent(request, ResponseCode::FormErr), None);
+            return Plan::Ready(Vec::new(), None);
         }
         if request.queries.len() != 1 || compressed(request.queries.as_bytes()) {
             // hickory echoes the question section byte for byte; a compression pointer in it
             // (legal only into earlier names, of which a lone question has none) would point
-            // into our response header. Found by the dns_handle fuzz target: stay silent.
-            return (unsent(request, ResponseCode::FormErr), None);
+            // into our response header (found by the dns_handle fuzz target). FORMERR with
+            // the header alone echoes nothing.
+            return Plan::Ready(self.format_error(data, src), None);
         }
-        let snapshot = self.snapshot.load_full();
-        let mut edns = None;
-        if let Some(req) = &request.edns {
-            let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
-            e.set_version(0);
-            // RFC 3225: echo the DO bit.
-            e.set_dnssec_ok(req.flags().dnssec_ok);
-            edns = Some(e);
-        }
-        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
-        let rcode = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        let edns = response_edns(&request);
+        let refused = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             Some(ResponseCode::BADVERS)
         } else if request.metadata.op_code != OpCode::Query {
             Some(ResponseCode::NotImp)
         } else {
             None
         };
-        let mut hit = None;
-        let info = match (rcode, request.request_info()) {
-            (None, Ok(info)) => {
-                let q = info.query;
-                let lists = self.lists.load();
-                let decision = match self.challenges.answer(q.name(), q.query_type()) {
-                    Some(challenge) => Decision::Answer(challenge),
-                    None => decide(
-                        &snapshot,
-                        &lists,
-                        info.src.ip(),
-                        q.name(),
-                        q.query_type(),
-                        q.query_class(),
-                    ),
-                };
-                let a = match decision {
-                    Decision::Answer(a) => a,
-                    Decision::Forward => {
-                        let forwarders = self.forwarders(&snapshot);
-                        let (a, life) = forwarders
-                            .resolve(q.name(), q.query_type(), &self.metrics)
-                            .await;
-                        hit = life;
-                        a
-                    }
-                    Decision::Chase {
-                        mut chain,
-                        target,
-                        rtype,
-                    } => {
-                        let forwarders = self.forwarders(&snapshot);
-                        let (outside, _) = forwarders.resolve(&target, rtype, &self.metrics).await;
-                        // RFC 6604: the rcode and the authority section follow the last name.
-                        chain.rcode = outside.rcode;
-                        chain.answers.extend(outside.answers);
-                        chain.soa = outside.soa;
-                        chain
-                    }
-                };
-                debug!(client = %info.src, name = %q.name(), qtype = %q.query_type(), rcode = %a.rcode, "dns query");
-                let network = snapshot
-                    .networks
-                    .lookup(info.src.ip())
-                    .map(|m| m.network.index());
-                self.metrics.query(network, q.query_type(), a.rcode);
-                if a.blocked {
-                    self.metrics.blocked();
-                }
-                let mut meta = Metadata::response_from_request(&request.metadata);
-                meta.authoritative = a.authoritative;
-                meta.recursion_available = a.recursion_available;
-                meta.response_code = a.rcode;
-                let msg = builder.build(meta, a.answers.iter(), [], a.soa.iter(), []);
-                response.send_response(msg).await
-            }
-            (rcode, _) => {
-                let msg =
-                    builder.error_msg(&request.metadata, rcode.unwrap_or(ResponseCode::FormErr));
-                response.send_response(msg).await
-            }
+        let Some(query) = request.queries.queries().first() else {
+            return Plan::Ready(self.format_error(data, src), None);
         };
-        let info = info.unwrap_or_else(|e| {
-            debug!("dns response not sent: {e}");
-            unsent(request, ResponseCode::ServFail)
-        });
-        (info, hit)
+        if let Some(rcode) = refused {
+            let msg = MessageResponseBuilder::new(&request.queries, edns.as_ref())
+                .error_msg(&request.metadata, rcode);
+            return Plan::Ready(emit(msg).unwrap_or_default(), None);
+        }
+        let snapshot = self.snapshot.load_full();
+        let (name, rtype) = (query.name(), query.query_type());
+        let decision = match self.challenges.answer(name, rtype) {
+            Some(challenge) => Decision::Answer(challenge),
+            None => decide(
+                &snapshot,
+                &self.lists.load(),
+                src.ip(),
+                name,
+                rtype,
+                query.query_class(),
+            ),
+        };
+        let (chain, target, rtype) = match decision {
+            Decision::Answer(a) => {
+                return Plan::Ready(self.respond(&request, &snapshot, a, udp), None);
+            }
+            Decision::Forward => (None, name.clone(), rtype),
+            Decision::Chase {
+                chain,
+                target,
+                rtype,
+            } => (Some(chain), target, rtype),
+        };
+        let forwarders = self.forwarders(&snapshot);
+        match forwarders.now(&target, rtype, &self.metrics) {
+            Now::Answer(outside, life) => {
+                // Only a forwarded name's own hit is kept for the fast path.
+                let life = life.filter(|_| chain.is_none());
+                let out = self.respond(&request, &snapshot, chained(chain, outside), udp);
+                Plan::Ready(out, life)
+            }
+            Now::Ask(asking) => Plan::Upstream(Box::new(Pending {
+                request,
+                snapshot,
+                forwarders,
+                asking,
+                chain,
+                udp,
+            })),
+        }
     }
+
+    /// The encoded response carrying answer `a` to `request`, counted.
+    fn respond(&self, request: &Request, snapshot: &Snapshot, a: Answer, udp: bool) -> Vec<u8> {
+        let src = request.src();
+        if let Some(q) = request.queries.queries().first() {
+            debug!(client = %src, name = %q.name(), qtype = %q.query_type(), rcode = %a.rcode, "dns query");
+            let network = snapshot
+                .networks
+                .lookup(src.ip())
+                .map(|m| m.network.index());
+            self.metrics.query(network, q.query_type(), a.rcode);
+        }
+        if a.blocked {
+            self.metrics.blocked();
+        }
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.authoritative = a.authoritative;
+        meta.recursion_available = a.recursion_available;
+        meta.response_code = a.rcode;
+        encode(request, response_edns(request).as_ref(), meta, &a, udp)
+    }
+
+    /// FORMERR for a message that does not parse (see [`format_error`]), counted.
+    fn format_error(&self, data: &[u8], src: SocketAddr) -> Vec<u8> {
+        let out = format_error(data);
+        if !out.is_empty() {
+            let network = self
+                .snapshot
+                .load()
+                .networks
+                .lookup(src.ip())
+                .map(|m| m.network.index());
+            self.metrics
+                .query(network, RecordType::ZERO, ResponseCode::FormErr);
+        }
+        out
+    }
+}
+
+/// The internal start of a CNAME chain completed by what the upstreams said about its
+/// target, or their answer alone.
+fn chained(chain: Option<Answer>, outside: Answer) -> Answer {
+    match chain {
+        Some(mut chain) => {
+            // RFC 6604: the rcode and the authority section follow the last name.
+            chain.rcode = outside.rcode;
+            chain.answers.extend(outside.answers);
+            chain.soa = outside.soa;
+            chain
+        }
+        None => outside,
+    }
+}
+
+/// The OPT of the response to an EDNS query: our UDP size (at most the client's), version 0,
+/// the DO bit echoed (RFC 3225).
+fn response_edns(request: &Request) -> Option<Edns> {
+    let req = request.edns.as_ref()?;
+    let mut e = Edns::new();
+    e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+    e.set_version(0);
+    e.set_dnssec_ok(req.flags().dnssec_ok);
+    Some(e)
+}
+
+/// Encodes a response. Over UDP, one larger than the client's size (512 without EDNS) goes
+/// out with TC set, the question and the OPT, and no records (RFC 2181 §9: no partial
+/// RRsets; RFC 6891 §7: an EDNS query gets an OPT back), so the client asks again over TCP.
+fn encode(
+    request: &Request,
+    edns: Option<&Edns>,
+    mut meta: Metadata,
+    a: &Answer,
+    udp: bool,
+) -> Vec<u8> {
+    let max = if udp {
+        edns.map_or(512, Edns::max_payload)
+    } else {
+        u16::MAX
+    };
+    let builder = || MessageResponseBuilder::new(&request.queries, edns);
+    let full = emit(builder().build(meta, a.answers.iter(), [], a.soa.iter(), []));
+    if let Some(full) = full.filter(|f| f.len() <= usize::from(max)) {
+        return full;
+    }
+    meta.truncation = true;
+    emit(builder().build_no_records(meta)).unwrap_or_default()
+}
+
+/// A response's bytes, whole (no size limit: truncation is [`encode`]'s); `None` if it cannot
+/// be encoded.
+fn emit<'a>(
+    msg: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut buf);
+    msg.destructive_emit(&mut encoder).ok()?;
+    Some(buf)
+}
+
+/// FORMERR for a message whose header could be read: its ID, opcode and RD, no sections
+/// (RFC 1035 §4.1.1; RFC 6891 §6.1.1 for two OPT records). Empty (silence) for a response,
+/// which must never be answered, and for anything shorter than a header.
+pub(crate) fn format_error(data: &[u8]) -> Vec<u8> {
+    let Some(header) = data.get(..12) else {
+        return Vec::new();
+    };
+    if header[2] & 0x80 != 0 {
+        return Vec::new();
+    }
+    let mut out = vec![0; 12];
+    out[..2].copy_from_slice(&header[..2]);
+    // QR set; opcode and RD kept.
+    out[2] = 0x80 | (header[2] & 0x79);
+    out[3] = ResponseCode::FormErr.low();
+    out
 }
 
 /// Whether a question section's name uses a compression pointer (or a reserved label type).
@@ -465,63 +627,4 @@ fn compressed(question: &[u8]) -> bool {
         i += 1 + usize::from(len);
     }
     false
-}
-
-/// What the server reports for a request it did not (or could not) answer.
-fn unsent(request: &Request, rcode: ResponseCode) -> ResponseInfo {
-    let mut metadata = Metadata::response_from_request(&request.metadata);
-    metadata.response_code = rcode;
-    ResponseInfo::from(hickory_proto::op::Header {
-        metadata,
-        counts: Default::default(),
-    })
-}
-
-/// A response handler that keeps the encoded response: for UDP at most the client's EDNS
-/// size (512 without EDNS), truncated with TC set beyond; for a stream, whole.
-#[derive(Clone)]
-pub(crate) struct Reply {
-    out: Arc<Mutex<Vec<u8>>>,
-    udp: bool,
-}
-
-impl Reply {
-    /// For a UDP answer when `udp`, else for a TCP or TLS one.
-    fn new(udp: bool) -> Self {
-        Self {
-            out: Arc::default(),
-            udp,
-        }
-    }
-}
-
-#[async_trait]
-impl ResponseHandler for Reply {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let max = if self.udp {
-            response.edns().map_or(512, Edns::max_payload)
-        } else {
-            u16::MAX
-        };
-        let mut buf = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut buf);
-        encoder.set_max_size(max);
-        let info = response
-            .destructive_emit(&mut encoder)
-            .map_err(NetError::from)?;
-        if let Ok(mut out) = self.out.lock() {
-            *out = buf;
-        }
-        Ok(info)
-    }
 }

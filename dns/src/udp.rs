@@ -1,8 +1,10 @@
 //! labgate's own UDP workers, as Knot does it: one thread per socket of a `SO_REUSEPORT`
 //! group, datagrams received and answers sent in batches (`recvmmsg`/`sendmmsg`), answered
-//! inline from the fast path's table when they can be, else handed to the general path on the
-//! runtime. No query is answered twice: the fast path either writes the whole answer or
-//! declines before anything is sent.
+//! inline from the fast path's table when they can be, else by the general path's plan on the
+//! same thread; only a query that must wait for the upstreams goes to the runtime, and only
+//! while its worker's share of places lasts (`admission`): beyond it, it is answered at once.
+//! Nothing a worker takes waits in a queue of its own. No query is answered twice: the fast
+//! path either writes the whole answer or declines before anything is sent.
 //!
 //! A socket bound to a wildcard address (`0.0.0.0`, `[::]`) learns each query's destination
 //! address (`IP_PKTINFO`, `IPV6_RECVPKTINFO`) and answers from it: else the kernel picks the
@@ -23,6 +25,8 @@ use nix::sys::socket::{
 };
 
 use crate::Handler;
+use crate::admission::WorkerShare;
+use crate::server::{Pending, Plan};
 
 /// Datagrams taken per system call.
 const BATCH: usize = 32;
@@ -33,12 +37,13 @@ const STOP_CHECK: Duration = Duration::from_millis(200);
 /// Room for one answer: the largest UDP response labgate sends.
 const MAX_ANSWER: usize = crate::MAX_UDP_PAYLOAD as usize;
 
-/// Serves one socket on the calling thread until `stop` is set. `rt` runs the general path.
+/// Serves one socket on the calling thread until `stop` is set, as one of `workers` workers.
+/// `rt` runs the queries that wait for the upstreams.
 pub(crate) fn run(
     handler: &Handler,
     socket: UdpSocket,
     rt: &tokio::runtime::Handle,
-    stop: &AtomicBool,
+    (stop, workers): (&AtomicBool, usize),
 ) {
     // The fast path starts table rebuilds on the runtime.
     let _entered = rt.enter();
@@ -56,6 +61,7 @@ pub(crate) fn run(
     }
     let socket = Arc::new(socket);
     let fd = socket.as_raw_fd();
+    let share = WorkerShare::new(workers);
     // PERF: buffers, headers and slices are made once per worker: nothing is allocated per
     // datagram or per batch on the fast path.
     let mut queries = vec![[0u8; MAX_QUERY]; BATCH].into_boxed_slice();
@@ -106,15 +112,33 @@ pub(crate) fn run(
                 continue;
             };
             let data = &query[..len.min(MAX_QUERY)];
-            match handler.fast_answer(src.ip(), data, &mut answers[replies]) {
-                Some(n) => {
-                    lens[replies] = n;
-                    to[replies] = addr;
-                    from[replies] = local;
-                    replies += 1;
+            let out = &mut answers[replies];
+            let answered = match handler.fast_answer(src.ip(), data, out) {
+                Some(n) => n,
+                None => {
+                    let bytes = match handler.plan_udp(data, src) {
+                        Plan::Ready(bytes, _) => bytes,
+                        Plan::Upstream(p) => match handler.enter(&p, Some(&share)) {
+                            Ok(ticket) => {
+                                upstream(handler, &socket, rt, (*p, ticket), local);
+                                continue;
+                            }
+                            Err(limit) => handler.answer_over(*p, limit),
+                        },
+                    };
+                    // Silence, or (never: the general path keeps to MAX_UDP_PAYLOAD) too long.
+                    let Some(room) = out.get_mut(..bytes.len()).filter(|_| !bytes.is_empty())
+                    else {
+                        continue;
+                    };
+                    room.copy_from_slice(&bytes);
+                    bytes.len()
                 }
-                None => general(handler, &socket, rt, data, src, local),
-            }
+            };
+            lens[replies] = answered;
+            to[replies] = addr;
+            from[replies] = local;
+            replies += 1;
         }
         // One `sendmmsg` per source address: its control message is shared by the batch.
         // A socket bound to one address has one group, sent with no control message.
@@ -157,32 +181,32 @@ pub(crate) fn run(
     }
 }
 
-/// Hands one query to the general path on the runtime; it sends its own answer.
-fn general(
+/// Waits for the upstreams on the runtime, holding the query's place; the task sends its
+/// own answer.
+fn upstream(
     handler: &Handler,
     socket: &Arc<UdpSocket>,
     rt: &tokio::runtime::Handle,
-    data: &[u8],
-    src: SocketAddr,
+    (pending, ticket): (Pending, crate::admission::Ticket),
     local: Option<Local>,
 ) {
-    // PERF: only the general path allocates and spawns: forwarding may take seconds.
     let handler = handler.clone();
     let socket = Arc::clone(socket);
-    let data = data.to_vec();
+    let to = SockaddrStorage::from(pending.src());
     rt.spawn(async move {
-        if let Some(out) = handler.answer_bytes(&data, src).await {
-            let to = SockaddrStorage::from(src);
-            from_source(local, |cmsgs| {
-                let _ = sendmsg(
-                    socket.as_raw_fd(),
-                    &[IoSlice::new(&out)],
-                    cmsgs,
-                    MsgFlags::empty(),
-                    Some(&to),
-                );
-            });
+        let out = handler.complete(pending, ticket).await;
+        if out.is_empty() {
+            return;
         }
+        from_source(local, |cmsgs| {
+            let _ = sendmsg(
+                socket.as_raw_fd(),
+                &[IoSlice::new(&out)],
+                cmsgs,
+                MsgFlags::empty(),
+                Some(&to),
+            );
+        });
     });
 }
 

@@ -10,6 +10,8 @@ pub(crate) mod h2c;
 pub(crate) mod https;
 pub(crate) mod jwks;
 pub(crate) mod tls_backend;
+pub(crate) mod upstream;
+pub(crate) mod wire;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -512,7 +514,8 @@ pub(crate) fn dig(port: u16, from: &str, args: &[&str]) -> Dig {
             .find(|l| l.starts_with("; EDNS:"))
             .unwrap_or("")
             .to_owned(),
-        raw: text,
+        // dig's warnings ("Message has N extra bytes at end") may go to either stream.
+        raw: text + &String::from_utf8_lossy(&out.stderr),
     }
 }
 

@@ -28,6 +28,8 @@ pub(super) struct Defaults {
     pub(super) cache_size: NonZeroUsize,
     pub(super) default_ttl: u32,
     pub(super) serve_stale: Duration,
+    pub(super) max_in_flight: NonZeroUsize,
+    pub(super) max_in_flight_per_client: NonZeroUsize,
 }
 
 pub(super) fn settings_defaults(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Defaults {
@@ -35,6 +37,8 @@ pub(super) fn settings_defaults(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -
         cache_size: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
         default_ttl: 300,
         serve_stale: Duration::from_secs(86_400),
+        max_in_flight: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+        max_in_flight_per_client: NonZeroUsize::new(128).unwrap_or(NonZeroUsize::MIN),
     };
     let Some((file, raw)) = single(cx, files, "dns", |f| f.dns.as_ref()) else {
         return d;
@@ -71,6 +75,30 @@ pub(super) fn settings_defaults(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -
         )
     {
         d.serve_stale = stale;
+    }
+    for (v, key, field) in [
+        (
+            &raw.max_in_flight,
+            "dns.max_in_flight",
+            &mut d.max_in_flight,
+        ),
+        (
+            &raw.max_in_flight_per_client,
+            "dns.max_in_flight_per_client",
+            &mut d.max_in_flight_per_client,
+        ),
+    ] {
+        if let Some(v) = v
+            && let Some(n) = report(
+                cx,
+                file,
+                v,
+                key,
+                values::int::<usize>(*v.get_ref(), 1, 1_000_000),
+            )
+        {
+            *field = NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        }
     }
     d
 }
