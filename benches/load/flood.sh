@@ -22,6 +22,9 @@ cd "$(dirname "$0")/../.."
 source benches/load/lib.sh
 RATE=${RATE:-30000}
 CLIENTS=${CLIENTS:-20}
+# dnsperf stops sending once this many are unanswered (its default, 100, would pace a flood
+# by the server it floods).
+OUTSTANDING=${OUTSTANDING:-30000}
 DURATION=${DURATION:-20}
 NAMES=${NAMES:-200000}
 SERVERS=${SERVERS:-"labgate unbound dnsmasq"}
@@ -100,7 +103,7 @@ for server in $SERVERS; do
   pids=$(pids_of "$pid")
   idle=$(rss_kib "$pids")
   cpu0=$(cpu_ticks "$pids")
-  taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$work/names" -c "$CLIENTS" -Q "$RATE" -l "$DURATION" \
+  taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$work/names" -c "$CLIENTS" -q "$OUTSTANDING" -Q "$RATE" -l "$DURATION" \
     > "$work/dnsperf.$server" 2>&1 &
   perf=$!
   taskset -c 1 python3 benches/load/probe.py "$port" nas.lab.test 10.0.20.10 "$DURATION" > "$work/probe.$server" &

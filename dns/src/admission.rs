@@ -91,19 +91,34 @@ pub(crate) fn admit(taken: Taken, limits: Limits) -> Result<(), Limit> {
     Ok(())
 }
 
-/// The places taken, shared by every listener.
-pub(crate) struct Admission {
-    total: AtomicUsize,
-    clients: Box<[AtomicUsize]>,
+/// Something counted per client, in [`CLIENT_SLOTS`] hashed slots (no lock, no allocation
+/// per client: a flood of new addresses costs nothing).
+pub(crate) struct PerClient(Box<[AtomicUsize]>);
+
+impl Default for PerClient {
+    fn default() -> Self {
+        Self((0..CLIENT_SLOTS).map(|_| AtomicUsize::new(0)).collect())
+    }
 }
 
-impl Default for Admission {
-    fn default() -> Self {
-        Self {
-            total: AtomicUsize::new(0),
-            clients: (0..CLIENT_SLOTS).map(|_| AtomicUsize::new(0)).collect(),
-        }
+impl PerClient {
+    /// Counts one more for `client`: its slot and the count before.
+    pub(crate) fn raise(&self, client: IpAddr) -> (usize, usize) {
+        let slot = client_slot(client);
+        (slot, self.0[slot].fetch_add(1, Ordering::AcqRel))
     }
+
+    /// Counts one less in `slot`.
+    pub(crate) fn lower(&self, slot: usize) {
+        self.0[slot].fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The places taken, shared by every listener.
+#[derive(Default)]
+pub(crate) struct Admission {
+    total: AtomicUsize,
+    clients: PerClient,
 }
 
 /// One UDP worker's places, and how many workers share the total.
@@ -135,12 +150,12 @@ impl Admission {
         per_client: usize,
     ) -> Result<Ticket, Limit> {
         let limits = Limits::new(total, worker.map_or(1, |w| w.workers), per_client);
-        let slot = client_slot(client);
         let worker = worker.map(|w| Arc::clone(&w.places));
         // Each counter is raised first and lowered again on refusal (the ticket drops), so
         // no two racing queries both take the last place.
+        let (slot, client) = self.clients.raise(client);
         let taken = Taken {
-            client: self.clients[slot].fetch_add(1, Ordering::AcqRel),
+            client,
             worker: worker.as_ref().map(|w| w.fetch_add(1, Ordering::AcqRel)),
             total: self.total.fetch_add(1, Ordering::AcqRel),
         };
@@ -167,7 +182,7 @@ pub(crate) struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.admission.clients[self.slot].fetch_sub(1, Ordering::AcqRel);
+        self.admission.clients.lower(self.slot);
         if let Some(w) = &self.worker {
             w.fetch_sub(1, Ordering::AcqRel);
         }
@@ -248,7 +263,7 @@ mod tests {
         drop((one, two, three));
         assert_eq!(a.in_flight(), 0);
         assert_eq!(worker.places.load(Ordering::Relaxed), 0);
-        assert!(a.clients.iter().all(|c| c.load(Ordering::Relaxed) == 0));
+        assert!(a.clients.0.iter().all(|c| c.load(Ordering::Relaxed) == 0));
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_proto::rr::rdata::{A, CNAME, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use labgate_config::{Snapshot, Sources, compile, parse};
 
 use crate::{Answer, Handler, Metrics};
@@ -264,14 +264,30 @@ pub fn truncation(data: &[u8]) {
                 panic!("answered over UDP, not over TCP")
             };
             let (u, t) = (whole(&udp), whole(&tcp));
-            assert!(udp.len() <= limit, "{} bytes for a {limit}-byte client", udp.len());
-            assert_eq!(u.edns.is_some(), size != 0, "an OPT back exactly when asked");
+            assert!(
+                udp.len() <= limit,
+                "{} bytes for a {limit}-byte client",
+                udp.len()
+            );
+            assert_eq!(
+                u.edns.is_some(),
+                size != 0,
+                "an OPT back exactly when asked"
+            );
             let all = t.answers.len() + t.authorities.len();
             if u.metadata.truncation {
                 assert!(tcp.len() > limit, "truncated though the whole answer fits");
-                assert_eq!(u.answers.len() + u.authorities.len(), 0, "no partial sections");
+                assert_eq!(
+                    u.answers.len() + u.authorities.len(),
+                    0,
+                    "no partial sections"
+                );
             } else {
-                assert_eq!(u.answers.len() + u.authorities.len(), all, "records left out without TC");
+                assert_eq!(
+                    u.answers.len() + u.authorities.len(),
+                    all,
+                    "records left out without TC"
+                );
             }
         }
     });

@@ -38,7 +38,7 @@ pub use challenges::Challenges;
 pub use forward::{ATTEMPT_TIMEOUT, STALE_AFTER, UPSTREAM_DEADLINE, private};
 pub use metrics::Metrics;
 pub use server::{DnsServer, Handler, MAX_UDP_PAYLOAD, TCP_IDLE_TIMEOUT, serve};
-pub use stream::{MAX_CONNECTIONS, MAX_PIPELINED};
+pub use stream::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, MAX_PIPELINED};
 
 use hickory_proto::op::ResponseCode;
 

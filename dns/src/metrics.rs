@@ -52,6 +52,7 @@ pub struct Metrics {
     fast_answers: AtomicU64,
     fail_fast: AtomicU64,
     coalesced: AtomicU64,
+    stream_refused: AtomicU64,
     overload: [AtomicU64; Limit::ALL.len()],
     latency: Histogram,
     /// The places of queries waiting for the upstreams (their number is a gauge).
@@ -72,6 +73,7 @@ impl Default for Metrics {
             fast_answers: AtomicU64::new(0),
             fail_fast: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),
+            stream_refused: AtomicU64::new(0),
             overload: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: Histogram::new(&LATENCY_BUCKETS),
             admission: std::sync::Arc::default(),
@@ -106,6 +108,17 @@ impl Metrics {
     /// Counts one query that waited for an equal question already in flight.
     pub(crate) fn coalesced(&self) {
         self.coalesced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one TCP or TLS connection closed at accept: its client had too many open.
+    pub(crate) fn stream_refused(&self) {
+        self.stream_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// TCP and TLS connections closed at accept so far.
+    #[cfg(test)]
+    pub(crate) fn stream_refused_count(&self) -> u64 {
+        self.stream_refused.load(Ordering::Relaxed)
     }
 
     /// Counts one query answered without waiting because it met `limit`.
@@ -209,6 +222,11 @@ impl Metrics {
                 "labgate_dns_coalesced_total",
                 "Queries that waited for an equal question already sent to the upstreams.",
                 &self.coalesced,
+            ),
+            (
+                "labgate_dns_stream_connections_refused_total",
+                "TCP and TLS connections closed at accept because their client had too many open.",
+                &self.stream_refused,
             ),
         ];
         for (name, help, c) in counters {

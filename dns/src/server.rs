@@ -71,6 +71,11 @@ impl Handler {
         }
     }
 
+    /// Its counters.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Where the ACME `builtin` provider publishes challenge values.
     pub fn challenges(&self) -> Arc<Challenges> {
         Arc::clone(&self.challenges)
@@ -111,10 +116,12 @@ impl Handler {
         Some(len)
     }
 
-    /// Builds the fast path's table for the current snapshot now (start-up and tests; after a
-    /// reload the first UDP query starts it).
+    /// Builds the fast path's table and the upstreams' resolvers for the current snapshot now
+    /// (start-up and tests; after a reload the first UDP query starts the table, the first
+    /// forwarded one the resolvers).
     pub async fn prepare_fast(&self) {
         let snapshot = self.snapshot.load_full();
+        drop(self.forwarders(&snapshot));
         self.fast_building
             .store(snapshot.generation, Ordering::Release);
         self.build_fast(snapshot).await;
@@ -360,6 +367,8 @@ pub fn serve(
     let streams = Streams {
         handler,
         slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        clients: Arc::default(),
+        per_client: crate::MAX_CONNECTIONS_PER_CLIENT,
         stop: CancellationToken::new(),
     };
     let mut listeners: Vec<_> = tcp

@@ -1,8 +1,9 @@
 //! DNS over TCP and over TLS (RFC 7766, RFC 7858) on labgate's own accept loop: connections
 //! are bounded ([`MAX_CONNECTIONS`] over every stream listener, then new ones wait in the
-//! kernel's backlog), each idles at most [`TCP_IDLE_TIMEOUT`], and pipelined queries are
-//! answered as they complete ([`MAX_PIPELINED`] at a time per connection). hickory's own
-//! TCP server has no connection bound.
+//! kernel's backlog; [`MAX_CONNECTIONS_PER_CLIENT`] from one client, beyond which a new one
+//! is closed at once and counted), each idles at most [`TCP_IDLE_TIMEOUT`] (its TLS handshake
+//! included), and pipelined queries are answered as they complete ([`MAX_PIPELINED`] at a time
+//! per connection). hickory's own TCP server has no connection bound.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,10 +17,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::Handler;
+use crate::admission::PerClient;
 use crate::server::TCP_IDLE_TIMEOUT;
 
 /// Open TCP and TLS connections at most, over all stream listeners.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Open TCP and TLS connections of one client (an IPv4 address, an IPv6 /64) at most: a stub
+/// resolver keeps one or two, so one device cannot take every place.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 64;
 /// Queries of one connection being answered at once; the next is read when one is done.
 pub const MAX_PIPELINED: usize = 16;
 /// Longest a stopping server waits for its connections' last answers.
@@ -33,7 +38,23 @@ pub(crate) struct Streams {
     pub(crate) handler: Handler,
     /// One permit per open connection.
     pub(crate) slots: Arc<Semaphore>,
+    /// Open connections per client.
+    pub(crate) clients: Arc<PerClient>,
+    /// How many one client may have open ([`MAX_CONNECTIONS_PER_CLIENT`]).
+    pub(crate) per_client: usize,
     pub(crate) stop: CancellationToken,
+}
+
+/// A client's connection counted; uncounted on drop.
+struct Counted {
+    clients: Arc<PerClient>,
+    slot: usize,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.clients.lower(self.slot);
+    }
 }
 
 impl Streams {
@@ -59,10 +80,21 @@ impl Streams {
                     continue;
                 }
             };
+            let (slot, open) = self.clients.raise(src.ip());
+            let counted = Counted {
+                clients: Arc::clone(&self.clients),
+                slot,
+            };
+            if open >= self.per_client {
+                // Closed at once: its place goes back to the others.
+                self.handler.metrics().stream_refused();
+                debug!(%src, "DNS stream connection refused: the client has {open} open");
+                continue;
+            }
             let _ = tcp.set_nodelay(true);
             let (me, tls) = (self.clone(), tls.clone());
             tokio::spawn(async move {
-                let _permit = permit;
+                let _held = (permit, counted);
                 match tls {
                     None => me.serve(tcp, src).await,
                     Some(acceptor) => {
@@ -181,6 +213,8 @@ mod tests {
         let streams = Streams {
             handler: crate::fuzzing::sample_handler(),
             slots: Arc::new(Semaphore::new(2)),
+            clients: Arc::default(),
+            per_client: 2,
             stop: CancellationToken::new(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -204,6 +238,60 @@ mod tests {
             "served once one closed: {answer:?}"
         );
         assert!(answered(&mut second, long).await, "the second still works");
+        streams.stop.cancel();
+        accepting.await.expect("the accept loop ends when stopped");
+    }
+
+    #[tokio::test]
+    async fn a_client_past_its_share_is_closed_at_once_and_others_are_served() {
+        let streams = Streams {
+            handler: crate::fuzzing::sample_handler(),
+            slots: Arc::new(Semaphore::new(10)),
+            clients: Arc::default(),
+            per_client: 2,
+            stop: CancellationToken::new(),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepting = tokio::spawn(streams.clone().listen(listener, None));
+        let long = Duration::from_secs(10);
+        let from = |ip: &str| {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind(format!("{ip}:0").parse().expect("addr"))
+                .expect("bind");
+            socket.connect(addr)
+        };
+        let mut first = from("127.0.0.1").await.expect("connect");
+        let mut second = from("127.0.0.1").await.expect("connect");
+        assert!(answered(&mut first, long).await);
+        assert!(answered(&mut second, long).await);
+        // The third from the same address is closed unanswered, at once.
+        let mut third = from("127.0.0.1").await.expect("connect");
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(long, third.read(&mut byte)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0) | Err(_))),
+            "the third connection was kept: {closed:?}"
+        );
+        assert_eq!(streams.handler.metrics().stream_refused_count(), 1);
+        // Another client is served, and the first two go on.
+        let mut other = from("127.0.0.2").await.expect("connect");
+        assert!(answered(&mut other, long).await, "another client is served");
+        assert!(answered(&mut first, long).await);
+        // A closed connection gives its place back.
+        drop(second);
+        let deadline = tokio::time::Instant::now() + long;
+        loop {
+            let mut again = from("127.0.0.1").await.expect("connect");
+            if answered(&mut again, Duration::from_millis(500)).await {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the place never came back"
+            );
+        }
         streams.stop.cancel();
         accepting.await.expect("the accept loop ends when stopped");
     }
