@@ -6,6 +6,7 @@
 #
 #   scripts/fuzz.sh              # 20 s per target
 #   scripts/fuzz.sh 1800 dns_handle http_framing
+#   RUNS=10000000 scripts/fuzz.sh 1800 host_normalize   # 10 million runs or 30 min
 #
 # New inputs go to a temporary copy of each corpus, never into the repository; a crash leaves
 # its input in fuzz/artifacts/<target>/ and fails the script. cargo-fuzz needs nightly flags:
@@ -29,7 +30,7 @@ for t in "${targets[@]}"; do
   [ -d "fuzz/corpus/$t" ] && seeds=("corpus/$t")
   log="$work/$t.log"
   if ! (cd fuzz && cargo fuzz run "$t" "$work/$t" "${seeds[@]}" -- \
-      -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1); then
+      -max_total_time="$seconds" ${RUNS:+-runs="$RUNS"} -print_final_stats=1 >"$log" 2>&1); then
     tail -40 "$log"
     echo "fuzz: $t failed (input in fuzz/artifacts/$t/)"
     exit 1

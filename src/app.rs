@@ -250,6 +250,11 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         ));
     }
     tasks.spawn(sighup(tx, cancel.child_token()));
+    tasks.spawn(prepare_dns(
+        Arc::clone(&shared),
+        handler.clone(),
+        cancel.child_token(),
+    ));
     tasks.spawn(blocklists::run(
         Arc::clone(&shared),
         handler,
@@ -452,6 +457,26 @@ fn blocklist_dirs(shared: &Shared) -> Vec<std::path::PathBuf> {
 /// Keeps the watch on the directories of the serving snapshot's blocklist files (a reload
 /// may name lists in a new one) until cancelled, when the watch stops. Subscribed before
 /// its first look, so no reload falls in between.
+/// Builds the DNS server's derived state (upstream resolvers, the fast path's table) for each
+/// published snapshot on this task, so that the UDP workers find it made rather than making
+/// it between two queries.
+fn prepare_dns(
+    shared: Arc<Shared>,
+    handler: labgate_dns::Handler,
+    cancel: CancellationToken,
+) -> impl Future<Output = ()> {
+    let mut published = shared.published.subscribe();
+    async move {
+        loop {
+            tokio::select! {
+                changed = published.changed() => if changed.is_err() { return },
+                () = cancel.cancelled() => return,
+            }
+            handler.prepare_fast().await;
+        }
+    }
+}
+
 fn follow_list_dirs(
     mut watch: watch::ConfigWatch,
     shared: Arc<Shared>,

@@ -17,6 +17,8 @@
 #                                       # dnsmasq, dnsdist with its packet cache), the upstream
 #                                       # (NSD on CPU 1) stopped after a warm-up, so a miss
 #                                       # would show as a lost query or SERVFAIL
+#   BASE=/tmp/labgate-old SERVERS="labgate base unbound" benches/load/dns.sh
+#                                       # another labgate build ("base") beside this one
 #   PERF=/tmp/dns benches/load/dns.sh   # also perf record each server's throughput run
 #   STAT=/tmp/dns benches/load/dns.sh   # also count its system calls and context switches
 #
@@ -51,6 +53,7 @@ for cmd in dnsperf knotd nsd unbound dnsmasq taskset; do
   command -v "$cmd" >/dev/null || { echo "missing $cmd: apt-get install dnsperf knot nsd unbound dnsmasq-base util-linux"; exit 1; }
 done
 [ -x target/release/labgate ] || cargo build --release --bin labgate
+[[ " $SERVERS " = *" base "* ]] && [ ! -x "${BASE:-}" ] && { echo "BASE=<labgate binary> is needed for the server 'base'"; exit 1; }
 [[ " $SERVERS " = *" echo "* ]] && { [ -x target/release/dns-echo ] || cargo build --release -p labgate-benches --bin dns-echo; }
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -72,6 +75,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
     [ "$VIEWS" = 2 ] && printf '[[record]]\nname = "host%03d.bench.test"\ntype = "A"\nvalue = "10.1.%d.%d"\nnetworks = ["b"]\n\n' "$i" $((i / 250)) $((i % 250))
   done
 } > "$work/labgate.toml"
+sed 's/127.0.0.1:15301/127.0.0.1:15308/' "$work/labgate.toml" > "$work/base.toml"
 unbound_data() { # view prefix
   printf '  local-zone: "bench.test." static\n'
   for i in $(seq 1 $NAMES); do
@@ -198,13 +202,14 @@ stop_upstream() { kill $(pids_of $upstream) 2>/dev/null || true; wait $upstream 
 
 port_of() {
   case $1 in labgate) echo 15301 ;; unbound) echo 15302 ;; dnsmasq) echo 15303 ;; nsd) echo 15304 ;;
-    knot) echo 15305 ;; dnsdist) echo 15306 ;; echo) echo 15307 ;; esac
+    knot) echo 15305 ;; dnsdist) echo 15306 ;; echo) echo 15307 ;; base) echo 15308 ;; esac
 }
 
 start() {
   port=$(port_of $1)
   case $1 in
     labgate) LABGATE_LOG=warn taskset -c 0 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >/dev/null 2>&1 & ;;
+    base) LABGATE_LOG=warn taskset -c 0 "$BASE" run --config "$work/base.toml" --state-dir "$work/base-state" >/dev/null 2>&1 & ;;
     unbound) taskset -c 0 unbound -d -c "$work/unbound.conf" >/dev/null 2>&1 & ;;
     dnsmasq) taskset -c 0 dnsmasq -k -p 15303 --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts \
                --addn-hosts="$work/dnsmasq.hosts" --local=/bench.test/ --server=127.0.0.1#15310 \
@@ -331,7 +336,7 @@ paired() { # server "reference..."
   done | median | awk '{ if ($1 > 0) printf "%.2fx", $1; else print "-" }'
 }
 # The peers: every server but labgate and the echo.
-peers=$(for s in $SERVERS; do case $s in labgate|echo) ;; *) printf '%s ' $s ;; esac; done)
+peers=$(for s in $SERVERS; do case $s in labgate|base|echo) ;; *) printf '%s ' $s ;; esac; done)
 
 echo
 echo "capacity: CPU per query against Unbound's, the best peer's ($peers) and the no-work echo's, paired per round"

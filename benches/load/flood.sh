@@ -21,12 +21,13 @@ cd "$(dirname "$0")/../.."
 # shellcheck source=benches/load/lib.sh
 source benches/load/lib.sh
 RATE=${RATE:-30000}
+DURATION=${DURATION:-20}
 CLIENTS=${CLIENTS:-20}
 # dnsperf stops sending once this many are unanswered (its default, 100, would pace a flood
 # by the server it floods).
 OUTSTANDING=${OUTSTANDING:-30000}
-DURATION=${DURATION:-20}
-NAMES=${NAMES:-200000}
+# Enough names that none repeats within a run.
+NAMES=${NAMES:-$((RATE * DURATION))}
 SERVERS=${SERVERS:-"labgate unbound dnsmasq"}
 for cmd in dnsperf unbound dnsmasq python3 taskset; do
   command -v "$cmd" >/dev/null || { echo "missing $cmd: apt-get install dnsperf unbound dnsmasq-base python3 util-linux"; exit 1; }
@@ -80,6 +81,13 @@ start() {
   for _ in $(seq 1 100); do
     if dig @127.0.0.1 -p "$(port_of $1)" +time=1 +tries=1 +short nas.lab.test | grep -q 10.0.20.10; then
       for p in $(pids_of $pid); do taskset -a -p -c 0 "$p" >/dev/null; done
+      # Answering is not done starting (labgate makes its local CA's key then): the flood
+      # starts once half a second passes without CPU time.
+      local before after
+      for _ in $(seq 1 20); do
+        before=$(cpu_ticks "$(pids_of $pid)"); sleep 0.5; after=$(cpu_ticks "$(pids_of $pid)")
+        [ "$before" = "$after" ] && break
+      done
       return 0
     fi
     sleep 0.1
@@ -103,11 +111,13 @@ for server in $SERVERS; do
   pids=$(pids_of "$pid")
   idle=$(rss_kib "$pids")
   cpu0=$(cpu_ticks "$pids")
-  taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$work/names" -c "$CLIENTS" -q "$OUTSTANDING" -Q "$RATE" -l "$DURATION" \
-    > "$work/dnsperf.$server" 2>&1 &
-  perf=$!
+  # The prober first (its start-up would stall dnsperf); dnsperf with large socket buffers, so
+  # that a burst of answers it is slow to read is not lost on its side.
   taskset -c 1 python3 benches/load/probe.py "$port" nas.lab.test 10.0.20.10 "$DURATION" > "$work/probe.$server" &
   probe=$!
+  taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$work/names" -c "$CLIENTS" -q "$OUTSTANDING" -Q "$RATE" \
+    -l "$DURATION" -b 4096 > "$work/dnsperf.$server" 2>&1 &
+  perf=$!
   peak=$idle
   while kill -0 $perf 2>/dev/null; do
     now=$(rss_kib "$pids"); [ "$now" -gt "$peak" ] && peak=$now

@@ -66,31 +66,6 @@ impl Limits {
     }
 }
 
-/// Places taken when a query arrives: in total, by its worker (if it came over UDP) and by
-/// its client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Taken {
-    pub(crate) total: usize,
-    pub(crate) worker: Option<usize>,
-    pub(crate) client: usize,
-}
-
-/// Whether one more query may wait for the upstreams (A3: the decision, without atomics).
-/// The client's share is checked first: a flooding client is told so even when the total is
-/// also full, which is what its counter should show.
-pub(crate) fn admit(taken: Taken, limits: Limits) -> Result<(), Limit> {
-    if taken.client >= limits.client {
-        return Err(Limit::Client);
-    }
-    if taken.worker.is_some_and(|w| w >= limits.worker) {
-        return Err(Limit::Worker);
-    }
-    if taken.total >= limits.total {
-        return Err(Limit::Total);
-    }
-    Ok(())
-}
-
 /// Something counted per client, in [`CLIENT_SLOTS`] hashed slots (no lock, no allocation
 /// per client: a flood of new addresses costs nothing).
 pub(crate) struct PerClient(Box<[AtomicUsize]>);
@@ -122,7 +97,7 @@ pub(crate) struct Admission {
 }
 
 /// One UDP worker's places, and how many workers share the total.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct WorkerShare {
     places: Arc<AtomicUsize>,
     workers: usize,
@@ -150,21 +125,32 @@ impl Admission {
         per_client: usize,
     ) -> Result<Ticket, Limit> {
         let limits = Limits::new(total, worker.map_or(1, |w| w.workers), per_client);
-        let worker = worker.map(|w| Arc::clone(&w.places));
-        // Each counter is raised first and lowered again on refusal (the ticket drops), so
-        // no two racing queries both take the last place.
+        // The client's count first, and the next only once it passed: a client at its share
+        // never holds, even for a moment, a place another client needs. Each count is raised
+        // and then checked, and lowered again by the ticket on refusal, so no two racing
+        // queries both take the last place.
         let (slot, client) = self.clients.raise(client);
-        let taken = Taken {
-            client,
-            worker: worker.as_ref().map(|w| w.fetch_add(1, Ordering::AcqRel)),
-            total: self.total.fetch_add(1, Ordering::AcqRel),
-        };
-        let ticket = Ticket {
+        let mut ticket = Ticket {
             admission: Arc::clone(self),
             slot,
-            worker,
+            worker: None,
+            total: false,
         };
-        admit(taken, limits).map(|()| ticket)
+        if client >= limits.client {
+            return Err(Limit::Client);
+        }
+        if let Some(w) = worker {
+            let taken = w.places.fetch_add(1, Ordering::AcqRel);
+            ticket.worker = Some(Arc::clone(&w.places));
+            if taken >= limits.worker {
+                return Err(Limit::Worker);
+            }
+        }
+        ticket.total = true;
+        if self.total.fetch_add(1, Ordering::AcqRel) >= limits.total {
+            return Err(Limit::Total);
+        }
+        Ok(ticket)
     }
 
     /// Queries waiting for the upstreams now.
@@ -173,11 +159,12 @@ impl Admission {
     }
 }
 
-/// A place taken; given back on drop.
+/// A place taken (or, while it is being taken, the counts raised so far); given back on drop.
 pub(crate) struct Ticket {
     admission: Arc<Admission>,
     slot: usize,
     worker: Option<Arc<AtomicUsize>>,
+    total: bool,
 }
 
 impl Drop for Ticket {
@@ -186,7 +173,9 @@ impl Drop for Ticket {
         if let Some(w) = &self.worker {
             w.fetch_sub(1, Ordering::AcqRel);
         }
-        self.admission.total.fetch_sub(1, Ordering::AcqRel);
+        if self.total {
+            self.admission.total.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -206,35 +195,48 @@ fn client_slot(ip: IpAddr) -> usize {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits {
-        total: 100,
-        worker: 50,
-        client: 10,
-    };
-
     #[test]
-    fn the_first_limit_met_is_named() {
-        let t = |total, worker, client| Taken {
-            total,
-            worker,
-            client,
-        };
-        let table = [
-            (t(0, Some(0), 0), Ok(())),
-            (t(99, Some(49), 9), Ok(())),
-            (t(99, None, 9), Ok(())),
-            (t(100, Some(0), 0), Err(Limit::Total)),
-            (t(10, Some(50), 0), Err(Limit::Worker)),
-            (t(10, None, 10), Err(Limit::Client)),
-            // A flooding client is named even when the total is full too.
-            (t(100, Some(50), 10), Err(Limit::Client)),
-            (t(100, Some(50), 0), Err(Limit::Worker)),
-            // TCP queries have no worker share.
-            (t(60, None, 0), Ok(())),
-        ];
-        for (taken, want) in table {
-            assert_eq!(admit(taken, LIMITS), want, "{taken:?}");
+    fn the_client_share_is_checked_first_and_a_refusal_holds_nothing() {
+        let a = Arc::new(Admission::default());
+        let worker = WorkerShare::new(1);
+        let flood: IpAddr = "10.0.0.66".parse().expect("ip");
+        let other: IpAddr = "10.0.0.7".parse().expect("ip");
+        // The flooder holds its share (2) of a total of 3 and keeps asking: each refusal is
+        // named for its share, and leaves the total and the worker as they were.
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                a.enter(flood, Some(&worker), 3, 2)
+                    .expect("within its share")
+            })
+            .collect();
+        for _ in 0..5 {
+            assert_eq!(
+                a.enter(flood, Some(&worker), 3, 2).err(),
+                Some(Limit::Client)
+            );
+            assert_eq!(a.in_flight(), 2);
+            assert_eq!(worker.places.load(Ordering::Relaxed), 2);
         }
+        // A worker's share, then the total, are named when they are what is full.
+        let w = WorkerShare::new(1);
+        let _third = a.enter(other, None, 3, 2).expect("the last place");
+        assert_eq!(a.enter(other, Some(&w), 3, 2).err(), Some(Limit::Total));
+        assert_eq!(
+            w.places.load(Ordering::Relaxed),
+            0,
+            "a refusal gives the worker's back"
+        );
+        let small = WorkerShare::new(3);
+        drop(held);
+        let _mine = a
+            .enter("10.0.0.9".parse().expect("ip"), Some(&small), 3, 2)
+            .expect("a place");
+        assert_eq!(
+            a.enter("10.0.0.10".parse().expect("ip"), Some(&small), 3, 2)
+                .err(),
+            Some(Limit::Worker),
+            "a third of 3 places is one"
+        );
     }
 
     #[test]

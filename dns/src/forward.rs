@@ -32,7 +32,7 @@ use tracing::debug;
 
 use crate::answer::Answer;
 use crate::cache::{Cache, Cached, Lifetime};
-use crate::health::{Gate, Health, Outcome};
+use crate::health::{Change, Gate, Health, Outcome};
 use crate::metrics::{CacheEvent, Metrics};
 
 /// Longest wait for upstreams before answering SERVFAIL.
@@ -54,8 +54,9 @@ struct UpstreamSet {
     health: Health,
 }
 
-/// A question in flight to the upstreams: its name and type.
-type Question = (LowerName, RecordType);
+/// A question in flight: the upstream set it went to (its address: the set outlives the
+/// question, which holds it), its name and its type.
+type Question = (usize, LowerName, RecordType);
 /// Questions in flight, each with the channel its answer goes out on (`None`: no answer).
 type InFlight = Mutex<HashMap<Question, broadcast::Sender<Option<Answer>>>>;
 
@@ -88,8 +89,6 @@ pub(crate) struct Asking {
     rtype: RecordType,
     /// An expired answer to fall back on.
     stale: Option<Answer>,
-    /// Whether it is the probe of a set known to be down.
-    probe: bool,
 }
 
 impl Asking {
@@ -207,21 +206,21 @@ impl Forwarders {
         let Some(set) = self.set_for(name) else {
             return Now::Answer(stale_or_servfail(stale, metrics), None);
         };
-        let probe = match set.health.gate(now) {
-            Gate::Ask => false,
-            Gate::Probe => true,
-            Gate::FailFast => {
+        match set.health.gate(now) {
+            Gate::Ask => Now::Ask(Asking {
+                set: Arc::clone(set),
+                name: name.clone(),
+                rtype,
+                stale,
+            }),
+            gate => {
+                if gate == Gate::Probe {
+                    probe(set);
+                }
                 metrics.upstream_fail_fast();
-                return Now::Answer(stale_or_servfail(stale, metrics), None);
+                Now::Answer(stale_or_servfail(stale, metrics), None)
             }
-        };
-        Now::Ask(Asking {
-            set: Arc::clone(set),
-            name: name.clone(),
-            rtype,
-            stale,
-            probe,
-        })
+        }
     }
 
     /// Waits for the upstreams' answer to a question [`Forwarders::now`] could not answer:
@@ -266,7 +265,11 @@ impl Forwarders {
     /// Sends a question to its upstreams, unless an equal one is in flight: either way, the
     /// channel its answer comes on.
     fn send(&self, asking: &Asking, metrics: &Arc<Metrics>) -> broadcast::Receiver<Option<Answer>> {
-        let question = (asking.name.clone(), asking.rtype);
+        let question = (
+            Arc::as_ptr(&asking.set) as usize,
+            asking.name.clone(),
+            asking.rtype,
+        );
         let mut in_flight = self
             .in_flight
             .lock()
@@ -284,9 +287,11 @@ impl Forwarders {
             cache: Arc::clone(&self.cache),
             rebind_allow: self.rebind_allow.clone(),
             metrics: Arc::clone(metrics),
-            in_flight: Arc::clone(&self.in_flight),
-            question,
-            probe: asking.probe,
+            sent: Sent {
+                in_flight: Arc::clone(&self.in_flight),
+                question,
+                done: false,
+            },
         })));
         rx
     }
@@ -343,7 +348,6 @@ impl Forwarders {
                 name: name.clone(),
                 rtype,
                 stale: None,
-                probe: false,
             };
             // Nobody waits for it: the answer goes to the cache.
             drop(self.send(&asking, metrics));
@@ -357,23 +361,96 @@ struct Fetch {
     cache: Arc<Cache>,
     rebind_allow: Vec<Name>,
     metrics: Arc<Metrics>,
+    sent: Sent,
+}
+
+/// A question's place in the map of questions in flight, taken out when its answer goes, or
+/// when its task ends without one (a panic, the runtime stopping): its askers then hear at
+/// once that no answer comes, and the next asker sends it again.
+struct Sent {
     in_flight: Arc<InFlight>,
     question: Question,
-    probe: bool,
+    done: bool,
+}
+
+impl Sent {
+    /// Takes the question out of the map: the channel its answer goes on.
+    fn take(mut self) -> Option<broadcast::Sender<Option<Answer>>> {
+        self.done = true;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.question)
+    }
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        if !self.done {
+            // Dropping the channel tells the askers.
+            drop(
+                self.in_flight
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&self.question),
+            );
+        }
+    }
 }
 
 /// Asks the upstreams, then gives the answer to everyone waiting for the question.
 async fn fetch(f: Fetch) {
     let answer = exchange(&f).await;
-    let waiting = f
-        .in_flight
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&f.question);
-    if let Some(waiting) = waiting {
+    if let Some(waiting) = f.sent.take() {
         // Nobody may be left waiting (a prefetch, or askers that gave up): nothing to do.
         let _ = waiting.send(answer);
     }
+}
+
+/// How an upstream exchange ended, for the metrics (`ok`: an answer that is not SERVFAIL)
+/// and the health memory.
+fn outcome<T>(
+    lookup: &Result<Result<T, NetError>, tokio::time::error::Elapsed>,
+) -> (bool, Outcome) {
+    match lookup {
+        Ok(Ok(_)) | Ok(Err(NetError::Dns(DnsError::NoRecordsFound(_)))) => {
+            (true, Outcome::Answered)
+        }
+        // SERVFAIL is an answer: the upstream is alive, the name is what fails.
+        Ok(Err(NetError::Dns(DnsError::ResponseCode(code)))) => {
+            (*code != ResponseCode::ServFail, Outcome::Answered)
+        }
+        _ => (false, Outcome::Silent),
+    }
+}
+
+/// Records how an exchange with `set` ended, and says so when that took it down or back.
+fn heard(set: &UpstreamSet, outcome: Outcome, probe: bool) {
+    let named = || {
+        let names: Vec<String> = set.upstreams.iter().map(ToString::to_string).collect();
+        names.join(", ")
+    };
+    match set.health.record(outcome, probe, Instant::now()) {
+        Some(Change::WentDown) => tracing::warn!(
+            upstreams = %named(),
+            "upstreams stopped answering: their queries fail at once (stale answers or \
+             SERVFAIL) until a probe is answered"
+        ),
+        Some(Change::CameBack) => tracing::info!(upstreams = %named(), "upstreams answer again"),
+        None => {}
+    }
+}
+
+/// Asks a set known to be down for the root's NS records, which every resolver has cached
+/// (any answer, whatever its rcode, is life), and records the outcome as its probe.
+fn probe(set: &Arc<UpstreamSet>) {
+    let set = Arc::clone(set);
+    // Bounded by UPSTREAM_DEADLINE; nothing waits for it.
+    drop(tokio::spawn(async move {
+        let lookup = set.resolver.lookup(Name::root(), RecordType::NS);
+        let lookup = tokio::time::timeout(UPSTREAM_DEADLINE, lookup).await;
+        heard(&set, outcome(&lookup).1, true);
+    }));
 }
 
 /// Asks the upstreams within [`UPSTREAM_DEADLINE`], remembers whether they answered, caches
@@ -384,38 +461,18 @@ async fn exchange(f: &Fetch) -> Option<Answer> {
         cache,
         rebind_allow,
         metrics,
-        question: (name, rtype),
-        probe,
-        ..
+        sent: Sent {
+            question: (_, name, rtype),
+            ..
+        },
     } = f;
-    let (rtype, probe) = (*rtype, *probe);
+    let rtype = *rtype;
     let qname = Name::from(name);
     let started = Instant::now();
     let lookup =
         tokio::time::timeout(UPSTREAM_DEADLINE, set.resolver.lookup(qname.clone(), rtype)).await;
-    let (ok, outcome) = match &lookup {
-        Ok(Ok(_)) | Ok(Err(NetError::Dns(DnsError::NoRecordsFound(_)))) => {
-            (true, Outcome::Answered)
-        }
-        // SERVFAIL is an answer: the upstream is alive, the name is what fails.
-        Ok(Err(NetError::Dns(DnsError::ResponseCode(code)))) => {
-            (*code != ResponseCode::ServFail, Outcome::Answered)
-        }
-        _ => (false, Outcome::Silent),
-    };
-    let named = || {
-        let names: Vec<String> = set.upstreams.iter().map(ToString::to_string).collect();
-        names.join(", ")
-    };
-    match set.health.record(outcome, probe, Instant::now()) {
-        Some(true) => tracing::warn!(
-            upstreams = %named(),
-            "upstreams stopped answering: their queries fail at once (stale answers or \
-             SERVFAIL) until a probe is answered"
-        ),
-        Some(false) => tracing::info!(upstreams = %named(), "upstreams answer again"),
-        None => {}
-    }
+    let (ok, said) = outcome(&lookup);
+    heard(set, said, false);
     metrics.upstream(started.elapsed(), ok);
     let mut answer = match lookup {
         Err(_) => {
@@ -591,6 +648,38 @@ mod tests {
             .resolve(&name("nas.home.arpa."), RecordType::A, &metrics)
             .await;
         assert_eq!(answer.rcode, ResponseCode::ServFail);
+    }
+
+    #[test]
+    fn a_question_whose_task_ends_unanswered_leaves_the_map_and_tells_its_askers() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let metrics = Arc::new(Metrics::default());
+        let name = LowerName::from(Name::from_str("example.com.").expect("name"));
+        let (f, mut answer) = rt.block_on(async {
+            let f = Forwarders {
+                default: Some(idle_set()),
+                ..Forwarders::empty()
+            };
+            let Now::Ask(asking) = f.now(&name, RecordType::A, &metrics) else {
+                panic!("a miss with upstreams is asked")
+            };
+            let answer = f.send(&asking, &metrics);
+            (f, answer)
+        });
+        assert_eq!(f.in_flight.lock().expect("lock").len(), 1);
+        // The runtime stops with the question's task never run to its end.
+        drop(rt);
+        assert!(
+            f.in_flight.lock().expect("lock").is_empty(),
+            "entry left behind"
+        );
+        assert!(matches!(
+            answer.try_recv(),
+            Err(broadcast::error::TryRecvError::Closed)
+        ));
     }
 
     #[test]

@@ -1,26 +1,31 @@
 //! A short memory of whether an upstream set answers (Unbound's infrastructure cache, in
-//! short): after [`DOWN_AFTER`] exchanges in a row end in silence it is known to be down, and
-//! queries for it fail at once (a stale answer if there is one, else SERVFAIL) instead of each
-//! waiting out [`crate::UPSTREAM_DEADLINE`]. One query at a time is let through as a probe,
+//! short): after [`DOWN_AFTER`] exchanges in a row end in silence, with no answer for
+//! [`QUIET`], it is known to be down, and queries for it fail at once (a stale answer if there
+//! is one, else SERVFAIL) instead of each waiting out [`crate::UPSTREAM_DEADLINE`]. A probe
+//! of labgate's own (the root's NS records, which every resolver has cached) goes out
 //! [`FIRST_PROBE`] after it went down, then at doubling intervals up to [`MAX_PROBE_INTERVAL`];
 //! any answer, from a probe or a query still in flight, brings it back.
 //!
 //! An upstream that answers, even SERVFAIL or REFUSED, is alive: only silence and broken
-//! connections count against it.
+//! connections count against it. The quiet bound keeps a flood of names that time out (a
+//! random-subdomain flood at a slow zone) from taking down an upstream that still answers
+//! everyone else; the probe's own name keeps recovery from depending on the flood's.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Silent exchanges in a row after which an upstream set is down.
+/// Silent exchanges in a row after which an upstream set is down...
 pub(crate) const DOWN_AFTER: u32 = 4;
+/// ...if nothing it said was heard for this long either.
+pub(crate) const QUIET: Duration = Duration::from_secs(2);
 /// Wait from going down to the first probe.
 pub(crate) const FIRST_PROBE: Duration = Duration::from_millis(500);
 /// Longest wait between probes.
 pub(crate) const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(8);
-/// A probe whose outcome was not heard by then (it joined an older question, or its task was
-/// lost) no longer holds the next one back.
+/// A probe whose outcome was not heard by then (its task was lost) no longer holds the next
+/// one back.
 const PROBE_LOST_AFTER: Duration = Duration::from_secs(5);
 
 /// What a query may do with the upstreams now.
@@ -28,7 +33,7 @@ const PROBE_LOST_AFTER: Duration = Duration::from_secs(5);
 pub(crate) enum Gate {
     /// Ask them.
     Ask,
-    /// Ask them as the probe of a set that is down.
+    /// Do not wait for them: they are down. Send the probe.
     Probe,
     /// Do not wait for them: they are down.
     FailFast,
@@ -43,11 +48,22 @@ pub(crate) enum Outcome {
     Silent,
 }
 
+/// How the memory of a set changed with an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// It is down now.
+    WentDown,
+    /// It answers again.
+    CameBack,
+}
+
 /// The memory of one upstream set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct State {
     /// Silent exchanges in a row.
     silent: u32,
+    /// When it last answered.
+    heard: Option<Instant>,
     down: Option<Down>,
 }
 
@@ -91,20 +107,31 @@ impl State {
     /// probe (A3: pure).
     pub(crate) fn record(self, outcome: Outcome, probe: bool, now: Instant) -> Self {
         match (outcome, self.down) {
-            (Outcome::Answered, _) => Self::default(),
+            (Outcome::Answered, _) => Self {
+                heard: Some(now),
+                ..Self::default()
+            },
             (Outcome::Silent, None) => {
                 let silent = self.silent.saturating_add(1);
-                let down = (silent >= DOWN_AFTER).then_some(Down {
+                let quiet = self
+                    .heard
+                    .is_none_or(|heard| now.saturating_duration_since(heard) >= QUIET);
+                let down = (silent >= DOWN_AFTER && quiet).then_some(Down {
                     next_probe: now + FIRST_PROBE,
                     interval: FIRST_PROBE,
                     probing: None,
                 });
-                Self { silent, down }
+                Self {
+                    silent,
+                    heard: self.heard,
+                    down,
+                }
             }
             (Outcome::Silent, Some(down)) if probe => {
                 let interval = (down.interval * 2).min(MAX_PROBE_INTERVAL);
                 Self {
                     silent: self.silent.saturating_add(1),
+                    heard: self.heard,
                     down: Some(Down {
                         next_probe: now + interval,
                         interval,
@@ -138,13 +165,16 @@ impl Health {
         gate
     }
 
-    /// Records how an exchange ended (see [`State::record`]); whether the set is down after
-    /// it, when that changed.
-    pub(crate) fn record(&self, outcome: Outcome, probe: bool, now: Instant) -> Option<bool> {
+    /// Records how an exchange ended (see [`State::record`]), and how that changed the set.
+    pub(crate) fn record(&self, outcome: Outcome, probe: bool, now: Instant) -> Option<Change> {
         let mut state = self.0.lock().ok()?;
         let was = state.is_down();
         *state = state.record(outcome, probe, now);
-        (state.is_down() != was).then_some(!was)
+        match (was, state.is_down()) {
+            (false, true) => Some(Change::WentDown),
+            (true, false) => Some(Change::CameBack),
+            _ => None,
+        }
     }
 
     /// Whether the set is known to be down.
@@ -168,15 +198,29 @@ mod tests {
         assert_eq!(s.gate(t0).0, Gate::Ask, "not yet");
         // An answer in between starts the count again.
         let s = s.record(Outcome::Answered, false, t0);
-        let s = silent(s, DOWN_AFTER - 1, t0);
-        assert_eq!(s.gate(t0).0, Gate::Ask);
-        let s = silent(s, 1, t0);
+        let later = t0 + QUIET;
+        let s = silent(s, DOWN_AFTER - 1, later);
+        assert_eq!(s.gate(later).0, Gate::Ask);
+        let s = silent(s, 1, later);
         assert!(s.is_down());
-        assert_eq!(s.gate(t0).0, Gate::FailFast);
-        assert_eq!(s.gate(t0 + FIRST_PROBE / 2).0, Gate::FailFast);
+        assert_eq!(s.gate(later).0, Gate::FailFast);
+        assert_eq!(s.gate(later + FIRST_PROBE / 2).0, Gate::FailFast);
         // An answer to a query sent before it went down brings it back at once.
-        let up = s.record(Outcome::Answered, false, t0);
-        assert_eq!(up, State::default());
+        let up = s.record(Outcome::Answered, false, later);
+        assert!(!up.is_down());
+        assert_eq!(up.gate(later).0, Gate::Ask);
+    }
+
+    #[test]
+    fn a_set_that_answered_lately_stays_up_whatever_times_out() {
+        let t0 = Instant::now();
+        let s = State::default().record(Outcome::Answered, false, t0);
+        // A flood of names that time out, while the set still answers now and then.
+        let s = silent(s, 50, t0 + QUIET / 2);
+        assert_eq!(s.gate(t0 + QUIET / 2).0, Gate::Ask);
+        // Quiet for long enough, the next silence takes it down.
+        let s = silent(s, 1, t0 + QUIET);
+        assert!(s.is_down());
     }
 
     #[test]

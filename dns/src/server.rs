@@ -1,5 +1,6 @@
-//! The DNS server: hickory's `Server` for the sockets (UDP, and TCP per RFC 7766), labgate's
-//! own `RequestHandler` over the published snapshot.
+//! The DNS server's general path over the published snapshot (`Handler::plan`: everything
+//! decided without waiting; the upstreams only for forwarded cache misses), its encoding and
+//! truncation, and the start of the listeners (UDP workers in `udp`, TCP and TLS in `stream`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -116,15 +117,17 @@ impl Handler {
         Some(len)
     }
 
-    /// Builds the fast path's table and the upstreams' resolvers for the current snapshot now
-    /// (start-up and tests; after a reload the first UDP query starts the table, the first
-    /// forwarded one the resolvers).
+    /// Builds the upstreams' resolvers and the fast path's table for the current snapshot now,
+    /// unless a query started the table already: at start, and after each reload (the
+    /// binary's control task), so that the UDP workers find them made. A query that comes
+    /// first still starts the table in the background, and builds the resolvers itself.
     pub async fn prepare_fast(&self) {
         let snapshot = self.snapshot.load_full();
         drop(self.forwarders(&snapshot));
-        self.fast_building
-            .store(snapshot.generation, Ordering::Release);
-        self.build_fast(snapshot).await;
+        let generation = snapshot.generation;
+        if self.fast_building.swap(generation, Ordering::AcqRel) != generation {
+            self.build_fast(snapshot).await;
+        }
     }
 
     /// Compiles the table for `snapshot` and publishes it unless a newer snapshot is serving
@@ -152,7 +155,7 @@ impl Handler {
         let out = match self.plan(data, src, false) {
             Plan::Ready(out, _) => out,
             Plan::Upstream(p) => match self.enter(&p, None) {
-                Ok(ticket) => self.complete(*p, ticket).await,
+                Ok(ticket) => self.complete(*p, Some(ticket)).await,
                 Err(limit) => self.answer_over(*p, limit),
             },
         };
@@ -165,18 +168,7 @@ impl Handler {
     pub async fn answer_bytes(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
         let out = match self.plan_udp(data, src) {
             Plan::Ready(out, _) => out,
-            Plan::Upstream(p) => {
-                let Pending {
-                    request,
-                    snapshot,
-                    forwarders,
-                    asking,
-                    chain,
-                    udp,
-                } = *p;
-                let outside = forwarders.ask(asking, &self.metrics).await;
-                self.respond(&request, &snapshot, chained(chain, outside), udp)
-            }
+            Plan::Upstream(p) => self.complete(*p, None).await,
         };
         (!out.is_empty()).then_some(out)
     }
@@ -204,9 +196,9 @@ impl Handler {
         )
     }
 
-    /// Waits for the upstreams' answer to a planned query holding `ticket`'s place: the
-    /// response bytes.
-    pub(crate) async fn complete(&self, p: Pending, ticket: Ticket) -> Vec<u8> {
+    /// Waits for the upstreams' answer to a planned query, holding `ticket`'s place if it has
+    /// one: the response bytes.
+    pub(crate) async fn complete(&self, p: Pending, ticket: Option<Ticket>) -> Vec<u8> {
         let Pending {
             request,
             snapshot,
@@ -427,19 +419,22 @@ impl Handler {
         let Ok(request) = Request::from_bytes(data.to_vec(), src, protocol) else {
             // RFC 6891 §6.1.1 (two OPT records) and every other message that does not parse
             // past its header.
-            return Plan::Ready(self.format_error(data, src), None);
+            return Plan::Ready(self.format_error(data, src, false), None);
         };
         if request.metadata.message_type == MessageType::Response {
             // SECURITY: answering responses lets two servers loop; drop them silently.
             return Plan::Ready(Vec::new(), None);
         }
-        if request.queries.len() != 1 || compressed(request.queries.as_bytes()) {
+        let ([query], false) = (
+            request.queries.queries(),
+            compressed(request.queries.as_bytes()),
+        ) else {
             // hickory echoes the question section byte for byte; a compression pointer in it
             // (legal only into earlier names, of which a lone question has none) would point
             // into our response header (found by the dns_handle fuzz target). FORMERR with
-            // the header alone echoes nothing.
-            return Plan::Ready(self.format_error(data, src), None);
-        }
+            // the header alone (and the OPT an EDNS query gets back) echoes nothing.
+            return Plan::Ready(self.format_error(data, src, request.edns.is_some()), None);
+        };
         let edns = response_edns(&request);
         let refused = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             Some(ResponseCode::BADVERS)
@@ -447,9 +442,6 @@ impl Handler {
             Some(ResponseCode::NotImp)
         } else {
             None
-        };
-        let Some(query) = request.queries.queries().first() else {
-            return Plan::Ready(self.format_error(data, src), None);
         };
         if let Some(rcode) = refused {
             let msg = MessageResponseBuilder::new(&request.queries, edns.as_ref())
@@ -521,8 +513,8 @@ impl Handler {
     }
 
     /// FORMERR for a message that does not parse (see [`format_error`]), counted.
-    fn format_error(&self, data: &[u8], src: SocketAddr) -> Vec<u8> {
-        let out = format_error(data);
+    fn format_error(&self, data: &[u8], src: SocketAddr, edns: bool) -> Vec<u8> {
+        let out = format_error(data, edns);
         if !out.is_empty() {
             let network = self
                 .snapshot
@@ -583,7 +575,12 @@ fn encode(
     if let Some(full) = full.filter(|f| f.len() <= usize::from(max)) {
         return full;
     }
-    meta.truncation = true;
+    if udp {
+        meta.truncation = true;
+    } else {
+        // Over 64 KiB: nothing can carry it.
+        meta.response_code = ResponseCode::ServFail;
+    }
     emit(builder().build_no_records(meta)).unwrap_or_default()
 }
 
@@ -605,10 +602,11 @@ fn emit<'a>(
     Some(buf)
 }
 
-/// FORMERR for a message whose header could be read: its ID, opcode and RD, no sections
-/// (RFC 1035 §4.1.1; RFC 6891 §6.1.1 for two OPT records). Empty (silence) for a response,
-/// which must never be answered, and for anything shorter than a header.
-pub(crate) fn format_error(data: &[u8]) -> Vec<u8> {
+/// FORMERR for a message whose header could be read: its ID, opcode, RD and CD, no question
+/// (RFC 1035 §4.1.1; RFC 6891 §6.1.1 for two OPT records), and an OPT of ours when the query
+/// had a readable one (`edns`, RFC 6891 §7). Empty (silence) for a response, which must never
+/// be answered, and for anything shorter than a header.
+pub(crate) fn format_error(data: &[u8], edns: bool) -> Vec<u8> {
     let Some(header) = data.get(..12) else {
         return Vec::new();
     };
@@ -617,9 +615,16 @@ pub(crate) fn format_error(data: &[u8]) -> Vec<u8> {
     }
     let mut out = vec![0; 12];
     out[..2].copy_from_slice(&header[..2]);
-    // QR set; opcode and RD kept.
+    // QR set; opcode and RD kept; CD kept (RFC 4035 §3.2.2).
     out[2] = 0x80 | (header[2] & 0x79);
-    out[3] = ResponseCode::FormErr.low();
+    out[3] = (header[3] & 0x10) | ResponseCode::FormErr.low();
+    if edns {
+        out[11] = 1;
+        // The root name, OPT, our UDP size, no extended rcode, version 0, no flags or data.
+        out.extend_from_slice(&[0, 0, 41]);
+        out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+        out.extend_from_slice(&[0; 6]);
+    }
     out
 }
 

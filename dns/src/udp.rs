@@ -194,7 +194,7 @@ fn upstream(
     let socket = Arc::clone(socket);
     let to = SockaddrStorage::from(pending.src());
     rt.spawn(async move {
-        let out = handler.complete(pending, ticket).await;
+        let out = handler.complete(pending, Some(ticket)).await;
         if out.is_empty() {
             return;
         }
