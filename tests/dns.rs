@@ -686,13 +686,24 @@ fn a_message_that_does_not_parse_gets_formerr_over_udp_and_tcp() {
     // A question whose name runs past the end.
     let mut cut = wire::query(0x4343, "cloud.lab.test", wire::A, None);
     cut.truncate(20);
+    // Two questions and a readable OPT: FORMERR, with an OPT back (RFC 6891 §7).
+    let mut two_questions = wire::query(0x4444, "cloud.lab.test", wire::A, None);
+    two_questions[5] = 2;
+    two_questions.extend_from_slice(&two_questions[12..].to_vec());
+    two_questions[11] = 1;
+    two_questions.extend_from_slice(&wire::opt(1232));
     let client = Client::from("127.0.0.1");
-    for (query, id) in [(&two_opts, 0x4242), (&cut, 0x4343)] {
+    for (query, id, opt) in [
+        (&two_opts, 0x4242, false),
+        (&cut, 0x4343, false),
+        (&two_questions, 0x4444, true),
+    ] {
         let reply = client
             .ask(udp, query, std::time::Duration::from_secs(3))
             .unwrap_or_else(|| panic!("no answer over UDP to query {id:#x}"));
         let w = wire::walk(&reply).expect("a whole message");
         assert_eq!((w.id, w.rcode), (id, 1), "FORMERR over UDP: {w:?}");
+        assert_eq!(w.opt.is_some(), opt, "OPT back iff readable: {w:?}");
     }
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", tcp)).expect("connect");
     conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
