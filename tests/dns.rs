@@ -689,7 +689,7 @@ fn a_message_that_does_not_parse_gets_formerr_over_udp_and_tcp() {
     // Two questions and a readable OPT: FORMERR, with an OPT back (RFC 6891 §7).
     let mut two_questions = wire::query(0x4444, "cloud.lab.test", wire::A, None);
     two_questions[5] = 2;
-    two_questions.extend_from_slice(&two_questions[12..].to_vec());
+    two_questions.extend_from_within(12..);
     two_questions[11] = 1;
     two_questions.extend_from_slice(&wire::opt(1232));
     let client = Client::from("127.0.0.1");
