@@ -89,6 +89,12 @@ allow = ["lab"]
 balance = "least_connections"
 
 [[service]]
+host = "nows.lab.test"
+backends = ["http://127.0.0.1:{a}"]
+allow = ["lab"]
+websockets = false
+
+[[service]]
 host = "dead.lab.test"
 backends = ["http://127.0.0.1:{dead}"]
 allow = ["lab"]
@@ -1244,4 +1250,49 @@ fn https_backends_are_verified_by_address_or_name_against_the_roots_each_service
     assert_eq!((r.status, r.version.as_str()), (502, "HTTP/2"), "{r:?}");
     assert!(r.body.contains("TLS handshake"), "{r:?}");
     assert!(backend.handshakes() >= 3, "{}", backend.handshakes());
+}
+
+/// Every request both backends saw with this path.
+fn seen_at(s: &Setup, path: &str) -> Vec<support::backend::Seen> {
+    (s.a.seen().into_iter().chain(s.b.seen()))
+        .filter(|r| r.path == path)
+        .collect()
+}
+
+#[test]
+fn r21_an_h2c_upgrade_is_a_plain_request_whose_upgrade_fields_never_reach_the_backend() {
+    let s = setup();
+    // app allows WebSockets, nows does not; the fast path takes the GET, pingora's session
+    // the chunked POST.
+    for host in ["app.lab.test", "nows.lab.test"] {
+        for (method, framing, body) in [
+            ("GET", "", ""),
+            (
+                "POST",
+                "Transfer-Encoding: chunked\r\n",
+                "5\r\nhello\r\n0\r\n\r\n",
+            ),
+        ] {
+            let path = format!("/h2c/{host}/{method}");
+            let req = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                 Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n{framing}\r\n{body}"
+            );
+            let mut c = Tls::connect(s.lg.https, host, &s.ca);
+            c.send(req.as_bytes());
+            let got = c.read_until(|b| b.windows(4).any(|w| w == b"\r\n\r\n"));
+            let got = String::from_utf8_lossy(&got);
+            assert!(got.starts_with("HTTP/1.1 200 "), "{host} {method}: {got}");
+            let seen = seen_at(&s, &path);
+            assert_eq!(seen.len(), 1, "{host} {method}: {seen:#?}");
+            for gone in ["upgrade", "http2-settings", "connection"] {
+                assert!(
+                    seen[0].header(gone).is_empty(),
+                    "{host} {method}: {gone} reached the backend: {:?}",
+                    seen[0]
+                );
+            }
+            assert_eq!(seen[0].body.len(), body.len().min(5));
+        }
+    }
 }

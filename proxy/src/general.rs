@@ -18,7 +18,7 @@ use pingora::server::ShutdownWatch;
 
 use crate::backends::InFlight;
 use crate::decide::{Decision, Via, decide};
-use crate::head::{FORWARDING, is_hop_by_hop};
+use crate::head::{FORWARDING, is_hop_by_hop, is_websocket_upgrade};
 use crate::tunnel::{self, Gate, Passage};
 use crate::upstream::connect_failure;
 use crate::{ConnInfo, Proxy, pages};
@@ -77,6 +77,12 @@ impl General {
             self.via,
         )?;
         let (client, tls) = (info.client, info.tls);
+        let websocket = websocket(session.req_header());
+        if !websocket && session.req_header().headers.contains_key(header::UPGRADE) {
+            // SECURITY: an upgrade labgate does not honour (h2c, anything but WebSocket) is a
+            // plain request: its `Upgrade` goes, so pingora's session frames it as one too.
+            session.req_header_mut().remove_header(&header::UPGRADE);
+        }
         let req = session.req_header();
         let host: Option<Vec<u8>> = req
             .headers
@@ -129,7 +135,18 @@ impl General {
             (Vec::new(), String::new())
         };
         let (status, clean) = match self
-            .forward(&mut session, &state, service, &passage, tls, host, path)
+            .forward(
+                &mut session,
+                &state,
+                service,
+                &passage,
+                Request {
+                    tls,
+                    websocket,
+                    host,
+                    path,
+                },
+            )
             .await
         {
             Done::Status(s) => (s, true),
@@ -213,17 +230,20 @@ impl General {
     }
 
     /// Forwards one request; returns the status the client got.
-    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         session: &mut ServerSession,
         state: &crate::ProxyState,
         service: labgate_config::route::ServiceId,
         passage: &Passage,
-        tls: bool,
-        host: Vec<u8>,
-        path: String,
+        request: Request,
     ) -> Done {
+        let Request {
+            tls,
+            websocket: upgrade,
+            host,
+            path,
+        } = request;
         let svc = state.snapshot.service(service);
         let Some(backend) = state.pools.get(service.index()).and_then(|p| p.pick()) else {
             return Done::Status(error(session, 503, "the service has no backend").await);
@@ -235,7 +255,6 @@ impl General {
                 error(session, 502, "the backend's name is not resolved yet").await,
             );
         };
-        let upgrade = session.is_upgrade_req();
         if upgrade && !svc.websockets {
             return Done::Status(
                 error(
@@ -363,6 +382,11 @@ impl General {
             return Done::Status(error(session, 502, "sent no valid response").await);
         };
         let status = resp.status.as_u16();
+        if status == 101 && !upgrade {
+            return Done::Status(
+                error(session, 502, "switched protocols without being asked").await,
+            );
+        }
         let mut resp = resp.clone();
         strip_response(&mut resp, status == 101);
         if !session.is_http2() {
@@ -416,6 +440,38 @@ impl General {
         self.proxy.release_session(up, &peer).await;
         Done::Status(status)
     }
+}
+
+/// What `forward` takes of a request beyond the session.
+struct Request {
+    /// It came over TLS.
+    tls: bool,
+    /// A WebSocket upgrade ([`websocket`]).
+    websocket: bool,
+    /// The Host (or `:authority`) as sent.
+    host: Vec<u8>,
+    /// Path and query.
+    path: String,
+}
+
+/// Whether a request head asks for a WebSocket upgrade, as [`is_websocket_upgrade`] decides
+/// for the fast path.
+fn websocket(req: &RequestHeader) -> bool {
+    let connection_upgrade = req
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&c| c == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+    is_websocket_upgrade(
+        req.method.as_str(),
+        req.version == http::Version::HTTP_11,
+        connection_upgrade,
+        req.headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
 }
 
 /// How a forwarded request ended.
