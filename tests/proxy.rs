@@ -1296,3 +1296,21 @@ fn r21_an_h2c_upgrade_is_a_plain_request_whose_upgrade_fields_never_reach_the_ba
         }
     }
 }
+
+#[test]
+fn r21_a_space_in_the_request_target_is_a_bad_request() {
+    let s = setup();
+    for (line, status) in [
+        ("GET /a-x b HTTP/1.1", "400"),
+        ("GET / HTTP/1.1 extra", "400"),
+        ("GET / HTTP/2.0", "505"),
+    ] {
+        let req = format!("{line}\r\nHost: app.lab.test\r\n\r\n");
+        let got = raw(s.lg.https, "app.lab.test", &s.ca, req.as_bytes());
+        assert!(
+            got.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{line}: {got:?}"
+        );
+    }
+    assert!(s.a.seen().is_empty() && s.b.seen().is_empty());
+}

@@ -288,7 +288,9 @@ pub fn parse_request<'b>(
         Ok(httparse::Status::Complete(n)) if n == len => {}
         Ok(_) => return Err(HeadError::Invalid("malformed request head")),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(httparse::Error::Version) => return Err(HeadError::Version),
+        Err(httparse::Error::Version) if well_formed_request_line(buf) => {
+            return Err(HeadError::Version);
+        }
         Err(_) => return Err(HeadError::Invalid("malformed request head")),
     }
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
@@ -351,6 +353,24 @@ pub fn parse_request<'b>(
         headers,
         connection_tokens: f.tokens,
     })
+}
+
+/// Whether the request line at the start of `buf` has the grammar of RFC 9112 §3: three
+/// parts split by single spaces, the last `HTTP/` DIGIT `.` DIGIT. httparse reports any
+/// trouble after the target as a version error, but only a well-formed line with a version
+/// labgate does not speak is a 505; anything else (a space inside the target) is a 400.
+fn well_formed_request_line(buf: &[u8]) -> bool {
+    let line = buf.split(|&c| c == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&c| c == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+        if major.is_ascii_digit() && minor.is_ascii_digit())
+        && !method.is_empty()
+        && !target.is_empty()
 }
 
 /// A parsed response head from a backend.
@@ -578,6 +598,29 @@ mod tests {
             );
         }
         assert!(is_hop_by_hop("HTTP2-Settings") && is_hop_by_hop("upgrade"));
+    }
+
+    #[test]
+    fn r21_a_space_in_the_target_is_a_bad_request_not_a_version() {
+        for raw in [
+            "GET /a-x b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1 x\r\nHost: a\r\n\r\n",
+            "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/11\r\nHost: a\r\n\r\n",
+            "GET / http/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(
+                matches!(req(raw), Err(HeadError::Invalid(_))),
+                "{raw:?} gave {:?}",
+                req(raw)
+            );
+        }
+        for raw in [
+            "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            "GET / HTTP/3.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(req(raw), Err(HeadError::Version), "{raw:?}");
+        }
     }
 
     #[test]
