@@ -1314,3 +1314,49 @@ fn r21_a_space_in_the_request_target_is_a_bad_request() {
     }
     assert!(s.a.seen().is_empty() && s.b.seen().is_empty());
 }
+
+#[test]
+fn r21_a_bad_chunk_size_gets_400_and_the_log_records_only_what_was_sent() {
+    // A backend of its own: its connection count says when labgate forwards.
+    let cut = Backend::start("cut");
+    let s = setup_with(&format!(
+        "[[service]]\nhost = \"cut.lab.test\"\nbackends = [\"http://127.0.0.1:{}\"]\nallow = [\"lab\"]\n",
+        cut.port
+    ));
+    for (i, size) in ["zz", "-1", "1ffffffffffffffff"].into_iter().enumerate() {
+        let req = format!(
+            "POST /chunk/{i} HTTP/1.1\r\nHost: api.lab.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n{size}\r\nworld\r\n0\r\n\r\n"
+        );
+        let mut c = Tls::connect(s.lg.https, "api.lab.test", &s.ca);
+        c.send(req.replace("/chunk", "/api/chunk").as_bytes());
+        let got = String::from_utf8_lossy(&c.read_to_close()).into_owned();
+        assert!(got.starts_with("HTTP/1.1 400 "), "{size}: {got:?}");
+        assert!(got.contains("chunked encoding is invalid"), "{size}: {got}");
+        s.lg.wait_log("the access log line", |l| {
+            l.contains(&format!("/api/chunk/{i} 400 "))
+        });
+    }
+    // A client that resets the connection mid-body gets nothing: nothing is logged as sent.
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", s.lg.https)).expect("connect");
+    let mut c = Tls::over(tcp.try_clone().expect("clone"), "cut.lab.test", &s.ca);
+    c.send(
+        b"POST /reset HTTP/1.1\r\nHost: cut.lab.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // labgate connects to the backend before it reads the body.
+    while cut.connections() == 0 {
+        assert!(std::time::Instant::now() < deadline, "never forwarded");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    socket2::SockRef::from(&tcp)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .expect("linger");
+    drop((c, tcp));
+    s.lg.wait_log("the line of the reset request", |l| l.contains("/reset - "));
+    s.lg.wait_metric(
+        "labgate_http_requests_total{service=\"cut\",class=\"none\"}",
+        1,
+        "the reset request was not counted as answered by nothing",
+    );
+}

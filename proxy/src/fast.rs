@@ -117,12 +117,13 @@ type Logged = (String, String, String, Option<String>);
 
 /// Errors that end an exchange; each knows whether the client got any byte yet.
 enum Failure {
-    /// The client went away or broke the protocol: close silently.
+    /// The client went away or broke the protocol before its response started: close
+    /// silently (no status was sent).
     Client,
     /// The backend failed before the response started: answer this status.
     Backend(u16, &'static str),
-    /// The backend failed mid-response: close.
-    Midway,
+    /// The response with this status had started when either side failed: close.
+    Midway(u16),
 }
 
 /// Serves a downstream HTTP/1.1 connection until it closes or needs pingora's sessions.
@@ -212,17 +213,18 @@ impl Conn {
                     let (service, network) = (f.service.index(), f.network.index());
                     let close = f.close;
                     let result = self.exchange(proxy, &state, f).await;
+                    // The status the client got, none when nothing reached it.
                     let (status, keep) = match result {
-                        Ok((status, keep)) => (status, keep && !close),
+                        Ok((status, keep)) => (Some(status), keep && !close),
                         Err(Failure::Backend(status, why)) => {
                             self.out.clear();
                             let body = pages::backend_body(status, why);
                             pages::write(&mut self.out, status, &body, close, &[]);
                             let sent = self.flush_out().await;
-                            (status, sent && !close)
+                            (sent.then_some(status), sent && !close)
                         }
-                        Err(Failure::Midway) => (502, false),
-                        Err(Failure::Client) => (499, false),
+                        Err(Failure::Midway(status)) => (Some(status), false),
+                        Err(Failure::Client) => (None, false),
                     };
                     proxy
                         .metrics
@@ -531,10 +533,11 @@ impl Conn {
                 // Interim responses (103 Early Hints): pass on, then read the final one.
                 continue;
             }
-            let complete = self.relay_body(up, body_framing, read_timeout).await?;
-            if !flush(&mut self.watch, &mut self.down).await {
-                return Err(Exchange::Fail(Failure::Client));
-            }
+            let complete = self.relay_body(up, body_framing, read_timeout).await;
+            let flushed = flush(&mut self.watch, &mut self.down).await;
+            let (Ok(complete), true) = (complete, flushed) else {
+                return Err(Exchange::Fail(Failure::Midway(status)));
+            };
             let keep = complete && !f.close && out_framing != Framing::Close;
             let reusable = complete && !backend_close && self.ubuf.is_empty();
             return Ok((status, keep, reusable));
@@ -593,14 +596,13 @@ impl Conn {
     }
 
     /// Relays the response body by its framing. `Ok(true)` when it ended where the framing
-    /// said, so the upstream connection can be reused.
+    /// said, so the upstream connection can be reused; `Err` when either side failed.
     async fn relay_body(
         &mut self,
         up: &mut Stream,
         framing: Framing,
         read_timeout: Duration,
-    ) -> Result<bool, Exchange> {
-        let midway = || Exchange::Fail(Failure::Midway);
+    ) -> Result<bool, ()> {
         match framing {
             Framing::Empty => Ok(true),
             Framing::Length(n) => {
@@ -610,37 +612,33 @@ impl Conn {
                         .unwrap_or(usize::MAX)
                         .min(self.ubuf.len());
                     if !send(&mut self.watch, &mut self.down, &self.ubuf[..take]).await {
-                        return Err(Exchange::Fail(Failure::Client));
+                        return Err(());
                     }
                     self.ubuf.advance(take);
                     left -= take as u64;
                     if left == 0 {
                         return Ok(true);
                     }
-                    self.read_up(up, read_timeout)
-                        .await
-                        .map_err(|()| midway())?;
+                    self.read_up(up, read_timeout).await?;
                 }
             }
             Framing::Chunked => {
                 let mut chunked = Chunked::default();
                 loop {
-                    let used = chunked.feed(&self.ubuf).map_err(|_| midway())?;
+                    let used = chunked.feed(&self.ubuf).map_err(|_| ())?;
                     if !send(&mut self.watch, &mut self.down, &self.ubuf[..used]).await {
-                        return Err(Exchange::Fail(Failure::Client));
+                        return Err(());
                     }
                     self.ubuf.advance(used);
                     if chunked.done() {
                         return Ok(true);
                     }
-                    self.read_up(up, read_timeout)
-                        .await
-                        .map_err(|()| midway())?;
+                    self.read_up(up, read_timeout).await?;
                 }
             }
             Framing::Close => loop {
                 if !send(&mut self.watch, &mut self.down, &self.ubuf).await {
-                    return Err(Exchange::Fail(Failure::Client));
+                    return Err(());
                 }
                 self.ubuf.clear();
                 match self
@@ -650,7 +648,7 @@ impl Conn {
                 {
                     Ok(Ok(0)) => return Ok(false),
                     Ok(Ok(_)) => {}
-                    Ok(Err(_)) | Err(_) => return Err(midway()),
+                    Ok(Err(_)) | Err(_) => return Err(()),
                 }
             },
         }

@@ -21,11 +21,15 @@ pub static TLS_HANDSHAKE_FAILURES: AtomicU64 = AtomicU64::new(0);
 /// Status classes 1xx..5xx.
 type Classes = [AtomicU64; 5];
 
-/// Labels of [`Classes`].
-const CLASS_LABELS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Status classes of forwarded requests: 1xx..5xx, then `none` (no response reached the
+/// client: it went away, or the exchange broke off before a response started).
+type Outcomes = [AtomicU64; 6];
+
+/// Labels of [`Outcomes`]; the first five are those of [`Classes`].
+const CLASS_LABELS: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
 /// One sample per status class of a labelled counter.
-fn render_classes(out: &mut String, metric: &str, label: &str, value: &str, c: &Classes) {
+fn render_classes(out: &mut String, metric: &str, label: &str, value: &str, c: &[AtomicU64]) {
     for (class, n) in CLASS_LABELS.iter().zip(c) {
         let _ = writeln!(
             out,
@@ -38,8 +42,8 @@ fn render_classes(out: &mut String, metric: &str, label: &str, value: &str, c: &
 /// The proxy's counters.
 #[derive(Debug)]
 pub struct Metrics {
-    by_service: Box<[Classes]>,
-    by_network: Box<[Classes]>,
+    by_service: Box<[Outcomes]>,
+    by_network: Box<[Outcomes]>,
     denied: Box<[AtomicU64]>,
     /// Requests refused before routing (bad head, unknown host, no network), by status class.
     pub refused: Classes,
@@ -53,8 +57,8 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            by_service: (0..SLOTS).map(|_| Classes::default()).collect(),
-            by_network: (0..SLOTS).map(|_| Classes::default()).collect(),
+            by_service: (0..SLOTS).map(|_| Outcomes::default()).collect(),
+            by_network: (0..SLOTS).map(|_| Outcomes::default()).collect(),
             denied: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             refused: Classes::default(),
             latency: Histogram::new(&BUCKETS),
@@ -68,11 +72,18 @@ fn class(status: u16) -> usize {
     usize::from(status / 100).clamp(1, 5) - 1
 }
 
+/// The [`Outcomes`] slot of what a client got.
+fn outcome(status: Option<u16>) -> usize {
+    status.map_or(CLASS_LABELS.len() - 1, class)
+}
+
 impl Metrics {
-    /// Counts a forwarded request's status and latency.
-    pub fn request(&self, service: usize, network: usize, status: u16, took: Duration) {
-        self.by_service[service.min(SLOTS - 1)][class(status)].fetch_add(1, Ordering::Relaxed);
-        self.by_network[network.min(SLOTS - 1)][class(status)].fetch_add(1, Ordering::Relaxed);
+    /// Counts a forwarded request's outcome (the status the client got, `None` when none
+    /// reached it) and latency.
+    pub fn request(&self, service: usize, network: usize, status: Option<u16>, took: Duration) {
+        let slot = outcome(status);
+        self.by_service[service.min(SLOTS - 1)][slot].fetch_add(1, Ordering::Relaxed);
+        self.by_network[network.min(SLOTS - 1)][slot].fetch_add(1, Ordering::Relaxed);
         self.latency.observe(took);
     }
 

@@ -98,6 +98,14 @@ pub fn backend_body(status: u16, why: &str) -> String {
     )
 }
 
+/// The body when a request body could not be read on: `why` says what was wrong with it.
+pub fn body_body(status: u16, why: &str) -> String {
+    format!(
+        "{status} {}: the request body was refused: {why}.\n",
+        reason(status)
+    )
+}
+
 /// The body when a request body is over the service's `max_body`.
 pub fn too_large_body(service: &str, max: u64) -> String {
     format!(
