@@ -1012,7 +1012,7 @@ timeout = "1s"
         (
             "silent.lab.test",
             "HTTP/1.1 504 ",
-            "did not answer in time. labgate's log has the details.",
+            "504 Gateway Timeout: the backend of service silent did not answer in time.",
         ),
         ("midway.lab.test", "HTTP/1.1 200 ", "\r\n\r\n0123456789"),
     ] {
@@ -1359,4 +1359,41 @@ fn r21_a_bad_chunk_size_gets_400_and_the_log_records_only_what_was_sent() {
         1,
         "the reset request was not counted as answered by nothing",
     );
+}
+
+#[test]
+fn r21_pages_say_what_was_refused_and_why_and_the_log_has_what_they_promise() {
+    let s = setup();
+    let mut ws = Tls::connect(s.lg.https, "nows.lab.test", &s.ca);
+    ws.send(b"GET /ws HTTP/1.1\r\nHost: nows.lab.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    let got = String::from_utf8_lossy(&ws.read_to_close()).into_owned();
+    assert!(got.starts_with("HTTP/1.1 403 "), "{got}");
+    assert!(
+        got.ends_with(
+            "\r\n\r\n403 Forbidden: service nows does not accept WebSocket connections (websockets = false).\n"
+        ),
+        "{got}"
+    );
+    assert!(seen_at(&s, "/ws").is_empty(), "the backend never saw it");
+    let got = raw(
+        s.lg.https,
+        "app.lab.test",
+        &s.ca,
+        b"GET / HTTP/1.1\r\nHost: app.lab.test\r\nX: a\0b\r\n\r\n",
+    );
+    assert!(
+        got.ends_with(
+            "400 Bad Request: the request head was refused: control character in the head.\n"
+        ),
+        "{got}"
+    );
+    // A page that sends the reader to the log: the log has the error.
+    let r = curl_https(s.lg.https, "dead.lab.test", "/", &s.ca, &["--http1.1"]);
+    assert_eq!(
+        r.body,
+        "502 Bad Gateway: the backend of service dead refused the connection or is unreachable (labgate's log has the error).\n"
+    );
+    s.lg.wait_log("the connect error", |l| {
+        l.contains("cannot connect") && l.contains(&format!("127.0.0.1:{}", s.dead))
+    });
 }

@@ -25,6 +25,9 @@ use crate::{ConnInfo, Proxy, ProxyState, pages};
 
 /// Time a client has to send a whole request head once it started (slowloris bound).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+// The refusal pages of `read_plan` name these bounds.
+const _: () =
+    assert!(HEAD_TIMEOUT.as_secs() == 10 && head::MAX_HEAD == 16 * 1024 && head::MAX_HEADERS == 96);
 /// Time an idle keep-alive connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time a client has between body bytes.
@@ -172,11 +175,11 @@ impl Conn {
         loop {
             let (plan, state) = match self.read_plan(proxy, first).await {
                 Ok(p) => p,
-                Err(status) => {
-                    if let Some(status) = status {
+                Err(refused) => {
+                    if let Some((status, why)) = refused {
                         proxy.metrics.refused(status);
                         self.out.clear();
-                        let body = format!("{status} {}\n", pages::reason(status));
+                        let body = pages::head_body(status, why);
                         pages::write(&mut self.out, status, &body, true, &[]);
                         self.flush_out().await;
                     }
@@ -218,7 +221,8 @@ impl Conn {
                         Ok((status, keep)) => (Some(status), keep && !close),
                         Err(Failure::Backend(status, why)) => {
                             self.out.clear();
-                            let body = pages::backend_body(status, why);
+                            let service = &state.snapshot.service(service_id).name;
+                            let body = pages::backend_body(status, service, why);
                             pages::write(&mut self.out, status, &body, close, &[]);
                             let sent = self.flush_out().await;
                             (sent.then_some(status), sent && !close)
@@ -250,13 +254,13 @@ impl Conn {
         }
     }
 
-    /// Reads one request head and decides what to do. `Err(Some(status))`: refuse and close;
-    /// `Err(None)`: the client closed or timed out.
+    /// Reads one request head and decides what to do. `Err(Some((status, why)))`: refuse
+    /// and close; `Err(None)`: the client closed or timed out.
     async fn read_plan(
         &mut self,
         proxy: &Proxy,
         first: bool,
-    ) -> Result<(Plan, Arc<ProxyState>), Option<u16>> {
+    ) -> Result<(Plan, Arc<ProxyState>), Option<(u16, &'static str)>> {
         let idle = if first { HEAD_TIMEOUT } else { IDLE_TIMEOUT };
         // A head begun before this call keeps the idle bound; one begun here must be whole
         // within HEAD_TIMEOUT of its first byte. The deadline is fixed when a begun head
@@ -287,17 +291,24 @@ impl Conn {
                         );
                         return Ok((plan, state));
                     }
-                    Err(HeadError::TooLarge) => return Err(Some(431)),
+                    Err(HeadError::TooLarge) => {
+                        return Err(Some((431, "it is over 16 KiB or 96 header fields")));
+                    }
                     Err(HeadError::Version)
                         if !self.info.tls && self.rbuf.starts_with(H2C_PREFACE_LINE) =>
                     {
                         // HTTP/2 with prior knowledge on plain HTTP: pingora's h2 server.
                         return Ok((Plan::Fallback, proxy.state.load_full()));
                     }
-                    Err(HeadError::Version) => return Err(Some(505)),
+                    Err(HeadError::Version) => {
+                        return Err(Some((
+                            505,
+                            "its HTTP version is neither 1.0 nor 1.1 (HTTP/2 is offered by TLS ALPN)",
+                        )));
+                    }
                     Err(HeadError::Invalid(why)) => {
                         tracing::debug!(client = %self.info.client, "refused a request head: {why}");
-                        return Err(Some(400));
+                        return Err(Some((400, why)));
                     }
                 }
             }
@@ -313,7 +324,9 @@ impl Conn {
             match got {
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(None),
                 Ok(Ok(_)) => {}
-                Err(_) if started => return Err(Some(408)),
+                Err(_) if started => {
+                    return Err(Some((408, "it did not arrive whole within 10 seconds")));
+                }
                 Err(_) => return Err(None),
             }
         }
@@ -709,7 +722,7 @@ fn plan(
             let Some(backend) = state.pools.get(service.index()).and_then(|p| p.pick()) else {
                 return Plan::Refuse {
                     status: 503,
-                    body: "503 Service Unavailable: the service has no backend.\n".into(),
+                    body: pages::body(503, &format!("service {} has no backend", svc.name)),
                     location: None,
                 };
             };

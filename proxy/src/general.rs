@@ -246,20 +246,29 @@ impl General {
         } = request;
         let svc = state.snapshot.service(service);
         let Some(backend) = state.pools.get(service.index()).and_then(|p| p.pick()) else {
-            return error(session, 503, "the service has no backend").await;
+            let body = pages::body(503, &format!("service {} has no backend", svc.name));
+            return answer(session, 503, body).await;
         };
         // Counted for the whole exchange (a gRPC stream for hours), and an upgrade's pipe.
         let in_flight = backend.in_flight();
         let Some(peer) = backend.peer() else {
-            return error(session, 502, "the backend's name is not resolved yet").await;
-        };
-        if upgrade && !svc.websockets {
-            return error(
+            return backend_failed(
                 session,
-                403,
-                "this service does not allow WebSocket upgrades",
+                502,
+                svc,
+                "has a host name that does not resolve yet",
             )
             .await;
+        };
+        if upgrade && !svc.websockets {
+            let body = pages::body(
+                403,
+                &format!(
+                    "service {} does not accept WebSocket connections (websockets = false)",
+                    svc.name
+                ),
+            );
+            return answer(session, 403, body).await;
         }
         // A body of unknown length (chunked HTTP/1.1, or HTTP/2 without content-length) goes
         // upstream chunked.
@@ -281,10 +290,11 @@ impl General {
         }
         let h2c = backend.backend.h2c;
         if upgrade && h2c {
-            return error(
+            return backend_failed(
                 session,
                 502,
-                "speaks HTTP/2 (h2c): it cannot take an HTTP/1.1 upgrade",
+                svc,
+                "speaks HTTP/2 (h2c), which cannot carry a WebSocket connection",
             )
             .await;
         }
@@ -310,7 +320,11 @@ impl General {
                 h2: h2c,
             },
         ) else {
-            return error(session, 400, "the request head cannot be forwarded").await;
+            let body = pages::body(
+                400,
+                "the request head cannot be passed on: a field in it is not valid in HTTP/1.1",
+            );
+            return answer(session, 400, body).await;
         };
         let mut up = match self.proxy.upstream_session(&peer, h2c).await {
             Ok(up) => up,
@@ -318,12 +332,12 @@ impl General {
                 backend.failed();
                 tracing::warn!(backend = %backend.backend.url, "cannot connect: {e}");
                 let (status, why) = connect_failure(&e);
-                return error(session, status, why).await;
+                return backend_failed(session, status, svc, why).await;
             }
         };
         if up.write_request_header(Box::new(up_req)).await.is_err() {
             backend.failed();
-            return error(session, 502, "closed the connection").await;
+            return backend_failed(session, 502, svc, "closed the connection").await;
         }
         // Full duplex: the request body flows while the response is awaited and read, so a
         // backend may answer early and gRPC streams in both directions.
@@ -346,9 +360,9 @@ impl General {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => {
                             tracing::debug!(backend = %backend.backend.url, "no valid response: {e}");
-                            return error(session, 502, "sent no valid response").await;
+                            return backend_failed(session, 502, svc, "sent no valid response").await;
                         }
-                        Err(_) => return error(session, 504, "did not answer in time").await,
+                        Err(_) => return backend_failed(session, 504, svc, "did not answer in time").await,
                     }
                     // Interim answers (100 Continue, 103) are not relayed: the response follows.
                     let interim = up.response_header().is_some_and(|r| {
@@ -362,7 +376,7 @@ impl General {
                     match piece {
                         Ok(piece) => {
                             if send(&mut up, piece).await.is_err() {
-                                return error(session, 502, "stopped reading the request body").await;
+                                return backend_failed(session, 502, svc, "stopped reading the request body").await;
                             }
                         }
                         Err(BodyFault::TooLarge) => return too_large(session, &svc.name, body.max.unwrap_or(0)).await,
@@ -378,11 +392,12 @@ impl General {
         }
         backend.succeeded();
         let Some(resp) = up.response_header() else {
-            return error(session, 502, "sent no valid response").await;
+            return backend_failed(session, 502, svc, "sent no valid response").await;
         };
         let status = resp.status.as_u16();
         if status == 101 && !upgrade {
-            return error(session, 502, "switched protocols without being asked").await;
+            return backend_failed(session, 502, svc, "switched protocols without being asked")
+                .await;
         }
         let mut resp = resp.clone();
         strip_response(&mut resp, status == 101);
@@ -486,6 +501,8 @@ enum Done {
 
 /// Longest wait for the next piece of a request body.
 const BODY_SILENCE: Duration = Duration::from_secs(30);
+// `BodyFault::Silent`'s page names the bound.
+const _: () = assert!(BODY_SILENCE.as_secs() == 30);
 
 /// The request body on its way upstream.
 struct RequestBody {
@@ -586,12 +603,20 @@ async fn too_large(session: &mut ServerSession, service: &str, max: u64) -> Done
     )
 }
 
-/// Sends labgate's own error page about the backend.
-async fn error(session: &mut ServerSession, status: u16, why: &str) -> Done {
-    sent(
-        page(session, status, pages::backend_body(status, why), None).await,
-        status,
-    )
+/// Answers with labgate's page on what the service's backend did.
+async fn backend_failed(
+    session: &mut ServerSession,
+    status: u16,
+    svc: &labgate_config::route::Service,
+    why: &str,
+) -> Done {
+    let body = pages::backend_body(status, &svc.name, why);
+    answer(session, status, body).await
+}
+
+/// Answers with labgate's own page.
+async fn answer(session: &mut ServerSession, status: u16, body: String) -> Done {
+    sent(page(session, status, body, None).await, status)
 }
 
 /// How an exchange ended that labgate answered with a page of `status`.
