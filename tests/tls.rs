@@ -73,13 +73,16 @@ fn s_client(port: u16, sni: &str, extra: &[&str]) -> String {
 }
 
 fn start(dir: &ConfigDir, backend: &Backend) -> (Labgate, tempfile::TempDir) {
+    serve(dir, &files_config(dir, backend))
+}
+
+/// One service, files.lab.test, with a certificate from PEM files in `dir`'s `certs/`.
+fn files_config(dir: &ConfigDir, backend: &Backend) -> String {
     let certs = dir.path("certs");
     std::fs::create_dir_all(&certs).expect("certs dir");
     self_signed(&certs, "files.lab.test", "first");
-    serve(
-        dir,
-        &format!(
-            r#"
+    format!(
+        r#"
 [[network]]
 name = "lab"
 cidrs = ["127.0.0.1/32"]
@@ -99,9 +102,8 @@ host = "files.lab.test"
 backends = ["http://127.0.0.1:{port}"]
 allow = ["lab"]
 "#,
-            c = certs.display(),
-            port = backend.port
-        ),
+        c = certs.display(),
+        port = backend.port
     )
 }
 
@@ -285,4 +287,29 @@ allow = ["lab"]
         );
         assert_eq!(other.status, 421, "{version}: {other:?}");
     }
+}
+
+#[test]
+fn r21_with_the_local_ca_off_nothing_of_it_is_made_or_printed() {
+    let backend = Backend::start("files");
+    let dir = ConfigDir::new();
+    let config = format!("[tls]\nlocal_ca = false\n{}", files_config(&dir, &backend));
+    let (lg, state) = serve(&dir, &config);
+    assert!(
+        !state.path().join("local-ca").exists(),
+        "{:?}",
+        std::fs::read_dir(state.path())
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    assert!(
+        !lg.stdout
+            .iter()
+            .any(|l| l.contains("local CA") || l.contains("ca.pem")),
+        "{:#?}",
+        lg.stdout
+    );
+    // The certificate from files still serves.
+    let ca = dir.path("certs/cert.pem");
+    let r = curl_https(lg.https, "files.lab.test", "/", &ca, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
 }

@@ -138,7 +138,8 @@ pub struct RawTunnel {
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     /// Issue certificates from labgate's own CA (in the state directory) for names no other
-    /// certificate covers. Default true.
+    /// certificate covers. Default true. While it is off, nothing of the CA is made or
+    /// printed; a reload that turns it on makes it (`local-ca/` in the state directory).
     pub local_ca: Option<bool>,
     /// Name whose certificate is served to clients that send no SNI. Default: none (alert).
     pub default_name: Option<Spanned<String>>,
