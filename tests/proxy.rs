@@ -851,7 +851,11 @@ fn failed_handshakes_are_counted_and_requests_logged() {
     let r = curl_https(s.lg.https, "nothing.lab.test", "/", &s.ca, &[]);
     assert_eq!(r.status, 0, "{r:?}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while s.lg.metric("labgate_tls_handshake_failures_total") == 0 {
+    while s
+        .lg
+        .metric("labgate_tls_handshake_failures_total{reason=\"unrecognized_name\"}")
+        == 0
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "handshake failure not counted"

@@ -56,6 +56,9 @@ impl General {
     pub fn new(proxy: Arc<Proxy>, via: Via) -> Self {
         let mut options = HttpServerOptions::default();
         options.h2c = true;
+        // An h2 connection with no stream open is closed as an idle HTTP/1.1 one is (pingora
+        // keeps it forever by default).
+        options.h2_idle_timeout = Some(crate::fast::IDLE_TIMEOUT);
         Self {
             proxy,
             options,

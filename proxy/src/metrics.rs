@@ -15,9 +15,6 @@ const SLOTS: usize = 256;
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
-/// TLS handshakes that failed (counted from pingora's listener log records, process-wide).
-pub static TLS_HANDSHAKE_FAILURES: AtomicU64 = AtomicU64::new(0);
-
 /// Status classes 1xx..5xx.
 type Classes = [AtomicU64; 5];
 
@@ -50,6 +47,8 @@ pub struct Metrics {
     latency: Histogram,
     /// Completed TLS handshakes.
     pub handshakes: AtomicU64,
+    /// Failed TLS handshakes, by reason.
+    pub handshake_failures: crate::handshake::Failures,
     /// Cloudflare Access refusals, by [`Reason::ALL`] position.
     access_refused: [AtomicU64; Reason::ALL.len()],
 }
@@ -63,6 +62,7 @@ impl Default for Metrics {
             refused: Classes::default(),
             latency: Histogram::new(&BUCKETS),
             handshakes: AtomicU64::new(0),
+            handshake_failures: crate::handshake::Failures::default(),
             access_refused: Default::default(),
         }
     }
@@ -171,10 +171,14 @@ impl Metrics {
             "# TYPE labgate_tls_handshakes_total counter\nlabgate_tls_handshakes_total {}",
             self.handshakes.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
-            out,
-            "# TYPE labgate_tls_handshake_failures_total counter\nlabgate_tls_handshake_failures_total {}",
-            TLS_HANDSHAKE_FAILURES.load(Ordering::Relaxed)
-        );
+        out.push_str("# HELP labgate_tls_handshake_failures_total TLS handshakes that did not complete: not within 10 s, a server name no certificate covers, or refused by rustls (or the client left).\n# TYPE labgate_tls_handshake_failures_total counter\n");
+        for why in crate::handshake::Failure::ALL {
+            let _ = writeln!(
+                out,
+                "labgate_tls_handshake_failures_total{{reason=\"{}\"}} {}",
+                why.label(),
+                self.handshake_failures.get(why)
+            );
+        }
     }
 }
