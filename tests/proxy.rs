@@ -1401,3 +1401,92 @@ fn r21_pages_say_what_was_refused_and_why_and_the_log_has_what_they_promise() {
         l.contains("cannot connect") && l.contains(&format!("127.0.0.1:{}", s.dead))
     });
 }
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `from`.
+fn connect_from(from: &str, port: u16) -> std::net::TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let local: std::net::SocketAddr = format!("{from}:0").parse().expect("address");
+    socket.bind(&local.into()).expect("bind");
+    let to: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.connect(&to.into()).expect("connect");
+    socket.into()
+}
+
+/// A TLS connection from `from` that has done one request and stays open, idle.
+fn held(s: &Setup, from: &str) -> Tls {
+    let mut c = Tls::over(connect_from(from, s.lg.https), "api.lab.test", &s.ca);
+    c.send(b"HEAD /api/held HTTP/1.1\r\nHost: api.lab.test\r\n\r\n");
+    let head = c.read_until(|b| b.windows(4).any(|w| w == b"\r\n\r\n"));
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    c
+}
+
+/// Whether labgate closes a new connection from `from` at once, before its handshake.
+fn closed_at_accept(port: u16, from: &str) -> bool {
+    use std::io::Read;
+    let mut tcp = connect_from(from, port);
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    // The handshake bound is 10 s: an EOF within 5 s is the refusal.
+    matches!(tcp.read(&mut [0u8; 16]), Ok(0))
+}
+
+#[test]
+fn r21_connections_beyond_the_bounds_of_an_address_or_a_listener_are_closed_at_accept() {
+    let s = setup_with("[server]\nmax_connections = 6\nmax_connections_per_address = 4\n");
+    let open = |n: u64| {
+        s.lg.wait_metric(
+            "labgate_http_connections_open{listener=\"https\"}",
+            n,
+            "the open connections were not counted",
+        );
+    };
+    let mut lab: Vec<Tls> = (0..4).map(|_| held(&s, "127.0.0.1")).collect();
+    open(4);
+    assert!(
+        closed_at_accept(s.lg.https, "127.0.0.1"),
+        "a fifth from one address"
+    );
+    // Another address is still served, and may hold connections of its own.
+    let r = curl_https(
+        s.lg.https,
+        "api.lab.test",
+        "/api/other",
+        &s.ca,
+        &["--interface", "127.0.0.3"],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let _iot: Vec<Tls> = (0..2).map(|_| held(&s, "127.0.0.3")).collect();
+    open(6);
+    assert!(
+        closed_at_accept(s.lg.https, "127.0.0.3"),
+        "a seventh on the listener"
+    );
+    let refused = |why: &str| {
+        s.lg.metric(&format!(
+            "labgate_http_connections_refused_total{{listener=\"https\",reason=\"{why}\"}}"
+        ))
+    };
+    assert_eq!((refused("address"), refused("listener")), (1, 1));
+    // A closed connection frees its place.
+    drop(lab.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s
+        .lg
+        .metric("labgate_http_connections_open{listener=\"https\"}")
+        > 5
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the close was not counted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let r = curl_https(s.lg.https, "api.lab.test", "/api/again", &s.ca, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+}

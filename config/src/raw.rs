@@ -62,6 +62,18 @@ pub struct RawServer {
     pub trusted_proxies: Vec<Spanned<String>>,
     /// One log line per HTTP request (target `labgate::access`). Default true.
     pub access_log: Option<bool>,
+    /// Open client connections each HTTP listener (HTTPS, plain HTTP, each tunnel origin)
+    /// holds at once, TLS handshakes included; beyond it new connections are closed as they
+    /// are accepted (`labgate_http_connections_refused_total{reason="listener"}`). Default
+    /// 4096 (about 100 MiB of idle connections). Applied on reload.
+    pub max_connections: Option<Spanned<i64>>,
+    /// Open connections one client address may hold on each HTTP listener; beyond it that
+    /// address's new connections are closed as they are accepted
+    /// (`labgate_http_connections_refused_total{reason="address"}`) while other clients are
+    /// served. Not applied on the tunnel origins, where every connection comes from
+    /// `cloudflared`. Default 256 (a browser opens at most 6 per host name). Applied on
+    /// reload.
+    pub max_connections_per_address: Option<Spanned<i64>>,
 }
 
 /// `[listen]`: socket addresses. Restart-only: a change is logged and applied at the next start.

@@ -35,8 +35,18 @@ pub(crate) enum Listener {
 }
 
 impl Listener {
-    /// Every listener.
+    /// Every listener, in the order of [`crate::Proxy`]'s connection counts.
     pub(crate) const ALL: [Self; 4] = [Self::Https, Self::Http, Self::Tunnel, Self::TunnelHttps];
+
+    /// The metric label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Https => "https",
+            Self::Http => "http",
+            Self::Tunnel => "tunnel",
+            Self::TunnelHttps => "tunnel_https",
+        }
+    }
 
     fn service_name(self) -> &'static str {
         match self {
@@ -85,6 +95,19 @@ impl ServerApp for Entry {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let via = self.listener.via();
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+            .map(|ip| ip.to_canonical());
+        // Through the tunnel every connection comes from `cloudflared`: no bound per address.
+        let client = peer.filter(|_| via == Via::Direct);
+        let limits = self.proxy.state.load().snapshot.connections;
+        let open = &self.proxy.open[self.listener as usize];
+        let Ok(_hold) = open.admit(client, limits) else {
+            // Closed before a byte is read or written; counted by reason.
+            return None;
+        };
         let stream = match &self.tls {
             Some(tls) => tls.accept(stream).await?,
             None => stream,
