@@ -386,7 +386,7 @@ impl General {
                         Err(fault) => {
                             // The response has not started: the client hears why.
                             let status = fault.status();
-                            let sent = page(session, status, pages::body_body(status, fault.why()), None).await;
+                            let sent = page(session, status, pages::request_body_refused(status, fault.why()), None).await;
                             return Done::Broken(sent.then_some(status));
                         }
                     }

@@ -116,7 +116,7 @@ pub fn backend_body(status: u16, service: &str, why: &str) -> String {
 }
 
 /// The body when a request body could not be read on: `why` says what was wrong with it.
-pub fn body_body(status: u16, why: &str) -> String {
+pub fn request_body_refused(status: u16, why: &str) -> String {
     format!(
         "{status} {}: the request body was refused: {why}.\n",
         reason(status)
@@ -171,7 +171,7 @@ mod tests {
             backend_body(502, "app", "sent a malformed response"),
             backend_body(504, "app", "did not answer in time"),
             body(403, "service app does not accept WebSocket connections"),
-            body_body(400, "it ended before its announced end"),
+            request_body_refused(400, "it ended before its announced end"),
             too_large_body("app", 8),
             redirect_body(301),
             access_body(crate::cf_access::Reason::Expired),

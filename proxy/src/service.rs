@@ -109,7 +109,10 @@ impl ServerApp for Entry {
             return None;
         };
         let stream = match &self.tls {
-            Some(tls) => tls.accept(stream).await?,
+            // PERF: boxed. The handshake's future (rustls' and pingora's acceptor) is several
+            // KiB; inline, every connection's future kept that size for its whole life
+            // (measured: 6.5 KiB more per idle connection).
+            Some(tls) => Box::pin(tls.accept(stream)).await?,
             None => stream,
         };
         self.serve(stream, shutdown).await
