@@ -4,7 +4,6 @@
 //! accept on, is bounded by [`HANDSHAKE_TIMEOUT`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pingora::listeners::tls::{Acceptor, TlsSettings};
@@ -14,52 +13,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::certs::{CertStore, SniCapture};
 use crate::hello::{self, Hello};
-use crate::metrics::Metrics;
+use crate::metrics::{HandshakeFailure as Failure, Metrics};
 
 /// Longest a TLS handshake may take, from the accept to its end, ClientHello included: a
 /// client that sends nothing, or stops halfway, is closed then (the same 10 s a request head
 /// gets once the handshake is done).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why a handshake did not complete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// Not done within [`HANDSHAKE_TIMEOUT`].
-    Timeout,
-    /// The ClientHello asked for a name no certificate covers (or none, without a default).
-    UnknownName,
-    /// rustls refused it, or the client went away.
-    Error,
-}
-
-impl Failure {
-    /// Every reason, in the order of their counters.
-    pub const ALL: [Self; 3] = [Self::Timeout, Self::UnknownName, Self::Error];
-
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Timeout => "timeout",
-            Self::UnknownName => "unrecognized_name",
-            Self::Error => "error",
-        }
-    }
-}
-
-/// Failed handshakes by [`Failure`].
-#[derive(Debug, Default)]
-pub struct Failures([AtomicU64; Failure::ALL.len()]);
-
-impl Failures {
-    fn count(&self, why: Failure) {
-        self.0[why as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// How many failed for a reason.
-    pub fn get(&self, why: Failure) -> u64 {
-        self.0[why as usize].load(Ordering::Relaxed)
-    }
-}
 
 /// One listener's TLS: rustls through pingora's acceptor (ALPN h2 and http/1.1, certificates
 /// from the store by SNI), after labgate's own look at the ClientHello.

@@ -15,6 +15,47 @@ const SLOTS: usize = 256;
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
+/// Why a TLS handshake did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// Not done within 10 s of the accept (the handshake bound).
+    Timeout,
+    /// The ClientHello asked for a name no certificate covers (or none, without a default).
+    UnknownName,
+    /// rustls refused it, or the client went away.
+    Error,
+}
+
+impl HandshakeFailure {
+    /// Every reason, in the order of their counters.
+    pub const ALL: [Self; 3] = [Self::Timeout, Self::UnknownName, Self::Error];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::UnknownName => "unrecognized_name",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Failed handshakes by [`HandshakeFailure`].
+#[derive(Debug, Default)]
+pub struct HandshakeFailures([AtomicU64; HandshakeFailure::ALL.len()]);
+
+impl HandshakeFailures {
+    /// Counts one.
+    pub(crate) fn count(&self, why: HandshakeFailure) {
+        self.0[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many failed for a reason.
+    pub fn get(&self, why: HandshakeFailure) -> u64 {
+        self.0[why as usize].load(Ordering::Relaxed)
+    }
+}
+
 /// Status classes 1xx..5xx.
 type Classes = [AtomicU64; 5];
 
@@ -48,7 +89,7 @@ pub struct Metrics {
     /// Completed TLS handshakes.
     pub handshakes: AtomicU64,
     /// Failed TLS handshakes, by reason.
-    pub handshake_failures: crate::handshake::Failures,
+    pub handshake_failures: HandshakeFailures,
     /// Cloudflare Access refusals, by [`Reason::ALL`] position.
     access_refused: [AtomicU64; Reason::ALL.len()],
 }
@@ -62,7 +103,7 @@ impl Default for Metrics {
             refused: Classes::default(),
             latency: Histogram::new(&BUCKETS),
             handshakes: AtomicU64::new(0),
-            handshake_failures: crate::handshake::Failures::default(),
+            handshake_failures: HandshakeFailures::default(),
             access_refused: Default::default(),
         }
     }
@@ -172,7 +213,7 @@ impl Metrics {
             self.handshakes.load(Ordering::Relaxed)
         );
         out.push_str("# HELP labgate_tls_handshake_failures_total TLS handshakes that did not complete: not within 10 s, a server name no certificate covers, or refused by rustls (or the client left).\n# TYPE labgate_tls_handshake_failures_total counter\n");
-        for why in crate::handshake::Failure::ALL {
+        for why in HandshakeFailure::ALL {
             let _ = writeln!(
                 out,
                 "labgate_tls_handshake_failures_total{{reason=\"{}\"}} {}",
