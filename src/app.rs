@@ -65,7 +65,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let state_dir = snapshot.state_dir.clone();
     prepare_state_dir(&state_dir)?;
-    let ca = Arc::new(LocalCa::load_or_create(&state_dir).context("cannot set up the local CA")?);
+    // Nothing of the local CA is made while it is off (a reload that turns it on makes it).
+    let ca = if snapshot.certificates.local_ca {
+        let ca = LocalCa::load_or_create(&state_dir).context("cannot set up the local CA")?;
+        Some(Arc::new(ca))
+    } else {
+        None
+    };
     let listen = snapshot.listen.clone();
     // pingora would retry a busy port, then panic in its service thread: check here, with
     // a message.
@@ -83,7 +89,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let handler = labgate_dns::Handler::new(shared.snapshot.clone(), Arc::clone(&shared.dns));
     let outbound = Outbound::new(shared.snapshot.clone(), handler.clone());
     let (access, access_rx) = labgate_proxy::access::AccessLog::new();
-    let mut certs = CertBuilder::new(Arc::clone(&ca));
+    let mut certs = CertBuilder::new(state_dir.clone(), ca);
     let store = Arc::new(labgate_proxy::CertStore::default());
     store.publish(certs.build(&shared.snapshot.load()));
     let proxy = Arc::new(labgate_proxy::Proxy::new(
@@ -120,7 +126,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Control(Mutex::new(Some(Parts {
             source,
             shared,
-            ca,
             certs,
             proxy,
             access_rx,
@@ -139,7 +144,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 struct Parts {
     source: ConfigSource,
     shared: Arc<Shared>,
-    ca: Arc<LocalCa>,
     certs: CertBuilder,
     proxy: Arc<labgate_proxy::Proxy>,
     access_rx: mpsc::Receiver<labgate_proxy::access::Entry>,
@@ -169,7 +173,6 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     let Parts {
         source,
         shared,
-        ca,
         mut certs,
         proxy,
         access_rx,
@@ -303,7 +306,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         tunnel,
         tunnel_https,
     };
-    banner(&shared, &bound, &ca.cert_path(), is_demo);
+    banner(&shared, &bound, is_demo);
 
     let _ = shutdown.wait_for(|stop| *stop).await;
     info!("shutting down");
@@ -534,7 +537,7 @@ struct Bound {
 }
 
 /// The lines operators and tests wait for, on stdout.
-fn banner(shared: &Arc<Shared>, bound: &Bound, ca: &std::path::Path, is_demo: bool) {
+fn banner(shared: &Arc<Shared>, bound: &Bound, is_demo: bool) {
     let s = shared.snapshot.load();
     println!("labgate: admin listening on http://{}", bound.admin);
     for d in &bound.dns {
@@ -552,9 +555,13 @@ fn banner(shared: &Arc<Shared>, bound: &Bound, ca: &std::path::Path, is_demo: bo
     for a in &bound.http {
         println!("labgate: http listening on {a}");
     }
-    println!("labgate: local CA certificate at {}", ca.display());
-    if is_demo {
-        println!("{}", demo::try_it(&s, bound.admin, ca));
+    // The demo's built-in configuration has the local CA on.
+    if s.certificates.local_ca {
+        let ca = LocalCa::cert_path_in(&s.state_dir);
+        println!("labgate: local CA certificate at {}", ca.display());
+        if is_demo {
+            println!("{}", demo::try_it(&s, bound.admin, &ca));
+        }
     }
     // Printed last: tests and supervisors wait for this line.
     println!(

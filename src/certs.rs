@@ -33,7 +33,10 @@ struct Loaded {
 
 /// Builds certificate maps, keeping what it loaded or issued between builds.
 pub struct CertBuilder {
-    ca: Arc<LocalCa>,
+    /// Where the local CA lives: made there when `tls.local_ca` is first on.
+    state_dir: PathBuf,
+    /// The local CA, once loaded or made; nothing of it exists while `tls.local_ca` is off.
+    ca: Option<Arc<LocalCa>>,
     acme: Option<Arc<Manager>>,
     /// Local-CA leaves by name, with when they were issued.
     leaves: HashMap<String, (OffsetDateTime, Arc<CertifiedKey>)>,
@@ -43,9 +46,11 @@ pub struct CertBuilder {
 }
 
 impl CertBuilder {
-    /// A builder issuing from the local CA.
-    pub fn new(ca: Arc<LocalCa>) -> Self {
+    /// A builder for certificates under `state_dir`, with the local CA if it is on (else it
+    /// is loaded or made there by the first build that has `tls.local_ca` on).
+    pub fn new(state_dir: PathBuf, ca: Option<Arc<LocalCa>>) -> Self {
         Self {
+            state_dir,
             ca,
             acme: None,
             leaves: HashMap::new(),
@@ -83,7 +88,7 @@ impl CertBuilder {
         {
             want.push(d);
         }
-        if s.certificates.local_ca {
+        if s.certificates.local_ca && self.local_ca().is_some() {
             let now = OffsetDateTime::now_utc();
             for host in want {
                 let waiting = matches!(s.certificates.cover(host), Coverage::Spec(i)
@@ -102,6 +107,18 @@ impl CertBuilder {
             map.set_default(k);
         }
         map
+    }
+
+    /// The local CA, loaded or made on first use (a reload that turns `tls.local_ca` on);
+    /// `None`, with a warning, when it cannot be.
+    fn local_ca(&mut self) -> Option<Arc<LocalCa>> {
+        if self.ca.is_none() {
+            match LocalCa::load_or_create(&self.state_dir) {
+                Ok(ca) => self.ca = Some(Arc::new(ca)),
+                Err(e) => warn!("cannot set up the local CA: {e}; its names have no certificate"),
+            }
+        }
+        self.ca.clone()
     }
 
     /// The manager's certificate for an ACME name set, converted once per issuance.
@@ -135,7 +152,7 @@ impl CertBuilder {
             return Some(Arc::clone(k));
         }
         let issued = self
-            .ca
+            .local_ca()?
             .issue(&[host.to_owned()], now)
             .map_err(|e| warn!("cannot issue a local-CA certificate for {host}: {e}"))
             .ok()?;
@@ -202,8 +219,7 @@ mod tests {
     #[test]
     fn local_ca_leaves_are_issued_again_a_month_before_they_expire() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ca = Arc::new(LocalCa::load_or_create(dir.path()).expect("local CA"));
-        let mut certs = CertBuilder::new(ca);
+        let mut certs = CertBuilder::new(dir.path().to_owned(), None);
         let t0 = OffsetDateTime::now_utc();
         let first = certs.leaf("app.lab.test", false, t0).expect("issued");
         let later = certs

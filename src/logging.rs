@@ -1,12 +1,7 @@
 //! Logging setup: human-readable lines on stderr, filtered by `--log` or `$LABGATE_LOG`.
-//! pingora logs through the `log` crate; its records are bridged into `tracing`, where a
-//! small layer turns its per-failure TLS handshake errors into a counter instead of lines.
+//! pingora logs through the `log` crate; its records are bridged into `tracing`.
 
-use std::sync::atomic::Ordering;
-
-use tracing::field::{Field, Visit};
-use tracing_subscriber::filter::{FilterExt, filter_fn};
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -14,15 +9,13 @@ use tracing_subscriber::{EnvFilter, Layer};
 pub const ENV_LOG: &str = "LABGATE_LOG";
 
 /// The filter when none is given: hickory logs every query at info, which costs a third more
-/// CPU per query and floods the journal (E4), so its crates start at warn. pingora logs every
-/// failed TLS handshake (scanners, wrong names) at error: those are counted
-/// (`labgate_tls_handshake_failures_total`), never printed; its other listener errors (a
-/// failed accept when file descriptors run out) are.
-pub const DEFAULT_FILTER: &str =
-    "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,pingora_core=warn";
-
-/// The target pingora's listener logs handshake failures under.
-const LISTENING: &str = "pingora_core::services::listening";
+/// CPU per query and floods the journal (E4), so its crates start at warn. Failed TLS
+/// handshakes (scanners, wrong names) are labgate's to count
+/// (`labgate_tls_handshake_failures_total`) and log at debug; pingora's listener errors (a
+/// failed accept when file descriptors run out) are printed. pingora logs every h2 client
+/// that fails its connection preface (garbage, or silent past its 10 s) at error under
+/// `pingora_core::apps`, its only records there: per client, not for an operator, so off.
+pub const DEFAULT_FILTER: &str = "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,pingora_core=warn,pingora_core::apps=off";
 
 /// Installs the global subscriber; a second call does nothing.
 pub fn init(flag: Option<&str>) {
@@ -38,87 +31,19 @@ pub fn init(flag: Option<&str>) {
     }
 }
 
-/// Lines on stderr as `filter` (else [`DEFAULT_FILTER`]) lets through, and the handshake
-/// counter.
+/// Lines on stderr as `filter` (else [`DEFAULT_FILTER`]) lets through.
 fn subscriber(filter: &str) -> impl tracing::Subscriber + Send + Sync {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    // PERF: one combined filter. Stacked as two per-layer filters, the outer one (which lets
-    // everything through) made every record look enabled: `tracing::enabled!` then said
-    // yes to access-log lines the level drops, and each request built and queued one.
+    // PERF: the filter is the layer's own, so `tracing::enabled!` says no to access-log
+    // lines the level drops and none is built (a filter stacked over one that let everything
+    // through once made every record look enabled).
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colours only for a terminal: journald and log files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
-        .with_filter(filter.and(NoHandshakeLines));
-    // PERF: the counter sees only its own records; an unfiltered layer would make every
-    // debug record of pingora and hickory enabled, built and dispatched on the request path.
-    let counter = HandshakeCounter.with_filter(filter_fn(|m| {
-        m.target() == LISTENING && *m.level() == tracing::Level::ERROR
-    }));
-    tracing_subscriber::registry().with(fmt).with(counter)
-}
-
-/// Counts pingora's "Downstream handshake error" records.
-struct HandshakeCounter;
-
-impl<S: tracing::Subscriber> Layer<S> for HandshakeCounter {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if is_handshake_failure(event) {
-            labgate_proxy::metrics::TLS_HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Keeps pingora's per-failure handshake records out of the log (they are counted).
-struct NoHandshakeLines;
-
-impl<S> tracing_subscriber::layer::Filter<S> for NoHandshakeLines {
-    fn enabled(&self, _: &tracing::Metadata<'_>, _: &Context<'_, S>) -> bool {
-        true
-    }
-
-    fn event_enabled(&self, event: &tracing::Event<'_>, _: &Context<'_, S>) -> bool {
-        !is_handshake_failure(event)
-    }
-}
-
-/// Whether an event is pingora's record of one failed TLS handshake.
-fn is_handshake_failure(event: &tracing::Event<'_>) -> bool {
-    // PERF: the fields are read only for errors (an access-log line is not one).
-    if *event.metadata().level() != tracing::Level::ERROR {
-        return false;
-    }
-    // Records bridged from `log` carry their target in the `log.target` field.
-    let mut v = Fields::default();
-    event.record(&mut v);
-    let target = v
-        .target
-        .as_deref()
-        .unwrap_or_else(|| event.metadata().target());
-    target == LISTENING && v.message.contains("handshake")
-}
-
-#[derive(Default)]
-struct Fields {
-    message: String,
-    target: Option<String>,
-}
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "log.target" {
-            self.target = Some(value.to_owned());
-        } else if field.name() == "message" {
-            self.message = value.to_owned();
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.message = format!("{value:?}");
-        }
-    }
+        .with_filter(filter);
+    tracing_subscriber::registry().with(fmt)
 }
 
 #[cfg(test)]

@@ -89,6 +89,12 @@ allow = ["lab"]
 balance = "least_connections"
 
 [[service]]
+host = "nows.lab.test"
+backends = ["http://127.0.0.1:{a}"]
+allow = ["lab"]
+websockets = false
+
+[[service]]
 host = "dead.lab.test"
 backends = ["http://127.0.0.1:{dead}"]
 allow = ["lab"]
@@ -845,7 +851,11 @@ fn failed_handshakes_are_counted_and_requests_logged() {
     let r = curl_https(s.lg.https, "nothing.lab.test", "/", &s.ca, &[]);
     assert_eq!(r.status, 0, "{r:?}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while s.lg.metric("labgate_tls_handshake_failures_total") == 0 {
+    while s
+        .lg
+        .metric("labgate_tls_handshake_failures_total{reason=\"unrecognized_name\"}")
+        == 0
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "handshake failure not counted"
@@ -1006,7 +1016,7 @@ timeout = "1s"
         (
             "silent.lab.test",
             "HTTP/1.1 504 ",
-            "did not answer in time. labgate's log has the details.",
+            "504 Gateway Timeout: the backend of service silent did not answer in time.",
         ),
         ("midway.lab.test", "HTTP/1.1 200 ", "\r\n\r\n0123456789"),
     ] {
@@ -1244,4 +1254,239 @@ fn https_backends_are_verified_by_address_or_name_against_the_roots_each_service
     assert_eq!((r.status, r.version.as_str()), (502, "HTTP/2"), "{r:?}");
     assert!(r.body.contains("TLS handshake"), "{r:?}");
     assert!(backend.handshakes() >= 3, "{}", backend.handshakes());
+}
+
+/// Every request both backends saw with this path.
+fn seen_at(s: &Setup, path: &str) -> Vec<support::backend::Seen> {
+    (s.a.seen().into_iter().chain(s.b.seen()))
+        .filter(|r| r.path == path)
+        .collect()
+}
+
+#[test]
+fn r21_an_h2c_upgrade_is_a_plain_request_whose_upgrade_fields_never_reach_the_backend() {
+    let s = setup();
+    // app allows WebSockets, nows does not; the fast path takes the GET, pingora's session
+    // the chunked POST.
+    for host in ["app.lab.test", "nows.lab.test"] {
+        for (method, framing, body) in [
+            ("GET", "", ""),
+            (
+                "POST",
+                "Transfer-Encoding: chunked\r\n",
+                "5\r\nhello\r\n0\r\n\r\n",
+            ),
+        ] {
+            let path = format!("/h2c/{host}/{method}");
+            let req = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                 Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n{framing}\r\n{body}"
+            );
+            let mut c = Tls::connect(s.lg.https, host, &s.ca);
+            c.send(req.as_bytes());
+            let got = c.read_until(|b| b.windows(4).any(|w| w == b"\r\n\r\n"));
+            let got = String::from_utf8_lossy(&got);
+            assert!(got.starts_with("HTTP/1.1 200 "), "{host} {method}: {got}");
+            let seen = seen_at(&s, &path);
+            assert_eq!(seen.len(), 1, "{host} {method}: {seen:#?}");
+            for gone in ["upgrade", "http2-settings", "connection"] {
+                assert!(
+                    seen[0].header(gone).is_empty(),
+                    "{host} {method}: {gone} reached the backend: {:?}",
+                    seen[0]
+                );
+            }
+            assert_eq!(seen[0].body.len(), body.len().min(5));
+        }
+    }
+}
+
+#[test]
+fn r21_a_space_in_the_request_target_is_a_bad_request() {
+    let s = setup();
+    for (line, status) in [
+        ("GET /a-x b HTTP/1.1", "400"),
+        ("GET / HTTP/1.1 extra", "400"),
+        ("GET / HTTP/2.0", "505"),
+    ] {
+        let req = format!("{line}\r\nHost: app.lab.test\r\n\r\n");
+        let got = raw(s.lg.https, "app.lab.test", &s.ca, req.as_bytes());
+        assert!(
+            got.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{line}: {got:?}"
+        );
+    }
+    assert!(s.a.seen().is_empty() && s.b.seen().is_empty());
+}
+
+#[test]
+fn r21_a_bad_chunk_size_gets_400_and_the_log_records_only_what_was_sent() {
+    // A backend of its own: its connection count says when labgate forwards.
+    let cut = Backend::start("cut");
+    let s = setup_with(&format!(
+        "[[service]]\nhost = \"cut.lab.test\"\nbackends = [\"http://127.0.0.1:{}\"]\nallow = [\"lab\"]\n",
+        cut.port
+    ));
+    for (i, size) in ["zz", "-1", "1ffffffffffffffff"].into_iter().enumerate() {
+        let req = format!(
+            "POST /chunk/{i} HTTP/1.1\r\nHost: api.lab.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n{size}\r\nworld\r\n0\r\n\r\n"
+        );
+        let mut c = Tls::connect(s.lg.https, "api.lab.test", &s.ca);
+        c.send(req.replace("/chunk", "/api/chunk").as_bytes());
+        let got = String::from_utf8_lossy(&c.read_to_close()).into_owned();
+        assert!(got.starts_with("HTTP/1.1 400 "), "{size}: {got:?}");
+        assert!(got.contains("chunked encoding is invalid"), "{size}: {got}");
+        s.lg.wait_log("the access log line", |l| {
+            l.contains(&format!("/api/chunk/{i} 400 "))
+        });
+    }
+    // A client that resets the connection mid-body gets nothing: nothing is logged as sent.
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", s.lg.https)).expect("connect");
+    let mut c = Tls::over(tcp.try_clone().expect("clone"), "cut.lab.test", &s.ca);
+    c.send(
+        b"POST /reset HTTP/1.1\r\nHost: cut.lab.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // labgate connects to the backend before it reads the body.
+    while cut.connections() == 0 {
+        assert!(std::time::Instant::now() < deadline, "never forwarded");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    socket2::SockRef::from(&tcp)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .expect("linger");
+    drop((c, tcp));
+    s.lg.wait_log("the line of the reset request", |l| l.contains("/reset - "));
+    s.lg.wait_metric(
+        "labgate_http_requests_total{service=\"cut\",class=\"none\"}",
+        1,
+        "the reset request was not counted as answered by nothing",
+    );
+}
+
+#[test]
+fn r21_pages_say_what_was_refused_and_why_and_the_log_has_what_they_promise() {
+    let s = setup();
+    let mut ws = Tls::connect(s.lg.https, "nows.lab.test", &s.ca);
+    ws.send(b"GET /ws HTTP/1.1\r\nHost: nows.lab.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    let got = String::from_utf8_lossy(&ws.read_to_close()).into_owned();
+    assert!(got.starts_with("HTTP/1.1 403 "), "{got}");
+    assert!(
+        got.ends_with(
+            "\r\n\r\n403 Forbidden: service nows does not accept WebSocket connections (websockets = false).\n"
+        ),
+        "{got}"
+    );
+    assert!(seen_at(&s, "/ws").is_empty(), "the backend never saw it");
+    let got = raw(
+        s.lg.https,
+        "app.lab.test",
+        &s.ca,
+        b"GET / HTTP/1.1\r\nHost: app.lab.test\r\nX: a\0b\r\n\r\n",
+    );
+    assert!(
+        got.ends_with(
+            "400 Bad Request: the request head was refused: control character in the head.\n"
+        ),
+        "{got}"
+    );
+    // A page that sends the reader to the log: the log has the error.
+    let r = curl_https(s.lg.https, "dead.lab.test", "/", &s.ca, &["--http1.1"]);
+    assert_eq!(
+        r.body,
+        "502 Bad Gateway: the backend of service dead refused the connection or is unreachable (labgate's log has the error).\n"
+    );
+    s.lg.wait_log("the connect error", |l| {
+        l.contains("cannot connect") && l.contains(&format!("127.0.0.1:{}", s.dead))
+    });
+}
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `from`.
+fn connect_from(from: &str, port: u16) -> std::net::TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let local: std::net::SocketAddr = format!("{from}:0").parse().expect("address");
+    socket.bind(&local.into()).expect("bind");
+    let to: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.connect(&to.into()).expect("connect");
+    socket.into()
+}
+
+/// A TLS connection from `from` that has done one request and stays open, idle.
+fn held(s: &Setup, from: &str) -> Tls {
+    let mut c = Tls::over(connect_from(from, s.lg.https), "api.lab.test", &s.ca);
+    c.send(b"HEAD /api/held HTTP/1.1\r\nHost: api.lab.test\r\n\r\n");
+    let head = c.read_until(|b| b.windows(4).any(|w| w == b"\r\n\r\n"));
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    c
+}
+
+/// Whether labgate closes a new connection from `from` at once, before its handshake.
+fn closed_at_accept(port: u16, from: &str) -> bool {
+    use std::io::Read;
+    let mut tcp = connect_from(from, port);
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    // The handshake bound is 10 s: an EOF within 5 s is the refusal.
+    matches!(tcp.read(&mut [0u8; 16]), Ok(0))
+}
+
+#[test]
+fn r21_connections_beyond_the_bounds_of_an_address_or_a_listener_are_closed_at_accept() {
+    let s = setup_with("[server]\nmax_connections = 6\nmax_connections_per_address = 4\n");
+    let open = |n: u64| {
+        s.lg.wait_metric(
+            "labgate_http_connections_open{listener=\"https\"}",
+            n,
+            "the open connections were not counted",
+        );
+    };
+    let mut lab: Vec<Tls> = (0..4).map(|_| held(&s, "127.0.0.1")).collect();
+    open(4);
+    assert!(
+        closed_at_accept(s.lg.https, "127.0.0.1"),
+        "a fifth from one address"
+    );
+    // Another address is still served, and may hold connections of its own.
+    let r = curl_https(
+        s.lg.https,
+        "api.lab.test",
+        "/api/other",
+        &s.ca,
+        &["--interface", "127.0.0.3"],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let _iot: Vec<Tls> = (0..2).map(|_| held(&s, "127.0.0.3")).collect();
+    open(6);
+    assert!(
+        closed_at_accept(s.lg.https, "127.0.0.3"),
+        "a seventh on the listener"
+    );
+    let refused = |why: &str| {
+        s.lg.metric(&format!(
+            "labgate_http_connections_refused_total{{listener=\"https\",reason=\"{why}\"}}"
+        ))
+    };
+    assert_eq!((refused("address"), refused("listener")), (1, 1));
+    // A closed connection frees its place.
+    drop(lab.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s
+        .lg
+        .metric("labgate_http_connections_open{listener=\"https\"}")
+        > 5
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the close was not counted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let r = curl_https(s.lg.https, "api.lab.test", "/api/again", &s.ca, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
 }

@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,13 +75,16 @@ fn s_client(port: u16, sni: &str, extra: &[&str]) -> String {
 }
 
 fn start(dir: &ConfigDir, backend: &Backend) -> (Labgate, tempfile::TempDir) {
+    serve(dir, &files_config(dir, backend))
+}
+
+/// One service, files.lab.test, with a certificate from PEM files in `dir`'s `certs/`.
+fn files_config(dir: &ConfigDir, backend: &Backend) -> String {
     let certs = dir.path("certs");
     std::fs::create_dir_all(&certs).expect("certs dir");
     self_signed(&certs, "files.lab.test", "first");
-    serve(
-        dir,
-        &format!(
-            r#"
+    format!(
+        r#"
 [[network]]
 name = "lab"
 cidrs = ["127.0.0.1/32"]
@@ -99,9 +104,8 @@ host = "files.lab.test"
 backends = ["http://127.0.0.1:{port}"]
 allow = ["lab"]
 "#,
-            c = certs.display(),
-            port = backend.port
-        ),
+        c = certs.display(),
+        port = backend.port
     )
 }
 
@@ -285,4 +289,148 @@ allow = ["lab"]
         );
         assert_eq!(other.status, 421, "{version}: {other:?}");
     }
+}
+
+#[test]
+fn r21_with_the_local_ca_off_nothing_of_it_is_made_or_printed() {
+    let backend = Backend::start("files");
+    let dir = ConfigDir::new();
+    let config = format!("[tls]\nlocal_ca = false\n{}", files_config(&dir, &backend));
+    let (lg, state) = serve(&dir, &config);
+    assert!(
+        !state.path().join("local-ca").exists(),
+        "{:?}",
+        std::fs::read_dir(state.path())
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    assert!(
+        !lg.stdout
+            .iter()
+            .any(|l| l.contains("local CA") || l.contains("ca.pem")),
+        "{:#?}",
+        lg.stdout
+    );
+    // The certificate from files still serves.
+    let ca = dir.path("certs/cert.pem");
+    let r = curl_https(lg.https, "files.lab.test", "/", &ca, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// A real ClientHello (openssl's) for `app.lab.test`, a name the test configurations here
+/// have no certificate for.
+fn client_hello() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/corpus/tls_hello/openssl_sni"
+    ))
+    .expect("seed ClientHello")
+}
+
+#[test]
+fn r21_an_unknown_or_missing_server_name_gets_the_unrecognized_name_alert() {
+    let backend = Backend::start("files");
+    let dir = ConfigDir::new();
+    let (lg, _state) = start(&dir, &backend);
+    for args in [&["-servername", "unknown.lab.test"][..], &["-noservername"]] {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{}", lg.https)])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains("alert number 112"), "{args:?}: {text}");
+    }
+    // The record itself, over a raw socket.
+    let mut tcp = TcpStream::connect(("127.0.0.1", lg.https)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    tcp.write_all(&client_hello()).expect("hello");
+    let mut got = Vec::new();
+    tcp.read_to_end(&mut got).expect("read until close");
+    assert_eq!(got, [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112]);
+    // A known name still gets its certificate.
+    let ok = s_client(lg.https, "files.lab.test", &[]);
+    assert!(ok.contains("O = first"), "{ok}");
+    lg.wait_metric(
+        "labgate_tls_handshake_failures_total{reason=\"unrecognized_name\"}",
+        3,
+        "the refusals were not counted",
+    );
+}
+
+#[test]
+fn r21_a_silent_or_stalled_handshake_is_closed_within_its_bound() {
+    let backend = Backend::start("files");
+    let dir = ConfigDir::new();
+    let (lg, _state) = start(&dir, &backend);
+    let hello = client_hello();
+    // A whole ClientHello for the name served, then silence: the server's flight comes, the
+    // client's Finished never does.
+    let config = support::https::client_config(&dir.path("certs/cert.pem"));
+    let name = rustls::pki_types::ServerName::try_from("files.lab.test").expect("name");
+    let mut client =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
+    let mut whole = Vec::new();
+    client.write_tls(&mut whole).expect("ClientHello");
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("silent", Vec::new()),
+        ("half a ClientHello", hello[..hello.len() / 2].to_vec()),
+        ("no Finished", whole),
+    ];
+    let port = lg.https;
+    let waits: Vec<_> = cases
+        .into_iter()
+        .map(|(what, sent)| {
+            std::thread::spawn(move || {
+                let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                // Far past the bound: a read that times out means the connection lived on.
+                tcp.set_read_timeout(Some(Duration::from_secs(30)))
+                    .expect("timeout");
+                let started = Instant::now();
+                tcp.write_all(&sent).expect("send");
+                let mut sink = Vec::new();
+                let end = tcp.read_to_end(&mut sink);
+                (what, end.map(|_| ()), started.elapsed())
+            })
+        })
+        .collect();
+    // A whole handshake that chose HTTP/2, then no connection preface.
+    let mut config = support::https::client_config(&dir.path("certs/cert.pem"));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let h2 = std::thread::spawn(move || {
+        let name = rustls::pki_types::ServerName::try_from("files.lab.test").expect("name");
+        let mut conn =
+            rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp).expect("handshake");
+        }
+        assert_eq!(conn.alpn_protocol(), Some(&b"h2"[..]));
+        let started = Instant::now();
+        let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+        let mut sink = Vec::new();
+        let end = match tls.read_to_end(&mut sink) {
+            Ok(_) => Ok(()),
+            // Closed without close_notify: closed all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+            Err(e) => Err(e),
+        };
+        ("h2 without a preface", end, started.elapsed())
+    });
+    for w in waits.into_iter().chain([h2]) {
+        let (what, end, took) = w.join().expect("thread");
+        assert!(end.is_ok(), "{what}: not closed: {end:?} after {took:?}");
+        assert!(
+            took >= Duration::from_secs(9) && took < Duration::from_secs(14),
+            "{what}: closed after {took:?}"
+        );
+    }
+    lg.wait_metric(
+        "labgate_tls_handshake_failures_total{reason=\"timeout\"}",
+        3,
+        "the timeouts were not counted",
+    );
 }

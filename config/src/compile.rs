@@ -48,6 +48,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
     let listen = networks::listen(&mut cx, files, certs.certificates.default_name.is_some());
     let state_dir = state_dir(&mut cx, files);
     let trusted_proxies = trusted_proxies(&mut cx, files);
+    let connections = connection_limits(&mut cx, files);
     let access_log = single(&mut cx, files, "server", |f| f.server.as_ref())
         .and_then(|(_, s)| s.access_log)
         .unwrap_or(true);
@@ -78,6 +79,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         state_dir,
         access_log,
         trusted_proxies,
+        connections,
         listen,
         networks,
         zones,
@@ -127,6 +129,35 @@ fn state_dir(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> PathBuf {
         .state_dir
         .as_ref()
         .map_or(default, |d| cx.path(file, d.get_ref()))
+}
+
+fn connection_limits(
+    cx: &mut Ctx<'_>,
+    files: &[(FileId, RawFile)],
+) -> crate::settings::ConnectionLimits {
+    let mut limits = crate::settings::ConnectionLimits::default();
+    let Some((file, server)) = single(cx, files, "server", |f| f.server.as_ref()) else {
+        return limits;
+    };
+    for (raw, key, slot) in [
+        (
+            &server.max_connections,
+            "server.max_connections",
+            &mut limits.per_listener,
+        ),
+        (
+            &server.max_connections_per_address,
+            "server.max_connections_per_address",
+            &mut limits.per_address,
+        ),
+    ] {
+        if let Some(v) = raw
+            && let Some(n) = dns::report(cx, file, v, key, values::int(*v.get_ref(), 1, 1_000_000))
+        {
+            *slot = std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN);
+        }
+    }
+    limits
 }
 
 fn trusted_proxies(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Vec<ipnet::IpNet> {

@@ -62,6 +62,18 @@ pub struct RawServer {
     pub trusted_proxies: Vec<Spanned<String>>,
     /// One log line per HTTP request (target `labgate::access`). Default true.
     pub access_log: Option<bool>,
+    /// Open client connections each HTTP listener (HTTPS, plain HTTP, each tunnel origin)
+    /// holds at once, TLS handshakes included; beyond it new connections are closed as they
+    /// are accepted (`labgate_http_connections_refused_total{reason="listener"}`). Default
+    /// 4096 (about 100 MiB of idle connections). Applied on reload.
+    pub max_connections: Option<Spanned<i64>>,
+    /// Open connections one client address may hold on each HTTP listener; beyond it that
+    /// address's new connections are closed as they are accepted
+    /// (`labgate_http_connections_refused_total{reason="address"}`) while other clients are
+    /// served. Not applied on the tunnel origins, where every connection comes from
+    /// `cloudflared`. Default 256 (a browser opens at most 6 per host name). Applied on
+    /// reload.
+    pub max_connections_per_address: Option<Spanned<i64>>,
 }
 
 /// `[listen]`: socket addresses. Restart-only: a change is logged and applied at the next start.
@@ -145,7 +157,8 @@ pub struct RawTunnel {
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     /// Issue certificates from labgate's own CA (in the state directory) for names no other
-    /// certificate covers. Default true.
+    /// certificate covers. Default true. While it is off, nothing of the CA is made or
+    /// printed; a reload that turns it on makes it (`local-ca/` in the state directory).
     pub local_ca: Option<bool>,
     /// Name whose certificate is served to clients that send no SNI. Default: none (alert).
     pub default_name: Option<Spanned<String>>,

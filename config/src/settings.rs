@@ -3,12 +3,30 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::rr::Name;
+
+/// Bounds on open client connections of each HTTP listener (`[server]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// In all.
+    pub per_listener: NonZeroU32,
+    /// From one client address (not applied on the tunnel origins).
+    pub per_address: NonZeroU32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            per_listener: NonZeroU32::new(4096).unwrap_or(NonZeroU32::MIN),
+            per_address: NonZeroU32::new(256).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
 
 /// Listening addresses. Restart-only.
 #[derive(Debug, Clone, PartialEq, Eq)]

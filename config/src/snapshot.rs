@@ -8,7 +8,9 @@ use hickory_proto::rr::{LowerName, RecordType};
 use crate::error::Diagnostic;
 use crate::network::{NetworkId, Networks};
 use crate::route::{Route, RouteTable, Service, ServiceId};
-use crate::settings::{AcmeSettings, Certificates, Coverage, DnsProvider, DnsSettings, Listen};
+use crate::settings::{
+    AcmeSettings, Certificates, ConnectionLimits, Coverage, DnsProvider, DnsSettings, Listen,
+};
 use crate::source::ContentHash;
 use crate::view::{Lookup, View, Zone};
 
@@ -25,6 +27,8 @@ pub struct Snapshot {
     pub access_log: bool,
     /// Proxies whose `X-Forwarded-For` is kept.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Bounds on open client connections of the HTTP listeners.
+    pub connections: ConnectionLimits,
     /// Listening addresses. Restart-only.
     pub listen: Listen,
     /// Networks and the address lookup.

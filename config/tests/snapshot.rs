@@ -349,6 +349,31 @@ fn acme_certificates_are_derived_per_zone_with_services() {
 }
 
 #[test]
+fn connection_limits_have_homelab_defaults_and_take_the_server_keys() {
+    let base =
+        "[[network]]\nname = \"lan\"\ncidrs = [\"10.0.0.0/24\"]\naddresses = [\"10.0.0.2\"]\n";
+    let s = from_str(base).expect("compiles");
+    assert_eq!(
+        (
+            s.connections.per_listener.get(),
+            s.connections.per_address.get()
+        ),
+        (4096, 256)
+    );
+    let s = from_str(&format!(
+        "[server]\nmax_connections = 10\nmax_connections_per_address = 3\n{base}"
+    ))
+    .expect("compiles");
+    assert_eq!(
+        (
+            s.connections.per_listener.get(),
+            s.connections.per_address.get()
+        ),
+        (10, 3)
+    );
+}
+
+#[test]
 fn diff_names_what_changed() {
     let a = homelab();
     let text = std::fs::read_to_string(HOMELAB)

@@ -26,8 +26,9 @@ pub struct Entry {
     pub host: String,
     /// Path and query.
     pub path: String,
-    /// Status sent.
-    pub status: u16,
+    /// Status sent; `None` when no response reached the client (it went away, or the
+    /// exchange broke off before a response started). Printed as `-`.
+    pub status: Option<u16>,
     /// Time from head to end of response.
     pub took: Duration,
 }
@@ -92,6 +93,18 @@ pub async fn write(mut rx: mpsc::Receiver<Entry>, stop: impl Future<Output = ()>
     }
 }
 
+/// A status as logged: the number, or `-` when none was sent.
+struct Status(Option<u16>);
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(s) => s.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 fn line(e: &Entry) {
     tracing::info!(
         target: "labgate::access",
@@ -101,7 +114,7 @@ fn line(e: &Entry) {
         e.method,
         e.host,
         e.path,
-        e.status,
+        Status(e.status),
         e.took.as_secs_f64() * 1e3,
         if e.ray.is_some() { " cf-ray=" } else { "" },
         e.ray.as_deref().unwrap_or("")

@@ -90,6 +90,13 @@ impl CertStore {
             .is_some_and(|k| Arc::ptr_eq(k, cert))
     }
 
+    /// Whether a handshake that sent this server name (as sent, `None` for no SNI) gets a
+    /// certificate: the decision of [`ResolvesServerCert::resolve`], made before rustls runs.
+    pub fn resolves(&self, sni: Option<&str>) -> bool {
+        let mut buf = [0u8; labgate_config::route::MAX_HOST_LEN];
+        self.for_name(sni_name(sni, &mut buf)).is_some()
+    }
+
     /// The certificate a handshake for the (normalized) server name gets.
     fn for_name(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let map = self.map.load();
@@ -108,7 +115,7 @@ impl ResolvesServerCert for CertStore {
 
 /// The name a client's SNI asks for, normalized like a Host header (trailing dot, case).
 /// RFC 6066 forbids IP literals in SNI; some clients (wrk) send one anyway: it names nothing.
-fn sni_name<'b>(
+pub(crate) fn sni_name<'b>(
     raw: Option<&str>,
     buf: &'b mut [u8; labgate_config::route::MAX_HOST_LEN],
 ) -> Option<&'b str> {

@@ -25,6 +25,9 @@ use crate::{ConnInfo, Proxy, ProxyState, pages};
 
 /// Time a client has to send a whole request head once it started (slowloris bound).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+// The refusal pages of `read_plan` name these bounds.
+const _: () =
+    assert!(HEAD_TIMEOUT.as_secs() == 10 && head::MAX_HEAD == 16 * 1024 && head::MAX_HEADERS == 96);
 /// Time an idle keep-alive connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time a client has between body bytes.
@@ -117,12 +120,13 @@ type Logged = (String, String, String, Option<String>);
 
 /// Errors that end an exchange; each knows whether the client got any byte yet.
 enum Failure {
-    /// The client went away or broke the protocol: close silently.
+    /// The client went away or broke the protocol before its response started: close
+    /// silently (no status was sent).
     Client,
     /// The backend failed before the response started: answer this status.
     Backend(u16, &'static str),
-    /// The backend failed mid-response: close.
-    Midway,
+    /// The response with this status had started when either side failed: close.
+    Midway(u16),
 }
 
 /// Serves a downstream HTTP/1.1 connection until it closes or needs pingora's sessions.
@@ -171,11 +175,11 @@ impl Conn {
         loop {
             let (plan, state) = match self.read_plan(proxy, first).await {
                 Ok(p) => p,
-                Err(status) => {
-                    if let Some(status) = status {
+                Err(refused) => {
+                    if let Some((status, why)) = refused {
                         proxy.metrics.refused(status);
                         self.out.clear();
-                        let body = format!("{status} {}\n", pages::reason(status));
+                        let body = pages::head_body(status, why);
                         pages::write(&mut self.out, status, &body, true, &[]);
                         self.flush_out().await;
                     }
@@ -212,17 +216,19 @@ impl Conn {
                     let (service, network) = (f.service.index(), f.network.index());
                     let close = f.close;
                     let result = self.exchange(proxy, &state, f).await;
+                    // The status the client got, none when nothing reached it.
                     let (status, keep) = match result {
-                        Ok((status, keep)) => (status, keep && !close),
+                        Ok((status, keep)) => (Some(status), keep && !close),
                         Err(Failure::Backend(status, why)) => {
                             self.out.clear();
-                            let body = pages::backend_body(status, why);
+                            let service = &state.snapshot.service(service_id).name;
+                            let body = pages::backend_body(status, service, why);
                             pages::write(&mut self.out, status, &body, close, &[]);
                             let sent = self.flush_out().await;
-                            (status, sent && !close)
+                            (sent.then_some(status), sent && !close)
                         }
-                        Err(Failure::Midway) => (502, false),
-                        Err(Failure::Client) => (499, false),
+                        Err(Failure::Midway(status)) => (Some(status), false),
+                        Err(Failure::Client) => (None, false),
                     };
                     proxy
                         .metrics
@@ -248,13 +254,13 @@ impl Conn {
         }
     }
 
-    /// Reads one request head and decides what to do. `Err(Some(status))`: refuse and close;
-    /// `Err(None)`: the client closed or timed out.
+    /// Reads one request head and decides what to do. `Err(Some((status, why)))`: refuse
+    /// and close; `Err(None)`: the client closed or timed out.
     async fn read_plan(
         &mut self,
         proxy: &Proxy,
         first: bool,
-    ) -> Result<(Plan, Arc<ProxyState>), Option<u16>> {
+    ) -> Result<(Plan, Arc<ProxyState>), Option<(u16, &'static str)>> {
         let idle = if first { HEAD_TIMEOUT } else { IDLE_TIMEOUT };
         // A head begun before this call keeps the idle bound; one begun here must be whole
         // within HEAD_TIMEOUT of its first byte. The deadline is fixed when a begun head
@@ -285,17 +291,24 @@ impl Conn {
                         );
                         return Ok((plan, state));
                     }
-                    Err(HeadError::TooLarge) => return Err(Some(431)),
+                    Err(HeadError::TooLarge) => {
+                        return Err(Some((431, "it is over 16 KiB or 96 header fields")));
+                    }
                     Err(HeadError::Version)
                         if !self.info.tls && self.rbuf.starts_with(H2C_PREFACE_LINE) =>
                     {
                         // HTTP/2 with prior knowledge on plain HTTP: pingora's h2 server.
                         return Ok((Plan::Fallback, proxy.state.load_full()));
                     }
-                    Err(HeadError::Version) => return Err(Some(505)),
+                    Err(HeadError::Version) => {
+                        return Err(Some((
+                            505,
+                            "its HTTP version is neither 1.0 nor 1.1 (HTTP/2 is offered by TLS ALPN)",
+                        )));
+                    }
                     Err(HeadError::Invalid(why)) => {
                         tracing::debug!(client = %self.info.client, "refused a request head: {why}");
-                        return Err(Some(400));
+                        return Err(Some((400, why)));
                     }
                 }
             }
@@ -311,7 +324,9 @@ impl Conn {
             match got {
                 Ok(Ok(0)) | Ok(Err(_)) => return Err(None),
                 Ok(Ok(_)) => {}
-                Err(_) if started => return Err(Some(408)),
+                Err(_) if started => {
+                    return Err(Some((408, "it did not arrive whole within 10 seconds")));
+                }
                 Err(_) => return Err(None),
             }
         }
@@ -531,10 +546,11 @@ impl Conn {
                 // Interim responses (103 Early Hints): pass on, then read the final one.
                 continue;
             }
-            let complete = self.relay_body(up, body_framing, read_timeout).await?;
-            if !flush(&mut self.watch, &mut self.down).await {
-                return Err(Exchange::Fail(Failure::Client));
-            }
+            let complete = self.relay_body(up, body_framing, read_timeout).await;
+            let flushed = flush(&mut self.watch, &mut self.down).await;
+            let (Ok(complete), true) = (complete, flushed) else {
+                return Err(Exchange::Fail(Failure::Midway(status)));
+            };
             let keep = complete && !f.close && out_framing != Framing::Close;
             let reusable = complete && !backend_close && self.ubuf.is_empty();
             return Ok((status, keep, reusable));
@@ -593,14 +609,13 @@ impl Conn {
     }
 
     /// Relays the response body by its framing. `Ok(true)` when it ended where the framing
-    /// said, so the upstream connection can be reused.
+    /// said, so the upstream connection can be reused; `Err` when either side failed.
     async fn relay_body(
         &mut self,
         up: &mut Stream,
         framing: Framing,
         read_timeout: Duration,
-    ) -> Result<bool, Exchange> {
-        let midway = || Exchange::Fail(Failure::Midway);
+    ) -> Result<bool, ()> {
         match framing {
             Framing::Empty => Ok(true),
             Framing::Length(n) => {
@@ -610,37 +625,33 @@ impl Conn {
                         .unwrap_or(usize::MAX)
                         .min(self.ubuf.len());
                     if !send(&mut self.watch, &mut self.down, &self.ubuf[..take]).await {
-                        return Err(Exchange::Fail(Failure::Client));
+                        return Err(());
                     }
                     self.ubuf.advance(take);
                     left -= take as u64;
                     if left == 0 {
                         return Ok(true);
                     }
-                    self.read_up(up, read_timeout)
-                        .await
-                        .map_err(|()| midway())?;
+                    self.read_up(up, read_timeout).await?;
                 }
             }
             Framing::Chunked => {
                 let mut chunked = Chunked::default();
                 loop {
-                    let used = chunked.feed(&self.ubuf).map_err(|_| midway())?;
+                    let used = chunked.feed(&self.ubuf).map_err(|_| ())?;
                     if !send(&mut self.watch, &mut self.down, &self.ubuf[..used]).await {
-                        return Err(Exchange::Fail(Failure::Client));
+                        return Err(());
                     }
                     self.ubuf.advance(used);
                     if chunked.done() {
                         return Ok(true);
                     }
-                    self.read_up(up, read_timeout)
-                        .await
-                        .map_err(|()| midway())?;
+                    self.read_up(up, read_timeout).await?;
                 }
             }
             Framing::Close => loop {
                 if !send(&mut self.watch, &mut self.down, &self.ubuf).await {
-                    return Err(Exchange::Fail(Failure::Client));
+                    return Err(());
                 }
                 self.ubuf.clear();
                 match self
@@ -650,7 +661,7 @@ impl Conn {
                 {
                     Ok(Ok(0)) => return Ok(false),
                     Ok(Ok(_)) => {}
-                    Ok(Err(_)) | Err(_) => return Err(midway()),
+                    Ok(Err(_)) | Err(_) => return Err(()),
                 }
             },
         }
@@ -711,7 +722,7 @@ fn plan(
             let Some(backend) = state.pools.get(service.index()).and_then(|p| p.pick()) else {
                 return Plan::Refuse {
                     status: 503,
-                    body: "503 Service Unavailable: the service has no backend.\n".into(),
+                    body: pages::body(503, &format!("service {} has no backend", svc.name)),
                     location: None,
                 };
             };

@@ -1,8 +1,41 @@
-//! Fuzz and differential harness for the framing code, shared by the cargo-fuzz target
-//! (`fuzz/fuzz_targets/http_framing.rs`) and the unit tests, which run the seed corpus.
+//! Fuzz and differential harness for the framing code and the ClientHello reader, shared by
+//! the cargo-fuzz targets (`fuzz/fuzz_targets/http_framing.rs`, `tls_hello.rs`) and the unit
+//! tests, which run the seed corpora.
 
 use crate::chunked::Chunked;
 use crate::head::{self, Framing, HeadError, header_array, parse_request, parse_response};
+use crate::hello::{self, Hello};
+
+/// Properties: no panic; whenever labgate's ClientHello reader and rustls' own both read a
+/// whole ClientHello from the bytes, they name the same server (after the normalization the
+/// certificate store applies), so the unknown-name alert is sent for exactly the names
+/// rustls' resolver would find no certificate for.
+pub fn client_hello(data: &[u8]) {
+    let mut scratch = Vec::new();
+    let ours = hello::parse(data, &mut scratch);
+    let Hello::Complete(ours) = ours else {
+        return;
+    };
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut rest = data;
+    let theirs = loop {
+        if rest.is_empty() || acceptor.read_tls(&mut rest).is_err() {
+            return;
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => break accepted.client_hello().server_name().map(str::to_owned),
+            Ok(None) => {}
+            Err(_) => return,
+        }
+    };
+    let mut a = [0u8; labgate_config::route::MAX_HOST_LEN];
+    let mut b = [0u8; labgate_config::route::MAX_HOST_LEN];
+    assert_eq!(
+        crate::certs::sni_name(ours, &mut a),
+        crate::certs::sni_name(theirs.as_deref(), &mut b),
+        "labgate read {ours:?}, rustls {theirs:?}"
+    );
+}
 
 /// Properties: the byte check's fast pass agrees with its byte walk; no panic; an accepted head ends at a CRLFCRLF inside the input, its framing
 /// is never both a length and chunked, and the fast path only takes length-delimited bodies;
@@ -132,6 +165,52 @@ mod tests {
             compared >= 5,
             "the differential compared too little: {compared}"
         );
+    }
+
+    #[test]
+    fn client_hellos_of_real_clients_name_what_rustls_reads() {
+        let mut n = 0;
+        for e in std::fs::read_dir("../fuzz/corpus/tls_hello").expect("seed corpus") {
+            let data = std::fs::read(e.expect("entry").path()).expect("seed");
+            let mut scratch = Vec::new();
+            assert!(
+                matches!(hello::parse(&data, &mut scratch), Hello::Complete(_)),
+                "a real ClientHello reads whole"
+            );
+            client_hello(&data);
+            // Every prefix, and the hello split into small records, hold too.
+            for cut in 0..data.len() {
+                client_hello(&data[..cut]);
+            }
+            n += 1;
+        }
+        assert!(n >= 3, "seed corpus went missing");
+        // rustls' own client, with and without a name.
+        for name in [Some("app.lab.test"), Some("App.Lab.Test"), None] {
+            let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+            let mut config = config;
+            config.enable_sni = name.is_some();
+            let server = rustls_pki_types::ServerName::try_from(name.unwrap_or("x.test"))
+                .expect("name")
+                .to_owned();
+            let mut conn =
+                rustls::ClientConnection::new(std::sync::Arc::new(config), server).expect("client");
+            let mut bytes = Vec::new();
+            conn.write_tls(&mut bytes).expect("hello");
+            let mut scratch = Vec::new();
+            assert_eq!(
+                hello::parse(&bytes, &mut scratch),
+                Hello::Complete(name),
+                "{name:?}"
+            );
+            client_hello(&bytes);
+        }
     }
 
     #[test]

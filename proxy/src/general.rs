@@ -18,7 +18,7 @@ use pingora::server::ShutdownWatch;
 
 use crate::backends::InFlight;
 use crate::decide::{Decision, Via, decide};
-use crate::head::{FORWARDING, is_hop_by_hop};
+use crate::head::{FORWARDING, is_hop_by_hop, is_websocket_upgrade};
 use crate::tunnel::{self, Gate, Passage};
 use crate::upstream::connect_failure;
 use crate::{ConnInfo, Proxy, pages};
@@ -56,6 +56,9 @@ impl General {
     pub fn new(proxy: Arc<Proxy>, via: Via) -> Self {
         let mut options = HttpServerOptions::default();
         options.h2c = true;
+        // An h2 connection with no stream open is closed as an idle HTTP/1.1 one is (pingora
+        // keeps it forever by default).
+        options.h2_idle_timeout = Some(crate::fast::IDLE_TIMEOUT);
         Self {
             proxy,
             options,
@@ -77,6 +80,12 @@ impl General {
             self.via,
         )?;
         let (client, tls) = (info.client, info.tls);
+        let websocket = websocket(session.req_header());
+        if !websocket && session.req_header().headers.contains_key(header::UPGRADE) {
+            // SECURITY: an upgrade labgate does not honour (h2c, anything but WebSocket) is a
+            // plain request: its `Upgrade` goes, so pingora's session frames it as one too.
+            session.req_header_mut().remove_header(&header::UPGRADE);
+        }
         let req = session.req_header();
         let host: Option<Vec<u8>> = req
             .headers
@@ -129,10 +138,21 @@ impl General {
             (Vec::new(), String::new())
         };
         let (status, clean) = match self
-            .forward(&mut session, &state, service, &passage, tls, host, path)
+            .forward(
+                &mut session,
+                &state,
+                service,
+                &passage,
+                Request {
+                    tls,
+                    websocket,
+                    host,
+                    path,
+                },
+            )
             .await
         {
-            Done::Status(s) => (s, true),
+            Done::Status(s) => (Some(s), true),
             Done::Broken(s) => (s, false),
             Done::Upgraded(up, _in_flight) => {
                 // After a 101 both connections become a byte pipe until either side closes.
@@ -144,7 +164,7 @@ impl General {
                 self.proxy.metrics.request(
                     service.index(),
                     network.index(),
-                    101,
+                    Some(101),
                     started.elapsed(),
                 );
                 return None;
@@ -213,38 +233,45 @@ impl General {
     }
 
     /// Forwards one request; returns the status the client got.
-    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         session: &mut ServerSession,
         state: &crate::ProxyState,
         service: labgate_config::route::ServiceId,
         passage: &Passage,
-        tls: bool,
-        host: Vec<u8>,
-        path: String,
+        request: Request,
     ) -> Done {
+        let Request {
+            tls,
+            websocket: upgrade,
+            host,
+            path,
+        } = request;
         let svc = state.snapshot.service(service);
         let Some(backend) = state.pools.get(service.index()).and_then(|p| p.pick()) else {
-            return Done::Status(error(session, 503, "the service has no backend").await);
+            let body = pages::body(503, &format!("service {} has no backend", svc.name));
+            return answer(session, 503, body).await;
         };
         // Counted for the whole exchange (a gRPC stream for hours), and an upgrade's pipe.
         let in_flight = backend.in_flight();
         let Some(peer) = backend.peer() else {
-            return Done::Status(
-                error(session, 502, "the backend's name is not resolved yet").await,
-            );
+            return backend_failed(
+                session,
+                502,
+                svc,
+                "has a host name that does not resolve yet",
+            )
+            .await;
         };
-        let upgrade = session.is_upgrade_req();
         if upgrade && !svc.websockets {
-            return Done::Status(
-                error(
-                    session,
-                    403,
-                    "this service does not allow WebSocket upgrades",
-                )
-                .await,
+            let body = pages::body(
+                403,
+                &format!(
+                    "service {} does not accept WebSocket connections (websockets = false)",
+                    svc.name
+                ),
             );
+            return answer(session, 403, body).await;
         }
         // A body of unknown length (chunked HTTP/1.1, or HTTP/2 without content-length) goes
         // upstream chunked.
@@ -262,18 +289,17 @@ impl General {
         if let (Some(n), Some(max)) = (declared, svc.max_body)
             && n > max
         {
-            return Done::Status(too_large(session, &svc.name, max).await);
+            return too_large(session, &svc.name, max).await;
         }
         let h2c = backend.backend.h2c;
         if upgrade && h2c {
-            return Done::Status(
-                error(
-                    session,
-                    502,
-                    "speaks HTTP/2 (h2c): it cannot take an HTTP/1.1 upgrade",
-                )
-                .await,
-            );
+            return backend_failed(
+                session,
+                502,
+                svc,
+                "speaks HTTP/2 (h2c), which cannot carry a WebSocket connection",
+            )
+            .await;
         }
         let Some(up_req) = upstream_request(
             session.req_header(),
@@ -297,7 +323,11 @@ impl General {
                 h2: h2c,
             },
         ) else {
-            return Done::Status(error(session, 400, "the request head cannot be forwarded").await);
+            let body = pages::body(
+                400,
+                "the request head cannot be passed on: a field in it is not valid in HTTP/1.1",
+            );
+            return answer(session, 400, body).await;
         };
         let mut up = match self.proxy.upstream_session(&peer, h2c).await {
             Ok(up) => up,
@@ -305,12 +335,12 @@ impl General {
                 backend.failed();
                 tracing::warn!(backend = %backend.backend.url, "cannot connect: {e}");
                 let (status, why) = connect_failure(&e);
-                return Done::Status(error(session, status, why).await);
+                return backend_failed(session, status, svc, why).await;
             }
         };
         if up.write_request_header(Box::new(up_req)).await.is_err() {
             backend.failed();
-            return Done::Status(error(session, 502, "closed the connection").await);
+            return backend_failed(session, 502, svc, "closed the connection").await;
         }
         // Full duplex: the request body flows while the response is awaited and read, so a
         // backend may answer early and gRPC streams in both directions.
@@ -333,9 +363,9 @@ impl General {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => {
                             tracing::debug!(backend = %backend.backend.url, "no valid response: {e}");
-                            return Done::Status(error(session, 502, "sent no valid response").await);
+                            return backend_failed(session, 502, svc, "sent no valid response").await;
                         }
-                        Err(_) => return Done::Status(error(session, 504, "did not answer in time").await),
+                        Err(_) => return backend_failed(session, 504, svc, "did not answer in time").await,
                     }
                     // Interim answers (100 Continue, 103) are not relayed: the response follows.
                     let interim = up.response_header().is_some_and(|r| {
@@ -349,20 +379,29 @@ impl General {
                     match piece {
                         Ok(piece) => {
                             if send(&mut up, piece).await.is_err() {
-                                return Done::Status(error(session, 502, "stopped reading the request body").await);
+                                return backend_failed(session, 502, svc, "stopped reading the request body").await;
                             }
                         }
-                        Err(413) => return Done::Status(too_large(session, &svc.name, body.max.unwrap_or(0)).await),
-                        Err(status) => return Done::Broken(status),
+                        Err(BodyFault::TooLarge) => return too_large(session, &svc.name, body.max.unwrap_or(0)).await,
+                        Err(fault) => {
+                            // The response has not started: the client hears why.
+                            let status = fault.status();
+                            let sent = page(session, status, pages::request_body_refused(status, fault.why()), None).await;
+                            return Done::Broken(sent.then_some(status));
+                        }
                     }
                 }
             }
         }
         backend.succeeded();
         let Some(resp) = up.response_header() else {
-            return Done::Status(error(session, 502, "sent no valid response").await);
+            return backend_failed(session, 502, svc, "sent no valid response").await;
         };
         let status = resp.status.as_u16();
+        if status == 101 && !upgrade {
+            return backend_failed(session, 502, svc, "switched protocols without being asked")
+                .await;
+        }
         let mut resp = resp.clone();
         strip_response(&mut resp, status == 101);
         if !session.is_http2() {
@@ -370,12 +409,14 @@ impl General {
             resp.set_version(http::Version::HTTP_11);
         }
         if session.write_response_header(Box::new(resp)).await.is_err() {
-            return Done::Broken(499);
+            return Done::Broken(None);
         }
+        // From here on the client has this status: a failure can only cut the response.
+        let cut = Done::Broken(Some(status));
         if status == 101 {
             return match up {
                 HttpSession::H1(h1) => Done::Upgraded(Box::new(h1), in_flight),
-                _ => Done::Broken(502),
+                _ => cut,
             };
         }
         up.set_read_timeout(Some(svc.timeout));
@@ -385,19 +426,19 @@ impl General {
                 chunk = up.read_response_body() => match chunk {
                     Ok(Some(chunk)) => {
                         if session.write_response_body(chunk, false).await.is_err() {
-                            return Done::Broken(499);
+                            return cut;
                         }
                     }
                     Ok(None) => break,
-                    Err(_) => return Done::Broken(502),
+                    Err(_) => return cut,
                 },
                 piece = body.read(session), if !body.done => {
                     // The response has started: a failure cannot become an error page.
                     let Ok(piece) = piece else {
-                        return Done::Broken(status);
+                        return cut;
                     };
                     if send(&mut up, piece).await.is_err() {
-                        return Done::Broken(status);
+                        return cut;
                     }
                 }
             }
@@ -406,30 +447,65 @@ impl General {
             && let Ok(Some(trailers)) = h2.read_trailers().await
             && session.write_response_trailers(trailers).await.is_err()
         {
-            return Done::Broken(499);
+            return cut;
         }
         let _ = session.finish_body().await;
         if !body.done {
             // The backend answered before the request body ended: nothing is reusable.
-            return Done::Broken(status);
+            return cut;
         }
         self.proxy.release_session(up, &peer).await;
         Done::Status(status)
     }
 }
 
+/// What `forward` takes of a request beyond the session.
+struct Request {
+    /// It came over TLS.
+    tls: bool,
+    /// A WebSocket upgrade ([`websocket`]).
+    websocket: bool,
+    /// The Host (or `:authority`) as sent.
+    host: Vec<u8>,
+    /// Path and query.
+    path: String,
+}
+
+/// Whether a request head asks for a WebSocket upgrade, as [`is_websocket_upgrade`] decides
+/// for the fast path.
+fn websocket(req: &RequestHeader) -> bool {
+    let connection_upgrade = req
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&c| c == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+    is_websocket_upgrade(
+        req.method.as_str(),
+        req.version == http::Version::HTTP_11,
+        connection_upgrade,
+        req.headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
+}
+
 /// How a forwarded request ended.
 enum Done {
     /// A response with this status was relayed (or labgate's own page sent).
     Status(u16),
-    /// The exchange broke off with this status: the connection must close.
-    Broken(u16),
+    /// The exchange broke off and the connection must close; the client got this status
+    /// (`None`: no response reached it).
+    Broken(Option<u16>),
     /// The backend switched protocols: the connections become a pipe, still in flight.
     Upgraded(Box<UpSession>, InFlight),
 }
 
 /// Longest wait for the next piece of a request body.
 const BODY_SILENCE: Duration = Duration::from_secs(30);
+// `BodyFault::Silent`'s page names the bound.
+const _: () = assert!(BODY_SILENCE.as_secs() == 30);
 
 /// The request body on its way upstream.
 struct RequestBody {
@@ -438,15 +514,51 @@ struct RequestBody {
     max: Option<u64>,
 }
 
+/// Why a request body stopped short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFault {
+    /// Its chunked encoding is invalid (a chunk size that is not a hexadecimal number, or
+    /// one too large): 400.
+    BadChunk,
+    /// It ended before its end (the client closed, or the stream broke): 400.
+    Cut,
+    /// Nothing of it came for [`BODY_SILENCE`]: 408.
+    Silent,
+    /// Over the service's `max_body`: 413.
+    TooLarge,
+}
+
+impl BodyFault {
+    /// The status that answers it.
+    fn status(self) -> u16 {
+        match self {
+            Self::BadChunk | Self::Cut => 400,
+            Self::Silent => 408,
+            Self::TooLarge => 413,
+        }
+    }
+
+    /// What went wrong, for the page.
+    fn why(self) -> &'static str {
+        match self {
+            Self::BadChunk => {
+                "its chunked encoding is invalid (a chunk size that is not a hexadecimal number, or is too large)"
+            }
+            Self::Cut => "it ended before its announced end",
+            Self::Silent => "nothing of it came for 30 seconds",
+            Self::TooLarge => "it is over the service's max_body",
+        }
+    }
+}
+
 impl RequestBody {
     /// The next piece of the request body from the client; `None` at its end. Cancel-safe.
-    /// `Err(status)`: 400 for a broken or silent client, 413 over `max_body`.
-    async fn read(&mut self, session: &mut ServerSession) -> Result<Option<Bytes>, u16> {
+    async fn read(&mut self, session: &mut ServerSession) -> Result<Option<Bytes>, BodyFault> {
         match tokio::time::timeout(BODY_SILENCE, session.read_request_body()).await {
             Ok(Ok(Some(chunk))) => {
                 self.sent += chunk.len() as u64;
                 if self.max.is_some_and(|max| self.sent > max) {
-                    return Err(413);
+                    return Err(BodyFault::TooLarge);
                 }
                 Ok(Some(chunk))
             }
@@ -454,7 +566,12 @@ impl RequestBody {
                 self.done = true;
                 Ok(None)
             }
-            Ok(Err(_)) | Err(_) => Err(400),
+            // pingora's v1 body reader names this kind only by its text.
+            Ok(Err(e)) if *e.etype() == pingora::ErrorType::Custom("InvalidChunk") => {
+                Err(BodyFault::BadChunk)
+            }
+            Ok(Err(_)) => Err(BodyFault::Cut),
+            Err(_) => Err(BodyFault::Silent),
         }
     }
 }
@@ -467,8 +584,8 @@ async fn send(up: &mut HttpSession, piece: Option<Bytes>) -> pingora::Result<()>
     }
 }
 
-/// Refuses a body over the service's `max_body`; returns 413.
-async fn too_large(session: &mut ServerSession, service: &str, max: u64) -> u16 {
+/// Refuses a body over the service's `max_body` with 413.
+async fn too_large(session: &mut ServerSession, service: &str, max: u64) -> Done {
     if session.is_http2() {
         // An h2 stream reset before its body is read loses the answer at some clients:
         // drain a bounded amount first.
@@ -483,20 +600,47 @@ async fn too_large(session: &mut ServerSession, service: &str, max: u64) -> u16 
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     }
-    page(session, 413, pages::too_large_body(service, max), None).await;
-    413
+    sent(
+        page(session, 413, pages::too_large_body(service, max), None).await,
+        413,
+    )
 }
 
-/// Sends labgate's own error page about the backend; returns its status.
-async fn error(session: &mut ServerSession, status: u16, why: &str) -> u16 {
-    page(session, status, pages::backend_body(status, why), None).await;
-    status
+/// Answers with labgate's page on what the service's backend did.
+async fn backend_failed(
+    session: &mut ServerSession,
+    status: u16,
+    svc: &labgate_config::route::Service,
+    why: &str,
+) -> Done {
+    let body = pages::backend_body(status, &svc.name, why);
+    answer(session, status, body).await
 }
 
-/// Sends a plain-text page (pingora's own error responses would add `Server: Pingora`).
-async fn page(session: &mut ServerSession, status: u16, body: String, location: Option<&str>) {
+/// Answers with labgate's own page.
+async fn answer(session: &mut ServerSession, status: u16, body: String) -> Done {
+    sent(page(session, status, body, None).await, status)
+}
+
+/// How an exchange ended that labgate answered with a page of `status`.
+fn sent(sent: bool, status: u16) -> Done {
+    if sent {
+        Done::Status(status)
+    } else {
+        Done::Broken(None)
+    }
+}
+
+/// Sends a plain-text page (pingora's own error responses would add `Server: Pingora`);
+/// `false` when it could not be sent.
+async fn page(
+    session: &mut ServerSession,
+    status: u16,
+    body: String,
+    location: Option<&str>,
+) -> bool {
     let Ok(mut resp) = ResponseHeader::build(status, Some(4)) else {
-        return;
+        return false;
     };
     let len = body.len().to_string();
     for (k, v) in [
@@ -508,14 +652,16 @@ async fn page(session: &mut ServerSession, status: u16, body: String, location: 
     .chain(location.map(|l| ("location", l)))
     {
         if resp.insert_header(k, v).is_err() {
-            return;
+            return false;
         }
     }
     session.set_keepalive(None);
-    if session.write_response_header(Box::new(resp)).await.is_ok() {
-        let _ = session.write_response_body(Bytes::from(body), true).await;
-        let _ = session.finish_body().await;
-    }
+    session.write_response_header(Box::new(resp)).await.is_ok()
+        && session
+            .write_response_body(Bytes::from(body), true)
+            .await
+            .is_ok()
+        && session.finish_body().await.is_ok()
 }
 
 /// What the upstream request head must say beyond the client's fields.

@@ -57,8 +57,9 @@ pub struct RequestHead<'b> {
     pub framing: Framing,
     /// `Connection: close` (or HTTP/1.0 without keep-alive).
     pub close: bool,
-    /// An `Upgrade` header with `Connection: upgrade`.
-    pub upgrade: bool,
+    /// A WebSocket upgrade ([`is_websocket_upgrade`]). Any other `Upgrade` is hop-by-hop:
+    /// removed, and the request is forwarded as a plain one.
+    pub websocket: bool,
     /// An `Expect` header.
     pub expect: bool,
     /// Header fields in order.
@@ -69,11 +70,11 @@ pub struct RequestHead<'b> {
 
 impl RequestHead<'_> {
     /// Whether the fast path may forward it: HTTP/1.1, no body or a Content-Length body, no
-    /// upgrade and no `Expect`. Everything else goes to pingora's sessions.
+    /// WebSocket upgrade and no `Expect`. Everything else goes to pingora's sessions.
     pub fn fast_path(&self) -> bool {
         self.minor == 1
             && matches!(self.framing, Framing::Empty | Framing::Length(_))
-            && !self.upgrade
+            && !self.websocket
             && !self.expect
     }
 
@@ -105,9 +106,33 @@ pub const FORWARDING: [&str; 5] = [
     "x-real-ip",
 ];
 
-/// RFC 9110 §7.6.1 hop-by-hop fields, plus the legacy `Proxy-Connection`.
+/// Whether a request asks for a WebSocket upgrade (RFC 6455 §4.1), the one upgrade labgate
+/// passes on: a GET in HTTP/1.1 with `upgrade` among its `Connection` options and a single
+/// `Upgrade` field that names `websocket` alone. Both request paths decide with it.
+///
+/// SECURITY: any other upgrade (`h2c`, `TLS/1.0`, a list of protocols) is not honoured: its
+/// fields are hop-by-hop and removed, and the request goes on as a plain one. A backend that
+/// accepted an h2c upgrade would hand the client an HTTP/2 connection that no later request
+/// on it passes labgate's checks on (the h2c smuggling shape).
+pub fn is_websocket_upgrade<'a>(
+    method: &str,
+    http11: bool,
+    connection_upgrade: bool,
+    mut upgrade: impl Iterator<Item = &'a [u8]>,
+) -> bool {
+    let only = upgrade.next();
+    method == "GET"
+        && http11
+        && connection_upgrade
+        && only.is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        && upgrade.next().is_none()
+}
+
+/// RFC 9110 §7.6.1 hop-by-hop fields, plus the legacy `Proxy-Connection` and h2c's
+/// `HTTP2-Settings` (RFC 7540 §3.2.1: connection-specific, and labgate honours no h2c
+/// upgrade).
 pub fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: [&str; 9] = [
+    const HOP: [&str; 10] = [
         "connection",
         "keep-alive",
         "proxy-connection",
@@ -117,6 +142,7 @@ pub fn is_hop_by_hop(name: &str) -> bool {
         "trailer",
         "transfer-encoding",
         "upgrade",
+        "http2-settings",
     ];
     HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
@@ -262,7 +288,9 @@ pub fn parse_request<'b>(
         Ok(httparse::Status::Complete(n)) if n == len => {}
         Ok(_) => return Err(HeadError::Invalid("malformed request head")),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(httparse::Error::Version) => return Err(HeadError::Version),
+        Err(httparse::Error::Version) if well_formed_request_line(buf) => {
+            return Err(HeadError::Version);
+        }
         Err(_) => return Err(HeadError::Invalid("malformed request head")),
     }
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
@@ -271,7 +299,6 @@ pub fn parse_request<'b>(
     let headers: &'b [httparse::Header<'b>] = req.headers;
     let f = framing_fields(headers)?;
     let mut host = None;
-    let mut upgrade = false;
     let mut expect = false;
     for h in headers {
         if h.name.eq_ignore_ascii_case("host") {
@@ -279,8 +306,6 @@ pub fn parse_request<'b>(
                 return Err(HeadError::Invalid("more than one Host"));
             }
             host = Some(h.value.trim_ascii());
-        } else if h.name.eq_ignore_ascii_case("upgrade") {
-            upgrade = true;
         } else if h.name.eq_ignore_ascii_case("expect") {
             expect = true;
         }
@@ -315,11 +340,37 @@ pub fn parse_request<'b>(
         host,
         framing,
         close: f.close || (minor == 0 && !f.keep_alive),
-        upgrade: upgrade && f.upgrade_token,
+        websocket: is_websocket_upgrade(
+            method,
+            minor == 1,
+            f.upgrade_token,
+            headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+                .map(|h| h.value),
+        ),
         expect,
         headers,
         connection_tokens: f.tokens,
     })
+}
+
+/// Whether the request line at the start of `buf` has the grammar of RFC 9112 §3: three
+/// parts split by single spaces, the last `HTTP/` DIGIT `.` DIGIT. httparse reports any
+/// trouble after the target as a version error, but only a well-formed line with a version
+/// labgate does not speak is a 505; anything else (a space inside the target) is a 400.
+fn well_formed_request_line(buf: &[u8]) -> bool {
+    let line = buf.split(|&c| c == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&c| c == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+        if major.is_ascii_digit() && minor.is_ascii_digit())
+        && !method.is_empty()
+        && !target.is_empty()
 }
 
 /// A parsed response head from a backend.
@@ -502,6 +553,74 @@ mod tests {
             req(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")),
             Err(HeadError::TooLarge)
         );
+    }
+
+    #[test]
+    fn r21_only_a_websocket_upgrade_is_one() {
+        let head = |extra: &str| {
+            format!(
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n{extra}\r\n"
+            )
+        };
+        let websocket = |raw: &str| {
+            let mut h = header_array();
+            parse_request(raw.as_bytes(), &mut h).map(|r| (r.websocket, r.fast_path()))
+        };
+        // (request, a WebSocket upgrade): everything else is a plain request, fast path.
+        let cases = [
+            (head("Upgrade: websocket\r\n"), true),
+            (head("Upgrade: WebSocket \r\n"), true),
+            (head("Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"), false),
+            (head("Upgrade: h2c, websocket\r\n"), false),
+            (head("Upgrade: websocket\r\nUpgrade: h2c\r\n"), false),
+            (head("Upgrade: TLS/1.2\r\n"), false),
+            (head(""), false),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n".to_owned(),
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 1\r\n\r\n"
+                    .to_owned(),
+                false,
+            ),
+            (
+                "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n".to_owned(),
+                false,
+            ),
+        ];
+        for (raw, upgrade) in cases {
+            let plain_fast = !raw.starts_with("GET / HTTP/1.0");
+            assert_eq!(
+                websocket(&raw),
+                Ok((upgrade, !upgrade && plain_fast)),
+                "{raw:?}"
+            );
+        }
+        assert!(is_hop_by_hop("HTTP2-Settings") && is_hop_by_hop("upgrade"));
+    }
+
+    #[test]
+    fn r21_a_space_in_the_target_is_a_bad_request_not_a_version() {
+        for raw in [
+            "GET /a-x b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1 x\r\nHost: a\r\n\r\n",
+            "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/11\r\nHost: a\r\n\r\n",
+            "GET / http/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(
+                matches!(req(raw), Err(HeadError::Invalid(_))),
+                "{raw:?} gave {:?}",
+                req(raw)
+            );
+        }
+        for raw in [
+            "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            "GET / HTTP/3.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(req(raw), Err(HeadError::Version), "{raw:?}");
+        }
     }
 
     #[test]

@@ -10,15 +10,19 @@ pub mod backends;
 pub mod certs;
 pub mod cf_access;
 pub mod chunked;
+pub mod conns;
 pub mod decide;
 pub mod fast;
 pub mod fuzzing;
 pub mod general;
+pub mod handshake;
 pub mod head;
 pub mod health;
+pub mod hello;
 mod idle;
 pub mod metrics;
 pub mod pages;
+mod preface;
 mod service;
 pub mod tunnel;
 mod upstream;
@@ -69,6 +73,8 @@ pub struct Proxy {
     pub https_port: u16,
     /// Cloudflare Access signing keys.
     pub access_keys: Arc<cf_access::AccessKeys>,
+    /// Open client connections per listener, in [`service::Listener::ALL`] order.
+    open: [conns::Open; service::Listener::ALL.len()],
 }
 
 impl std::fmt::Debug for Proxy {
@@ -98,6 +104,7 @@ impl Proxy {
             certs,
             https_port,
             access_keys: Arc::new(cf_access::AccessKeys::new(fetch)),
+            open: Default::default(),
         }
     }
 
@@ -129,6 +136,27 @@ impl Proxy {
                 .dropped
                 .load(std::sync::atomic::Ordering::Relaxed)
         );
+        out.push_str("# HELP labgate_http_connections_open Client connections open, TLS handshakes included.\n# TYPE labgate_http_connections_open gauge\n");
+        for (l, open) in service::Listener::ALL.iter().zip(&self.open) {
+            let _ = writeln!(
+                out,
+                "labgate_http_connections_open{{listener=\"{}\"}} {}",
+                l.label(),
+                open.count()
+            );
+        }
+        out.push_str("# HELP labgate_http_connections_refused_total Client connections closed as they were accepted: the listener (server.max_connections) or the client's address (server.max_connections_per_address) was at its bound.\n# TYPE labgate_http_connections_refused_total counter\n");
+        for (l, open) in service::Listener::ALL.iter().zip(&self.open) {
+            for why in conns::Refused::ALL {
+                let _ = writeln!(
+                    out,
+                    "labgate_http_connections_refused_total{{listener=\"{}\",reason=\"{}\"}} {}",
+                    l.label(),
+                    why.label(),
+                    open.refused(why)
+                );
+            }
+        }
         out.push_str("# TYPE labgate_http_backend_up gauge\n");
         for (svc, pool) in state.snapshot.services.iter().zip(state.pools.iter()) {
             for b in &pool.backends {

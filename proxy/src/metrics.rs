@@ -15,17 +15,59 @@ const SLOTS: usize = 256;
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
-/// TLS handshakes that failed (counted from pingora's listener log records, process-wide).
-pub static TLS_HANDSHAKE_FAILURES: AtomicU64 = AtomicU64::new(0);
+/// Why a TLS handshake did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// Not done within 10 s of the accept (the handshake bound).
+    Timeout,
+    /// The ClientHello asked for a name no certificate covers (or none, without a default).
+    UnknownName,
+    /// rustls refused it, or the client went away.
+    Error,
+}
+
+impl HandshakeFailure {
+    /// Every reason, in the order of their counters.
+    pub const ALL: [Self; 3] = [Self::Timeout, Self::UnknownName, Self::Error];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::UnknownName => "unrecognized_name",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Failed handshakes by [`HandshakeFailure`].
+#[derive(Debug, Default)]
+pub struct HandshakeFailures([AtomicU64; HandshakeFailure::ALL.len()]);
+
+impl HandshakeFailures {
+    /// Counts one.
+    pub(crate) fn count(&self, why: HandshakeFailure) {
+        self.0[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many failed for a reason.
+    pub fn get(&self, why: HandshakeFailure) -> u64 {
+        self.0[why as usize].load(Ordering::Relaxed)
+    }
+}
 
 /// Status classes 1xx..5xx.
 type Classes = [AtomicU64; 5];
 
-/// Labels of [`Classes`].
-const CLASS_LABELS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Status classes of forwarded requests: 1xx..5xx, then `none` (no response reached the
+/// client: it went away, or the exchange broke off before a response started).
+type Outcomes = [AtomicU64; 6];
+
+/// Labels of [`Outcomes`]; the first five are those of [`Classes`].
+const CLASS_LABELS: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
 /// One sample per status class of a labelled counter.
-fn render_classes(out: &mut String, metric: &str, label: &str, value: &str, c: &Classes) {
+fn render_classes(out: &mut String, metric: &str, label: &str, value: &str, c: &[AtomicU64]) {
     for (class, n) in CLASS_LABELS.iter().zip(c) {
         let _ = writeln!(
             out,
@@ -38,14 +80,16 @@ fn render_classes(out: &mut String, metric: &str, label: &str, value: &str, c: &
 /// The proxy's counters.
 #[derive(Debug)]
 pub struct Metrics {
-    by_service: Box<[Classes]>,
-    by_network: Box<[Classes]>,
+    by_service: Box<[Outcomes]>,
+    by_network: Box<[Outcomes]>,
     denied: Box<[AtomicU64]>,
     /// Requests refused before routing (bad head, unknown host, no network), by status class.
     pub refused: Classes,
     latency: Histogram,
     /// Completed TLS handshakes.
     pub handshakes: AtomicU64,
+    /// Failed TLS handshakes, by reason.
+    pub handshake_failures: HandshakeFailures,
     /// Cloudflare Access refusals, by [`Reason::ALL`] position.
     access_refused: [AtomicU64; Reason::ALL.len()],
 }
@@ -53,12 +97,13 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            by_service: (0..SLOTS).map(|_| Classes::default()).collect(),
-            by_network: (0..SLOTS).map(|_| Classes::default()).collect(),
+            by_service: (0..SLOTS).map(|_| Outcomes::default()).collect(),
+            by_network: (0..SLOTS).map(|_| Outcomes::default()).collect(),
             denied: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             refused: Classes::default(),
             latency: Histogram::new(&BUCKETS),
             handshakes: AtomicU64::new(0),
+            handshake_failures: HandshakeFailures::default(),
             access_refused: Default::default(),
         }
     }
@@ -68,11 +113,18 @@ fn class(status: u16) -> usize {
     usize::from(status / 100).clamp(1, 5) - 1
 }
 
+/// The [`Outcomes`] slot of what a client got.
+fn outcome(status: Option<u16>) -> usize {
+    status.map_or(CLASS_LABELS.len() - 1, class)
+}
+
 impl Metrics {
-    /// Counts a forwarded request's status and latency.
-    pub fn request(&self, service: usize, network: usize, status: u16, took: Duration) {
-        self.by_service[service.min(SLOTS - 1)][class(status)].fetch_add(1, Ordering::Relaxed);
-        self.by_network[network.min(SLOTS - 1)][class(status)].fetch_add(1, Ordering::Relaxed);
+    /// Counts a forwarded request's outcome (the status the client got, `None` when none
+    /// reached it) and latency.
+    pub fn request(&self, service: usize, network: usize, status: Option<u16>, took: Duration) {
+        let slot = outcome(status);
+        self.by_service[service.min(SLOTS - 1)][slot].fetch_add(1, Ordering::Relaxed);
+        self.by_network[network.min(SLOTS - 1)][slot].fetch_add(1, Ordering::Relaxed);
         self.latency.observe(took);
     }
 
@@ -160,10 +212,14 @@ impl Metrics {
             "# TYPE labgate_tls_handshakes_total counter\nlabgate_tls_handshakes_total {}",
             self.handshakes.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
-            out,
-            "# TYPE labgate_tls_handshake_failures_total counter\nlabgate_tls_handshake_failures_total {}",
-            TLS_HANDSHAKE_FAILURES.load(Ordering::Relaxed)
-        );
+        out.push_str("# HELP labgate_tls_handshake_failures_total TLS handshakes that did not complete: not within 10 s, a server name no certificate covers, or refused by rustls (or the client left).\n# TYPE labgate_tls_handshake_failures_total counter\n");
+        for why in HandshakeFailure::ALL {
+            let _ = writeln!(
+                out,
+                "labgate_tls_handshake_failures_total{{reason=\"{}\"}} {}",
+                why.label(),
+                self.handshake_failures.get(why)
+            );
+        }
     }
 }

@@ -64,8 +64,9 @@ pub fn refusal_body(s: &Snapshot, r: Refusal) -> String {
         Refusal::AmbiguousPath => {
             "400 Bad Request: this path leads to another service once decoded or resolved (%xx, `..`, `;`) than as written.\n".into()
         }
-        Refusal::UnknownHost | Refusal::UnknownPath => {
-            "404 Not Found: no service here has this host name and path.\n".into()
+        Refusal::UnknownHost => "404 Not Found: no service here has this host name.\n".into(),
+        Refusal::UnknownPath => {
+            "404 Not Found: no service here has this path under this host name.\n".into()
         }
         Refusal::Misdirected => {
             "421 Misdirected Request: this connection's certificate (chosen by its TLS server name) does not cover the Host of the request; open a new connection for it.\n"
@@ -90,10 +91,34 @@ pub fn access_body(r: crate::cf_access::Reason) -> String {
     )
 }
 
-/// The body when a backend failed: what happened, where to look.
-pub fn backend_body(status: u16, why: &str) -> String {
+/// The body of a page: its status, then what was refused or went wrong and why, in a
+/// sentence of its own.
+pub fn body(status: u16, what: &str) -> String {
+    format!("{status} {}: {what}.\n", reason(status))
+}
+
+/// The body when a request head was refused before it was routed: `why` says what is wrong
+/// with it.
+pub fn head_body(status: u16, why: &str) -> String {
     format!(
-        "{status} {}: the backend {why}. labgate's log has the details.\n",
+        "{status} {}: the request head was refused: {why}.\n",
+        reason(status)
+    )
+}
+
+/// The body when a service's backend failed: `why` completes "the backend of service X".
+/// A `why` that sends the reader to labgate's log is only used where a warn line was written.
+pub fn backend_body(status: u16, service: &str, why: &str) -> String {
+    format!(
+        "{status} {}: the backend of service {service} {why}.\n",
+        reason(status)
+    )
+}
+
+/// The body when a request body could not be read on: `why` says what was wrong with it.
+pub fn request_body_refused(status: u16, why: &str) -> String {
+    format!(
+        "{status} {}: the request body was refused: {why}.\n",
         reason(status)
     )
 }
@@ -128,5 +153,44 @@ pub fn to_https(method: &str, host: Option<&[u8]>, https_port: u16, path: &str) 
 
 /// The body of a redirect to HTTPS.
 pub fn redirect_body(status: u16) -> String {
-    format!("{status} {}: use HTTPS.\n", reason(status))
+    body(
+        status,
+        "this service is served over HTTPS only; its address is in the Location header",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r21_every_page_says_what_was_refused_and_why_in_a_sentence() {
+        let pages = [
+            head_body(400, "bare LF in the head"),
+            head_body(408, "it did not arrive whole within 10 seconds"),
+            backend_body(502, "app", "sent a malformed response"),
+            backend_body(504, "app", "did not answer in time"),
+            body(403, "service app does not accept WebSocket connections"),
+            request_body_refused(400, "it ended before its announced end"),
+            too_large_body("app", 8),
+            redirect_body(301),
+            access_body(crate::cf_access::Reason::Expired),
+        ];
+        for p in pages {
+            let (status, rest) = p.split_once(": ").expect("status, then the sentence");
+            assert!(
+                status.len() > 4 && status[..3].parse::<u16>().is_ok(),
+                "{p}"
+            );
+            assert!(
+                rest.ends_with(".\n") && !rest.contains(". "),
+                "one sentence: {p}"
+            );
+            assert!(
+                !p.contains("log"),
+                "no page here has a log line behind it: {p}"
+            );
+            assert!(!p.contains("the backend this"), "{p}");
+        }
+    }
 }

@@ -56,7 +56,8 @@ impl Proxy {
     }
 }
 
-/// The status and page text for a failed connection to a backend, on either path.
+/// The status and page text for a failed connection to a backend, on either path; both log
+/// the error at warn, which the texts that send the reader to the log rely on.
 pub(crate) fn connect_failure(e: &pingora::Error) -> (u16, &'static str) {
     match e.etype {
         ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => {
@@ -69,6 +70,9 @@ pub(crate) fn connect_failure(e: &pingora::Error) -> (u16, &'static str) {
         }
         // pingora's HTTP/2 connection preface failed.
         ErrorType::HandshakeError => (502, "did not speak HTTP/2 (h2c)"),
-        _ => (502, "refused the connection or is unreachable"),
+        _ => (
+            502,
+            "refused the connection or is unreachable (labgate's log has the error)",
+        ),
     }
 }

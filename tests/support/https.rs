@@ -90,10 +90,18 @@ pub(crate) struct Tls {
 
 impl Tls {
     pub(crate) fn connect(port: u16, sni: &str, ca: &Path) -> Self {
+        Self::over(
+            TcpStream::connect(("127.0.0.1", port)).expect("connect"),
+            sni,
+            ca,
+        )
+    }
+
+    /// A TLS connection over a TCP connection the caller opened.
+    pub(crate) fn over(tcp: TcpStream, sni: &str, ca: &Path) -> Self {
         let config = client_config(ca);
         let name = ServerName::try_from(sni.to_owned()).expect("server name");
         let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
-        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         tcp.set_read_timeout(Some(Duration::from_secs(15)))
             .expect("timeout");
         Self {

@@ -11,10 +11,13 @@
 //!
 //!   tls-connect 127.0.0.1:18441 app.bench.test /1k --rate 1000 --duration 8
 //!
+//! `--from ADDRESS` connects from that local address (a second client on loopback, e.g.
+//! 127.0.0.3, for `benches/load/connflood.sh`).
+//!
 //! Prints one line: `requests N errors N total_p50_ms .. total_p99_ms .. total_p999_ms ..
 //! request_p50_ms .. request_p99_ms ..` (request: from the request's first byte, as wrk).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +26,7 @@ use rustls::crypto::{CryptoProvider, ring};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
@@ -47,6 +50,8 @@ const MAX_RATE: u32 = 1_000_000;
 
 struct Target {
     addr: SocketAddr,
+    /// The local address connections are made from, if not the system's choice.
+    from: Option<IpAddr>,
     name: ServerName<'static>,
     request: Vec<u8>,
     connector: TlsConnector,
@@ -59,7 +64,7 @@ fn main() {
         Err(e) => {
             eprintln!("tls-connect: {e}");
             eprintln!(
-                "usage: tls-connect ADDRESS:PORT HOST PATH (--rate N | --concurrency N) [--duration SECONDS]"
+                "usage: tls-connect ADDRESS:PORT HOST PATH (--rate N | --concurrency N) [--duration SECONDS] [--from ADDRESS]"
             );
             std::process::exit(2);
         }
@@ -88,9 +93,14 @@ fn parse(args: &[String]) -> Result<(Target, Load, Duration), String> {
     };
     let addr: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     let name = ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
-    let (mut load, mut duration) = (None, Duration::from_secs(8));
+    let (mut load, mut duration, mut from) = (None, Duration::from_secs(8), None);
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
+        if flag == "--from" {
+            let value = it.next().ok_or("--from needs an address")?;
+            from = Some(value.parse().map_err(|e| format!("{value}: {e}"))?);
+            continue;
+        }
         let value: u32 = it
             .next()
             .and_then(|v| v.parse().ok())
@@ -116,6 +126,7 @@ fn parse(args: &[String]) -> Result<(Target, Load, Duration), String> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     let target = Target {
         addr,
+        from,
         name,
         request: request.into_bytes(),
         connector: TlsConnector::from(Arc::new(config)),
@@ -206,9 +217,7 @@ async fn connection(target: &Target, due: Instant) -> Result<Times, String> {
 
 /// Connect, handshake, request, the whole response (a 200 with a Content-Length).
 async fn exchange(target: &Target, due: Instant) -> Result<Times, String> {
-    let tcp = TcpStream::connect(target.addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let tcp = connect(target).await.map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut tls = target
         .connector
@@ -237,6 +246,20 @@ async fn exchange(target: &Target, due: Instant) -> Result<Times, String> {
             return Ok((done - due, done - sent));
         }
     }
+}
+
+/// A TCP connection to the target, from `--from` when given.
+async fn connect(target: &Target) -> std::io::Result<TcpStream> {
+    let Some(from) = target.from else {
+        return TcpStream::connect(target.addr).await;
+    };
+    let socket = if from.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(target.addr).await
 }
 
 /// Whether `buf` holds a whole 200 response with a Content-Length: `None` while the head is
