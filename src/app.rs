@@ -209,7 +209,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
                 .map(|l| l.local_addr().map(|a| format!("tls {a}"))),
         )
         .collect::<Result<_, _>>()?;
-    handler.prepare_fast().await;
+    handler.prepare().await;
     let served: Arc<dyn rustls::server::ResolvesServerCert> = proxy.certs.clone();
     let dns =
         labgate_dns::serve(handler.clone(), udp, tcp, (tls, served)).context("cannot start DNS")?;
@@ -475,7 +475,7 @@ fn prepare_dns(
                 changed = published.changed() => if changed.is_err() { return },
                 () = cancel.cancelled() => return,
             }
-            handler.prepare_fast().await;
+            handler.prepare().await;
         }
     }
 }

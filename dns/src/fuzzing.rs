@@ -160,7 +160,7 @@ fn with_sample(f: impl FnOnce(&tokio::runtime::Runtime, &Handler)) {
         let Some(rt) = rt else { return };
         let handler = HANDLER.get_or_init(|| {
             let h = sample_handler();
-            rt.block_on(h.prepare_fast());
+            rt.block_on(h.prepare());
             h
         });
         f(rt, handler);
@@ -424,7 +424,7 @@ mod tests {
             .build()
             .expect("rt");
         let handler = sample_handler();
-        rt.block_on(handler.prepare_fast());
+        rt.block_on(handler.prepare());
         (rt, handler)
     }
 
@@ -498,7 +498,7 @@ mod tests {
     async fn cache_hits_take_the_fast_path_counted_down_until_the_last_tenth_of_their_life() {
         use std::time::Duration;
         let handler = sample_handler();
-        handler.prepare_fast().await;
+        handler.prepare().await;
         let q = query_with("example.com", 1, [0x01, 0x00], None);
         let lab = "127.0.0.1".parse().expect("ip");
         let mut out = [0u8; 1232];

@@ -121,7 +121,7 @@ impl Handler {
     /// unless a query started the table already: at start, and after each reload (the
     /// binary's control task), so that the UDP workers find them made. A query that comes
     /// first still starts the table in the background, and builds the resolvers itself.
-    pub async fn prepare_fast(&self) {
+    pub async fn prepare(&self) {
         let snapshot = self.snapshot.load_full();
         drop(self.forwarders(&snapshot));
         let generation = snapshot.generation;

@@ -208,18 +208,28 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn connections_past_the_bound_wait_until_one_closes() {
+    /// Stream listeners over the sample handler with `slots` connections in all and
+    /// `per_client` per client, accepting on a loopback port.
+    async fn serving(
+        slots: usize,
+        per_client: usize,
+    ) -> (Streams, SocketAddr, tokio::task::JoinHandle<()>) {
         let streams = Streams {
             handler: crate::fuzzing::sample_handler(),
-            slots: Arc::new(Semaphore::new(2)),
+            slots: Arc::new(Semaphore::new(slots)),
             clients: Arc::default(),
-            per_client: 2,
+            per_client,
             stop: CancellationToken::new(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let accepting = tokio::spawn(streams.clone().listen(listener, None));
+        (streams, addr, accepting)
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_bound_wait_until_one_closes() {
+        let (streams, addr, accepting) = serving(2, 2).await;
         let long = Duration::from_secs(10);
         let mut first = TcpStream::connect(addr).await.expect("connect");
         let mut second = TcpStream::connect(addr).await.expect("connect");
@@ -244,16 +254,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_past_its_share_is_closed_at_once_and_others_are_served() {
-        let streams = Streams {
-            handler: crate::fuzzing::sample_handler(),
-            slots: Arc::new(Semaphore::new(10)),
-            clients: Arc::default(),
-            per_client: 2,
-            stop: CancellationToken::new(),
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let accepting = tokio::spawn(streams.clone().listen(listener, None));
+        let (streams, addr, accepting) = serving(10, 2).await;
         let long = Duration::from_secs(10);
         let from = |ip: &str| {
             let socket = tokio::net::TcpSocket::new_v4().expect("socket");
