@@ -17,6 +17,8 @@
 # Needs: nginx-light curl util-linux (apt-get install ...).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=benches/load/lib.sh
+source benches/load/lib.sh
 DURATION=${DURATION:-10}
 RATE=${RATE:-100}
 FLOOD=${FLOOD:-512}
@@ -34,38 +36,7 @@ head -c 1024 /dev/zero | tr '\0' x > "$work/www/1k"
 HOST=app.bench.test
 BACKEND=18080
 PORT=18441
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$HOST" \
-  -addext "subjectAltName=DNS:$HOST,IP:127.0.0.1" -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-cat > "$work/backend.conf" <<EOF
-worker_processes 1; daemon off; pid $work/backend.pid; error_log $work/backend.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; root $work/www; } }
-EOF
-cat > "$work/labgate.toml" <<EOF
-[listen]
-dns = ["127.0.0.1:0"]
-https = ["127.0.0.1:$PORT"]
-http = ["127.0.0.1:18451"]
-admin = "127.0.0.1:0"
-[tls]
-default_name = "$HOST"
-[[certificate]]
-names = ["$HOST"]
-source = "files"
-cert_file = "$work/cert.pem"
-key_file = "$work/key.pem"
-[[network]]
-name = "lab"
-cidrs = ["127.0.0.0/8"]
-addresses = ["127.0.0.1"]
-[[zone]]
-name = "bench.test"
-[[service]]
-host = "$HOST"
-backends = ["http://127.0.0.1:$BACKEND"]
-allow = ["lab"]
-EOF
+https_bench_files "$PORT"
 
 taskset -c 1 nginx -c "$work/backend.conf" -p "$work" >/dev/null 2>&1 &
 LABGATE_LOG=${LABGATE_LOG:-warn} taskset -c 1 "$LABGATE" run --config "$work/labgate.toml" \

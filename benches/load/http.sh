@@ -59,46 +59,12 @@ head -c 102400 /dev/zero | tr '\0' x > "$work/www/100k"
 HOST=app.bench.test
 BACKEND=18080
 
-# One ECDSA P-256 certificate for every proxy.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$HOST" \
-  -addext "subjectAltName=DNS:$HOST,IP:127.0.0.1" -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-cat "$work/cert.pem" "$work/key.pem" > "$work/haproxy.pem"
-
-cat > "$work/backend.conf" <<EOF
-worker_processes 1; daemon off; pid $work/backend.pid; error_log $work/backend.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; root $work/www; } }
-EOF
-cat > "$work/labgate.toml" <<EOF
-[server]
+# One ECDSA P-256 certificate for every proxy, the nginx backend, labgate's configuration.
+https_bench_files 18441 "[server]
 # Every load generator here is one address (127.0.0.1), and idle.py holds 2000 connections.
 max_connections = 100000
-max_connections_per_address = 100000
-[listen]
-dns = ["127.0.0.1:0"]
-https = ["127.0.0.1:18441"]
-http = ["127.0.0.1:18451"]
-admin = "127.0.0.1:0"
-[tls]
-default_name = "$HOST"
-[[certificate]]
-names = ["$HOST"]
-source = "files"
-cert_file = "$work/cert.pem"
-key_file = "$work/key.pem"
-[[network]]
-name = "lab"
-cidrs = ["127.0.0.0/8"]
-addresses = ["127.0.0.1"]
-[[zone]]
-name = "bench.test"
-[[service]]
-host = "$HOST"
-backends = ["http://127.0.0.1:$BACKEND"]
-allow = ["lab"]
-plain_http = true
-EOF
+max_connections_per_address = 100000" "plain_http = true"
+cat "$work/cert.pem" "$work/key.pem" > "$work/haproxy.pem"
 # A base binary from before the connection bounds would refuse their keys: they go.
 sed -e 's/:18441/:18445/' -e 's/:18451/:18455/' -e '/^\[server\]/d' -e '/^max_connections/d' \
   "$work/labgate.toml" >"$work/base.toml"
