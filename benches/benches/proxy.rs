@@ -1,6 +1,8 @@
-//! Benches: the proxy's per-request work on the HTTP/1.1 fast path (parse the head, decide
-//! route and policy, write the upstream head) and certificate resolution by name. Before
-//! timing, the head path's allocations per request are counted with dhat (zero is the aim).
+//! Benches: the proxy's per-request work before any I/O, on each executor: the HTTP/1.1 fast
+//! path (parse the head, plan, write the upstream head as bytes) and pingora's session (plan
+//! a `RequestHeader`, write the upstream one); and certificate resolution by name. Before
+//! timing, each path's allocations per request are counted with dhat (zero is the fast
+//! path's aim).
 
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -9,60 +11,132 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use labgate_benches::generated_config;
 use labgate_config::{Sources, compile, parse};
-use labgate_proxy::ConnInfo;
-use labgate_proxy::decide::{Decision, decide};
-use labgate_proxy::fast::{HeadRewrite, write_upstream_head};
+use labgate_proxy::backends::Pools;
+use labgate_proxy::cf_access::KeySets;
+use labgate_proxy::general::SessionHead;
 use labgate_proxy::head::{header_array, parse_request};
+use labgate_proxy::plan::{Context, Executor, Plan, plan};
+use labgate_proxy::rewrite::{Body, HeaderSink, end_head};
+use labgate_proxy::{ConnInfo, ProxyState};
+use pingora::http::RequestHeader;
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
 const REQUEST: &[u8] = b"GET /api/v1/items?page=2 HTTP/1.1\r\nHost: app3.zone3.lab.test\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0\r\nAccept: text/html,application/xhtml+xml\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\nCookie: session=0123456789abcdef\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n";
 
-/// One request's work; returns the head length so nothing is optimized away.
-fn one(s: &labgate_config::Snapshot, info: &ConnInfo, out: &mut Vec<u8>) -> usize {
+/// What one request is planned with.
+fn context<'a>(
+    state: &'a ProxyState,
+    info: &'a ConnInfo,
+    keys: &'a KeySets,
+    executor: Executor,
+) -> Context<'a, 'a> {
+    Context {
+        state,
+        conn: info,
+        keys,
+        now: 0,
+        https_port: 443,
+        keys_refreshed: false,
+        pinned: None,
+        executor,
+    }
+}
+
+/// One request on the fast path; returns the upstream head's length.
+fn fast(c: &Context<'_, '_>, out: &mut Vec<u8>) -> usize {
     let mut headers = header_array();
     let Ok(h) = parse_request(black_box(REQUEST), &mut headers) else {
         return 0;
     };
-    match decide(s, info.client, info.via, None, h.host, h.path) {
-        Decision::Forward { .. } => {
+    match plan(c, &h) {
+        Plan::Forward(f) => {
             out.clear();
-            write_upstream_head(out, &h, info, &HeadRewrite::default());
+            if f.rewrite.emit(&h, out).is_err() {
+                return 0;
+            }
+            end_head(out);
             out.len()
         }
-        Decision::Refuse(_) => 0,
+        _ => 0,
     }
+}
+
+/// One request on pingora's session, its head already parsed by pingora; returns the number
+/// of upstream fields.
+fn session(c: &Context<'_, '_>, req: &RequestHeader) -> usize {
+    let view = SessionHead::new(black_box(req), false, Body::Empty);
+    match plan(c, &view) {
+        Plan::Forward(f) => {
+            let mut sink = HeaderSink::default();
+            if f.rewrite.emit(&view, &mut sink).is_err() {
+                return 0;
+            }
+            sink.into_head().map_or(0, |h| h.headers.len())
+        }
+        _ => 0,
+    }
+}
+
+/// Allocations per call of `work`, counted over 1000 calls.
+fn allocations(what: &str, mut work: impl FnMut() -> usize) {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let before = dhat::HeapStats::get().total_blocks;
+    for _ in 0..1000 {
+        black_box(work());
+    }
+    let per_request = (dhat::HeapStats::get().total_blocks - before) as f64 / 1000.0;
+    println!("{what}: {per_request} allocations per request");
+}
+
+/// pingora's head of [`REQUEST`].
+fn pingora_head() -> RequestHeader {
+    let mut headers = header_array();
+    let h = parse_request(REQUEST, &mut headers).expect("parses");
+    let mut req = RequestHeader::build(h.method, h.path.as_bytes(), None).expect("head");
+    for f in h.headers {
+        req.append_header(f.name.to_owned(), f.value)
+            .expect("field");
+    }
+    req
 }
 
 fn proxy_bench(c: &mut Criterion) {
     let mut src = Sources::new();
     src.add("bench.toml", generated_config(60, 1000));
-    let s = compile(&parse(src).expect("parses"), 1).expect("compiles");
+    let snapshot = Arc::new(compile(&parse(src).expect("parses"), 1).expect("compiles"));
+    let pools = Pools::build(&snapshot, &Pools::default());
+    let state = ProxyState { snapshot, pools };
     let info = ConnInfo {
         client: "10.0.3.7".parse::<IpAddr>().expect("ip"),
         tls: true,
         sni: None,
         cert: None,
+        certs: None,
         via: labgate_proxy::decide::Via::Direct,
     };
+    let keys = KeySets::default();
+    let fast_context = context(&state, &info, &keys, Executor::Fast);
+    let session_context = context(&state, &info, &keys, Executor::Session);
+    let req = pingora_head();
     let mut out = Vec::with_capacity(2048);
     assert!(
-        one(&s, &info, &mut out) > 0,
-        "the bench request must be forwarded"
+        fast(&fast_context, &mut out) > 0 && session(&session_context, &req) > 0,
+        "the bench request must be forwarded on both executors"
     );
-    {
-        let _profiler = dhat::Profiler::builder().testing().build();
-        let before = dhat::HeapStats::get().total_blocks;
-        for _ in 0..1000 {
-            black_box(one(&s, &info, &mut out));
-        }
-        let per_request = (dhat::HeapStats::get().total_blocks - before) as f64 / 1000.0;
-        println!("proxy fast path head: {per_request} allocations per request");
-    }
-    let mut g = c.benchmark_group("proxy_fast_path");
-    g.bench_function("parse_decide_write_head", |b| {
-        b.iter(|| one(&s, &info, &mut out));
+    allocations("proxy fast path: parse, plan, write head", || {
+        fast(&fast_context, &mut out)
+    });
+    allocations("proxy session: plan, write head", || {
+        session(&session_context, &req)
+    });
+    let mut g = c.benchmark_group("proxy_request_plan");
+    g.bench_function("fast_parse_plan_write_head", |b| {
+        b.iter(|| fast(&fast_context, &mut out));
+    });
+    g.bench_function("session_plan_write_head", |b| {
+        b.iter(|| session(&session_context, &req));
     });
     g.finish();
 

@@ -2,13 +2,10 @@
 //! wildcard level, then the default, else a handshake alert. Swapped whole through `ArcSwap`,
 //! so a handshake in progress keeps the map it started with.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use pingora::listeners::TlsAccept;
-use pingora::protocols::tls::TlsRef;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
 use rustls_pki_types::pem::PemObject;
@@ -49,6 +46,17 @@ impl CertMap {
             .or_else(|| self.wildcard.get(name.split_once('.')?.1))
     }
 
+    /// The certificate a handshake for the (normalized) server name gets: its own, else the
+    /// default.
+    pub fn for_name(&self, name: Option<&str>) -> Option<&Arc<CertifiedKey>> {
+        name.and_then(|n| self.get(n)).or(self.default.as_ref())
+    }
+
+    /// Whether `cert` is what a handshake for the lower-case `host` gets from this map.
+    pub fn serves(&self, cert: &Arc<CertifiedKey>, host: &str) -> bool {
+        self.get(host).is_some_and(|k| Arc::ptr_eq(k, cert))
+    }
+
     /// Whether a lower-case name has a certificate of its own (default excluded).
     pub fn covers(&self, name: &str) -> bool {
         self.get(name).is_some()
@@ -82,14 +90,6 @@ impl CertStore {
         self.map.load_full()
     }
 
-    /// Whether `cert` is what a handshake for `host` gets now.
-    pub fn serves(&self, cert: &Arc<CertifiedKey>, host: &str) -> bool {
-        self.map
-            .load()
-            .get(host)
-            .is_some_and(|k| Arc::ptr_eq(k, cert))
-    }
-
     /// Whether a handshake that sent this server name (as sent, `None` for no SNI) gets a
     /// certificate: the decision of [`ResolvesServerCert::resolve`], made before rustls runs.
     pub fn resolves(&self, sni: Option<&str>) -> bool {
@@ -99,10 +99,7 @@ impl CertStore {
 
     /// The certificate a handshake for the (normalized) server name gets.
     fn for_name(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let map = self.map.load();
-        name.and_then(|n| map.get(n))
-            .or(map.default.as_ref())
-            .cloned()
+        self.map.load().for_name(name).cloned()
     }
 }
 
@@ -152,37 +149,9 @@ pub struct Sni {
     pub name: Option<Arc<str>>,
     /// The certificate served for it.
     pub cert: Option<Arc<CertifiedKey>>,
-}
-
-/// Handshake callbacks: records the SNI and the certificate so requests can be checked
-/// against them (421), and counts completed handshakes.
-#[derive(Debug)]
-pub struct SniCapture {
-    /// The proxy's counters.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// The certificates the handshake chose from.
-    pub certs: Arc<CertStore>,
-}
-
-#[async_trait::async_trait]
-impl TlsAccept for SniCapture {
-    async fn handshake_complete_callback(
-        &self,
-        tls: &TlsRef,
-    ) -> Option<Arc<dyn Any + Send + Sync>> {
-        self.metrics
-            .handshakes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut buf = [0u8; labgate_config::route::MAX_HOST_LEN];
-        let name = sni_name(tls.server_name(), &mut buf);
-        // The store may have changed since `resolve`: then the next request's check fails
-        // (421) and the client opens a new connection.
-        let cert = self.certs.for_name(name);
-        Some(Arc::new(Sni {
-            name: name.map(Arc::from),
-            cert,
-        }))
-    }
+    /// The certificates the handshake chose from: what the SNI/Host check asks whether
+    /// `cert` covers another host too.
+    pub certs: Arc<CertMap>,
 }
 
 #[cfg(test)]

@@ -88,10 +88,74 @@ struct Claims {
     email: Option<String>,
     /// Service tokens carry their name here instead of an e-mail.
     common_name: Option<String>,
+    /// Expiry, Unix seconds (required).
+    exp: u64,
+    /// Not before, Unix seconds.
+    nbf: Option<u64>,
 }
 
 /// One team's keys by key id.
 type KeySet = HashMap<String, DecodingKey>;
+
+/// Every team's keys by JWKS URL, as fetched at one moment: what a request is checked with.
+#[derive(Default)]
+pub struct KeySets(HashMap<Arc<str>, Arc<KeySet>>);
+
+impl std::fmt::Debug for KeySets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+impl KeySets {
+    /// Checks `token` for `app` at `now` (Unix seconds): the verified identity (e-mail, or a
+    /// service token's name). Pure: the caller reads the clock.
+    ///
+    /// # Errors
+    /// The reason it is refused.
+    pub fn verify(&self, app: &AccessApp, token: Option<&str>, now: u64) -> Result<String, Reason> {
+        let token = token.filter(|t| !t.is_empty()).ok_or(Reason::Missing)?;
+        let header = decode_header(token).map_err(|_| Reason::Malformed)?;
+        if header.alg != Algorithm::RS256 {
+            return Err(Reason::Algorithm);
+        }
+        let kid = header.kid.ok_or(Reason::UnknownKey)?;
+        let key = self
+            .0
+            .get(&app.jwks_url)
+            .and_then(|s| s.get(&kid))
+            .ok_or(Reason::UnknownKey)?;
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_audience(&[&*app.aud]);
+        v.set_issuer(&[&*app.issuer]);
+        v.set_required_spec_claims(&["exp", "aud", "iss"]);
+        // The times are checked below against `now`, not jsonwebtoken's own clock.
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        let data = decode::<Claims>(token, key, &v).map_err(|e| match e.kind() {
+            ErrorKind::InvalidAudience => Reason::Audience,
+            ErrorKind::InvalidIssuer => Reason::Issuer,
+            ErrorKind::InvalidSignature => Reason::Signature,
+            ErrorKind::InvalidAlgorithm => Reason::Algorithm,
+            _ => Reason::Malformed,
+        })?;
+        let claims = data.claims;
+        if claims.exp.saturating_add(LEEWAY) < now {
+            return Err(Reason::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY))
+        {
+            return Err(Reason::NotYetValid);
+        }
+        claims
+            .email
+            .or(claims.common_name)
+            .filter(|e| !e.is_empty() && !e.contains(['\r', '\n']))
+            .ok_or(Reason::NoIdentity)
+    }
+}
 
 /// Downloads a key set. The binary supplies it, with the same client (and name resolution)
 /// as its other downloads: this crate opens no outbound connection of its own.
@@ -103,7 +167,7 @@ pub trait Fetch: Send + Sync {
 
 /// The teams' signing keys, by JWKS URL.
 pub struct AccessKeys {
-    sets: ArcSwap<HashMap<Arc<str>, Arc<KeySet>>>,
+    sets: ArcSwap<KeySets>,
     /// When each URL was last fetched (the rate bound).
     fetched: Mutex<HashMap<Arc<str>, Instant>>,
     fetch: Arc<dyn Fetch>,
@@ -119,55 +183,22 @@ impl AccessKeys {
     /// No keys yet; they are downloaded with `fetch`.
     pub fn new(fetch: Arc<dyn Fetch>) -> Self {
         Self {
-            sets: ArcSwap::from_pointee(HashMap::new()),
+            sets: ArcSwap::from_pointee(KeySets::default()),
             fetched: Mutex::new(HashMap::new()),
             fetch,
         }
     }
 
-    /// Checks `token` for `app`: the verified identity (e-mail, or a service token's name).
-    ///
-    /// # Errors
-    /// The reason it is refused.
-    pub fn verify(&self, app: &AccessApp, token: Option<&str>) -> Result<String, Reason> {
-        let token = token.filter(|t| !t.is_empty()).ok_or(Reason::Missing)?;
-        let header = decode_header(token).map_err(|_| Reason::Malformed)?;
-        if header.alg != Algorithm::RS256 {
-            return Err(Reason::Algorithm);
-        }
-        let kid = header.kid.ok_or(Reason::UnknownKey)?;
-        let sets = self.sets.load();
-        let key = sets
-            .get(&app.jwks_url)
-            .and_then(|s| s.get(&kid))
-            .ok_or(Reason::UnknownKey)?;
-        let mut v = Validation::new(Algorithm::RS256);
-        v.set_audience(&[&*app.aud]);
-        v.set_issuer(&[&*app.issuer]);
-        v.set_required_spec_claims(&["exp", "aud", "iss"]);
-        v.validate_nbf = true;
-        v.leeway = LEEWAY;
-        let data = decode::<Claims>(token, key, &v).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => Reason::Expired,
-            ErrorKind::ImmatureSignature => Reason::NotYetValid,
-            ErrorKind::InvalidAudience => Reason::Audience,
-            ErrorKind::InvalidIssuer => Reason::Issuer,
-            ErrorKind::InvalidSignature => Reason::Signature,
-            ErrorKind::InvalidAlgorithm => Reason::Algorithm,
-            _ => Reason::Malformed,
-        })?;
-        data.claims
-            .email
-            .or(data.claims.common_name)
-            .filter(|e| !e.is_empty() && !e.contains(['\r', '\n']))
-            .ok_or(Reason::NoIdentity)
+    /// The keys fetched so far, for [`KeySets::verify`].
+    pub fn current(&self) -> arc_swap::Guard<Arc<KeySets>> {
+        self.sets.load()
     }
 
     /// Fetches the keys of every Access application in `s` not fetched yet.
     pub fn prefetch(self: &Arc<Self>, s: &Snapshot) {
         for svc in &s.services {
             let Some(app) = &svc.access else { continue };
-            if !self.sets.load().contains_key(&app.jwks_url) {
+            if !self.sets.load().0.contains_key(&app.jwks_url) {
                 let (keys, url) = (Arc::clone(self), Arc::clone(&app.jwks_url));
                 tokio::spawn(async move { keys.refresh(&url).await });
             }
@@ -192,9 +223,9 @@ impl AccessKeys {
         match tokio::time::timeout(FETCH_TIMEOUT, self.fetch(url)).await {
             Ok(Ok(keys)) => {
                 tracing::info!("Cloudflare Access keys from {url}: {} key(s)", keys.len());
-                let mut sets = HashMap::clone(&self.sets.load());
+                let mut sets = self.sets.load().0.clone();
                 sets.insert(Arc::clone(url), Arc::new(keys));
-                self.sets.store(Arc::new(sets));
+                self.sets.store(Arc::new(KeySets(sets)));
                 true
             }
             Ok(Err(e)) => {

@@ -9,7 +9,7 @@ use labgate_config::network::NetworkId;
 use labgate_config::route::{Access, MAX_HOST_LEN, Route, ServiceId, normalize_host};
 use rustls::sign::CertifiedKey;
 
-use crate::certs::CertStore;
+use crate::certs::CertMap;
 
 /// What happens to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +83,9 @@ pub struct Tls<'a> {
     pub sni: &'a str,
     /// The certificate the handshake served.
     pub cert: Option<&'a Arc<CertifiedKey>>,
-    /// The certificates now served, to tell whether `cert` is another host's too.
-    pub certs: &'a CertStore,
+    /// The certificates the connection's handshake chose from, to tell whether `cert` is
+    /// another host's too.
+    pub certs: &'a CertMap,
 }
 
 /// Decides a request. `client` is the peer's address; `tls` what the connection was opened

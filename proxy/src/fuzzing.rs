@@ -50,7 +50,7 @@ pub fn framing_bytes(data: &[u8]) {
     match parse_request(data, &mut headers) {
         Ok(h) => {
             assert!(h.len <= data.len() && data[..h.len].ends_with(b"\r\n\r\n"));
-            if h.fast_path() {
+            if crate::plan::Executor::Fast.carries(&h, false) {
                 assert!(matches!(h.framing, Framing::Empty | Framing::Length(_)));
                 assert!(h.host.is_some() && h.minor == 1);
             }
@@ -141,7 +141,7 @@ mod tests {
             let Ok(h) = parse_request(input, &mut headers) else {
                 continue;
             };
-            if !h.fast_path() {
+            if !crate::plan::Executor::Fast.carries(&h, false) {
                 continue;
             }
             let body_len = match h.framing {
@@ -224,5 +224,177 @@ mod tests {
             framing_bytes(c);
         }
         assert!(n >= 3, "seed corpus went missing");
+    }
+}
+
+/// The differential test of the executors: the same request bytes, planned by the fast path
+/// from labgate's parse and by pingora's session from its own, get the same outcome, and when
+/// both forward, the same upstream head (modulo the framing fields and the order of distinct
+/// names, which pingora's header map groups).
+#[cfg(test)]
+mod executors {
+    use pingora::protocols::http::ServerSession;
+    use tokio::io::AsyncWriteExt;
+
+    use crate::cf_access::KeySets;
+    use crate::decide::Via;
+    use crate::head::{header_array, parse_request};
+    use crate::plan::tests::{conn, describe, state};
+    use crate::plan::{Context, Executor, Plan, plan};
+    use crate::rewrite::{HeaderSink, end_head};
+    use crate::{ConnInfo, ProxyState};
+
+    /// What an executor made of a request: the plan in words, and a forward's upstream head.
+    type Outcome = (String, Option<Vec<u8>>);
+
+    fn context<'a>(
+        state: &'a ProxyState,
+        c: &'a ConnInfo,
+        keys: &'a KeySets,
+        executor: Executor,
+    ) -> Context<'a, 'a> {
+        Context {
+            state,
+            conn: c,
+            keys,
+            now: 0,
+            https_port: 443,
+            keys_refreshed: true,
+            pinned: None,
+            executor,
+        }
+    }
+
+    fn fast(state: &ProxyState, c: &ConnInfo, input: &[u8]) -> Option<Outcome> {
+        let mut headers = header_array();
+        let h = parse_request(input, &mut headers).ok()?;
+        let keys = KeySets::default();
+        let p = plan(&context(state, c, &keys, Executor::Fast), &h);
+        let head = match &p {
+            Plan::Forward(f) => {
+                let mut out = Vec::new();
+                f.rewrite.emit(&h, &mut out).ok()?;
+                end_head(&mut out);
+                Some(out)
+            }
+            _ => None,
+        };
+        Some((describe(&p, &state.snapshot), head))
+    }
+
+    async fn session(state: &ProxyState, c: &ConnInfo, input: &[u8]) -> Option<Outcome> {
+        let (a, mut b) = tokio::net::UnixStream::pair().ok()?;
+        b.write_all(input).await.ok()?;
+        b.shutdown().await.ok()?;
+        let mut session =
+            ServerSession::new_http1(Box::new(pingora::protocols::l4::stream::Stream::from(a)));
+        session.read_request().await.ok()?.then_some(())?;
+        let (websocket, body) = crate::general::prepare(&mut session);
+        let view = crate::general::SessionHead::new(session.req_header(), websocket, body);
+        let keys = KeySets::default();
+        let p = plan(&context(state, c, &keys, Executor::Session), &view);
+        let head = match &p {
+            Plan::Forward(f) => {
+                let mut sink = HeaderSink::default();
+                f.rewrite.emit(&view, &mut sink).ok()?;
+                let head = sink.into_head()?;
+                Some(pingora::protocols::http::v1::client::http_req_header_to_wire(&head)?.to_vec())
+            }
+            _ => None,
+        };
+        Some((describe(&p, &state.snapshot), head))
+    }
+
+    /// A head's request line and its fields by lower-case name (values in order per name),
+    /// the framing fields left out.
+    fn normalized(head: &[u8]) -> (String, Vec<(String, String)>) {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut req = httparse::Request::new(&mut headers);
+        assert!(
+            matches!(req.parse(head), Ok(httparse::Status::Complete(_))),
+            "an upstream head that does not parse: {:?}",
+            String::from_utf8_lossy(head)
+        );
+        let line = format!("{:?} {:?}", req.method, req.path);
+        let mut fields: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .filter(|(n, _)| n != "content-length" && n != "transfer-encoding")
+            .collect();
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        (line, fields)
+    }
+
+    const REQUESTS: &[&str] = &[
+        "GET /x?y=1 HTTP/1.1\r\nHost: site.lab.test\r\nAccept: */*\r\nUser-Agent: t\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: site.lab.test\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 5\r\nTE: gzip\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: site.lab.test\r\nCookie: a=1\r\nAccept: */*\r\nCookie: b=2\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: site.lab.test\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nCf-Connecting-IP: 6.6.6.6\r\nCf-Access-Authenticated-User-Email: a@b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: app.lab.test\r\nX-Forwarded-Host: evil\r\n\r\n",
+        "POST /up HTTP/1.1\r\nHost: site.lab.test\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello",
+        "POST /up HTTP/1.1\r\nHost: site.lab.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "POST /up HTTP/1.1\r\nHost: site.lab.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
+        "GET / HTTP/1.0\r\nHost: site.lab.test\r\nConnection: keep-alive\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nHost: site.lab.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: site.lab.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n",
+        "GET /admin/x HTTP/1.1\r\nHost: site.lab.test\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: grpc.lab.test\r\nTE: trailers\r\nContent-Type: application/grpc\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: app.lab.test\r\nContent-Length: 5000\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: nowhere.lab.test\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: SITE.Lab.Test.\r\n\r\n",
+        "GET /p HTTP/1.1\r\nHost: pub.lab.test\r\nCf-Connecting-IP: 203.0.113.9\r\nCf-Ray: r1\r\nCf-Access-Authenticated-User-Email: forged@x\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
+        "POST /p HTTP/1.1\r\nHost: pub.lab.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: guarded.lab.test\r\nX-User: forged\r\n\r\n",
+    ];
+
+    #[tokio::test]
+    async fn every_executor_plans_and_writes_the_same_upstream_head() {
+        let state = state();
+        let mut inputs: Vec<Vec<u8>> = REQUESTS.iter().map(|r| r.as_bytes().to_vec()).collect();
+        for e in std::fs::read_dir("../fuzz/corpus/http_framing").expect("seed corpus") {
+            inputs.push(std::fs::read(e.expect("entry").path()).expect("seed"));
+        }
+        let clients = [
+            conn("10.0.3.7", true, Via::Direct),
+            conn("10.9.0.4", true, Via::Direct),
+            conn("10.0.9.9", true, Via::Direct),
+            conn("127.0.0.1", false, Via::Tunnel),
+        ];
+        let (mut heads, mut handed) = (0, 0);
+        for c in &clients {
+            for input in &inputs {
+                let text = String::from_utf8_lossy(input);
+                // Inputs labgate's parser refuses never reach a plan.
+                let Some((fast_plan, fast_head)) = fast(&state, c, input) else {
+                    continue;
+                };
+                let (session_plan, session_head) = session(&state, c, input)
+                    .await
+                    .unwrap_or_else(|| panic!("pingora read what labgate read: {text:?}"));
+                if fast_plan == "handover" {
+                    handed += 1;
+                    assert!(
+                        session_plan.contains(" forward "),
+                        "what the fast path hands over, the session forwards: {session_plan} for {text:?}"
+                    );
+                    continue;
+                }
+                assert_eq!(fast_plan, session_plan, "{text:?} from {}", c.client);
+                if let (Some(a), Some(b)) = (fast_head, session_head) {
+                    assert_eq!(normalized(&a), normalized(&b), "{text:?} from {}", c.client);
+                    heads += 1;
+                }
+            }
+        }
+        assert!(
+            heads >= 20 && handed >= 10,
+            "the differential compared too little: {heads} heads, {handed} handovers"
+        );
     }
 }

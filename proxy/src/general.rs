@@ -2,7 +2,6 @@
 //! the fast path hands over (upgrades such as WebSocket, chunked request bodies, `Expect`,
 //! HTTP/1.0). Same decision, same forwarding fields, same pages as the fast path.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,10 +15,13 @@ use pingora::protocols::http::v1::client::HttpSession as UpSession;
 use pingora::protocols::http::{ReusableHttpStream, ServerSession};
 use pingora::server::ShutdownWatch;
 
+use labgate_config::Snapshot;
+
 use crate::backends::InFlight;
-use crate::decide::{Decision, Via, decide};
-use crate::head::{FORWARDING, is_hop_by_hop, is_websocket_upgrade};
-use crate::tunnel::{self, Gate, Passage};
+use crate::decide::Via;
+use crate::head::{is_hop_by_hop, is_websocket_upgrade};
+use crate::plan::{self, Answer, Context, Executor, Forward, Plan};
+use crate::rewrite::{Body, Head, HeaderSink};
 use crate::upstream::connect_failure;
 use crate::{ConnInfo, Proxy, pages};
 
@@ -79,79 +81,71 @@ impl General {
             session.digest().and_then(|d| d.ssl_digest.as_deref()),
             self.via,
         )?;
-        let (client, tls) = (info.client, info.tls);
-        let websocket = websocket(session.req_header());
-        if !websocket && session.req_header().headers.contains_key(header::UPGRADE) {
-            // SECURITY: an upgrade labgate does not honour (h2c, anything but WebSocket) is a
-            // plain request: its `Upgrade` goes, so pingora's session frames it as one too.
-            session.req_header_mut().remove_header(&header::UPGRADE);
-        }
-        let req = session.req_header();
-        let host: Option<Vec<u8>> = req
-            .headers
-            .get(header::HOST)
-            .map(|h| h.as_bytes().to_vec())
-            .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes().to_vec()));
-        let path = req
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let (websocket, body) = prepare(&mut session);
         let state = self.proxy.state.load_full();
-        let (service, network) = match decide(
-            &state.snapshot,
-            client,
-            self.via,
-            info.opened_for(&self.proxy.certs),
-            host.as_deref(),
-            &path,
-        ) {
-            Decision::Forward { service, network } => (service, network),
-            Decision::Refuse(r) => {
-                self.proxy.metrics.refusal(r);
-                let body = pages::refusal_body(&state.snapshot, r);
-                page(&mut session, r.status(), body, None).await;
-                return None;
+        let s = &state.snapshot;
+        let mut keys_refreshed = false;
+        let plan = loop {
+            let keys = self.proxy.access_keys.current();
+            let context = Context {
+                state: &state,
+                conn: &info,
+                keys: &keys,
+                now: crate::unix_now(),
+                https_port: self.proxy.https_port,
+                keys_refreshed,
+                pinned: None,
+                executor: Executor::Session,
+            };
+            match plan::plan(
+                &context,
+                &SessionHead::new(session.req_header(), websocket, body),
+            ) {
+                Plan::RefreshKeys(url) => {
+                    drop(keys);
+                    self.proxy.access_keys.refresh(&url).await;
+                    keys_refreshed = true;
+                }
+                plan => break plan,
             }
         };
-        if !tls && !state.snapshot.service(service).plain_http && self.via == Via::Direct {
-            let method = session.req_header().method.clone();
-            let (status, location) = pages::to_https(
-                method.as_str(),
-                host.as_deref(),
-                self.proxy.https_port,
-                &path,
-            );
-            page(
-                &mut session,
-                status,
-                pages::redirect_body(status),
-                Some(&location),
-            )
-            .await;
-            return None;
-        }
-        let passage = self.admit(&mut session, &state, service, &info).await?;
-        let host = host.unwrap_or_default();
-        let (access_host, access_path) = if self.proxy.access.enabled() {
-            (host.clone(), path.clone())
-        } else {
-            (Vec::new(), String::new())
+        let logged = self
+            .proxy
+            .logged(&SessionHead::new(session.req_header(), websocket, body));
+        let (served, done) = match plan {
+            Plan::Refuse(r) => {
+                self.proxy.refused(r);
+                let (status, body) = r.page(s);
+                page(&mut session, status, body, None).await;
+                return None;
+            }
+            // The session carries every request; a plan to refetch keys was carried out above.
+            Plan::Handover | Plan::RefreshKeys(_) => return None,
+            Plan::Answer(served, a) => {
+                let done = answer(&mut session, &s.service(served.service).name, &a).await;
+                (served, done)
+            }
+            Plan::Forward(f) => {
+                let mut sink = HeaderSink::default();
+                let head = f
+                    .rewrite
+                    .emit(
+                        &SessionHead::new(session.req_header(), websocket, body),
+                        &mut sink,
+                    )
+                    .ok()
+                    .and_then(|()| sink.into_head());
+                let done = match head {
+                    Some(head) => self.forward(&mut session, s, &f, head, websocket).await,
+                    None => {
+                        let name = &s.service(f.served.service).name;
+                        answer(&mut session, name, &Answer::Unwritable).await
+                    }
+                };
+                (f.served, done)
+            }
         };
-        let (status, clean) = match self
-            .forward(
-                &mut session,
-                &state,
-                service,
-                &passage,
-                Request {
-                    tls,
-                    websocket,
-                    host,
-                    path,
-                },
-            )
-            .await
-        {
+        let (status, clean) = match done {
             Done::Status(s) => (Some(s), true),
             Done::Broken(s) => (s, false),
             Done::Upgraded(up, _in_flight) => {
@@ -161,97 +155,30 @@ impl General {
                     let mut up = up.into_inner();
                     let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
                 }
-                self.proxy.metrics.request(
-                    service.index(),
-                    network.index(),
-                    Some(101),
-                    started.elapsed(),
-                );
+                self.proxy
+                    .served(s, served, logged, Some(101), started.elapsed());
                 return None;
             }
         };
         self.proxy
-            .metrics
-            .request(service.index(), network.index(), status, started.elapsed());
-        if self.proxy.access.enabled() {
-            self.proxy.access.send(crate::access::Entry {
-                client: passage.client,
-                ray: passage.ray.clone(),
-                service: state.snapshot.service(service).name.to_string(),
-                method: session.req_header().method.to_string(),
-                host: String::from_utf8_lossy(&access_host).into_owned(),
-                path: access_path,
-                status,
-                took: started.elapsed(),
-            });
-        }
+            .served(s, served, logged, status, started.elapsed());
         if !clean {
             return None;
         }
         session.finish().await.ok().flatten()
     }
 
-    /// The tunnel's part of admitting the request (client address, Access token); `None`
-    /// when refused, the 403 sent.
-    async fn admit(
-        &self,
-        session: &mut ServerSession,
-        state: &crate::ProxyState,
-        service: labgate_config::route::ServiceId,
-        info: &ConnInfo,
-    ) -> Option<Passage> {
-        let svc = state.snapshot.service(service);
-        let mut keys_refreshed = false;
-        loop {
-            let req = session.req_header();
-            let field = |name: &str| req.headers.get(name).map(HeaderValue::as_bytes);
-            let cookies = req
-                .headers
-                .get_all(header::COOKIE)
-                .iter()
-                .map(HeaderValue::as_bytes);
-            match tunnel::admit(
-                &self.proxy.access_keys,
-                svc,
-                info,
-                field,
-                cookies,
-                keys_refreshed,
-            ) {
-                Gate::Pass(p) => return Some(p),
-                Gate::RefreshKeys(url) => {
-                    self.proxy.access_keys.refresh(&url).await;
-                    keys_refreshed = true;
-                }
-                Gate::Refuse(r) => {
-                    self.proxy.metrics.access_refused(r);
-                    page(session, 403, pages::access_body(r), None).await;
-                    return None;
-                }
-            }
-        }
-    }
-
-    /// Forwards one request; returns the status the client got.
+    /// Forwards one request with its upstream head; returns how it ended.
     async fn forward(
         &self,
         session: &mut ServerSession,
-        state: &crate::ProxyState,
-        service: labgate_config::route::ServiceId,
-        passage: &Passage,
-        request: Request,
+        s: &Snapshot,
+        f: &Forward<'_>,
+        up_req: RequestHeader,
+        upgrade: bool,
     ) -> Done {
-        let Request {
-            tls,
-            websocket: upgrade,
-            host,
-            path,
-        } = request;
-        let svc = state.snapshot.service(service);
-        let Some(backend) = state.pools.get(service.index()).and_then(|p| p.pick()) else {
-            let body = pages::body(503, &format!("service {} has no backend", svc.name));
-            return answer(session, 503, body).await;
-        };
+        let svc = s.service(f.served.service);
+        let backend = &f.backend;
         // Counted for the whole exchange (a gRPC stream for hours), and an upgrade's pipe.
         let in_flight = backend.in_flight();
         let Some(peer) = backend.peer() else {
@@ -263,72 +190,7 @@ impl General {
             )
             .await;
         };
-        if upgrade && !svc.websockets {
-            let body = pages::body(
-                403,
-                &format!(
-                    "service {} does not accept WebSocket connections (websockets = false)",
-                    svc.name
-                ),
-            );
-            return answer(session, 403, body).await;
-        }
-        // A body of unknown length (chunked HTTP/1.1, or HTTP/2 without content-length) goes
-        // upstream chunked.
-        let stream_body = !session
-            .req_header()
-            .headers
-            .contains_key(header::CONTENT_LENGTH)
-            && !session.is_body_empty();
-        let declared = session
-            .req_header()
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if let (Some(n), Some(max)) = (declared, svc.max_body)
-            && n > max
-        {
-            return too_large(session, &svc.name, max).await;
-        }
         let h2c = backend.backend.h2c;
-        if upgrade && h2c {
-            return backend_failed(
-                session,
-                502,
-                svc,
-                "speaks HTTP/2 (h2c), which cannot carry a WebSocket connection",
-            )
-            .await;
-        }
-        let Some(up_req) = upstream_request(
-            session.req_header(),
-            &path,
-            &host,
-            Forwarding {
-                client: passage.client,
-                // Through the tunnel, Cloudflare's edge spoke TLS with the client.
-                tls: tls || self.via == Via::Tunnel,
-                upgrade,
-                // HTTP/2 frames the body itself.
-                stream_body: stream_body && !h2c,
-                host_header: svc.host_header.as_deref(),
-                keep_forwarded_for: self.via == Via::Direct
-                    && state.snapshot.trusts(passage.client),
-                via: self.via,
-                identity: svc
-                    .access
-                    .as_ref()
-                    .map(|a| (&*a.identity_header, passage.identity.as_deref())),
-                h2: h2c,
-            },
-        ) else {
-            let body = pages::body(
-                400,
-                "the request head cannot be passed on: a field in it is not valid in HTTP/1.1",
-            );
-            return answer(session, 400, body).await;
-        };
         let mut up = match self.proxy.upstream_session(&peer, h2c).await {
             Ok(up) => up,
             Err(e) => {
@@ -347,15 +209,11 @@ impl General {
         let mut body = RequestBody {
             done: false,
             sent: 0,
-            max: svc.max_body,
+            max: f.max_body,
         };
         loop {
             // While the body flows, its own reads time out; the backend's silence counts after.
-            let waited = if body.done {
-                svc.timeout
-            } else {
-                Duration::MAX
-            };
+            let waited = if body.done { f.timeout } else { Duration::MAX };
             tokio::select! {
                 biased;
                 head = tokio::time::timeout(waited, up.read_response_header()) => {
@@ -382,7 +240,7 @@ impl General {
                                 return backend_failed(session, 502, svc, "stopped reading the request body").await;
                             }
                         }
-                        Err(BodyFault::TooLarge) => return too_large(session, &svc.name, body.max.unwrap_or(0)).await,
+                        Err(BodyFault::TooLarge) => return answer(session, &svc.name, &Answer::TooLarge(body.max.unwrap_or(0))).await,
                         Err(fault) => {
                             // The response has not started: the client hears why.
                             let status = fault.status();
@@ -419,7 +277,7 @@ impl General {
                 _ => cut,
             };
         }
-        up.set_read_timeout(Some(svc.timeout));
+        up.set_read_timeout(Some(f.timeout));
         loop {
             tokio::select! {
                 biased;
@@ -459,21 +317,98 @@ impl General {
     }
 }
 
-/// What `forward` takes of a request beyond the session.
-struct Request {
-    /// It came over TLS.
-    tls: bool,
-    /// A WebSocket upgrade ([`websocket`]).
+/// pingora's request head, as the plan reads it.
+#[derive(Debug)]
+pub struct SessionHead<'a> {
+    req: &'a RequestHeader,
     websocket: bool,
-    /// The Host (or `:authority`) as sent.
-    host: Vec<u8>,
-    /// Path and query.
-    path: String,
+    body: Body,
+}
+
+impl<'a> SessionHead<'a> {
+    /// The view of `req`: a WebSocket upgrade when `websocket` (as [`websocket`] decides), its
+    /// body delimited as `body` says (pingora's session knows).
+    pub fn new(req: &'a RequestHeader, websocket: bool, body: Body) -> Self {
+        Self {
+            req,
+            websocket,
+            body,
+        }
+    }
+}
+
+/// Readies the request `session` read for the plan: whether it is a WebSocket upgrade (any
+/// other `Upgrade` is removed), and how its body is delimited.
+pub(crate) fn prepare(session: &mut ServerSession) -> (bool, Body) {
+    let websocket = websocket(session.req_header());
+    if !websocket && session.req_header().headers.contains_key(header::UPGRADE) {
+        // SECURITY: an upgrade labgate does not honour (h2c, anything but WebSocket) is a
+        // plain request: its `Upgrade` goes, so pingora's session frames it as one too.
+        session.req_header_mut().remove_header(&header::UPGRADE);
+    }
+    (websocket, body(session))
+}
+
+/// How the body of the request `session` read is delimited.
+fn body(session: &mut ServerSession) -> Body {
+    let declared = session
+        .req_header()
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()));
+    match declared {
+        // Both parsers in front (labgate's HTTP/1.1 one, the h2 crate) refuse a length
+        // that is not a number; were one to pass, it is over any `max_body`.
+        Some(n) => match n {
+            Some(0) => Body::Empty,
+            Some(n) => Body::Length(n),
+            None => Body::Length(u64::MAX),
+        },
+        None if session.is_body_empty() => Body::Empty,
+        None => Body::Unknown,
+    }
+}
+
+impl Head for SessionHead<'_> {
+    fn method(&self) -> &str {
+        self.req.method.as_str()
+    }
+
+    fn target(&self) -> &str {
+        self.req.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+
+    fn host(&self) -> Option<&[u8]> {
+        self.req
+            .headers
+            .get(header::HOST)
+            .map(HeaderValue::as_bytes)
+            .or_else(|| self.req.uri.authority().map(|a| a.as_str().as_bytes()))
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.req
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+    }
+
+    fn body(&self) -> Body {
+        self.body
+    }
+
+    fn websocket(&self) -> bool {
+        self.websocket
+    }
+
+    fn session_only(&self) -> bool {
+        self.req.version != http::Version::HTTP_11 || self.req.headers.contains_key(header::EXPECT)
+    }
 }
 
 /// Whether a request head asks for a WebSocket upgrade, as [`is_websocket_upgrade`] decides
 /// for the fast path.
-fn websocket(req: &RequestHeader) -> bool {
+pub fn websocket(req: &RequestHeader) -> bool {
     let connection_upgrade = req
         .headers
         .get_all(header::CONNECTION)
@@ -584,11 +519,11 @@ async fn send(up: &mut HttpSession, piece: Option<Bytes>) -> pingora::Result<()>
     }
 }
 
-/// Refuses a body over the service's `max_body` with 413.
-async fn too_large(session: &mut ServerSession, service: &str, max: u64) -> Done {
-    if session.is_http2() {
-        // An h2 stream reset before its body is read loses the answer at some clients:
-        // drain a bounded amount first.
+/// Answers for service `name` with the plan's page. A 413 on HTTP/2 first drains a bounded
+/// part of the body: an h2 stream reset before its body is read loses the answer at some
+/// clients.
+async fn answer(session: &mut ServerSession, name: &str, a: &Answer) -> Done {
+    if matches!(a, Answer::TooLarge(_)) && session.is_http2() {
         let drain = async {
             let mut left: usize = 1 << 20;
             while let Ok(Some(chunk)) = session.read_request_body().await {
@@ -600,10 +535,9 @@ async fn too_large(session: &mut ServerSession, service: &str, max: u64) -> Done
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     }
-    sent(
-        page(session, 413, pages::too_large_body(service, max), None).await,
-        413,
-    )
+    let status = a.status();
+    let (body, location) = a.page(name);
+    sent(page(session, status, body, location).await, status)
 }
 
 /// Answers with labgate's page on what the service's backend did.
@@ -614,11 +548,6 @@ async fn backend_failed(
     why: &str,
 ) -> Done {
     let body = pages::backend_body(status, &svc.name, why);
-    answer(session, status, body).await
-}
-
-/// Answers with labgate's own page.
-async fn answer(session: &mut ServerSession, status: u16, body: String) -> Done {
     sent(page(session, status, body, None).await, status)
 }
 
@@ -662,118 +591,6 @@ async fn page(
             .await
             .is_ok()
         && session.finish_body().await.is_ok()
-}
-
-/// What the upstream request head must say beyond the client's fields.
-struct Forwarding<'a> {
-    client: IpAddr,
-    tls: bool,
-    upgrade: bool,
-    stream_body: bool,
-    host_header: Option<&'a str>,
-    keep_forwarded_for: bool,
-    via: Via,
-    /// The service's identity header and the verified identity (see `fast::HeadRewrite`).
-    identity: Option<(&'a str, Option<&'a str>)>,
-    /// The backend speaks HTTP/2 (h2c).
-    h2: bool,
-}
-
-/// The request as the backend gets it: HTTP/1.1, hop-by-hop and client forwarding fields
-/// removed (upgrade fields kept for an upgrade), labgate's forwarding fields added.
-fn upstream_request(
-    req: &RequestHeader,
-    path: &str,
-    host: &[u8],
-    f: Forwarding<'_>,
-) -> Option<RequestHeader> {
-    let Forwarding {
-        client,
-        tls,
-        upgrade,
-        stream_body,
-        host_header,
-        keep_forwarded_for,
-        via,
-        identity,
-        h2,
-    } = f;
-    let mut out = RequestHeader::build(req.method.clone(), path.as_bytes(), None).ok()?;
-    out.set_version(http::Version::HTTP_11);
-    let named_by_connection: Vec<String> = req
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
-        .collect();
-    // RFC 9113 §8.2.3: an HTTP/2 client may split its cookies into several fields; an
-    // HTTP/1.1 backend must get one, joined with "; " (PHP and others join repeated fields
-    // with ", " and lose the session).
-    // PERF: the usual single field passes as it is, with no list made.
-    let split_cookies = req.headers.get_all(header::COOKIE).iter().nth(1).is_some();
-    let mut cookies: Vec<&[u8]> = Vec::new();
-    for (name, value) in &req.headers {
-        if split_cookies && *name == header::COOKIE {
-            cookies.push(value.as_bytes());
-            continue;
-        }
-        let n = name.as_str();
-        let keep_for_upgrade = upgrade && (n == "upgrade");
-        let kept_chain = keep_forwarded_for && n == "x-forwarded-for";
-        if (is_hop_by_hop(n) && !keep_for_upgrade)
-            || (FORWARDING.contains(&n) && !kept_chain)
-            || n == "host"
-            // SECURITY: only the tunnel's own fields are believed; nobody else may send them.
-            || tunnel::strip(n, via)
-            || identity.is_some_and(|(h, _)| h == n)
-            || named_by_connection
-                .iter()
-                .any(|t| t == n && !keep_for_upgrade)
-        {
-            continue;
-        }
-        out.append_header(name.clone(), value.clone()).ok()?;
-    }
-    if !cookies.is_empty() {
-        let joined = HeaderValue::from_bytes(&cookies.join(&b"; "[..])).ok()?;
-        out.append_header(header::COOKIE, joined).ok()?;
-    }
-    // gRPC servers refuse a request without `te: trailers`, the one TE an HTTP/2 request may
-    // carry (RFC 9113 §8.2.2); for HTTP/1.1 it is hop-by-hop.
-    if h2
-        && req
-            .headers
-            .get_all(header::TE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-    {
-        out.insert_header(header::TE, "trailers").ok()?;
-    }
-    if upgrade {
-        out.insert_header(header::CONNECTION, "upgrade").ok()?;
-    }
-    if stream_body {
-        out.insert_header(header::TRANSFER_ENCODING, "chunked")
-            .ok()?;
-    }
-    if let Some((name, Some(value))) = identity {
-        out.insert_header(name.to_owned(), value).ok()?;
-    }
-    let sent_host = host_header.map_or(host, str::as_bytes);
-    out.insert_header(header::HOST, HeaderValue::from_bytes(sent_host).ok()?)
-        .ok()?;
-    let mut ok = true;
-    crate::fast::forwarding_fields(client, tls, host, |name, parts| {
-        let value = HeaderValue::from_bytes(&parts.concat());
-        ok &= value.is_ok_and(|v| out.append_header(name, v).is_ok());
-    });
-    if !ok {
-        return None;
-    }
-    Some(out)
 }
 
 /// Removes hop-by-hop fields from a backend's response (upgrade fields kept after a 101).

@@ -3,15 +3,18 @@
 //! certificate covers is refused with `unrecognized_name`, and the whole handshake, from the
 //! accept on, is bounded by [`HANDSHAKE_TIMEOUT`].
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pingora::listeners::TlsAccept;
 use pingora::listeners::tls::{Acceptor, TlsSettings};
 use pingora::protocols::Stream;
 use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::tls::TlsRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::certs::{CertStore, SniCapture};
+use crate::certs::{CertStore, Sni, sni_name};
 use crate::hello::{self, Hello};
 use crate::metrics::{HandshakeFailure as Failure, Metrics};
 
@@ -104,5 +107,37 @@ impl Tls {
                 Ok(_) => {}
             }
         }
+    }
+}
+
+/// Handshake callbacks: records the SNI and the certificate so requests can be checked
+/// against them (421), and counts completed handshakes.
+#[derive(Debug)]
+pub(crate) struct SniCapture {
+    /// The proxy's counters.
+    pub(crate) metrics: Arc<Metrics>,
+    /// The certificates the handshake chose from.
+    pub(crate) certs: Arc<CertStore>,
+}
+
+#[async_trait::async_trait]
+impl TlsAccept for SniCapture {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.metrics
+            .handshakes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut buf = [0u8; labgate_config::route::MAX_HOST_LEN];
+        let name = sni_name(tls.server_name(), &mut buf);
+        // The store may have changed since `resolve`: then the next request's check fails
+        // (421) and the client opens a new connection.
+        let certs = self.certs.current();
+        Some(Arc::new(Sni {
+            name: name.map(Arc::from),
+            cert: certs.for_name(name).cloned(),
+            certs,
+        }))
     }
 }

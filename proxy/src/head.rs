@@ -64,36 +64,14 @@ pub struct RequestHead<'b> {
     pub expect: bool,
     /// Header fields in order.
     pub headers: &'b [httparse::Header<'b>],
-    /// Field names the `Connection` header lists (hop-by-hop), up to eight.
-    pub connection_tokens: [&'b [u8]; 8],
 }
 
 impl RequestHead<'_> {
-    /// Whether the fast path may forward it: HTTP/1.1, no body or a Content-Length body, no
-    /// WebSocket upgrade and no `Expect`. Everything else goes to pingora's sessions.
-    pub fn fast_path(&self) -> bool {
-        self.minor == 1
-            && matches!(self.framing, Framing::Empty | Framing::Length(_))
-            && !self.websocket
-            && !self.expect
-    }
-
     /// Whether a retry on another connection cannot repeat a side effect: an idempotent
     /// method and no body (RFC 9110 §9.2.2).
     pub fn retryable(&self) -> bool {
         matches!(self.method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
             && self.framing == Framing::Empty
-    }
-
-    /// Whether a header must not travel to the backend: hop-by-hop fields, those the
-    /// `Connection` header names, and forwarding fields labgate writes itself.
-    pub fn is_hop_by_hop(&self, name: &str) -> bool {
-        is_hop_by_hop(name)
-            || FORWARDING.iter().any(|f| name.eq_ignore_ascii_case(f))
-            || self
-                .connection_tokens
-                .iter()
-                .any(|t| !t.is_empty() && name.as_bytes().eq_ignore_ascii_case(t))
     }
 }
 
@@ -351,7 +329,6 @@ pub fn parse_request<'b>(
         ),
         expect,
         headers,
-        connection_tokens: f.tokens,
     })
 }
 
@@ -483,7 +460,8 @@ mod tests {
 
     fn req(raw: &str) -> Result<(Framing, bool), HeadError> {
         let mut h = header_array();
-        parse_request(raw.as_bytes(), &mut h).map(|r| (r.framing, r.fast_path()))
+        parse_request(raw.as_bytes(), &mut h)
+            .map(|r| (r.framing, crate::plan::Executor::Fast.carries(&r, false)))
     }
 
     #[test]
@@ -564,7 +542,8 @@ mod tests {
         };
         let websocket = |raw: &str| {
             let mut h = header_array();
-            parse_request(raw.as_bytes(), &mut h).map(|r| (r.websocket, r.fast_path()))
+            parse_request(raw.as_bytes(), &mut h)
+                .map(|r| (r.websocket, crate::plan::Executor::Fast.carries(&r, false)))
         };
         // (request, a WebSocket upgrade): everything else is a plain request, fast path.
         let cases = [
@@ -621,17 +600,6 @@ mod tests {
         ] {
             assert_eq!(req(raw), Err(HeadError::Version), "{raw:?}");
         }
-    }
-
-    #[test]
-    fn hop_by_hop_includes_connection_tokens() {
-        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\n\r\n";
-        let mut h = header_array();
-        let r = parse_request(raw, &mut h).expect("valid");
-        assert!(r.is_hop_by_hop("x-secret"));
-        assert!(r.is_hop_by_hop("Keep-Alive"));
-        assert!(r.is_hop_by_hop("X-Forwarded-For"));
-        assert!(!r.is_hop_by_hop("accept"));
     }
 
     #[test]

@@ -22,7 +22,10 @@ pub mod hello;
 mod idle;
 pub mod metrics;
 pub mod pages;
+pub mod plan;
 mod preface;
+mod record;
+pub mod rewrite;
 mod service;
 pub mod tunnel;
 mod upstream;
@@ -36,6 +39,7 @@ use labgate_config::Snapshot;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 
 pub use certs::{CertMap, CertStore, Sni};
+pub use record::Logged;
 pub use service::{Addresses, listeners};
 
 /// Errors of the proxy's control side.
@@ -172,7 +176,14 @@ impl Proxy {
     }
 }
 
-/// What both request paths know of a downstream connection.
+/// Now in Unix seconds, for Cloudflare Access tokens.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What every executor knows of a downstream connection.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address (v4-mapped addresses as IPv4).
@@ -183,6 +194,8 @@ pub struct ConnInfo {
     pub sni: Option<Arc<str>>,
     /// The certificate the handshake served.
     pub cert: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// The certificates the handshake chose from (`None` without TLS).
+    pub certs: Option<Arc<CertMap>>,
     /// The listener: direct, or the tunnel origin.
     pub via: decide::Via,
 }
@@ -202,17 +215,17 @@ impl ConnInfo {
             tls: ssl.is_some(),
             sni: sni.and_then(|s| s.name.clone()),
             cert: sni.and_then(|s| s.cert.clone()),
+            certs: sni.map(|s| Arc::clone(&s.certs)),
             via,
         })
     }
 
-    /// What the TLS connection was opened for (`None`: plain HTTP, no SNI), for `decide`
-    /// with the certificates now served.
-    pub fn opened_for<'a>(&'a self, certs: &'a CertStore) -> Option<decide::Tls<'a>> {
-        self.sni.as_deref().map(|sni| decide::Tls {
-            sni,
+    /// What the TLS connection was opened for (`None`: plain HTTP, no SNI), for `decide`.
+    pub fn opened_for(&self) -> Option<decide::Tls<'_>> {
+        Some(decide::Tls {
+            sni: self.sni.as_deref()?,
             cert: self.cert.as_ref(),
-            certs,
+            certs: self.certs.as_deref()?,
         })
     }
 }

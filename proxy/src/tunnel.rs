@@ -9,7 +9,7 @@ use std::sync::Arc;
 use labgate_config::route::Service;
 
 use crate::ConnInfo;
-use crate::cf_access::{AccessKeys, Reason};
+use crate::cf_access::{KeySets, Reason};
 use crate::decide::Via;
 
 /// Fields Cloudflare sets on tunnel traffic; removed from requests on every other listener.
@@ -142,10 +142,12 @@ pub enum Gate {
 }
 
 /// Admits a request to `svc` on a connection `info`: through the tunnel, the client from
-/// `Cf-Connecting-IP` and, when the service requires Access, a verified token. `field` finds
-/// a request field by lower-case name; `cookies` yields the `Cookie` fields.
+/// `Cf-Connecting-IP` and, when the service requires Access, a token `keys` verify at `now`
+/// (Unix seconds). `field` finds a request field by lower-case name; `cookies` yields the
+/// `Cookie` fields.
 pub fn admit<'a>(
-    keys: &AccessKeys,
+    keys: &KeySets,
+    now: u64,
     svc: &Service,
     info: &ConnInfo,
     mut field: impl FnMut(&str) -> Option<&'a [u8]>,
@@ -163,7 +165,7 @@ pub fn admit<'a>(
     let ray = field("cf-ray").map(|r| String::from_utf8_lossy(r).into_owned());
     let identity = match &svc.access {
         None => None,
-        Some(app) => match keys.verify(app, access_token(&mut field, cookies)) {
+        Some(app) => match keys.verify(app, access_token(&mut field, cookies), now) {
             Ok(id) => Some(id),
             Err(Reason::UnknownKey) if !keys_refreshed => {
                 return Gate::RefreshKeys(Arc::clone(&app.jwks_url));

@@ -1,0 +1,72 @@
+//! What every executor does once a request is over: its counters and its access line. One
+//! function each, so no path counts differently.
+
+use std::time::Duration;
+
+use labgate_config::Snapshot;
+
+use crate::Proxy;
+use crate::access::Entry;
+use crate::plan::{Refused, Served};
+use crate::rewrite::Head;
+
+/// Method, host and target of a request, for the access log: taken while the head is at hand,
+/// and only when the log is on.
+#[derive(Debug)]
+pub struct Logged {
+    method: String,
+    host: String,
+    target: String,
+}
+
+impl Proxy {
+    /// What the access log needs of `head`, if it is on.
+    pub fn logged(&self, head: &impl Head) -> Option<Box<Logged>> {
+        self.access.enabled().then(|| {
+            Box::new(Logged {
+                method: head.method().to_owned(),
+                host: String::from_utf8_lossy(head.host().unwrap_or_default()).into_owned(),
+                target: head.target().to_owned(),
+            })
+        })
+    }
+
+    /// Records a request that reached its service: `status` is what the client got (`None`
+    /// when no response reached it), `took` from its head to its end.
+    pub fn served(
+        &self,
+        s: &Snapshot,
+        served: Served,
+        logged: Option<Box<Logged>>,
+        status: Option<u16>,
+        took: Duration,
+    ) {
+        self.metrics
+            .request(served.service.index(), served.network.index(), status, took);
+        if let Some(l) = logged {
+            let Logged {
+                method,
+                host,
+                target,
+            } = *l;
+            self.access.send(Entry {
+                client: served.client,
+                ray: served.ray,
+                service: s.service(served.service).name.to_string(),
+                method,
+                host,
+                path: target,
+                status,
+                took,
+            });
+        }
+    }
+
+    /// Records a request refused before it reached a service.
+    pub fn refused(&self, r: Refused) {
+        match r {
+            Refused::Route(r) => self.metrics.refusal(r),
+            Refused::Access(r) => self.metrics.access_refused(r),
+        }
+    }
+}
