@@ -21,6 +21,8 @@ pub mod frame;
 pub mod fuzzing;
 pub mod hpack;
 mod request;
+#[cfg(test)]
+mod roundtrip;
 
 pub use conn::{ConnError, Connection, Event, Recv, SendError};
 pub use request::{Fields, RequestHead};
