@@ -15,6 +15,7 @@ pub mod decide;
 pub mod fast;
 pub mod fuzzing;
 pub mod general;
+pub mod h2;
 pub mod handshake;
 pub mod head;
 pub mod health;
