@@ -13,8 +13,11 @@
 # Connection: close: its latency starts after the handshake), connect and connect-c64 (the
 # same, timed from the TCP connect to the response's last byte by benches' tls-connect: at a
 # fixed RATE, each connection timed from when it was due, and 64 at a time as wrk), h2-1k
-# (h2load -c16 -m16); and, when asked for, http-close (a new plain HTTP connection per
-# request).
+# and h2-100k (h2load -c16 -m16: few connections, many streams), h2-1k-c64 (h2load -c64
+# -m1: browser-like, many connections with few streams each; h2 latency percentiles come
+# from h2load's per-request log); and, when asked for, http-close (a new plain HTTP
+# connection per request). IDLE_H2=N adds the memory of N idle HTTP/2 connections per
+# server (benches/load/idle.py --h2, two batches) after the rounds.
 #
 #   benches/load/http.sh                       # 3 rounds x 8 s, release build
 #   ROUNDS=5 DURATION=10 WORKLOADS="tls-1k h2-1k" benches/load/http.sh
@@ -38,7 +41,7 @@ DURATION=${DURATION:-8}
 # Seconds of the same load before each measured run: the first server measured after a
 # fresh start came out up to 15 % dearer than the same server measured later in the round.
 WARMUP=${WARMUP:-2}
-WORKLOADS=${WORKLOADS:-"http-1k http-100k tls-1k tls-100k handshake connect connect-c64 h2-1k"}
+WORKLOADS=${WORKLOADS:-"http-1k http-100k tls-1k tls-100k handshake connect connect-c64 h2-1k h2-1k-c64 h2-100k"}
 SERVERS=${SERVERS:-"labgate nginx haproxy caddy"}
 # New TLS connections a second in the connect workload: well below every proxy's capacity
 # (at 1000/s nginx used 84 % of its core on 2026-11-30).
@@ -57,7 +60,7 @@ mkdir -p "$work/www" "$work/state"
 head -c 1024 /dev/zero | tr '\0' x > "$work/www/1k"
 head -c 102400 /dev/zero | tr '\0' x > "$work/www/100k"
 HOST=app.bench.test
-BACKEND=18080
+BACKEND=${BACKEND:-18080}
 
 # One ECDSA P-256 certificate for every proxy, the nginx backend, labgate's configuration.
 https_bench_files 18441 "[server]
@@ -174,12 +177,18 @@ run_load() { # workload server -> "requests rps p50_ms p99_ms"
       errs=$(echo "$out" | awk '$1 == "requests" && $4 > 0 { print $4 " errors" } /first error/')
       [ -n "$errs" ] && echo "  ($1 $2: $errs)" >&2
       echo "$out" | awk -v d="$DURATION" '$1 == "requests" { printf "%s %.0f %s %s\n", $2, $2 / d, $6, $8 }' ;;
-    h2-1k)
-      out=$(taskset -c 0 h2load -c16 -m16 -D "$DURATION" -H ":authority: $HOST" "$url/1k" 2>&1)
+    h2-*)
+      local path=/1k load=(-c16 -m16)
+      case $1 in *-100k) path=/100k ;; esac
+      case $1 in *-c64) load=(-c64 -m1) ;; esac
+      out=$(taskset -c 0 h2load "${load[@]}" -D "$DURATION" --log-file="$work/h2.log" -H ":authority: $HOST" "$url$path" 2>&1)
       reqs=$(echo "$out" | awk '/^requests:/ {print $8}')
       rps=$(echo "$out" | awk '/^finished in/ {print $4}')
-      p50=$(echo "$out" | awk '/^time for request:/ {print $6}' | to_ms)
-      echo "$reqs $rps $p50 -" ;;
+      errs=$(echo "$out" | awk '/^requests:/ && ($10 > 0 || $12 > 0) { print $10 " failed, " $12 " errored" }')
+      [ -n "$errs" ] && echo "  ($1 $2: $errs)" >&2
+      # The log's third column is each request's time in microseconds.
+      read -r p50 p99 < <(awk '{ print $3 }' "$work/h2.log" | sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "%.3f %.3f\n", v[int(NR * 0.5) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000; else print "- -" }')
+      echo "$reqs $rps $p50 $p99" ;;
   esac
 }
 
@@ -244,3 +253,15 @@ for w in $WORKLOADS; do
       "$(echo "${p50[$server,$w]}" | median)" "$(echo "${p99[$server,$w]}" | median)" "$c" "${r:+${r}x}"
   done
 done
+
+if [ -n "${IDLE_H2:-}" ]; then
+  echo
+  echo "Memory of $IDLE_H2 idle HTTP/2 connections (one stream each, then idle), per server:"
+  ulimit -n $((IDLE_H2 * 2 + 256))
+  for server in $SERVERS; do
+    start "$server"
+    echo "$server: $(python3 benches/load/idle.py --h2 "$(port_of "$server")" "$(pids_of "$pid" | awk '{print $NF}')" /1k "$IDLE_H2" | tr '\n' ' ')"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    pkill -P "$pid" 2>/dev/null || true
+  done
+fi

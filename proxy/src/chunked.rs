@@ -57,6 +57,19 @@ impl Chunked {
     /// # Errors
     /// [`Malformed`] for anything outside RFC 9112 §7.1.
     pub fn feed(&mut self, buf: &[u8]) -> Result<usize, Malformed> {
+        self.feed_data(buf, |_| {})
+    }
+
+    /// [`feed`](Self::feed), telling `data` where each run of chunk data lies in `buf`: what
+    /// a body without its chunked framing is made of (an HTTP/2 response's DATA).
+    ///
+    /// # Errors
+    /// [`Malformed`] for anything outside RFC 9112 §7.1.
+    pub fn feed_data(
+        &mut self,
+        buf: &[u8],
+        mut data: impl FnMut(std::ops::Range<usize>),
+    ) -> Result<usize, Malformed> {
         let mut i = 0;
         while i < buf.len() {
             if let State::Data { left } = self.state {
@@ -64,6 +77,7 @@ impl Chunked {
                 let take = usize::try_from(left)
                     .unwrap_or(usize::MAX)
                     .min(buf.len() - i);
+                data(i..i + take);
                 i += take;
                 let left = left - take as u64;
                 self.state = if left == 0 {
@@ -164,6 +178,25 @@ mod tests {
                 Ok((body.len() - 4, true)),
                 "step {step}"
             );
+        }
+    }
+
+    #[test]
+    fn the_data_without_its_framing_in_any_split() {
+        let body = b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        for step in 1..body.len() {
+            let mut c = Chunked::default();
+            let mut data = Vec::new();
+            for part in body.chunks(step) {
+                let used = c
+                    .feed_data(part, |r| data.extend_from_slice(&part[r]))
+                    .expect("well-formed");
+                if c.done() {
+                    assert_eq!(&part[used..], &b"NEXT"[..4.min(part.len() - used)]);
+                    break;
+                }
+            }
+            assert_eq!(data, b"hello0123456789", "step {step}");
         }
     }
 

@@ -30,6 +30,8 @@ pub enum Executor {
     /// The HTTP/1.1 fast path: HTTP/1.1 requests with no body or a `Content-Length` one, to
     /// HTTP/1.1 backends, no upgrade, no `Expect`.
     Fast,
+    /// The HTTP/2 path: HTTP/2 requests to HTTP/1.1 backends, bodies of any framing.
+    H2,
     /// pingora's sessions: everything.
     Session,
 }
@@ -41,6 +43,7 @@ impl Executor {
             Self::Fast => {
                 !h2c && !head.websocket() && !head.session_only() && head.body() != Body::Unknown
             }
+            Self::H2 => !h2c && !head.websocket(),
             Self::Session => true,
         }
     }

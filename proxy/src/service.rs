@@ -17,6 +17,7 @@ use pingora::services::listening::Service;
 use crate::decide::Via;
 use crate::fast::{self, Outcome};
 use crate::general::General;
+use crate::h2_path;
 use crate::handshake::Tls;
 use crate::preface::Preface;
 use crate::{ConnInfo, Proxy};
@@ -122,12 +123,6 @@ impl ServerApp for Entry {
 impl Entry {
     /// Serves a connection (its TLS handshake done) until it closes.
     async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // pingora's h2 server waits for the connection preface without a bound: the
-            // client gets as long as an HTTP/1.1 client gets for its first head.
-            let stream = Box::new(Preface::new(stream, fast::HEAD_TIMEOUT));
-            return self.general.process_new(stream, shutdown).await;
-        }
         let socket = stream.get_socket_digest();
         let ssl = stream.get_ssl_digest();
         let info = ConnInfo::from_digests(
@@ -135,6 +130,18 @@ impl Entry {
             ssl.as_deref(),
             self.listener.via(),
         )?;
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            let snapshot = &self.proxy.state.load().snapshot;
+            if !h2_path::needs_session(snapshot, info.sni.as_deref()) {
+                // PERF: boxed, as pingora's session below.
+                Box::pin(h2_path::serve(&self.proxy, stream, info)).await;
+                return None;
+            }
+            // pingora's h2 server waits for the connection preface without a bound: the
+            // client gets as long as an HTTP/1.1 client gets for its first head.
+            let stream = Box::new(Preface::new(stream, fast::HEAD_TIMEOUT));
+            return self.general.process_new(stream, shutdown).await;
+        }
         let mut stream = stream;
         let mut prefix = None;
         // The fast path and pingora's HTTP/1 session take turns on one connection.
