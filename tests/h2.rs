@@ -237,6 +237,7 @@ fn frames_py() -> Command {
 #[derive(Debug)]
 struct Outcome {
     case: String,
+    group: String,
     pass: bool,
     observed: String,
     /// The `:path` its requests carry, and the `x-case` field's value.
@@ -300,6 +301,7 @@ fn run_frames(s: &Setup, groups: &[&str], jobs: usize) -> Vec<Outcome> {
             let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
             Outcome {
                 case: field("case"),
+                group: field("group"),
                 pass: v["pass"].as_bool().unwrap_or(false),
                 observed: field("observed"),
                 path: field("path"),
@@ -323,6 +325,7 @@ fn run_frames(s: &Setup, groups: &[&str], jobs: usize) -> Vec<Outcome> {
 /// whose request must never reach the backend fails when `backend` saw it.
 fn assert_outcomes(mut outcomes: Vec<Outcome>, backend: &Backend) {
     let seen = backend.all_seen();
+    let heads = backend.heads();
     outcomes.sort_by(|a, b| a.case.cmp(&b.case));
     let mut problems = Vec::new();
     for o in &mut outcomes {
@@ -332,6 +335,11 @@ fn assert_outcomes(mut outcomes: Vec<Outcome>, backend: &Backend) {
         if !o.forwardable && forwarded {
             o.pass = false;
             o.observed.push_str(" (reached the backend)");
+        }
+        if o.group == "security" {
+            // What a flood cost the backend: the requests labgate forwarded (reset or not).
+            let forwarded = heads.iter().filter(|p| **p == o.path).count();
+            o.numbers["backend_requests"] = forwarded.into();
         }
         eprintln!(
             "{} {}: {}{}",

@@ -16,16 +16,23 @@ where h2spec is lax:
   bare close: a GOAWAY is a SHOULD). A GOAWAY with another code fails the case (h2spec keeps
   waiting and then accepts the close).
 - stream error: RST_STREAM on the stream with one of the codes, a GOAWAY with one of them, or the
-  connection closed. Another code, or a response on the stream first, fails the case.
+  connection closed. Another code fails the case. A response may come first (a server may
+  answer before it reads the frame at fault), as h2spec allows.
 - malformed request (RFC 9113 8.1.1): a stream error of type PROTOCOL_ERROR, or a 400 response
-  ("a server MAY send an HTTP response prior to closing or resetting the stream"); a request
-  malformed by its header section alone must never reach the backend, which tests/h2.rs checks
-  with the case's `path` (`forwardable: false`) and its `x-case` field.
+  ("a server MAY send an HTTP response prior to closing or resetting the stream"). When the
+  header section alone is at fault, any other response fails the case, and the request must
+  never reach the backend: tests/h2.rs checks that with the case's `path` and `x-case` field
+  (`forwardable: false`).
 - accepted: a response on the stream with status 200 (h2spec takes any HEADERS frame: behind a
   proxy a 502 would pass).
 
 Nothing is skipped: where h2spec skips (no SETTINGS_MAX_CONCURRENT_STREAMS advertised) the case
-fails. Every wait has a deadline (`--timeout`, 5 s by default).
+fails. Every wait has a deadline (`--timeout`, 5 s by default); "then nothing" in an outcome
+means the deadline passed.
+
+Besides the RFC cases: `limits` (labgate's HTTP/1.1 header limits), `security` (floods, with
+labgate's memory and CPU from /proc: --pid, --jobs 1), `timeouts` (clients stopping half way),
+`flow` (a slow reader among fast ones).
 
 Needs Debian's python3-h2 (for its hpack package): `apt-get install python3-h2`.
 """
