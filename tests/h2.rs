@@ -549,7 +549,10 @@ fn real_clients_multiplex_a_browser_like_mix_over_one_connection() {
         .args(["--max-time", "60", "--cacert"])
         .arg(&s.ca)
         .args(["--resolve", &format!("{HOST}:{port}:127.0.0.1")])
-        .args(["-w", "%{http_code} %{http_version} %{size_download}\n"]);
+        .args([
+            "-w",
+            "%{http_code} %{http_version} %{size_download} %{num_connects}\n",
+        ]);
     for n in MIX {
         curl.args([
             "-o",
@@ -558,14 +561,23 @@ fn real_clients_multiplex_a_browser_like_mix_over_one_connection() {
         ]);
     }
     let out = output_within(curl, Duration::from_secs(60));
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut got: Vec<&str> = text
         .lines()
-        .map(str::to_owned)
+        .map(|l| l.rsplit_once(' ').map_or(l, |(a, _)| a))
         .collect();
-    lines.sort();
+    got.sort_unstable();
     let mut want: Vec<String> = MIX.iter().map(|n| format!("200 2 {n}")).collect();
     want.sort();
-    assert_eq!(lines, want, "curl --http2 --parallel");
+    assert_eq!(got, want, "curl --http2 --parallel: {text}");
+    let connects: u32 = text
+        .lines()
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u32>().ok())
+        .sum();
+    assert_eq!(
+        connects, 1,
+        "curl multiplexed every transfer on one connection: {text}"
+    );
 
     // Raw frames: a stream its client does not read (no WINDOW_UPDATE) stalls no other.
     let outcomes = run_frames(&s, &["flow"], 1);
