@@ -26,10 +26,20 @@ declare -A packages=(
   [tsig-keygen]=bind9-utils # ...and its TSIG keys
   [setpriv]=util-linux   # runs labgate as the systemd unit does: nobody + CAP_NET_BIND_SERVICE
   [systemd-analyze]=systemd # checks deploy/labgate.service
+  [nghttp]=nghttp2-client  # HTTP/2 clients for tests/h2.rs: nghttp...
+  [h2load]=nghttp2-client  # ...and h2load
+)
+# Python module -> Debian package; checked with Debian's interpreter, whose dist-packages they
+# install into (tests/h2/frames.py runs under /usr/bin/python3, whatever python3 PATH finds).
+declare -A python_modules=(
+  [h2]=python3-h2          # HPACK and frames for tests/h2/frames.py
 )
 missing=()
 for cmd in "${!packages[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${packages[$cmd]}")
+done
+for module in "${!python_modules[@]}"; do
+  /usr/bin/python3 -c "import $module" >/dev/null 2>&1 || missing+=("${python_modules[$module]}")
 done
 if ((${#missing[@]})); then
   sudo=""

@@ -1,6 +1,6 @@
 //! A real HTTP/1.1 backend on 127.0.0.1:0 for the proxy tests: records what it received and
-//! answers by path (`/big`: 100 KiB, `/chunked`, `/close`: close-delimited, `/ws`: WebSocket
-//! upgrade then echo, `/gate/<id>/<n>[?...]`: held until `n` requests of gate `id` are in, then as
+//! answers by path (`/big`: 100 KiB, `/bytes/<n>`: n bytes, `/chunked`, `/close`:
+//! close-delimited, `/ws`: WebSocket upgrade then echo, `/gate/<id>/<n>[?...]`: held until `n` requests of gate `id` are in, then as
 //! JSON; `/bye`: as JSON, then the connection is closed, as a backend's keep-alive timeout does;
 //! anything else: the request as JSON).
 
@@ -62,6 +62,8 @@ impl Seen {
 pub(crate) struct Backend {
     pub(crate) port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// The paths of the requests whose head has been read, before their bodies.
+    heads: Arc<Mutex<Vec<String>>>,
     /// TCP connections accepted so far.
     connections: Arc<AtomicUsize>,
     /// The client ports of the connections closed after answering `/bye`.
@@ -80,11 +82,13 @@ impl Backend {
         let listener = TcpListener::bind(addr).expect("bind backend");
         let port = listener.local_addr().expect("addr").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let heads = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let byes = Arc::new(Mutex::new(Vec::new()));
         let gates = Arc::new(Gates::default());
-        let (s, c, b) = (
+        let (s, h, c, b) = (
             Arc::clone(&seen),
+            Arc::clone(&heads),
             Arc::clone(&connections),
             Arc::clone(&byes),
         );
@@ -93,11 +97,16 @@ impl Backend {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (s, g, b) = (Arc::clone(&s), Arc::clone(&gates), Arc::clone(&b));
+                let (s, h, g, b) = (
+                    Arc::clone(&s),
+                    Arc::clone(&h),
+                    Arc::clone(&gates),
+                    Arc::clone(&b),
+                );
                 let n = n.clone();
                 std::thread::spawn(move || {
                     let client = conn.peer_addr().map_or(0, |a| a.port());
-                    if serve(conn, &s, &g, &n) == Ended::Bye {
+                    if serve(conn, &s, &h, &g, &n) == Ended::Bye {
                         // `serve` has returned: the connection is closed.
                         b.lock().expect("lock").push(client);
                     }
@@ -107,6 +116,7 @@ impl Backend {
         Self {
             port,
             seen,
+            heads,
             connections,
             byes,
             name: name.to_owned(),
@@ -119,6 +129,11 @@ impl Backend {
             .into_iter()
             .filter(|r| r.header("user-agent") != ["labgate-health-check"])
             .collect()
+    }
+
+    /// The paths of the requests whose head has arrived, bodies read or not.
+    pub(crate) fn heads(&self) -> Vec<String> {
+        self.heads.lock().expect("lock").clone()
     }
 
     /// TCP connections accepted so far.
@@ -164,7 +179,13 @@ enum Ended {
     Other,
 }
 
-fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>, gates: &Gates, name: &str) -> Ended {
+fn serve(
+    conn: TcpStream,
+    seen: &Mutex<Vec<Seen>>,
+    heads: &Mutex<Vec<String>>,
+    gates: &Gates,
+    name: &str,
+) -> Ended {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let Ok(mut out) = conn.try_clone() else {
         return Ended::Other;
@@ -194,6 +215,7 @@ fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>, gates: &Gates, name: &str) ->
                 headers.push((k.trim().to_owned(), v.trim().to_owned()));
             }
         }
+        heads.lock().expect("lock").push(path.clone());
         let get = |n: &str| {
             headers
                 .iter()
@@ -256,6 +278,18 @@ fn serve(conn: TcpStream, seen: &Mutex<Vec<Seen>>, gates: &Gates, name: &str) ->
                 let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", data.len());
                 out.write_all(head.as_bytes())
                     .and_then(|()| out.write_all(&data))
+                    .is_ok()
+            }
+            p if p.starts_with("/bytes/") => {
+                let n = p["/bytes/".len()..]
+                    .split('?')
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+                let body = if method == "HEAD" { 0 } else { n };
+                out.write_all(head.as_bytes())
+                    .and_then(|()| out.write_all(&vec![b'x'; body]))
                     .is_ok()
             }
             "/chunked" => out
