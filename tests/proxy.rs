@@ -1462,3 +1462,78 @@ fn r21_connections_beyond_the_bounds_of_an_address_or_a_listener_are_closed_at_a
     let r = curl_https(s.lg.https, "api.lab.test", "/api/again", &s.ca, &[]);
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+#[test]
+fn every_executor_sends_the_backend_the_same_head_and_gives_the_same_refusal() {
+    // The same requests through the HTTP/1.1 fast path, pingora's session (HTTP/1.0 goes
+    // there) and the HTTP/2 path: the backend sees the same fields (modulo the body's framing
+    // and the order of distinct names), and a refusal is the same page.
+    let backend = Backend::start("diff");
+    let one = OneService::start("diff.lab.test", &backend);
+    // (curl offers ALPN "http/1.0" for HTTP/1.0, which labgate does not speak: no ALPN.)
+    let executors = [
+        (&["--http1.1"][..], "fast"),
+        (&["--http1.0", "--no-alpn"][..], "session"),
+        (&["--http2"][..], "h2"),
+    ];
+    let extra = [
+        "-H",
+        "X-Test: one",
+        "-H",
+        "X-Forwarded-For: 6.6.6.6",
+        "-H",
+        "Cf-Ray: forged",
+        "-H",
+        "Cookie: a=1; b=2",
+        "-H",
+        "Accept: text/plain",
+    ];
+    let mut seen = Vec::new();
+    for (flags, name) in executors {
+        for (path, body) in [("/diff/get?x=1", None), ("/diff/post", Some("twelve bytes"))] {
+            let mut args = flags.to_vec();
+            args.extend_from_slice(&extra);
+            if let Some(b) = body {
+                args.extend_from_slice(&["--data-binary", b]);
+            }
+            let r = curl_https(one.lg.https, "diff.lab.test", path, &one.ca, &args);
+            assert_eq!(r.status, 200, "{name} {path}: {}", r.body);
+            let got = backend
+                .seen()
+                .into_iter()
+                .rfind(|s| s.path == path)
+                .unwrap_or_else(|| panic!("{name} {path} reached the backend"));
+            let mut fields: Vec<(String, String)> = got
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                .filter(|(n, _)| !matches!(n.as_str(), "content-length" | "transfer-encoding"))
+                .collect();
+            fields.sort();
+            seen.push((name, path, got.method, fields, got.body));
+        }
+    }
+    for (name, path, method, fields, body) in &seen[2..] {
+        let (_, _, m, f, b) = seen
+            .iter()
+            .find(|s| s.0 == "fast" && s.1 == *path)
+            .expect("the fast path's");
+        assert_eq!((method, fields, body), (m, f, b), "{name} {path} against the fast path");
+    }
+    // A refusal (a Host the connection's certificate does not cover) is the same page
+    // everywhere.
+    let pages: Vec<(u16, String)> = executors
+        .iter()
+        .map(|(flags, _)| {
+            let mut args = flags.to_vec();
+            args.extend_from_slice(&["-H", "Host: nope.lab.test"]);
+            let r = curl_https(one.lg.https, "diff.lab.test", "/", &one.ca, &args);
+            (r.status, r.body)
+        })
+        .collect();
+    assert_eq!(pages[0].0, 421, "{pages:?}");
+    assert!(
+        pages.iter().all(|p| *p == pages[0]),
+        "the same refusal: {pages:?}"
+    );
+}
