@@ -16,7 +16,7 @@ pub mod fast;
 pub mod fuzzing;
 pub mod general;
 pub mod h2;
-mod h2_path;
+pub mod h2_path;
 pub mod handshake;
 pub mod head;
 pub mod health;

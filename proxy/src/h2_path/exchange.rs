@@ -30,7 +30,8 @@ use crate::{Proxy, ProxyState, idle, pages};
 const UP_READ: usize = 16 * 1024;
 
 /// A decoded HTTP/2 request head, as the plan and the rewrite read it.
-pub(super) struct View<'a> {
+#[derive(Debug)]
+pub struct View<'a> {
     head: RequestHead<'a>,
     method: &'a str,
     path: &'a str,
@@ -40,7 +41,7 @@ pub(super) struct View<'a> {
 impl<'a> View<'a> {
     /// The view of `head`; `end_stream` when no body follows. `None` when a pseudo-field is
     /// not text (the core's validation makes that impossible).
-    pub(super) fn new(head: RequestHead<'a>, end_stream: bool) -> Option<Self> {
+    pub fn new(head: RequestHead<'a>, end_stream: bool) -> Option<Self> {
         let body = match (end_stream, head.content_length) {
             (true, _) | (false, Some(0)) => Body::Empty,
             (false, Some(n)) => Body::Length(n),

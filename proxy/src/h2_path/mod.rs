@@ -31,7 +31,8 @@ use crate::h2::{Connection, ErrorCode, Event, Limits, StreamId};
 use crate::plan::{self, Answer, Context, Executor, Plan};
 use crate::rewrite::Head;
 use crate::{ConnInfo, Proxy, pages};
-use exchange::{Exchange, View};
+use exchange::Exchange;
+pub use exchange::View;
 
 /// Bytes read from the client at a time while no large frame is pending.
 const READ_CHUNK: usize = 8 * 1024;
