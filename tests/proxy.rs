@@ -1490,7 +1490,10 @@ fn every_executor_sends_the_backend_the_same_head_and_gives_the_same_refusal() {
     ];
     let mut seen = Vec::new();
     for (flags, name) in executors {
-        for (path, body) in [("/diff/get?x=1", None), ("/diff/post", Some("twelve bytes"))] {
+        for (path, body) in [
+            ("/diff/get?x=1", None),
+            ("/diff/post", Some("twelve bytes")),
+        ] {
             let mut args = flags.to_vec();
             args.extend_from_slice(&extra);
             if let Some(b) = body {
@@ -1518,7 +1521,11 @@ fn every_executor_sends_the_backend_the_same_head_and_gives_the_same_refusal() {
             .iter()
             .find(|s| s.0 == "fast" && s.1 == *path)
             .expect("the fast path's");
-        assert_eq!((method, fields, body), (m, f, b), "{name} {path} against the fast path");
+        assert_eq!(
+            (method, fields, body),
+            (m, f, b),
+            "{name} {path} against the fast path"
+        );
     }
     // A refusal (a Host the connection's certificate does not cover) is the same page
     // everywhere.

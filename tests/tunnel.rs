@@ -162,7 +162,7 @@ fn tunnel_requests_are_their_own_network_with_the_reported_client_and_nothing_mo
     let seen = backend.seen().pop().expect("forwarded");
     assert_eq!(seen.header("x-forwarded-for"), ["127.0.0.1"]);
     assert!(seen.header("cf-connecting-ip").is_empty(), "{seen:?}");
-    // The HTTPS tunnel listener, over HTTP/2 (pingora's session): the same rules.
+    // The HTTPS tunnel listener, over HTTP/2 (labgate's HTTP/2 path): the same rules.
     let reply = https(
         tunnel + 1,
         "public.lab.test",
@@ -321,6 +321,35 @@ fn cloudflare_access_tokens_are_verified_and_the_identity_is_passed_on() {
             "{reason}: {metrics}"
         );
     }
+    // Over HTTP/2 (the tunnel's HTTPS listener, labgate's HTTP/2 path), a token from a key
+    // not fetched yet waits for the refetch and is planned again: accepted once the set
+    // has it.
+    let ca = cfg.path("state/local-ca/ca.pem");
+    let key3 = Key::new(dir.path(), "kid-three");
+    jwks.publish(&[&key2, &key3]);
+    let third = format!("Cf-Access-Jwt-Assertion: {}", key3.sign(&good));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let r = support::https::curl_https(
+            tunnel + 1,
+            "admin.lab.test",
+            "/",
+            &ca,
+            &["--http2", "-H", &third],
+        );
+        assert_eq!(r.version, "HTTP/2", "{r:?}");
+        if r.status == 200 {
+            break;
+        }
+        assert!(r.body.contains("unknown_key"), "{r:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the key was never fetched for an HTTP/2 request"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let seen = backend.seen().pop().expect("forwarded");
+    assert_eq!(seen.header("remote-email"), ["alice@example.com"]);
 }
 
 /// `labgate tunnel-config` on a configuration: its lines, comments left out.

@@ -141,7 +141,7 @@ fn h2(
         && let Some(Event::Request {
             head, end_stream, ..
         }) = recv.event
-        && let Some(view) = View::new(head, end_stream)
+        && let Ok(view) = View::new(head, end_stream)
         && let Plan::Forward(f) = plan(c, &view)
     {
         out.clear();

@@ -66,15 +66,6 @@ pub struct RequestHead<'b> {
     pub headers: &'b [httparse::Header<'b>],
 }
 
-impl RequestHead<'_> {
-    /// Whether a retry on another connection cannot repeat a side effect: an idempotent
-    /// method and no body (RFC 9110 §9.2.2).
-    pub fn retryable(&self) -> bool {
-        matches!(self.method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
-            && self.framing == Framing::Empty
-    }
-}
-
 /// Forwarding fields labgate sets; client copies are never passed on.
 pub const FORWARDING: [&str; 5] = [
     "x-forwarded-for",

@@ -205,6 +205,9 @@ pub struct Forward<'a> {
     pub max_body: Option<u64>,
     /// The service's backend timeout.
     pub timeout: Duration,
+    /// A retry on another connection cannot repeat a side effect: an idempotent method and
+    /// no body (RFC 9110 §9.2.2).
+    pub retryable: bool,
 }
 
 /// Plans a request.
@@ -307,6 +310,8 @@ pub fn plan<'s>(c: &Context<'s, '_>, head: &impl Head) -> Plan<'s> {
         rewrite,
         max_body: svc.max_body,
         timeout: svc.timeout,
+        retryable: matches!(head.method(), "GET" | "HEAD" | "OPTIONS" | "TRACE")
+            && head.body() == Body::Empty,
     })
 }
 

@@ -118,13 +118,12 @@ impl Conn<'_> {
                 progress |= self.frames();
                 progress |= self.drive(cx);
             }
-            if self.failed && self.h2.output().is_empty() {
+            // Over once everything queued for the client is written and flushed.
+            let drained = self.h2.output().is_empty() && self.flushed;
+            if drained && self.failed {
                 return Poll::Ready(());
             }
-            if (self.read_closed || self.goaway)
-                && self.exchanges.is_empty()
-                && self.h2.output().is_empty()
-            {
+            if drained && (self.read_closed || self.goaway) && self.exchanges.is_empty() {
                 return Poll::Ready(());
             }
             if !progress {
@@ -146,6 +145,10 @@ impl Conn<'_> {
                     self.h2.advance(n);
                     self.flushed = false;
                     self.unwritten_since = None;
+                    if self.exchanges.is_empty() {
+                        // Idle time counts from when the client has read everything.
+                        self.idle_since = Instant::now();
+                    }
                     *progress = true;
                 }
                 Poll::Pending => {
@@ -207,7 +210,11 @@ impl Conn<'_> {
                 (recv.consumed, work)
             };
             self.input.advance(consumed);
-            self.preface_read |= consumed > 0;
+            if consumed > 0 {
+                self.preface_read = true;
+                // A frame went through: what is held now began with it.
+                self.partial_since = None;
+            }
             let Some(work) = work else { break };
             progress = true;
             match work {
@@ -263,6 +270,9 @@ impl Conn<'_> {
     /// Ends the connection with a GOAWAY of `code`, written out before it closes (within
     /// [`SEND_TIMEOUT`]); `true` when nothing is left to write.
     fn give_up(&mut self, cx: &mut TaskContext<'_>, code: ErrorCode) -> bool {
+        if self.failed {
+            return self.h2.output().is_empty();
+        }
         self.h2.go_away(code);
         self.failed = true;
         self.partial_since = None;
@@ -282,25 +292,30 @@ impl Conn<'_> {
             }
             at(since + SEND_TIMEOUT);
         }
-        if let Some(since) = self.partial_since {
-            if now >= since + HEAD_TIMEOUT {
-                return self.give_up(cx, ErrorCode::Protocol);
+        // A failed connection only writes out what is queued, within the send bound.
+        if !self.failed {
+            if let Some(since) = self.partial_since {
+                if now >= since + HEAD_TIMEOUT {
+                    return self.give_up(cx, ErrorCode::Protocol);
+                }
+                at(since + HEAD_TIMEOUT);
             }
-            at(since + HEAD_TIMEOUT);
-        }
-        if self.h2.is_idle() && self.exchanges.is_empty() {
-            if now >= self.idle_since + IDLE_TIMEOUT {
-                return self.give_up(cx, ErrorCode::NoError);
+            // Idle: no exchange, and nothing left for the client to read.
+            if self.exchanges.is_empty() && self.h2.output().is_empty() {
+                if now >= self.idle_since + IDLE_TIMEOUT {
+                    return self.give_up(cx, ErrorCode::NoError);
+                }
+                at(self.idle_since + IDLE_TIMEOUT);
             }
-            at(self.idle_since + IDLE_TIMEOUT);
-        }
-        for x in &mut self.exchanges {
-            if let Some(d) = x.deadline() {
-                if now >= d {
-                    x.timed_out(&mut self.h2);
-                    cx.waker().wake_by_ref();
-                } else {
-                    at(d);
+            for x in &mut self.exchanges {
+                if let Some(d) = x.deadline() {
+                    if now >= d {
+                        // It moves to a page or ends: the next pass carries that out.
+                        x.timed_out(&mut self.h2);
+                        cx.waker().wake_by_ref();
+                    } else {
+                        at(d);
+                    }
                 }
             }
         }
@@ -349,25 +364,34 @@ fn on_event<'p>(
             stream, end_stream, ..
         } => {
             proxy.metrics.refused(501);
+            let page = (
+                501,
+                pages::body(501, "labgate does not carry CONNECT over HTTP/2"),
+                None,
+            );
             Work::Start(Box::new(Exchange::page(
                 stream,
                 proxy.state.load_full(),
                 None,
-                501,
-                pages::body(501, "labgate does not carry CONNECT over HTTP/2"),
-                None,
+                page,
+                false,
                 end_stream,
             )))
         }
         Event::HeadersTooLarge { stream } => {
             proxy.metrics.refused(431);
+            let page = (
+                431,
+                pages::head_body(431, "it is over 16 KiB or 96 header fields"),
+                None,
+            );
+            // The core discards the body and resets the stream once the answer is sent.
             Work::Start(Box::new(Exchange::page(
                 stream,
                 proxy.state.load_full(),
                 None,
-                431,
-                pages::head_body(431, "it is over 16 KiB or 96 header fields"),
-                None,
+                page,
+                false,
                 true,
             )))
         }
@@ -392,7 +416,7 @@ fn on_event<'p>(
         Event::Trailers { stream, .. } => {
             // Trailers of a request are not passed on: its body ends here.
             if let Some(x) = exchanges.iter_mut().find(|x| x.stream == stream) {
-                x.body_ended();
+                x.take_body(&[], true);
             }
             Work::None
         }
@@ -403,7 +427,7 @@ fn on_event<'p>(
     }
 }
 
-/// Plans a request and begins its exchange: labgate's page, or the backend's answer.
+/// Begins the exchange of a request the core decoded.
 fn start<'p>(
     proxy: &'p Proxy,
     info: &ConnInfo,
@@ -411,12 +435,36 @@ fn start<'p>(
     head: crate::h2::RequestHead<'_>,
     end_stream: bool,
 ) -> Exchange<'p> {
-    let state = proxy.state.load_full();
-    let Some(view) = View::new(head, end_stream) else {
-        proxy.metrics.refused(400);
-        let body = pages::head_body(400, "its method or path is not text");
-        return Exchange::page(stream, state, None, 400, body, None, end_stream);
+    let head_request = head.method == b"HEAD";
+    let view = match View::new(head, end_stream) {
+        Ok(v) => v,
+        Err(why) => {
+            proxy.metrics.refused(400);
+            let page = (400, pages::head_body(400, why), None);
+            let state = proxy.state.load_full();
+            return Exchange::page(stream, state, None, page, head_request, end_stream);
+        }
     };
+    match begin(proxy, info, stream, &view, end_stream, false) {
+        Ok(x) => x,
+        // The Access token names a key not fetched yet: the exchange waits for the keys
+        // with a copy of the head (a rare path), then plans again.
+        Err(url) => Exchange::awaiting_keys(proxy, info, stream, &view, url, end_stream),
+    }
+}
+
+/// Plans a request and begins its exchange: labgate's page, or the backend's answer.
+/// `Err(url)`: the Access keys at `url` must be fetched first (not when `keys_refreshed`).
+fn begin<'p>(
+    proxy: &'p Proxy,
+    info: &ConnInfo,
+    stream: StreamId,
+    head: &impl Head,
+    end_stream: bool,
+    keys_refreshed: bool,
+) -> Result<Exchange<'p>, Arc<str>> {
+    let state = proxy.state.load_full();
+    let head_request = head.method() == "HEAD";
     let keys = proxy.access_keys.current();
     let context = Context {
         state: &state,
@@ -424,7 +472,7 @@ fn start<'p>(
         keys: &keys,
         now: crate::unix_now(),
         https_port: proxy.https_port,
-        keys_refreshed: false,
+        keys_refreshed,
         pinned: None,
         executor: Executor::H2,
     };
@@ -434,13 +482,12 @@ fn start<'p>(
             stream,
             Arc::clone(&state),
             served,
-            status,
-            body,
-            location,
+            (status, body, location),
+            head_request,
             end_stream,
         )
     };
-    match plan::plan(&context, &view) {
+    Ok(match plan::plan(&context, head) {
         Plan::Refuse(r) => {
             proxy.refused(r);
             let (status, body) = r.page(s);
@@ -453,20 +500,10 @@ fn start<'p>(
                 a.status(),
                 body,
                 location,
-                Some((served, proxy.logged(&view))),
+                Some((served, proxy.logged(head))),
             )
         }
-        Plan::RefreshKeys(url) => {
-            // The keys come in the background; the client is asked to try again.
-            let keys = Arc::clone(&proxy.access_keys);
-            tokio::spawn(async move { keys.refresh(&url).await });
-            proxy.metrics.refused(503);
-            let body = pages::body(
-                503,
-                "the Cloudflare Access keys are being fetched: try again in a moment",
-            );
-            page(503, body, None, None)
-        }
+        Plan::RefreshKeys(url) => return Err(url),
         Plan::Handover => {
             proxy.metrics.refused(421);
             let body = pages::body(
@@ -477,20 +514,23 @@ fn start<'p>(
         }
         Plan::Forward(f) => {
             let mut out = Vec::with_capacity(1024);
-            if f.rewrite.emit(&view, &mut out).is_err() {
-                let served = Some((f.served.clone(), proxy.logged(&view)));
+            if f.rewrite.emit(head, &mut out).is_err() {
+                let served = Some((f.served.clone(), proxy.logged(head)));
                 let (body, _) = Answer::Unwritable.page(&s.service(f.served.service).name);
-                return page(400, body, None, served);
+                return Ok(page(400, body, None, served));
             }
             crate::rewrite::end_head(&mut out);
-            let logged = proxy.logged(&view);
-            let head_request = view.method() == "HEAD";
-            let body = view.body();
-            let mut x = Exchange::forward(stream, proxy, Arc::clone(&state), f, logged, out, body);
-            if head_request {
-                x.set_head_request();
-            }
-            x
+            let logged = proxy.logged(head);
+            Exchange::forward(
+                stream,
+                proxy,
+                Arc::clone(&state),
+                f,
+                logged,
+                out,
+                head_request,
+                end_stream,
+            )
         }
-    }
+    })
 }

@@ -453,7 +453,7 @@ fn step(
                 head_len: h.len,
                 is_head: h.method == "HEAD",
                 close: h.close,
-                retryable: h.retryable(),
+                retryable: f.retryable,
             })
         }
     }
