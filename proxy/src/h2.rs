@@ -18,6 +18,7 @@
 
 mod conn;
 pub mod frame;
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod hpack;
 mod request;
