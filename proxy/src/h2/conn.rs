@@ -1925,6 +1925,45 @@ mod tests {
         assert_eq!(resets(&mut c), [(1, ErrorCode::Cancel)]);
     }
 
+    #[test]
+    fn s5_3_1_priority_on_itself() {
+        let mut c = open(Limits::default());
+        let prio = frame(kind::PRIORITY, 0, 1, &[0, 0, 0, 1, 16]);
+        assert_eq!(
+            feed(&mut c, &prio),
+            Err(ConnError::Protocol("stream depends on itself"))
+        );
+        let mut c = open(Limits::default());
+        let bytes = [headers(1, &POST, false), prio].concat();
+        assert_eq!(
+            feed(&mut c, &bytes),
+            Ok(vec![
+                Ev::Request(1, false, "POST /up".into()),
+                Ev::Reset(1, ErrorCode::Protocol)
+            ])
+        );
+        // Any other dependency, on any stream, is ignored.
+        let other = frame(kind::PRIORITY, 0, 7, &[0x80, 0, 0, 3, 16]);
+        assert_eq!(feed(&mut c, &other), Ok(vec![]));
+    }
+
+    #[test]
+    fn rfc7541_s4_2_size_update_follows_peer_table_size() {
+        let mut c = open(Limits::default());
+        feed(&mut c, &frame(kind::SETTINGS, 0, 0, &[0, 1, 0, 0, 0, 0])).expect("settings");
+        for id in [1, 3] {
+            feed(&mut c, &headers(id, &GET, true)).expect("request");
+            respond(&mut c, id, 0);
+        }
+        let blocks: Vec<Vec<u8>> = drain(&mut c)
+            .into_iter()
+            .filter(|(h, _)| h.kind == kind::HEADERS)
+            .map(|(_, p)| p)
+            .collect();
+        // Once, at the start of the first block after the change: "table size 0", then 200.
+        assert_eq!(blocks, [vec![0x20, 0x88], vec![0x88]]);
+    }
+
     fn respond(c: &mut Connection, stream: u32, body: usize) {
         c.send_response(StreamId(stream), 200, [], body == 0)
             .expect("head");
