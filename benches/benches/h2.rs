@@ -89,6 +89,15 @@ fn one(
     upstream: &mut Vec<u8>,
     body: &[u8],
 ) -> usize {
+    if id % 2048 == 3 {
+        // The client gives back connection window for the bodies it read, as browsers do
+        // (1 MiB every 1024 responses of 1 KiB).
+        let mut update = [0u8; 13];
+        update[..9].copy_from_slice(&frame::header_bytes(4, frame::kind::WINDOW_UPDATE, 0, 0));
+        update[9..].copy_from_slice(&(1u32 << 20).to_be_bytes());
+        let r = c.recv(&update).expect("valid");
+        assert_eq!(r.consumed, update.len());
+    }
     frame[5..9].copy_from_slice(&id.to_be_bytes());
     let r = c.recv(black_box(frame)).expect("valid");
     let Some(Event::Request { stream, head, .. }) = r.event else {
