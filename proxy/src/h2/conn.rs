@@ -30,6 +30,9 @@ pub enum ConnError {
     /// The peer overran or overflowed a flow-control window (FLOW_CONTROL_ERROR).
     #[error("http/2 flow control error: {0}")]
     FlowControl(&'static str),
+    /// A frame on a stream that ended (STREAM_CLOSED).
+    #[error("http/2 stream closed: {0}")]
+    StreamClosed(&'static str),
     /// A field block that does not decode (COMPRESSION_ERROR).
     #[error("http/2 compression error: {0}")]
     Compression(#[from] super::hpack::HpackError),
@@ -45,6 +48,7 @@ impl ConnError {
             Self::Protocol(_) => ErrorCode::Protocol,
             Self::FrameSize(_) => ErrorCode::FrameSize,
             Self::FlowControl(_) => ErrorCode::FlowControl,
+            Self::StreamClosed(_) => ErrorCode::StreamClosed,
             Self::Compression(_) => ErrorCode::Compression,
             Self::Calm(_) => ErrorCode::EnhanceYourCalm,
         }
@@ -199,6 +203,10 @@ pub struct Connection {
     capacity_scan: bool,
     /// The last stream id our GOAWAY named.
     goaway_sent: Option<u32>,
+    /// Recently closed streams, and whether we reset them (then late frames from the
+    /// client are ignored, §5.1), oldest overwritten first.
+    closed: [(u32, bool); CLOSED_KEPT],
+    closed_next: usize,
     /// The request the last Request or Connect event describes.
     meta: Meta,
 }
@@ -209,6 +217,17 @@ enum State {
     FirstSettings,
     Open,
     Closed(ConnError),
+}
+
+/// What is known of a stream not in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gone {
+    /// Never opened: its id is above the highest seen.
+    Idle,
+    /// We reset it, or it came after our GOAWAY: late frames are ignored.
+    Reset,
+    /// It ended, or was closed so long ago that we forgot how.
+    Closed,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -291,6 +310,9 @@ const MAX_FRAME: u32 = frame::DEFAULT_MAX_FRAME_SIZE;
 /// Our SETTINGS_HEADER_TABLE_SIZE (the default, so never sent): the peer's encoder may use
 /// this much before it has seen our SETTINGS, so a smaller one would not be safe to enforce.
 const TABLE_SIZE: usize = 4096;
+/// Closed streams remembered, to tell late frames after our RST_STREAM (ignored) from
+/// frames on streams that ended (errors).
+const CLOSED_KEPT: usize = 32;
 /// WINDOW_UPDATE increments below this cost the flood budget: they make us send tiny DATA
 /// frames (CVE-2019-9511, "data dribble").
 const TINY_WINDOW_UPDATE: u32 = 1024;
@@ -311,6 +333,8 @@ impl Connection {
             .connection_window
             .clamp(frame::DEFAULT_WINDOW, frame::MAX_WINDOW);
         limits.max_concurrent_streams = limits.max_concurrent_streams.max(1);
+        // Room for a frame's worth of control output, or recv could never proceed.
+        limits.max_output = limits.max_output.max(16 * 1024);
         let mut out = Vec::with_capacity(16 * 1024);
         let mut settings = [(0, 0); 5];
         let mut n = 0;
@@ -364,6 +388,8 @@ impl Connection {
             written: 0,
             capacity_scan: false,
             goaway_sent: None,
+            closed: [(0, false); CLOSED_KEPT],
+            closed_next: 0,
             meta: Meta::default(),
             limits,
         }
@@ -551,7 +577,7 @@ impl Connection {
         }
         if let Some(i) = self.find(stream.0) {
             frame::write_rst_stream(&mut self.out, stream.0, code);
-            self.remove(i);
+            self.remove(i, true);
         }
     }
 
@@ -678,13 +704,18 @@ impl Connection {
         let data = frame::unpad(&h, payload)?;
         let end_stream = h.has(flag::END_STREAM);
         let Some(i) = self.find(h.stream) else {
-            if h.stream > self.last_id {
-                return Err(ConnError::Protocol("DATA on an idle stream"));
-            }
-            // A stream already closed (or reset by us, §5.1): drop, give the window back.
             self.credit_connection(len);
-            self.spend_flood()?;
-            return Ok(None);
+            return match self.gone(h.stream) {
+                Gone::Idle => Err(ConnError::Protocol("DATA on an idle stream")),
+                // §5.1: late frames after our RST_STREAM are ignored.
+                Gone::Reset => self.spend_flood().map(|()| None),
+                // §6.1: DATA on a stream that is not open.
+                Gone::Closed => {
+                    frame::write_rst_stream(&mut self.out, h.stream, ErrorCode::StreamClosed);
+                    self.remember(h.stream, true);
+                    self.spend_reset().map(|()| None)
+                }
+            };
         };
         let s = &self.streams[i];
         let received = s.received + data.len() as u64;
@@ -762,7 +793,7 @@ impl Connection {
         let Some(mut c) = self.cont else {
             return Err(ConnError::Protocol("CONTINUATION without HEADERS"));
         };
-        c.frames += 1;
+        c.frames = c.frames.saturating_add(1);
         // SECURITY: CONTINUATION floods (2024): bound the frames and the bytes of a block.
         if c.frames > self.limits.max_continuations {
             return Err(ConnError::Calm("too many CONTINUATION frames"));
@@ -817,16 +848,17 @@ impl Connection {
             self.maybe_close(i);
             return Ok(Some(Pending::Trailers { stream: id }));
         }
-        if id <= self.last_id {
-            // A closed stream, or one we reset (§5.1): decoded to keep HPACK in step, dropped.
-            self.spend_flood()?;
-            return Ok(None);
+        match self.gone(id) {
+            Gone::Idle => {}
+            // Decoded to keep HPACK in step, then dropped.
+            Gone::Reset => return self.spend_flood().map(|()| None),
+            Gone::Closed if self.was_closed(id) => {
+                return Err(ConnError::StreamClosed("HEADERS on a closed stream"));
+            }
+            // §5.1.1: a new stream must have a higher id than every earlier one.
+            Gone::Closed => return Err(ConnError::Protocol("stream id not increasing")),
         }
         self.last_id = id;
-        if self.goaway_sent.is_some_and(|last| id > last) {
-            // §6.8: streams after our GOAWAY are ignored.
-            return Ok(None);
-        }
         if self_dependent {
             return self.refuse(id, ErrorCode::Protocol);
         }
@@ -894,7 +926,7 @@ impl Connection {
         };
         let s = &self.streams[i];
         let (announced, answered) = (s.announced, s.send == Reply::Done);
-        self.remove(i);
+        self.remove(i, false);
         if !answered {
             // SECURITY: rapid reset (CVE-2023-44487): a stream the client cancels before
             // its response ended cost work for nothing.
@@ -1040,6 +1072,29 @@ impl Connection {
         self.streams.iter().position(|s| s.id == id)
     }
 
+    /// What became of a stream not in the table.
+    fn gone(&self, id: u32) -> Gone {
+        if self.goaway_sent.is_some_and(|last| id > last) {
+            Gone::Reset
+        } else if id > self.last_id {
+            Gone::Idle
+        } else if self.closed.contains(&(id, true)) {
+            Gone::Reset
+        } else {
+            Gone::Closed
+        }
+    }
+
+    /// Whether a stream is remembered as closed without our reset.
+    fn was_closed(&self, id: u32) -> bool {
+        self.closed.contains(&(id, false))
+    }
+
+    fn remember(&mut self, id: u32, reset: bool) {
+        self.closed[self.closed_next] = (id, reset);
+        self.closed_next = (self.closed_next + 1) % CLOSED_KEPT;
+    }
+
     /// The slot of a stream the executor may send on.
     fn sendable(&self, stream: StreamId) -> Result<usize, SendError> {
         if matches!(self.state, State::Closed(_)) {
@@ -1075,6 +1130,7 @@ impl Connection {
     /// Refuses a new stream: RST_STREAM, and it counts against the reset budget.
     fn refuse(&mut self, id: u32, code: ErrorCode) -> Result<Option<Pending>, ConnError> {
         frame::write_rst_stream(&mut self.out, id, code);
+        self.remember(id, true);
         self.spend_reset()?;
         Ok(None)
     }
@@ -1084,7 +1140,7 @@ impl Connection {
     fn reset_stream(&mut self, i: usize, code: ErrorCode) -> Result<Option<Pending>, ConnError> {
         let (id, announced) = (self.streams[i].id, self.streams[i].announced);
         frame::write_rst_stream(&mut self.out, id, code);
-        self.remove(i);
+        self.remove(i, true);
         self.spend_reset()?;
         Ok(announced.then_some(Pending::Reset { stream: id, code }))
     }
@@ -1093,11 +1149,11 @@ impl Connection {
     fn finish_send(&mut self, i: usize) {
         self.streams[i].send = Reply::Done;
         self.streams[i].blocked = false;
-        self.resets = (self.resets + 1).min(self.limits.reset_burst);
+        self.resets = self.resets.saturating_add(1).min(self.limits.reset_burst);
         if self.streams[i].discard && self.streams[i].recv_open {
             // §8.1: a complete response to a request we will not read; stop its body.
             frame::write_rst_stream(&mut self.out, self.streams[i].id, ErrorCode::NoError);
-            self.remove(i);
+            self.remove(i, true);
             return;
         }
         self.maybe_close(i);
@@ -1106,13 +1162,15 @@ impl Connection {
     fn maybe_close(&mut self, i: usize) {
         let s = &self.streams[i];
         if !s.recv_open && s.send == Reply::Done {
-            self.remove(i);
+            self.remove(i, false);
         }
     }
 
-    /// Drops a stream, giving back the window its unreleased bytes hold.
-    fn remove(&mut self, i: usize) {
+    /// Drops a stream (`reset`: we sent RST_STREAM), giving back the window its unreleased
+    /// bytes hold.
+    fn remove(&mut self, i: usize, reset: bool) {
         let s = self.streams.swap_remove(i);
+        self.remember(s.id, reset);
         // Released bytes (`unacked`) were credited to the connection already.
         self.credit_connection(s.held);
     }
@@ -1819,6 +1877,91 @@ mod tests {
             assert_eq!(feed(&mut c, &bytes), Ok(want_ev), "{name}");
             assert_eq!(resets(&mut c), want_rst, "{name}");
         }
+    }
+
+    #[test]
+    fn s5_1_closed_streams() {
+        // §6.1: DATA on a stream that ended is STREAM_CLOSED.
+        let mut c = open(Limits::default());
+        feed(&mut c, &headers(1, &GET, true)).expect("request");
+        respond(&mut c, 1, 0);
+        drain(&mut c);
+        assert_eq!(feed(&mut c, &data(1, 3, false)), Ok(vec![]));
+        assert_eq!(resets(&mut c), [(1, ErrorCode::StreamClosed)]);
+        // §5.1: HEADERS on it is a connection error.
+        let mut c = open(Limits::default());
+        feed(&mut c, &headers(1, &GET, true)).expect("request");
+        respond(&mut c, 1, 0);
+        assert_eq!(
+            feed(&mut c, &headers(1, &GET, true)).map_err(|e| e.code()),
+            Err(ErrorCode::StreamClosed)
+        );
+        // §5.1.1: a lower id than one already used.
+        let mut c = open(Limits::default());
+        feed(&mut c, &headers(5, &GET, true)).expect("request");
+        assert_eq!(
+            feed(&mut c, &headers(3, &GET, true)),
+            Err(ConnError::Protocol("stream id not increasing"))
+        );
+        // §5.1: the body of a refused request arrives after our RST_STREAM: ignored.
+        let mut c = open(Limits {
+            max_concurrent_streams: 1,
+            ..Limits::default()
+        });
+        let bytes = [
+            headers(1, &POST, false),
+            headers(3, &POST, false),
+            data(3, 10, true),
+        ]
+        .concat();
+        assert_eq!(
+            feed(&mut c, &bytes),
+            Ok(vec![Ev::Request(1, false, "POST /up".into())])
+        );
+        assert_eq!(resets(&mut c), [(3, ErrorCode::RefusedStream)]);
+        // So is a stream's after the executor reset it.
+        c.reset(StreamId(1), ErrorCode::Cancel);
+        assert_eq!(feed(&mut c, &data(1, 10, true)), Ok(vec![]));
+        assert_eq!(resets(&mut c), [(1, ErrorCode::Cancel)]);
+    }
+
+    #[test]
+    fn s5_3_1_priority_on_itself() {
+        let mut c = open(Limits::default());
+        let prio = frame(kind::PRIORITY, 0, 1, &[0, 0, 0, 1, 16]);
+        assert_eq!(
+            feed(&mut c, &prio),
+            Err(ConnError::Protocol("stream depends on itself"))
+        );
+        let mut c = open(Limits::default());
+        let bytes = [headers(1, &POST, false), prio].concat();
+        assert_eq!(
+            feed(&mut c, &bytes),
+            Ok(vec![
+                Ev::Request(1, false, "POST /up".into()),
+                Ev::Reset(1, ErrorCode::Protocol)
+            ])
+        );
+        // Any other dependency, on any stream, is ignored.
+        let other = frame(kind::PRIORITY, 0, 7, &[0x80, 0, 0, 3, 16]);
+        assert_eq!(feed(&mut c, &other), Ok(vec![]));
+    }
+
+    #[test]
+    fn rfc7541_s4_2_size_update_follows_peer_table_size() {
+        let mut c = open(Limits::default());
+        feed(&mut c, &frame(kind::SETTINGS, 0, 0, &[0, 1, 0, 0, 0, 0])).expect("settings");
+        for id in [1, 3] {
+            feed(&mut c, &headers(id, &GET, true)).expect("request");
+            respond(&mut c, id, 0);
+        }
+        let blocks: Vec<Vec<u8>> = drain(&mut c)
+            .into_iter()
+            .filter(|(h, _)| h.kind == kind::HEADERS)
+            .map(|(_, p)| p)
+            .collect();
+        // Once, at the start of the first block after the change: "table size 0", then 200.
+        assert_eq!(blocks, [vec![0x20, 0x88], vec![0x88]]);
     }
 
     fn respond(c: &mut Connection, stream: u32, body: usize) {

@@ -2,7 +2,7 @@
 //! connection state, and writers for the frames the server sends.
 //!
 //! Reading checks only what a frame's own bytes say (lengths, padding, reserved stream 0);
-//! what depends on stream or connection state is [`super::conn`]'s.
+//! what depends on stream or connection state is [`super::Connection`]'s.
 
 use super::ErrorCode;
 use super::conn::ConnError;
