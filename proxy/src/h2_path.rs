@@ -212,8 +212,11 @@ impl Conn<'_> {
             self.input.advance(consumed);
             if consumed > 0 {
                 self.preface_read = true;
-                // A frame went through: what is held now began with it.
-                self.partial_since = None;
+                // A frame went through: what is held now began with it (a header block
+                // keeps its first frame's time).
+                if !self.h2.mid_block() {
+                    self.partial_since = None;
+                }
             }
             let Some(work) = work else { break };
             progress = true;
@@ -231,9 +234,9 @@ impl Conn<'_> {
                 Work::None => {}
             }
         }
-        // Until the preface is read, and while part of a frame is held, the client is
-        // mid-message.
-        self.partial_since = if self.input.is_empty() && self.preface_read {
+        // Until the preface is read, while part of a frame is held, and while a header block
+        // waits for its CONTINUATION, the client is mid-message.
+        self.partial_since = if self.input.is_empty() && self.preface_read && !self.h2.mid_block() {
             None
         } else {
             Some(self.partial_since.unwrap_or_else(Instant::now))

@@ -441,6 +441,12 @@ impl Connection {
         }
     }
 
+    /// A field block was begun (HEADERS without END_HEADERS) and its CONTINUATION frames
+    /// have not all come: the client is mid-message, as with part of a frame in the input.
+    pub fn mid_block(&self) -> bool {
+        self.cont.is_some()
+    }
+
     /// No stream is open.
     pub fn is_idle(&self) -> bool {
         self.streams.is_empty()
