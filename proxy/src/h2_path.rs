@@ -16,6 +16,7 @@
 
 mod exchange;
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -26,7 +27,7 @@ use pingora::protocols::Stream;
 use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 
-use crate::fast::{HEAD_TIMEOUT, IDLE_TIMEOUT, SEND_TIMEOUT};
+use crate::fast::{HEAD_TIMEOUT, IDLE_RELEASE, IDLE_TIMEOUT, SEND_TIMEOUT};
 use crate::h2::{Connection, ErrorCode, Event, Limits, StreamId};
 use crate::plan::{self, Answer, Context, Executor, Plan};
 use crate::rewrite::Head;
@@ -36,6 +37,8 @@ pub use exchange::View;
 
 /// Bytes read from the client at a time while no large frame is pending.
 const READ_CHUNK: usize = 8 * 1024;
+/// The read buffer of an idle connection that gave its buffers back.
+const IDLE_READ: usize = 512;
 
 /// Whether an h2 connection opened for `sni` goes to pingora's session: a service of that
 /// host has an h2c backend, which only pingora's HTTP/2 client carries.
@@ -46,8 +49,19 @@ pub(crate) fn needs_session(s: &Snapshot, sni: Option<&str>) -> bool {
     })
 }
 
-/// Serves an HTTP/2 connection (ALPN h2, TLS done) until it closes.
-pub(crate) async fn serve(proxy: &Proxy, down: Stream, info: ConnInfo) {
+/// Serves an HTTP/2 connection (ALPN h2, TLS done) until it closes. When `shutdown` turns
+/// true (the process is stopping), a GOAWAY tells the client to open no more streams; the
+/// open ones finish within pingora's grace period.
+pub(crate) async fn serve(
+    proxy: &Proxy,
+    down: Stream,
+    info: ConnInfo,
+    mut shutdown: pingora::server::ShutdownWatch,
+) {
+    let stopping = Box::pin(async move {
+        // An error means the sender is gone: the process is stopping too.
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    });
     let mut conn = Conn {
         proxy,
         info,
@@ -65,6 +79,8 @@ pub(crate) async fn serve(proxy: &Proxy, down: Stream, info: ConnInfo) {
         partial_since: Some(Instant::now()),
         failed: false,
         flushed: true,
+        stopping: Some(stopping),
+        released: false,
     };
     std::future::poll_fn(|cx| conn.poll(cx)).await;
     for x in conn.exchanges.drain(..) {
@@ -101,11 +117,23 @@ struct Conn<'p> {
     failed: bool,
     /// Nothing written since the last flush.
     flushed: bool,
+    /// The idle connection gave its buffers back (taken again with its next frame).
+    released: bool,
+    /// Ready when the process stops: then a GOAWAY, once.
+    stopping: Option<Pin<Box<dyn Future<Output = ()> + Send + 'p>>>,
 }
 
 impl Conn<'_> {
     /// Runs the connection until it is over.
     fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if let Some(stop) = &mut self.stopping
+            && stop.as_mut().poll(cx).is_ready()
+        {
+            self.stopping = None;
+            // The open streams finish; the client opens new ones elsewhere.
+            self.h2.go_away(ErrorCode::NoError);
+            self.goaway = true;
+        }
         loop {
             let mut progress = false;
             if self.write(cx, &mut progress).is_err() {
@@ -171,9 +199,12 @@ impl Conn<'_> {
 
     /// Reads what the client sent; whether anything came.
     fn read(&mut self, cx: &mut TaskContext<'_>) -> bool {
-        // A frame larger than what is held needs room for the whole of it.
+        // A frame larger than what is held needs room for the whole of it; an idle connection
+        // that gave its buffers back waits on a small one.
         let want = if self.input.len() >= READ_CHUNK {
             Connection::MIN_INPUT
+        } else if self.released && self.input.is_empty() {
+            IDLE_READ
         } else {
             READ_CHUNK
         };
@@ -186,7 +217,10 @@ impl Conn<'_> {
                 self.read_closed = true;
                 true
             }
-            Poll::Ready(Ok(_)) => true,
+            Poll::Ready(Ok(_)) => {
+                self.released = false;
+                true
+            }
             Poll::Pending => false,
         }
     }
@@ -221,7 +255,10 @@ impl Conn<'_> {
             let Some(work) = work else { break };
             progress = true;
             match work {
-                Work::Start(x) => self.exchanges.push(*x),
+                Work::Start(x) => {
+                    self.released = false;
+                    self.exchanges.push(*x);
+                }
                 Work::Release { stream, len } => self.h2.release(stream, len),
                 Work::Reset(stream) => {
                     if let Some(i) = self.exchanges.iter().position(|x| x.stream == stream) {
@@ -309,6 +346,16 @@ impl Conn<'_> {
                     return self.give_up(cx, ErrorCode::NoError);
                 }
                 at(self.idle_since + IDLE_TIMEOUT);
+                // As the fast path: an idle connection gives its buffers back after a moment.
+                if !self.released && self.input.is_empty() && !self.h2.mid_block() {
+                    if now >= self.idle_since + IDLE_RELEASE {
+                        self.h2.release_memory();
+                        self.input = BytesMut::new();
+                        self.released = true;
+                    } else {
+                        at(self.idle_since + IDLE_RELEASE);
+                    }
+                }
             }
             for x in &mut self.exchanges {
                 if let Some(d) = x.deadline() {

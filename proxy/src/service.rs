@@ -134,7 +134,7 @@ impl Entry {
             let snapshot = &self.proxy.state.load().snapshot;
             if !h2_path::needs_session(snapshot, info.sni.as_deref()) {
                 // PERF: boxed, as pingora's session below.
-                Box::pin(h2_path::serve(&self.proxy, stream, info)).await;
+                Box::pin(h2_path::serve(&self.proxy, stream, info, shutdown.clone())).await;
                 return None;
             }
             // pingora's h2 server waits for the connection preface without a bound: the

@@ -441,6 +441,21 @@ impl Connection {
         }
     }
 
+    /// Gives back the buffers an idle connection does not need (output, field list, block
+    /// and stream table; the HPACK tables stay, they are the connection's state). The next
+    /// request takes them again. Does nothing unless [`is_idle`](Self::is_idle), with no
+    /// output waiting and no field block begun.
+    pub fn release_memory(&mut self) {
+        if !self.streams.is_empty() || self.out_pos < self.out.len() || self.cont.is_some() {
+            return;
+        }
+        self.out = Vec::new();
+        self.out_pos = 0;
+        self.block = Vec::new();
+        self.streams = Vec::new();
+        self.list.release();
+    }
+
     /// A field block was begun (HEADERS without END_HEADERS) and its CONTINUATION frames
     /// have not all come: the client is mid-message, as with part of a frame in the input.
     pub fn mid_block(&self) -> bool {

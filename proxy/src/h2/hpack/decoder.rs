@@ -130,6 +130,8 @@ impl Decoder {
 #[derive(Debug)]
 pub struct HeaderList {
     buf: Vec<u8>,
+    /// The most `buf` holds: the decoded-size bound.
+    cap: usize,
     fields: Vec<Field>,
     /// Size of the kept fields per RFC 9113 §6.5.2 (name + value + 32 each).
     size: usize,
@@ -162,10 +164,12 @@ impl HeaderList {
     /// A list for blocks of at most `max_size` bytes (RFC 9113 §6.5.2) and `max_fields`
     /// regular fields; `table_size` is the decoder's, whose entries pass through the list.
     pub fn new(max_size: usize, max_fields: usize, table_size: usize) -> Self {
+        // Room for the kept fields plus one field as large as a table entry, which must be
+        // decoded whole to be inserted into the table.
+        let cap = max_size + table_size + 64;
         Self {
-            // Room for the kept fields plus one field as large as a table entry, which must
-            // be decoded whole to be inserted into the table.
-            buf: Vec::with_capacity(max_size + table_size + 64),
+            buf: Vec::with_capacity(cap),
+            cap,
             fields: Vec::with_capacity(max_fields + MAX_PSEUDO),
             size: 0,
             regular: 0,
@@ -178,6 +182,13 @@ impl HeaderList {
             name_len: 0,
             overflow: false,
         }
+    }
+
+    /// Gives the buffers back (an idle connection); the next block takes them again.
+    pub fn release(&mut self) {
+        self.clear();
+        self.buf = Vec::new();
+        self.fields = Vec::new();
     }
 
     /// Whether the block went over the size or field-count limit.
@@ -214,6 +225,9 @@ impl HeaderList {
     fn clear(&mut self) {
         self.buf.clear();
         self.fields.clear();
+        // After `release`: taken again whole, so no block decodes into a growing buffer.
+        self.buf.reserve_exact(self.cap);
+        self.fields.reserve_exact(self.max_fields + MAX_PSEUDO);
         self.size = 0;
         self.regular = 0;
         self.pseudo = 0;
@@ -227,7 +241,7 @@ impl HeaderList {
     }
 
     fn push_raw(&mut self, b: &[u8]) {
-        let room = self.buf.capacity() - self.buf.len();
+        let room = self.cap - self.buf.len();
         if b.len() > room {
             self.overflow = true;
         }
@@ -236,7 +250,7 @@ impl HeaderList {
     }
 
     fn push(&mut self, c: u8) {
-        if self.buf.len() < self.buf.capacity() {
+        if self.buf.len() < self.cap {
             self.buf.push(c);
         } else {
             self.overflow = true;
