@@ -412,39 +412,21 @@ fn on_event<'p>(
         } => Work::Start(Box::new(start(proxy, info, stream, head, end_stream))),
         Event::Connect {
             stream, end_stream, ..
-        } => {
-            proxy.metrics.refused(501);
-            let page = (
-                501,
-                pages::body(501, "labgate does not carry CONNECT over HTTP/2"),
-                None,
-            );
-            Work::Start(Box::new(Exchange::page(
-                stream,
-                proxy.state.load_full(),
-                None,
-                page,
-                false,
-                end_stream,
-            )))
-        }
-        Event::HeadersTooLarge { stream } => {
-            proxy.metrics.refused(431);
-            let page = (
-                431,
-                pages::head_body(431, "it is over 16 KiB or 96 header fields"),
-                None,
-            );
-            // The core discards the body and resets the stream once the answer is sent.
-            Work::Start(Box::new(Exchange::page(
-                stream,
-                proxy.state.load_full(),
-                None,
-                page,
-                false,
-                true,
-            )))
-        }
+        } => refused(
+            proxy,
+            stream,
+            501,
+            pages::body(501, "labgate does not carry CONNECT over HTTP/2"),
+            end_stream,
+        ),
+        // The core discards the body and resets the stream once the answer is sent.
+        Event::HeadersTooLarge { stream } => refused(
+            proxy,
+            stream,
+            431,
+            pages::head_body(431, "it is over 16 KiB or 96 header fields"),
+            true,
+        ),
         Event::Data {
             stream,
             data,
@@ -475,6 +457,22 @@ fn on_event<'p>(
         // Capacity: the next pass of the exchanges sends more.
         _ => Work::None,
     }
+}
+
+/// A request refused before it is planned (counted by its status): its page.
+fn refused<'p>(
+    proxy: &'p Proxy,
+    stream: StreamId,
+    status: u16,
+    body: String,
+    end_stream: bool,
+) -> Work<'p> {
+    proxy.metrics.refused(status);
+    let state = proxy.state.load_full();
+    let page = (status, body, None);
+    Work::Start(Box::new(Exchange::page(
+        stream, state, None, page, false, end_stream,
+    )))
 }
 
 /// Begins the exchange of a request the core decoded.
