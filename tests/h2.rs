@@ -8,9 +8,14 @@
 //!   floods (rapid reset, CONTINUATION, HPACK bomb, SETTINGS, PING, WINDOW_UPDATE, empty DATA)
 //!   are cut off or leave memory bounded while another client is served, a client stopping
 //!   half way is held no longer than an HTTP/1.1 one, a slow reader does not stall its
-//!   connection's other streams.
+//!   connection's other streams. And every response ends (`exchange`): labgate's page to a
+//!   request whose body still comes gives the window back and resets the stream after a
+//!   drain, a HEAD page has no body, a backend failing before its head gets a page and after
+//!   it a reset, a request dropped on a reused backend connection is retried only when
+//!   idempotent.
 //! - Real clients: h2load, nghttp and curl over one connection (a browser-like mix of sizes),
-//!   uploads streamed through, and a reload while HTTP/2 connections are open (hyper).
+//!   uploads streamed through, a reload while HTTP/2 connections are open (hyper), and a body
+//!   the backend ends by closing reaching a slow reader whole (hyper).
 //!
 //! Cases today's labgate fails are in [`EXPECTED_FAILURES_TODAY`], each with what it does
 //! instead; a case there must fail exactly so, and a case that starts passing must leave it.
@@ -257,6 +262,60 @@ fn check_groups(groups: &[&str], jobs: usize) {
     let outcomes = run_frames(&s, groups, jobs);
     assert_listed_cases_exist(groups, &outcomes);
     assert_outcomes(outcomes, &backend);
+}
+
+#[test]
+fn every_response_ends_pages_while_a_body_comes_backend_failures_and_retries() {
+    let backend = Backend::start("a");
+    // The retry case's backend: its idle connections are for that case alone (the cases run
+    // at once, and another request could take the pooled connection it means to reuse).
+    let dropping = Backend::start("r");
+    // A closed port: the service at /down gets its connections refused, labgate answers 502.
+    let refusing = support::free_port();
+    let service = |name: &str, path: &str, port: u16, extra: &str| {
+        format!(
+            "\n[[service]]\nname = \"{name}\"\nhost = \"{HOST}\"\npaths = [\"{path}\"]\n\
+             backends = [\"http://127.0.0.1:{port}\"]\nallow = [\"lab\"]\n{extra}"
+        )
+    };
+    let dir = ConfigDir::new();
+    let lg = dir.start(&format!(
+        "{}{}{}{}",
+        config(&backend),
+        service("down", "/down", refusing, ""),
+        service(
+            "limited",
+            "/answer-first",
+            backend.port,
+            "max_body = \"64K\"\n"
+        ),
+        service("dropping", "/drop-if-reused", dropping.port, ""),
+    ));
+    let ca = dir.path("state/local-ca/ca.pem");
+    let s = Setup { lg, ca, dir };
+    let groups = ["exchange"];
+    let outcomes = run_frames(&s, &groups, 8);
+    assert_listed_cases_exist(&groups, &outcomes);
+    assert_outcomes(outcomes, &backend);
+    // The retry case: the GET reached the backend twice (dropped on the reused connection,
+    // answered on a new one), the POST once (it may have had a side effect).
+    let times = |path: &str| dropping.seen().iter().filter(|q| q.path == path).count();
+    assert_eq!(
+        dropping.closes("/drop-if-reused/get"),
+        1,
+        "the GET went over a reused backend connection, which the backend dropped"
+    );
+    assert_eq!(
+        times("/drop-if-reused/get"),
+        2,
+        "an idempotent request is retried"
+    );
+    assert_eq!(
+        times("/drop-if-reused/post"),
+        1,
+        "a POST is never sent twice: {:#?}",
+        dropping.seen()
+    );
 }
 
 #[test]
@@ -550,6 +609,18 @@ impl hyper::body::Body for ChannelBody {
 
 /// An HTTP/2 connection to labgate (hyper over rustls, ALPN h2).
 async fn h2_connect(s: &Setup) -> hyper::client::conn::http2::SendRequest<Body> {
+    h2_connect_with(
+        s,
+        &hyper::client::conn::http2::Builder::new(TokioExecutor::new()),
+    )
+    .await
+}
+
+/// [`h2_connect`] with hyper's HTTP/2 settings in `builder` (windows, say).
+async fn h2_connect_with(
+    s: &Setup,
+    builder: &hyper::client::conn::http2::Builder<TokioExecutor>,
+) -> hyper::client::conn::http2::SendRequest<Body> {
     let mut config = support::https::client_config(&s.ca);
     config.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.lg.https))
@@ -561,10 +632,10 @@ async fn h2_connect(s: &Setup) -> hyper::client::conn::http2::SendRequest<Body> 
         .await
         .expect("TLS");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .expect("h2 handshake");
+    let (send, conn) = builder
+        .handshake(TokioIo::new(tls))
+        .await
+        .expect("h2 handshake");
     tokio::spawn(conn);
     send
 }
@@ -718,4 +789,62 @@ fn a_reload_with_http2_connections_open_routes_new_streams_anew_and_lets_old_one
         .expect("within 30 s")
     });
     assert_eq!((last.0, last.1["backend"].as_str()), (200, Some("b")));
+}
+
+#[test]
+fn a_body_ended_by_the_backend_closing_reaches_a_slow_reader_whole() {
+    // Each body is a little over the client's stream window: labgate reads all of it, and the
+    // backend's close, while the last bytes wait for the client to read. Before the fix the
+    // close ended the stream at once: a close-delimited body went out cut short (END_STREAM
+    // after 65 535 octets), a sized one was reset as "closed mid-answer".
+    let backend = Backend::start("a");
+    let s = setup(&backend);
+    let port = s.lg.https;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut slow = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    slow.initial_stream_window_size(65_535)
+        .initial_connection_window_size(1 << 20)
+        .adaptive_window(false);
+    for (path, len) in [("/close/70000", 70_000), ("/close-sized/70535", 70_535)] {
+        rt.block_on(async {
+            let mut send = h2_connect_with(&s, &slow).await;
+            let request = hyper::Request::get(format!("https://{HOST}:{port}{path}"))
+                .body(empty())
+                .expect("request");
+            let response =
+                tokio::time::timeout(Duration::from_secs(30), send.send_request(request))
+                    .await
+                    .unwrap_or_else(|_| panic!("{path}: no response head within 30 s"))
+                    .expect("response");
+            assert_eq!(response.status(), 200, "{path}");
+            // The client reads nothing (hyper opens the window only as the body is read)
+            // until labgate holds the rest and has the close in front of it.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !backend.closed_after_and_read(path) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{path}: labgate did not read the backend's bytes and close within 20 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Now it reads, frame by frame: the window opens in steps.
+            let mut body = response.into_body();
+            let mut got = 0;
+            loop {
+                let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+                    .await
+                    .unwrap_or_else(|_| panic!("{path}: the body stalled after {got} octets"));
+                match frame {
+                    None => break,
+                    Some(Ok(f)) => got += f.data_ref().map_or(0, Bytes::len),
+                    Some(Err(e)) => panic!("{path}: the body failed after {got} octets: {e:?}"),
+                }
+            }
+            assert_eq!(got, len, "{path}: the whole body, then its end");
+        });
+    }
 }

@@ -32,7 +32,11 @@ means the deadline passed.
 
 Besides the RFC cases: `limits` (labgate's HTTP/1.1 header limits), `security` (floods, with
 labgate's memory and CPU from /proc: --pid, --jobs 1), `timeouts` (clients stopping half way),
-`flow` (a slow reader among fast ones).
+`flow` (a slow reader among fast ones), `exchange` (how each response ends: labgate's pages
+while a request body is still coming, backends failing before and after their head, retries;
+it needs, on the same host, a service at `/down` whose backend refuses connections, one at
+`/answer-first` that takes 64 KiB of request body, and one at `/drop-if-reused` with a backend
+of its own).
 
 Needs Debian's python3-h2 (for its hpack package): `apt-get install python3-h2`.
 """
@@ -207,6 +211,13 @@ class Conn:
         self.received = {}  # stream -> DATA bytes received
         self.prefaced = False  # no automatic answers before the client preface
         self.ended = set()  # streams the server ended
+        self.answers = {}  # stream -> (final status, when its HEADERS came)
+        self.resets = {}  # stream -> (RST_STREAM code, when it came)
+        self.ended_at = {}  # stream -> when the server ended it
+        # What the server's windows let this client send: WINDOW_UPDATE increments per
+        # stream (0: the connection) and flow-controlled octets sent.
+        self.credit = {}
+        self.sent = {}
 
     def close(self):
         try:
@@ -257,7 +268,32 @@ class Conn:
         if pad is not None:
             flags |= PADDED
             payload = bytes([len(pad)]) + payload + pad
+        for counted in {0, stream}:
+            self.sent[counted] = self.sent.get(counted, 0) + len(payload)
         return self.write(DATA, flags, stream, payload)
+
+    def send_window(self, stream):
+        """What the server's windows let this client send on `stream` now."""
+        initial = self.server_settings.get(INITIAL_WINDOW_SIZE, DEFAULT_WINDOW)
+        conn = DEFAULT_WINDOW + self.credit.get(0, 0) - self.sent.get(0, 0)
+        own = initial + self.credit.get(stream, 0) - self.sent.get(stream, 0)
+        return min(conn, own)
+
+    def upload(self, stream, size, end_stream, deadline):
+        """Sends `size` octets of request body on `stream` as the server's windows allow,
+        waiting for WINDOW_UPDATE until `deadline`; the octets sent."""
+        left = size
+        while left:
+            room = min(self.send_window(stream), left, MAX_FRAME)
+            if room <= 0:
+                ev = self.event(max(deadline - time.monotonic(), 0))
+                if ev.kind != "frame" or stream in self.resets:
+                    break
+                continue
+            if not self.data(stream, b"u" * room, end_stream=end_stream and room == left):
+                break
+            left -= room
+        return size - left
 
     def settings(self, pairs=(), ack=False):
         return self.write(SETTINGS, ACK if ack else 0, 0, settings_payload(pairs))
@@ -335,7 +371,11 @@ class Conn:
                       for n, v in self.decoder.decode(bytes(block), raw=True)]
             if block_flags & END_STREAM:
                 self.ended.add(block_stream)
-            return Event("frame", HEADERS, block_flags, block_stream, bytes(block), fields)
+                self.ended_at.setdefault(block_stream, time.monotonic())
+            ev = Event("frame", HEADERS, block_flags, block_stream, bytes(block), fields)
+            if ev.status and not ev.status.startswith("1"):
+                self.answers.setdefault(block_stream, (ev.status, time.monotonic()))
+            return ev
         if kind == DATA:
             size = len(payload)
             body = payload
@@ -344,10 +384,20 @@ class Conn:
             self.received[stream] = self.received.get(stream, 0) + len(body)
             if flags & END_STREAM:
                 self.ended.add(stream)
+                self.ended_at.setdefault(stream, time.monotonic())
             if self.auto_window and size and self.prefaced:
                 self.window_update(0, size)
                 if not flags & END_STREAM:
                     self.window_update(stream, size)
+        if kind == WINDOW_UPDATE and len(payload) == 4:
+            increment = struct.unpack(">I", payload)[0] & 0x7FFFFFFF
+            self.credit[stream] = self.credit.get(stream, 0) + increment
+        if kind == RST_STREAM and len(payload) == 4:
+            self.resets.setdefault(stream, (struct.unpack(">I", payload)[0], time.monotonic()))
+        if kind == SETTINGS and not flags & ACK:
+            for i in range(0, len(payload) - len(payload) % 6, 6):
+                k, v = struct.unpack(">HI", payload[i:i + 6])
+                self.server_settings[k] = v
         if kind == SETTINGS and not flags & ACK and self.prefaced:
             self.settings(ack=True)
         if kind == PING and not flags & ACK and self.prefaced:
@@ -398,10 +448,7 @@ class Conn:
             if ev.type == SETTINGS and ev.flags & ACK:
                 local = True
             elif ev.type == SETTINGS:
-                remote = True
-                for i in range(0, len(ev.payload), 6):
-                    k, v = struct.unpack(">HI", ev.payload[i:i + 6])
-                    self.server_settings[k] = v
+                remote = True  # its values are in server_settings
         return self
 
 
@@ -1584,7 +1631,11 @@ for name, mutate in [
         ("duplicate :path", lambda f: f[:4] + [f[2]] + f[4:]),
         ("duplicate :authority", lambda f: f[:4] + [f[3]] + f[4:]),
         (":path without a leading slash", lambda f: [(n, v.lstrip("/") if n == ":path" else v)
-                                                     for n, v in f])]:
+                                                     for n, v in f]),
+        # A fragment is never sent (RFC 9110 4.2.4): a backend could read the path past it
+        # otherwise than routing did.
+        (":path with a fragment (#)", lambda f: [(n, v + "#/../down/x" if n == ":path" else v)
+                                                 for n, v in f])]:
     def make(mutate=mutate):
         def run(t):
             c = t.conn()
@@ -2201,6 +2252,186 @@ def _(t):
     if c.received.get(slow) != 262144 or any(v != "200" for v in statuses.values()):
         return False, f"slow stream {c.received.get(slow)} octets, statuses {statuses}"
     return True, "others complete while the slow stream waits; it completes after"
+
+
+# Exchange: how each response ends. tests/h2.rs runs these against tests/support/backend.rs
+# (its paths that misbehave: /status/<code>, /cut/<n>, /drop-if-reused/..., /answer-first/...)
+# with, on the same host, a service at /down whose backend refuses connections (labgate
+# answers there with its 502 page), one at /answer-first that takes 64 KiB of body, and one
+# at /drop-if-reused with a backend of its own.
+
+# labgate drains a request body still coming after its answer for 5 s (or 1 MiB), then resets
+# the stream; 3 s more for a loaded machine.
+DRAIN_BOUND = 5 + 3
+
+
+def wait_until(c, done, deadline):
+    """Reads events until `done()` holds, the connection closes or `deadline`; `done()`."""
+    while not done():
+        left = deadline - time.monotonic()
+        if left <= 0 or c.event(left).kind != "frame":
+            return done()
+    return True
+
+
+def status_of(c, stream):
+    return c.answers.get(stream, (None, None))[0]
+
+
+@case("exchange/pages to five unfinished 200 kB uploads give their window back -> "
+      "a 100 kB upload completes", group="exchange")
+def _(t):
+    # Before labgate gave the window back, the 1 MB these uploads hold of the 1 MiB
+    # connection window stayed taken and the next upload stalled.
+    c = t.conn()
+    deadline = time.monotonic() + 2 * t.opts.timeout
+    uploads = [1, 3, 5, 7, 9]
+    for stream in uploads:
+        c.headers(stream, t.common("POST", path=f"/down/upload/{stream}"), end_stream=False)
+        sent = c.upload(stream, 200_000, False, deadline)
+        if sent < 200_000:
+            return False, f"stream {stream} could send {sent} of 200000 octets"
+    if not wait_until(c, lambda: all(s in c.answers for s in uploads), deadline):
+        return False, f"answers {sorted(c.answers.items())}, then nothing"
+    statuses = sorted({status_of(c, s) for s in uploads})
+    if statuses != ["502"]:
+        return False, f"the uploads got {statuses}, not 502"
+    after = 11
+    c.headers(after, t.common("POST", path="/upload/after-pages",
+                              extra=[("content-length", "100000")]), end_stream=False)
+    deadline = time.monotonic() + t.opts.timeout
+    sent = c.upload(after, 100_000, True, deadline)
+    if sent < 100_000:
+        return False, f"the next upload stalled after {sent} of 100000 octets"
+    wait_until(c, lambda: after in c.ended, deadline)
+    return status_of(c, after) == "200" and after in c.ended, \
+        f"five 502 pages, then the upload: {status_of(c, after)}" \
+        f"{'' if after in c.ended else ', not ended'}"
+
+
+@case("exchange/a page to an upload that goes on -> the page whole, its body drained, "
+      "then RST_STREAM NO_ERROR", group="exchange")
+def _(t):
+    # The answer goes whole (END_STREAM) while the body keeps coming; the body is read and
+    # dropped a while (a client such as curl loses an answer reset before it sent its body),
+    # its window given back, then the stream is reset.
+    c = t.conn()
+    c.headers(1, t.common("POST", path="/down/goes-on"), end_stream=False)
+    c.data(1, b"u" * 1000, end_stream=False)
+    deadline = time.monotonic() + t.opts.timeout
+    if not wait_until(c, lambda: 1 in c.ended or 1 in c.resets, deadline):
+        return False, f"answer {status_of(c, 1)}, then nothing"
+    if 1 in c.resets or status_of(c, 1) != "502":
+        return False, f"answer {status_of(c, 1)}, reset {c.resets.get(1)} before its end"
+    # More than the stream's window: it must come back while the body is drained.
+    sent = c.upload(1, 300_000, False, time.monotonic() + t.opts.timeout)
+    if sent < 300_000 and 1 not in c.resets:
+        return False, f"the page whole; the body after it stalled at {sent} octets"
+    ended = c.ended_at[1]
+    wait_until(c, lambda: 1 in c.resets, ended + DRAIN_BOUND)
+    if 1 not in c.resets:
+        return False, f"the page whole, {sent} octets drained, then no RST_STREAM " \
+            f"within {DRAIN_BOUND} s"
+    code, at = c.resets[1]
+    t.numbers.update(drained=sent, seconds=round(at - ended, 2))
+    return code == NO_ERROR and sent == 300_000, \
+        f"the page whole, {'the' if sent == 300_000 else 'part of the'} body drained, " \
+        f"then RST_STREAM {error_name(code)}"
+
+
+@case("exchange/a backend status HTTP/2 cannot carry (099) -> 502", group="exchange")
+def _(t):
+    c = t.conn()
+    c.headers(1, t.common(path="/status/099"))
+    return response(c, 1, ("502",))
+
+
+def reset_after_head(c, stream, deadline):
+    """A response whose head went before it failed: the stream is reset (a client must not
+    take it for whole, nor wait for the rest)."""
+    wait_until(c, lambda: stream in c.ended or stream in c.resets, deadline)
+    got = f"response {status_of(c, stream)}, {c.received.get(stream, 0)} octets"
+    if stream in c.ended:
+        return False, f"{got}, then END_STREAM: a cut body passes as whole"
+    if stream not in c.resets:
+        return False, f"{got}, then nothing"
+    return status_of(c, stream) == "200", \
+        f"{got}, then RST_STREAM {error_name(c.resets[stream][0])}"
+
+
+@case("exchange/a backend closing after its head and 10 of 100000 octets -> RST_STREAM",
+      group="exchange")
+def _(t):
+    c = t.conn()
+    c.headers(1, t.common(path="/cut/100000"))
+    return reset_after_head(c, 1, time.monotonic() + t.opts.timeout)
+
+
+@case("exchange/a request body over max_body after the backend's head -> RST_STREAM",
+      group="exchange")
+def _(t):
+    # The service at /answer-first takes 64 KiB; its backend answers before reading the body.
+    c = t.conn()
+    c.headers(1, t.common("POST", path="/answer-first/over-max-body"), end_stream=False)
+    deadline = time.monotonic() + t.opts.timeout
+    if not wait_until(c, lambda: 1 in c.answers, deadline):
+        return False, "no response head"
+    c.upload(1, 100_000, True, deadline)
+    return reset_after_head(c, 1, deadline)
+
+
+def head_page(t, fields, statuses):
+    """A HEAD request answered with one of labgate's pages: its HEADERS end the stream and no
+    DATA follows (a PING answered after them shows none was queued)."""
+    c = t.conn()
+    c.headers(1, fields)
+    ok, seen = response(c, 1, statuses)
+    if not ok:
+        return False, seen
+    ended = 1 in c.ended  # by the HEADERS frame alone: nothing after it is read yet
+    c.ping(b"headpage")
+    ok, _ = ping_ack(c, b"headpage")
+    octets = c.received.get(1, 0)
+    if not ended or octets or not ok:
+        return False, f"{seen} {'with' if ended else 'without'} END_STREAM, " \
+            f"then {octets} octets of DATA"
+    return True, f"{seen} with END_STREAM, no DATA"
+
+
+@case("exchange/HEAD answered with a 502 page -> HEADERS with END_STREAM, no DATA",
+      group="exchange")
+def _(t):
+    return head_page(t, t.common("HEAD", path="/down/head"), ("502",))
+
+
+@case("exchange/HEAD for a host labgate does not serve -> HEADERS with END_STREAM, no DATA",
+      group="exchange", forwardable=False)
+def _(t):
+    fields = [(n, "unknown.lab.test" if n == ":authority" else v) for n, v in t.common("HEAD")]
+    return head_page(t, fields, ("421",))
+
+
+@case("exchange/the backend drops a reused connection: a GET is retried -> 200, "
+      "a POST is not -> 502", group="exchange")
+def _(t):
+    # One connection, one request at a time: the first fills labgate's idle pool (one pool per
+    # thread, and a connection stays on its thread), the next two each take the pooled
+    # backend connection, which the backend reads from and closes without answering.
+    # tests/h2.rs gives /drop-if-reused a backend of its own (no other case takes its pooled
+    # connections) and counts what reached it: the GET twice, the POST once.
+    c = t.conn()
+    seen = []
+    for stream, method, path, want in [(1, "GET", "/drop-if-reused/first", "200"),
+                                       (3, "GET", "/drop-if-reused/get", "200"),
+                                       (5, "POST", "/drop-if-reused/post", "502")]:
+        c.headers(stream, t.common(method, path=path))
+        wait_until(c, lambda: stream in c.ended or stream in c.resets,
+                   time.monotonic() + t.opts.timeout)
+        got = status_of(c, stream)
+        seen.append(f"{method} {got}{'' if stream in c.ended else ' unended'}")
+        if got != want or stream not in c.ended:
+            return False, ", ".join(seen)
+    return True, ", ".join(seen)
 
 
 # Running.

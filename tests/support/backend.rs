@@ -3,6 +3,14 @@
 //! close-delimited, `/ws`: WebSocket upgrade then echo, `/gate/<id>/<n>[?...]`: held until `n` requests of gate `id` are in, then as
 //! JSON; `/bye`: as JSON, then the connection is closed, as a backend's keep-alive timeout does;
 //! anything else: the request as JSON).
+//!
+//! Backends gone wrong, each closing the connection after it ([`Backend::closes`] has them):
+//! `/close/<n>`: n bytes delimited by the close; `/close-sized/<n>`: n bytes with a
+//! Content-Length and `Connection: close`; `/cut/<n>`: a Content-Length of n, then 10 bytes;
+//! `/drop-if-reused/...`: read, then closed without an answer when the connection served a
+//! request before (as JSON on a new one); `/answer-first/...`: a head and 10 of 100 bytes
+//! before it reads the request body, then closed once the client closes. And
+//! `/status/<code>`: that status line, verbatim (`099`), with no body.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -68,6 +76,9 @@ pub(crate) struct Backend {
     connections: Arc<AtomicUsize>,
     /// The client ports of the connections closed after answering `/bye`.
     byes: Arc<Mutex<Vec<u16>>>,
+    /// The paths whose request the backend answered (or not) by closing, with the client port
+    /// of that connection.
+    closes: Arc<Mutex<Vec<(String, u16)>>>,
     /// A name echoed in every JSON answer, to tell backends apart.
     pub(crate) name: String,
 }
@@ -85,31 +96,39 @@ impl Backend {
         let heads = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let byes = Arc::new(Mutex::new(Vec::new()));
+        let closes = Arc::new(Mutex::new(Vec::new()));
         let gates = Arc::new(Gates::default());
-        let (s, h, c, b) = (
+        let (s, h, c, b, cl) = (
             Arc::clone(&seen),
             Arc::clone(&heads),
             Arc::clone(&connections),
             Arc::clone(&byes),
+            Arc::clone(&closes),
         );
         let n = name.to_owned();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (s, h, g, b) = (
+                let (s, h, g, b, cl) = (
                     Arc::clone(&s),
                     Arc::clone(&h),
                     Arc::clone(&gates),
                     Arc::clone(&b),
+                    Arc::clone(&cl),
                 );
                 let n = n.clone();
                 std::thread::spawn(move || {
                     let client = conn.peer_addr().map_or(0, |a| a.port());
-                    if serve(conn, &s, &h, &g, &n) == Ended::Bye {
-                        // `serve` has returned: the connection is closed.
-                        b.lock().expect("lock").push(client);
+                    // The connection closes when the last handle goes: after its end is
+                    // recorded, so a test that sees the close finds the record.
+                    let last = conn.try_clone();
+                    match serve(conn, &s, &h, &g, &n) {
+                        Ended::Bye => b.lock().expect("lock").push(client),
+                        Ended::Closed(path) => cl.lock().expect("lock").push((path, client)),
+                        Ended::Other => {}
                     }
+                    drop(last);
                 });
             }
         });
@@ -119,6 +138,7 @@ impl Backend {
             heads,
             connections,
             byes,
+            closes,
             name: name.to_owned(),
         }
     }
@@ -165,6 +185,48 @@ impl Backend {
         })
     }
 
+    /// How many times the backend closed a connection after a request for `path` (one of
+    /// the paths that close, see the module doc).
+    pub(crate) fn closes(&self, path: &str) -> usize {
+        self.client_ports_closed_after(path).len()
+    }
+
+    /// Whether the client (labgate) has taken in everything of the connections closed after
+    /// `path`: its end of each has seen the close (none is still established) and holds no
+    /// byte it has not read. A read then finds the close next.
+    ///
+    /// `ss` counts the close in Recv-Q (it takes a sequence number) until it is read: a queue
+    /// of 1 past the close is the close alone.
+    pub(crate) fn closed_after_and_read(&self, path: &str) -> bool {
+        let ports = self.client_ports_closed_after(path);
+        if ports.is_empty() {
+            return false;
+        }
+        let out = std::process::Command::new("ss")
+            .args(["-Htna"])
+            .output()
+            .expect("ss is needed: apt-get install iproute2 (scripts/test.sh does)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let backend = format!("127.0.0.1:{}", self.port);
+        !text.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 5
+                && f[4] == backend
+                && ports.iter().any(|p| f[3] == format!("127.0.0.1:{p}"))
+                && (f[0] == "ESTAB" || f[1].parse::<u64>().map_or(true, |queued| queued > 1))
+        })
+    }
+
+    fn client_ports_closed_after(&self, path: &str) -> Vec<u16> {
+        self.closes
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, port)| *port)
+            .collect()
+    }
+
     /// Every request received so far.
     pub(crate) fn all_seen(&self) -> Vec<Seen> {
         self.seen.lock().expect("lock").clone()
@@ -176,7 +238,18 @@ impl Backend {
 enum Ended {
     /// After answering `/bye`.
     Bye,
+    /// Closed by the backend as the answer to a request for this path went (or instead of it).
+    Closed(String),
     Other,
+}
+
+/// The `<n>` of a path `<prefix><n>[?...]`.
+fn size_after(path: &str, prefix: &str) -> usize {
+    path[prefix.len()..]
+        .split('?')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn serve(
@@ -191,6 +264,8 @@ fn serve(
         return Ended::Other;
     };
     let mut r = BufReader::new(conn);
+    // Requests read on this connection, the one being answered included.
+    let mut served = 0;
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).unwrap_or(0) == 0 {
@@ -216,6 +291,19 @@ fn serve(
             }
         }
         heads.lock().expect("lock").push(path.clone());
+        if path.starts_with("/answer-first/") {
+            // Answers before it reads the body: a head, 10 of 100 bytes, then it reads until
+            // the client closes.
+            seen.lock().expect("lock").push(Seen {
+                method,
+                path: path.clone(),
+                headers,
+                body: Vec::new(),
+            });
+            let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+            return Ended::Closed(path);
+        }
         let get = |n: &str| {
             headers
                 .iter()
@@ -255,7 +343,40 @@ fn serve(
         if path.starts_with("/gate/") {
             gates.pass(&path);
         }
+        served += 1;
+        let closed = || Ended::Closed(path.clone());
         let ok = match path.as_str() {
+            p if p.starts_with("/drop-if-reused/") && served > 1 => return closed(),
+            p if p.starts_with("/status/") => {
+                let code = &p["/status/".len()..];
+                let head = format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n");
+                out.write_all(head.as_bytes()).is_ok()
+            }
+            p if p.starts_with("/close/") => {
+                let n = size_after(p, "/close/");
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n";
+                let _ = out
+                    .write_all(head.as_bytes())
+                    .and_then(|()| out.write_all(&vec![b'c'; n]));
+                return closed();
+            }
+            p if p.starts_with("/close-sized/") => {
+                let n = size_after(p, "/close-sized/");
+                let head =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
+                let _ = out
+                    .write_all(head.as_bytes())
+                    .and_then(|()| out.write_all(&vec![b's'; n]));
+                return closed();
+            }
+            p if p.starts_with("/cut/") => {
+                let n = size_after(p, "/cut/");
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+                let _ = out
+                    .write_all(head.as_bytes())
+                    .and_then(|()| out.write_all(&[b'x'; 10]));
+                return closed();
+            }
             "/ws" if upgrade => {
                 let _ = out.write_all(
                     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
@@ -281,11 +402,7 @@ fn serve(
                     .is_ok()
             }
             p if p.starts_with("/bytes/") => {
-                let n = p["/bytes/".len()..]
-                    .split('?')
-                    .next()
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .unwrap_or(0);
+                let n = size_after(p, "/bytes/");
                 let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
                 let body = if method == "HEAD" { 0 } else { n };
                 out.write_all(head.as_bytes())
