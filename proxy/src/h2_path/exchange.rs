@@ -123,6 +123,8 @@ pub(super) struct Exchange<'p> {
     pub(super) stream: StreamId,
     state: Arc<ProxyState>,
     started: std::time::Instant,
+    /// How long the response took (the drain of a body still coming is not counted).
+    took: Option<Duration>,
     /// The service and client, when the request reached one.
     served: Option<Served>,
     logged: Option<Box<Logged>>,
@@ -335,6 +337,7 @@ impl<'p> Exchange<'p> {
             stream,
             state,
             started: std::time::Instant::now(),
+            took: None,
             served,
             logged,
             source: Source::Page(Page {
@@ -407,6 +410,7 @@ impl<'p> Exchange<'p> {
             stream,
             state,
             started: std::time::Instant::now(),
+            took: None,
             served: Some(f.served),
             logged,
             source,
@@ -616,6 +620,7 @@ impl<'p> Exchange<'p> {
     /// request body the client is still sending is stopped (RFC 9113 §8.1).
     fn finish(&mut self, h2: &mut Connection, complete: bool) {
         self.reply = Reply::Done;
+        self.took = Some(self.started.elapsed());
         self.blocked_since = None;
         if let Source::Upstream(up) = &mut self.source {
             up.reusable &= complete && up.request_sent && up.ubuf.is_empty();
@@ -1156,6 +1161,7 @@ impl<'p> Exchange<'p> {
             status,
             state,
             started,
+            took,
             ..
         } = self;
         if let Source::Upstream(up) = source {
@@ -1168,7 +1174,8 @@ impl<'p> Exchange<'p> {
             }
         }
         if let Some(served) = served {
-            proxy.served(&state.snapshot, served, logged, status, started.elapsed());
+            let took = took.unwrap_or_else(|| started.elapsed());
+            proxy.served(&state.snapshot, served, logged, status, took);
         }
     }
 
