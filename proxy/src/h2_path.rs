@@ -370,7 +370,11 @@ impl Conn<'_> {
             }
         }
         if let Some(t) = next {
-            if self.timer_at != Some(t) {
+            // PERF: the timer is moved only to an earlier deadline (or once it went off):
+            // deadlines move later with every read and write, and each reset of a tokio timer
+            // takes its wheel's lock. A timer that goes off early finds nothing due here and
+            // is armed again for the real deadline.
+            if self.timer_at.is_none_or(|armed| t < armed || armed <= now) {
                 self.timer.as_mut().reset(t);
                 self.timer_at = Some(t);
             }
