@@ -449,34 +449,9 @@ pub fn header_array<'b>() -> HeaderSlots<'b> {
 mod tests {
     use super::*;
 
-    fn req(raw: &str) -> Result<(Framing, bool), HeadError> {
+    fn req(raw: &str) -> Result<Framing, HeadError> {
         let mut h = header_array();
-        parse_request(raw.as_bytes(), &mut h)
-            .map(|r| (r.framing, crate::plan::Executor::Fast.carries(&r, false)))
-    }
-
-    #[test]
-    fn plain_requests_take_the_fast_path() {
-        assert_eq!(
-            req("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Ok((Framing::Empty, true))
-        );
-        assert_eq!(
-            req("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"),
-            Ok((Framing::Length(5), true))
-        );
-        assert_eq!(
-            req("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            Ok((Framing::Chunked, false))
-        );
-        assert_eq!(
-            req("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
-            Ok((Framing::Empty, false))
-        );
-        assert_eq!(
-            req("GET / HTTP/1.1\r\nHost: a\r\n"),
-            Err(HeadError::Partial)
-        );
+        parse_request(raw.as_bytes(), &mut h).map(|r| r.framing)
     }
 
     #[test]
@@ -522,52 +497,6 @@ mod tests {
             req(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")),
             Err(HeadError::TooLarge)
         );
-    }
-
-    #[test]
-    fn r21_only_a_websocket_upgrade_is_one() {
-        let head = |extra: &str| {
-            format!(
-                "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n{extra}\r\n"
-            )
-        };
-        let websocket = |raw: &str| {
-            let mut h = header_array();
-            parse_request(raw.as_bytes(), &mut h)
-                .map(|r| (r.websocket, crate::plan::Executor::Fast.carries(&r, false)))
-        };
-        // (request, a WebSocket upgrade): everything else is a plain request, fast path.
-        let cases = [
-            (head("Upgrade: websocket\r\n"), true),
-            (head("Upgrade: WebSocket \r\n"), true),
-            (head("Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"), false),
-            (head("Upgrade: h2c, websocket\r\n"), false),
-            (head("Upgrade: websocket\r\nUpgrade: h2c\r\n"), false),
-            (head("Upgrade: TLS/1.2\r\n"), false),
-            (head(""), false),
-            (
-                "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n".to_owned(),
-                false,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 1\r\n\r\n"
-                    .to_owned(),
-                false,
-            ),
-            (
-                "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n".to_owned(),
-                false,
-            ),
-        ];
-        for (raw, upgrade) in cases {
-            let plain_fast = !raw.starts_with("GET / HTTP/1.0");
-            assert_eq!(
-                websocket(&raw),
-                Ok((upgrade, !upgrade && plain_fast)),
-                "{raw:?}"
-            );
-        }
-        assert!(is_hop_by_hop("HTTP2-Settings") && is_hop_by_hop("upgrade"));
     }
 
     #[test]

@@ -319,7 +319,7 @@ pub fn plan<'s>(c: &Context<'s, '_>, head: &impl Head) -> Plan<'s> {
 pub(crate) mod tests {
     use super::*;
     use crate::backends::Pools;
-    use crate::head::{header_array, parse_request};
+    use crate::head::{Framing, HeadError, header_array, is_hop_by_hop, parse_request};
 
     const CONFIG: &str = r#"
 [server]
@@ -571,5 +571,82 @@ access = { team = "t", aud = "aud1", identity_header = "X-User" }
             };
             assert!(Arc::ptr_eq(&f.backend, want));
         }
+    }
+
+    /// A head's framing, and whether the fast path carries it (to an HTTP/1.1 backend).
+    fn req(raw: &str) -> Result<(Framing, bool), HeadError> {
+        let mut h = header_array();
+        parse_request(raw.as_bytes(), &mut h)
+            .map(|r| (r.framing, Executor::Fast.carries(&r, false)))
+    }
+
+    #[test]
+    fn plain_requests_take_the_fast_path() {
+        assert_eq!(
+            req("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Ok((Framing::Empty, true))
+        );
+        assert_eq!(
+            req("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"),
+            Ok((Framing::Length(5), true))
+        );
+        assert_eq!(
+            req("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok((Framing::Chunked, false))
+        );
+        assert_eq!(
+            req("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            Ok((Framing::Empty, false))
+        );
+        assert_eq!(
+            req("GET / HTTP/1.1\r\nHost: a\r\n"),
+            Err(HeadError::Partial)
+        );
+    }
+
+    #[test]
+    fn r21_only_a_websocket_upgrade_is_one() {
+        let head = |extra: &str| {
+            format!(
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n{extra}\r\n"
+            )
+        };
+        let websocket = |raw: &str| {
+            let mut h = header_array();
+            parse_request(raw.as_bytes(), &mut h)
+                .map(|r| (r.websocket, Executor::Fast.carries(&r, false)))
+        };
+        // (request, a WebSocket upgrade): everything else is a plain request, fast path.
+        let cases = [
+            (head("Upgrade: websocket\r\n"), true),
+            (head("Upgrade: WebSocket \r\n"), true),
+            (head("Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"), false),
+            (head("Upgrade: h2c, websocket\r\n"), false),
+            (head("Upgrade: websocket\r\nUpgrade: h2c\r\n"), false),
+            (head("Upgrade: TLS/1.2\r\n"), false),
+            (head(""), false),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n".to_owned(),
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 1\r\n\r\n"
+                    .to_owned(),
+                false,
+            ),
+            (
+                "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n".to_owned(),
+                false,
+            ),
+        ];
+        for (raw, upgrade) in cases {
+            let plain_fast = !raw.starts_with("GET / HTTP/1.0");
+            assert_eq!(
+                websocket(&raw),
+                Ok((upgrade, !upgrade && plain_fast)),
+                "{raw:?}"
+            );
+        }
+        assert!(is_hop_by_hop("HTTP2-Settings") && is_hop_by_hop("upgrade"));
     }
 }
