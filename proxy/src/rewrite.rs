@@ -323,7 +323,7 @@ fn ip_text(client: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
                     buf[n] = b'.';
                     n += 1;
                 }
-                let mut digits = [0u8; 5];
+                let mut digits = [0u8; 20];
                 for &d in decimal(octet.into(), &mut digits) {
                     buf[n] = d;
                     n += 1;
@@ -342,7 +342,7 @@ fn ip_text(client: IpAddr, buf: &mut [u8; 64]) -> &[u8] {
 }
 
 /// `n` in decimal, in `buf`.
-pub(crate) fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &[u8] {
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -550,8 +550,8 @@ mod tests {
             let mut buf = [0u8; 64];
             assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes(), "{text}");
         }
-        for n in [0u16, 7, 10, 99, 100, 204, 999, 65535] {
-            let mut buf = [0u8; 5];
+        for n in [0u64, 7, 10, 99, 100, 204, 999, 65535, u64::MAX] {
+            let mut buf = [0u8; 20];
             assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
         }
     }

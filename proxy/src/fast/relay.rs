@@ -150,9 +150,9 @@ impl Conn {
 
 /// The response head as the client gets it.
 pub(super) fn write_downstream_head(out: &mut Vec<u8>, r: &head::ResponseHead<'_>, close: bool) {
-    let mut status = [0u8; 5];
+    let mut status = [0u8; 20];
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(decimal(r.status, &mut status));
+    out.extend_from_slice(decimal(r.status.into(), &mut status));
     out.push(b' ');
     out.extend_from_slice(r.reason.as_bytes());
     out.extend_from_slice(b"\r\n");

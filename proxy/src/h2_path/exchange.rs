@@ -30,7 +30,7 @@ use crate::h2::{Connection, ErrorCode, RequestHead, SendError, StreamId};
 use crate::head::{self, Framing, HeadError, header_array};
 use crate::plan::{Forward, Served};
 use crate::record::Logged;
-use crate::rewrite::{Body, Head};
+use crate::rewrite::{Body, Head, decimal};
 use crate::upstream::connect_failure;
 use crate::{ConnInfo, Proxy, ProxyState, idle, pages};
 
@@ -726,7 +726,7 @@ impl<'p> Exchange<'p> {
         let mut progress = false;
         if self.reply == Reply::Head {
             let mut len = [0u8; 20];
-            let len = decimal(page.body.len(), &mut len);
+            let len = decimal(page.body.len() as u64, &mut len);
             let location = page
                 .location
                 .as_deref()
@@ -1259,18 +1259,5 @@ fn failure_page(state: &ProxyState, id: ServiceId, f: &Failed) -> Page {
         body: pages::backend_body(f.status, &state.snapshot.service(id).name, f.why),
         location: None,
         sent: 0,
-    }
-}
-
-/// `n` in decimal, in `buf`.
-fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
     }
 }
