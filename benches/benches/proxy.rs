@@ -200,8 +200,7 @@ fn proxy_bench(c: &mut Criterion) {
     let mut src = Sources::new();
     src.add("bench.toml", generated_config(60, 1000));
     let snapshot = Arc::new(compile(&parse(src).expect("parses"), 1).expect("compiles"));
-    let pools = Pools::build(&snapshot, &Pools::default());
-    let state = ProxyState { snapshot, pools };
+    let state = ProxyState::new(snapshot, &Pools::default());
     let info = ConnInfo {
         client: "10.0.3.7".parse::<IpAddr>().expect("ip"),
         tls: true,

@@ -7,7 +7,7 @@
 //!
 //! What it does not carry (h2c backends: the plan hands those over) it answers with 421, so
 //! the client retries on a new connection; a connection whose server name belongs to such a
-//! service goes to pingora's session from the start ([`needs_session`]).
+//! service goes to pingora's session from the start ([`crate::ProxyState`] knows those hosts).
 //!
 //! Bounds: the core's (streams, header sizes, floods, windows); here the client gets
 //! [`HEAD_TIMEOUT`] for its preface and for a frame or header block it began,
@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::{Buf, BytesMut};
-use labgate_config::Snapshot;
 use pingora::protocols::Stream;
 use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
@@ -39,15 +38,6 @@ pub use exchange::View;
 const READ_CHUNK: usize = 8 * 1024;
 /// The read buffer of an idle connection that gave its buffers back.
 const IDLE_READ: usize = 512;
-
-/// Whether an h2 connection opened for `sni` goes to pingora's session: a service of that
-/// host has an h2c backend, which only pingora's HTTP/2 client carries.
-pub(crate) fn needs_session(s: &Snapshot, sni: Option<&str>) -> bool {
-    let Some(sni) = sni else { return false };
-    s.services.iter().any(|svc| {
-        svc.backends.iter().any(|b| b.h2c) && svc.hosts.iter().any(|h| h.eq_ignore_ascii_case(sni))
-    })
-}
 
 /// Serves an HTTP/2 connection (ALPN h2, TLS done) until it closes. When `shutdown` turns
 /// true (the process is stopping), a GOAWAY tells the client to open no more streams; the

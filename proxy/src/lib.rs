@@ -53,13 +53,42 @@ pub enum Error {
     Certificate(String),
 }
 
-/// What one snapshot means to the proxy: the snapshot and its backend pools.
+/// What one snapshot means to the proxy: the snapshot, its backend pools, and the hosts whose
+/// HTTP/2 connections go to pingora's session.
 #[derive(Debug)]
 pub struct ProxyState {
     /// The configuration.
     pub snapshot: Arc<Snapshot>,
     /// Backends per service.
     pub pools: backends::Pools,
+    /// Hosts (lower case) of services with an h2c backend: only pingora's HTTP/2 client
+    /// carries those, so an h2 connection opened for one goes to its session.
+    h2c_hosts: std::collections::HashSet<Arc<str>>,
+}
+
+impl ProxyState {
+    /// The state of `snapshot`; backends that did not change since `previous` keep their
+    /// state.
+    pub fn new(snapshot: Arc<Snapshot>, previous: &backends::Pools) -> Self {
+        let pools = backends::Pools::build(&snapshot, previous);
+        let h2c_hosts = snapshot
+            .services
+            .iter()
+            .filter(|svc| svc.backends.iter().any(|b| b.h2c))
+            .flat_map(|svc| svc.hosts.iter().cloned())
+            .collect();
+        Self {
+            snapshot,
+            pools,
+            h2c_hosts,
+        }
+    }
+
+    /// Whether an h2 connection opened for the (normalized) server name `sni` goes to
+    /// pingora's session.
+    pub(crate) fn h2_needs_session(&self, sni: Option<&str>) -> bool {
+        sni.is_some_and(|n| self.h2c_hosts.contains(n))
+    }
 }
 
 /// The proxy: state swapped on reload, the upstream connector and pool, counters.
@@ -99,11 +128,10 @@ impl Proxy {
         https_port: u16,
         fetch: Arc<dyn cf_access::Fetch>,
     ) -> Self {
-        let pools = backends::Pools::build(&snapshot, &backends::Pools::default());
         access.set_enabled(snapshot.access_log);
         Self {
             access,
-            state: ArcSwap::from_pointee(ProxyState { snapshot, pools }),
+            state: ArcSwap::from_pointee(ProxyState::new(snapshot, &backends::Pools::default())),
             connector: TransportConnector::new(Some(ConnectorOptions::new(backends::POOL_SIZE))),
             h2: pingora::connectors::http::v2::Connector::new(None),
             metrics,
@@ -121,8 +149,8 @@ impl Proxy {
         if tokio::runtime::Handle::try_current().is_ok() {
             self.access_keys.prefetch(&snapshot);
         }
-        let pools = backends::Pools::build(&snapshot, &self.state.load().pools);
-        self.state.store(Arc::new(ProxyState { snapshot, pools }));
+        let state = ProxyState::new(snapshot, &self.state.load().pools);
+        self.state.store(Arc::new(state));
     }
 
     /// The state now served.

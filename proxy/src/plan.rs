@@ -378,8 +378,7 @@ access = { team = "t", aud = "aud1", identity_header = "X-User" }
         sources.add("t.toml", CONFIG.to_owned());
         let loaded = labgate_config::parse(sources).expect("parses");
         let snapshot = Arc::new(labgate_config::compile(&loaded, 1).expect("compiles"));
-        let pools = Pools::build(&snapshot, &Pools::default());
-        ProxyState { snapshot, pools }
+        ProxyState::new(snapshot, &Pools::default())
     }
 
     /// A connection from `client`.

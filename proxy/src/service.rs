@@ -131,8 +131,12 @@ impl Entry {
             self.listener.via(),
         )?;
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            let snapshot = &self.proxy.state.load().snapshot;
-            if !h2_path::needs_session(snapshot, info.sni.as_deref()) {
+            if !self
+                .proxy
+                .state
+                .load()
+                .h2_needs_session(info.sni.as_deref())
+            {
                 // PERF: boxed, as pingora's session below.
                 Box::pin(h2_path::serve(&self.proxy, stream, info, shutdown.clone())).await;
                 return None;
