@@ -30,6 +30,11 @@
 #                                              # per request comes from the same seconds of
 #                                              # this host's drift; req/s and latency are
 #                                              # then those of a shared core
+#   PERF=/tmp/p WORKLOADS=h2-1k benches/load/http.sh
+#                                              # a perf profile of each server's measured
+#                                              # run: /tmp/p.<server>.<workload>.<round>;
+#                                              # STAT=/tmp/s: its system calls and context
+#                                              # switches (perf stat) the same way
 #
 # Needs: nginx-light haproxy caddy wrk nghttp2-client openssl (apt-get install ...).
 set -euo pipefail
@@ -56,7 +61,10 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; pkill -f "$work" 2>/dev/null || true; rm -rf "$work"' EXIT
 # nginx workers run as an unprivileged user: they must be able to read the files.
 chmod 755 "$work"
-mkdir -p "$work/www" "$work/state"
+# What the load generators write goes to "$work/out", below the configuration's directory:
+# labgate watches that directory (not its subdirectories) for changes, and a log written
+# beside its configuration would wake its watcher with every write, a cost no deployment has.
+mkdir -p "$work/www" "$work/state" "$work/out"
 head -c 1024 /dev/zero | tr '\0' x > "$work/www/1k"
 head -c 102400 /dev/zero | tr '\0' x > "$work/www/100k"
 HOST=app.bench.test
@@ -181,13 +189,13 @@ run_load() { # workload server -> "requests rps p50_ms p99_ms"
       local path=/1k load=(-c16 -m16)
       case $1 in *-100k) path=/100k ;; esac
       case $1 in *-c64) load=(-c64 -m1) ;; esac
-      out=$(taskset -c 0 h2load "${load[@]}" -D "$DURATION" --log-file="$work/h2.log" -H ":authority: $HOST" "$url$path" 2>&1)
+      out=$(taskset -c 0 h2load "${load[@]}" -D "$DURATION" --log-file="$work/out/h2-$2.log" -H ":authority: $HOST" "$url$path" 2>&1)
       reqs=$(echo "$out" | awk '/^requests:/ {print $8}')
       rps=$(echo "$out" | awk '/^finished in/ {print $4}')
       errs=$(echo "$out" | awk '/^requests:/ && ($10 > 0 || $12 > 0) { print $10 " failed, " $12 " errored" }')
       [ -n "$errs" ] && echo "  ($1 $2: $errs)" >&2
       # The log's third column is each request's time in microseconds.
-      read -r p50 p99 < <(awk '{ print $3 }' "$work/h2.log" | sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "%.3f %.3f\n", v[int(NR * 0.5) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000; else print "- -" }')
+      read -r p50 p99 < <(awk '{ print $3 }' "$work/out/h2-$2.log" | sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "%.3f %.3f\n", v[int(NR * 0.5) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000; else print "- -" }')
       echo "$reqs $rps $p50 $p99" ;;
   esac
 }
@@ -223,6 +231,14 @@ for round in $(seq 1 "$ROUNDS"); do
       else
         [ "$WARMUP" -gt 0 ] && DURATION=$WARMUP run_load "$w" "$server" >/dev/null
         b=$(cpu_ticks "$procs")
+        # PERF=prefix: a profile of the server during the measured run, in prefix.server.workload.round.
+        if [ -n "${PERF:-}" ]; then
+          perf record -F 999 -g -o "$PERF.$server.$w.$round" -p "$(echo $procs | tr ' ' ,)" -- sleep $((DURATION - 1)) >/dev/null 2>&1 &
+        fi
+        # STAT=prefix: system calls and context switches of the server over the same second.
+        if [ -n "${STAT:-}" ]; then
+          perf stat -e raw_syscalls:sys_enter,context-switches,cpu-migrations -p "$(echo $procs | tr ' ' ,)" -o "$STAT.$server.$w.$round" -- sleep $((DURATION - 1)) &
+        fi
         read -r reqs rate l50 l99 < <(run_load "$w" "$server")
         ticks=$(($(cpu_ticks "$procs") - b))
       fi
