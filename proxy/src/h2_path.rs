@@ -341,6 +341,7 @@ impl Conn<'_> {
                     if now >= self.idle_since + IDLE_RELEASE {
                         self.h2.release_memory();
                         self.input = BytesMut::new();
+                        self.exchanges = Vec::new();
                         self.released = true;
                     } else {
                         at(self.idle_since + IDLE_RELEASE);

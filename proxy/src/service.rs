@@ -144,7 +144,9 @@ impl Entry {
             // pingora's h2 server waits for the connection preface without a bound: the
             // client gets as long as an HTTP/1.1 client gets for its first head.
             let stream = Box::new(Preface::new(stream, fast::HEAD_TIMEOUT));
-            return self.general.process_new(stream, shutdown).await;
+            // PERF: boxed, as every way out of here but the fast path: inline, pingora's h2
+            // server made every connection's future its size.
+            return Box::pin(self.general.process_new(stream, shutdown)).await;
         }
         let mut stream = stream;
         let mut prefix = None;
@@ -157,7 +159,7 @@ impl Entry {
                     // server reads the preface again from the rewound bytes.
                     let mut tcp = down.into_any().downcast::<L4Stream>().ok()?;
                     tcp.rewind(&read);
-                    return self.general.process_new(tcp, shutdown).await;
+                    return Box::pin(self.general.process_new(tcp, shutdown)).await;
                 }
                 Outcome::Fallback(down, read) => {
                     let mut session = ServerSession::new_http1(down);

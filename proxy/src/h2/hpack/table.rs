@@ -78,7 +78,8 @@ pub(crate) const ENTRY_OVERHEAD: usize = 32;
 /// The decoder's dynamic table.
 #[derive(Debug)]
 pub(crate) struct Dynamic {
-    /// Entry bytes, name then value; live from `start`; never grows past its capacity.
+    /// Entry bytes, name then value; live from `start`. Empty until the peer indexes a
+    /// field (many never do), it grows with what the table holds, to at most twice `limit`.
     buf: Vec<u8>,
     start: usize,
     /// Newest first: `(offset in buf, name length, value length)`.
@@ -95,9 +96,9 @@ impl Dynamic {
     /// An empty table whose size may reach `limit`, its initial maximum.
     pub(crate) fn new(limit: usize) -> Self {
         Self {
-            buf: Vec::with_capacity(2 * limit),
+            buf: Vec::new(),
             start: 0,
-            entries: VecDeque::with_capacity(limit / ENTRY_OVERHEAD + 1),
+            entries: VecDeque::new(),
             size: 0,
             max: limit,
             limit,
@@ -142,7 +143,7 @@ impl Dynamic {
         self.evict_to(self.max - size);
         let bytes = name.len() + value.len();
         if self.buf.len() + bytes > self.buf.capacity() {
-            self.compact();
+            self.make_room(bytes);
         }
         let off = self.buf.len();
         self.buf.extend_from_slice(name);
@@ -162,6 +163,22 @@ impl Dynamic {
         if self.entries.is_empty() {
             self.buf.clear();
             self.start = 0;
+        }
+    }
+
+    /// Makes room for `bytes` more at the end of the buffer: moves the live bytes to its
+    /// start when at least half of what it holds is dead (each byte moved was paid for by an
+    /// insert), else grows it. It never needs more than `2 * limit`: the live bytes and the
+    /// new entry fit in `limit`, and the dead ones are fewer than the live ones.
+    fn make_room(&mut self, bytes: usize) {
+        if self.start >= self.buf.len() / 2 {
+            self.compact();
+        }
+        let need = self.buf.len() + bytes;
+        if need > self.buf.capacity() {
+            let floor = need.max(256).min(2 * self.limit);
+            let grown = (2 * self.buf.capacity()).clamp(floor, 2 * self.limit);
+            self.buf.reserve_exact(grown - self.buf.len());
         }
     }
 
@@ -199,15 +216,40 @@ mod tests {
     }
 
     #[test]
-    fn buffer_never_grows() {
+    fn buffer_is_taken_when_used_and_stays_bounded() {
         let mut t = Dynamic::new(4096);
-        let cap = t.buf.capacity();
+        assert_eq!(
+            t.buf.capacity(),
+            0,
+            "a table nobody indexes into holds no buffer"
+        );
+        t.insert(b"name", b"value", (4, 5));
+        assert!(t.buf.capacity() < 1024, "small entries take a small buffer");
         for i in 0..10_000usize {
-            let v = vec![b'v'; i % 700];
+            let v = vec![b'v'; (i * 37) % 4000];
             t.insert(b"name", &v, (4, v.len()));
             assert!(t.size <= 4096);
-            assert_eq!(t.get(0).map(|e| e.1.len()), Some(v.len()));
+            assert_eq!(t.get(0), Some((&b"name"[..], &v[..])));
+            assert!(t.buf.capacity() <= 2 * 4096, "{}", t.buf.capacity());
         }
-        assert_eq!(t.buf.capacity(), cap);
+        // A table the peer keeps small keeps a small buffer, however much goes through it.
+        let mut t = Dynamic::new(4096);
+        t.set_max(512);
+        for i in 0..1000usize {
+            let v = vec![b'v'; 50 + i % 100];
+            t.insert(b"name", &v, (4, v.len()));
+            assert!(t.buf.capacity() <= 2 * 512, "{}", t.buf.capacity());
+        }
+        // Every entry still in the table reads back whole after the compactions.
+        let mut t = Dynamic::new(256);
+        for i in 0..1000u32 {
+            let v = i.to_string();
+            t.insert(b"k", v.as_bytes(), (1, v.len()));
+            for j in 0..t.len() {
+                let want = (i as usize - j).to_string();
+                assert_eq!(t.get(j), Some((&b"k"[..], want.as_bytes())));
+            }
+            assert!(t.buf.capacity() <= 512);
+        }
     }
 }
