@@ -17,8 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 use crate::http::{Connector, Resolver};
-use crate::provider::{DnsProvider, Published};
-use crate::rfc2136::CHALLENGE_TTL;
+use crate::provider::{CHALLENGE_TTL, DnsProvider, Published};
 use crate::{Error, secret};
 
 /// Longest one API call may take.

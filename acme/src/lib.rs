@@ -23,11 +23,13 @@ pub mod propagation;
 pub mod provider;
 pub mod rfc2136;
 pub mod secret;
+mod status;
 pub mod store;
 pub mod verify;
 
 pub use error::Error;
 pub use files::write_atomic;
 pub use http::{Resolve, Resolver};
-pub use manager::{CertStatus, Helpers, Manager};
+pub use manager::{Helpers, Manager};
 pub use metrics::Metrics;
+pub use status::CertStatus;

@@ -15,7 +15,6 @@ use labgate_config::Snapshot;
 use labgate_config::settings::{
     AcmeSettings, CertSource, DnsProvider as ProviderConfig, ProviderKind,
 };
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -27,6 +26,7 @@ use crate::order::{self, PendingCleanups, Request};
 use crate::propagation::{Authorities, Lookup};
 use crate::provider::DnsProvider;
 use crate::rfc2136::Rfc2136;
+use crate::status::CertStatus;
 use crate::store::{self, Stored};
 use crate::verify::chain;
 use crate::{Error, account};
@@ -39,37 +39,6 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(12 * 3600);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest wait for challenge values to reach the zone's servers.
 const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// One certificate's state, as `/config` and `labgate certs` show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct CertStatus {
-    /// Its names.
-    pub names: Vec<String>,
-    /// The DNS provider publishing its challenges.
-    pub provider: String,
-    /// Issuer of the certificate served, if any.
-    pub issuer: Option<String>,
-    /// End of validity of the certificate served.
-    #[serde(serialize_with = "rfc3339")]
-    pub not_after: Option<SystemTime>,
-    /// When it will next be renewed (or retried).
-    #[serde(serialize_with = "rfc3339")]
-    pub next_renewal: Option<SystemTime>,
-    /// When an order was last attempted.
-    #[serde(serialize_with = "rfc3339")]
-    pub last_attempt: Option<SystemTime>,
-    /// Why the last attempt failed; `None` after a success.
-    pub last_error: Option<String>,
-    /// Failed attempts in a row.
-    pub failures: u32,
-}
-
-fn rfc3339<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string()),
-        None => s.serialize_none(),
-    }
-}
 
 /// What labgate's own DNS and upstreams lend the manager.
 pub struct Helpers {

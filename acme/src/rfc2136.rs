@@ -14,15 +14,13 @@ use hickory_net::proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner}
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::udp::UdpClientStream;
 
-use crate::provider::{DnsProvider, Published};
+use crate::provider::{CHALLENGE_TTL, DnsProvider, Published};
 use crate::{Error, secret};
 
 /// How long one update or query may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// TSIG's allowed clock difference (RFC 8945 recommends 300 s).
 const FUDGE: u16 = 300;
-/// TTL of published challenge values.
-pub const CHALLENGE_TTL: u32 = 60;
 
 /// A primary server that accepts TSIG-signed updates.
 pub struct Rfc2136 {
