@@ -21,6 +21,7 @@ mod metrics;
 mod order;
 pub mod propagation;
 pub mod provider;
+pub mod renewal;
 pub mod rfc2136;
 pub mod secret;
 mod status;

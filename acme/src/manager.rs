@@ -1,11 +1,10 @@
 //! Keeps every ACME certificate of the snapshot issued and renewed: one task per name set,
 //! certificates on disk served at once, renewal by ACME Renewal Information (RFC 9773) when
 //! the directory offers it, else when a third of the lifetime remains, with jitter; failures
-//! back off exponentially up to a bound. A renewal never interrupts serving: the old
+//! back off exponentially up to a bound (both decided in `renewal`, which this performs). A renewal never interrupts serving: the old
 //! certificate stays until the new one is verified and stored.
 
 use std::collections::BTreeMap;
-use std::hash::Hasher;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -25,16 +24,13 @@ use crate::metrics::Metrics;
 use crate::order::{self, PendingCleanups, Request};
 use crate::propagation::{Authorities, Lookup};
 use crate::provider::DnsProvider;
+use crate::renewal::{self, Window};
 use crate::rfc2136::Rfc2136;
 use crate::status::CertStatus;
 use crate::store::{self, Stored};
 use crate::verify::chain;
 use crate::{Error, account};
 
-/// Wait after the first failed attempt; doubled per failure up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(300);
-/// Longest wait between failed attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(12 * 3600);
 /// Longest one issuance may take, propagation included.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest wait for challenge values to reach the zone's servers.
@@ -252,7 +248,11 @@ impl Manager {
                         failures = s.failures;
                         s.last_error = Some(e.to_string());
                     });
-                    let wait = backoff(failures);
+                    // The clock's nanoseconds: jobs that failed together spread out.
+                    let seed = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| u64::from(d.subsec_nanos()) ^ d.as_secs());
+                    let wait = renewal::backoff(failures, seed);
                     warn!(
                         "{}: certificate order failed: {e}; next attempt in {}",
                         job.names.join(", "),
@@ -266,40 +266,34 @@ impl Manager {
         }
     }
 
-    /// When the served certificate should be renewed: now without one; by the CA's
-    /// renewal window when it offers ARI; else with a third of its lifetime left, jittered.
+    /// When the served certificate should be renewed ([`renewal::renewal_due`]), with the
+    /// CA's window fetched first when it offers ARI.
     async fn plan(&self, job: &Job) -> SystemTime {
-        let Some(current) = self.current_of(&job.names) else {
-            return SystemTime::now();
+        let current = self.current_of(&job.names);
+        let window = match &current {
+            Some(c) => self.renewal_window(job, c).await,
+            None => None,
         };
-        if let Some(window) = self.renewal_window(job, &current).await {
-            return window;
-        }
-        let info = &current.info;
-        let lifetime = info
-            .not_after
-            .duration_since(info.not_before)
-            .unwrap_or_default();
-        info.not_after - lifetime / 3 - jitter(lifetime / 30, current.chain_pem.as_bytes())
+        renewal::renewal_due(
+            current.as_ref().map(|c| &c.info),
+            window,
+            SystemTime::now(),
+            current
+                .as_ref()
+                .map_or(0, |c| renewal::seed(c.chain_pem.as_bytes())),
+        )
     }
 
-    /// A random point in the CA's suggested renewal window (RFC 9773), if it offers one.
-    async fn renewal_window(&self, job: &Job, current: &Stored) -> Option<SystemTime> {
+    /// The CA's suggested renewal window for `current` (RFC 9773), if it offers one.
+    async fn renewal_window(&self, job: &Job, current: &Stored) -> Option<Window> {
         let leaf = chain(&current.chain_pem).ok()?.into_iter().next()?;
         let id = CertificateIdentifier::try_from(&leaf).ok()?;
         let account = self.account(&job.settings).await.ok()?;
         let (info, _) = account.renewal_info(&id).await.ok()?;
-        let (start, end): (SystemTime, SystemTime) = (
-            info.suggested_window.start.into(),
-            info.suggested_window.end.into(),
-        );
-        Some(
-            start
-                + jitter(
-                    end.duration_since(start).unwrap_or_default(),
-                    current.chain_pem.as_bytes(),
-                ),
-        )
+        Some(Window {
+            start: info.suggested_window.start.into(),
+            end: info.suggested_window.end.into(),
+        })
     }
 
     async fn attempt(&self, job: &Job) -> Result<Stored, Error> {
@@ -442,25 +436,6 @@ impl Manager {
     }
 }
 
-/// The wait after `failures` failed attempts in a row.
-fn backoff(failures: u32) -> Duration {
-    let exp = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    let wait = exp.min(MAX_BACKOFF);
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    wait + jitter(wait / 10, &now.as_nanos().to_le_bytes())
-}
-
-/// A duration below `max` drawn from `seed` (not cryptographic): the same seed gives the
-/// same point, so a renewal time computed twice for one certificate does not move.
-fn jitter(max: Duration, seed: &[u8]) -> Duration {
-    let mut h = std::hash::DefaultHasher::new();
-    h.write(seed);
-    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(h.finish().checked_rem(nanos).unwrap_or(0))
-}
-
 /// Whether the CA refused an order's `replaces` (RFC 9773), so the order is made again
 /// without it: a CA without ARI, or one that already has a replacement order for the
 /// certificate (Boulder's `alreadyReplaced`, left by an earlier attempt that failed after
@@ -482,20 +457,5 @@ mod tests {
             "malformed: no renewal information for this certificate"
         ));
         assert!(!replaces_refused("rateLimited: too many certificates"));
-    }
-
-    #[test]
-    fn backoff_doubles_to_a_bound() {
-        assert!(backoff(1) >= FIRST_BACKOFF && backoff(1) < FIRST_BACKOFF * 2);
-        assert!(backoff(2) >= FIRST_BACKOFF * 2);
-        assert!(backoff(40) <= MAX_BACKOFF + MAX_BACKOFF / 10);
-        assert!(jitter(Duration::ZERO, b"x").is_zero());
-        let max = Duration::from_secs(3600);
-        assert_eq!(
-            jitter(max, b"chain"),
-            jitter(max, b"chain"),
-            "stable per seed"
-        );
-        assert!(jitter(max, b"chain") < max);
     }
 }
