@@ -19,6 +19,7 @@ pub mod local_ca;
 pub mod manager;
 mod metrics;
 mod order;
+pub mod problem;
 pub mod propagation;
 pub mod provider;
 pub mod renewal;

@@ -19,9 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cloudflare::Cloudflare;
+use crate::error::report;
 use crate::http::{AcmeHttp, Resolver};
 use crate::metrics::Metrics;
 use crate::order::{self, PendingCleanups, Request};
+use crate::problem::ProblemType;
 use crate::propagation::{Authorities, Lookup};
 use crate::provider::DnsProvider;
 use crate::renewal::{self, Window};
@@ -215,10 +217,7 @@ impl Manager {
             self.update(&job.names, |s| s.last_attempt = Some(started));
             let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(&job)).await {
                 Ok(r) => r,
-                Err(_) => Err(Error::Acme(format!(
-                    "the order took longer than {} s",
-                    ATTEMPT_TIMEOUT.as_secs()
-                ))),
+                Err(_) => Err(Error::OrderTimeout(ATTEMPT_TIMEOUT)),
             };
             self.metrics.issuance(result.is_ok());
             match result {
@@ -242,11 +241,13 @@ impl Manager {
                     self.changed.send_modify(|n| *n += 1);
                 }
                 Err(e) => {
+                    // The error with its causes: what the status and the log show.
+                    let shown = report(&e);
                     let mut failures = 0;
                     self.update(&job.names, |s| {
                         s.failures += 1;
                         failures = s.failures;
-                        s.last_error = Some(e.to_string());
+                        s.last_error = Some(shown.clone());
                     });
                     // The clock's nanoseconds: jobs that failed together spread out.
                     let seed = SystemTime::now()
@@ -254,7 +255,7 @@ impl Manager {
                         .map_or(0, |d| u64::from(d.subsec_nanos()) ^ d.as_secs());
                     let wait = renewal::backoff(failures, seed);
                     warn!(
-                        "{}: certificate order failed: {e}; next attempt in {}",
+                        "{}: certificate order failed: {shown}; next attempt in {}",
                         job.names.join(", "),
                         humantime::format_duration(Duration::from_secs(wait.as_secs()))
                     );
@@ -325,15 +326,12 @@ impl Manager {
             propagation_timeout: PROPAGATION_TIMEOUT,
             pending: &self.cleanups,
         };
-        let mut result = order::issue(&account, &request(replaces.clone())).await;
-        if matches!(&result, Err(Error::Acme(m)) if m.starts_with("accountDoesNotExist")) {
+        let mut result = order::issue(&account, &request(replaces)).await;
+        if matches!(&result, Err(Error::Refused(p)) if p.is(&ProblemType::AccountDoesNotExist)) {
             // The CA forgot the account (a reset, a test server's restart): make a new one.
             account::forget(&self.state_dir, &job.settings);
             *self.account.lock().await = None;
             account = self.account(&job.settings).await?;
-            result = order::issue(&account, &request(None)).await;
-        }
-        if matches!(&result, Err(Error::Acme(m)) if replaces_refused(m)) {
             result = order::issue(&account, &request(None)).await;
         }
         let cert = result?;
@@ -353,18 +351,11 @@ impl Manager {
         if offered.contains(&wanted) {
             return Ok(());
         }
-        Err(Error::Acme(if offered.is_empty() {
-            format!(
-                "acme.profile = \"{wanted}\", but {} offers no profiles: remove the setting",
-                settings.directory
-            )
-        } else {
-            format!(
-                "acme.profile = \"{wanted}\" is not offered by {}: choose one of {}",
-                settings.directory,
-                offered.join(", ")
-            )
-        }))
+        Err(Error::ProfileNotOffered {
+            wanted: wanted.to_owned(),
+            directory: settings.directory.to_string(),
+            offered: offered.into_iter().map(str::to_owned).collect(),
+        })
     }
 
     async fn account(&self, settings: &AcmeSettings) -> Result<Account, Error> {
@@ -433,29 +424,5 @@ impl Manager {
         {
             f(&mut e.status);
         }
-    }
-}
-
-/// Whether the CA refused an order's `replaces` (RFC 9773), so the order is made again
-/// without it: a CA without ARI, or one that already has a replacement order for the
-/// certificate (Boulder's `alreadyReplaced`, left by an earlier attempt that failed after
-/// ordering; every later attempt would fail the same until that order expired).
-fn replaces_refused(message: &str) -> bool {
-    message.contains("renewal information") || message.starts_with("alreadyReplaced")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_order_whose_replaces_is_refused_is_made_again_without_it() {
-        assert!(replaces_refused(
-            "alreadyReplaced: cannot indicate an order replaces certificate with serial 0123, which already has a replacement order"
-        ));
-        assert!(replaces_refused(
-            "malformed: no renewal information for this certificate"
-        ));
-        assert!(!replaces_refused("rateLimited: too many certificates"));
     }
 }
