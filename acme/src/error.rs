@@ -45,6 +45,30 @@ pub enum Error {
         /// Which server lacked what.
         what: String,
     },
+    /// The state directory, or the link to it, belongs to another user.
+    #[error("the state {what} {} belongs to user id {owner}, not to this user ({me}): it holds private keys, so another user's is not used; remove it, or set another with --state-dir or server.state_dir", path.display())]
+    StateDirOwner {
+        /// The state directory's path.
+        path: PathBuf,
+        /// `link` or `directory`.
+        what: &'static str,
+        /// Its owner's user id.
+        owner: u32,
+        /// labgate's (effective) user id.
+        me: u32,
+    },
+    /// The state directory's path leads to something other than a directory.
+    #[error("the state directory {} is not a directory: remove it, or set another with --state-dir or server.state_dir", path.display())]
+    StateDirNotADirectory {
+        /// The state directory's path.
+        path: PathBuf,
+    },
+    /// Users outside labgate's groups can write in the state directory.
+    #[error("the state directory {0} can be written by users outside labgate's groups: it holds private keys; run `chmod o-w,g-w {0}`", path.display())]
+    StateDirWritable {
+        /// The state directory's path.
+        path: PathBuf,
+    },
     /// The ACME server refused a request with a problem document.
     #[error("ACME: {0}")]
     Refused(Problem),
