@@ -1,8 +1,9 @@
 //! Keeps every ACME certificate of the snapshot issued and renewed: one task per name set,
 //! certificates on disk served at once, renewal by ACME Renewal Information (RFC 9773) when
 //! the directory offers it, else when a third of the lifetime remains, with jitter; failures
-//! back off exponentially up to a bound (both decided in `renewal`, which this performs). A renewal never interrupts serving: the old
-//! certificate stays until the new one is verified and stored.
+//! back off exponentially up to a bound. `renewal` decides both; this fetches the CA's window
+//! and performs them. A renewal never interrupts serving: the old certificate stays until
+//! the new one is verified and stored.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
