@@ -64,7 +64,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         warn!("{w}");
     }
     let state_dir = snapshot.state_dir.clone();
-    prepare_state_dir(&state_dir)?;
+    labgate_acme::store::prepare_state_dir(&state_dir)?;
     // Nothing of the local CA is made while it is off (a reload that turns it on makes it).
     let ca = if snapshot.certificates.local_ca {
         let ca = LocalCa::load_or_create(&state_dir).context("cannot set up the local CA")?;
@@ -339,52 +339,6 @@ fn raise_open_file_limit() {
             Err(e) => warn!("cannot raise the open-file limit from {soft} to {hard}: {e}"),
         }
     }
-}
-
-/// Creates the state directory (0700), or checks the one there: it holds private keys
-/// (ACME account, certificates, the local CA), so it, and the link to it if it is one, must
-/// belong to this user (or root), and no one outside this user's groups may write it. The
-/// demo's sits in a shared `/tmp`, where anyone could have made it first.
-fn prepare_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let shown = dir.display();
-    let link = match std::fs::symlink_metadata(dir) {
-        Ok(link) => link,
-        Err(_) => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("cannot create the state directory {shown}"))?;
-            std::fs::symlink_metadata(dir)
-                .with_context(|| format!("cannot read the state directory {shown}"))?
-        }
-    };
-    let me = nix::unistd::geteuid().as_raw();
-    let owned = |uid: u32| uid == me || uid == 0;
-    let meta = std::fs::metadata(dir)
-        .with_context(|| format!("cannot read the state directory {shown}"))?;
-    for (what, uid) in [("link", link.uid()), ("directory", meta.uid())] {
-        anyhow::ensure!(
-            owned(uid),
-            "the state {what} {shown} belongs to user id {uid}, not to this user ({me}): it holds private keys, so another user's is not used; remove it, or set another with --state-dir or server.state_dir"
-        );
-    }
-    anyhow::ensure!(
-        meta.is_dir(),
-        "the state directory {shown} is not a directory"
-    );
-    let mine = |gid: u32| {
-        nix::unistd::getegid().as_raw() == gid
-            || nix::unistd::getgroups().is_ok_and(|g| g.iter().any(|g| g.as_raw() == gid))
-    };
-    let foreign_writers =
-        meta.mode() & 0o002 != 0 || (meta.mode() & 0o020 != 0 && !mine(meta.gid()));
-    anyhow::ensure!(
-        !foreign_writers,
-        "the state directory {shown} can be written by users outside labgate's groups: it holds private keys; run `chmod o-w,g-w {shown}`"
-    );
-    Ok(())
 }
 
 /// Waits until pingora listens on the proxy's addresses (bounded), so `ready` is true.

@@ -130,7 +130,10 @@ impl CertBuilder {
             return Some(Arc::clone(k));
         }
         let key = certified_key(cert.chain_pem.as_bytes(), cert.key_pem.as_bytes())
-            .map_err(|e| warn!("ACME certificate for {} unusable: {e}", names.join(", ")))
+            .map_err(|e| {
+                let e = anyhow::Error::new(e);
+                warn!("ACME certificate for {} unusable: {e:#}", names.join(", "));
+            })
             .ok()?;
         let key = Arc::new(key);
         self.issued
@@ -157,7 +160,10 @@ impl CertBuilder {
             .map_err(|e| warn!("cannot issue a local-CA certificate for {host}: {e}"))
             .ok()?;
         let key = certified_key(issued.chain_pem.as_bytes(), issued.key_pem.as_bytes())
-            .map_err(|e| warn!("local-CA certificate for {host} unusable: {e}"))
+            .map_err(|e| {
+                let e = anyhow::Error::new(e);
+                warn!("local-CA certificate for {host} unusable: {e:#}");
+            })
             .ok()?;
         if waiting {
             info!(
@@ -188,7 +194,9 @@ impl CertBuilder {
         let loaded = std::fs::read(cert)
             .and_then(|c| std::fs::read(key).map(|k| (c, k)))
             .map_err(|e| e.to_string())
-            .and_then(|(c, k)| certified_key(&c, &k).map_err(|e| e.to_string()));
+            .and_then(|(c, k)| {
+                certified_key(&c, &k).map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+            });
         match loaded {
             Ok(k) => {
                 info!("loaded certificate {}", cert.display());

@@ -25,7 +25,6 @@ pub(crate) async fn load_or_create(
     http: &AcmeHttp,
 ) -> Result<Account, Error> {
     let path = path(state_dir, settings);
-    let acme = |e: instant_acme::Error| Error::Acme(describe(&e));
     if let Ok(text) = std::fs::read_to_string(&path) {
         let creds: AccountCredentials =
             serde_json::from_str(&text).map_err(|e| Error::Material {
@@ -35,7 +34,7 @@ pub(crate) async fn load_or_create(
         return Account::builder_with_http(Box::new(http.clone()))
             .from_credentials(creds)
             .await
-            .map_err(acme);
+            .map_err(Error::from);
     }
     let eab = match &settings.eab {
         Some((kid, file)) => Some(ExternalAccountKey::new(
@@ -55,9 +54,8 @@ pub(crate) async fn load_or_create(
             settings.directory.to_string(),
             eab.as_ref(),
         )
-        .await
-        .map_err(acme)?;
-    let json = serde_json::to_vec(&creds).map_err(|e| Error::Acme(format!("credentials: {e}")))?;
+        .await?;
+    let json = serde_json::to_vec(&creds).map_err(|e| Error::Client(e.into()))?;
     write_atomic(&path, &json, 0o600)?;
     tracing::info!("ACME account created at {}", settings.directory);
     Ok(account)
@@ -66,24 +64,4 @@ pub(crate) async fn load_or_create(
 /// Forgets stored credentials the server no longer knows (a CA reset, a test server restart).
 pub(crate) fn forget(state_dir: &Path, settings: &AcmeSettings) {
     let _ = std::fs::remove_file(path(state_dir, settings));
-}
-
-/// An instant-acme error as a sentence: the server's problem type and detail when it sent one.
-pub(crate) fn describe(e: &instant_acme::Error) -> String {
-    match e {
-        instant_acme::Error::Api(p) => {
-            let kind = p.r#type.as_deref().map_or("error", |t| {
-                t.trim_start_matches("urn:ietf:params:acme:error:")
-            });
-            let mut s = format!("{kind}: {}", p.detail.as_deref().unwrap_or("no detail"));
-            for sub in &p.subproblems {
-                if let Some(d) = &sub.detail {
-                    s.push_str("; ");
-                    s.push_str(d);
-                }
-            }
-            s
-        }
-        other => other.to_string(),
-    }
 }

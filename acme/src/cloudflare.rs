@@ -17,8 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 use crate::http::{Connector, Resolver};
-use crate::provider::{DnsProvider, Published};
-use crate::rfc2136::CHALLENGE_TTL;
+use crate::provider::{CHALLENGE_TTL, DnsProvider, Published};
 use crate::{Error, secret};
 
 /// Longest one API call may take.
@@ -63,10 +62,7 @@ impl Cloudflare {
     /// # Errors
     /// [`Error::Provider`] for a plain-HTTP URL off loopback (the token would travel in clear).
     pub fn new(api: url::Url, token_file: PathBuf, resolver: Resolver) -> Result<Self, Error> {
-        let loopback = matches!(api.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-            || matches!(api.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
-            || api.host_str() == Some("localhost");
-        if api.scheme() != "https" && !loopback {
+        if !token_may_travel_to(&api) {
             return Err(Error::Provider {
                 provider: "cloudflare".into(),
                 what: format!(
@@ -161,17 +157,11 @@ impl Cloudflare {
             if (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
                 && attempt < ATTEMPTS
             {
-                let wait = parts
+                let asked = parts
                     .headers
                     .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map_or_else(
-                        || Duration::from_secs(u64::from(attempt)),
-                        Duration::from_secs,
-                    )
-                    .min(MAX_RETRY_AFTER);
-                tokio::time::sleep(wait).await;
+                    .and_then(|v| v.to_str().ok());
+                tokio::time::sleep(retry_wait(attempt, asked)).await;
                 continue;
             }
             let envelope: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -211,32 +201,17 @@ impl Cloudflare {
             Ok(e) => e,
             Err(e) => return e,
         };
-        let advice = match (e.status.as_u16(), e.codes.as_slice()) {
-            (403, _) | (_, [10000, ..]) => {
-                "the token needs Zone:DNS:Edit (and Zone:Read to find the zone) on this zone"
-            }
-            (_, c) if c.contains(&1000) => {
-                "the API token is invalid or revoked: write a new one to token_file"
-            }
-            (_, c) if c.contains(&6003) || c.contains(&6111) => {
-                "the API token is malformed: token_file must hold the token alone"
-            }
-            (_, c) if c.contains(&9021) => "Cloudflare refused the TTL",
-            (429, _) => "rate limited: labgate will try again later",
-            _ => "see Cloudflare's message",
-        };
         self.fail(format!(
-            "Cloudflare answered {} {doing}: {} ({advice})",
+            "Cloudflare answered {} {doing}: {} ({})",
             e.status.as_u16(),
-            e.message
+            e.message,
+            advice(e.status.as_u16(), &e.codes)
         ))
     }
 
     /// The zone holding `name`: (zone name, zone id), found by walking up its labels.
     async fn zone(&self, name: &str) -> Result<(String, String), Error> {
-        let labels: Vec<&str> = name.split('.').collect();
-        for i in 1..labels.len().saturating_sub(1) {
-            let candidate = labels[i..].join(".");
+        for candidate in zone_candidates(name) {
             if let Some(z) = self
                 .zones
                 .lock()
@@ -293,6 +268,56 @@ impl Cloudflare {
     }
 }
 
+/// Whether the API token may be sent to `api`: over HTTPS, or plain HTTP to a loopback test
+/// server (SECURITY: anywhere else the token would travel in clear).
+fn token_may_travel_to(api: &url::Url) -> bool {
+    let loopback = match api.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => false,
+    };
+    api.scheme() == "https" || (api.scheme() == "http" && loopback)
+}
+
+/// What to change after Cloudflare answered `status` with error `codes`.
+fn advice(status: u16, codes: &[i64]) -> &'static str {
+    match (status, codes) {
+        (403, _) | (_, [10000, ..]) => {
+            "the token needs Zone:DNS:Edit (and Zone:Read to find the zone) on this zone"
+        }
+        (_, c) if c.contains(&1000) => {
+            "the API token is invalid or revoked: write a new one to token_file"
+        }
+        (_, c) if c.contains(&6003) || c.contains(&6111) => {
+            "the API token is malformed: token_file must hold the token alone"
+        }
+        (_, c) if c.contains(&9021) => "Cloudflare refused the TTL",
+        (429, _) => "rate limited: labgate will try again later",
+        _ => "see Cloudflare's message",
+    }
+}
+
+/// The wait before attempt `attempt + 1` after a 429 or 5xx: the `retry-after` seconds
+/// Cloudflare `asked` for, else one second per attempt made, at most [`MAX_RETRY_AFTER`].
+fn retry_wait(attempt: u32, asked: Option<&str>) -> Duration {
+    asked
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or_else(
+            || Duration::from_secs(u64::from(attempt)),
+            Duration::from_secs,
+        )
+        .min(MAX_RETRY_AFTER)
+}
+
+/// The names that may be the zone holding `name`, closest first: every parent with at least
+/// two labels (`_acme-challenge.app.lab.example.com` → `app.lab.example.com`,
+/// `lab.example.com`, `example.com`).
+fn zone_candidates(name: &str) -> impl Iterator<Item = String> + '_ {
+    let labels: Vec<&str> = name.split('.').collect();
+    (1..labels.len().saturating_sub(1)).map(move |i| labels[i..].join("."))
+}
+
 #[async_trait]
 impl DnsProvider for Cloudflare {
     async fn publish(&self, name: &str, value: &str) -> Result<Published, Error> {
@@ -347,5 +372,85 @@ impl DnsProvider for Cloudflare {
             Err(Ok(e)) if e.status == StatusCode::NOT_FOUND || e.codes.contains(&81044) => Ok(()),
             Err(e) => Err(self.explain(e, &format!("deleting {}", record.name))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_goes_over_https_or_to_loopback_only() {
+        // (API URL, the token may be sent there)
+        let table = [
+            ("https://api.cloudflare.com/client/v4", true),
+            ("https://203.0.113.7/client/v4", true),
+            ("http://127.0.0.1:8080/client/v4", true),
+            ("http://127.8.9.10:8080", true),
+            ("http://[::1]:8080/client/v4", true),
+            ("http://localhost:8080", true),
+            ("http://api.cloudflare.com/client/v4", false),
+            ("http://192.0.2.1:8080", false),
+            ("http://[2001:db8::1]:8080", false),
+            ("http://localhost.example.com:8080", false),
+            ("ftp://127.0.0.1/", false),
+        ];
+        for (url, allowed) in table {
+            let api = url::Url::parse(url).expect("URL");
+            assert_eq!(token_may_travel_to(&api), allowed, "{url}");
+        }
+    }
+
+    #[test]
+    fn each_refusal_names_what_to_change() {
+        // (HTTP status, Cloudflare's error codes, advice begins with)
+        let table: [(u16, &[i64], &str); 10] = [
+            (403, &[], "the token needs Zone:DNS:Edit"),
+            (400, &[10000], "the token needs Zone:DNS:Edit"),
+            (403, &[1000], "the token needs Zone:DNS:Edit"),
+            (400, &[1000], "the API token is invalid or revoked"),
+            (400, &[7003, 1000], "the API token is invalid or revoked"),
+            (400, &[6003], "the API token is malformed"),
+            (400, &[6111], "the API token is malformed"),
+            (400, &[9021], "Cloudflare refused the TTL"),
+            (429, &[], "rate limited"),
+            (500, &[81053], "see Cloudflare's message"),
+        ];
+        for (status, codes, starts) in table {
+            let got = advice(status, codes);
+            assert!(got.starts_with(starts), "{status} {codes:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn a_retry_waits_as_asked_within_a_bound() {
+        let s = Duration::from_secs;
+        // (attempts made, retry-after, wait)
+        let table = [
+            (1, None, s(1)),
+            (2, None, s(2)),
+            (1, Some("5"), s(5)),
+            (1, Some(" 7 "), s(7)),
+            (1, Some("0"), s(0)),
+            (2, Some("3600"), MAX_RETRY_AFTER),
+            (3, Some("Wed, 21 Oct 2015 07:28:00 GMT"), s(3)),
+            (1, Some("-1"), s(1)),
+        ];
+        for (attempt, asked, wait) in table {
+            assert_eq!(retry_wait(attempt, asked), wait, "{attempt} {asked:?}");
+        }
+    }
+
+    #[test]
+    fn the_zone_is_looked_for_from_the_closest_parent_up() {
+        let got: Vec<String> = zone_candidates("_acme-challenge.app.lab.example.com").collect();
+        assert_eq!(
+            got,
+            ["app.lab.example.com", "lab.example.com", "example.com"]
+        );
+        let got: Vec<String> = zone_candidates("_acme-challenge.example.com").collect();
+        assert_eq!(got, ["example.com"]);
+        assert_eq!(zone_candidates("example.com").count(), 0, "no TLD alone");
+        assert_eq!(zone_candidates("com").count(), 0);
     }
 }

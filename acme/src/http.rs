@@ -99,8 +99,7 @@ impl AcmeHttp {
         resolver: Resolver,
         metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
-        let (tls, http) = parts(extra, resolver)
-            .map_err(|e| Error::Acme(format!("acme.directory_ca_file: {e}")))?;
+        let (tls, http) = parts(extra, resolver).map_err(Error::DirectoryCa)?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
@@ -143,33 +142,27 @@ impl HttpClient for AcmeHttp {
         &self,
         req: Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let server = req
+            .uri()
+            .authority()
+            .map_or_else(String::new, ToString::to_string);
         let fut = self.client.request(req);
         let metrics = Arc::clone(&self.metrics);
         Box::pin(async move {
             let started = Instant::now();
+            // labgate's own errors, handed through instant-acme (`From<instant_acme::Error>`
+            // takes them back out).
             let result = match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
-                Ok(r) => r
-                    .map(BytesResponse::from)
-                    .map_err(|e| instant_acme::Error::Other(causes(&e).into())),
-                Err(_) => Err(instant_acme::Error::Str(
-                    "the ACME server did not answer within 30 s",
-                )),
+                Ok(r) => r.map(BytesResponse::from).map_err(|source| {
+                    instant_acme::Error::Other(Box::new(Error::Unreachable { server, source }))
+                }),
+                Err(_) => Err(instant_acme::Error::Other(Box::new(Error::Unanswered {
+                    server,
+                    after: REQUEST_TIMEOUT,
+                }))),
             };
             metrics.request(started.elapsed());
             result
         })
     }
-}
-
-/// An error and its causes in one line ("client error (Connect): tcp connect error:
-/// Connection refused"): hyper's own message alone says too little.
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut out = format!("cannot reach the ACME server: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -1,11 +1,11 @@
 //! Keeps every ACME certificate of the snapshot issued and renewed: one task per name set,
 //! certificates on disk served at once, renewal by ACME Renewal Information (RFC 9773) when
 //! the directory offers it, else when a third of the lifetime remains, with jitter; failures
-//! back off exponentially up to a bound. A renewal never interrupts serving: the old
-//! certificate stays until the new one is verified and stored.
+//! back off exponentially up to a bound. `renewal` decides both; this fetches the CA's window
+//! and performs them. A renewal never interrupts serving: the old certificate stays until
+//! the new one is verified and stored.
 
 use std::collections::BTreeMap;
-use std::hash::Hasher;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -15,61 +15,29 @@ use labgate_config::Snapshot;
 use labgate_config::settings::{
     AcmeSettings, CertSource, DnsProvider as ProviderConfig, ProviderKind,
 };
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cloudflare::Cloudflare;
+use crate::error::report;
 use crate::http::{AcmeHttp, Resolver};
 use crate::metrics::Metrics;
 use crate::order::{self, PendingCleanups, Request};
+use crate::problem::ProblemType;
 use crate::propagation::{Authorities, Lookup};
 use crate::provider::DnsProvider;
+use crate::renewal::{self, Window};
 use crate::rfc2136::Rfc2136;
+use crate::status::CertStatus;
 use crate::store::{self, Stored};
 use crate::verify::chain;
 use crate::{Error, account};
 
-/// Wait after the first failed attempt; doubled per failure up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(300);
-/// Longest wait between failed attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(12 * 3600);
 /// Longest one issuance may take, propagation included.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest wait for challenge values to reach the zone's servers.
 const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// One certificate's state, as `/config` and `labgate certs` show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct CertStatus {
-    /// Its names.
-    pub names: Vec<String>,
-    /// The DNS provider publishing its challenges.
-    pub provider: String,
-    /// Issuer of the certificate served, if any.
-    pub issuer: Option<String>,
-    /// End of validity of the certificate served.
-    #[serde(serialize_with = "rfc3339")]
-    pub not_after: Option<SystemTime>,
-    /// When it will next be renewed (or retried).
-    #[serde(serialize_with = "rfc3339")]
-    pub next_renewal: Option<SystemTime>,
-    /// When an order was last attempted.
-    #[serde(serialize_with = "rfc3339")]
-    pub last_attempt: Option<SystemTime>,
-    /// Why the last attempt failed; `None` after a success.
-    pub last_error: Option<String>,
-    /// Failed attempts in a row.
-    pub failures: u32,
-}
-
-fn rfc3339<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string()),
-        None => s.serialize_none(),
-    }
-}
 
 /// What labgate's own DNS and upstreams lend the manager.
 pub struct Helpers {
@@ -250,10 +218,7 @@ impl Manager {
             self.update(&job.names, |s| s.last_attempt = Some(started));
             let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(&job)).await {
                 Ok(r) => r,
-                Err(_) => Err(Error::Acme(format!(
-                    "the order took longer than {} s",
-                    ATTEMPT_TIMEOUT.as_secs()
-                ))),
+                Err(_) => Err(Error::OrderTimeout(ATTEMPT_TIMEOUT)),
             };
             self.metrics.issuance(result.is_ok());
             match result {
@@ -277,15 +242,21 @@ impl Manager {
                     self.changed.send_modify(|n| *n += 1);
                 }
                 Err(e) => {
+                    // The error with its causes: what the status and the log show.
+                    let shown = report(&e);
                     let mut failures = 0;
                     self.update(&job.names, |s| {
                         s.failures += 1;
                         failures = s.failures;
-                        s.last_error = Some(e.to_string());
+                        s.last_error = Some(shown.clone());
                     });
-                    let wait = backoff(failures);
+                    // The clock's nanoseconds: jobs that failed together spread out.
+                    let seed = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| u64::from(d.subsec_nanos()) ^ d.as_secs());
+                    let wait = renewal::backoff(failures, seed);
                     warn!(
-                        "{}: certificate order failed: {e}; next attempt in {}",
+                        "{}: certificate order failed: {shown}; next attempt in {}",
                         job.names.join(", "),
                         humantime::format_duration(Duration::from_secs(wait.as_secs()))
                     );
@@ -297,40 +268,34 @@ impl Manager {
         }
     }
 
-    /// When the served certificate should be renewed: now without one; by the CA's
-    /// renewal window when it offers ARI; else with a third of its lifetime left, jittered.
+    /// When the served certificate should be renewed ([`renewal::renewal_due`]), with the
+    /// CA's window fetched first when it offers ARI.
     async fn plan(&self, job: &Job) -> SystemTime {
-        let Some(current) = self.current_of(&job.names) else {
-            return SystemTime::now();
+        let current = self.current_of(&job.names);
+        let window = match &current {
+            Some(c) => self.renewal_window(job, c).await,
+            None => None,
         };
-        if let Some(window) = self.renewal_window(job, &current).await {
-            return window;
-        }
-        let info = &current.info;
-        let lifetime = info
-            .not_after
-            .duration_since(info.not_before)
-            .unwrap_or_default();
-        info.not_after - lifetime / 3 - jitter(lifetime / 30, current.chain_pem.as_bytes())
+        renewal::renewal_due(
+            current.as_ref().map(|c| &c.info),
+            window,
+            SystemTime::now(),
+            current
+                .as_ref()
+                .map_or(0, |c| renewal::seed(c.chain_pem.as_bytes())),
+        )
     }
 
-    /// A random point in the CA's suggested renewal window (RFC 9773), if it offers one.
-    async fn renewal_window(&self, job: &Job, current: &Stored) -> Option<SystemTime> {
+    /// The CA's suggested renewal window for `current` (RFC 9773), if it offers one.
+    async fn renewal_window(&self, job: &Job, current: &Stored) -> Option<Window> {
         let leaf = chain(&current.chain_pem).ok()?.into_iter().next()?;
         let id = CertificateIdentifier::try_from(&leaf).ok()?;
         let account = self.account(&job.settings).await.ok()?;
         let (info, _) = account.renewal_info(&id).await.ok()?;
-        let (start, end): (SystemTime, SystemTime) = (
-            info.suggested_window.start.into(),
-            info.suggested_window.end.into(),
-        );
-        Some(
-            start
-                + jitter(
-                    end.duration_since(start).unwrap_or_default(),
-                    current.chain_pem.as_bytes(),
-                ),
-        )
+        Some(Window {
+            start: info.suggested_window.start.into(),
+            end: info.suggested_window.end.into(),
+        })
     }
 
     async fn attempt(&self, job: &Job) -> Result<Stored, Error> {
@@ -362,15 +327,12 @@ impl Manager {
             propagation_timeout: PROPAGATION_TIMEOUT,
             pending: &self.cleanups,
         };
-        let mut result = order::issue(&account, &request(replaces.clone())).await;
-        if matches!(&result, Err(Error::Acme(m)) if m.starts_with("accountDoesNotExist")) {
+        let mut result = order::issue(&account, &request(replaces)).await;
+        if matches!(&result, Err(Error::Refused(p)) if p.is(&ProblemType::AccountDoesNotExist)) {
             // The CA forgot the account (a reset, a test server's restart): make a new one.
             account::forget(&self.state_dir, &job.settings);
             *self.account.lock().await = None;
             account = self.account(&job.settings).await?;
-            result = order::issue(&account, &request(None)).await;
-        }
-        if matches!(&result, Err(Error::Acme(m)) if replaces_refused(m)) {
             result = order::issue(&account, &request(None)).await;
         }
         let cert = result?;
@@ -390,18 +352,11 @@ impl Manager {
         if offered.contains(&wanted) {
             return Ok(());
         }
-        Err(Error::Acme(if offered.is_empty() {
-            format!(
-                "acme.profile = \"{wanted}\", but {} offers no profiles: remove the setting",
-                settings.directory
-            )
-        } else {
-            format!(
-                "acme.profile = \"{wanted}\" is not offered by {}: choose one of {}",
-                settings.directory,
-                offered.join(", ")
-            )
-        }))
+        Err(Error::ProfileNotOffered {
+            wanted: wanted.to_owned(),
+            directory: settings.directory.to_string(),
+            offered: offered.into_iter().map(str::to_owned).collect(),
+        })
     }
 
     async fn account(&self, settings: &AcmeSettings) -> Result<Account, Error> {
@@ -470,63 +425,5 @@ impl Manager {
         {
             f(&mut e.status);
         }
-    }
-}
-
-/// The wait after `failures` failed attempts in a row.
-fn backoff(failures: u32) -> Duration {
-    let exp = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    let wait = exp.min(MAX_BACKOFF);
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    wait + jitter(wait / 10, &now.as_nanos().to_le_bytes())
-}
-
-/// A duration below `max` drawn from `seed` (not cryptographic): the same seed gives the
-/// same point, so a renewal time computed twice for one certificate does not move.
-fn jitter(max: Duration, seed: &[u8]) -> Duration {
-    let mut h = std::hash::DefaultHasher::new();
-    h.write(seed);
-    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(h.finish().checked_rem(nanos).unwrap_or(0))
-}
-
-/// Whether the CA refused an order's `replaces` (RFC 9773), so the order is made again
-/// without it: a CA without ARI, or one that already has a replacement order for the
-/// certificate (Boulder's `alreadyReplaced`, left by an earlier attempt that failed after
-/// ordering; every later attempt would fail the same until that order expired).
-fn replaces_refused(message: &str) -> bool {
-    message.contains("renewal information") || message.starts_with("alreadyReplaced")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_order_whose_replaces_is_refused_is_made_again_without_it() {
-        assert!(replaces_refused(
-            "alreadyReplaced: cannot indicate an order replaces certificate with serial 0123, which already has a replacement order"
-        ));
-        assert!(replaces_refused(
-            "malformed: no renewal information for this certificate"
-        ));
-        assert!(!replaces_refused("rateLimited: too many certificates"));
-    }
-
-    #[test]
-    fn backoff_doubles_to_a_bound() {
-        assert!(backoff(1) >= FIRST_BACKOFF && backoff(1) < FIRST_BACKOFF * 2);
-        assert!(backoff(2) >= FIRST_BACKOFF * 2);
-        assert!(backoff(40) <= MAX_BACKOFF + MAX_BACKOFF / 10);
-        assert!(jitter(Duration::ZERO, b"x").is_zero());
-        let max = Duration::from_secs(3600);
-        assert_eq!(
-            jitter(max, b"chain"),
-            jitter(max, b"chain"),
-            "stable per seed"
-        );
-        assert!(jitter(max, b"chain") < max);
     }
 }

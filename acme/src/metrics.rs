@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use labgate_config::histogram::Histogram;
 
-use crate::manager::CertStatus;
+use crate::status::CertStatus;
 
 /// Upper bounds of the ACME request latency histogram, in seconds.
 const BUCKETS: [f64; 8] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];

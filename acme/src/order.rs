@@ -13,7 +13,7 @@ use labgate_config::settings::KeyType;
 use tokio::task::JoinHandle;
 
 use crate::Error;
-use crate::account::describe;
+use crate::problem::{ChallengeFailure, Problem, ProblemType};
 use crate::propagation::{self, Authorities};
 use crate::provider::{DnsProvider, Published};
 use crate::store::Stored;
@@ -45,23 +45,34 @@ fn retry() -> RetryPolicy {
 
 /// Places the order and returns the verified certificate.
 pub(crate) async fn issue(account: &Account, req: &Request<'_>) -> Result<Stored, Error> {
-    let acme = |e: instant_acme::Error| Error::Acme(describe(&e));
     let identifiers: Vec<Identifier> = req
         .names
         .iter()
         .map(|n| Identifier::Dns(n.clone()))
         .collect();
-    let mut new = NewOrder::new(&identifiers);
-    if let Some(p) = req.profile {
-        new = new.profile(p);
-    }
-    if let Some(r) = &req.replaces {
-        new = new.replaces(r.clone());
-    }
+    let new = |replaces: Option<&CertificateIdentifier<'static>>| {
+        let mut new = NewOrder::new(&identifiers);
+        if let Some(p) = req.profile {
+            new = new.profile(p);
+        }
+        if let Some(r) = replaces {
+            new = new.replaces(r.clone());
+        }
+        new
+    };
     // The CA may hand this order the pending authorization a dropped one published for:
     // the same record, which that order's late removal would take away mid-validation.
     req.pending.wait().await;
-    let mut order = account.new_order(&new).await.map_err(acme)?;
+    let mut order = match account.new_order(&new(req.replaces.as_ref())).await {
+        Ok(order) => order,
+        Err(e) => match Error::from(e) {
+            e if req.replaces.is_some() && replaces_refused(&e) => {
+                tracing::debug!("{}: {e}; ordering without `replaces`", req.names.join(", "));
+                account.new_order(&new(None)).await?
+            }
+            e => return Err(e),
+        },
+    };
     let mut cleanup = Cleanup {
         provider: Arc::clone(req.provider),
         published: Vec::new(),
@@ -70,6 +81,20 @@ pub(crate) async fn issue(account: &Account, req: &Request<'_>) -> Result<Stored
     let result = validate_and_finalize(&mut order, req, &mut cleanup.published).await;
     cleanup.run().await;
     result
+}
+
+/// Whether the CA refused an order's `replaces` (RFC 9773 §5), so the order is placed again
+/// without it: a directory without ARI (instant-acme refuses before sending), a certificate
+/// that already has a replacement order (`alreadyReplaced`, left by an earlier attempt that
+/// failed after ordering: every later attempt would fail the same until that order expired),
+/// or one the CA cannot match (`malformed`: Boulder's answer for a certificate it does not
+/// know, such as one from another CA). Any other `malformed` order fails the same again.
+fn replaces_refused(e: &Error) -> bool {
+    match e {
+        Error::Refused(p) => p.is(&ProblemType::AlreadyReplaced) || p.is(&ProblemType::Malformed),
+        Error::Client(instant_acme::Error::Unsupported(_)) => true,
+        _ => false,
+    }
 }
 
 /// The challenge values one order published. Every path removes them, failures included;
@@ -159,27 +184,28 @@ async fn validate_and_finalize(
     req: &Request<'_>,
     published: &mut Vec<Published>,
 ) -> Result<Stored, Error> {
-    let acme = |e: instant_acme::Error| Error::Acme(describe(&e));
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
-        let mut authz = authz.map_err(acme)?;
+        let mut authz = authz?;
         match authz.status {
             AuthorizationStatus::Pending => {}
             // Reused from an earlier order.
             AuthorizationStatus::Valid => continue,
             other => {
-                return Err(Error::Acme(format!(
-                    "authorization for {} is {other:?}",
-                    authz.identifier()
-                )));
+                return Err(Error::Authorization {
+                    identifier: authz.identifier().to_string(),
+                    status: format!("{other:?}"),
+                });
             }
         }
-        let challenge = authz
-            .challenge(ChallengeType::Dns01)
-            .ok_or_else(|| Error::Acme("the CA offers no dns-01 challenge for this name".into()))?;
+        let identifier = authz.identifier().to_string();
+        let no_dns01 = || Error::NoDnsChallenge {
+            identifier: identifier.clone(),
+        };
+        let challenge = authz.challenge(ChallengeType::Dns01).ok_or_else(no_dns01)?;
         // The record name comes from the identifier without its `*.`.
         let Identifier::Dns(base) = &challenge.identifier().identifier else {
-            return Err(Error::Acme("an identifier that is not a DNS name".into()));
+            return Err(no_dns01());
         };
         let name = format!("_acme-challenge.{base}");
         let value = challenge.key_authorization().dns_value();
@@ -194,36 +220,40 @@ async fn validate_and_finalize(
     }
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
-        let mut authz = authz.map_err(acme)?;
+        let mut authz = authz?;
         if authz.status != AuthorizationStatus::Pending {
             continue;
         }
         if let Some(mut challenge) = authz.challenge(ChallengeType::Dns01) {
-            challenge.set_ready().await.map_err(acme)?;
+            challenge.set_ready().await?;
         }
     }
-    let status = match order.poll_ready(&retry()).await {
-        Ok(s) => s,
-        Err(e) => return Err(Error::Acme(challenge_errors(order, &describe(&e)).await)),
+    let (state, source) = match order.poll_ready(&retry()).await {
+        Ok(OrderStatus::Ready) => (None, None),
+        Ok(status) => (Some(format!("{status:?}")), None),
+        Err(e) => (Some("not ready".to_owned()), Some(Box::new(Error::from(e)))),
     };
-    if status != OrderStatus::Ready {
-        return Err(Error::Acme(
-            challenge_errors(order, &format!("the order is {status:?}")).await,
-        ));
+    if let Some(state) = state {
+        return Err(Error::NotReady {
+            state,
+            failed: failed_challenges(order).await,
+            source,
+        });
     }
+    let cannot_make = |what| move |source| Error::Csr { what, source };
     let key = match req.key_type {
         KeyType::EcdsaP256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
         KeyType::EcdsaP384 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
     }
-    .map_err(|e| Error::Acme(format!("cannot make a key: {e}")))?;
+    .map_err(cannot_make("the certificate's key"))?;
     let mut params = rcgen::CertificateParams::new(req.names.to_vec())
-        .map_err(|e| Error::Acme(format!("names for the CSR: {e}")))?;
+        .map_err(cannot_make("the CSR's names"))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     let csr = params
         .serialize_request(&key)
-        .map_err(|e| Error::Acme(format!("cannot make the CSR: {e}")))?;
-    order.finalize_csr(csr.der()).await.map_err(acme)?;
-    let chain_pem = order.poll_certificate(&retry()).await.map_err(acme)?;
+        .map_err(cannot_make("the CSR"))?;
+    order.finalize_csr(csr.der()).await?;
+    let chain_pem = order.poll_certificate(&retry()).await?;
     let info = verify(
         &chain_pem,
         req.names,
@@ -237,9 +267,9 @@ async fn validate_and_finalize(
     })
 }
 
-/// `headline` with each failed challenge's error, read afresh from the CA.
-async fn challenge_errors(order: &mut instant_acme::Order, headline: &str) -> String {
-    let mut out = headline.to_owned();
+/// Each failed challenge's problem, read afresh from the CA.
+async fn failed_challenges(order: &mut instant_acme::Order) -> Vec<ChallengeFailure> {
+    let mut out = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(Ok(mut authz)) = authorizations.next().await {
         let identifier = authz.identifier().to_string();
@@ -248,10 +278,10 @@ async fn challenge_errors(order: &mut instant_acme::Order, headline: &str) -> St
         };
         for c in &state.challenges {
             if let Some(e) = &c.error {
-                out.push_str(&format!(
-                    "; {identifier}: {}",
-                    e.detail.as_deref().unwrap_or("failed")
-                ));
+                out.push(ChallengeFailure {
+                    identifier: identifier.clone(),
+                    problem: Problem::from(e),
+                });
             }
         }
     }
@@ -283,6 +313,46 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let _ = self.0.send(record.name.clone());
             Ok(())
+        }
+    }
+
+    #[test]
+    fn an_order_whose_replaces_is_refused_is_placed_again_without_it() {
+        let refused = |kind: Option<&str>| {
+            Error::Refused(Problem {
+                kind: kind.map(ProblemType::parse),
+                detail: Some("the CA's words".into()),
+                subproblems: Vec::new(),
+            })
+        };
+        let acme = |t: &str| Some(format!("urn:ietf:params:acme:error:{t}"));
+        // (the first order's error, placed again without `replaces`)
+        let table = [
+            (refused(acme("alreadyReplaced").as_deref()), true),
+            (refused(acme("malformed").as_deref()), true),
+            (
+                Error::Client(instant_acme::Error::Unsupported(
+                    "ACME renewal information (ARI)",
+                )),
+                true,
+            ),
+            (refused(acme("rateLimited").as_deref()), false),
+            (refused(acme("accountDoesNotExist").as_deref()), false),
+            (refused(acme("unauthorized").as_deref()), false),
+            (refused(acme("serverInternal").as_deref()), false),
+            (refused(Some("urn:example:malformed")), false),
+            (refused(None), false),
+            (Error::Client(instant_acme::Error::Timeout(None)), false),
+            (
+                Error::Unanswered {
+                    server: "ca.test:443".into(),
+                    after: Duration::from_secs(30),
+                },
+                false,
+            ),
+        ];
+        for (e, again) in table {
+            assert_eq!(replaces_refused(&e), again, "{e}");
         }
     }
 

@@ -104,8 +104,7 @@ async fn wait_for(checks: &[(Name, Vec<&str>, Servers)], timeout: Duration) -> R
 async fn serves(addresses: &[SocketAddr], name: &Name, values: &[&str]) -> Result<(), String> {
     let mut first_lack = None;
     for server in addresses {
-        let served = txt_at(*server, name).await;
-        match values.iter().find(|v| !served.iter().any(|s| s == *v)) {
+        match first_lacking(&txt_at(*server, name).await, values) {
             None => return Ok(()),
             Some(v) => {
                 first_lack
@@ -114,6 +113,15 @@ async fn serves(addresses: &[SocketAddr], name: &Name, values: &[&str]) -> Resul
         }
     }
     Err(first_lack.unwrap_or_else(|| "a name server without addresses".into()))
+}
+
+/// The first of `values` that is not among the `served` TXT strings, exactly (a value is
+/// the whole string: one that a longer string contains is not served).
+fn first_lacking<'v>(served: &[String], values: &[&'v str]) -> Option<&'v str> {
+    values
+        .iter()
+        .find(|v| !served.iter().any(|s| s == *v))
+        .copied()
 }
 
 fn fqdn(name: &str) -> Result<Name, Error> {
@@ -228,6 +236,29 @@ mod tests {
                 ],
                 _ => Vec::new(),
             }
+        }
+    }
+
+    #[test]
+    fn every_value_must_be_served_whole() {
+        let served = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // (served TXT strings, expected values, the first lacking)
+        let table: [(&[&str], &[&str], Option<&str>); 8] = [
+            (&["a"], &["a"], None),
+            (&["b", "a"], &["a", "b"], None),
+            (&["a", "b", "other"], &["a"], None),
+            (&[], &["a"], Some("a")),
+            (&["a"], &["a", "b"], Some("b")),
+            (&["b"], &["a", "b"], Some("a")),
+            (&["xay", "a2"], &["a"], Some("a")),
+            (&["A"], &["a"], Some("a")),
+        ];
+        for (txt, values, lacking) in table {
+            assert_eq!(
+                first_lacking(&served(txt), values),
+                lacking,
+                "{txt:?} {values:?}"
+            );
         }
     }
 

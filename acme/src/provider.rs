@@ -5,6 +5,10 @@ use async_trait::async_trait;
 
 use crate::Error;
 
+/// TTL of published challenge values, in seconds: short, so a value that a failed removal
+/// left behind does not stay long in resolvers' caches.
+pub const CHALLENGE_TTL: u32 = 60;
+
 /// One TXT value as published, with what its provider needs to remove exactly it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {

@@ -7,22 +7,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hickory_net::client::{Client, ClientHandle};
-use hickory_net::proto::op::{DnsResponse, ResponseCode};
+use hickory_net::proto::op::ResponseCode;
 use hickory_net::proto::rr::rdata::TXT;
 use hickory_net::proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_net::proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::udp::UdpClientStream;
 
-use crate::provider::{DnsProvider, Published};
+use crate::provider::{CHALLENGE_TTL, DnsProvider, Published};
 use crate::{Error, secret};
 
 /// How long one update or query may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// TSIG's allowed clock difference (RFC 8945 recommends 300 s).
 const FUDGE: u16 = 300;
-/// TTL of published challenge values.
-pub const CHALLENGE_TTL: u32 = 60;
 
 /// A primary server that accepts TSIG-signed updates.
 pub struct Rfc2136 {
@@ -137,8 +135,9 @@ impl Rfc2136 {
         }
     }
 
-    fn checked(&self, response: DnsResponse, action: &str, name: &Name) -> Result<(), Error> {
-        match response.metadata.response_code {
+    /// The outcome of an update the server answered with `code`, saying what to change.
+    fn checked(&self, code: ResponseCode, action: &str, name: &Name) -> Result<(), Error> {
+        match code {
             ResponseCode::NoError => Ok(()),
             ResponseCode::Refused => Err(self.fail(format!(
                 "{action} {name} TXT refused: the zone's update-policy must grant key {} `name {name} TXT`",
@@ -167,7 +166,7 @@ impl DnsProvider for Rfc2136 {
             .append(record, zone.clone(), false)
             .await
             .map_err(|e| self.fail(self.explain(&e.to_string())))?;
-        self.checked(response, "adding", &fqdn)?;
+        self.checked(response.metadata.response_code, "adding", &fqdn)?;
         Ok(Published {
             name: name.trim_end_matches('.').to_ascii_lowercase(),
             value: value.to_owned(),
@@ -187,7 +186,7 @@ impl DnsProvider for Rfc2136 {
             .delete_by_rdata(txt(&fqdn, &record.value), zone)
             .await
             .map_err(|e| self.fail(self.explain(&e.to_string())))?;
-        self.checked(response, "deleting", &fqdn)
+        self.checked(response.metadata.response_code, "deleting", &fqdn)
     }
 }
 
@@ -203,4 +202,83 @@ fn txt(name: &Name, value: &str) -> Record {
         CHALLENGE_TTL,
         RData::TXT(TXT::new(vec![value.to_owned()])),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider() -> Rfc2136 {
+        Rfc2136 {
+            server: "192.0.2.53:53".parse().expect("addr"),
+            key_name: Name::from_ascii("acme-key.").expect("name"),
+            algorithm: TsigAlgorithm::HmacSha256,
+            secret: b"secret".to_vec(),
+        }
+    }
+
+    #[test]
+    fn each_update_answer_says_what_to_change() {
+        let name = fqdn("_acme-challenge.lab.example.test").expect("name");
+        // (rcode, accepted, or the words the error has)
+        let table = [
+            (ResponseCode::NoError, None),
+            (
+                ResponseCode::Refused,
+                Some(
+                    "update-policy must grant key acme-key. `name _acme-challenge.lab.example.test. TXT`",
+                ),
+            ),
+            (
+                ResponseCode::NotAuth,
+                Some("not authorized (a wrong TSIG key or secret"),
+            ),
+            (
+                ResponseCode::ServFail,
+                Some("the server answered Server Failure"),
+            ),
+            (
+                ResponseCode::NotZone,
+                Some("adding _acme-challenge.lab.example.test. TXT: the server answered"),
+            ),
+        ];
+        let p = provider();
+        for (code, words) in table {
+            match (p.checked(code, "adding", &name), words) {
+                (Ok(()), None) => {}
+                (Err(e), Some(words)) => {
+                    let e = e.to_string();
+                    assert!(e.starts_with("rfc2136 192.0.2.53:53: "), "{code}: {e}");
+                    assert!(e.contains(words), "{code}: {e}");
+                }
+                (got, _) => panic!("{code}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_signature_failure_points_at_the_key() {
+        // (hickory's error text, the explanation has)
+        let table = [
+            (
+                "tsig validation error: HMAC mismatch",
+                "rejected the TSIG signature: check `key_name` (acme-key.)",
+            ),
+            ("TSIG: unknown key", "rejected the TSIG signature"),
+            ("error verifying tsig", "rejected the TSIG signature"),
+            (
+                "request timed out",
+                "no usable answer from the server: request timed out",
+            ),
+            (
+                "io error: connection refused",
+                "no usable answer from the server: io error",
+            ),
+        ];
+        let p = provider();
+        for (error, words) in table {
+            let got = p.explain(error);
+            assert!(got.contains(words), "{error}: {got}");
+        }
+    }
 }

@@ -130,6 +130,54 @@ mod tests {
         (format!("{}{}", leaf.pem(), ca_cert.pem()), key)
     }
 
+    /// Like [`issued`], valid from `from` to `until` (seconds since 1970).
+    fn issued_between(names: &[&str], from: i64, until: i64) -> (String, rcgen::KeyPair) {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).expect("ca");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        let at = |t| time::OffsetDateTime::from_unix_timestamp(t).expect("time");
+        params.not_before = at(from);
+        params.not_after = at(until);
+        let leaf = params.signed_by(&key, &issuer).expect("leaf");
+        (format!("{}{}", leaf.pem(), ca_cert.pem()), key)
+    }
+
+    /// A case: its name, the certificate's names, the order's names, now, accepted.
+    type Row<'a> = (&'a str, &'a [&'a str], &'a [&'a str], i64, bool);
+
+    #[test]
+    fn the_certificate_must_be_valid_now_and_cover_each_name() {
+        const DAY: i64 = 86_400;
+        let at = |t: i64| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.unsigned_abs());
+        // (case, the certificate's names, the order's names, now, accepted)
+        #[rustfmt::skip]
+        let table: [Row<'_>; 12] = [
+            ("valid", &["app.lab.test"], &["app.lab.test"], 150 * DAY, true),
+            ("on its first second", &["app.lab.test"], &["app.lab.test"], 100 * DAY, true),
+            ("on its last second", &["app.lab.test"], &["app.lab.test"], 190 * DAY, true),
+            ("not yet valid", &["app.lab.test"], &["app.lab.test"], 100 * DAY - 1, false),
+            ("expired", &["app.lab.test"], &["app.lab.test"], 190 * DAY + 1, false),
+            ("a wildcard for a wildcard", &["*.lab.test", "lab.test"], &["*.lab.test", "lab.test"], 150 * DAY, true),
+            ("one name for a wildcard", &["app.lab.test"], &["*.lab.test"], 150 * DAY, false),
+            ("the apex for a wildcard", &["lab.test"], &["*.lab.test"], 150 * DAY, false),
+            ("a wildcard for the apex", &["*.lab.test"], &["lab.test"], 150 * DAY, false),
+            ("a deeper wildcard", &["*.app.lab.test"], &["*.lab.test"], 150 * DAY, false),
+            ("names in another case", &["APP.lab.test"], &["app.LAB.test"], 150 * DAY, true),
+            ("a name missing", &["app.lab.test"], &["app.lab.test", "db.lab.test"], 150 * DAY, false),
+        ];
+        for (case, sans, names, now, accepted) in table {
+            let (chain, key) = issued_between(sans, 100 * DAY, 190 * DAY);
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let got = verify(&chain, &names, &key.subject_public_key_info(), at(now));
+            assert_eq!(got.is_ok(), accepted, "{case}: {got:?}");
+        }
+    }
+
     #[test]
     fn names_key_and_chain_are_all_checked() {
         let names = [

@@ -44,7 +44,7 @@ impl Tls {
             metrics: Arc::clone(&metrics),
             certs: Arc::clone(&certs),
         }))
-        .map_err(|e| crate::Error::Certificate(format!("cannot set up TLS: {e}")))?;
+        .map_err(crate::Error::Tls)?;
         tls.set_cert_resolver(certs.clone());
         tls.enable_h2();
         Ok(Self {

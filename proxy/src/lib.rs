@@ -44,13 +44,27 @@ pub use certs::{CertMap, CertStore, Sni};
 pub use record::Logged;
 pub use service::{Addresses, listeners};
 
-/// Errors of the proxy's control side.
+/// Errors of the proxy's control side: a certificate and key that cannot be served, TLS
+/// that cannot be set up. Each names what is wrong; the parser's or rustls' reason is its
+/// source.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A certificate or key could not be used.
-    #[error("{0}")]
-    Certificate(String),
+    /// The certificate file is not a PEM chain.
+    #[error("the certificate chain is not valid PEM")]
+    ChainPem(#[source] rustls_pki_types::pem::Error),
+    /// The certificate file holds no certificate.
+    #[error("the certificate file holds no certificate")]
+    NoCertificate,
+    /// The key file holds no private key in PEM.
+    #[error("the key file holds no usable private key")]
+    KeyPem(#[source] rustls_pki_types::pem::Error),
+    /// The key does not belong to the certificate, or rustls cannot sign with it.
+    #[error("the key does not fit the certificate")]
+    KeyMismatch(#[source] rustls::Error),
+    /// pingora's TLS settings could not be made.
+    #[error("cannot set up TLS")]
+    Tls(#[source] pingora::BError),
 }
 
 /// What one snapshot means to the proxy: the snapshot, its backend pools, and the hosts whose
