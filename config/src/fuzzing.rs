@@ -7,7 +7,8 @@ use crate::settings::BlocklistFormat;
 use crate::{Sources, compile, parse};
 
 /// Any bytes as a configuration file: parsing and compiling never panic, and a compiled
-/// snapshot answers the lookups every request makes.
+/// snapshot answers the lookups every request makes. Nothing is read from disk: the files
+/// the configuration names are missing.
 pub fn compile_bytes(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;

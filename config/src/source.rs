@@ -49,6 +49,16 @@ impl SourceFile {
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or_else(|| Path::new("."))
     }
+
+    /// A path written in this file: absolute as written, else relative to [`Self::dir`].
+    pub fn resolve(&self, written: &str) -> PathBuf {
+        let p = Path::new(written);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.dir().join(p)
+        }
+    }
 }
 
 /// Every file of one configuration, in load order (sorted by path in a directory).

@@ -215,11 +215,11 @@ pub(crate) fn ca_certs(
 ) -> Vec<Arc<[u8]>> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    let path = cx.readable(file, ca, key);
-    let Ok(pem) = std::fs::read(&path) else {
+    let (path, pem) = cx.read(file, ca, key);
+    let Some(pem) = pem else {
         return Vec::new();
     };
-    let certs: Vec<Arc<[u8]>> = CertificateDer::pem_slice_iter(&pem)
+    let certs: Vec<Arc<[u8]>> = CertificateDer::pem_slice_iter(pem)
         .filter_map(Result::ok)
         .map(|c| Arc::from(c.as_ref()))
         .collect();
@@ -235,7 +235,7 @@ pub(crate) fn ca_certs(
     certs
 }
 
-/// Compiles `[[blocklist]]`s, reading file lists; `contents` receives their text for the
+/// Compiles `[[blocklist]]`s, parsing file lists; `contents` receives their text for the
 /// snapshot's content hash.
 pub(super) fn blocklists(
     cx: &mut Ctx<'_>,
@@ -256,10 +256,15 @@ pub(super) fn blocklists(
             .hint("give each blocklist its own name");
             continue;
         }
-        let source = match (&raw.file, &raw.url) {
-            (Some(f), None) => BlocklistSource::File(cx.readable(file, f, &format!("{key}.file"))),
+        let (source, text) = match (&raw.file, &raw.url) {
+            (Some(f), None) => {
+                let (path, bytes) = cx.read(file, f, &format!("{key}.file"));
+                (BlocklistSource::File(path), bytes)
+            }
             (None, Some(u)) => match url::Url::parse(u.get_ref()) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => BlocklistSource::Url(url),
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                    (BlocklistSource::Url(url), None)
+                }
                 _ => {
                     cx.error(
                         file,
@@ -332,21 +337,18 @@ pub(super) fn blocklists(
             .unwrap_or(Duration::from_secs(86_400)),
             None => Duration::from_secs(86_400),
         };
-        // A file list is read now, so an edited list is a changed snapshot; a URL list
-        // starts empty and is filled by the background fetcher.
-        let names = match &source {
-            BlocklistSource::File(path) => match std::fs::read(path) {
-                Ok(bytes) => {
-                    // A stray Latin-1 byte (an accented comment) must not empty the list:
-                    // names are ASCII, and only they are read.
-                    let text = String::from_utf8_lossy(&bytes).into_owned();
-                    let set = BlockSet::parse(&text, format);
-                    contents.push(text);
-                    set
-                }
-                Err(_) => BlockSet::default(),
-            },
-            BlocklistSource::Url(_) => BlockSet::default(),
+        // A file list was read by `load`, so an edited list is a changed snapshot; a URL
+        // list starts empty and is filled by the background fetcher.
+        let names = match text {
+            Some(bytes) => {
+                // A stray Latin-1 byte (an accented comment) must not empty the list:
+                // names are ASCII, and only they are read.
+                let text = String::from_utf8_lossy(bytes).into_owned();
+                let set = BlockSet::parse(&text, format);
+                contents.push(text);
+                set
+            }
+            None => BlockSet::default(),
         };
         out.push(Blocklist {
             name: Arc::from(name.as_str()),
