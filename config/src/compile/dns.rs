@@ -12,12 +12,10 @@ use toml::Spanned;
 use super::values::{self, Bad};
 use super::views::{Origin, ViewsBuilder};
 use super::{Ctx, Explain, choose, items, list, single};
-use crate::blocklist::BlockSet;
+use crate::blocklist::{BlockSet, BlocklistFormat};
 use crate::network::{NetworkKind, NetworkSet, Networks};
 use crate::raw::RawFile;
-use crate::settings::{
-    BlockAction, Blocklist, BlocklistFormat, BlocklistSource, Forwarder, Upstream,
-};
+use crate::settings::{BlockAction, Blocklist, BlocklistSource, Forwarder, Upstream};
 use crate::source::{FileId, Sources};
 use crate::view::{View, Zone, ZoneId, zone_of};
 
