@@ -32,6 +32,8 @@ pub mod route;
 pub mod settings;
 mod snapshot;
 mod source;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod view;
 
 pub use compile::compile;
