@@ -29,3 +29,22 @@ pub fn loaded(toml: &str, files: &[(&str, &[u8])]) -> Loaded {
     }
     loaded
 }
+
+/// Every diagnostic of compiling `toml` with `files` (as [`loaded`]), one line each:
+/// severity, key and message, in file order; empty when it compiles without warnings.
+#[cfg(test)]
+pub(crate) fn diagnostics(toml: &str, files: &[(&str, &[u8])]) -> Vec<String> {
+    diagnostics_of(&loaded(toml, files))
+}
+
+/// Every diagnostic of compiling a loaded configuration, as [`diagnostics`].
+#[cfg(test)]
+pub(crate) fn diagnostics_of(loaded: &Loaded) -> Vec<String> {
+    let d = match compile(loaded, 1) {
+        Ok(s) => s.warnings,
+        Err(d) => d.0,
+    };
+    d.iter()
+        .map(|d| format!("{} `{}`: {}", d.severity, d.key, d.message))
+        .collect()
+}
