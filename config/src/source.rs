@@ -52,12 +52,8 @@ impl SourceFile {
 
     /// A path written in this file: absolute as written, else relative to [`Self::dir`].
     pub fn resolve(&self, written: &str) -> PathBuf {
-        let p = Path::new(written);
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            self.dir().join(p)
-        }
+        // An absolute path replaces the directory it is joined to.
+        self.dir().join(written)
     }
 }
 

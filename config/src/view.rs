@@ -183,14 +183,11 @@ impl View {
                 };
             };
             let matching: Vec<Record> = node.of_type(rtype).map(|r| rename(r, &owner)).collect();
-            let has_data = !matching.is_empty();
-            if has_data || rtype == RecordType::CNAME {
+            // A CNAME question ends here too: a node with a CNAME has data of its type, and
+            // one without has no CNAME to follow.
+            if !matching.is_empty() {
                 records.extend(matching);
-                return match (records.is_empty(), has_data) {
-                    (true, _) => Lookup::NoData { zone: zone.id },
-                    (false, true) => answer(zone.id, records, ChainEnd::Data),
-                    (false, false) => answer(zone.id, records, ChainEnd::NoData(current_zone)),
-                };
+                return answer(zone.id, records, ChainEnd::Data);
             }
             let Some(cname) = node.cname() else {
                 return if records.is_empty() {
@@ -375,6 +372,7 @@ ttl = 300
                 "nas.lab.test. A 10.0.0.9",
             ),
             ("10.0.5.5", "nas.lab.test.", RecordType::AAAA, "nodata"),
+            ("10.0.5.5", "nas.lab.test.", RecordType::CNAME, "nodata"),
             ("10.0.5.5", "nope.lab.test.", RecordType::A, "nxdomain"),
             // CNAME chains inside the internal data, and how they end (RFC 6604).
             (

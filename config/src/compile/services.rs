@@ -386,10 +386,9 @@ fn backends(cx: &mut Ctx<'_>, file: FileId, raw: &RawService, key: &str) -> Vec<
                 let host = match u.host() {
                     Some(url::Host::Ipv4(a)) => BackendHost::Ip(a.into()),
                     Some(url::Host::Ipv6(a)) => BackendHost::Ip(a.into()),
-                    // `h2c://` is not a special scheme to the URL parser: its IPs come as text.
+                    // `h2c://` is not a special scheme to the URL parser: its IPv4 addresses
+                    // come as text (IPv6 ones, in brackets, are parsed for every scheme).
                     Some(url::Host::Domain(d)) => d
-                        .trim_start_matches('[')
-                        .trim_end_matches(']')
                         .parse::<std::net::IpAddr>()
                         .map_or_else(|_| BackendHost::Name(Arc::from(d)), BackendHost::Ip),
                     None => return Err(format!("`{s}` has no host")),
@@ -561,22 +560,31 @@ name = "lab.test"
         }
     }
 
-    /// A backend as `tls`, `h2c`, host and port.
+    /// A backend as `tls`, `h2c`, host (`ip …` or `name …`) and port.
     type Parsed = (bool, bool, &'static str, u16);
 
     #[test]
     fn backends() {
         let cases: &[(&str, Result<Parsed, &str>)] = &[
-            ("http://10.0.0.9", Ok((false, false, "10.0.0.9", 80))),
-            ("http://10.0.0.9/", Ok((false, false, "10.0.0.9", 80))),
+            ("http://10.0.0.9", Ok((false, false, "ip 10.0.0.9", 80))),
+            ("http://10.0.0.9/", Ok((false, false, "ip 10.0.0.9", 80))),
             (
                 "https://nas.lab.test",
-                Ok((true, false, "nas.lab.test", 443)),
+                Ok((true, false, "name nas.lab.test", 443)),
             ),
-            ("https://10.0.0.9:8006", Ok((true, false, "10.0.0.9", 8006))),
-            ("h2c://10.0.0.7:50051", Ok((false, true, "10.0.0.7", 50051))),
-            ("h2c://[fd00::7]:50051", Ok((false, true, "fd00::7", 50051))),
-            ("h2c://grpc-box", Ok((false, true, "grpc-box", 80))),
+            (
+                "https://10.0.0.9:8006",
+                Ok((true, false, "ip 10.0.0.9", 8006)),
+            ),
+            (
+                "h2c://10.0.0.7:50051",
+                Ok((false, true, "ip 10.0.0.7", 50051)),
+            ),
+            (
+                "h2c://[fd00::7]:50051",
+                Ok((false, true, "ip fd00::7", 50051)),
+            ),
+            ("h2c://grpc-box", Ok((false, true, "name grpc-box", 80))),
             ("ftp://10.0.0.9", Err("`ftp://10.0.0.9` has scheme `ftp`")),
             (
                 "http://10.0.0.9/app",
@@ -608,8 +616,8 @@ name = "lab.test"
                     let s = snapshot(&toml);
                     let b = &s.services[0].backends[0];
                     let host = match &b.host {
-                        BackendHost::Ip(ip) => ip.to_string(),
-                        BackendHost::Name(n) => n.to_string(),
+                        BackendHost::Ip(ip) => format!("ip {ip}"),
+                        BackendHost::Name(n) => format!("name {n}"),
                     };
                     Ok((b.tls, b.h2c, host, b.port))
                 }

@@ -479,22 +479,22 @@ mod tests {
     #[test]
     fn record_values() {
         let cases: &[(&str, &str, Result<&str, &str>)] = &[
-            ("a", "10.0.0.9", Ok("10.0.0.9")),
-            ("A", " 10.0.0.9 ", Ok("10.0.0.9")),
+            ("a", "10.0.0.9", Ok("A 10.0.0.9")),
+            ("A", " 10.0.0.9 ", Ok("A 10.0.0.9")),
             (
                 "A",
                 "10.0.0.300",
                 Err("`10.0.0.300` is not an IPv4 address"),
             ),
-            ("AAAA", "fd00::9", Ok("fd00::9")),
+            ("AAAA", "fd00::9", Ok("AAAA fd00::9")),
             ("AAAA", "10.0.0.9", Err("`10.0.0.9` is not an IPv6 address")),
-            ("CNAME", "App.Lab.Test", Ok("app.lab.test.")),
+            ("CNAME", "App.Lab.Test", Ok("CNAME app.lab.test.")),
             (
                 "CNAME",
                 "a.lab.test b.lab.test",
                 Err("`a.lab.test b.lab.test` has 2 field(s), CNAME needs 1"),
             ),
-            ("MX", "10 mail.example.com", Ok("10 mail.example.com.")),
+            ("MX", "10 mail.example.com", Ok("MX 10 mail.example.com.")),
             (
                 "MX",
                 "mail.example.com",
@@ -508,19 +508,19 @@ mod tests {
             (
                 "SRV",
                 "0 5 5060 sip.example.com",
-                Ok("0 5 5060 sip.example.com."),
+                Ok("SRV 0 5 5060 sip.example.com."),
             ),
             (
                 "SRV",
                 "0 5 port sip.example.com",
                 Err("`port` is not a port (0-65535)"),
             ),
-            ("PTR", "nas.lab.test", Ok("nas.lab.test.")),
-            ("NS", "ns1.lab.test", Ok("ns1.lab.test.")),
+            ("PTR", "nas.lab.test", Ok("PTR nas.lab.test.")),
+            ("NS", "ns1.lab.test", Ok("NS ns1.lab.test.")),
             (
                 "SOA",
                 "ns1.lab.test. admin.lab.test. 7 3600 600 604800 30",
-                Ok("ns1.lab.test. admin.lab.test. 7 3600 600 604800 30"),
+                Ok("SOA ns1.lab.test. admin.lab.test. 7 3600 600 604800 30"),
             ),
             (
                 "SOA",
@@ -532,7 +532,7 @@ mod tests {
                 "ns1.lab.test. admin.lab.test. x 3600 600 604800 30",
                 Err("`x` is not a number"),
             ),
-            ("TXT", "v=spf1 -all", Ok("v=spf1 -all")),
+            ("TXT", "v=spf1 -all", Ok("TXT v=spf1 -all")),
             (
                 "CAA",
                 "0 issue letsencrypt.org",
@@ -542,7 +542,7 @@ mod tests {
         for (rtype, value, expected) in cases {
             let got = record_type(rtype)
                 .and_then(|t| rdata(t, value))
-                .map(|d| d.to_string())
+                .map(|d| format!("{} {d}", d.record_type()))
                 .map_err(|(m, _)| m);
             assert_eq!(got, owned(expected), "{rtype} {value:?}");
         }
