@@ -254,4 +254,22 @@ secret_file = "tsig.key"
             Some(&Found::Opened)
         );
     }
+
+    /// A list or CA path that names a directory is reported where it is named (it was once
+    /// an empty list without a word).
+    #[test]
+    fn a_directory_named_as_a_list_is_reported() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::create_dir(dir.path().join("lists")).expect("mkdir");
+        let config = dir.path().join("labgate.toml");
+        std::fs::write(&config, "[[blocklist]]\nname = \"ads\"\nfile = \"lists\"\n")
+            .expect("write");
+        let loaded = load(&config).expect("loads");
+        let d = crate::compile(&loaded, 1).expect_err("a directory is no list");
+        let lists = dir.path().join("lists");
+        assert_eq!(
+            d.0.iter().map(|d| d.message.as_str()).collect::<Vec<_>>(),
+            [format!("cannot read `{}`: a directory", lists.display())]
+        );
+    }
 }
