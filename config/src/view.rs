@@ -30,7 +30,7 @@ pub struct Zone {
     pub name: LowerName,
     /// The SOA record (also in every view's apex node).
     pub soa: Record,
-    /// Subdomains a [[forward]] delegates to another server: not part of the zone.
+    /// Subdomains a `[[forward]]` delegates to another server: not part of the zone.
     pub delegated: Vec<LowerName>,
     /// Name servers at the apex.
     pub ns: Vec<Name>,
@@ -116,7 +116,7 @@ pub enum ChainEnd {
 
 impl View {
     /// The SOA of `zone` for negative answers in this view: the apex's own (an explicit
-    /// [[record]] of type SOA replaces the synthesized one, as SOA queries see), with the
+    /// `[[record]]` of type SOA replaces the synthesized one, as SOA queries see), with the
     /// negative TTL of RFC 2308, min(SOA TTL, SOA minimum).
     pub fn negative_soa(&self, zone: &Zone) -> Record {
         let mut soa = self
