@@ -112,11 +112,11 @@ enum Need {
     Open,
 }
 
-/// Reads every file the configuration names, each path once.
+/// Reads, or only opens, every file the configuration names.
 fn read_named(sources: &Sources, files: &[(FileId, RawFile)]) -> NamedFiles {
     let mut named = NamedFiles::default();
     for (file, written, need) in references(files) {
-        let path = sources.file(file).resolve(written.get_ref());
+        let path = sources.file(file).resolve(written);
         // A file named twice is opened once, and read if any reference needs its contents.
         if need == Need::Open && named.get(&path).is_some() {
             continue;
@@ -134,7 +134,7 @@ fn read_named(sources: &Sources, files: &[(FileId, RawFile)]) -> NamedFiles {
 }
 
 /// Every key that names a file, in every file of the configuration.
-fn references(files: &[(FileId, RawFile)]) -> Vec<(FileId, &Spanned<String>, Need)> {
+fn references(files: &[(FileId, RawFile)]) -> Vec<(FileId, &str, Need)> {
     let mut out = Vec::new();
     for (id, f) in files {
         let dns = f.dns.as_ref().map(Spanned::get_ref);
@@ -164,7 +164,7 @@ fn references(files: &[(FileId, RawFile)]) -> Vec<(FileId, &Spanned<String>, Nee
                     .iter()
                     .flat_map(|p| [(&p.token_file, Need::Open), (&p.secret_file, Need::Open)]),
             );
-        out.extend(keys.filter_map(|(v, need)| Some((*id, v.as_ref()?, need))));
+        out.extend(keys.filter_map(|(v, need)| Some((*id, v.as_ref()?.get_ref().as_str(), need))));
     }
     out
 }
