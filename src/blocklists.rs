@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use labgate_config::blocklist::BlockSet;
-use labgate_config::settings::{BlocklistFormat, BlocklistSource};
+use labgate_config::blocklist::BlocklistFormat;
+use labgate_config::settings::BlocklistSource;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};

@@ -7,12 +7,10 @@ use std::net::IpAddr;
 use criterion::{Criterion, criterion_group, criterion_main};
 use labgate_benches::generated_config;
 use labgate_config::route::{MAX_HOST_LEN, normalize_host};
-use labgate_config::{Snapshot, Sources, compile, parse};
+use labgate_config::{Snapshot, Sources, compile, parse, testing};
 
 fn snapshot(networks: usize, services: usize) -> Snapshot {
-    let mut s = Sources::new();
-    s.add("bench.toml", generated_config(networks, services));
-    compile(&parse(s).expect("generated config parses"), 1).expect("generated config compiles")
+    testing::snapshot(&generated_config(networks, services))
 }
 
 fn network_lookup(c: &mut Criterion) {

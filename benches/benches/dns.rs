@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RecordType};
 use labgate_benches::generated_config;
-use labgate_config::{Sources, compile, parse};
 use labgate_dns::decide;
 
 #[global_allocator]
@@ -25,9 +24,7 @@ fn allocations_per_call(mut f: impl FnMut()) -> f64 {
 }
 
 fn decide_bench(c: &mut Criterion) {
-    let mut src = Sources::new();
-    src.add("bench.toml", generated_config(60, 1000));
-    let s = compile(&parse(src).expect("parses"), 1).expect("compiles");
+    let s = labgate_config::testing::snapshot(&generated_config(60, 1000));
     let name = |n: &str| LowerName::new(&Name::from_ascii(n).expect("name"));
     let lists = labgate_dns::FetchedLists::new();
     let mut g = c.benchmark_group("dns_decide");

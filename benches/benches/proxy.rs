@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use labgate_benches::generated_config;
-use labgate_config::{Sources, compile, parse};
 use labgate_proxy::backends::Pools;
 use labgate_proxy::cf_access::KeySets;
 use labgate_proxy::general::SessionHead;
@@ -197,9 +196,9 @@ fn pingora_head() -> RequestHeader {
 }
 
 fn proxy_bench(c: &mut Criterion) {
-    let mut src = Sources::new();
-    src.add("bench.toml", generated_config(60, 1000));
-    let snapshot = Arc::new(compile(&parse(src).expect("parses"), 1).expect("compiles"));
+    let snapshot = Arc::new(labgate_config::testing::snapshot(&generated_config(
+        60, 1000,
+    )));
     let state = ProxyState::new(snapshot, &Pools::default());
     let info = ConnInfo {
         client: "10.0.3.7".parse::<IpAddr>().expect("ip"),

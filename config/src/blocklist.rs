@@ -1,9 +1,19 @@
 //! Blocklist contents: parsing hosts, domain-list and adblock formats into a set of names,
-//! and suffix matching (a listed name blocks its subdomains too).
+//! and suffix matching (a listed name blocks its subdomains too). A leaf module: the settings
+//! hold its types, it imports none of theirs.
 
 use std::collections::HashSet;
 
-use crate::settings::BlocklistFormat;
+/// How a blocklist writes its names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlocklistFormat {
+    /// `0.0.0.0 name` lines.
+    Hosts,
+    /// One name per line.
+    Domains,
+    /// `||name^` lines.
+    Adblock,
+}
 
 /// The names of one blocklist, lower-case, without trailing dots.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -8,23 +8,25 @@ mod values;
 mod views;
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use toml::Spanned;
 
 use crate::error::{Diagnostic, Diagnostics, Severity};
-use crate::load::Loaded;
+use crate::loaded::{Found, Loaded, NamedFiles};
 use crate::raw::RawFile;
 use crate::snapshot::Snapshot;
 use crate::source::{FileId, Sources};
 
-/// Compiles loaded files into a snapshot with the given generation number.
+/// Compiles loaded files into a snapshot with the given generation number. Pure: it reads
+/// no file (the ones the configuration names were read by `load`) and no clock.
 ///
 /// # Errors
 /// Every error found, with the warnings, when the configuration is invalid.
 pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics> {
     let mut cx = Ctx {
         sources: &loaded.sources,
+        named: &loaded.named,
         diags: Vec::new(),
     };
     let files = &loaded.files;
@@ -189,10 +191,11 @@ fn trusted_proxies(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Vec<ipnet::
 /// Collects diagnostics while compiling.
 pub(crate) struct Ctx<'s> {
     sources: &'s Sources,
+    named: &'s NamedFiles,
     diags: Vec<Diagnostic>,
 }
 
-impl Ctx<'_> {
+impl<'s> Ctx<'s> {
     /// Reports an error at a span of a file.
     pub(crate) fn error(
         &mut self,
@@ -243,36 +246,55 @@ impl Ctx<'_> {
 
     /// A path written in a file, relative to that file's directory.
     pub(crate) fn path(&self, file: FileId, p: &str) -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            self.sources.file(file).dir().join(p)
-        }
+        self.sources.file(file).resolve(p)
     }
 
-    /// Checks that a file (often a secret) can be opened; the error names the path only.
+    /// A named file (often a secret) that must open; the error names the path only.
     pub(crate) fn readable(&mut self, file: FileId, v: &Spanned<String>, key: &str) -> PathBuf {
+        self.named(file, v, key).0
+    }
+
+    /// A named file and its contents, `None` when it could not be read (reported here).
+    pub(crate) fn read(
+        &mut self,
+        file: FileId,
+        v: &Spanned<String>,
+        key: &str,
+    ) -> (PathBuf, Option<&'s [u8]>) {
+        self.named(file, v, key)
+    }
+
+    fn named(
+        &mut self,
+        file: FileId,
+        v: &Spanned<String>,
+        key: &str,
+    ) -> (PathBuf, Option<&'s [u8]>) {
         let path = self.path(file, v.get_ref());
-        if let Err(e) = std::fs::File::open(&path) {
-            self.error(
-                file,
-                v.span(),
-                key,
-                format!("cannot read `{}`: {}", path.display(), io_reason(&e)),
-            )
-            .hint(
-                "create the file, or fix the path (relative paths start at this file's directory)",
-            );
-        }
-        path
+        // A file `load` did not look at (a configuration held in memory) is missing.
+        let found = self.named.get(&path);
+        let failed = match found {
+            Some(Found::Read(bytes)) => return (path, Some(bytes)),
+            Some(Found::Opened) => return (path, None),
+            Some(Found::Failed(kind)) => *kind,
+            None => std::io::ErrorKind::NotFound,
+        };
+        self.error(
+            file,
+            v.span(),
+            key,
+            format!("cannot read `{}`: {}", path.display(), io_reason(failed)),
+        )
+        .hint("create the file, or fix the path (relative paths start at this file's directory)");
+        (path, None)
     }
 }
 
-fn io_reason(e: &std::io::Error) -> &'static str {
-    match e.kind() {
+fn io_reason(kind: std::io::ErrorKind) -> &'static str {
+    match kind {
         std::io::ErrorKind::NotFound => "no such file",
         std::io::ErrorKind::PermissionDenied => "permission denied",
+        std::io::ErrorKind::IsADirectory => "a directory",
         _ => "unreadable",
     }
 }
@@ -367,3 +389,8 @@ pub(crate) fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
         v.join(", ")
     }
 }
+
+// The tables compile TOML through the `testing` module, which is above this one: in a file of
+// their own they are a module on top of the graph, not part of this one.
+#[cfg(test)]
+mod tests;

@@ -1,13 +1,13 @@
 //! Entry points for the fuzz targets in `fuzz/` (H2: targets are shims). Compiled in every
 //! build so CI checks them; the seed corpus runs through them in the unit tests.
 
-use crate::blocklist::BlockSet;
+use crate::blocklist::{BlockSet, BlocklistFormat};
 use crate::route::{MAX_HOST_LEN, needs_normalizing, normalize_host, normalize_path};
-use crate::settings::BlocklistFormat;
 use crate::{Sources, compile, parse};
 
 /// Any bytes as a configuration file: parsing and compiling never panic, and a compiled
-/// snapshot answers the lookups every request makes.
+/// snapshot answers the lookups every request makes. Nothing is read from disk: the files
+/// the configuration names are missing.
 pub fn compile_bytes(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;

@@ -1,13 +1,15 @@
 //! labgate's configuration: TOML files in, one immutable [`Snapshot`] out.
 //!
 //! ```text
-//! files ──load──▶ RawFile per file ──compile──▶ Snapshot ──ArcSwap──▶ dns, proxy, acme
-//!                  (serde, spans)    (validate,   (networks, views,
-//!                                     index)       routes, certificates)
+//! files ──load──▶ Loaded ──compile──▶ Snapshot ──ArcSwap──▶ dns, proxy, acme
+//!                 (RawFile per file,   (pure:      (networks, views,
+//!                  spans, the files     validate,   routes, certificates)
+//!                  they name)           index)
 //! ```
 //!
-//! This crate reads files (the config itself and, to check them, secret files named in it) but
-//! opens no socket and starts no task. It depends on no other labgate crate. Decisions made
+//! This crate reads files ([`load`]: the config itself and the files it names, secret files
+//! only opened to check them) but opens no socket and starts no task; [`compile`] reads nothing
+//! but what `load` read. It depends on no other labgate crate. Decisions made
 //! per request (which network an address is in, what a view answers, which service a host
 //! routes to, which certificate covers a name) are pure functions over the snapshot, here,
 //! so the DNS server, the proxy and `labgate explain` share one implementation.
@@ -23,17 +25,21 @@ mod error;
 pub mod fuzzing;
 pub mod histogram;
 mod load;
+mod loaded;
 pub mod network;
 pub mod raw;
 pub mod route;
 pub mod settings;
 mod snapshot;
 mod source;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod view;
 
 pub use compile::compile;
 pub use error::{Diagnostic, Diagnostics, Error, Severity};
-pub use load::{Loaded, load, parse};
+pub use load::{load, parse};
+pub use loaded::{Found, Loaded, NamedFiles};
 pub use snapshot::Snapshot;
 pub use source::{ContentHash, FileId, Location, SourceFile, Sources};
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use hickory_proto::rr::Name;
 
+use crate::blocklist::{BlockSet, BlocklistFormat};
+
 /// Bounds on open client connections of each HTTP listener (`[server]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -126,17 +128,6 @@ pub struct Forwarder {
     pub upstreams: Vec<Upstream>,
 }
 
-/// Format of a blocklist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BlocklistFormat {
-    /// `0.0.0.0 name` lines.
-    Hosts,
-    /// One name per line.
-    Domains,
-    /// `||name^` lines.
-    Adblock,
-}
-
 /// What a blocked name gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockAction {
@@ -171,13 +162,13 @@ pub struct Blocklist {
     /// Time between fetches of a URL.
     pub refresh: Duration,
     /// The listed names: read from a file at compile time; empty for a URL until fetched.
-    pub names: Arc<crate::blocklist::BlockSet>,
+    pub names: Arc<BlockSet>,
 }
 
 impl Blocklist {
     /// Whether `names` (this list's, or its fetched content) blocks a lower-case name
     /// without trailing dot; the list's exceptions win.
-    pub fn blocks(&self, names: &crate::blocklist::BlockSet, name: &str) -> bool {
+    pub fn blocks(&self, names: &BlockSet, name: &str) -> bool {
         names.blocks(name)
             && !self.except.iter().any(|e| {
                 let e = e.to_ascii();

@@ -49,6 +49,12 @@ impl SourceFile {
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or_else(|| Path::new("."))
     }
+
+    /// A path written in this file: absolute as written, else relative to [`Self::dir`].
+    pub fn resolve(&self, written: &str) -> PathBuf {
+        // An absolute path replaces the directory it is joined to.
+        self.dir().join(written)
+    }
 }
 
 /// Every file of one configuration, in load order (sorted by path in a directory).

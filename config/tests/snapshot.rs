@@ -8,6 +8,7 @@ use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use labgate_config::diff::Diff;
 use labgate_config::route::Route;
 use labgate_config::settings::{CertSource, Coverage};
+use labgate_config::testing::{self, snapshot};
 use labgate_config::view::Lookup;
 use labgate_config::{Error, Snapshot, Sources, compile, load, load_and_compile, parse};
 
@@ -15,12 +16,6 @@ const HOMELAB: &str = "../deploy/examples/homelab.toml";
 
 fn homelab() -> Snapshot {
     load_and_compile(Path::new(HOMELAB), 1).expect("homelab example compiles")
-}
-
-fn from_str(text: &str) -> Result<Snapshot, Error> {
-    let mut s = Sources::new();
-    s.add("test.toml", text);
-    compile(&parse(s)?, 1).map_err(Error::Invalid)
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -231,7 +226,7 @@ fn explicit_records_cname_chains_and_empty_non_terminals() {
 
 #[test]
 fn split_horizon_and_wildcards() {
-    let s = from_str(
+    let s = snapshot(
         r#"
 [[network]]
 name = "inside"
@@ -262,8 +257,7 @@ name = "fixed.dev.example.net"
 type = "TXT"
 value = "not the wildcard"
 "#,
-    )
-    .expect("compiles");
+    );
     // The VPN's /24 is inside the /16: the longest prefix decides.
     assert_eq!(
         resolve(&s, "10.0.99.5", "git.example.net.", RecordType::A),
@@ -352,7 +346,7 @@ fn acme_certificates_are_derived_per_zone_with_services() {
 fn connection_limits_have_homelab_defaults_and_take_the_server_keys() {
     let base =
         "[[network]]\nname = \"lan\"\ncidrs = [\"10.0.0.0/24\"]\naddresses = [\"10.0.0.2\"]\n";
-    let s = from_str(base).expect("compiles");
+    let s = snapshot(base);
     assert_eq!(
         (
             s.connections.per_listener.get(),
@@ -360,10 +354,9 @@ fn connection_limits_have_homelab_defaults_and_take_the_server_keys() {
         ),
         (4096, 256)
     );
-    let s = from_str(&format!(
+    let s = snapshot(&format!(
         "[server]\nmax_connections = 10\nmax_connections_per_address = 3\n{base}"
-    ))
-    .expect("compiles");
+    ));
     assert_eq!(
         (
             s.connections.per_listener.get(),
@@ -382,7 +375,10 @@ fn diff_names_what_changed() {
         + "\n[[service]]\nhost = \"jellyfin.lab.example.com\"\nbackends = [\"http://10.0.20.15:8096\"]\nallow = [\"clients\"]\n";
     let mut src = Sources::new();
     src.add(HOMELAB, text);
-    let b = compile(&parse(src).expect("parses"), 2).expect("compiles");
+    let mut edited = parse(src).expect("parses");
+    // The files the example names (its token file) are the same; parsing reads none.
+    edited.named = load(Path::new(HOMELAB)).expect("loads").named;
+    let b = compile(&edited, 2).expect("compiles");
     let d = Diff::between(&a, &b);
     assert_eq!(d.services.added, ["jellyfin"]);
     assert_eq!(d.services.changed, ["immich"]);
@@ -454,7 +450,7 @@ fn ptr_records_are_derived_from_each_views_addresses() {
 
 #[test]
 fn negative_answers_carry_the_soa_that_soa_queries_get() {
-    let s = from_str(
+    let s = snapshot(
         r#"
 [[network]]
 name = "inside"
@@ -468,8 +464,7 @@ type = "SOA"
 value = "ns1.example.net. admin.example.net. 7 3600 600 604800 30"
 ttl = 300
 "#,
-    )
-    .expect("compiles");
+    );
     let view = s.view(s.networks.lookup(ip("10.0.5.5")).expect("inside").network);
     let soa = view.negative_soa(&s.zones[0]);
     assert_eq!(
@@ -482,7 +477,7 @@ ttl = 300
 
 #[test]
 fn backend_urls_give_scheme_address_and_port() {
-    let s = from_str(
+    let s = snapshot(
         r#"
 [[network]]
 name = "lab"
@@ -497,8 +492,7 @@ host = "grpc.lab.test"
 backends = ["h2c://10.0.0.7:50051", "h2c://[fd00::7]:50051", "h2c://grpc-box:9000", "https://nas.lab.test", "http://10.0.0.8"]
 allow = ["lab"]
 "#,
-    )
-    .expect("compiles");
+    );
     use labgate_config::route::BackendHost;
     let got: Vec<_> = s.services[0]
         .backends
@@ -519,21 +513,17 @@ allow = ["lab"]
 
 #[test]
 fn a_changed_ca_file_is_a_changed_configuration() {
-    let dir = tempfile::tempdir().expect("dir");
-    let write_ca = |name: &str| {
+    let ca = |name: &str| {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name);
-        let pem = params.self_signed(&key).expect("CA").pem();
-        std::fs::write(dir.path().join("ca.pem"), pem).expect("write CA");
+        params.self_signed(&key).expect("CA").pem()
     };
-    let config = dir.path().join("labgate.toml");
-    std::fs::write(
-        &config,
-        r#"
+    let hash = |pem: &str| {
+        let config = r#"
 [[network]]
 name = "lab"
 cidrs = ["10.0.0.0/16"]
@@ -545,31 +535,22 @@ host = "pve.example.net"
 backends = ["https://10.0.20.5:8006"]
 allow = ["lab"]
 backend_ca_file = "ca.pem"
-"#,
-    )
-    .expect("write config");
-    write_ca("first");
-    let first = load_and_compile(&config, 1).expect("compiles").hash;
-    assert_eq!(first, load_and_compile(&config, 2).expect("compiles").hash);
-    write_ca("second");
+"#;
+        let loaded = testing::loaded(config, &[("ca.pem", pem.as_bytes())]);
+        compile(&loaded, 1).expect("compiles").hash
+    };
+    let first = ca("first");
+    assert_eq!(hash(&first), hash(&first));
     // A reload must see it, though no TOML file changed.
-    assert_ne!(first, load_and_compile(&config, 3).expect("compiles").hash);
+    assert_ne!(hash(&first), hash(&ca("second")));
 }
 
 #[test]
 fn a_blocklist_file_with_a_byte_that_is_not_utf8_still_blocks() {
-    let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(
-        dir.path().join("ads.txt"),
-        b"# liste fran\xe7aise\nads.example.com\n",
-    )
-    .expect("write list");
-    let config = dir.path().join("labgate.toml");
-    std::fs::write(
-        &config,
+    let loaded = testing::loaded(
         "[[blocklist]]\nname = \"ads\"\nfile = \"ads.txt\"\n\n[[network]]\nname = \"lab\"\ncidrs = [\"10.0.0.0/16\"]\naddresses = [\"10.0.0.2\"]\nblocklists = [\"ads\"]\n",
-    )
-    .expect("write config");
-    let s = load_and_compile(&config, 1).expect("compiles");
+        &[("ads.txt", b"# liste fran\xe7aise\nads.example.com\n")],
+    );
+    let s = compile(&loaded, 1).expect("compiles");
     assert!(s.dns.blocklists[0].names.blocks("ads.example.com"));
 }

@@ -1,5 +1,8 @@
 //! The real handler driven in-process, bytes in and bytes out, for the `dns_handle` fuzz
-//! target, unit tests and benches (H2: the fuzz target is a shim over this).
+//! target, unit tests and benches (H2: the fuzz target is a shim over this). Built for this
+//! crate's tests and with the `test-util` feature (benches, fuzz targets), which production
+//! never enables: the sample snapshot comes from `labgate_config::testing`.
+#![cfg(any(test, feature = "test-util"))]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -9,7 +12,6 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-use labgate_config::{Snapshot, Sources, compile, parse};
 
 use crate::{Answer, Handler, Metrics};
 
@@ -48,12 +50,7 @@ host = "app.lab.test"
 backends = ["http://10.0.0.9"]
 allow = ["lab"]
 "#;
-    let mut s = Sources::new();
-    s.add("fuzz.toml", TOML);
-    let snapshot: Snapshot = parse(s)
-        .ok()
-        .and_then(|l| compile(&l, 1).ok())
-        .unwrap_or_else(|| unreachable!("the sample configuration compiles"));
+    let snapshot = labgate_config::testing::snapshot(TOML);
     let handler = Handler::new(
         Arc::new(ArcSwap::from_pointee(snapshot)),
         Arc::new(Metrics::default()),

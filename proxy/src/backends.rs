@@ -343,17 +343,11 @@ mod tests {
     use super::*;
 
     fn snapshot(timeout: &str) -> Snapshot {
-        let mut sources = labgate_config::Sources::new();
-        sources.add(
-            "t.toml",
-            format!(
-                "[[network]]\nname = \"lab\"\ncidrs = [\"10.0.0.0/16\"]\naddresses = [\"10.0.0.2\"]\n\
-                 [[zone]]\nname = \"lab.test\"\n\
-                 [[service]]\nhost = \"app.lab.test\"\nbackends = [\"http://nas.lab.test:5000\"]\nallow = [\"lab\"]\ntimeout = \"{timeout}\"\n"
-            ),
-        );
-        let loaded = labgate_config::parse(sources).expect("parses");
-        labgate_config::compile(&loaded, 1).expect("compiles")
+        labgate_config::testing::snapshot(&format!(
+            "[[network]]\nname = \"lab\"\ncidrs = [\"10.0.0.0/16\"]\naddresses = [\"10.0.0.2\"]\n\
+             [[zone]]\nname = \"lab.test\"\n\
+             [[service]]\nhost = \"app.lab.test\"\nbackends = [\"http://nas.lab.test:5000\"]\nallow = [\"lab\"]\ntimeout = \"{timeout}\"\n"
+        ))
     }
 
     #[test]

@@ -374,10 +374,7 @@ access = { team = "t", aud = "aud1", identity_header = "X-User" }
 
     /// A state with a service for each kind of plan.
     pub(crate) fn state() -> ProxyState {
-        let mut sources = labgate_config::Sources::new();
-        sources.add("t.toml", CONFIG.to_owned());
-        let loaded = labgate_config::parse(sources).expect("parses");
-        let snapshot = Arc::new(labgate_config::compile(&loaded, 1).expect("compiles"));
+        let snapshot = Arc::new(labgate_config::testing::snapshot(CONFIG));
         ProxyState::new(snapshot, &Pools::default())
     }
 

@@ -12,12 +12,10 @@ use toml::Spanned;
 use super::values::{self, Bad};
 use super::views::{Origin, ViewsBuilder};
 use super::{Ctx, Explain, choose, items, list, single};
-use crate::blocklist::BlockSet;
+use crate::blocklist::{BlockSet, BlocklistFormat};
 use crate::network::{NetworkKind, NetworkSet, Networks};
 use crate::raw::RawFile;
-use crate::settings::{
-    BlockAction, Blocklist, BlocklistFormat, BlocklistSource, Forwarder, Upstream,
-};
+use crate::settings::{BlockAction, Blocklist, BlocklistSource, Forwarder, Upstream};
 use crate::source::{FileId, Sources};
 use crate::view::{View, Zone, ZoneId, zone_of};
 
@@ -215,11 +213,11 @@ pub(crate) fn ca_certs(
 ) -> Vec<Arc<[u8]>> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    let path = cx.readable(file, ca, key);
-    let Ok(pem) = std::fs::read(&path) else {
+    let (path, pem) = cx.read(file, ca, key);
+    let Some(pem) = pem else {
         return Vec::new();
     };
-    let certs: Vec<Arc<[u8]>> = CertificateDer::pem_slice_iter(&pem)
+    let certs: Vec<Arc<[u8]>> = CertificateDer::pem_slice_iter(pem)
         .filter_map(Result::ok)
         .map(|c| Arc::from(c.as_ref()))
         .collect();
@@ -235,7 +233,7 @@ pub(crate) fn ca_certs(
     certs
 }
 
-/// Compiles `[[blocklist]]`s, reading file lists; `contents` receives their text for the
+/// Compiles `[[blocklist]]`s, parsing file lists; `contents` receives their text for the
 /// snapshot's content hash.
 pub(super) fn blocklists(
     cx: &mut Ctx<'_>,
@@ -256,10 +254,15 @@ pub(super) fn blocklists(
             .hint("give each blocklist its own name");
             continue;
         }
-        let source = match (&raw.file, &raw.url) {
-            (Some(f), None) => BlocklistSource::File(cx.readable(file, f, &format!("{key}.file"))),
+        let (source, text) = match (&raw.file, &raw.url) {
+            (Some(f), None) => {
+                let (path, bytes) = cx.read(file, f, &format!("{key}.file"));
+                (BlocklistSource::File(path), bytes)
+            }
             (None, Some(u)) => match url::Url::parse(u.get_ref()) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => BlocklistSource::Url(url),
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                    (BlocklistSource::Url(url), None)
+                }
                 _ => {
                     cx.error(
                         file,
@@ -332,21 +335,18 @@ pub(super) fn blocklists(
             .unwrap_or(Duration::from_secs(86_400)),
             None => Duration::from_secs(86_400),
         };
-        // A file list is read now, so an edited list is a changed snapshot; a URL list
-        // starts empty and is filled by the background fetcher.
-        let names = match &source {
-            BlocklistSource::File(path) => match std::fs::read(path) {
-                Ok(bytes) => {
-                    // A stray Latin-1 byte (an accented comment) must not empty the list:
-                    // names are ASCII, and only they are read.
-                    let text = String::from_utf8_lossy(&bytes).into_owned();
-                    let set = BlockSet::parse(&text, format);
-                    contents.push(text);
-                    set
-                }
-                Err(_) => BlockSet::default(),
-            },
-            BlocklistSource::Url(_) => BlockSet::default(),
+        // A file list was read by `load`, so an edited list is a changed snapshot; a URL
+        // list starts empty and is filled by the background fetcher.
+        let names = match text {
+            Some(bytes) => {
+                // A stray Latin-1 byte (an accented comment) must not empty the list:
+                // names are ASCII, and only they are read.
+                let text = String::from_utf8_lossy(bytes).into_owned();
+                let set = BlockSet::parse(&text, format);
+                contents.push(text);
+                set
+            }
+            None => BlockSet::default(),
         };
         out.push(Blocklist {
             name: Arc::from(name.as_str()),
@@ -693,5 +693,337 @@ pub(super) fn records(
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::{BlockAction, BlocklistSource};
+    use crate::testing::{diagnostics, loaded, snapshot};
+
+    const LAB: &str = r#"
+[[network]]
+name = "lab"
+cidrs = ["10.0.0.0/16"]
+addresses = ["10.0.0.2"]
+[[network]]
+name = "guest"
+cidrs = ["10.1.0.0/16"]
+internal = false
+[[zone]]
+name = "lab.test"
+"#;
+
+    fn check(cases: &[(&str, &[&str])]) {
+        for (toml, expected) in cases {
+            assert_eq!(
+                diagnostics(&format!("{toml}\n{LAB}"), &[]),
+                *expected,
+                "{toml}"
+            );
+        }
+    }
+
+    #[test]
+    fn dns_settings() {
+        check(&[
+            (
+                "[dns]\ncache_size = 1\ndefault_ttl = 0\nserve_stale = \"0s\"\nmax_in_flight = 1\nmax_in_flight_per_client = 1000000",
+                &[],
+            ),
+            (
+                "[dns]\ncache_size = 0",
+                &["error `dns.cache_size`: 0 is out of range: between 1 and 100000000"],
+            ),
+            (
+                "[dns]\ndefault_ttl = 2147483648",
+                &["error `dns.default_ttl`: 2147483648 is out of range: between 0 and 2147483647"],
+            ),
+            ("[dns]\nserve_stale = \"1 day\"", &[]),
+            (
+                "[dns]\nserve_stale = \"a while\"",
+                &["error `dns.serve_stale`: `a while` is not a duration (expected number at 0)"],
+            ),
+            (
+                "[dns]\nmax_in_flight_per_client = 0",
+                &["error `dns.max_in_flight_per_client`: 0 is out of range: between 1 and 1000000"],
+            ),
+            (
+                "[dns]\nupstreams = [\"udp://1.1.1.1\", \"dns.google\"]",
+                &["error `dns.upstreams[1]`: `dns.google` has no scheme"],
+            ),
+            (
+                "[dns]\nrebind_allow = [\"plex.direct\", \"bad..name\"]",
+                &["error `dns.rebind_allow[1]`: `bad..name` has an invalid label ``"],
+            ),
+            (
+                "[dns]\nupstream_ca_file = \"ca.pem\"",
+                &["error `dns.upstream_ca_file`: cannot read `ca.pem`: no such file"],
+            ),
+        ]);
+        let s = snapshot(LAB);
+        let d = &s.dns;
+        assert_eq!(
+            (
+                d.cache_size.get(),
+                d.default_ttl,
+                d.serve_stale.as_secs(),
+                d.max_in_flight.get(),
+                d.max_in_flight_per_client.get()
+            ),
+            (10_000, 300, 86_400, 1024, 128)
+        );
+    }
+
+    #[test]
+    fn forwarders() {
+        let fwd = |domain: &str, ups: &str| {
+            format!("[[forward]]\ndomain = \"{domain}\"\nupstreams = [{ups}]\n")
+        };
+        check(&[
+            (&fwd("corp.example", "\"udp://10.9.0.53\""), &[]),
+            (
+                &fwd("corp.example", ""),
+                &["error `forward[0].upstreams`: forwarder for `corp.example.` has no upstreams"],
+            ),
+            (
+                &format!(
+                    "{}{}",
+                    fwd("corp.example", "\"udp://10.9.0.53\""),
+                    fwd("Corp.Example.", "\"udp://10.9.0.54\"")
+                ),
+                &["error `forward[1].domain`: `corp.example.` is forwarded twice"],
+            ),
+            (
+                &fwd("corp..example", "\"udp://10.9.0.53\""),
+                &["error `forward[0].domain`: `corp..example` has an invalid label ``"],
+            ),
+            // Delegations out of an internal zone.
+            (&fwd("k8s.lab.test", "\"udp://10.0.0.53\""), &[]),
+            (
+                &fwd("lab.test", "\"udp://10.0.0.53\""),
+                &[
+                    "error `forward[0].domain`: `lab.test` is an internal zone: its names are answered from labgate's data, never forwarded",
+                ],
+            ),
+            (
+                &format!(
+                    "{}[[record]]\nname = \"x.k8s.lab.test\"\ntype = \"TXT\"\nvalue = \"mine\"\n",
+                    fwd("k8s.lab.test", "\"udp://10.0.0.53\"")
+                ),
+                &[
+                    "error `forward[0].domain`: `k8s.lab.test` is forwarded, but labgate has names under it (`x.k8s.lab.test`, from a [[record]] or a service)",
+                ],
+            ),
+        ]);
+        // Longest domain first, so the most specific forwarder wins.
+        let s = snapshot(&format!(
+            "{}{}{LAB}",
+            fwd("example", "\"udp://10.9.0.1\""),
+            fwd("a.corp.example", "\"udp://10.9.0.2\"")
+        ));
+        let order: Vec<String> = s
+            .dns
+            .forwarders
+            .iter()
+            .map(|f| f.domain.to_string())
+            .collect();
+        assert_eq!(order, ["a.corp.example.", "example."]);
+        let s = snapshot(&format!(
+            "{}{LAB}",
+            fwd("k8s.lab.test", "\"udp://10.0.0.53\"")
+        ));
+        assert_eq!(s.zones[0].delegated.len(), 1);
+    }
+
+    #[test]
+    fn blocklists() {
+        let list = |fields: &str| format!("[[blocklist]]\nname = \"ads\"\n{fields}\n");
+        check(&[
+            (&list("url = \"https://lists.example/ads.txt\""), &[]),
+            (
+                &list("url = \"ftp://lists.example/ads.txt\""),
+                &["error `blocklist[0].url`: not an http(s) URL"],
+            ),
+            (
+                &list("url = \"https://lists.example/ads.txt\"\nfile = \"ads.txt\""),
+                &["error `blocklist[0]`: blocklist `ads` needs exactly one of `file` and `url`"],
+            ),
+            (
+                &list(""),
+                &["error `blocklist[0]`: blocklist `ads` needs exactly one of `file` and `url`"],
+            ),
+            (
+                &list("url = \"https://lists.example/ads.txt\"\nformat = \"csv\""),
+                &["error `blocklist[0].format`: unknown value `csv`"],
+            ),
+            (
+                &list("url = \"https://lists.example/ads.txt\"\naction = \"refuse\""),
+                &["error `blocklist[0].action`: unknown value `refuse`"],
+            ),
+            (
+                &list("url = \"https://lists.example/ads.txt\"\nrefresh = \"often\""),
+                &["error `blocklist[0].refresh`: `often` is not a duration (expected number at 0)"],
+            ),
+            (
+                &list("url = \"https://lists.example/ads.txt\"\nexcept = [\"ok..example\"]"),
+                &["error `blocklist[0].except[0]`: `ok..example` has an invalid label ``"],
+            ),
+            (
+                &format!(
+                    "{}{}",
+                    list("url = \"https://a.example/l\""),
+                    list("url = \"https://b.example/l\"")
+                ),
+                &["error `blocklist[1].name`: blocklist `ads` is defined twice"],
+            ),
+        ]);
+        let toml = format!(
+            "{}{}",
+            list(
+                "file = \"ads.txt\"\nformat = \"hosts\"\naction = \"null\"\nrefresh = \"1h\"\nexcept = [\"ok.ads.example\"]"
+            ),
+            LAB
+        );
+        let s = crate::compile(&loaded(&toml, &[("ads.txt", b"0.0.0.0 ads.example\n")]), 1)
+            .expect("compiles");
+        let l = &s.dns.blocklists[0];
+        assert_eq!(l.source, BlocklistSource::File("ads.txt".into()));
+        assert_eq!(
+            (l.action, l.refresh.as_secs()),
+            (BlockAction::NullAddress, 3600)
+        );
+        let blocks: Vec<bool> = [
+            "ads.example",
+            "x.ads.example",
+            "ok.ads.example",
+            "y.ok.ads.example",
+            "example",
+        ]
+        .iter()
+        .map(|n| l.blocks(&l.names, n))
+        .collect();
+        assert_eq!(blocks, [true, true, false, false, false]);
+        let s = snapshot(&format!(
+            "{}{LAB}",
+            list("url = \"https://lists.example/ads.txt\"")
+        ));
+        let l = &s.dns.blocklists[0];
+        assert_eq!(
+            (l.action, l.refresh.as_secs(), l.names.is_empty()),
+            (BlockAction::NxDomain, 86_400, true)
+        );
+    }
+
+    #[test]
+    fn zones() {
+        check(&[
+            (
+                "[[zone]]\nname = \"home.test\"\nns = [\"ns1.home.test\"]\nhostmaster = \"admin@home.test\"\nnegative_ttl = 86400",
+                &[],
+            ),
+            (
+                "[[zone]]\nname = \"Lab.Test.\"",
+                &["error `zone[1].name`: zone `lab.test.` is defined twice"],
+            ),
+            (
+                "[[zone]]\nname = \"home..test\"",
+                &["error `zone[0].name`: `home..test` has an invalid label ``"],
+            ),
+            (
+                "[[zone]]\nname = \"home.test\"\nnegative_ttl = 86401",
+                &["error `zone[0].negative_ttl`: 86401 is out of range: between 0 and 86400"],
+            ),
+            (
+                "[[zone]]\nname = \"home.test\"\nhostmaster = \"admin@@home.test\"",
+                &["error `zone[0].hostmaster`: `admin.@home.test` has an invalid label `@home`"],
+            ),
+        ]);
+        let s = snapshot(&format!(
+            "[[zone]]\nname = \"home.test\"\nns = [\"ns1.home.test\"]\nhostmaster = \"admin@home.test\"\nnegative_ttl = 30\n{LAB}"
+        ));
+        let soa = |i: usize| s.zones[i].soa.data.to_string();
+        assert!(
+            soa(0).starts_with("ns1.home.test. admin.home.test. "),
+            "{}",
+            soa(0)
+        );
+        assert!(soa(0).ends_with(" 3600 600 604800 30"), "{}", soa(0));
+        assert!(
+            soa(1).starts_with("ns.lab.test. hostmaster.lab.test. "),
+            "{}",
+            soa(1)
+        );
+        assert!(soa(1).ends_with(" 60"), "{}", soa(1));
+        assert_eq!(
+            (s.zones[0].synthesized_ns, s.zones[1].synthesized_ns),
+            (false, true)
+        );
+    }
+
+    #[test]
+    fn records() {
+        let record = |name: &str, rtype: &str, value: &str, more: &str| {
+            format!(
+                "[[record]]\nname = \"{name}\"\ntype = \"{rtype}\"\nvalue = \"{value}\"\n{more}\n"
+            )
+        };
+        check(&[
+            (
+                &record(
+                    "nas.lab.test",
+                    "A",
+                    "10.0.0.9",
+                    "ttl = 60\nnetworks = [\"lab\"]",
+                ),
+                &[],
+            ),
+            (
+                &record("nas.lab.test", "SPF", "x", ""),
+                &["error `record[0].type`: unsupported record type `SPF`"],
+            ),
+            (
+                &record("nas.other.test", "A", "10.0.0.9", ""),
+                &["error `record[0].name`: `nas.other.test` is outside every internal zone"],
+            ),
+            (&record("*.dev.lab.test", "A", "10.0.0.9", ""), &[]),
+            (
+                &record("nas.lab.test", "A", "10.0.0.9", "ttl = -1"),
+                &["error `record[0].ttl`: -1 is out of range: between 0 and 2147483647"],
+            ),
+            (
+                &record("sub.lab.test", "NS", "ns.elsewhere.test", ""),
+                &["error `record[0].type`: NS records belong at a zone apex (`lab.test.`)"],
+            ),
+            (&record("lab.test", "NS", "ns.elsewhere.test", ""), &[]),
+            (
+                &record("nas.lab.test", "A", "10.0.0.9", "networks = [\"tunnel\"]"),
+                &["error `record[0].networks[0]`: the `tunnel` network has no DNS view"],
+            ),
+            (
+                &record("nas.lab.test", "A", "10.0.0.9", "networks = [\"guest\"]"),
+                &[
+                    "error `record[0].networks[0]`: network `guest` does not see internal names (`internal = false`)",
+                ],
+            ),
+            (
+                &record("nas.lab.test", "A", "10.0.0.9", "networks = [\"wifi\"]"),
+                &["error `record[0].networks[0]`: no network named `wifi`"],
+            ),
+        ]);
+        // Without `networks`, every network that sees internal names gets the record.
+        let s = snapshot(&format!(
+            "{}{LAB}",
+            record("nas.lab.test", "A", "10.0.0.9", "")
+        ));
+        let name = hickory_proto::rr::LowerName::from(
+            hickory_proto::rr::Name::from_ascii("nas.lab.test.").expect("name"),
+        );
+        let has: Vec<bool> = s
+            .views
+            .iter()
+            .map(|v| v.nodes.contains_key(&name))
+            .collect();
+        assert_eq!(has, [true, false, false], "lab, guest, tunnel");
     }
 }

@@ -341,3 +341,188 @@ fn addr(
         })
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{diagnostics, snapshot};
+
+    fn network(body: &str) -> String {
+        format!("[[network]]\n{body}\n")
+    }
+
+    #[test]
+    fn networks() {
+        let lab = "name = \"lab\"\ncidrs = [\"10.0.0.0/16\"]";
+        let cases: &[(&str, &[&str])] = &[
+            (&network(lab), &[]),
+            (
+                &network(
+                    "name = \"lab\"\ncidrs = [\"10.0.0.1\", \"fd00::/64\"]\naddresses = [\"fd00::2\"]",
+                ),
+                &[],
+            ),
+            (
+                &network("name = \"Lab\"\ncidrs = [\"10.0.0.0/16\"]"),
+                &["error `network[0].name`: `Lab` is not a valid network name"],
+            ),
+            (
+                &network("name = \"\"\ncidrs = [\"10.0.0.0/16\"]"),
+                &["error `network[0].name`: `` is not a valid network name"],
+            ),
+            (
+                &network("name = \"tunnel\"\ncidrs = [\"10.0.0.0/16\"]"),
+                &[
+                    "error `network[0].name`: `tunnel` is the built-in network of the Cloudflare Tunnel",
+                ],
+            ),
+            (
+                &format!(
+                    "{}{}",
+                    network(lab),
+                    network("name = \"lab\"\ncidrs = [\"10.1.0.0/16\"]")
+                ),
+                &["error `network[1].name`: network `lab` is defined twice"],
+            ),
+            (
+                &network("name = \"lab\"\ncidrs = []"),
+                &["error `network[0].cidrs`: network `lab` has no CIDRs"],
+            ),
+            (
+                &network("name = \"lab\"\ncidrs = [\"10.0.0.0/33\"]"),
+                &["error `network[0].cidrs[0]`: `10.0.0.0/33` is not a CIDR"],
+            ),
+            (
+                &network("name = \"lab\"\ncidrs = [\"10.0.0.5/24\"]"),
+                &["error `network[0].cidrs[0]`: `10.0.0.5/24` has host bits set"],
+            ),
+            (
+                &format!(
+                    "{}{}",
+                    network(lab),
+                    network("name = \"iot\"\ncidrs = [\"10.0.0.0/16\"]")
+                ),
+                &["error `network[1].cidrs[0]`: 10.0.0.0/16 is already a CIDR of network `lab`"],
+            ),
+            (
+                &network("name = \"lab\"\ncidrs = [\"10.0.0.0/16\"]\naddresses = [\"10.0.0\"]"),
+                &["error `network[0].addresses[0]`: `10.0.0` is not an IP address"],
+            ),
+            (
+                &network("name = \"lab\"\ncidrs = [\"10.0.0.0/16\"]\naddresses = [\"10.9.0.2\"]"),
+                &["warning `network[0].addresses[0]`: 10.9.0.2 is outside network `lab`'s CIDRs"],
+            ),
+            (
+                &network("name = \"lab\"\ncidrs = [\"10.0.0.0/16\"]\nblocklists = [\"ads\"]"),
+                &["error `network[0].blocklists[0]`: no blocklist named `ads`"],
+            ),
+            (
+                "[tunnel]\nconnectors = [\"172.17.0.0/16\", \"10.0.0.5/8\"]\n",
+                &["error `tunnel.connectors[1]`: `10.0.0.5/8` has host bits set"],
+            ),
+        ];
+        for (toml, expected) in cases {
+            assert_eq!(diagnostics(toml, &[]), *expected, "{toml}");
+        }
+        // The 64th network would take the tunnel's place.
+        let many: String = (0..MAX_NETWORKS)
+            .map(|i| network(&format!("name = \"n{i}\"\ncidrs = [\"10.{i}.0.0/16\"]")))
+            .collect();
+        assert_eq!(
+            diagnostics(&many, &[]),
+            ["error `network[63]`: more than 63 networks"]
+        );
+    }
+
+    /// Defaults of a network, the tunnel's, and the connectors.
+    #[test]
+    fn network_defaults() {
+        let s = snapshot(
+            "[[network]]\nname = \"lab\"\ncidrs = [\"10.0.0.0/16\"]\n[[network]]\nname = \"guest\"\ncidrs = [\"10.1.0.0/16\"]\ninternal = false\nrecursion = false\n",
+        );
+        let got: Vec<(&str, bool, bool)> = s
+            .networks
+            .iter()
+            .map(|n| (&*n.name, n.internal, n.recursion))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("lab", true, true),
+                ("guest", false, false),
+                ("tunnel", false, false)
+            ]
+        );
+        assert_eq!(s.networks.tunnel().kind, NetworkKind::Tunnel);
+    }
+
+    #[test]
+    fn listeners() {
+        let cases: &[(&str, &[&str])] = &[
+            ("", &[]),
+            ("https = [\"0.0.0.0:8443\", \"[::]:8443\"]", &[]),
+            (
+                "https = [\"[::]:8443\"]",
+                &["warning `listen.https[0]`: [::]:8443 listens for IPv6 clients only"],
+            ),
+            (
+                "http = [\"10.0.0.2:53\"]",
+                &[
+                    "error `listen.http[0]`: takes the port of listen.dns (0.0.0.0:53): only one of them could listen",
+                ],
+            ),
+            (
+                "admin = \"127.0.0.1:443\"",
+                &[
+                    "error `listen.admin`: takes the port of listen.https (0.0.0.0:443): only one of them could listen",
+                ],
+            ),
+            (
+                "https = [\"10.0.0.2:8443\", \"10.0.0.3:8443\"]\nhttp = [\"10.0.0.2:8080\"]",
+                &[],
+            ),
+            ("https = [\"127.0.0.1:0\"]\nhttp = [\"127.0.0.1:0\"]", &[]),
+            (
+                "dns_tls = [\"0.0.0.0:853\"]",
+                &[
+                    "warning `listen.dns_tls`: clients that send no name (Android's automatic Private DNS) get a handshake alert",
+                ],
+            ),
+            ("dns = [\"10.0.0.2\"]", &[]),
+            (
+                "dns = [\"10.0.0.2:x\"]",
+                &["error `listen.dns[0]`: `10.0.0.2:x` is not an IP address with a port"],
+            ),
+        ];
+        for (listen, expected) in cases {
+            let toml = format!(
+                "[listen]\n{listen}\n[[network]]\nname = \"lab\"\ncidrs = [\"10.0.0.0/16\"]\n"
+            );
+            assert_eq!(diagnostics(&toml, &[]), *expected, "{listen}");
+        }
+        let s = snapshot(
+            "[listen]\ndns = [\"10.0.0.2\"]\ndns_tls = [\"10.0.0.2\"]\n[tls]\ndefault_name = \"dns.lab.test\"\n",
+        );
+        assert_eq!(s.listen.dns, ["10.0.0.2:53".parse().expect("addr")]);
+        assert_eq!(s.listen.dns_tls, ["10.0.0.2:853".parse().expect("addr")]);
+        assert_eq!(s.listen.admin, "127.0.0.1:9153".parse().expect("addr"));
+    }
+
+    #[test]
+    fn one_port_per_listener() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("10.0.0.2:443", "10.0.0.2:443", true),
+            ("10.0.0.2:443", "10.0.0.3:443", false),
+            ("0.0.0.0:443", "10.0.0.3:443", true),
+            ("10.0.0.3:443", "0.0.0.0:443", true),
+            ("0.0.0.0:443", "[::]:443", false),
+            ("[::]:443", "[fd00::2]:443", true),
+            ("10.0.0.2:443", "10.0.0.2:8443", false),
+            ("127.0.0.1:0", "127.0.0.1:0", false),
+        ];
+        for (a, b, expected) in cases {
+            let got = one_port(a.parse().expect("addr"), b.parse().expect("addr"));
+            assert_eq!(got, *expected, "{a} {b}");
+        }
+    }
+}

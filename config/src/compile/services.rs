@@ -386,10 +386,9 @@ fn backends(cx: &mut Ctx<'_>, file: FileId, raw: &RawService, key: &str) -> Vec<
                 let host = match u.host() {
                     Some(url::Host::Ipv4(a)) => BackendHost::Ip(a.into()),
                     Some(url::Host::Ipv6(a)) => BackendHost::Ip(a.into()),
-                    // `h2c://` is not a special scheme to the URL parser: its IPs come as text.
+                    // `h2c://` is not a special scheme to the URL parser: its IPv4 addresses
+                    // come as text (IPv6 ones, in brackets, are parsed for every scheme).
                     Some(url::Host::Domain(d)) => d
-                        .trim_start_matches('[')
-                        .trim_end_matches(']')
                         .parse::<std::net::IpAddr>()
                         .map_or_else(|_| BackendHost::Name(Arc::from(d)), BackendHost::Ip),
                     None => return Err(format!("`{s}` has no host")),
@@ -461,4 +460,318 @@ fn duration_or(
     v.as_ref()
         .and_then(|t| report(cx, file, t, key, values::duration(t.get_ref())))
         .unwrap_or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::route::{BackendHost, Route};
+    use crate::testing::{diagnostics, snapshot};
+
+    const BASE: &str = r#"
+[[network]]
+name = "lab"
+cidrs = ["10.0.0.0/16"]
+addresses = ["10.0.0.2"]
+[[network]]
+name = "bare"
+cidrs = ["10.2.0.0/16"]
+[[network]]
+name = "guest"
+cidrs = ["10.1.0.0/16"]
+addresses = ["10.1.0.2"]
+internal = false
+[[zone]]
+name = "lab.test"
+"#;
+
+    /// `[[service]]` fields after `host = "app.lab.test"`, `allow` and `backends` unless given.
+    fn service(fields: &str) -> String {
+        let mut s = format!("{BASE}[[service]]\nhost = \"app.lab.test\"\n{fields}\n");
+        if !fields.contains("allow") {
+            s.push_str("allow = [\"lab\"]\n");
+        }
+        if !fields.contains("backends") {
+            s.push_str("backends = [\"http://10.0.0.9\"]\n");
+        }
+        s
+    }
+
+    #[test]
+    fn service_checks() {
+        let cases: &[(&str, &[&str])] = &[
+            ("", &[]),
+            (
+                "allow = []",
+                &[
+                    "error `service[0].allow`: service `app` allows no network, so nobody can reach it",
+                ],
+            ),
+            (
+                "allow = [\"wifi\"]",
+                &["error `service[0].allow[0]`: no network named `wifi`"],
+            ),
+            (
+                "allow = [\"guest\"]",
+                &[
+                    "error `service[0].allow[0]`: network `guest` does not see internal names (`internal = false`), so it cannot reach `app`",
+                ],
+            ),
+            (
+                "allow = [\"bare\"]",
+                &[
+                    "error `service[0].allow`: network `bare` has no `addresses`, so `app.lab.test` cannot resolve there",
+                ],
+            ),
+            ("allow = [\"tunnel\"]", &[]),
+            (
+                "aliases = [\"other.test\"]",
+                &["error `service[0].aliases[0]`: `other.test` is outside every internal zone"],
+            ),
+            (
+                "aliases = [\"a_b.lab.test\"]",
+                &[
+                    "error `service[0].aliases[0]`: `a_b.lab.test` has `_`, which browsers reject in host names",
+                ],
+            ),
+            (
+                "backends = []",
+                &["error `service[0].backends`: a service needs at least one backend"],
+            ),
+            (
+                "timeout = \"soon\"",
+                &["error `service[0].timeout`: `soon` is not a duration (expected number at 0)"],
+            ),
+            (
+                "max_body = \"1T\"",
+                &["error `service[0].max_body`: `1T` is not a size"],
+            ),
+            ("host_header = \"Nas.Lab\"", &[]),
+            (
+                "health_check = { fall = 0 }",
+                &["error `service[0].health_check.fall`: 0 is out of range: between 1 and 100"],
+            ),
+            (
+                "backend_ca_file = \"ca.pem\"",
+                &["error `service[0].backend_ca_file`: cannot read `ca.pem`: no such file"],
+            ),
+        ];
+        for (fields, expected) in cases {
+            assert_eq!(diagnostics(&service(fields), &[]), *expected, "{fields}");
+        }
+    }
+
+    /// A backend as `tls`, `h2c`, host (`ip …` or `name …`) and port.
+    type Parsed = (bool, bool, &'static str, u16);
+
+    #[test]
+    fn backends() {
+        let cases: &[(&str, Result<Parsed, &str>)] = &[
+            ("http://10.0.0.9", Ok((false, false, "ip 10.0.0.9", 80))),
+            ("http://10.0.0.9/", Ok((false, false, "ip 10.0.0.9", 80))),
+            (
+                "https://nas.lab.test",
+                Ok((true, false, "name nas.lab.test", 443)),
+            ),
+            (
+                "https://10.0.0.9:8006",
+                Ok((true, false, "ip 10.0.0.9", 8006)),
+            ),
+            (
+                "h2c://10.0.0.7:50051",
+                Ok((false, true, "ip 10.0.0.7", 50051)),
+            ),
+            (
+                "h2c://[fd00::7]:50051",
+                Ok((false, true, "ip fd00::7", 50051)),
+            ),
+            ("h2c://grpc-box", Ok((false, true, "name grpc-box", 80))),
+            ("ftp://10.0.0.9", Err("`ftp://10.0.0.9` has scheme `ftp`")),
+            (
+                "http://10.0.0.9/app",
+                Err("`http://10.0.0.9/app` has a path, query or user: backends are addresses only"),
+            ),
+            (
+                "http://10.0.0.9?x=1",
+                Err("`http://10.0.0.9?x=1` has a path, query or user: backends are addresses only"),
+            ),
+            (
+                "http://user@10.0.0.9",
+                Err(
+                    "`http://user@10.0.0.9` has a path, query or user: backends are addresses only",
+                ),
+            ),
+            (
+                "10.0.0.9:80",
+                Err("`10.0.0.9:80` is not a URL (relative URL without a base)"),
+            ),
+            (
+                "nas",
+                Err("`nas` is not a URL (relative URL without a base)"),
+            ),
+        ];
+        for (url, expected) in cases {
+            let toml = service(&format!("backends = [\"{url}\"]"));
+            let got = match diagnostics(&toml, &[]).as_slice() {
+                [] => {
+                    let s = snapshot(&toml);
+                    let b = &s.services[0].backends[0];
+                    let host = match &b.host {
+                        BackendHost::Ip(ip) => format!("ip {ip}"),
+                        BackendHost::Name(n) => format!("name {n}"),
+                    };
+                    Ok((b.tls, b.h2c, host, b.port))
+                }
+                [d] => Err(d
+                    .trim_start_matches("error `service[0].backends[0]`: ")
+                    .to_owned()),
+                more => panic!("{url}: {more:?}"),
+            };
+            let expected = expected
+                .map(|(t, h, host, p)| (t, h, host.to_owned(), p))
+                .map_err(str::to_owned);
+            assert_eq!(got, expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn paths() {
+        let cases: &[(&str, Result<&[&str], &str>)] = &[
+            ("", Ok(&["/"])),
+            (
+                "paths = [\"/api\", \"/API\", \"/v2/\"]",
+                Ok(&["/api", "/v2/"]),
+            ),
+            ("paths = [\"api\"]", Err("`api` is not a path prefix")),
+            ("paths = [\"/a?b\"]", Err("`/a?b` is not a path prefix")),
+            ("paths = [\"/a b\"]", Err("`/a b` is not a path prefix")),
+            (
+                "paths = [\"/a/../b\"]",
+                Err("`/a/../b` is not a path as a backend reads it"),
+            ),
+            (
+                "paths = [\"//a\"]",
+                Err("`//a` is not a path as a backend reads it"),
+            ),
+            (
+                "paths = [\"/a%2fb\"]",
+                Err("`/a%2fb` is not a path as a backend reads it"),
+            ),
+            (
+                "paths = [\"/a;b\"]",
+                Err("`/a;b` is not a path as a backend reads it"),
+            ),
+        ];
+        for (fields, expected) in cases {
+            let toml = service(fields);
+            let got = match diagnostics(&toml, &[]).as_slice() {
+                [] => Ok(snapshot(&toml).services[0]
+                    .paths
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()),
+                [d] => Err(d
+                    .trim_start_matches("error `service[0].paths[0]`: ")
+                    .to_owned()),
+                more => panic!("{fields}: {more:?}"),
+            };
+            let expected = expected
+                .map(|p| p.iter().map(|s| (*s).to_owned()).collect())
+                .map_err(str::to_owned);
+            assert_eq!(got, expected, "{fields}");
+        }
+    }
+
+    /// Hosts and paths shared between services, and the records a service derives.
+    #[test]
+    fn routes_and_records() {
+        let second = |fields: &str| {
+            format!(
+                "{}[[service]]\nname = \"two\"\nhost = \"app.lab.test\"\nallow = [\"lab\"]\nbackends = [\"http://10.0.0.10\"]\n{fields}\n",
+                service("")
+            )
+        };
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "",
+                &[
+                    "error `service[1].host`: `app.lab.test` path `/` is already served by service `app`",
+                ],
+            ),
+            ("paths = [\"/api\"]", &[]),
+        ];
+        for (fields, expected) in cases {
+            assert_eq!(diagnostics(&second(fields), &[]), *expected, "{fields}");
+        }
+        let s = snapshot(&second("paths = [\"/api\"]"));
+        let route = |path| match s.route("app.lab.test", path) {
+            Route::Service(id) => s.service(id).name.to_string(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!((route("/"), route("/api/x")), ("app".into(), "two".into()));
+        let conflict = format!(
+            "{}[[record]]\nname = \"app.lab.test\"\ntype = \"A\"\nvalue = \"10.0.0.77\"\n",
+            service("")
+        );
+        assert_eq!(
+            diagnostics(&conflict, &[]),
+            [
+                "error `service[0].host`: `app.lab.test` conflicts with the record at test.toml:22:8 (A) in network `lab`"
+            ]
+        );
+    }
+
+    #[test]
+    fn access() {
+        let access = |a: &str| {
+            service(&format!(
+                "allow = [\"lab\", \"tunnel\"]\naccess = {{ {a} }}"
+            ))
+        };
+        let cases: &[(&str, &[&str])] = &[
+            ("team = \"home\", aud = \"abc\"", &[]),
+            (
+                "team = \"home lab\", aud = \"abc\"",
+                &["error `service[0].access.team`: `home lab` is not a team name"],
+            ),
+            (
+                "team = \"\", aud = \"abc\"",
+                &["error `service[0].access.team`: `` is not a team name"],
+            ),
+            (
+                "team = \"home\", aud = \"a b\"",
+                &["error `service[0].access.aud`: an Access audience tag is one word"],
+            ),
+            (
+                "team = \"home\", aud = \"abc\", identity_header = \"X User\"",
+                &["error `service[0].access.identity_header`: `X User` is not a header name"],
+            ),
+        ];
+        for (a, expected) in cases {
+            assert_eq!(diagnostics(&access(a), &[]), *expected, "{a}");
+        }
+        assert_eq!(
+            diagnostics(&service("access = { team = \"home\", aud = \"abc\" }"), &[]),
+            [
+                "warning `service[0].access`: Access is checked on tunnel requests only, and this service does not allow `tunnel`"
+            ]
+        );
+        let s = snapshot(&access(
+            "team = \"home\", aud = \"abc\", identity_header = \"Remote-Email\"",
+        ));
+        let app = s.services[0].access.as_ref().expect("access");
+        assert_eq!(
+            (&*app.issuer, &*app.jwks_url, &*app.identity_header),
+            (
+                "https://home.cloudflareaccess.com",
+                "https://home.cloudflareaccess.com/cdn-cgi/access/certs",
+                "remote-email"
+            )
+        );
+        let s = snapshot(&format!(
+            "[tunnel]\naccess_jwks_url = \"http://127.0.0.1:9/{{team}}/certs\"\n{}",
+            access("team = \"home\", aud = \"abc\"")
+        ));
+        let app = s.services[0].access.as_ref().expect("access");
+        assert_eq!(&*app.jwks_url, "http://127.0.0.1:9/home/certs");
+    }
 }

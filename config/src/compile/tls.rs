@@ -465,3 +465,318 @@ fn providers(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Vec<DnsProvider> 
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::{CertSource, Coverage, KeyType, ProviderKind};
+    use crate::testing::{diagnostics, loaded, snapshot};
+
+    const BASE: &str = r#"
+[[network]]
+name = "lab"
+cidrs = ["10.0.0.0/16"]
+addresses = ["10.0.0.2"]
+[[zone]]
+name = "lab.test"
+[[service]]
+host = "app.lab.test"
+allow = ["lab"]
+backends = ["http://10.0.0.9"]
+"#;
+    const BUILTIN: &str = "[[dns_provider]]\nname = \"self\"\nkind = \"builtin\"\n";
+    const ACME: &str = "[acme]\nemail = \"admin@example.com\"\n";
+
+    #[test]
+    fn providers() {
+        let cases: &[(&str, &[&str])] = &[
+            ("name = \"self\"\nkind = \"builtin\"", &[]),
+            (
+                "name = \"cf\"\nkind = \"cloudflare\"\ntoken_file = \"cf.token\"",
+                &[],
+            ),
+            (
+                "name = \"cf\"\nkind = \"cloudflare\"",
+                &["error `dns_provider[0].token_file`: a `cloudflare` provider needs `token_file`"],
+            ),
+            (
+                "name = \"cf\"\nkind = \"cloudflare\"\ntoken_file = \"gone.token\"",
+                &["error `dns_provider[0].token_file`: cannot read `gone.token`: no such file"],
+            ),
+            (
+                "name = \"cf\"\nkind = \"cloudflare\"\ntoken_file = \"cf.token\"\napi_url = \"ftp://api\"",
+                &["error `dns_provider[0].api_url`: `ftp://api` is not an API URL"],
+            ),
+            (
+                "name = \"bind\"\nkind = \"rfc2136\"\nserver = \"10.0.0.53\"\nkey_name = \"acme\"\nsecret_file = \"tsig.key\"\nalgorithm = \"hmac-sha512\"",
+                &[],
+            ),
+            (
+                "name = \"bind\"\nkind = \"rfc2136\"",
+                &[
+                    "error `dns_provider[0].server`: a `rfc2136` provider needs `server`",
+                    "error `dns_provider[0].key_name`: a `rfc2136` provider needs `key_name`",
+                    "error `dns_provider[0].secret_file`: a `rfc2136` provider needs `secret_file`",
+                ],
+            ),
+            (
+                "name = \"bind\"\nkind = \"rfc2136\"\nserver = \"10.0.0.53\"\nkey_name = \"acme\"\nsecret_file = \"tsig.key\"\nalgorithm = \"hmac-md5\"",
+                &["error `dns_provider[0].algorithm`: unsupported TSIG algorithm `hmac-md5`"],
+            ),
+            (
+                "name = \"bind\"\nkind = \"rfc2136\"\nserver = \"ns.lab\"\nkey_name = \"acme\"\nsecret_file = \"tsig.key\"",
+                &["error `dns_provider[0].server`: `ns.lab` is not an IP address with a port"],
+            ),
+            (
+                "name = \"r53\"\nkind = \"route53\"",
+                &["error `dns_provider[0].kind`: unknown dns_provider kind `route53`"],
+            ),
+        ];
+        let files: &[(&str, &[u8])] = &[("cf.token", b"token"), ("tsig.key", b"secret")];
+        for (provider, expected) in cases {
+            let toml = format!("[[dns_provider]]\n{provider}\n{BASE}");
+            assert_eq!(diagnostics(&toml, files), *expected, "{provider}");
+        }
+        let twice = format!("{BUILTIN}{BUILTIN}{BASE}");
+        assert_eq!(
+            diagnostics(&twice, &[]),
+            ["error `dns_provider[1].name`: dns_provider `self` is defined twice"]
+        );
+        let s = snapshot(&format!("{BUILTIN}{BASE}"));
+        assert_eq!(s.providers[0].kind, ProviderKind::Builtin);
+    }
+
+    #[test]
+    fn acme() {
+        let cases: &[(&str, &[&str])] = &[
+            ("", &[]),
+            (
+                "email = \"admin\"",
+                &["error `acme.email`: `admin` is not an e-mail address"],
+            ),
+            (
+                "email = \"a dmin@example.com\"",
+                &["error `acme.email`: `a dmin@example.com` is not an e-mail address"],
+            ),
+            ("directory = \"letsencrypt-staging\"", &[]),
+            ("directory = \"https://acme.lab.test/dir\"", &[]),
+            (
+                "directory = \"http://acme.lab.test/dir\"",
+                &["error `acme.directory`: `http://acme.lab.test/dir` is not an ACME directory"],
+            ),
+            (
+                "key_type = \"rsa\"",
+                &["error `acme.key_type`: unknown value `rsa`"],
+            ),
+            (
+                "eab_kid = \"kid\"",
+                &[
+                    "error `acme`: External Account Binding needs both `eab_kid` and `eab_hmac_file`",
+                ],
+            ),
+            (
+                "eab_hmac_file = \"eab.key\"",
+                &[
+                    "error `acme`: External Account Binding needs both `eab_kid` and `eab_hmac_file`",
+                ],
+            ),
+            ("eab_kid = \"kid\"\neab_hmac_file = \"eab.key\"", &[]),
+            (
+                "directory_ca_file = \"ca.pem\"",
+                &["error `acme.directory_ca_file`: cannot read `ca.pem`: no such file"],
+            ),
+            (
+                "provider = \"nope\"",
+                &[
+                    "error `acme.provider`: no dns_provider named `nope`",
+                    "warning `service[0].host`: only the local CA covers `app.lab.test`: browsers will warn",
+                ],
+            ),
+            (
+                "propagation_servers = [\"10.0.0.53\", \"ns\"]",
+                &["error `acme.propagation_servers[1]`: `ns` is not an IP address with a port"],
+            ),
+        ];
+        for (fields, expected) in cases {
+            let email = if fields.contains("email") {
+                ""
+            } else {
+                "email = \"admin@example.com\"\n"
+            };
+            let toml = format!("[acme]\n{email}{fields}\n{BUILTIN}{BASE}");
+            assert_eq!(
+                diagnostics(&toml, &[("eab.key", b"k")]),
+                *expected,
+                "{fields}"
+            );
+        }
+        let two = format!(
+            "{ACME}{BUILTIN}[[dns_provider]]\nname = \"other\"\nkind = \"builtin\"\n{BASE}"
+        );
+        assert_eq!(
+            diagnostics(&two, &[]),
+            [
+                "error `acme.provider`: which dns_provider publishes the challenges?",
+                "warning `service[0].host`: only the local CA covers `app.lab.test`: browsers will warn",
+            ]
+        );
+        let s = snapshot(&format!(
+            "{ACME}key_type = \"ecdsa-p384\"\ndirectory = \"letsencrypt-staging\"\n{BUILTIN}{BASE}"
+        ));
+        let acme = s.acme.expect("acme");
+        assert_eq!(
+            (acme.key_type, acme.directory.as_str(), acme.provider),
+            (
+                KeyType::EcdsaP384,
+                crate::settings::LETSENCRYPT_STAGING,
+                Some(0)
+            )
+        );
+    }
+
+    #[test]
+    fn certificates() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "",
+                "names = [\"app.lab.test\"]\nsource = \"files\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"",
+                &[],
+            ),
+            (
+                "",
+                "names = [\"app.lab.test\"]\nsource = \"files\"\ncert_file = \"c.pem\"",
+                &["error `certificate[0]`: `source = \"files\"` needs `cert_file` and `key_file`"],
+            ),
+            (
+                "",
+                "names = [\"app.lab.test\"]\nsource = \"files\"\ncert_file = \"c.pem\"\nkey_file = \"gone.pem\"",
+                &["error `certificate[0].key_file`: cannot read `gone.pem`: no such file"],
+            ),
+            (
+                "",
+                "names = [\"app.lab.test\"]\nsource = \"vault\"",
+                &["error `certificate[0].source`: unknown certificate source `vault`"],
+            ),
+            (
+                "",
+                "names = []\nsource = \"files\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"",
+                &["error `certificate[0].names`: a certificate needs names"],
+            ),
+            (
+                "",
+                "names = [\"*.lab.test\", \"a_b.lab.test\"]\nsource = \"files\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"",
+                &[
+                    "error `certificate[0].names[1]`: `a_b.lab.test` has `_`, which browsers reject in host names",
+                ],
+            ),
+            (
+                "",
+                "names = [\"app.lab.test\"]\nsource = \"acme\"",
+                &["error `certificate[0].source`: `source = \"acme\"` needs an `[acme]` account"],
+            ),
+            (ACME, "names = [\"app.lab.test\"]\nsource = \"acme\"", &[]),
+            (
+                ACME,
+                "names = [\"app.lab.test\"]\nsource = \"acme\"\nprovider = \"nope\"",
+                // Reported twice: the name is unknown, so the certificate has no provider.
+                &[
+                    "error `certificate[0].provider`: no DNS provider for this certificate",
+                    "error `certificate[0].provider`: no dns_provider named `nope`",
+                    "warning `service[0].host`: only the local CA covers `app.lab.test`: browsers will warn",
+                ],
+            ),
+        ];
+        let files: &[(&str, &[u8])] = &[("c.pem", b"cert"), ("k.pem", b"key")];
+        for (acme, cert, expected) in cases {
+            let toml = format!("{acme}{BUILTIN}[[certificate]]\n{cert}\n{BASE}");
+            assert_eq!(diagnostics(&toml, files), *expected, "{cert}");
+        }
+    }
+
+    /// With `[acme]` and no written ACME certificate, one apex plus wildcard per zone with
+    /// services; a written one replaces them.
+    #[test]
+    fn derived_certificates() {
+        let other_zone = "[[zone]]\nname = \"home.test\"\n[[zone]]\nname = \"empty.test\"\n[[service]]\nhost = \"a.b.home.test\"\nallow = [\"lab\"]\nbackends = [\"http://10.0.0.9\"]\n";
+        // Names, and whether they were derived.
+        type Spec = (&'static [&'static str], bool);
+        let cases: &[(&str, &[Spec])] = &[
+            ("", &[]),
+            (
+                ACME,
+                &[
+                    (&["home.test", "*.home.test"], true),
+                    (&["lab.test", "*.lab.test"], true),
+                ],
+            ),
+            (
+                &format!("{ACME}[[certificate]]\nnames = [\"app.lab.test\"]\nsource = \"acme\"\n"),
+                &[(&["app.lab.test"], false)],
+            ),
+        ];
+        for (acme, expected) in cases {
+            let toml = format!("{acme}{BUILTIN}{BASE}{other_zone}");
+            let loaded = loaded(&toml, &[]);
+            let s = crate::compile(&loaded, 1).unwrap_or_else(|d| panic!("{d}"));
+            let got: Vec<(Vec<&str>, bool)> = s
+                .certificates
+                .specs
+                .iter()
+                .map(|c| {
+                    let CertSource::Acme { derived, .. } = c.source else {
+                        panic!("{c:?}")
+                    };
+                    (c.names.iter().map(|n| &**n).collect(), derived)
+                })
+                .collect();
+            let expected: Vec<(Vec<&str>, bool)> =
+                expected.iter().map(|(n, d)| (n.to_vec(), *d)).collect();
+            assert_eq!(got, expected, "{acme}");
+        }
+    }
+
+    /// Which certificate a name gets, and the warnings for service hosts nothing covers well.
+    #[test]
+    fn coverage() {
+        let files: &[(&str, &[u8])] = &[("c.pem", b"cert"), ("k.pem", b"key")];
+        let cert = "[[certificate]]\nnames = [\"*.lab.test\", \"lab.test\"]\nsource = \"files\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        let compiled =
+            |toml: &str| crate::compile(&loaded(toml, files), 1).unwrap_or_else(|d| panic!("{d}"));
+        let s = compiled(&format!(
+            "[tls]\ndefault_name = \"dns.lab.test\"\n{cert}{BASE}"
+        ));
+        let cases: &[(&str, Coverage, Coverage)] = &[
+            ("lab.test", Coverage::Spec(0), Coverage::Spec(0)),
+            ("app.lab.test", Coverage::Spec(0), Coverage::Spec(0)),
+            ("APP.lab.test", Coverage::Spec(0), Coverage::Spec(0)),
+            ("a.b.lab.test", Coverage::LocalCa, Coverage::Uncovered),
+            ("dns.lab.test", Coverage::Spec(0), Coverage::Spec(0)),
+            ("other.test", Coverage::LocalCa, Coverage::Uncovered),
+        ];
+        for (host, cover, handshake) in cases {
+            assert_eq!(s.certificates.cover(host), *cover, "{host}");
+            assert_eq!(s.certificate_for(host), *handshake, "{host}");
+        }
+        assert_eq!(s.certificates.default_name.as_deref(), Some("dns.lab.test"));
+        let deep = "[[service]]\nhost = \"a.b.lab.test\"\nallow = [\"lab\"]\nbackends = [\"http://10.0.0.9\"]\n";
+        let warnings: &[(&str, &[&str])] = &[
+            ("", &[]),
+            (deep, &[]),
+            (
+                &format!("{ACME}{BUILTIN}{deep}"),
+                &[
+                    "warning `service[1].host`: only the local CA covers `a.b.lab.test`: browsers will warn",
+                ],
+            ),
+            (
+                &format!("[tls]\nlocal_ca = false\n{deep}"),
+                &[
+                    "warning `service[1].host`: no certificate covers `a.b.lab.test`: HTTPS handshakes for it will fail",
+                ],
+            ),
+        ];
+        for (extra, expected) in warnings {
+            let toml = format!("{cert}{BASE}{extra}");
+            assert_eq!(diagnostics(&toml, files), *expected, "{extra}");
+        }
+    }
+}

@@ -290,44 +290,269 @@ fn expected_for(rtype: RecordType) -> &'static str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn upstream_forms() {
-        let u = upstream("tls://1.1.1.1#cloudflare-dns.com").expect("dot");
-        assert_eq!(u.addr.port(), 853);
-        assert_eq!(u.to_string(), "tls://1.1.1.1:853#cloudflare-dns.com");
-        let h = upstream("https://9.9.9.9#dns.quad9.net").expect("doh");
-        assert_eq!(h.to_string(), "https://9.9.9.9:443/dns-query#dns.quad9.net");
-        assert_eq!(
-            upstream("udp://[2606:4700::1111]").expect("v6").addr.port(),
-            53
-        );
-        assert!(upstream("tls://1.1.1.1").is_err());
-        assert!(upstream("udp://dns.google").is_err());
-        assert!(upstream("quic://1.1.1.1").is_err());
-        assert!(upstream("udp://1.1.1.1/x").is_err());
+    /// `Ok(shown)` or `Err(message)`, to compare with a table row.
+    fn shown<T>(r: Result<T, Bad>, show: impl Fn(T) -> String) -> Result<String, String> {
+        r.map(show).map_err(|(m, _)| m)
     }
 
-    #[test]
-    fn record_values() {
-        assert!(rdata(RecordType::MX, "10 mail.example.com").is_ok());
-        assert!(rdata(RecordType::MX, "mail.example.com").is_err());
-        assert!(rdata(RecordType::SRV, "0 5 5060 sip.example.com").is_ok());
-        assert!(rdata(RecordType::A, "10.0.0.300").is_err());
-        let RData::TXT(t) = rdata(RecordType::TXT, &"x".repeat(300)).expect("txt") else {
-            panic!("not txt")
-        };
-        assert_eq!(t.txt_data.len(), 2);
+    fn owned(row: &Result<&str, &str>) -> Result<String, String> {
+        row.map(str::to_owned).map_err(str::to_owned)
     }
 
     #[test]
     fn names() {
+        let cases: &[(&str, bool, Result<&str, &str>)] = &[
+            ("NAS.Lab.example.com.", false, Ok("nas.lab.example.com.")),
+            ("nas.lab.example.com", false, Ok("nas.lab.example.com.")),
+            (
+                "_acme-challenge.lab.test",
+                false,
+                Ok("_acme-challenge.lab.test."),
+            ),
+            ("*.lab.example.com", true, Ok("*.lab.example.com.")),
+            (
+                "*.lab.example.com",
+                false,
+                Err("`*.lab.example.com` has an invalid label `*`"),
+            ),
+            (
+                "a.*.example.com",
+                true,
+                Err("`a.*.example.com` has an invalid label `*`"),
+            ),
+            ("a..b", false, Err("`a..b` has an invalid label ``")),
+            ("", false, Err("empty name")),
+            (".", false, Err("empty name")),
+            (
+                "nas lab",
+                false,
+                Err("`nas lab` has an invalid label `nas lab`"),
+            ),
+            (
+                &"a".repeat(64),
+                false,
+                Err(
+                    "`aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa` has an invalid label `aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa`",
+                ),
+            ),
+        ];
+        for (input, wildcard, expected) in cases {
+            let got = shown(name(input, *wildcard), |n| n.to_ascii());
+            assert_eq!(got, owned(expected), "{input:?} {wildcard}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("App.Lab.Test.", Ok("app.lab.test")),
+            ("app.lab.test", Ok("app.lab.test")),
+            (
+                "_svc.example.com",
+                Err("`_svc.example.com` has `_`, which browsers reject in host names"),
+            ),
+            ("*.lab.test", Err("`*.lab.test` has an invalid label `*`")),
+        ];
+        for (input, expected) in cases {
+            let got = shown(host(input), |(_, text)| text);
+            assert_eq!(got, owned(expected), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn durations_sizes_and_integers() {
+        let durations: &[(&str, Option<u64>)] = &[
+            ("5s", Some(5_000)),
+            ("250ms", Some(250)),
+            ("2m", Some(120_000)),
+            ("24h", Some(86_400_000)),
+            ("5", None),
+            ("forever", None),
+        ];
+        for (input, ms) in durations {
+            let got = duration(input).ok().map(|d| d.as_millis() as u64);
+            assert_eq!(got, *ms, "{input:?}");
+        }
+        let sizes: &[(&str, Option<u64>)] = &[
+            ("512", Some(512)),
+            ("4K", Some(4096)),
+            ("4k", Some(4096)),
+            ("512M", Some(512 << 20)),
+            ("2G", Some(2 << 30)),
+            ("1T", None),
+            ("-1", None),
+            ("M", None),
+            ("18446744073709551615K", None),
+        ];
+        for (input, bytes) in sizes {
+            assert_eq!(size(input).ok(), *bytes, "{input:?}");
+        }
+        let ints: &[(i64, i64, i64, Result<u16, &str>)] = &[
+            (1, 1, 10, Ok(1)),
+            (10, 1, 10, Ok(10)),
+            (0, 1, 10, Err("0 is out of range: between 1 and 10")),
+            (11, 1, 10, Err("11 is out of range: between 1 and 10")),
+            // In the bounds but not in the type.
+            (
+                70_000,
+                0,
+                100_000,
+                Err("70000 is out of range: between 0 and 100000"),
+            ),
+        ];
+        for (v, lo, hi, expected) in ints {
+            let got = int::<u16>(*v, *lo, *hi).map_err(|(m, _)| m);
+            assert_eq!(
+                got.as_ref().map_err(String::as_str),
+                expected.as_ref().map_err(|e| *e),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn sockets() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("127.0.0.1:5353", Some("127.0.0.1:5353")),
+            ("127.0.0.1", Some("127.0.0.1:53")),
+            ("[::1]:5353", Some("[::1]:5353")),
+            ("[::1]", Some("[::1]:53")),
+            ("::1", Some("[::1]:53")),
+            ("127.0.0.1:99999", None),
+            ("localhost:53", None),
+        ];
+        for (input, expected) in cases {
+            let got = socket(input, 53).ok().map(|a| a.to_string());
+            assert_eq!(got.as_deref(), *expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn upstreams() {
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("udp://1.1.1.1", Ok("udp://1.1.1.1:53")),
+            ("tcp://1.1.1.1:5353", Ok("tcp://1.1.1.1:5353")),
+            ("udp://[2606:4700::1111]", Ok("udp://[2606:4700::1111]:53")),
+            (
+                "tls://1.1.1.1#cloudflare-dns.com",
+                Ok("tls://1.1.1.1:853#cloudflare-dns.com"),
+            ),
+            (
+                "https://9.9.9.9#dns.quad9.net",
+                Ok("https://9.9.9.9:443/dns-query#dns.quad9.net"),
+            ),
+            (
+                "https://9.9.9.9/q#dns.quad9.net",
+                Ok("https://9.9.9.9:443/q#dns.quad9.net"),
+            ),
+            ("1.1.1.1", Err("`1.1.1.1` has no scheme")),
+            ("quic://1.1.1.1", Err("unknown scheme `quic`")),
+            (
+                "tls://1.1.1.1",
+                Err("`tls://1.1.1.1` needs the server's TLS name after `#`"),
+            ),
+            (
+                "udp://1.1.1.1#one.one",
+                Err("`udp://1.1.1.1#one.one`: a TLS name only fits tls:// and https://"),
+            ),
+            (
+                "tls://1.1.1.1#bad_name",
+                Err("`bad_name` has `_`, which browsers reject in host names"),
+            ),
+            (
+                "udp://dns.google",
+                Err(
+                    "`dns.google` is not an IP address: upstreams are written as IPs so labgate never needs itself to boot",
+                ),
+            ),
+            (
+                "udp://1.1.1.1/x",
+                Err("`udp://1.1.1.1/x`: only https:// upstreams have a path"),
+            ),
+        ];
+        for (input, expected) in cases {
+            let got = shown(upstream(input), |u| u.to_string());
+            assert_eq!(got, owned(expected), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn record_values() {
+        let cases: &[(&str, &str, Result<&str, &str>)] = &[
+            ("a", "10.0.0.9", Ok("A 10.0.0.9")),
+            ("A", " 10.0.0.9 ", Ok("A 10.0.0.9")),
+            (
+                "A",
+                "10.0.0.300",
+                Err("`10.0.0.300` is not an IPv4 address"),
+            ),
+            ("AAAA", "fd00::9", Ok("AAAA fd00::9")),
+            ("AAAA", "10.0.0.9", Err("`10.0.0.9` is not an IPv6 address")),
+            ("CNAME", "App.Lab.Test", Ok("CNAME app.lab.test.")),
+            (
+                "CNAME",
+                "a.lab.test b.lab.test",
+                Err("`a.lab.test b.lab.test` has 2 field(s), CNAME needs 1"),
+            ),
+            ("MX", "10 mail.example.com", Ok("MX 10 mail.example.com.")),
+            (
+                "MX",
+                "mail.example.com",
+                Err("`mail.example.com` has 1 field(s), MX needs 2"),
+            ),
+            (
+                "MX",
+                "70000 mail.example.com",
+                Err("`70000` is not a preference (0-65535)"),
+            ),
+            (
+                "SRV",
+                "0 5 5060 sip.example.com",
+                Ok("SRV 0 5 5060 sip.example.com."),
+            ),
+            (
+                "SRV",
+                "0 5 port sip.example.com",
+                Err("`port` is not a port (0-65535)"),
+            ),
+            ("PTR", "nas.lab.test", Ok("PTR nas.lab.test.")),
+            ("NS", "ns1.lab.test", Ok("NS ns1.lab.test.")),
+            (
+                "SOA",
+                "ns1.lab.test. admin.lab.test. 7 3600 600 604800 30",
+                Ok("SOA ns1.lab.test. admin.lab.test. 7 3600 600 604800 30"),
+            ),
+            (
+                "SOA",
+                "ns1.lab.test. admin.lab.test. 7",
+                Err("`ns1.lab.test. admin.lab.test. 7` has 3 field(s), SOA needs 7"),
+            ),
+            (
+                "SOA",
+                "ns1.lab.test. admin.lab.test. x 3600 600 604800 30",
+                Err("`x` is not a number"),
+            ),
+            ("TXT", "v=spf1 -all", Ok("TXT v=spf1 -all")),
+            (
+                "CAA",
+                "0 issue letsencrypt.org",
+                Err("unsupported record type `CAA`"),
+            ),
+        ];
+        for (rtype, value, expected) in cases {
+            let got = record_type(rtype)
+                .and_then(|t| rdata(t, value))
+                .map(|d| format!("{} {d}", d.record_type()))
+                .map_err(|(m, _)| m);
+            assert_eq!(got, owned(expected), "{rtype} {value:?}");
+        }
+        // RFC 1035 character-strings hold 255 bytes: longer text is split.
+        let RData::TXT(t) = rdata(RecordType::TXT, &"x".repeat(300)).expect("txt") else {
+            panic!("not txt")
+        };
         assert_eq!(
-            name("NAS.Lab.example.com.", false).expect("n").to_ascii(),
-            "nas.lab.example.com."
+            t.txt_data.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            [255, 45]
         );
-        assert!(name("*.lab.example.com", false).is_err());
-        assert!(name("*.lab.example.com", true).is_ok());
-        assert!(name("a..b", false).is_err());
-        assert!(host("_svc.example.com").is_err());
     }
 }

@@ -186,3 +186,230 @@ pub(super) fn address_record(name: Name, ttl: u32, ip: IpAddr) -> Record {
     };
     Record::from_rdata(name, ttl, data)
 }
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::{LowerName, Name, RecordType};
+
+    use crate::testing::{diagnostics, snapshot};
+
+    const LAB: &str = r#"
+[[network]]
+name = "lab"
+cidrs = ["10.0.0.0/16"]
+addresses = ["10.0.0.2"]
+[[zone]]
+name = "lab.test"
+[[service]]
+host = "app.lab.test"
+allow = ["lab"]
+backends = ["http://10.0.0.9"]
+"#;
+
+    fn record(name: &str, rtype: &str, value: &str) -> String {
+        format!("[[record]]\nname = \"{name}\"\ntype = \"{rtype}\"\nvalue = \"{value}\"\n")
+    }
+
+    /// Which records may share a name in a view.
+    #[test]
+    fn what_may_share_a_name() {
+        // Name, type and value of a [[record]].
+        type Written = (&'static str, &'static str, &'static str);
+        let cases: &[(&[Written], &[&str])] = &[
+            (
+                &[
+                    ("nas.lab.test", "A", "10.0.0.9"),
+                    ("nas.lab.test", "A", "10.0.0.10"),
+                    ("nas.lab.test", "TXT", "x"),
+                ],
+                &[],
+            ),
+            (
+                &[
+                    ("nas.lab.test", "A", "10.0.0.9"),
+                    ("nas.lab.test", "A", "10.0.0.9"),
+                ],
+                &[],
+            ),
+            (
+                &[
+                    ("nas.lab.test", "A", "10.0.0.9"),
+                    ("nas.lab.test", "CNAME", "app.lab.test"),
+                ],
+                &[
+                    "error `record[1]`: CNAME record for `nas.lab.test` conflicts with the record at test.toml:13:8 (A) in network `lab`",
+                ],
+            ),
+            (
+                &[
+                    ("www.lab.test", "CNAME", "app.lab.test"),
+                    ("www.lab.test", "TXT", "x"),
+                ],
+                &[
+                    "error `record[1]`: TXT record for `www.lab.test` conflicts with the record at test.toml:13:8 (CNAME) in network `lab`",
+                ],
+            ),
+            (
+                &[
+                    ("www.lab.test", "CNAME", "app.lab.test"),
+                    ("www.lab.test", "CNAME", "nas.lab.test"),
+                ],
+                &[
+                    "error `record[1]`: CNAME record for `www.lab.test` conflicts with the record at test.toml:13:8 (CNAME) in network `lab`",
+                ],
+            ),
+            // A service's host gets its addresses from the service, other types may be written.
+            (
+                &[("app.lab.test", "A", "10.0.0.77")],
+                &[
+                    "error `service[0].host`: `app.lab.test` conflicts with the record at test.toml:13:8 (A) in network `lab`",
+                ],
+            ),
+            (&[("app.lab.test", "TXT", "v=1")], &[]),
+            (
+                &[("app.lab.test", "CNAME", "nas.lab.test")],
+                &[
+                    "error `service[0].host`: `app.lab.test` conflicts with the record at test.toml:13:8 (CNAME) in network `lab`",
+                ],
+            ),
+            // A written SOA or NS replaces labgate's synthesized one; two written SOAs clash.
+            (
+                &[(
+                    "lab.test",
+                    "SOA",
+                    "ns.lab.test. admin.lab.test. 7 3600 600 604800 30",
+                )],
+                &[],
+            ),
+            (
+                &[
+                    (
+                        "lab.test",
+                        "SOA",
+                        "ns.lab.test. admin.lab.test. 7 3600 600 604800 30",
+                    ),
+                    (
+                        "lab.test",
+                        "SOA",
+                        "ns.lab.test. admin.lab.test. 8 3600 600 604800 30",
+                    ),
+                ],
+                &[
+                    "error `record[1]`: SOA record for `lab.test` conflicts with the record at test.toml:13:8 (SOA) in network `lab`",
+                ],
+            ),
+            (
+                &[
+                    ("lab.test", "NS", "ns1.elsewhere.test"),
+                    ("lab.test", "NS", "ns2.elsewhere.test"),
+                ],
+                &[],
+            ),
+        ];
+        for (records, expected) in cases {
+            let written: String = records.iter().map(|(n, t, v)| record(n, t, v)).collect();
+            assert_eq!(
+                diagnostics(&format!("{LAB}{written}"), &[]),
+                *expected,
+                "{records:?}"
+            );
+        }
+    }
+
+    /// The records of a name in the lab view, as `TYPE data` in order.
+    fn at(toml: &str, name: &str) -> Vec<String> {
+        let s = snapshot(toml);
+        let name = LowerName::new(&Name::from_ascii(name).expect("test name"));
+        s.views[0]
+            .nodes
+            .get(&name)
+            .map(|n| {
+                n.records
+                    .iter()
+                    .map(|r| format!("{} {}", r.record_type(), r.data))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn synthesized_and_written_apex_data() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("", "lab.test.", &["SOA", "NS ns.lab.test."]),
+            ("", "ns.lab.test.", &["A 10.0.0.2"]),
+            (
+                &record("lab.test", "NS", "ns1.elsewhere.test"),
+                "lab.test.",
+                &["SOA", "NS ns1.elsewhere.test."],
+            ),
+            (
+                &record(
+                    "lab.test",
+                    "SOA",
+                    "ns.lab.test. admin.lab.test. 7 3600 600 604800 30",
+                ),
+                "lab.test.",
+                &[
+                    "NS ns.lab.test.",
+                    "SOA ns.lab.test. admin.lab.test. 7 3600 600 604800 30",
+                ],
+            ),
+        ];
+        for (written, name, expected) in cases {
+            let got: Vec<String> = at(&format!("{LAB}{written}"), name)
+                .into_iter()
+                // The synthesized SOA's serial follows the content: its type is enough here.
+                .map(|r| {
+                    if r.starts_with("SOA ns.lab.test. hostmaster") {
+                        "SOA".into()
+                    } else {
+                        r
+                    }
+                })
+                .collect();
+            assert_eq!(got, *expected, "{written} {name}");
+        }
+    }
+
+    /// Empty non-terminals, and the names each address answers PTR queries with.
+    #[test]
+    fn finished_views() {
+        let toml = format!(
+            "{LAB}{}{}{}",
+            record("deep.a.b.lab.test", "A", "10.0.0.9"),
+            record("*.dev.lab.test", "A", "10.0.0.9"),
+            record("nas.lab.test", "A", "10.0.0.9")
+        );
+        let s = snapshot(&toml);
+        let view = &s.views[0];
+        for ent in ["a.b.lab.test.", "b.lab.test.", "dev.lab.test."] {
+            let name = LowerName::new(&Name::from_ascii(ent).expect("test name"));
+            assert!(
+                view.nodes.get(&name).is_some_and(|n| n.records.is_empty()),
+                "{ent}"
+            );
+        }
+        let cases: &[(&str, &[&str])] = &[
+            // Sorted, once each; no wildcard owner.
+            ("10.0.0.9", &["deep.a.b.lab.test.", "nas.lab.test."]),
+            // labgate's own address names the services, not the synthesized `ns` glue.
+            ("10.0.0.2", &["app.lab.test."]),
+            ("10.0.0.3", &[]),
+        ];
+        for (ip, expected) in cases {
+            let got: Vec<String> = view
+                .reverse
+                .get(&ip.parse().expect("ip"))
+                .into_iter()
+                .flatten()
+                .map(|(n, _)| n.to_string())
+                .collect();
+            assert_eq!(got, *expected, "{ip}");
+        }
+        let ptr = view.derived_ptr(&LowerName::new(
+            &Name::from_ascii("9.0.0.10.in-addr.arpa.").expect("name"),
+        ));
+        assert_eq!(ptr.len(), 2);
+        assert!(ptr.iter().all(|r| r.record_type() == RecordType::PTR));
+    }
+}

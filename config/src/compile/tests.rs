@@ -1,0 +1,168 @@
+//! Tables for what `compile` itself decides: named files, `[server]`, keywords.
+
+use std::io::ErrorKind;
+
+use super::*;
+use crate::testing::{diagnostics, diagnostics_of, loaded, snapshot};
+
+const LAB: &str =
+    "[[network]]\nname = \"lab\"\ncidrs = [\"10.0.0.0/16\"]\naddresses = [\"10.0.0.2\"]\n";
+
+/// A file the configuration names, as `load` found it, and what compiling says.
+#[test]
+fn named_files_are_looked_up_not_read() {
+    let list = "[[blocklist]]\nname = \"ads\"\nfile = \"lists/ads.txt\"\n";
+    let token = "[acme]\nemail = \"a@example.com\"\n[[dns_provider]]\nname = \"cf\"\nkind = \"cloudflare\"\ntoken_file = \"/etc/labgate/cf.token\"\n";
+    let ca = "[dns]\nupstream_ca_file = \"ca.pem\"\n";
+    let cases: &[(&str, &str, Option<Found>, &[&str])] = &[
+        (
+            "a list that was read",
+            list,
+            Some(Found::Read(b"ads.example.com\n".to_vec())),
+            &[],
+        ),
+        (
+            "a list load never saw: missing",
+            list,
+            None,
+            &["error `blocklist[0].file`: cannot read `lists/ads.txt`: no such file"],
+        ),
+        (
+            "a list that failed",
+            list,
+            Some(Found::Failed(ErrorKind::PermissionDenied)),
+            &["error `blocklist[0].file`: cannot read `lists/ads.txt`: permission denied"],
+        ),
+        (
+            "a list that is a directory",
+            list,
+            Some(Found::Failed(ErrorKind::IsADirectory)),
+            &["error `blocklist[0].file`: cannot read `lists/ads.txt`: a directory"],
+        ),
+        (
+            "any other failure",
+            list,
+            Some(Found::Failed(ErrorKind::InvalidData)),
+            &["error `blocklist[0].file`: cannot read `lists/ads.txt`: unreadable"],
+        ),
+        ("a secret that opened", token, Some(Found::Opened), &[]),
+        (
+            "a secret that did not",
+            token,
+            Some(Found::Failed(ErrorKind::NotFound)),
+            &[
+                "error `dns_provider[0].token_file`: cannot read `/etc/labgate/cf.token`: no such file",
+            ],
+        ),
+        (
+            "a CA bundle without a certificate",
+            ca,
+            Some(Found::Read(b"not PEM".to_vec())),
+            &["error `dns.upstream_ca_file`: `ca.pem` holds no PEM certificate"],
+        ),
+    ];
+    for (what, toml, found, expected) in cases {
+        let mut l = loaded(&format!("{toml}{LAB}"), &[]);
+        let written = ["lists/ads.txt", "/etc/labgate/cf.token", "ca.pem"]
+            .into_iter()
+            .find(|w| toml.contains(w))
+            .expect("a named file");
+        if let Some(found) = found {
+            l.named.insert(written, found.clone());
+        }
+        assert_eq!(diagnostics_of(&l), *expected, "{what}");
+    }
+}
+
+/// A read list is parsed into the snapshot, and its text counts in the content hash.
+#[test]
+fn named_contents_reach_the_snapshot_and_the_hash() {
+    let toml = format!("[[blocklist]]\nname = \"ads\"\nfile = \"ads.txt\"\n{LAB}");
+    let with = |text: &[u8]| compile(&loaded(&toml, &[("ads.txt", text)]), 1).expect("compiles");
+    let a = with(b"ads.example.com\n");
+    assert!(a.dns.blocklists[0].names.blocks("x.ads.example.com"));
+    assert_eq!(a.hash, with(b"ads.example.com\n").hash);
+    assert_ne!(a.hash, with(b"ads.example.net\n").hash);
+}
+
+#[test]
+fn server_keys() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "trusted_proxies = [\"10.0.0.5\", \"10.1.0.0/24\", \"fd00::/64\"]",
+            &[],
+        ),
+        (
+            "trusted_proxies = [\"10.0.0.5/33\"]",
+            &["error `server.trusted_proxies[0]`: `10.0.0.5/33` is not an address or range"],
+        ),
+        (
+            "trusted_proxies = [\"proxy.lab\"]",
+            &["error `server.trusted_proxies[0]`: `proxy.lab` is not an address or range"],
+        ),
+        (
+            "max_connections = 1\nmax_connections_per_address = 1000000",
+            &[],
+        ),
+        (
+            "max_connections = 0",
+            &["error `server.max_connections`: 0 is out of range: between 1 and 1000000"],
+        ),
+        (
+            "max_connections_per_address = 1000001",
+            &[
+                "error `server.max_connections_per_address`: 1000001 is out of range: between 1 and 1000000",
+            ],
+        ),
+    ];
+    for (server, expected) in cases {
+        assert_eq!(
+            diagnostics(&format!("[server]\n{server}\n{LAB}"), &[]),
+            *expected,
+            "{server}"
+        );
+    }
+    let s = snapshot(&format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.5\", \"10.1.0.0/24\"]\n{LAB}"
+    ));
+    let trusts: Vec<bool> = ["10.0.0.5", "10.0.0.6", "10.1.0.77", "::ffff:10.0.0.5"]
+        .iter()
+        .map(|a| s.trusts(a.parse().expect("address")))
+        .collect();
+    assert_eq!(trusts, [true, false, true, true]);
+}
+
+/// Paths written in a file start at its directory; absolute ones stay.
+#[test]
+fn state_dir_is_resolved_against_the_file() {
+    let cases = [
+        (None, "/var/lib/labgate"),
+        (Some("state"), "state"),
+        (Some("/srv/labgate"), "/srv/labgate"),
+    ];
+    for (written, expected) in cases {
+        let server =
+            written.map_or_else(String::new, |d| format!("[server]\nstate_dir = \"{d}\"\n"));
+        let s = snapshot(&format!("{server}{LAB}"));
+        assert_eq!(s.state_dir, PathBuf::from(expected), "{written:?}");
+    }
+}
+
+/// A keyword from a fixed set: the first option when unset, the error lists them all.
+#[test]
+fn keywords() {
+    let cases: &[(&str, &[&str])] = &[
+        ("", &[]),
+        ("balance = \"least_connections\"\n", &[]),
+        (
+            "balance = \"random\"\n",
+            &["error `service[0].balance`: unknown value `random`"],
+        ),
+    ];
+    for (balance, expected) in cases {
+        let toml = format!(
+            "{LAB}[[zone]]\nname = \"lab.test\"\n[[service]]\nhost = \"app.lab.test\"\nbackends = [\"http://10.0.0.9\"]\nallow = [\"lab\"]\n{balance}"
+        );
+        assert_eq!(diagnostics(&toml, &[]), *expected, "{balance}");
+    }
+}
