@@ -131,6 +131,12 @@ impl Dns {
         &self.general
     }
 
+    /// The state now served.
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> Arc<DnsState> {
+        self.state.load_full()
+    }
+
     /// Caches a forwarded answer as if an upstream had given it (fuzzing and tests).
     pub(crate) fn remember(&self, name: &LowerName, rtype: RecordType, answer: &Answer) {
         self.state

@@ -22,6 +22,13 @@ pub async fn handle(handler: &Dns, data: &[u8], src: SocketAddr) -> Option<Vec<u
 /// and forwarded answers in the cache (see [`remember_sample_answers`]); its state, fast
 /// table included, is built.
 pub fn sample_handler() -> Dns {
+    let handler = Dns::new(Arc::new(sample_snapshot(1)), Arc::new(Metrics::default()));
+    remember_sample_answers(&handler);
+    handler
+}
+
+/// The sample configuration, compiled as generation `generation`.
+fn sample_snapshot(generation: u64) -> Snapshot {
     const TOML: &str = r#"
 [[network]]
 name = "lab"
@@ -50,13 +57,10 @@ allow = ["lab"]
 "#;
     let mut s = Sources::new();
     s.add("fuzz.toml", TOML);
-    let snapshot: Snapshot = parse(s)
+    parse(s)
         .ok()
-        .and_then(|l| compile(&l, 1).ok())
-        .unwrap_or_else(|| unreachable!("the sample configuration compiles"));
-    let handler = Dns::new(Arc::new(snapshot), Arc::new(Metrics::default()));
-    remember_sample_answers(&handler);
-    handler
+        .and_then(|l| compile(&l, generation).ok())
+        .unwrap_or_else(|| unreachable!("the sample configuration compiles"))
 }
 
 /// Puts forwarded answers in the handler's cache as if upstreams had given them: two A
@@ -530,6 +534,42 @@ mod tests {
             .await
             .expect("answer");
         assert_eq!(ttls(&general), [120, 20]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_snapshot_keeps_the_cache_and_the_fetched_lists_and_starts_an_empty_hit_table() {
+        use labgate_config::blocklist::BlockSet;
+        use labgate_config::settings::BlocklistFormat;
+        let handler = sample_handler();
+        let q = query_with("example.com", 1, [0x01, 0x00], None);
+        let lab = "127.0.0.1".parse().expect("ip");
+        let mut out = [0u8; 1232];
+        compare(&handler, &q)
+            .await
+            .expect("kept after a general-path hit");
+        let list = BlockSet::parse("", BlocklistFormat::Domains);
+        handler.publish_list("https://lists.example/none.txt", &Arc::new(list));
+        let lists = Arc::clone(&handler.state().inputs.lists);
+        handler.publish(Arc::new(sample_snapshot(2)));
+        let state = handler.state();
+        assert_eq!(state.inputs.snapshot.generation, 2, "published");
+        assert!(
+            Arc::ptr_eq(&state.inputs.lists, &lists),
+            "fetched lists kept"
+        );
+        assert!(
+            handler.fast_answer(lab, &q, &mut out).is_none(),
+            "nothing kept under the new snapshot yet"
+        );
+        // The cache (no upstreams here: a lost cache is SERVFAIL) is kept, and its hit kept
+        // again for the fast path.
+        let again = compare(&handler, &q)
+            .await
+            .expect("answered from the cache and kept again");
+        assert_eq!(ttls(&again), [300, 200]);
+        // The precompiled answers are the new snapshot's.
+        let internal = query_with("app.lab.test", 1, [0x01, 0x00], None);
+        assert!(compare(&handler, &internal).await.is_some());
     }
 
     #[test]
