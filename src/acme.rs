@@ -40,7 +40,7 @@ impl DnsProvider for Builtin {
 }
 
 /// Lookups through labgate's upstreams (never its own views).
-pub struct Upstreams(pub labgate_dns::Handler);
+pub struct Upstreams(pub labgate_dns::Dns);
 
 #[async_trait]
 impl Lookup for Upstreams {

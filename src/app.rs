@@ -86,7 +86,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let shared = Shared::new(snapshot, Arc::new(labgate_dns::Metrics::default()));
-    let handler = labgate_dns::Handler::new(shared.snapshot.clone(), Arc::clone(&shared.dns));
+    let handler = shared.dns.clone();
     let outbound = Outbound::new(shared.snapshot.clone(), handler.clone());
     let (access, access_rx) = labgate_proxy::access::AccessLog::new();
     let mut certs = CertBuilder::new(state_dir.clone(), ca);
@@ -148,7 +148,7 @@ struct Parts {
     proxy: Arc<labgate_proxy::Proxy>,
     access_rx: mpsc::Receiver<labgate_proxy::access::Entry>,
     is_demo: bool,
-    handler: labgate_dns::Handler,
+    handler: labgate_dns::Dns,
     outbound: Outbound,
 }
 
@@ -209,7 +209,6 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
                 .map(|l| l.local_addr().map(|a| format!("tls {a}"))),
         )
         .collect::<Result<_, _>>()?;
-    handler.prepare().await;
     let served: Arc<dyn rustls::server::ResolvesServerCert> = proxy.certs.clone();
     let dns =
         labgate_dns::serve(handler.clone(), udp, tcp, (tls, served)).context("cannot start DNS")?;
@@ -253,11 +252,6 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         ));
     }
     tasks.spawn(sighup(tx, cancel.child_token()));
-    tasks.spawn(prepare_dns(
-        Arc::clone(&shared),
-        handler.clone(),
-        cancel.child_token(),
-    ));
     tasks.spawn(blocklists::run(
         Arc::clone(&shared),
         handler,
@@ -414,26 +408,6 @@ fn blocklist_dirs(shared: &Shared) -> Vec<std::path::PathBuf> {
 /// Keeps the watch on the directories of the serving snapshot's blocklist files (a reload
 /// may name lists in a new one) until cancelled, when the watch stops. Subscribed before
 /// its first look, so no reload falls in between.
-/// Builds the DNS server's derived state (upstream resolvers, the fast path's table) for each
-/// published snapshot on this task, so that the UDP workers find it made rather than making
-/// it between two queries.
-fn prepare_dns(
-    shared: Arc<Shared>,
-    handler: labgate_dns::Handler,
-    cancel: CancellationToken,
-) -> impl Future<Output = ()> {
-    let mut published = shared.published.subscribe();
-    async move {
-        loop {
-            tokio::select! {
-                changed = published.changed() => if changed.is_err() { return },
-                () = cancel.cancelled() => return,
-            }
-            handler.prepare().await;
-        }
-    }
-}
-
 fn follow_list_dirs(
     mut watch: watch::ConfigWatch,
     shared: Arc<Shared>,

@@ -28,11 +28,10 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Runs until cancelled.
 pub async fn run(
     shared: Arc<Shared>,
-    dns: labgate_dns::Handler,
+    dns: labgate_dns::Dns,
     outbound: Outbound,
     cancel: CancellationToken,
 ) {
-    let lists = dns.fetched_lists();
     // By URL, format and interval: a list whose format or interval a reload changed is
     // fetched again at once (it was parsed with the old format until its next refresh).
     let mut due: HashMap<(String, BlocklistFormat, Duration), Instant> = HashMap::new();
@@ -54,12 +53,7 @@ pub async fn run(
                 Ok(Ok(text)) => {
                     let set = BlockSet::parse(&text, l.format);
                     info!(list = %l.name, url = %Redacted(url), names = set.len(), skipped = set.skipped, "blocklist fetched");
-                    let set = Arc::new(set);
-                    lists.rcu(|m| {
-                        let mut m = HashMap::clone(m);
-                        m.insert(url.to_string(), Arc::clone(&set));
-                        m
-                    });
+                    dns.publish_list(url.as_str(), &Arc::new(set));
                     shared.list_fetches[0].fetch_add(1, Ordering::Relaxed);
                     l.refresh
                 }

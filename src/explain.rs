@@ -5,12 +5,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::process::ExitCode;
 
-use hickory_proto::rr::{LowerName, RecordType};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{DNSClass, LowerName, Name, RecordType};
 use labgate_config::Snapshot;
 use labgate_config::network::Network;
 use labgate_config::route::{MAX_HOST_LEN, Route, normalize_host};
 use labgate_config::settings::{CertSource, Coverage};
-use labgate_config::view::Lookup;
+use labgate_dns::{Decision as DnsDecision, FetchedLists};
 use labgate_proxy::decide::{Decision as HttpDecision, Refusal, Via, decide};
 use serde::Serialize;
 
@@ -115,7 +116,7 @@ pub fn explain(
                     name: s.networks.get(m.network).name.to_string(),
                     prefix: m.prefix.to_string(),
                 }),
-                dns(s, network, &host),
+                dns(s, client, network, &host),
             )
         }
         Via::Tunnel => (
@@ -188,88 +189,144 @@ fn split_target(target: &str) -> (&str, String) {
     }
 }
 
-fn dns(s: &Snapshot, network: Option<&Network>, host: &str) -> Decision {
-    let Some(net) = network else {
-        return decision(
-            "refused",
-            vec![],
-            "the client is in no network: REFUSED for every name (labgate is not an open resolver)",
-        );
-    };
-    let Ok(name) = hickory_proto::rr::Name::from_ascii(format!("{host}.")) else {
-        return decision("formerr", vec![], "not a DNS name");
+/// What a query for `host`'s addresses (A and AAAA) from `client` gets: the DNS server's own
+/// decision (`labgate_dns::decide`; blocklists from URLs are not fetched here), explained.
+fn dns(s: &Snapshot, client: IpAddr, network: Option<&Network>, host: &str) -> Decision {
+    let Ok(name) = Name::from_ascii(format!("{host}.")) else {
+        return match network {
+            None => refused(None, host),
+            Some(_) => decision("formerr", vec![], "not a DNS name"),
+        };
     };
     let name = LowerName::new(&name);
-    let view = s.view(net.id);
+    let lists = FetchedLists::new();
     let mut records = Vec::new();
-    let mut outcome = None;
+    let mut found = None;
+    // The zone a negative answer speaks for (its SOA's owner).
+    let mut negative_zone = None;
     for rtype in [RecordType::A, RecordType::AAAA] {
-        match view.lookup(&s.zones, &name, rtype) {
-            Lookup::Outside => return forward(s, net, host),
-            Lookup::Answer { records: r, .. } => {
-                records.extend(
-                    r.iter()
-                        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data)),
-                );
-                outcome = Some("answer");
+        let answer = match labgate_dns::decide(s, &lists, client, &name, rtype, DNSClass::IN) {
+            DnsDecision::Forward => {
+                return network.map_or_else(|| refused(None, host), |net| forward(s, net, host));
             }
-            Lookup::NoData { .. } => {
-                outcome = outcome.or(Some("nodata"));
-            }
-            Lookup::NxDomain { .. } => outcome = Some("nxdomain"),
+            // An internal CNAME chain that the upstreams complete: its internal part.
+            DnsDecision::Chase { chain, .. } => chain,
+            DnsDecision::Answer(a) => a,
+        };
+        if answer.rcode == ResponseCode::Refused {
+            return refused(network, host);
         }
+        let shown = answer
+            .answers
+            .iter()
+            .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data));
+        if answer.blocked {
+            return blocked(network, host, answer.rcode, shown.collect());
+        }
+        records.extend(shown);
+        if let Some(soa) = answer.soa.first() {
+            negative_zone = Some(soa.name.to_string());
+        }
+        let this = match (answer.rcode, answer.answers.is_empty()) {
+            (ResponseCode::NoError, false) => Found::Answer,
+            (ResponseCode::NoError, true) => Found::NoData,
+            _ => Found::NxDomain,
+        };
+        found = found.max(Some(this));
     }
+    // `decide` refuses every question of a client in no network: here it has one.
+    let (view, sees_internal) = network.map_or(("", true), |n| (&*n.name, n.internal));
     records.dedup();
-    let zone = labgate_config::view::zone_of(&s.zones, &name).map_or_else(String::new, |z| {
+    let internal_zone = labgate_config::view::zone_of(&s.zones, &name);
+    let zone = internal_zone.map_or_else(String::new, |z| {
         z.name.to_string().trim_end_matches('.').to_owned()
     });
-    match outcome {
-        Some("answer") => decision(
+    match found {
+        Some(Found::Answer) => decision(
             "answer",
             records,
-            format!(
-                "authoritative answer from zone {zone} in view `{}`",
-                net.name
-            ),
+            format!("authoritative answer from zone {zone} in view `{view}`"),
         ),
-        Some("nodata") => decision(
+        Some(Found::NoData) => decision(
             "nodata",
             vec![],
-            format!(
-                "the name exists in zone {zone} but has no address in view `{}`",
-                net.name
-            ),
+            format!("the name exists in zone {zone} but has no address in view `{view}`"),
         ),
-        _ if !net.internal => decision(
+        // No internal zone holds it, yet it is answered here: a private range's reverse name.
+        _ if internal_zone.is_none() => decision(
             "nxdomain",
             vec![],
             format!(
-                "network `{}` does not see internal names (internal = false): NXDOMAIN",
-                net.name
+                "`{host}` is a reverse name of a private range (RFC 6303): NXDOMAIN from the local empty zone {}, never asked upstream",
+                negative_zone.as_deref().unwrap_or("").trim_end_matches('.')
             ),
+        ),
+        _ if !sees_internal => decision(
+            "nxdomain",
+            vec![],
+            format!("network `{view}` does not see internal names (internal = false): NXDOMAIN"),
         ),
         _ => decision(
             "nxdomain",
             vec![],
             format!(
-                "no such name in zone {zone} for view `{}`: NXDOMAIN (a service not allowed here is invisible)",
-                net.name
+                "no such name in zone {zone} for view `{view}`: NXDOMAIN (a service not allowed here is invisible)"
             ),
         ),
     }
 }
 
-fn forward(s: &Snapshot, net: &Network, host: &str) -> Decision {
-    if !net.recursion {
-        return decision(
+/// What the address questions of one name found, weakest first: an answer for either type
+/// is an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Found {
+    NxDomain,
+    NoData,
+    Answer,
+}
+
+/// Why DNS refuses: the client is in no network, or its network may not recurse (the only
+/// refusals `decide` makes for an address question from a LAN).
+fn refused(network: Option<&Network>, host: &str) -> Decision {
+    match network {
+        None => decision(
+            "refused",
+            vec![],
+            "the client is in no network: REFUSED for every name (labgate is not an open resolver)",
+        ),
+        Some(net) => decision(
             "refused",
             vec![],
             format!(
                 "`{host}` is outside the internal zones and network `{}` may not recurse (recursion = false)",
                 net.name
             ),
-        );
+        ),
     }
+}
+
+/// A name a blocklist of the client's network holds.
+fn blocked(
+    network: Option<&Network>,
+    host: &str,
+    rcode: ResponseCode,
+    records: Vec<String>,
+) -> Decision {
+    let network = network.map_or_else(String::new, |n| format!(" of network `{}`", n.name));
+    let answer = if rcode == ResponseCode::NXDomain {
+        "NXDOMAIN"
+    } else {
+        "the null address (NODATA for other types)"
+    };
+    decision(
+        "blocked",
+        records,
+        format!("`{host}` is on a blocklist{network}: {answer}"),
+    )
+}
+
+/// Where a forwarded name goes.
+fn forward(s: &Snapshot, net: &Network, host: &str) -> Decision {
     let lists: Vec<&str> = net
         .blocklists
         .iter()
@@ -280,7 +337,7 @@ fn forward(s: &Snapshot, net: &Network, host: &str) -> Decision {
     } else {
         format!("; checked first against blocklists {}", lists.join(", "))
     };
-    let fqdn = hickory_proto::rr::Name::from_ascii(format!("{host}.")).ok();
+    let fqdn = Name::from_ascii(format!("{host}.")).ok();
     let fwd = s
         .dns
         .forwarders
@@ -437,5 +494,51 @@ impl fmt::Display for Explanation {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reload::ConfigSource;
+
+    #[test]
+    fn the_dns_step_explains_the_dns_servers_own_decision() {
+        let demo = ConfigSource::snapshot_of(None).expect("the demo compiles");
+        // (client, name, outcome, a part of the reason): lab 127.0.0.1, guest 127.0.0.2
+        // (internal = false), iot 127.0.0.3.
+        let table = [
+            (
+                "127.0.0.1",
+                "app.demo.test",
+                "answer",
+                "zone demo.test in view `lab`",
+            ),
+            ("127.0.0.3", "nas.demo.test", "nxdomain", "is invisible"),
+            ("127.0.0.2", "app.demo.test", "nxdomain", "internal = false"),
+            ("192.0.2.1", "app.demo.test", "refused", "in no network"),
+            (
+                "127.0.0.1",
+                "example.com",
+                "forward",
+                "forwarded to the upstreams",
+            ),
+            (
+                "127.0.0.1",
+                "1.0.0.10.in-addr.arpa",
+                "nxdomain",
+                "zone 10.in-addr.arpa,",
+            ),
+        ];
+        for (client, name, outcome, reason) in table {
+            let client: IpAddr = client.parse().expect("address");
+            let network = demo
+                .networks
+                .lookup(client)
+                .map(|m| demo.networks.get(m.network));
+            let d = dns(&demo, client, network, name);
+            assert_eq!(d.outcome, outcome, "{client} {name}: {}", d.reason);
+            assert!(d.reason.contains(reason), "{client} {name}: {}", d.reason);
+        }
     }
 }

@@ -45,13 +45,13 @@ pub enum Site {
 #[derive(Clone)]
 pub struct Outbound {
     snapshot: Arc<ArcSwap<Snapshot>>,
-    dns: labgate_dns::Handler,
+    dns: labgate_dns::Dns,
     tls: Arc<rustls::ClientConfig>,
 }
 
 impl Outbound {
     /// Resolution from the current snapshot's records and `dns`'s upstreams.
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, dns: labgate_dns::Handler) -> Self {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, dns: labgate_dns::Dns) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let tls = rustls::ClientConfig::builder()

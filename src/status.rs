@@ -64,8 +64,8 @@ pub struct Shared {
     reloads: [AtomicU64; 4],
     last_success_unix: AtomicU64,
     last: Mutex<ReloadReport>,
-    /// The DNS server's counters.
-    pub dns: Arc<labgate_dns::Metrics>,
+    /// DNS: the state it serves (built and published with each snapshot) and its counters.
+    pub dns: labgate_dns::Dns,
     /// Blocklist downloads: succeeded, failed.
     pub list_fetches: [AtomicU64; 2],
     /// The generation last published, for tasks that follow reloads (certificates).
@@ -79,8 +79,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// State around the first snapshot.
+    /// State around the first snapshot; DNS's counting into `dns`.
     pub fn new(first: Snapshot, dns: Arc<labgate_dns::Metrics>) -> Arc<Self> {
+        let first = Arc::new(first);
         let report = ReloadReport {
             result: ReloadResult::Initial,
             at_unix: unix_now(),
@@ -98,18 +99,20 @@ impl Shared {
             published: tokio::sync::watch::Sender::new(first.generation),
             proxy: std::sync::OnceLock::new(),
             acme: std::sync::OnceLock::new(),
-            snapshot: Arc::new(ArcSwap::from_pointee(first)),
-            dns,
+            dns: labgate_dns::Dns::new(Arc::clone(&first), dns),
+            snapshot: Arc::new(ArcSwap::new(first)),
             list_fetches: Default::default(),
         })
     }
 
-    /// Serves a new snapshot and tells the tasks that follow reloads.
+    /// Serves a new snapshot and tells the tasks that follow reloads. Each subsystem builds
+    /// its state for it here, off its data path, then swaps it in.
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
         let generation = snapshot.generation;
         if let Some(proxy) = self.proxy.get() {
             proxy.publish(Arc::clone(&snapshot));
         }
+        self.dns.publish(Arc::clone(&snapshot));
         self.snapshot.store(snapshot);
         self.published.send_replace(generation);
     }
@@ -202,7 +205,7 @@ impl Shared {
             "# HELP {name} Certificate files that could not be loaded.\n# TYPE {name} counter\n{name} {}",
             crate::certs::LOAD_FAILURES.load(Ordering::Relaxed)
         );
-        out.push_str(&self.dns.render(&snap));
+        out.push_str(&self.dns.metrics().render(&snap));
         if let Some(proxy) = self.proxy.get() {
             proxy.render_metrics(&mut out);
         }

@@ -65,7 +65,6 @@ fn handler_bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(handler.prepare());
     let _guard = rt.enter();
     let src: std::net::SocketAddr = "127.0.0.1:5000".parse().expect("src");
     let header = [0x12u8, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];

@@ -95,7 +95,7 @@ pub enum Decision {
 /// Clients in no network are always REFUSED (labgate is never an open resolver); so are
 /// non-IN classes (`version.bind` reveals nothing) and names outside the internal zones for
 /// networks that may not recurse. Private-range reverse names (RFC 6303) are answered here,
-/// from the view's addresses, and otherwise forwarded only to a [[forward]] for that private
+/// from the view's addresses, and otherwise forwarded only to a `[[forward]]` for that private
 /// zone (or part of it).
 pub fn decide(
     s: &Snapshot,

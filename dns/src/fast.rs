@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
@@ -13,17 +14,14 @@ use hickory_proto::serialize::binary::BinEncodable;
 use labgate_config::Snapshot;
 use labgate_config::view::{ChainEnd, Lookup};
 
-use crate::Handler;
-use crate::server::MAX_UDP_PAYLOAD;
+use crate::resolver::{Inputs, MAX_UDP_PAYLOAD, Plan, Resolver};
 
 /// Key bytes: network index (2), query type (2), lower-case wire name (up to 255).
 const KEY_MAX: usize = 4 + 255;
 
 /// Precompiled answers of one snapshot.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct FastTable {
-    /// The snapshot generation they were built from.
-    pub(crate) generation: u64,
     entries: HashMap<Box<[u8]>, Entry>,
 }
 
@@ -57,8 +55,12 @@ impl Parsed {
 
 impl FastTable {
     /// Precompiles the internal names of every view: A and AAAA and each type present at a
-    /// name, as answered by `handler` (built over `snapshot`, counting into throwaway metrics).
-    pub(crate) async fn build(handler: &Handler, snapshot: &Snapshot) -> Self {
+    /// name, as the general path answers them with `inputs`.
+    pub(crate) fn build(inputs: &Arc<Inputs>) -> Self {
+        // Counts nothing and knows no challenge value: the fast path never takes a challenge
+        // name (`parse`).
+        let general = Resolver::new(Arc::default(), Arc::default());
+        let snapshot: &Snapshot = &inputs.snapshot;
         let mut entries = HashMap::new();
         for view in &snapshot.views {
             let network = snapshot.networks.get(view.network);
@@ -90,7 +92,7 @@ impl FastTable {
                     {
                         continue;
                     }
-                    let Some(entry) = precompile(handler, &name, rtype, src).await else {
+                    let Some(entry) = precompile(&general, inputs, &name, rtype, src) else {
                         continue;
                     };
                     let mut key = Vec::with_capacity(4 + 64);
@@ -102,10 +104,7 @@ impl FastTable {
                 }
             }
         }
-        Self {
-            generation: snapshot.generation,
-            entries,
-        }
+        Self { entries }
     }
 
     /// Writes the precompiled answer to the parsed `query` into `out`: its length and rcode,
@@ -150,8 +149,9 @@ pub(crate) fn patch(template: &[u8], p: &Parsed, query: &[u8], out: &mut [u8]) -
 
 /// The general path's answers to the two canonical queries; `None` unless authoritative and
 /// untruncated.
-async fn precompile(
-    handler: &Handler,
+fn precompile(
+    general: &Resolver,
+    inputs: &Arc<Inputs>,
     name: &Name,
     rtype: RecordType,
     src: SocketAddr,
@@ -165,8 +165,14 @@ async fn precompile(
     edns.set_max_payload(MAX_UDP_PAYLOAD);
     msg.set_edns(edns);
     let edns_query = msg.to_vec().ok()?;
-    let plain = handler.answer_bytes(&plain_query, src).await;
-    let edns = handler.answer_bytes(&edns_query, src).await;
+    // An internal name is answered without waiting: a name the upstreams complete is no
+    // fixed answer.
+    let answer = |query: &[u8]| match general.plan(inputs, query, src, true) {
+        Plan::Ready(out, _) => Some(out).filter(|o| !o.is_empty()),
+        Plan::Upstream(_) => None,
+    };
+    let plain = answer(&plain_query);
+    let edns = answer(&edns_query);
     let usable = |r: &Option<Vec<u8>>, with_opt: bool| -> Option<Box<[u8]>> {
         let r = r.as_ref()?;
         let (flags, rest) = (r.get(2..4)?, r.len());

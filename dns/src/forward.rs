@@ -62,8 +62,6 @@ type InFlight = Mutex<HashMap<Question, broadcast::Sender<Option<Answer>>>>;
 
 /// The resolvers for one snapshot: the default upstreams and each conditional forwarder.
 pub(crate) struct Forwarders {
-    /// Generation of the snapshot they were built for.
-    pub(crate) generation: u64,
     default: Option<Arc<UpstreamSet>>,
     /// `None`: the forwarder's resolver could not be built. Its names then get SERVFAIL,
     /// never the default upstreams: they may be internal names that must not leak.
@@ -111,10 +109,9 @@ fn stale_or_servfail(stale: Option<Answer>, metrics: &Metrics) -> Answer {
 }
 
 impl Forwarders {
-    /// No upstreams at all (before the first snapshot is seen).
+    /// No upstreams at all: what the first snapshot's forwarders are built over.
     pub(crate) fn empty() -> Self {
         Self {
-            generation: 0,
             default: None,
             conditional: Vec::new(),
             rebind_allow: Vec::new(),
@@ -167,7 +164,6 @@ impl Forwarders {
             Arc::new(Cache::new(s.dns.cache_size.get(), s.dns.serve_stale))
         };
         Self {
-            generation: s.generation,
             cache,
             default: set(&s.dns.upstreams, false),
             conditional: s

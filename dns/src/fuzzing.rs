@@ -7,23 +7,30 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
-use crate::{Answer, Handler, Metrics};
+use crate::{Answer, Dns, Metrics};
 
-/// Runs one query's bytes through the handler's general path (see `Handler::answer_bytes`).
-pub async fn handle(handler: &Handler, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+/// Runs one query's bytes through the general path (see `Dns::answer_bytes`).
+pub async fn handle(handler: &Dns, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
     handler.answer_bytes(data, src).await
 }
 
-/// A handler over a small fixed configuration with no upstreams (nothing leaves the
-/// process): views for 127.0.0.1 and 127.0.0.2 (which may not recurse), one zone, a service,
-/// a CNAME, and forwarded answers in the cache (see [`remember_sample_answers`]).
-pub fn sample_handler() -> Handler {
+/// DNS over a small fixed configuration with no upstreams (nothing leaves the process):
+/// views for 127.0.0.1 and 127.0.0.2 (which may not recurse), one zone, a service, a CNAME,
+/// and forwarded answers in the cache (see [`remember_sample_answers`]); its state, fast
+/// table included, is built.
+pub fn sample_handler() -> Dns {
+    let handler = Dns::new(Arc::new(sample_snapshot(1)), Arc::new(Metrics::default()));
+    remember_sample_answers(&handler);
+    handler
+}
+
+/// The sample configuration, compiled as generation `generation`.
+fn sample_snapshot(generation: u64) -> labgate_config::Snapshot {
     const TOML: &str = r#"
 [[network]]
 name = "lab"
@@ -50,19 +57,14 @@ host = "app.lab.test"
 backends = ["http://10.0.0.9"]
 allow = ["lab"]
 "#;
-    let snapshot = labgate_config::testing::snapshot(TOML);
-    let handler = Handler::new(
-        Arc::new(ArcSwap::from_pointee(snapshot)),
-        Arc::new(Metrics::default()),
-    );
-    remember_sample_answers(&handler);
-    handler
+    labgate_config::compile(&labgate_config::testing::loaded(TOML, &[]), generation)
+        .unwrap_or_else(|d| panic!("the sample configuration: {d}"))
 }
 
 /// Puts forwarded answers in the handler's cache as if upstreams had given them: two A
 /// records, a CNAME chain, NODATA and NXDOMAIN with a SOA, and a TXT set too large for 512
 /// bytes.
-pub fn remember_sample_answers(handler: &Handler) {
+pub fn remember_sample_answers(handler: &Dns) {
     let name = |n: &str| Name::from_ascii(n).unwrap_or_else(|_| unreachable!("literal name"));
     let soa = || {
         let apex = name("example.com.");
@@ -146,21 +148,16 @@ fn sources() -> impl Iterator<Item = SocketAddr> {
     })
 }
 
-/// Runs `f` with this thread's runtime and the shared sample handler (fast table built).
-fn with_sample(f: impl FnOnce(&tokio::runtime::Runtime, &Handler)) {
-    static HANDLER: OnceLock<Handler> = OnceLock::new();
+/// Runs `f` with this thread's runtime and the shared sample handler.
+fn with_sample(f: impl FnOnce(&tokio::runtime::Runtime, &Dns)) {
+    static HANDLER: OnceLock<Dns> = OnceLock::new();
     thread_local! {
         static RUNTIME: Option<tokio::runtime::Runtime> =
             tokio::runtime::Builder::new_current_thread().enable_all().build().ok();
     }
     RUNTIME.with(|rt| {
         let Some(rt) = rt else { return };
-        let handler = HANDLER.get_or_init(|| {
-            let h = sample_handler();
-            rt.block_on(h.prepare());
-            h
-        });
-        f(rt, handler);
+        f(rt, HANDLER.get_or_init(sample_handler));
     });
 }
 
@@ -300,7 +297,7 @@ pub fn fast_matches_general(data: &[u8]) {
 
 /// Asks the general path (which keeps a cache hit for the fast path), then both paths;
 /// `Some(bytes)` when the fast path answered (and agreed: else a panic).
-pub async fn compare(handler: &Handler, data: &[u8]) -> Option<Vec<u8>> {
+pub async fn compare(handler: &Dns, data: &[u8]) -> Option<Vec<u8>> {
     let mut answered = None;
     for src in sources() {
         let _ = handler.answer_bytes(data, src).await;
@@ -327,11 +324,7 @@ pub async fn compare(handler: &Handler, data: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The fast path's answer, if it gives one, and the general path's right after.
-async fn both(
-    handler: &Handler,
-    data: &[u8],
-    src: SocketAddr,
-) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+async fn both(handler: &Dns, data: &[u8], src: SocketAddr) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
     let mut out = [0u8; 1232];
     let len = handler.fast_answer(src.ip(), data, &mut out)?;
     Some((out[..len].to_vec(), handler.answer_bytes(data, src).await))
@@ -414,15 +407,13 @@ mod tests {
         q
     }
 
-    /// A runtime and the sample handler with its fast table built.
-    fn with_fast_table() -> (tokio::runtime::Runtime, Handler) {
+    /// A runtime and the sample handler.
+    fn with_fast_table() -> (tokio::runtime::Runtime, Dns) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("rt");
-        let handler = sample_handler();
-        rt.block_on(handler.prepare());
-        (rt, handler)
+        (rt, sample_handler())
     }
 
     #[test]
@@ -493,9 +484,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn cache_hits_take_the_fast_path_counted_down_until_the_last_tenth_of_their_life() {
+        use labgate_config::blocklist::BlockSet;
+        use labgate_config::blocklist::BlocklistFormat;
         use std::time::Duration;
         let handler = sample_handler();
-        handler.prepare().await;
         let q = query_with("example.com", 1, [0x01, 0x00], None);
         let lab = "127.0.0.1".parse().expect("ip");
         let mut out = [0u8; 1232];
@@ -519,9 +511,8 @@ mod tests {
             "guest may not recurse: the general path refuses it"
         );
         // Blocklists fetched since were not part of the decision: nothing kept is served.
-        handler
-            .fetched_lists()
-            .store(Arc::new(crate::FetchedLists::new()));
+        let list = BlockSet::parse("", BlocklistFormat::Domains);
+        handler.publish_list("https://lists.example/none.txt", &Arc::new(list));
         assert!(
             handler.fast_answer(lab, &q, &mut out).is_none(),
             "new lists"
@@ -541,6 +532,42 @@ mod tests {
             .await
             .expect("answer");
         assert_eq!(ttls(&general), [120, 20]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_snapshot_keeps_the_cache_and_the_fetched_lists_and_starts_an_empty_hit_table() {
+        use labgate_config::blocklist::BlockSet;
+        use labgate_config::blocklist::BlocklistFormat;
+        let handler = sample_handler();
+        let q = query_with("example.com", 1, [0x01, 0x00], None);
+        let lab = "127.0.0.1".parse().expect("ip");
+        let mut out = [0u8; 1232];
+        compare(&handler, &q)
+            .await
+            .expect("kept after a general-path hit");
+        let list = BlockSet::parse("", BlocklistFormat::Domains);
+        handler.publish_list("https://lists.example/none.txt", &Arc::new(list));
+        let lists = Arc::clone(&handler.state().inputs.lists);
+        handler.publish(Arc::new(sample_snapshot(2)));
+        let state = handler.state();
+        assert_eq!(state.inputs.snapshot.generation, 2, "published");
+        assert!(
+            Arc::ptr_eq(&state.inputs.lists, &lists),
+            "fetched lists kept"
+        );
+        assert!(
+            handler.fast_answer(lab, &q, &mut out).is_none(),
+            "nothing kept under the new snapshot yet"
+        );
+        // The cache (no upstreams here: a lost cache is SERVFAIL) is kept, and its hit kept
+        // again for the fast path.
+        let again = compare(&handler, &q)
+            .await
+            .expect("answered from the cache and kept again");
+        assert_eq!(ttls(&again), [300, 200]);
+        // The precompiled answers are the new snapshot's.
+        let internal = query_with("app.lab.test", 1, [0x01, 0x00], None);
+        assert!(compare(&handler, &internal).await.is_some());
     }
 
     #[test]

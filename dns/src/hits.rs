@@ -4,17 +4,17 @@
 //!
 //! A kept response is the general path's decision for that network (recursion allowed, not
 //! blocked, not internal), so it is only valid for the snapshot and fetched blocklists it was
-//! made with: any other pair empties the table. It is served until the last tenth of the
-//! cached answer's life, which goes to the general path: it prefetches popular names, and its
-//! next hit keeps the refreshed answer.
+//! made with: each published `state::DnsState` has a table of its own, and a new snapshot or
+//! new lists start an empty one. A response is served until the last tenth of the cached
+//! answer's life, which goes to the general path: it prefetches popular names, and its next hit
+//! keeps the refreshed answer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 use hickory_proto::op::ResponseCode;
 use tokio::time::Instant;
 
-use crate::answer::FetchedLists;
 use crate::cache::Lifetime;
 use crate::fast::{Parsed, patch};
 
@@ -26,19 +26,9 @@ pub(crate) struct HitTable {
 
 #[derive(Default)]
 struct Hits {
-    /// The snapshot generation and fetched lists the responses were decided with.
-    generation: u64,
-    lists: Option<Arc<FetchedLists>>,
     /// Responses to queries without EDNS, and with a plain OPT.
     plain: HashMap<Box<[u8]>, Hit>,
     edns: HashMap<Box<[u8]>, Hit>,
-}
-
-impl Hits {
-    /// Whether the kept responses were decided with this snapshot generation and these lists.
-    fn decided_with(&self, generation: u64, lists: &Arc<FetchedLists>) -> bool {
-        self.generation == generation && self.lists.as_ref().is_some_and(|l| Arc::ptr_eq(l, lists))
-    }
 }
 
 /// One kept response.
@@ -52,20 +42,14 @@ struct Hit {
 
 impl HitTable {
     /// Writes the kept response to the parsed `query` into `out`, TTLs counted down: its
-    /// length and rcode, or `None` (nothing kept, kept under another snapshot or lists, too
-    /// old, or too large for the client).
+    /// length and rcode, or `None` (nothing kept, too old, or too large for the client).
     pub(crate) fn answer(
         &self,
-        generation: u64,
-        lists: &Arc<FetchedLists>,
         p: &Parsed,
         query: &[u8],
         out: &mut [u8],
     ) -> Option<(usize, ResponseCode)> {
         let hits = self.inner.read().ok()?;
-        if !hits.decided_with(generation, lists) {
-            return None;
-        }
         let map = if p.edns_size.is_some() {
             &hits.edns
         } else {
@@ -86,17 +70,10 @@ impl HitTable {
     }
 
     /// Keeps `response`, the general path's answer to the parsed query from a fresh cache hit
-    /// of lifetime `life`, decided with `generation` and `lists`. At most `capacity` responses
-    /// per EDNS form are kept; a full table first drops what can no longer be served, then
-    /// keeps nothing new.
-    pub(crate) fn keep(
-        &self,
-        (generation, lists): (u64, &Arc<FetchedLists>),
-        capacity: usize,
-        p: &Parsed,
-        response: &[u8],
-        life: Lifetime,
-    ) {
+    /// of lifetime `life`, decided with the inputs this table belongs to. At most `capacity`
+    /// responses per EDNS form are kept; a full table first drops what can no longer be
+    /// served, then keeps nothing new.
+    pub(crate) fn keep(&self, capacity: usize, p: &Parsed, response: &[u8], life: Lifetime) {
         if life.ending(life.age) || response.get(2).is_none_or(|flags| flags & 0x02 != 0) {
             // In its last tenth (the general path's), or truncated (likewise).
             return;
@@ -107,13 +84,6 @@ impl HitTable {
         let Ok(mut hits) = self.inner.write() else {
             return;
         };
-        if !hits.decided_with(generation, lists) {
-            *hits = Hits {
-                generation,
-                lists: Some(Arc::clone(lists)),
-                ..Hits::default()
-            };
-        }
         let now = Instant::now();
         let map = if p.edns_size.is_some() {
             &mut hits.edns

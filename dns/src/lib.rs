@@ -1,4 +1,4 @@
-//! labgate's DNS server: split-horizon answers per network view over the compiled snapshot,
+//! labgate's split-horizon DNS server: answers per network view over the compiled snapshot,
 //! forwarding for everything else. This crate receives snapshots and bound sockets; it reads
 //! no files and no environment.
 //!
@@ -7,12 +7,21 @@
 //!                                   │ none: REFUSED             └─ outside: forward
 //! ```
 //!
-//! Built: the listeners (hickory's `Server`, UDP and TCP), the authoritative part (views,
+//! Built: labgate's own listeners (`udp`: per-core `SO_REUSEPORT` sockets, batched
+//! `recvmmsg`/`sendmmsg`; `stream`: TCP and DNS over TLS), the authoritative part (views,
 //! NXDOMAIN/NODATA with the SOA, derived PTRs, REFUSED for clients in no network), blocklists,
 //! and forwarding through labgate's own cache (serve-stale, prefetch, rebinding protection).
-//! UDP runs on labgate's own workers (`udp`: per-core `SO_REUSEPORT` sockets, batched
-//! `recvmmsg`/`sendmmsg`) with a fast path of precompiled answers for internal names (`fast`)
-//! and kept responses for cache hits (`hits`).
+//! hickory parses queries and encodes responses; its `Server` and `RequestHandler` are not
+//! used.
+//!
+//! ```text
+//! control plane: snapshot or fetched list ─▶ DnsState::build (off the data path) ─▶ one swap
+//! UDP query ─▶ front: precompiled answer or kept cache hit (`fast`, `hits`)
+//!                └─ else ─▶ general path (`resolver`: decide, cache, upstreams) ◀─ TCP, TLS
+//! ```
+//!
+//! Each query loads one published `DnsState` and decides with it alone; the general path
+//! knows nothing of the fast path, which serves only bytes the general path made.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
@@ -23,12 +32,15 @@ mod cache;
 mod challenges;
 mod fast;
 mod forward;
+mod front;
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;
 mod hits;
 mod metrics;
+mod resolver;
 mod server;
+mod state;
 mod stream;
 mod udp;
 
@@ -36,9 +48,12 @@ pub use answer::{Answer, BLOCKED_TTL, Decision, FetchedLists, decide};
 pub use cache::{MAX_TTL, STALE_TTL};
 pub use challenges::Challenges;
 pub use forward::{ATTEMPT_TIMEOUT, STALE_AFTER, UPSTREAM_DEADLINE, private};
+pub use front::Dns;
 pub use metrics::Metrics;
-pub use server::{DnsServer, Handler, MAX_UDP_PAYLOAD, TCP_IDLE_TIMEOUT, serve};
-pub use stream::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, MAX_PIPELINED};
+pub use resolver::MAX_UDP_PAYLOAD;
+pub use server::{DnsServer, serve};
+pub use state::DnsState;
+pub use stream::{MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, MAX_PIPELINED, TCP_IDLE_TIMEOUT};
 
 use hickory_proto::op::ResponseCode;
 

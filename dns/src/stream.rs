@@ -16,10 +16,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::Handler;
 use crate::admission::PerClient;
-use crate::server::TCP_IDLE_TIMEOUT;
+use crate::front::Dns;
 
+/// Idle time after which a TCP connection is closed.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open TCP and TLS connections at most, over all stream listeners.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Open TCP and TLS connections of one client (an IPv4 address, an IPv6 /64) at most: a stub
@@ -35,7 +36,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// What every stream listener shares.
 #[derive(Clone)]
 pub(crate) struct Streams {
-    pub(crate) handler: Handler,
+    pub(crate) dns: Dns,
     /// One permit per open connection.
     pub(crate) slots: Arc<Semaphore>,
     /// Open connections per client.
@@ -87,7 +88,7 @@ impl Streams {
             };
             if open >= self.per_client {
                 // Closed at once: its place goes back to the others.
-                self.handler.metrics().stream_refused();
+                self.dns.metrics().stream_refused();
                 debug!(%src, "DNS stream connection refused: the client has {open} open");
                 continue;
             }
@@ -161,10 +162,10 @@ impl Streams {
             let Ok(Some(query)) = query else {
                 break;
             };
-            let (handler, answers) = (self.handler.clone(), answers.clone());
+            let (dns, answers) = (self.dns.clone(), answers.clone());
             tokio::spawn(async move {
                 let _turn = turn;
-                let answer = handler.answer_stream(&query, src).await;
+                let answer = dns.answer_stream(&query, src).await;
                 drop(query);
                 if let Some(a) = answer {
                     let _ = answers.send(a).await;
@@ -215,7 +216,7 @@ mod tests {
         per_client: usize,
     ) -> (Streams, SocketAddr, tokio::task::JoinHandle<()>) {
         let streams = Streams {
-            handler: crate::fuzzing::sample_handler(),
+            dns: crate::fuzzing::sample_handler(),
             slots: Arc::new(Semaphore::new(slots)),
             clients: Arc::default(),
             per_client,
@@ -275,7 +276,7 @@ mod tests {
             matches!(closed, Ok(Ok(0) | Err(_))),
             "the third connection was kept: {closed:?}"
         );
-        assert_eq!(streams.handler.metrics().stream_refused_count(), 1);
+        assert_eq!(streams.dns.metrics().stream_refused_count(), 1);
         // Another client is served, and the first two go on.
         let mut other = from("127.0.0.2").await.expect("connect");
         assert!(answered(&mut other, long).await, "another client is served");

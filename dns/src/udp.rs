@@ -24,9 +24,9 @@ use nix::sys::socket::{
     sendmmsg, sendmsg, setsockopt, sockopt,
 };
 
-use crate::Handler;
-use crate::admission::WorkerShare;
-use crate::server::{Pending, Plan};
+use crate::admission::{Ticket, WorkerShare};
+use crate::front::Dns;
+use crate::resolver::{MAX_UDP_PAYLOAD, Pending, Plan, Resolver};
 
 /// Datagrams taken per system call.
 const BATCH: usize = 32;
@@ -35,18 +35,19 @@ const MAX_QUERY: usize = 4096;
 /// How often a blocked receive looks at the stop flag.
 const STOP_CHECK: Duration = Duration::from_millis(200);
 /// Room for one answer: the largest UDP response labgate sends.
-const MAX_ANSWER: usize = crate::MAX_UDP_PAYLOAD as usize;
+const MAX_ANSWER: usize = MAX_UDP_PAYLOAD as usize;
 
 /// Serves one socket on the calling thread until `stop` is set, as one of `workers` workers.
 /// `rt` runs the queries that wait for the upstreams.
 pub(crate) fn run(
-    handler: &Handler,
+    dns: &Dns,
     socket: UdpSocket,
     rt: &tokio::runtime::Handle,
     (stop, workers): (&AtomicBool, usize),
 ) {
-    // The fast path starts table rebuilds on the runtime.
+    // The general path spawns its prefetches and upstream probes on the runtime.
     let _entered = rt.enter();
+    let general = dns.general();
     if socket.set_nonblocking(false).is_err() || socket.set_read_timeout(Some(STOP_CHECK)).is_err()
     {
         tracing::error!("cannot set up a DNS UDP socket: DNS over UDP is off on it");
@@ -113,17 +114,17 @@ pub(crate) fn run(
             };
             let data = &query[..len.min(MAX_QUERY)];
             let out = &mut answers[replies];
-            let answered = match handler.fast_answer(src.ip(), data, out) {
+            let answered = match dns.fast_answer(src.ip(), data, out) {
                 Some(n) => n,
                 None => {
-                    let bytes = match handler.plan_udp(data, src) {
+                    let bytes = match dns.plan_udp(data, src) {
                         Plan::Ready(bytes, _) => bytes,
-                        Plan::Upstream(p) => match handler.enter(&p, Some(&share)) {
+                        Plan::Upstream(p) => match general.enter(&p, Some(&share)) {
                             Ok(ticket) => {
-                                upstream(handler, &socket, rt, (*p, ticket), local);
+                                upstream(general, &socket, rt, (*p, ticket), local);
                                 continue;
                             }
-                            Err(limit) => handler.answer_over(*p, limit),
+                            Err(limit) => general.answer_over(*p, limit),
                         },
                     };
                     // Silence, or (never: the general path keeps to MAX_UDP_PAYLOAD) too long.
@@ -184,17 +185,17 @@ pub(crate) fn run(
 /// Waits for the upstreams on the runtime, holding the query's place; the task sends its
 /// own answer.
 fn upstream(
-    handler: &Handler,
+    general: &Resolver,
     socket: &Arc<UdpSocket>,
     rt: &tokio::runtime::Handle,
-    (pending, ticket): (Pending, crate::admission::Ticket),
+    (pending, ticket): (Pending, Ticket),
     local: Option<Local>,
 ) {
-    let handler = handler.clone();
+    let general = general.clone();
     let socket = Arc::clone(socket);
     let to = SockaddrStorage::from(pending.src());
     rt.spawn(async move {
-        let out = handler.complete(pending, Some(ticket)).await;
+        let out = general.complete(pending, Some(ticket)).await;
         if out.is_empty() {
             return;
         }

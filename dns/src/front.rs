@@ -1,0 +1,166 @@
+//! [`Dns`], what the listeners and the control plane hold: the published [`DnsState`] (one
+//! `ArcSwap`, stored once per new snapshot or new blocklists) and the general path
+//! (`resolver`) behind the UDP fast path. A UDP query is answered from the state's precompiled
+//! answers or kept cache hits when it can be, else by the general path, whose fresh cache hits
+//! the front keeps; TCP and TLS queries go to the general path alone.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hickory_proto::rr::{LowerName, Name, RData, RecordType};
+use labgate_config::Snapshot;
+use labgate_config::blocklist::BlockSet;
+
+use crate::answer::{Answer, FetchedLists};
+use crate::cache::Lifetime;
+use crate::challenges::Challenges;
+use crate::fast;
+use crate::metrics::{CacheEvent, Metrics};
+use crate::resolver::{Plan, Resolver};
+use crate::state::DnsState;
+
+/// DNS as the binary holds it: the state it serves, and the general path. Clones share both.
+#[derive(Clone)]
+pub struct Dns {
+    general: Resolver,
+    state: Arc<ArcSwap<DnsState>>,
+}
+
+impl Dns {
+    /// DNS serving `snapshot` (its state built now), counting into `metrics`.
+    pub fn new(snapshot: Arc<Snapshot>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            general: Resolver::new(metrics, Arc::default()),
+            state: Arc::new(ArcSwap::from_pointee(DnsState::build(snapshot, None))),
+        }
+    }
+
+    /// Serves a new snapshot from the next query on: its state is built here, on the caller's
+    /// task (the reload task), then stored with one swap.
+    pub fn publish(&self, snapshot: Arc<Snapshot>) {
+        // A list fetched while the state was built is not lost: the swap is retried over it.
+        self.state
+            .rcu(|previous| DnsState::build(Arc::clone(&snapshot), Some(previous)));
+    }
+
+    /// Serves the blocklist fetched from `url` from the next query on.
+    pub fn publish_list(&self, url: &str, set: &Arc<BlockSet>) {
+        self.state.rcu(|previous| {
+            let mut lists = FetchedLists::clone(&previous.inputs.lists);
+            lists.insert(url.to_owned(), Arc::clone(set));
+            previous.with_lists(Arc::new(lists))
+        });
+    }
+
+    /// Its counters.
+    pub fn metrics(&self) -> &Metrics {
+        self.general.metrics()
+    }
+
+    /// Where the ACME `builtin` provider publishes challenge values.
+    pub fn challenges(&self) -> Arc<Challenges> {
+        Arc::clone(self.general.challenges())
+    }
+
+    /// Resolves a host name through the upstreams directly (never labgate's own views, so a
+    /// list download does not depend on labgate's own DNS).
+    pub async fn resolve_upstream(&self, host: &str) -> Vec<IpAddr> {
+        let forwarders = Arc::clone(&self.state.load().inputs.forwarders);
+        forwarders.addresses(host).await
+    }
+
+    /// The data of `name`'s `rtype` records through the upstreams (never labgate's own views,
+    /// never the cache): how ACME finds a zone's authoritative servers.
+    pub async fn upstream_records(&self, name: &Name, rtype: RecordType) -> Vec<RData> {
+        let forwarders = Arc::clone(&self.state.load().inputs.forwarders);
+        forwarders.records(name, rtype).await
+    }
+
+    /// Answers a UDP query into `out` from the precompiled table or the kept cache hits of the
+    /// state now served; `None` sends it to the general path.
+    pub fn fast_answer(&self, src: IpAddr, query: &[u8], out: &mut [u8]) -> Option<usize> {
+        let state = self.state.load();
+        let network = state.inputs.snapshot.networks.lookup(src)?.network.index();
+        let p = fast::parse(query, u16::try_from(network).ok()?)?;
+        let metrics = self.general.metrics();
+        let (len, rcode) = match state.fast.answer(&p, query, out) {
+            Some(done) => done,
+            None => {
+                let hit = state.hits.answer(&p, query, out)?;
+                metrics.cache(CacheEvent::Hit);
+                hit
+            }
+        };
+        metrics.query(Some(network), RecordType::from(p.qtype), rcode);
+        metrics.fast_answer();
+        Some(len)
+    }
+
+    /// Runs one query's bytes through the general path as a UDP query from `src`, waiting for
+    /// the upstreams without a bound (fuzzing, tests and benches; the UDP workers take places):
+    /// the response bytes, or `None` when the query deserves silence.
+    pub async fn answer_bytes(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        let out = match self.plan_udp(data, src) {
+            Plan::Ready(out, _) => out,
+            Plan::Upstream(p) => self.general.complete(*p, None).await,
+        };
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// The general path's plan for a UDP query, with the state now served; a fresh cache hit's
+    /// response is kept for the fast path, in that state's table.
+    pub(crate) fn plan_udp(&self, data: &[u8], src: SocketAddr) -> Plan {
+        let state = self.state.load();
+        let plan = self.general.plan(&state.inputs, data, src, true);
+        if let Plan::Ready(out, Some(life)) = &plan {
+            keep_hit(&state, src, data, out, *life);
+        }
+        plan
+    }
+
+    /// Runs one query's bytes through the general path as a TCP (or TLS) query from `src`
+    /// (see `Resolver::answer_stream`).
+    pub(crate) async fn answer_stream(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        let inputs = Arc::clone(&self.state.load().inputs);
+        self.general.answer_stream(&inputs, data, src).await
+    }
+
+    /// The general path, for the queries that wait for the upstreams.
+    pub(crate) fn general(&self) -> &Resolver {
+        &self.general
+    }
+
+    /// The state now served.
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> Arc<DnsState> {
+        self.state.load_full()
+    }
+
+    /// Caches a forwarded answer as if an upstream had given it (fuzzing and tests).
+    pub(crate) fn remember(&self, name: &LowerName, rtype: RecordType, answer: &Answer) {
+        self.state
+            .load()
+            .inputs
+            .forwarders
+            .remember(name, rtype, answer);
+    }
+}
+
+/// Keeps a cache hit's response in `state`'s table (whose inputs decided it) if the query is
+/// one the fast path takes.
+fn keep_hit(state: &DnsState, src: SocketAddr, query: &[u8], response: &[u8], life: Lifetime) {
+    let snapshot = &state.inputs.snapshot;
+    let Some(network) = snapshot.networks.lookup(src.ip()) else {
+        return;
+    };
+    let Some(p) = u16::try_from(network.network.index())
+        .ok()
+        .and_then(|index| fast::parse(query, index))
+    else {
+        return;
+    };
+    state
+        .hits
+        .keep(snapshot.dns.cache_size.get(), &p, response, life);
+}
