@@ -273,7 +273,8 @@ done
 if [ -n "${IDLE_H2:-}" ]; then
   echo
   echo "Memory of $IDLE_H2 idle HTTP/2 connections (one stream each, then idle), per server:"
-  ulimit -n $((IDLE_H2 * 2 + 256))
+  # HAProxy refuses to start when the limit is below what its maxconn (4096) needs.
+  ulimit -n $((IDLE_H2 * 2 + 256 > 10240 ? IDLE_H2 * 2 + 256 : 10240))
   for server in $SERVERS; do
     start "$server"
     echo "$server: $(python3 benches/load/idle.py --h2 "$(port_of "$server")" "$(pids_of "$pid" | awk '{print $NF}')" /1k "$IDLE_H2" | tr '\n' ' ')"
