@@ -22,7 +22,6 @@ use crate::certs::CertBuilder;
 use crate::cli::RunArgs;
 use crate::demo;
 use crate::listen;
-use crate::outbound::Outbound;
 use crate::reload::{self, ConfigSource, Origin, Overrides, Trigger};
 use crate::status::Shared;
 use crate::watch;
@@ -87,7 +86,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let shared = Shared::new(snapshot, Arc::new(labgate_dns::Metrics::default()));
     let handler = shared.dns.clone();
-    let outbound = Outbound::new(shared.snapshot.clone(), handler.clone());
+    let names = Arc::new(crate::outbound::names(
+        shared.snapshot.clone(),
+        handler.clone(),
+    ));
+    let client = labgate_outbound::Client::new(Arc::clone(&names) as _)
+        .context("cannot set up TLS for labgate's own HTTP client")?;
     let (access, access_rx) = labgate_proxy::access::AccessLog::new();
     let mut certs = CertBuilder::new(state_dir.clone(), ca);
     let store = Arc::new(labgate_proxy::CertStore::default());
@@ -98,7 +102,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Arc::new(labgate_proxy::metrics::Metrics::default()),
         access,
         listen.https.first().map_or(443, std::net::SocketAddr::port),
-        Arc::new(outbound.clone()),
+        client.clone(),
     ));
     let _ = shared.proxy.set(Arc::clone(&proxy));
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
@@ -131,7 +135,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             access_rx,
             is_demo,
             handler,
-            outbound,
+            names,
+            client,
         }))),
     );
     control.threads = Some(1);
@@ -149,7 +154,8 @@ struct Parts {
     access_rx: mpsc::Receiver<labgate_proxy::access::Entry>,
     is_demo: bool,
     handler: labgate_dns::Dns,
-    outbound: Outbound,
+    names: Arc<labgate_outbound::Names>,
+    client: labgate_outbound::Client,
 }
 
 /// The `labgate control` background service.
@@ -178,7 +184,8 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         access_rx,
         is_demo,
         handler,
-        outbound,
+        names,
+        client,
     } = parts;
     let snapshot = shared.snapshot.load_full();
     let admin_addr = snapshot.listen.admin;
@@ -220,7 +227,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         labgate_acme::Helpers {
             builtin: Some(Arc::new(crate::acme::Builtin(handler.challenges()))),
             lookup: Some(Arc::new(crate::acme::Upstreams(handler.clone()))),
-            resolver: labgate_acme::Resolver::new(Arc::new(outbound.clone())),
+            client: client.clone(),
         },
     );
     let _ = shared.acme.set(Arc::clone(&manager));
@@ -255,15 +262,15 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     tasks.spawn(blocklists::run(
         Arc::clone(&shared),
         handler,
-        outbound.clone(),
+        client,
         cancel.child_token(),
     ));
     // Named backends resolve before `ready`, so the first request finds them.
-    crate::backends::resolve_all(&proxy, &outbound).await;
+    crate::backends::resolve_all(&proxy, &names).await;
     tasks.spawn(crate::backends::run(
         Arc::clone(&shared),
         Arc::clone(&proxy),
-        outbound,
+        names,
         cancel.child_token(),
     ));
     tasks.spawn(labgate_proxy::access::write(

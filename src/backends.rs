@@ -1,15 +1,15 @@
 //! Resolves backends given by host name, in the background and never on the request path,
-//! the way all of labgate's own clients do ([`Outbound`]: its records, then the system's
+//! the way all of labgate's own clients do ([`Names`]: its records, then the system's
 //! resolver, then its upstreams).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use labgate_config::route::BackendHost;
+use labgate_outbound::{Names, Site};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::outbound::{Outbound, Site};
 use crate::status::Shared;
 
 /// Time between resolutions of every named backend.
@@ -19,7 +19,7 @@ const REFRESH: Duration = Duration::from_secs(30);
 pub async fn run(
     shared: Arc<Shared>,
     proxy: Arc<labgate_proxy::Proxy>,
-    outbound: Outbound,
+    names: Arc<Names>,
     cancel: CancellationToken,
 ) {
     let mut published = shared.published.subscribe();
@@ -31,18 +31,18 @@ pub async fn run(
             _ = tick.tick() => {}
             () = cancel.cancelled() => return,
         }
-        resolve_all(&proxy, &outbound).await;
+        resolve_all(&proxy, &names).await;
     }
 }
 
 /// Resolves every named backend once.
-pub async fn resolve_all(proxy: &labgate_proxy::Proxy, outbound: &Outbound) {
+pub async fn resolve_all(proxy: &labgate_proxy::Proxy, names: &Names) {
     let state = proxy.state();
     for b in state.pools.all() {
         let BackendHost::Name(name) = &b.backend.host else {
             continue;
         };
-        match outbound.addresses(name, Site::Local).await.first() {
+        match names.addresses(name, Site::Local).await.first() {
             Some(&ip) => b.set_address(ip),
             None => {
                 warn!(backend = %b.backend.url, "cannot resolve {name}; requests to it get 502 until it resolves")

@@ -1,7 +1,7 @@
-//! Fetches URL blocklists in the background: hosts found as all of labgate's own clients find
-//! them ([`Outbound`]: never through labgate's own listeners, so nothing waits for them to
-//! boot), bounded in size and time, refreshed on each list's interval, and a failed fetch
-//! keeps the last good list.
+//! Fetches URL blocklists in the background with labgate's own client ([`Client`]: hosts
+//! never found through labgate's own listeners, so nothing waits for them to boot), bounded
+//! in size and time, refreshed on each list's interval; a failed fetch keeps the last good
+//! list.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,17 +11,19 @@ use std::time::Duration;
 use labgate_config::blocklist::BlockSet;
 use labgate_config::blocklist::BlocklistFormat;
 use labgate_config::settings::BlocklistSource;
+use labgate_outbound::{Client, Limits, Redacted};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::outbound::{Outbound, Redacted};
 use crate::status::Shared;
 
-/// Largest list accepted.
-pub const MAX_LIST_BYTES: usize = 32 << 20;
-/// Longest a whole download may take.
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// What one download may take: the largest list accepted, and the longest a whole download
+/// (redirects included) may take.
+pub const LIMITS: Limits = Limits {
+    body: 32 << 20,
+    time: Duration::from_secs(60),
+};
 /// Longest wait before retrying a failed download.
 pub const RETRY_AFTER: Duration = Duration::from_secs(60);
 
@@ -29,7 +31,7 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(60);
 pub async fn run(
     shared: Arc<Shared>,
     dns: labgate_dns::Dns,
-    outbound: Outbound,
+    client: Client,
     cancel: CancellationToken,
 ) {
     // By URL, format and interval: a list whose format or interval a reload changed is
@@ -46,23 +48,19 @@ pub async fn run(
                 continue;
             }
             let fetched = tokio::select! {
-                r = tokio::time::timeout(FETCH_TIMEOUT, fetch(&outbound, url)) => r,
+                r = fetch(&client, url) => r,
                 () = cancel.cancelled() => return,
             };
             let next = match fetched {
-                Ok(Ok(text)) => {
+                Ok(text) => {
                     let set = BlockSet::parse(&text, l.format);
                     info!(list = %l.name, url = %Redacted(url), names = set.len(), skipped = set.skipped, "blocklist fetched");
                     dns.publish_list(url.as_str(), &Arc::new(set));
                     shared.list_fetches[0].fetch_add(1, Ordering::Relaxed);
                     l.refresh
                 }
-                failed => {
-                    let why = match failed {
-                        Ok(Err(e)) => e,
-                        _ => format!("no answer within {FETCH_TIMEOUT:?}"),
-                    };
-                    warn!(list = %l.name, url = %Redacted(url), "blocklist fetch failed: {why}; the last good list stays");
+                Err(e) => {
+                    warn!(list = %l.name, url = %Redacted(url), "blocklist fetch failed: {e:#}; the last good list stays");
                     shared.list_fetches[1].fetch_add(1, Ordering::Relaxed);
                     l.refresh.min(RETRY_AFTER)
                 }
@@ -84,7 +82,7 @@ pub async fn run(
 }
 
 /// One download, the body as text.
-async fn fetch(outbound: &Outbound, url: &url::Url) -> Result<String, String> {
-    let body = outbound.get(url, MAX_LIST_BYTES).await?;
-    String::from_utf8(body.to_vec()).map_err(|_| "the list is not UTF-8 text".to_owned())
+async fn fetch(client: &Client, url: &url::Url) -> anyhow::Result<String> {
+    let body = client.get(url, LIMITS).await?;
+    String::from_utf8(body.to_vec()).map_err(|_| anyhow::anyhow!("the list is not UTF-8 text"))
 }

@@ -11,29 +11,28 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use labgate_outbound::{Client, Limits};
 use serde_json::{Value, json};
 
-use crate::http::{Connector, Resolver};
+use crate::error::report;
 use crate::provider::{CHALLENGE_TTL, DnsProvider, Published};
 use crate::{Error, secret};
 
-/// Longest one API call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// What one API call may take: its answer (a page of zones or records) and time.
+const CALL_LIMITS: Limits = Limits {
+    body: 1 << 20,
+    time: Duration::from_secs(30),
+};
 /// Attempts per call when Cloudflare rate-limits or fails.
 const ATTEMPTS: u32 = 3;
 /// Longest wait a `retry-after` may ask for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-type Http = Client<hyper_rustls::HttpsConnector<Connector>, Full<Bytes>>;
-
 /// A Cloudflare account reached with a scoped API token.
 pub struct Cloudflare {
     api: url::Url,
     token_file: PathBuf,
-    http: Http,
+    client: Client,
     /// Zone ids by zone name, found once.
     zones: Mutex<HashMap<String, (String, String)>>,
 }
@@ -57,11 +56,11 @@ struct ApiError {
 
 impl Cloudflare {
     /// A provider calling `api` (Cloudflare's, or a local test server over plain HTTP on
-    /// loopback) with the token in `token_file`, finding its host through `resolver`.
+    /// loopback) with the token in `token_file`, through labgate's own `client`.
     ///
     /// # Errors
     /// [`Error::Provider`] for a plain-HTTP URL off loopback (the token would travel in clear).
-    pub fn new(api: url::Url, token_file: PathBuf, resolver: Resolver) -> Result<Self, Error> {
+    pub fn new(api: url::Url, token_file: PathBuf, client: Client) -> Result<Self, Error> {
         if !token_may_travel_to(&api) {
             return Err(Error::Provider {
                 provider: "cloudflare".into(),
@@ -70,19 +69,10 @@ impl Cloudflare {
                 ),
             });
         }
-        let (tls, connector) = crate::http::parts(&[], resolver).map_err(|e| Error::Provider {
-            provider: "cloudflare".into(),
-            what: format!("TLS setup: {e}"),
-        })?;
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
         Ok(Self {
             api,
             token_file,
-            http: Client::builder(TokioExecutor::new()).build(https),
+            client,
             zones: Mutex::new(HashMap::new()),
         })
     }
@@ -113,11 +103,7 @@ impl Cloudflare {
                 .method(method.clone())
                 .uri(&url)
                 .header(header::AUTHORIZATION, format!("Bearer {token}"))
-                .header(header::ACCEPT, "application/json")
-                .header(
-                    header::USER_AGENT,
-                    concat!("labgate/", env!("CARGO_PKG_VERSION")),
-                );
+                .header(header::ACCEPT, "application/json");
             let payload = match &body {
                 Some(b) => {
                     req = req.header(header::CONTENT_TYPE, "application/json");
@@ -126,30 +112,27 @@ impl Cloudflare {
                 None => Bytes::new(),
             };
             let req = req
-                .body(Full::new(payload))
+                .body(payload)
                 .map_err(|e| Err(self.fail(e.to_string())))?;
-            let sent = tokio::time::timeout(CALL_TIMEOUT, async {
-                let rsp = self.http.request(req).await?;
-                let (parts, body) = rsp.into_parts();
-                let bytes = body.collect().await?.to_bytes();
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>((parts, bytes))
-            })
-            .await;
-            let (parts, bytes) = match sent {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) if attempt < ATTEMPTS => {
-                    tracing::debug!("cloudflare: {e}; retrying");
-                    tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    return Err(Err(self.fail(format!("cannot reach {}: {e}", self.api))));
-                }
-                Err(_) => {
+            let (parts, bytes) = match self.client.send(req, CALL_LIMITS).await {
+                Ok(rsp) => rsp.into_parts(),
+                Err(labgate_outbound::Error::Timeout { after, .. }) => {
                     return Err(Err(self.fail(format!(
                         "{} did not answer within {} s",
                         self.api,
-                        CALL_TIMEOUT.as_secs()
+                        after.as_secs()
+                    ))));
+                }
+                Err(e) if attempt < ATTEMPTS => {
+                    tracing::debug!("cloudflare: {}; retrying", report(&e));
+                    tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Err(self.fail(format!(
+                        "cannot reach {}: {}",
+                        self.api,
+                        report(&e)
                     ))));
                 }
             };

@@ -79,7 +79,7 @@ pub enum Error {
         server: String,
         /// Why.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: labgate_outbound::Error,
     },
     /// The ACME server did not answer a request in time.
     #[error("the ACME server {server} did not answer within {} s", after.as_secs())]

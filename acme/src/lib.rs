@@ -31,7 +31,6 @@ pub mod verify;
 
 pub use error::Error;
 pub use files::write_atomic;
-pub use http::{Resolve, Resolver};
 pub use manager::{Helpers, Manager};
 pub use metrics::Metrics;
 pub use status::CertStatus;

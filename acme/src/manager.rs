@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::cloudflare::Cloudflare;
 use crate::error::report;
-use crate::http::{AcmeHttp, Resolver};
+use crate::http::AcmeHttp;
 use crate::metrics::Metrics;
 use crate::order::{self, PendingCleanups, Request};
 use crate::problem::ProblemType;
@@ -45,8 +45,8 @@ pub struct Helpers {
     pub builtin: Option<Arc<dyn DnsProvider>>,
     /// Lookups through the upstreams, to find a zone's authoritative servers.
     pub lookup: Option<Arc<dyn Lookup>>,
-    /// How the ACME server's and the DNS providers' hosts are found.
-    pub resolver: Resolver,
+    /// labgate's own HTTP client, for the ACME server and the DNS providers' APIs.
+    pub client: labgate_outbound::Client,
 }
 
 /// Everything that makes one certificate's job: a change of any part starts a new job.
@@ -377,11 +377,7 @@ impl Manager {
             }
             None => Vec::new(),
         };
-        let http = AcmeHttp::new(
-            &roots,
-            self.helpers.resolver.clone(),
-            Arc::clone(&self.metrics),
-        )?;
+        let http = AcmeHttp::new(&self.helpers.client, &roots, Arc::clone(&self.metrics))?;
         let account = account::load_or_create(&self.state_dir, settings, &http).await?;
         *cached = Some((settings.clone(), account.clone()));
         Ok(account)
@@ -410,7 +406,7 @@ impl Manager {
             } => Ok(Arc::new(Cloudflare::new(
                 api_url.clone(),
                 token_file.clone(),
-                self.helpers.resolver.clone(),
+                self.helpers.client.clone(),
             )?)),
         }
     }

@@ -8,23 +8,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use bytes::Bytes;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use labgate_config::Snapshot;
 use labgate_config::route::AccessApp;
+use labgate_outbound::{Client, Limits};
+
+use crate::Error;
 
 /// Clock difference tolerated on `exp` and `nbf`.
 pub const LEEWAY: u64 = 30;
 /// Shortest time between two fetches of one team's keys.
 pub const REFETCH_EVERY: Duration = Duration::from_secs(10);
-/// Longest a key fetch may take: finding the host may take the upstreams' 3.5 s and then
-/// the system resolver's 5 s.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
-/// Largest key set accepted.
-const MAX_JWKS: usize = 256 * 1024;
+/// What a key fetch may take: the largest key set accepted, and the longest the download may
+/// take (finding the host may take the upstreams' 3.5 s and then the system resolver's 5 s).
+const FETCH_LIMITS: Limits = Limits {
+    body: 256 * 1024,
+    time: Duration::from_secs(15),
+};
 
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,20 +159,13 @@ impl KeySets {
     }
 }
 
-/// Downloads a key set. The binary supplies it, with the same client (and name resolution)
-/// as its other downloads: this crate opens no outbound connection of its own.
-#[async_trait]
-pub trait Fetch: Send + Sync {
-    /// The body of a successful GET of `url`, at most `limit` bytes; else why not.
-    async fn get(&self, url: &str, limit: usize) -> Result<Bytes, String>;
-}
-
 /// The teams' signing keys, by JWKS URL.
 pub struct AccessKeys {
     sets: ArcSwap<KeySets>,
     /// When each URL was last fetched (the rate bound).
     fetched: Mutex<HashMap<Arc<str>, Instant>>,
-    fetch: Arc<dyn Fetch>,
+    /// labgate's own client, as for its other downloads.
+    client: Client,
 }
 
 impl std::fmt::Debug for AccessKeys {
@@ -180,12 +175,12 @@ impl std::fmt::Debug for AccessKeys {
 }
 
 impl AccessKeys {
-    /// No keys yet; they are downloaded with `fetch`.
-    pub fn new(fetch: Arc<dyn Fetch>) -> Self {
+    /// No keys yet; they are downloaded with `client`.
+    pub fn new(client: Client) -> Self {
         Self {
             sets: ArcSwap::from_pointee(KeySets::default()),
             fetched: Mutex::new(HashMap::new()),
-            fetch,
+            client,
         }
     }
 
@@ -220,33 +215,37 @@ impl AccessKeys {
             }
             fetched.insert(Arc::clone(url), Instant::now());
         }
-        match tokio::time::timeout(FETCH_TIMEOUT, self.fetch(url)).await {
-            Ok(Ok(keys)) => {
+        match self.fetch(url).await {
+            Ok(keys) => {
                 tracing::info!("Cloudflare Access keys from {url}: {} key(s)", keys.len());
                 let mut sets = self.sets.load().0.clone();
                 sets.insert(Arc::clone(url), Arc::new(keys));
                 self.sets.store(Arc::new(KeySets(sets)));
                 true
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(
-                    "cannot fetch Cloudflare Access keys from {url}: {e}; tokens signed by new keys are refused until it works"
-                );
-                false
-            }
-            Err(_) => {
-                tracing::warn!(
-                    "Cloudflare Access keys from {url}: no answer within {} s",
-                    FETCH_TIMEOUT.as_secs()
+                    error = &e as &dyn std::error::Error,
+                    "tokens signed by new keys are refused until the keys can be fetched"
                 );
                 false
             }
         }
     }
 
-    async fn fetch(&self, url: &str) -> Result<KeySet, String> {
-        let body = self.fetch.get(url, MAX_JWKS).await?;
-        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
+    async fn fetch(&self, url: &Arc<str>) -> Result<KeySet, Error> {
+        let unusable = |what: String| Error::AccessKeySet {
+            url: Arc::clone(url),
+            what,
+        };
+        let parsed = url::Url::parse(url).map_err(|e| unusable(format!("not a URL: {e}")))?;
+        let fetched = self.client.get(&parsed, FETCH_LIMITS).await;
+        let body = fetched.map_err(|source| Error::AccessKeysFetch {
+            url: Arc::clone(url),
+            source,
+        })?;
+        let set: JwkSet =
+            serde_json::from_slice(&body).map_err(|e| unusable(format!("not a JWKS: {e}")))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let (Some(kid), Ok(key)) = (&jwk.common.key_id, DecodingKey::from_jwk(jwk)) else {
@@ -255,7 +254,7 @@ impl AccessKeys {
             keys.insert(kid.clone(), key);
         }
         if keys.is_empty() {
-            return Err("no usable key in the set".into());
+            return Err(unusable("no usable key in the set".into()));
         }
         Ok(keys)
     }

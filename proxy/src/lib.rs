@@ -65,6 +65,23 @@ pub enum Error {
     /// pingora's TLS settings could not be made.
     #[error("cannot set up TLS")]
     Tls(#[source] pingora::BError),
+    /// Cloudflare Access's signing keys could not be downloaded.
+    #[error("cannot fetch Cloudflare Access keys from {url}")]
+    AccessKeysFetch {
+        /// The JWKS URL.
+        url: Arc<str>,
+        /// Why.
+        #[source]
+        source: labgate_outbound::Error,
+    },
+    /// What Cloudflare Access's JWKS URL serves is not a key set labgate can use.
+    #[error("Cloudflare Access keys from {url}: {what}; check tunnel.access_jwks_url")]
+    AccessKeySet {
+        /// The JWKS URL.
+        url: Arc<str>,
+        /// What is wrong with it.
+        what: String,
+    },
 }
 
 /// What one snapshot means to the proxy: the snapshot, its backend pools, and the hosts whose
@@ -140,7 +157,7 @@ impl Proxy {
         metrics: Arc<metrics::Metrics>,
         access: access::AccessLog,
         https_port: u16,
-        fetch: Arc<dyn cf_access::Fetch>,
+        client: labgate_outbound::Client,
     ) -> Self {
         access.set_enabled(snapshot.access_log);
         Self {
@@ -151,7 +168,7 @@ impl Proxy {
             metrics,
             certs,
             https_port,
-            access_keys: Arc::new(cf_access::AccessKeys::new(fetch)),
+            access_keys: Arc::new(cf_access::AccessKeys::new(client)),
             open: Default::default(),
         }
     }
