@@ -256,12 +256,32 @@ fn group_of(case: &str) -> &str {
     }
 }
 
-fn check_groups(groups: &[&str], jobs: usize) {
+/// Runs the groups' cases and checks their outcomes; labgate stays up for more checks. Also
+/// how many cases saw labgate's GOAWAY of a connection error: of ENHANCE_YOUR_CALM (or were
+/// floods to be cut off), and of any other code.
+fn check_groups(groups: &[&str], jobs: usize) -> (Setup, u64, u64) {
     let backend = Backend::start("a");
     let s = setup(&backend);
     let outcomes = run_frames(&s, groups, jobs);
     assert_listed_cases_exist(groups, &outcomes);
+    let goaway = |calm: bool| {
+        let seen = outcomes.iter().filter(|o| {
+            // A flood's outcome is its verdict (how soon it was cut off), not the GOAWAY.
+            (calm && o.group == "security" && o.case.contains("-> cut off"))
+                || o.observed
+                    .strip_prefix("GOAWAY ")
+                    .is_some_and(|code| code != "NO_ERROR" && (code == "ENHANCE_YOUR_CALM") == calm)
+        });
+        seen.count() as u64
+    };
+    let (calm, other) = (goaway(true), goaway(false));
     assert_outcomes(outcomes, &backend);
+    (s, calm, other)
+}
+
+/// The connections that ended for `reason`.
+fn ended(reason: &str) -> String {
+    format!("labgate_http2_connections_ended_total{{reason=\"{reason}\"}}")
 }
 
 #[test]
@@ -320,18 +340,34 @@ fn every_response_ends_pages_while_a_body_comes_backend_failures_and_retries() {
 
 #[test]
 fn conformance_rfc9113_and_rfc7541_cases_and_header_limits() {
-    check_groups(&["conformance", "limits"], 16);
+    let (s, calm, other) = check_groups(&["conformance", "limits"], 16);
+    // Every connection error a client saw is counted, by kind (a case may see a bare close,
+    // which h2spec accepts too, so the counters may be higher).
+    assert!(other > 0 && calm > 0, "the cases see both kinds");
+    s.lg.wait_metric(
+        &ended("protocol_error"),
+        other,
+        "protocol errors not counted",
+    );
+    s.lg.wait_metric(&ended("over_limit"), calm, "a limit's GOAWAY not counted");
 }
 
 #[test]
 fn floods_are_cut_off_or_bounded_and_other_clients_are_served() {
     // One at a time: each measures labgate's memory and CPU.
-    check_groups(&["security"], 1);
+    let (s, calm, other) = check_groups(&["security"], 1);
+    // Each flood cut off with ENHANCE_YOUR_CALM is counted: what an operator under attack
+    // looks for; none of them as a protocol error.
+    assert!(calm > 0);
+    s.lg.wait_metric(&ended("over_limit"), calm, "floods were not counted");
+    assert_eq!(s.lg.metric(&ended("protocol_error")), other);
 }
 
 #[test]
 fn a_client_stopping_half_way_is_held_no_longer_than_an_http1_one() {
-    check_groups(&["timeouts"], 8);
+    let (s, _, _) = check_groups(&["timeouts"], 8);
+    // A client that stops half-way (preface, frame, header block, reading) runs out a bound.
+    s.lg.wait_metric(&ended("timeout"), 4, "the timeouts were not counted");
 }
 
 /// Runs `command` to its end within `limit`, or kills it and panics.

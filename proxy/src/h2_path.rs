@@ -27,7 +27,8 @@ use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 
 use crate::fast::{HEAD_TIMEOUT, IDLE_RELEASE, IDLE_TIMEOUT, SEND_TIMEOUT};
-use crate::h2::{Connection, ErrorCode, Event, Limits, StreamId};
+use crate::h2::{ConnError, Connection, ErrorCode, Event, Limits, StreamId};
+use crate::metrics::H2End;
 use crate::plan::{self, Answer, Context, Executor, Plan};
 use crate::rewrite::Head;
 use crate::{ConnInfo, Proxy, pages};
@@ -71,8 +72,10 @@ pub(crate) async fn serve(
         flushed: true,
         stopping: Some(stopping),
         released: false,
+        end: None,
     };
     std::future::poll_fn(|cx| conn.poll(cx)).await;
+    proxy.metrics.h2_ended(conn.end.unwrap_or(H2End::Closed));
     for x in conn.exchanges.drain(..) {
         x.abandon(proxy);
     }
@@ -111,6 +114,8 @@ struct Conn<'p> {
     released: bool,
     /// Ready when the process stops: then a GOAWAY, once.
     stopping: Option<Pin<Box<dyn Future<Output = ()> + Send + 'p>>>,
+    /// Why the connection ends, once known (counted when it has).
+    end: Option<H2End>,
 }
 
 impl Conn<'_> {
@@ -123,6 +128,7 @@ impl Conn<'_> {
             // The open streams finish; the client opens new ones elsewhere.
             self.h2.go_away(ErrorCode::NoError);
             self.goaway = true;
+            self.end.get_or_insert(H2End::Shutdown);
         }
         loop {
             let mut progress = false;
@@ -224,6 +230,10 @@ impl Conn<'_> {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::debug!(client = %self.info.client, "http/2 connection error: {e}");
+                        self.end.get_or_insert(match e {
+                            ConnError::Calm(_) => H2End::OverLimit,
+                            _ => H2End::ProtocolError,
+                        });
                         self.failed = true;
                         return true;
                     }
@@ -318,6 +328,7 @@ impl Conn<'_> {
         let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         if let Some(since) = self.unwritten_since {
             if now >= since + SEND_TIMEOUT {
+                self.end.get_or_insert(H2End::Timeout);
                 return true;
             }
             at(since + SEND_TIMEOUT);
@@ -326,6 +337,7 @@ impl Conn<'_> {
         if !self.failed {
             if let Some(since) = self.partial_since {
                 if now >= since + HEAD_TIMEOUT {
+                    self.end.get_or_insert(H2End::Timeout);
                     return self.give_up(cx, ErrorCode::Protocol);
                 }
                 at(since + HEAD_TIMEOUT);
@@ -333,6 +345,7 @@ impl Conn<'_> {
             // Idle: no exchange, and nothing left for the client to read.
             if self.exchanges.is_empty() && self.h2.output().is_empty() {
                 if now >= self.idle_since + IDLE_TIMEOUT {
+                    self.end.get_or_insert(H2End::Idle);
                     return self.give_up(cx, ErrorCode::NoError);
                 }
                 at(self.idle_since + IDLE_TIMEOUT);

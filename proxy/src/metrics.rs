@@ -56,6 +56,48 @@ impl HandshakeFailures {
     }
 }
 
+/// How an HTTP/2 connection on labgate's own path ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum H2End {
+    /// The client closed it or went away (the usual end).
+    Closed,
+    /// No stream for the idle bound: labgate sent GOAWAY.
+    Idle,
+    /// A bound ran out: the preface, a frame or header block begun, or output unread.
+    Timeout,
+    /// The client broke the protocol (a connection error other than the next).
+    ProtocolError,
+    /// The client went over a limit (ENHANCE_YOUR_CALM): floods of control frames, rapid
+    /// resets, empty frames, CONTINUATION or HPACK abuse.
+    OverLimit,
+    /// labgate was stopping: GOAWAY, then its streams finished.
+    Shutdown,
+}
+
+impl H2End {
+    /// Every reason, in the order of their counters.
+    pub const ALL: [Self; 6] = [
+        Self::Closed,
+        Self::Idle,
+        Self::Timeout,
+        Self::ProtocolError,
+        Self::OverLimit,
+        Self::Shutdown,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Idle => "idle",
+            Self::Timeout => "timeout",
+            Self::ProtocolError => "protocol_error",
+            Self::OverLimit => "over_limit",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// Status classes 1xx..5xx.
 type Classes = [AtomicU64; 5];
 
@@ -92,6 +134,8 @@ pub struct Metrics {
     pub handshake_failures: HandshakeFailures,
     /// Cloudflare Access refusals, by [`Reason::ALL`] position.
     access_refused: [AtomicU64; Reason::ALL.len()],
+    /// HTTP/2 connections on labgate's own path that ended, by [`H2End`].
+    h2_ended: [AtomicU64; H2End::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -105,6 +149,7 @@ impl Default for Metrics {
             handshakes: AtomicU64::new(0),
             handshake_failures: HandshakeFailures::default(),
             access_refused: Default::default(),
+            h2_ended: Default::default(),
         }
     }
 }
@@ -119,6 +164,16 @@ fn outcome(status: Option<u16>) -> usize {
 }
 
 impl Metrics {
+    /// Counts an HTTP/2 connection that ended, and why.
+    pub fn h2_ended(&self, why: H2End) {
+        self.h2_ended[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// HTTP/2 connections that ended for a reason.
+    pub fn h2_ended_count(&self, why: H2End) -> u64 {
+        self.h2_ended[why as usize].load(Ordering::Relaxed)
+    }
+
     /// Counts a forwarded request's outcome (the status the client got, `None` when none
     /// reached it) and latency.
     pub fn request(&self, service: usize, network: usize, status: Option<u16>, took: Duration) {
@@ -219,6 +274,15 @@ impl Metrics {
                 "labgate_tls_handshake_failures_total{{reason=\"{}\"}} {}",
                 why.label(),
                 self.handshake_failures.get(why)
+            );
+        }
+        out.push_str("# HELP labgate_http2_connections_ended_total HTTP/2 connections (labgate's own path) that ended: closed by the client, idle, a bound ran out, a protocol error, over a limit (floods, rapid reset), or at shutdown.\n# TYPE labgate_http2_connections_ended_total counter\n");
+        for why in H2End::ALL {
+            let _ = writeln!(
+                out,
+                "labgate_http2_connections_ended_total{{reason=\"{}\"}} {}",
+                why.label(),
+                self.h2_ended_count(why)
             );
         }
     }
