@@ -232,10 +232,17 @@ impl Certificates {
     /// The certificate for a host: an exact name first, then one wildcard level, then the
     /// local CA if enabled.
     pub fn cover(&self, host: &str) -> Coverage {
-        let exact = self.find(|n| n.eq_ignore_ascii_case(host));
+        self.cover_from(host, |_| true)
+    }
+
+    /// [`Self::cover`] when only the certificates for which `ready(index)` holds are at hand
+    /// (a PEM file that does not load, an ACME certificate not yet issued): the others are
+    /// passed over, as if not configured.
+    pub fn cover_from(&self, host: &str, ready: impl Fn(usize) -> bool) -> Coverage {
+        let exact = self.find(&ready, |n| n.eq_ignore_ascii_case(host));
         let wildcard = || {
             let parent = host.split_once('.')?.1;
-            self.find(|n| {
+            self.find(&ready, |n| {
                 n.strip_prefix("*.")
                     .is_some_and(|p| p.eq_ignore_ascii_case(parent))
             })
@@ -247,10 +254,11 @@ impl Certificates {
         }
     }
 
-    fn find(&self, pred: impl Fn(&str) -> bool) -> Option<usize> {
+    fn find(&self, ready: impl Fn(usize) -> bool, pred: impl Fn(&str) -> bool) -> Option<usize> {
         self.specs
             .iter()
-            .position(|s| s.names.iter().any(|n| pred(n)))
+            .enumerate()
+            .position(|(i, s)| ready(i) && s.names.iter().any(|n| pred(n)))
     }
 }
 
