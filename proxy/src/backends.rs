@@ -6,12 +6,13 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use labgate_config::Snapshot;
 use labgate_config::route::{Backend, BackendHost, Balance, HealthCheck, Service};
 use pingora::upstreams::peer::{HttpPeer, Peer};
+use tokio::time::Instant;
 
 /// Consecutive connect failures that eject a backend.
 const EJECT_AFTER: u32 = 3;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -15,6 +15,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use labgate_config::Snapshot;
 use labgate_config::route::AccessApp;
+use tokio::time::Instant;
 
 /// Clock difference tolerated on `exp` and `nbf`.
 pub const LEEWAY: u64 = 30;
