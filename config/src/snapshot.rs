@@ -34,7 +34,7 @@ pub struct Snapshot {
     pub listen: Listen,
     /// Networks and the address lookup.
     pub networks: Networks,
-    /// Internal zones.
+    /// Internal zones, answered authoritatively; a view lists the ones it sees.
     pub zones: Vec<Zone>,
     /// One view per network, indexed by network id (the tunnel's is empty).
     pub views: Vec<View>,
@@ -42,9 +42,9 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     /// Host and path → service.
     pub routes: RouteTable,
-    /// Resolver settings.
+    /// Upstreams, forwarders, blocklists and the DNS limits.
     pub dns: DnsSettings,
-    /// Certificate sources.
+    /// The certificates to serve and the local CA switch.
     pub certificates: Certificates,
     /// ACME account, if certificates are issued.
     pub acme: Option<AcmeSettings>,
