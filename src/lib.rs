@@ -16,32 +16,16 @@ pub mod app;
 pub mod backends;
 pub mod blocklists;
 pub mod certs;
-#[allow(
-    clippy::disallowed_macros,
-    reason = "a subcommand: what it prints is what the user asked for"
-)]
 pub mod certs_cmd;
-#[allow(
-    clippy::disallowed_macros,
-    reason = "a subcommand: what it prints is what the user asked for"
-)]
 pub mod check;
 pub mod cli;
 pub mod demo;
-#[allow(
-    clippy::disallowed_macros,
-    reason = "a subcommand: what it prints is what the user asked for"
-)]
 pub mod explain;
 pub mod listen;
 pub mod logging;
 pub mod outbound;
 pub mod reload;
 pub mod status;
-#[allow(
-    clippy::disallowed_macros,
-    reason = "a subcommand: what it prints is what the user asked for"
-)]
 pub mod tunnel_config;
 mod watch;
 
