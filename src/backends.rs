@@ -15,7 +15,7 @@ use crate::status::Shared;
 /// Time between resolutions of every named backend.
 const REFRESH: Duration = Duration::from_secs(30);
 
-/// Resolves named backends after every reload and every [`REFRESH`].
+/// Resolves named backends after every reload and every 30 seconds (`REFRESH`).
 pub async fn run(
     shared: Arc<Shared>,
     proxy: Arc<labgate_proxy::Proxy>,

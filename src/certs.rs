@@ -64,37 +64,28 @@ impl CertBuilder {
         self.acme = Some(manager);
     }
 
-    /// The map for a snapshot (blocking: reads files and signs keys).
+    /// The map for a snapshot (blocking: reads files and signs keys). What serves which name
+    /// is [`Snapshot::certificate_plan`]'s to say; this loads and signs what it names.
     pub fn build(&mut self, s: &Snapshot) -> CertMap {
         let mut map = CertMap::default();
+        let mut ready = Vec::with_capacity(s.certificates.specs.len());
         for spec in &s.certificates.specs {
-            match &spec.source {
-                CertSource::Files { cert, key } => {
-                    if let Some(k) = self.file(cert, key) {
-                        map.insert(&spec.names, &k);
-                    }
-                }
-                // Until the first issuance, the names get local-CA leaves below.
-                CertSource::Acme { .. } => {
-                    if let Some(k) = self.acme_key(&spec.names) {
-                        map.insert(&spec.names, &k);
-                    }
-                }
+            let key = match &spec.source {
+                CertSource::Files { cert, key } => self.file(cert, key),
+                CertSource::Acme { .. } => self.acme_key(&spec.names),
+            };
+            if let Some(k) = &key {
+                map.insert(&spec.names, k);
             }
-        }
-        let mut want: Vec<&str> = s.routes.hosts().filter(|h| !map.covers(h)).collect();
-        if let Some(d) = s.certificates.default_name.as_deref()
-            && !map.covers(d)
-        {
-            want.push(d);
+            ready.push(key.is_some());
         }
         if s.certificates.local_ca && self.local_ca().is_some() {
             let now = OffsetDateTime::now_utc();
-            for host in want {
-                let waiting = matches!(s.certificates.cover(host), Coverage::Spec(i)
-                    if matches!(s.certificates.specs[i].source, CertSource::Acme { .. }));
-                if let Some(k) = self.leaf(host, waiting, now) {
-                    map.insert(&[Arc::from(host)], &k);
+            for name in s.certificate_plan(|i| ready[i]) {
+                if name.cover == Coverage::LocalCa
+                    && let Some(k) = self.leaf(name.name, name.acme_pending, now)
+                {
+                    map.insert(&[Arc::from(name.name)], &k);
                 }
             }
         }

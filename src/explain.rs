@@ -1,5 +1,9 @@
 //! `labgate explain`: the decision chain for one client and one name or URL, computed by the
 //! same pure functions over the snapshot that DNS and the proxy use.
+#![allow(
+    clippy::disallowed_macros,
+    reason = "a subcommand: it prints what was asked"
+)]
 
 use std::fmt;
 use std::net::IpAddr;

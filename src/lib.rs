@@ -6,6 +6,12 @@
 
 pub mod acme;
 pub mod admin;
+#[allow(
+    clippy::disallowed_macros,
+    clippy::disallowed_methods,
+    reason = "the `listening on` lines on stdout are what tests and operators wait for; the exit \
+              after pingora took the process goes with `App::build` (issue 23)"
+)]
 pub mod app;
 pub mod backends;
 pub mod blocklists;

@@ -6,6 +6,10 @@ use clap::Parser;
 use labgate::cli::{Cli, Command};
 use labgate::{EX_USAGE, app, certs_cmd, check, explain, tunnel_config};
 
+#[allow(
+    clippy::disallowed_macros,
+    reason = "main prints `version` and the error that ends the run"
+)]
 fn main() -> ExitCode {
     let cli = Cli::parse();
     labgate::logging::init(cli.log.as_deref());

@@ -1,6 +1,10 @@
 //! `labgate tunnel-config`: cloudflared's `ingress:` rules from labgate's own configuration,
 //! one per host name of every service that allows `tunnel`, all pointing at labgate's tunnel
 //! listener, so the tunnel's rules never drift from the services.
+#![allow(
+    clippy::disallowed_macros,
+    reason = "a subcommand: it prints what was asked"
+)]
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

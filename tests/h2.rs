@@ -19,6 +19,11 @@
 //!
 //! Cases today's labgate fails are in [`EXPECTED_FAILURES_TODAY`], each with what it does
 //! instead; a case there must fail exactly so, and a case that starts passing must leave it.
+#![allow(
+    clippy::disallowed_macros,
+    clippy::disallowed_methods,
+    reason = "drives a real labgate from outside: deadlines on the wall clock, polls until they pass, prints what it saw"
+)]
 
 mod support;
 

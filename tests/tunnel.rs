@@ -4,6 +4,11 @@
 //! do not exist for it; Cloudflare Access tokens are verified against a JWKS served on
 //! loopback (valid, expired, wrong aud, wrong iss, tampered, alg none, HS256 with the public
 //! key, unknown kid then a rotated key); `tunnel-config` and `explain --via tunnel` agree.
+#![allow(
+    clippy::disallowed_macros,
+    clippy::disallowed_methods,
+    reason = "drives a real labgate from outside: deadlines on the wall clock, polls until they pass, prints what it saw"
+)]
 
 mod support;
 

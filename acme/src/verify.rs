@@ -116,22 +116,23 @@ mod tests {
 
     /// A CA and a leaf for `names` signed by it, as a PEM chain, and the leaf's key.
     fn issued(names: &[&str]) -> (String, rcgen::KeyPair) {
-        let ca_key = rcgen::KeyPair::generate().expect("key");
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key).expect("ca");
-        let issuer = rcgen::Issuer::new(ca, ca_key);
-        let key = rcgen::KeyPair::generate().expect("key");
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let leaf = rcgen::CertificateParams::new(names)
-            .expect("params")
-            .signed_by(&key, &issuer)
-            .expect("leaf");
-        (format!("{}{}", leaf.pem(), ca_cert.pem()), key)
+        issued_with(names, |_| {})
     }
 
     /// Like [`issued`], valid from `from` to `until` (seconds since 1970).
     fn issued_between(names: &[&str], from: i64, until: i64) -> (String, rcgen::KeyPair) {
+        let at = |t| time::OffsetDateTime::from_unix_timestamp(t).expect("time");
+        issued_with(names, |params| {
+            params.not_before = at(from);
+            params.not_after = at(until);
+        })
+    }
+
+    /// Like [`issued`], with the leaf's parameters changed by `edit` before it is signed.
+    fn issued_with(
+        names: &[&str],
+        edit: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> (String, rcgen::KeyPair) {
         let ca_key = rcgen::KeyPair::generate().expect("key");
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -140,9 +141,7 @@ mod tests {
         let key = rcgen::KeyPair::generate().expect("key");
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = rcgen::CertificateParams::new(names).expect("params");
-        let at = |t| time::OffsetDateTime::from_unix_timestamp(t).expect("time");
-        params.not_before = at(from);
-        params.not_after = at(until);
+        edit(&mut params);
         let leaf = params.signed_by(&key, &issuer).expect("leaf");
         (format!("{}{}", leaf.pem(), ca_cert.pem()), key)
     }

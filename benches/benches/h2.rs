@@ -3,6 +3,10 @@
 //! HTTP/1.1 upstream head, a response head HPACK-encoded and a 1 KiB body framed out; and
 //! the HPACK parts alone. Before timing, allocations per request are counted with dhat (zero
 //! is the aim).
+#![allow(
+    clippy::disallowed_macros,
+    reason = "a benchmark: the allocation counts it prints are part of its report"
+)]
 
 use std::hint::black_box;
 

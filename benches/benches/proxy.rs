@@ -5,6 +5,10 @@
 //! resolution by name. Before
 //! timing, each path's allocations per request are counted with dhat (zero is the fast
 //! path's aim).
+#![allow(
+    clippy::disallowed_macros,
+    reason = "a benchmark: the allocation counts it prints are part of its report"
+)]
 
 use std::hint::black_box;
 use std::net::IpAddr;

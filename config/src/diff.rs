@@ -8,11 +8,11 @@ use crate::snapshot::Snapshot;
 /// Names added, changed and removed in one category.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
-    /// New names.
+    /// Names only the new configuration has.
     pub added: Vec<String>,
     /// Names whose definition changed.
     pub changed: Vec<String>,
-    /// Names gone.
+    /// Names only the old configuration had.
     pub removed: Vec<String>,
 }
 

@@ -40,7 +40,7 @@ pub use compile::compile;
 pub use error::{Diagnostic, Diagnostics, Error, Severity};
 pub use load::{load, parse};
 pub use loaded::{Found, Loaded, NamedFiles};
-pub use snapshot::Snapshot;
+pub use snapshot::{CertificatePlan, Snapshot};
 pub use source::{ContentHash, FileId, Location, SourceFile, Sources};
 
 /// Loads and compiles a file or directory in one step.

@@ -61,7 +61,7 @@ pub struct Service {
 /// A Cloudflare Access application: who signs the tokens, for which audience.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessApp {
-    /// Team name.
+    /// The team: `<team>.cloudflareaccess.com`.
     pub team: Arc<str>,
     /// Audience tag the token must name.
     pub aud: Arc<str>,

@@ -15,7 +15,7 @@ use crate::blocklist::{BlockSet, BlocklistFormat};
 /// Bounds on open client connections of each HTTP listener (`[server]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// In all.
+    /// Open at once on one listener, from all clients together.
     pub per_listener: NonZeroU32,
     /// From one client address (not applied on the tunnel origins).
     pub per_address: NonZeroU32,
@@ -37,7 +37,7 @@ pub struct Listen {
     pub dns: Vec<SocketAddr>,
     /// DNS over TLS.
     pub dns_tls: Vec<SocketAddr>,
-    /// HTTPS.
+    /// The HTTPS proxy (TLS by SNI, HTTP/1.1 and HTTP/2).
     pub https: Vec<SocketAddr>,
     /// HTTP (redirects only).
     pub http: Vec<SocketAddr>,
@@ -45,7 +45,7 @@ pub struct Listen {
     pub tunnel: Vec<SocketAddr>,
     /// Tunnel origin for `cloudflared`, HTTPS.
     pub tunnel_https: Vec<SocketAddr>,
-    /// Admin endpoint.
+    /// The admin endpoint (`/healthz`, `/metrics`, `/reload`, ...).
     pub admin: SocketAddr,
 }
 
@@ -90,9 +90,9 @@ pub enum Protocol {
 /// An upstream resolver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
-    /// Transport.
+    /// How it is reached: UDP (TCP on truncation), TCP, TLS or HTTPS.
     pub protocol: Protocol,
-    /// Address.
+    /// Its IP address and port.
     pub addr: SocketAddr,
     /// Name checked in the server's certificate (TLS and HTTPS).
     pub tls_name: Option<Arc<str>>,
@@ -124,14 +124,14 @@ impl fmt::Display for Upstream {
 pub struct Forwarder {
     /// The domain, lower-case.
     pub domain: Name,
-    /// Its upstreams.
+    /// Where queries under the domain go, instead of the default upstreams.
     pub upstreams: Vec<Upstream>,
 }
 
 /// What a blocked name gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockAction {
-    /// NXDOMAIN.
+    /// NXDOMAIN: the name does not exist.
     NxDomain,
     /// `0.0.0.0` / `::` for A / AAAA, NODATA for other types.
     NullAddress,
@@ -146,14 +146,14 @@ pub enum BlocklistSource {
     Url(url::Url),
 }
 
-/// A blocklist.
+/// A list of names DNS answers with [`BlockAction`] instead of resolving.
 #[derive(Debug, Clone)]
 pub struct Blocklist {
-    /// Its name.
+    /// Its name in the configuration, metrics and logs.
     pub name: Arc<str>,
-    /// Its source.
+    /// The file or URL it is read from.
     pub source: BlocklistSource,
-    /// Its format.
+    /// How its lines are read: hosts file, one name a line, or adblock rules.
     pub format: BlocklistFormat,
     /// What blocked names get.
     pub action: BlockAction,
@@ -178,7 +178,7 @@ impl Blocklist {
     }
 }
 
-/// Certificate sources.
+/// Which certificates the proxy serves, and for which names ([`Certificates::cover`]).
 #[derive(Debug, Clone, Default)]
 pub struct Certificates {
     /// Whether names without another source get a local-CA certificate.
@@ -194,7 +194,7 @@ pub struct Certificates {
 pub struct CertSpec {
     /// Names covered (`*.zone` for one wildcard level).
     pub names: Vec<Arc<str>>,
-    /// Its source.
+    /// Where it comes from: ACME or PEM files.
     pub source: CertSource,
 }
 
@@ -208,11 +208,11 @@ pub enum CertSource {
         /// Whether the name set was derived from services rather than written.
         derived: bool,
     },
-    /// PEM files.
+    /// PEM files, read again when they change.
     Files {
-        /// The chain.
+        /// The certificate chain, leaf first.
         cert: PathBuf,
-        /// The key.
+        /// The private key of the leaf.
         key: PathBuf,
     },
 }
@@ -232,10 +232,17 @@ impl Certificates {
     /// The certificate for a host: an exact name first, then one wildcard level, then the
     /// local CA if enabled.
     pub fn cover(&self, host: &str) -> Coverage {
-        let exact = self.find(|n| n.eq_ignore_ascii_case(host));
+        self.cover_from(host, |_| true)
+    }
+
+    /// [`Self::cover`] when only the certificates for which `ready(index)` holds are at hand
+    /// (a PEM file that does not load, an ACME certificate not yet issued): the others are
+    /// passed over, as if not configured.
+    pub fn cover_from(&self, host: &str, ready: impl Fn(usize) -> bool) -> Coverage {
+        let exact = self.find(&ready, |n| n.eq_ignore_ascii_case(host));
         let wildcard = || {
             let parent = host.split_once('.')?.1;
-            self.find(|n| {
+            self.find(&ready, |n| {
                 n.strip_prefix("*.")
                     .is_some_and(|p| p.eq_ignore_ascii_case(parent))
             })
@@ -247,10 +254,11 @@ impl Certificates {
         }
     }
 
-    fn find(&self, pred: impl Fn(&str) -> bool) -> Option<usize> {
+    fn find(&self, ready: impl Fn(usize) -> bool, pred: impl Fn(&str) -> bool) -> Option<usize> {
         self.specs
             .iter()
-            .position(|s| s.names.iter().any(|n| pred(n)))
+            .enumerate()
+            .position(|(i, s)| ready(i) && s.names.iter().any(|n| pred(n)))
     }
 }
 
@@ -264,13 +272,13 @@ pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.
 /// ACME account settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcmeSettings {
-    /// Contact e-mail.
+    /// The account's contact, where the CA sends expiry warnings.
     pub email: Arc<str>,
-    /// Directory URL.
+    /// The CA's ACME directory (Let's Encrypt's production one by default).
     pub directory: url::Url,
     /// Key type of issued certificates.
     pub key_type: KeyType,
-    /// Requested profile.
+    /// The certificate profile asked of the CA (e.g. `shortlived`), if any.
     pub profile: Option<Arc<str>>,
     /// External Account Binding: key id and the file holding the HMAC key.
     pub eab: Option<(Arc<str>, PathBuf)>,
@@ -294,7 +302,7 @@ pub enum KeyType {
 /// A DNS provider for ACME challenges. Holds secret file paths only, never secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsProvider {
-    /// Its name.
+    /// Its name, as `[[certificate]]` and `[acme]` refer to it.
     pub name: Arc<str>,
     /// Its kind and settings.
     pub kind: ProviderKind,

@@ -9,7 +9,8 @@ use crate::error::Diagnostic;
 use crate::network::{NetworkId, Networks};
 use crate::route::{Route, RouteTable, Service, ServiceId};
 use crate::settings::{
-    AcmeSettings, Certificates, ConnectionLimits, Coverage, DnsProvider, DnsSettings, Listen,
+    AcmeSettings, CertSource, Certificates, ConnectionLimits, Coverage, DnsProvider, DnsSettings,
+    Listen,
 };
 use crate::source::ContentHash;
 use crate::view::{Lookup, View, Zone};
@@ -33,7 +34,7 @@ pub struct Snapshot {
     pub listen: Listen,
     /// Networks and the address lookup.
     pub networks: Networks,
-    /// Internal zones.
+    /// Internal zones, answered authoritatively; a view lists the ones it sees.
     pub zones: Vec<Zone>,
     /// One view per network, indexed by network id (the tunnel's is empty).
     pub views: Vec<View>,
@@ -41,9 +42,9 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     /// Host and path → service.
     pub routes: RouteTable,
-    /// Resolver settings.
+    /// Upstreams, forwarders, blocklists and the DNS limits.
     pub dns: DnsSettings,
-    /// Certificate sources.
+    /// The certificates to serve and the local CA switch.
     pub certificates: Certificates,
     /// ACME account, if certificates are issued.
     pub acme: Option<AcmeSettings>,
@@ -79,7 +80,39 @@ impl Snapshot {
     /// The certificate a TLS handshake for a normalized host gets: a configured certificate,
     /// else a local-CA certificate for names labgate routes, else none.
     pub fn certificate_for(&self, host: &str) -> Coverage {
-        match self.certificates.cover(host) {
+        self.certificate_from(host, |_| true)
+    }
+
+    /// What the proxy serves when only the configured certificates for which `ready(index)`
+    /// holds are at hand: for each name labgate routes, and the default name, the certificate
+    /// a handshake gets. The binary loads the ready ones and signs a local-CA leaf for each
+    /// [`Coverage::LocalCa`] name; `Uncovered` names have no certificate.
+    pub fn certificate_plan(&self, ready: impl Fn(usize) -> bool) -> Vec<CertificatePlan<'_>> {
+        let default = self
+            .certificates
+            .default_name
+            .as_deref()
+            .filter(|d| self.routes.route(d, "/") == Route::UnknownHost);
+        self.routes
+            .hosts()
+            .chain(default)
+            .map(|name| {
+                let cover = self.certificate_from(name, &ready);
+                let acme_pending = cover == Coverage::LocalCa
+                    && matches!(self.certificates.cover(name), Coverage::Spec(i)
+                        if matches!(self.certificates.specs[i].source, CertSource::Acme { .. }));
+                CertificatePlan {
+                    name,
+                    cover,
+                    acme_pending,
+                }
+            })
+            .collect()
+    }
+
+    /// [`Self::certificate_for`] with only the certificates for which `ready(index)` holds.
+    fn certificate_from(&self, host: &str, ready: impl Fn(usize) -> bool) -> Coverage {
+        match self.certificates.cover_from(host, ready) {
             Coverage::LocalCa
                 if self.routes.route(host, "/") == Route::UnknownHost
                     && self.certificates.default_name.as_deref() != Some(host) =>
@@ -100,4 +133,17 @@ impl Snapshot {
     pub fn route(&self, host: &str, path: &str) -> Route {
         self.routes.route(host, path)
     }
+}
+
+/// One name the proxy answers for (a routed host or the default name) and what serves it: the
+/// answer of [`Snapshot::certificate_plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertificatePlan<'a> {
+    /// The name, lower-case.
+    pub name: &'a str,
+    /// The certificate its handshakes get now.
+    pub cover: Coverage,
+    /// Whether an ACME certificate will cover it once issued (the local CA stands in until
+    /// then).
+    pub acme_pending: bool,
 }

@@ -73,7 +73,7 @@ pub type FetchedLists = HashMap<String, Arc<BlockSet>>;
 /// What the server does with a question.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Send this.
+    /// Send this answer.
     Answer(Answer),
     /// Resolve through the upstreams (the client's network may recurse).
     Forward,

@@ -29,7 +29,7 @@ pub(crate) enum Cached {
     },
     /// Expired but within the stale bound; TTLs set to [`STALE_TTL`].
     Stale(Answer),
-    /// Nothing usable.
+    /// Not cached, or past the stale bound: the upstreams are asked.
     Miss,
 }
 

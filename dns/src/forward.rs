@@ -254,6 +254,7 @@ impl Forwarders {
 
     /// Caches an answer as if the upstreams had just given it (fuzzing and tests: they run
     /// without upstreams).
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn remember(&self, name: &LowerName, rtype: RecordType, answer: &Answer) {
         self.cache.put(name, rtype, answer, Instant::now());
     }

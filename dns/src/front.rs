@@ -8,11 +8,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use hickory_proto::rr::{LowerName, Name, RData, RecordType};
+use hickory_proto::rr::{Name, RData, RecordType};
 use labgate_config::Snapshot;
 use labgate_config::blocklist::BlockSet;
 
-use crate::answer::{Answer, FetchedLists};
+use crate::answer::FetchedLists;
 use crate::cache::Lifetime;
 use crate::challenges::Challenges;
 use crate::fast;
@@ -138,7 +138,13 @@ impl Dns {
     }
 
     /// Caches a forwarded answer as if an upstream had given it (fuzzing and tests).
-    pub(crate) fn remember(&self, name: &LowerName, rtype: RecordType, answer: &Answer) {
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn remember(
+        &self,
+        name: &hickory_proto::rr::LowerName,
+        rtype: RecordType,
+        answer: &crate::answer::Answer,
+    ) {
         self.state
             .load()
             .inputs

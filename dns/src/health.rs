@@ -31,7 +31,7 @@ const PROBE_LOST_AFTER: Duration = Duration::from_secs(5);
 /// What a query may do with the upstreams now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Gate {
-    /// Ask them.
+    /// Ask the upstreams.
     Ask,
     /// Do not wait for them: they are down. Send the probe.
     Probe,

@@ -20,7 +20,7 @@ pub struct Entry {
     pub ray: Option<String>,
     /// Service name (empty when none was chosen).
     pub service: String,
-    /// Method.
+    /// The request method as sent.
     pub method: String,
     /// Host as sent.
     pub host: String,

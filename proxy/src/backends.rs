@@ -6,12 +6,13 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use labgate_config::Snapshot;
 use labgate_config::route::{Backend, BackendHost, Balance, HealthCheck, Service};
 use pingora::upstreams::peer::{HttpPeer, Peer};
+use tokio::time::Instant;
 
 /// Consecutive connect failures that eject a backend.
 const EJECT_AFTER: u32 = 3;
@@ -151,7 +152,7 @@ impl BackendState {
         false
     }
 
-    /// Records a connect or protocol failure; ejects after [`EJECT_AFTER`] in a row.
+    /// Records a connect or protocol failure; ejects it for `EJECT_FOR` (10 s) after `EJECT_AFTER` (3) in a row.
     pub fn failed(&self) {
         if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= EJECT_AFTER {
             let until = self.now_ms() + u64::try_from(EJECT_FOR.as_millis()).unwrap_or(0);
@@ -318,7 +319,7 @@ impl Pools {
         self.by_service.get(index)
     }
 
-    /// Every backend.
+    /// Every backend of every service (the binary resolves the named ones).
     pub fn all(&self) -> impl Iterator<Item = &Arc<BackendState>> {
         self.by_service.iter().flat_map(|p| &p.backends)
     }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::errors::ErrorKind;
@@ -16,6 +16,7 @@ use labgate_config::route::AccessApp;
 use labgate_outbound::{Client, Limits};
 
 use crate::Error;
+use tokio::time::Instant;
 
 /// Clock difference tolerated on `exp` and `nbf`.
 pub const LEEWAY: u64 = 30;
@@ -257,5 +258,234 @@ impl AccessKeys {
             return Err(unusable("no usable key in the set".into()));
         }
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    use super::*;
+
+    /// Two RSA keys made once with `openssl genrsa 2048` (ring signs RSA but cannot make a
+    /// key): PKCS#1 DER, private and public. Test keys, trusted by nothing.
+    const RSA1: &[u8] = include_bytes!("../testdata/access_rsa1.der");
+    const RSA1_PUB: &[u8] = include_bytes!("../testdata/access_rsa1.pub.der");
+    const RSA2: &[u8] = include_bytes!("../testdata/access_rsa2.der");
+    const RSA2_PUB: &[u8] = include_bytes!("../testdata/access_rsa2.pub.der");
+    const JWKS: &str = "https://team.cloudflareaccess.com/cdn-cgi/access/certs";
+    const NOW: u64 = 1_800_000_000;
+
+    fn app() -> AccessApp {
+        AccessApp {
+            team: "team".into(),
+            aud: "aud-tag".into(),
+            issuer: "https://team.cloudflareaccess.com".into(),
+            jwks_url: JWKS.into(),
+            identity_header: "x-user".into(),
+        }
+    }
+
+    /// The team's published keys by key id.
+    fn published(keys: &[(&str, &[u8])]) -> KeySets {
+        let set = keys
+            .iter()
+            .map(|(kid, der)| ((*kid).to_owned(), DecodingKey::from_rsa_der(der)))
+            .collect();
+        KeySets(HashMap::from([(Arc::from(JWKS), Arc::new(set))]))
+    }
+
+    /// Claims Access would sign, with `change` applied (a `null` removes the claim).
+    fn claims(change: serde_json::Value) -> serde_json::Value {
+        let mut c = json!({
+            "aud": ["aud-tag"],
+            "iss": "https://team.cloudflareaccess.com",
+            "email": "ada@lab.test",
+            "exp": NOW + 600,
+            "nbf": NOW - 60,
+        });
+        for (k, v) in change.as_object().expect("an object") {
+            match v {
+                serde_json::Value::Null => c.as_object_mut().expect("object").remove(k),
+                v => c
+                    .as_object_mut()
+                    .expect("object")
+                    .insert(k.clone(), v.clone()),
+            };
+        }
+        c
+    }
+
+    fn rs256(kid: Option<&str>, der: &[u8], change: serde_json::Value) -> String {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = kid.map(str::to_owned);
+        encode(&h, &claims(change), &EncodingKey::from_rsa_der(der)).expect("signs")
+    }
+
+    fn signed(alg: Algorithm, key: &EncodingKey) -> String {
+        let mut h = Header::new(alg);
+        h.kid = Some("k1".into());
+        encode(&h, &claims(json!({})), key).expect("signs")
+    }
+
+    /// Every way a token is taken or refused, one decision a row.
+    #[test]
+    fn verify() {
+        let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("EC key");
+        let ec = EncodingKey::from_ec_der(&ec.serialize_der());
+        // HS256 with the RSA public key as the shared secret: the classic confusion attack.
+        let hs = EncodingKey::from_secret(RSA1_PUB);
+        let k1 = |change| rs256(Some("k1"), RSA1, change);
+        let unsigned = format!(
+            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIiwia2lkIjoiazEifQ.{}.",
+            k1(json!({})).split('.').nth(1).expect("claims part")
+        );
+        let cases: Vec<(&str, Option<String>, Result<&str, Reason>)> = vec![
+            ("valid", Some(k1(json!({}))), Ok("ada@lab.test")),
+            (
+                "a service token names itself",
+                Some(k1(json!({"email": null, "common_name": "backup.token"}))),
+                Ok("backup.token"),
+            ),
+            ("no token", None, Err(Reason::Missing)),
+            ("an empty token", Some(String::new()), Err(Reason::Missing)),
+            ("not a JWT", Some("garbage".into()), Err(Reason::Malformed)),
+            (
+                "expired beyond the leeway",
+                Some(k1(json!({"exp": NOW - LEEWAY - 1}))),
+                Err(Reason::Expired),
+            ),
+            (
+                "expired within the leeway",
+                Some(k1(json!({"exp": NOW - LEEWAY}))),
+                Ok("ada@lab.test"),
+            ),
+            (
+                "not yet valid beyond the leeway",
+                Some(k1(json!({"nbf": NOW + LEEWAY + 1}))),
+                Err(Reason::NotYetValid),
+            ),
+            (
+                "not yet valid within the leeway",
+                Some(k1(json!({"nbf": NOW + LEEWAY}))),
+                Ok("ada@lab.test"),
+            ),
+            (
+                "no exp",
+                Some(k1(json!({"exp": null}))),
+                Err(Reason::Malformed),
+            ),
+            (
+                "another application's audience",
+                Some(k1(json!({"aud": ["other-app"]}))),
+                Err(Reason::Audience),
+            ),
+            (
+                "no audience",
+                Some(k1(json!({"aud": null}))),
+                Err(Reason::Malformed),
+            ),
+            (
+                "another team",
+                Some(k1(json!({"iss": "https://evil.cloudflareaccess.com"}))),
+                Err(Reason::Issuer),
+            ),
+            (
+                "a key the team does not publish",
+                Some(rs256(Some("k9"), RSA1, json!({}))),
+                Err(Reason::UnknownKey),
+            ),
+            (
+                "no key id",
+                Some(rs256(None, RSA1, json!({}))),
+                Err(Reason::UnknownKey),
+            ),
+            (
+                "another key under k1's id",
+                Some(rs256(Some("k1"), RSA2, json!({}))),
+                Err(Reason::Signature),
+            ),
+            (
+                "HS256 keyed with the public key",
+                Some(signed(Algorithm::HS256, &hs)),
+                Err(Reason::Algorithm),
+            ),
+            (
+                "ES256",
+                Some(signed(Algorithm::ES256, &ec)),
+                Err(Reason::Algorithm),
+            ),
+            (
+                "HS256 under a key id the team does not publish: the algorithm is refused first",
+                Some(
+                    encode(&Header::new(Algorithm::HS256), &claims(json!({})), &hs).expect("signs"),
+                ),
+                Err(Reason::Algorithm),
+            ),
+            ("alg none", Some(unsigned), Err(Reason::Malformed)),
+            (
+                "no identity",
+                Some(k1(json!({"email": null}))),
+                Err(Reason::NoIdentity),
+            ),
+            (
+                "an identity with a bare CR",
+                Some(k1(json!({"email": "ada@lab.test\rx-admin: 1"}))),
+                Err(Reason::NoIdentity),
+            ),
+            (
+                "an identity with a bare LF",
+                Some(k1(json!({"email": "ada@lab.test\nx-admin: 1"}))),
+                Err(Reason::NoIdentity),
+            ),
+        ];
+        let keys = published(&[("k1", RSA1_PUB)]);
+        for (what, token, expected) in cases {
+            let got = keys.verify(&app(), token.as_deref(), NOW);
+            assert_eq!(got.as_deref().map_err(|e| *e), expected, "{what}");
+        }
+    }
+
+    /// After the team rotates its keys, tokens signed by the new key verify and the old key's
+    /// are unknown; another team's key set is never consulted.
+    #[test]
+    fn key_rotation() {
+        let old = rs256(Some("k1"), RSA1, json!({}));
+        let new = rs256(Some("k2"), RSA2, json!({}));
+        type Row = (&'static str, KeySets, [Result<&'static str, Reason>; 2]);
+        let cases: &[Row] = &[
+            (
+                "before",
+                published(&[("k1", RSA1_PUB)]),
+                [Ok("ada@lab.test"), Err(Reason::UnknownKey)],
+            ),
+            (
+                "during",
+                published(&[("k1", RSA1_PUB), ("k2", RSA2_PUB)]),
+                [Ok("ada@lab.test"), Ok("ada@lab.test")],
+            ),
+            (
+                "after",
+                published(&[("k2", RSA2_PUB)]),
+                [Err(Reason::UnknownKey), Ok("ada@lab.test")],
+            ),
+            (
+                "another team's keys",
+                KeySets(HashMap::from([(
+                    Arc::from("https://other.cloudflareaccess.com/cdn-cgi/access/certs"),
+                    Arc::new(HashMap::from([(
+                        "k1".to_owned(),
+                        DecodingKey::from_rsa_der(RSA1_PUB),
+                    )])),
+                )])),
+                [Err(Reason::UnknownKey), Err(Reason::UnknownKey)],
+            ),
+        ];
+        for (when, keys, expected) in cases {
+            let got = [&old, &new].map(|t| keys.verify(&app(), Some(t), NOW));
+            let got = got.each_ref().map(|r| r.as_deref().map_err(|e| *e));
+            assert_eq!(got, *expected, "{when}");
+        }
     }
 }

@@ -10,7 +10,7 @@ mod exchange;
 mod relay;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use labgate_config::Snapshot;
@@ -231,7 +231,7 @@ impl Conn {
             };
             first = false;
             self.keys_refreshed = false;
-            let started = Instant::now();
+            let started = crate::record::started();
             match step {
                 Step::RefreshKeys(url) => {
                     // The head stays in the buffer: it is planned again with the new keys.

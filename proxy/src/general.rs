@@ -3,7 +3,7 @@
 //! HTTP/1.0). Same decision, same forwarding fields, same pages as the fast path.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -75,7 +75,7 @@ impl General {
             Ok(true) => {}
             Ok(false) | Err(_) => return None,
         }
-        let started = Instant::now();
+        let started = crate::record::started();
         let info = ConnInfo::from_digests(
             session.client_addr(),
             session.digest().and_then(|d| d.ssl_digest.as_deref()),

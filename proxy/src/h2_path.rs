@@ -12,7 +12,7 @@
 //! Bounds: the core's (streams, header sizes, floods, windows); here the client gets
 //! [`HEAD_TIMEOUT`] for its preface and for a frame or header block it began,
 //! [`IDLE_TIMEOUT`] with no stream open, and [`SEND_TIMEOUT`] to read what is written to
-//! it; a request body may pause [`BODY_TIMEOUT`]; a backend gets its service's `timeout`.
+//! it; a request body may pause [`BODY_TIMEOUT`](crate::fast::BODY_TIMEOUT); a backend gets its service's `timeout`.
 
 mod exchange;
 
@@ -401,7 +401,7 @@ enum Work<'p> {
     Reset(StreamId),
     /// The client opens no more streams: finish the open ones, then close.
     GoAway,
-    /// Nothing.
+    /// Nothing to do until the next event.
     None,
 }
 

@@ -53,7 +53,7 @@ pub struct RequestHead<'b> {
     pub minor: u8,
     /// The Host header.
     pub host: Option<&'b [u8]>,
-    /// Body framing.
+    /// How the body is delimited: none, `Content-Length` or chunked.
     pub framing: Framing,
     /// `Connection: close` (or HTTP/1.0 without keep-alive).
     pub close: bool,

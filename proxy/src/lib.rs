@@ -129,9 +129,9 @@ pub struct Proxy {
     pub connector: TransportConnector,
     /// HTTP/2 connections to h2c backends, shared by streams.
     h2: pingora::connectors::http::v2::Connector,
-    /// Counters.
+    /// Counters for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
-    /// Certificates served.
+    /// The certificates handshakes choose from by SNI; the binary publishes new ones here.
     pub certs: Arc<CertStore>,
     /// The access log's sending side.
     pub access: access::AccessLog,

@@ -49,45 +49,42 @@ pub fn write(out: &mut Vec<u8>, status: u16, body: &str, close: bool, extra: &[(
 
 /// The body of a refusal, naming the rule.
 pub fn refusal_body(s: &Snapshot, r: Refusal) -> String {
-    match r {
-        Refusal::BadHost => {
-            "400 Bad Request: the Host header is missing or not a host name.\n".into()
-        }
-        Refusal::NoNetwork => {
-            "403 Forbidden: your address is in no network labgate knows ([[network]] cidrs).\n"
-                .into()
-        }
+    let what = match r {
+        Refusal::BadHost => "the Host header is missing or not a host name",
+        Refusal::NoNetwork => "your address is in no network labgate knows ([[network]] cidrs)",
         Refusal::NotConnector => {
-            "403 Forbidden: this is the Cloudflare Tunnel origin; only `tunnel.connectors` may use it.\n"
-                .into()
+            "this is the Cloudflare Tunnel origin; only `tunnel.connectors` may use it"
         }
         Refusal::AmbiguousPath => {
-            "400 Bad Request: this path leads to another service once decoded or resolved (%xx, `..`, `;`) than as written.\n".into()
+            "this path leads to another service once decoded or resolved (%xx, `..`, `;`) than as written"
         }
-        Refusal::UnknownHost => "404 Not Found: no service here has this host name.\n".into(),
-        Refusal::UnknownPath => {
-            "404 Not Found: no service here has this path under this host name.\n".into()
-        }
+        Refusal::UnknownHost => "no service here has this host name",
+        Refusal::UnknownPath => "no service here has this path under this host name",
         Refusal::Misdirected => {
-            "421 Misdirected Request: this connection's certificate (chosen by its TLS server name) does not cover the Host of the request; open a new connection for it.\n"
-                .into()
+            "this connection's certificate (chosen by its TLS server name) does not cover the Host of the request; open a new connection for it"
         }
         Refusal::Denied { service, network } => {
-            let svc = s.service(service);
-            format!(
-                "403 Forbidden: network {} may not reach service {} (its allow list does not name it).\n",
-                s.networks.get(network).name,
-                svc.name
-            )
+            return body(
+                r.status(),
+                &format!(
+                    "network {} may not reach service {} (its allow list does not name it)",
+                    s.networks.get(network).name,
+                    s.service(service).name
+                ),
+            );
         }
-    }
+    };
+    body(r.status(), what)
 }
 
 /// The body when Cloudflare Access refused a token.
 pub fn access_body(r: crate::cf_access::Reason) -> String {
-    format!(
-        "403 Forbidden: this service requires Cloudflare Access, and the request's token was refused ({}).\n",
-        r.label()
+    body(
+        403,
+        &format!(
+            "this service requires Cloudflare Access, and the request's token was refused ({})",
+            r.label()
+        ),
     )
 }
 
@@ -192,5 +189,168 @@ mod tests {
             );
             assert!(!p.contains("the backend this"), "{p}");
         }
+    }
+    /// The whole response `write` frames: status line, fixed fields, extra fields, the close
+    /// when asked, then the body.
+    #[test]
+    fn write_frames_a_whole_response() {
+        /// Status, body, close, extra fields: the response.
+        type Row = (
+            u16,
+            &'static str,
+            bool,
+            &'static [(&'static str, &'static str)],
+            &'static str,
+        );
+        let cases: &[Row] = &[
+            (
+                404,
+                "gone.\n",
+                false,
+                &[],
+                "HTTP/1.1 404 Not Found\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 6\r\ncache-control: no-store\r\n\r\ngone.\n",
+            ),
+            (
+                308,
+                "",
+                true,
+                &[("location", "https://app.lab.test/")],
+                "HTTP/1.1 308 Permanent Redirect\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 0\r\ncache-control: no-store\r\nlocation: https://app.lab.test/\r\nconnection: close\r\n\r\n",
+            ),
+            (
+                599,
+                "é",
+                false,
+                &[],
+                "HTTP/1.1 599 Error\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 2\r\ncache-control: no-store\r\n\r\né",
+            ),
+        ];
+        for (status, body, close, extra, expected) in cases {
+            let mut out = b"before".to_vec();
+            write(&mut out, *status, body, *close, extra);
+            assert_eq!(
+                std::str::from_utf8(&out).expect("UTF-8"),
+                format!("before{expected}"),
+                "{status}"
+            );
+        }
+    }
+
+    /// 301 keeps GET and HEAD, 308 keeps every other method and its body; the Host is the
+    /// normalized one; the port is written only when it is not 443.
+    #[test]
+    fn to_https_redirects() {
+        /// Method, Host, HTTPS port, path: the status and `Location`.
+        type Row = (
+            &'static str,
+            Option<&'static str>,
+            u16,
+            &'static str,
+            (u16, &'static str),
+        );
+        let cases: &[Row] = &[
+            (
+                "GET",
+                Some("app.lab.test"),
+                443,
+                "/",
+                (301, "https://app.lab.test/"),
+            ),
+            (
+                "HEAD",
+                Some("app.lab.test"),
+                443,
+                "/a?b",
+                (301, "https://app.lab.test/a?b"),
+            ),
+            (
+                "POST",
+                Some("app.lab.test"),
+                443,
+                "/form",
+                (308, "https://app.lab.test/form"),
+            ),
+            (
+                "get",
+                Some("app.lab.test"),
+                443,
+                "/",
+                (308, "https://app.lab.test/"),
+            ),
+            (
+                "GET",
+                Some("App.Lab.Test.:80"),
+                8443,
+                "/",
+                (301, "https://app.lab.test:8443/"),
+            ),
+            ("GET", None, 443, "/", (301, "https:///")),
+            ("GET", Some("bad host"), 443, "/", (301, "https:///")),
+        ];
+        for (method, host, port, path, (status, location)) in cases {
+            let got = to_https(method, host.map(str::as_bytes), *port, path);
+            assert_eq!(
+                got,
+                (*status, (*location).to_owned()),
+                "{method} {host:?} {port}"
+            );
+        }
+    }
+
+    /// Each refusal's page carries its status and names the rule that decided it.
+    #[test]
+    fn refusal_pages() {
+        let s = labgate_config::testing::snapshot(
+            "[[network]]\nname = \"guests\"\ncidrs = [\"10.9.0.0/16\"]\n[[network]]\nname = \"lab\"\ncidrs = [\"10.0.0.0/16\"]\naddresses = [\"10.0.0.2\"]\n[[zone]]\nname = \"lab.test\"\n[[service]]\nhost = \"app.lab.test\"\nallow = [\"lab\"]\nbackends = [\"http://10.0.0.9\"]\n",
+        );
+        let labgate_config::route::Route::Service(service) = s.route("app.lab.test", "/") else {
+            panic!("app.lab.test is routed");
+        };
+        let network = s
+            .networks
+            .lookup("10.9.0.1".parse().expect("IP"))
+            .expect("in guests")
+            .network;
+        let cases: &[(Refusal, &str)] = &[
+            (
+                Refusal::BadHost,
+                "400 Bad Request: the Host header is missing or not a host name.\n",
+            ),
+            (
+                Refusal::NoNetwork,
+                "403 Forbidden: your address is in no network labgate knows ([[network]] cidrs).\n",
+            ),
+            (
+                Refusal::NotConnector,
+                "403 Forbidden: this is the Cloudflare Tunnel origin; only `tunnel.connectors` may use it.\n",
+            ),
+            (
+                Refusal::AmbiguousPath,
+                "400 Bad Request: this path leads to another service once decoded or resolved (%xx, `..`, `;`) than as written.\n",
+            ),
+            (
+                Refusal::UnknownHost,
+                "404 Not Found: no service here has this host name.\n",
+            ),
+            (
+                Refusal::UnknownPath,
+                "404 Not Found: no service here has this path under this host name.\n",
+            ),
+            (
+                Refusal::Misdirected,
+                "421 Misdirected Request: this connection's certificate (chosen by its TLS server name) does not cover the Host of the request; open a new connection for it.\n",
+            ),
+            (
+                Refusal::Denied { service, network },
+                "403 Forbidden: network guests may not reach service app (its allow list does not name it).\n",
+            ),
+        ];
+        for (r, expected) in cases {
+            assert_eq!(refusal_body(&s, *r), *expected, "{r:?}");
+        }
+        assert_eq!(
+            access_body(crate::cf_access::Reason::Audience),
+            "403 Forbidden: this service requires Cloudflare Access, and the request's token was refused (audience).\n"
+        );
     }
 }

@@ -19,6 +19,16 @@ pub struct Logged {
     target: String,
 }
 
+/// When a request starts, for the `took` that [`Proxy::served`] records: std's clock, the time
+/// that really passes, since a latency measured on a paused test clock would read zero.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a latency is the time that really passed, not the test clock's"
+)]
+pub(crate) fn started() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
 impl Proxy {
     /// What the access log needs of `head`, if it is on.
     pub fn logged(&self, head: &impl Head) -> Option<Box<Logged>> {

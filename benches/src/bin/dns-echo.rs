@@ -4,6 +4,11 @@
 //! between it and a server is what that server's own code costs.
 //!
 //!   dns-echo 127.0.0.1:15307
+#![allow(
+    clippy::disallowed_macros,
+    clippy::disallowed_methods,
+    reason = "a command-line tool of the load benchmarks: it prints its report and exits with its status"
+)]
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::UdpSocket;

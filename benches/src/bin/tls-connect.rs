@@ -16,6 +16,11 @@
 //!
 //! Prints one line: `requests N errors N total_p50_ms .. total_p99_ms .. total_p999_ms ..
 //! request_p50_ms .. request_p99_ms ..` (request: from the request's first byte, as wrk).
+#![allow(
+    clippy::disallowed_macros,
+    clippy::disallowed_methods,
+    reason = "a command-line tool of the load benchmarks: it prints its report and exits with its status, and paces an open loop on the wall clock"
+)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

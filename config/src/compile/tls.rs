@@ -779,4 +779,99 @@ backends = ["http://10.0.0.9"]
             assert_eq!(diagnostics(&toml, files), *expected, "{extra}");
         }
     }
+    /// What serves each name the proxy answers for, given which configured certificates are
+    /// at hand: the policy the binary executes (it loads those, signs the local-CA ones).
+    #[test]
+    fn certificate_plan() {
+        let files: &[(&str, &[u8])] = &[("c.pem", b"cert"), ("k.pem", b"key")];
+        let cert = "[[certificate]]\nnames = [\"files.lab.test\"]\nsource = \"files\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        let more = "[[service]]\nhost = \"files.lab.test\"\nallow = [\"lab\"]\nbackends = [\"http://10.0.0.9\"]\n[[service]]\nhost = \"a.b.lab.test\"\nallow = [\"lab\"]\nbackends = [\"http://10.0.0.9\"]\n";
+        let (files_cert, acme_cert) = (Coverage::Spec(0), Coverage::Spec(1));
+        type Row<'a> = (&'a str, Coverage, bool);
+        let cases: &[(&str, &str, &[usize], &[Row<'_>])] = &[
+            (
+                "every certificate at hand",
+                "dns.lab.test",
+                &[0, 1],
+                &[
+                    ("a.b.lab.test", Coverage::LocalCa, false),
+                    ("app.lab.test", acme_cert, false),
+                    ("dns.lab.test", acme_cert, false),
+                    ("files.lab.test", files_cert, false),
+                ],
+            ),
+            (
+                "none at hand: the local CA stands in, waiting for ACME where it will issue",
+                "dns.lab.test",
+                &[],
+                &[
+                    ("a.b.lab.test", Coverage::LocalCa, false),
+                    ("app.lab.test", Coverage::LocalCa, true),
+                    ("dns.lab.test", Coverage::LocalCa, true),
+                    ("files.lab.test", Coverage::LocalCa, false),
+                ],
+            ),
+            (
+                "only the files",
+                "dns.lab.test",
+                &[0],
+                &[
+                    ("a.b.lab.test", Coverage::LocalCa, false),
+                    ("app.lab.test", Coverage::LocalCa, true),
+                    ("dns.lab.test", Coverage::LocalCa, true),
+                    ("files.lab.test", files_cert, false),
+                ],
+            ),
+            (
+                "a routed default name is listed once; the wildcard stands in for missing files",
+                "app.lab.test",
+                &[1],
+                &[
+                    ("a.b.lab.test", Coverage::LocalCa, false),
+                    ("app.lab.test", acme_cert, false),
+                    ("files.lab.test", acme_cert, false),
+                ],
+            ),
+        ];
+        for (what, default, ready, expected) in cases {
+            let toml =
+                format!("[tls]\ndefault_name = \"{default}\"\n{ACME}{BUILTIN}{cert}{BASE}{more}");
+            let s = crate::compile(&loaded(&toml, files), 1).unwrap_or_else(|d| panic!("{d}"));
+            assert!(matches!(
+                s.certificates.specs[0].source,
+                CertSource::Files { .. }
+            ));
+            assert!(matches!(
+                s.certificates.specs[1].source,
+                CertSource::Acme { .. }
+            ));
+            let mut got: Vec<Row<'_>> = s
+                .certificate_plan(|i| ready.contains(&i))
+                .iter()
+                .map(|p| (p.name, p.cover, p.acme_pending))
+                .collect();
+            got.sort_by_key(|r| r.0);
+            assert_eq!(got, *expected, "{what}");
+        }
+        let off = format!("[tls]\nlocal_ca = false\n{cert}{BASE}{more}");
+        let s = crate::compile(&loaded(&off, files), 1).unwrap_or_else(|d| panic!("{d}"));
+        let covers: Vec<(&str, Coverage)> = {
+            let mut v: Vec<_> = s
+                .certificate_plan(|_| false)
+                .iter()
+                .map(|p| (p.name, p.cover))
+                .collect();
+            v.sort_by_key(|r| r.0);
+            v
+        };
+        assert_eq!(
+            covers,
+            [
+                ("a.b.lab.test", Coverage::Uncovered),
+                ("app.lab.test", Coverage::Uncovered),
+                ("files.lab.test", Coverage::Uncovered),
+            ],
+            "without the local CA, a name whose certificate is not at hand has none"
+        );
+    }
 }

@@ -214,6 +214,6 @@ impl Conn {
 pub(super) enum Exchange {
     /// The connection was dead before any response byte: a retry is safe when idempotent.
     Stale,
-    /// Final.
+    /// It failed for good: not retried on another connection.
     Fail(Failure),
 }

@@ -467,7 +467,7 @@ impl Connection {
         self.streams.is_empty()
     }
 
-    /// Open streams.
+    /// How many streams are open (the limit is `SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub fn open_streams(&self) -> usize {
         self.streams.len()
     }

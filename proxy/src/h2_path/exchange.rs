@@ -336,7 +336,7 @@ impl<'p> Exchange<'p> {
         Self {
             stream,
             state,
-            started: std::time::Instant::now(),
+            started: crate::record::started(),
             took: None,
             served,
             logged,
@@ -409,7 +409,7 @@ impl<'p> Exchange<'p> {
         Self {
             stream,
             state,
-            started: std::time::Instant::now(),
+            started: crate::record::started(),
             took: None,
             served: Some(f.served),
             logged,

@@ -196,7 +196,7 @@ impl HeaderList {
         self.too_large
     }
 
-    /// Fields kept.
+    /// How many fields the last block decoded to.
     pub fn len(&self) -> usize {
         self.fields.len()
     }
