@@ -37,12 +37,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use labgate_config::Snapshot;
+use labgate_config::{Publish, Snapshot};
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 
 pub use certs::{CertMap, CertStore, Sni};
 pub use record::Logged;
-pub use service::{Addresses, listeners};
+pub use service::{Bound, Sockets, listeners};
 
 /// Errors of the proxy's control side: a certificate and key that cannot be served, TLS
 /// that cannot be set up. Each names what is wrong; the parser's or rustls' reason is its
@@ -65,6 +65,9 @@ pub enum Error {
     /// pingora's TLS settings could not be made.
     #[error("cannot set up TLS")]
     Tls(#[source] pingora::BError),
+    /// A listening socket handed to the proxy has no local address: bind it first.
+    #[error("a listening socket is not bound")]
+    Socket(#[source] std::io::Error),
 }
 
 /// What one snapshot means to the proxy: the snapshot, its backend pools, and the hosts whose
@@ -154,17 +157,6 @@ impl Proxy {
             access_keys: Arc::new(cf_access::AccessKeys::new(fetch)),
             open: Default::default(),
         }
-    }
-
-    /// Serves a new snapshot from the next request on; backends that did not change keep
-    /// their state.
-    pub fn publish(&self, snapshot: Arc<Snapshot>) {
-        self.access.set_enabled(snapshot.access_log);
-        if tokio::runtime::Handle::try_current().is_ok() {
-            self.access_keys.prefetch(&snapshot);
-        }
-        let state = ProxyState::new(snapshot, &self.state.load().pools);
-        self.state.store(Arc::new(state));
     }
 
     /// The state now served.
@@ -271,5 +263,21 @@ impl ConnInfo {
             cert: self.cert.as_ref(),
             certs: self.certs.as_deref()?,
         })
+    }
+}
+
+impl Publish for Proxy {
+    fn name(&self) -> &'static str {
+        "proxy"
+    }
+
+    /// Serves a new snapshot from the next request on: its state is built here (backends
+    /// that did not change keep their pools and health), then stored with one swap. Access
+    /// keys the snapshot names are fetched by [`cf_access::AccessKeys::prefetch`], a task of
+    /// the caller's.
+    fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.access.set_enabled(snapshot.access_log);
+        let state = ProxyState::new(snapshot, &self.state.load().pools);
+        self.state.store(Arc::new(state));
     }
 }
