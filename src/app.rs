@@ -385,7 +385,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     ));
     tasks.spawn(certs::follow_issuance(certs, issued, cancel.child_token()));
     tasks.spawn(crate::acme::run(
-        manager,
+        Arc::clone(&manager),
         Arc::clone(&shared),
         cancel.child_token(),
     ));
@@ -401,6 +401,8 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     dns.shutdown().await;
     if tokio::time::timeout(SHUTDOWN_GRACE, async {
         while tasks.join_next().await.is_some() {}
+        // Orders midway are dropped and their challenge values removed.
+        manager.shutdown().await;
     })
     .await
     .is_err()
