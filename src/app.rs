@@ -308,7 +308,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     let (tx, rx) = mpsc::channel(16);
     let watch = match source.path() {
         Some(p) => Some(
-            watch::start(p, tx.clone(), blocklist_file(Arc::clone(&shared)))
+            watch::start(p, tx.clone(), watch::blocklist_file(Arc::clone(&shared)))
                 .with_context(|| format!("cannot watch {} for changes", p.display()))?,
         ),
         None => None,
@@ -349,7 +349,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     };
     tasks.spawn(admin::serve(admin_listener, admin, cancel.child_token()));
     if let Some(watch) = watch {
-        tasks.spawn(follow_list_dirs(
+        tasks.spawn(watch::follow_list_dirs(
             watch,
             Arc::clone(&shared),
             cancel.child_token(),
@@ -430,52 +430,6 @@ async fn access_keys(
             changed = published.changed() => if changed.is_err() { return },
             () = cancel.cancelled() => return,
         }
-    }
-}
-
-/// The files of the file blocklists of a configuration.
-fn list_files(s: &Snapshot) -> impl Iterator<Item = &std::path::Path> {
-    s.dns.blocklists.iter().filter_map(|l| match &l.source {
-        labgate_config::settings::BlocklistSource::File(p) => Some(p.as_path()),
-        labgate_config::settings::BlocklistSource::Url(_) => None,
-    })
-}
-
-/// The directories of the file blocklists of the running configuration.
-fn blocklist_dirs(shared: &Shared) -> Vec<std::path::PathBuf> {
-    list_files(&shared.snapshot.load())
-        .filter_map(|p| p.parent().map(std::path::Path::to_owned))
-        .collect()
-}
-
-/// Keeps the watch on the directories of the serving snapshot's blocklist files (a reload
-/// may name lists in a new one) until cancelled, when the watch stops. Subscribed before
-/// its first look, so no reload falls in between.
-fn follow_list_dirs(
-    mut watch: watch::ConfigWatch,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-) -> impl Future<Output = ()> {
-    let mut published = shared.published.subscribe();
-    watch.follow(&blocklist_dirs(&shared));
-    async move {
-        loop {
-            tokio::select! {
-                changed = published.changed() => if changed.is_err() { return },
-                () = cancel.cancelled() => return,
-            }
-            watch.follow(&blocklist_dirs(&shared));
-        }
-    }
-}
-
-/// Whether a changed path is a blocklist file of the serving snapshot.
-fn blocklist_file(shared: Arc<Shared>) -> impl Fn(&std::path::Path) -> bool + Send + 'static {
-    move |changed| {
-        let Ok(changed) = changed.canonicalize() else {
-            return false;
-        };
-        list_files(&shared.snapshot.load()).any(|p| p.canonicalize().is_ok_and(|p| p == changed))
     }
 }
 
