@@ -1,176 +1,285 @@
-//! `labgate run`: start-up order (config, state, listeners, tasks, ready), signals, shutdown.
+//! `labgate run` as a library: [`App::build`] wires the subsystems around a compiled snapshot
+//! and already-bound sockets, [`App::run`] serves until SIGTERM/SIGINT. pingora's `Server` owns
+//! the process (F3): the proxy's listeners are its listening services, and everything else
+//! (DNS, admin, reload, watcher, blocklists, backends, access keys, certificates, ACME) runs
+//! as tasks of its `labgate control` background service, each tracked in one `JoinSet` and
+//! cancelled on shutdown.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use labgate_acme::local_ca::LocalCa;
+use labgate_config::Snapshot;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{Server, ShutdownWatch};
+use pingora::server::{
+    RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch, UnixShutdownSignalWatch,
+};
 use pingora::services::background::{BackgroundService, background_service};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::{self, Admin};
 use crate::blocklists;
-use crate::certs::CertBuilder;
-use crate::cli::RunArgs;
+use crate::certs::{self, CertBuilder, Certificates};
+use crate::cli;
 use crate::demo;
-use crate::listen;
+use crate::listen::{self, Listeners};
 use crate::reload::{self, ConfigSource, Origin, Overrides, Trigger};
 use crate::status::Shared;
 use crate::watch;
 
 /// Time the tasks get to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How often certificate files are checked for changes.
-const CERT_CHECK: Duration = Duration::from_secs(5);
 
-/// Loads the configuration (the demo without `--config`) and serves until SIGTERM/SIGINT.
-/// pingora's `Server` owns the process (F3): the HTTPS and HTTP listeners are its listening
-/// services, and everything else (DNS, admin, reload, watcher, blocklists, certificates) runs
-/// in its `labgate control` background service.
+/// Loads the configuration (the demo without `--config`), binds its listeners and serves
+/// until SIGTERM/SIGINT.
 ///
 /// # Errors
 /// A `labgate_config::Error` for an invalid configuration (exit 64), anything else for a
-/// runtime failure (exit 1).
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    raise_open_file_limit();
-    let is_demo = args.config.is_none();
-    let source = ConfigSource {
-        origin: match &args.config {
-            Some(p) => Origin::Path(p.clone()),
-            None => Origin::Memory(demo::sources()),
-        },
-        overrides: Overrides {
-            admin: args.admin,
-            dns: args.dns.clone(),
-            https: args.https.clone(),
-            http: args.http.clone(),
-            state_dir: args
-                .state_dir
-                .clone()
-                .or_else(|| is_demo.then(demo::state_dir)),
-        },
-    };
+/// runtime failure (exit 1), including one of a subsystem after start-up.
+pub fn run(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
+    listen::raise_open_file_limit();
+    let source = ConfigSource::of_run(&args);
     let snapshot = source.compile(1)?;
     for w in &snapshot.warnings {
         warn!("{w}");
     }
-    let state_dir = snapshot.state_dir.clone();
-    labgate_acme::store::prepare_state_dir(&state_dir)?;
-    // Nothing of the local CA is made while it is off (a reload that turns it on makes it).
-    let ca = if snapshot.certificates.local_ca {
-        let ca = LocalCa::load_or_create(&state_dir).context("cannot set up the local CA")?;
-        Some(Arc::new(ca))
-    } else {
-        None
-    };
-    let listen = snapshot.listen.clone();
-    // pingora would retry a busy port, then panic in its service thread: check here, with
-    // a message.
-    for (addrs, key) in [
-        (&listen.https, "listen.https"),
-        (&listen.http, "listen.http"),
-        (&listen.tunnel, "listen.tunnel"),
-        (&listen.tunnel_https, "listen.tunnel_https"),
-    ] {
-        for &addr in addrs {
-            listen::check_tcp(addr, key)?;
+    labgate_acme::store::prepare_state_dir(&snapshot.state_dir)?;
+    let listeners = Listeners::bind(&snapshot.listen, workers())?;
+    App::build(source, snapshot, listeners)?.run()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// labgate wired and ready to serve: pingora's server with the proxy's listening services and
+/// the control service.
+pub struct App {
+    server: Server,
+    fatal: Arc<Fatal>,
+}
+
+impl App {
+    /// Wires every subsystem around `snapshot` (compiled from `source`, which reloads read
+    /// again) and `listeners`, bound by the caller. Nothing is served until [`App::run`].
+    ///
+    /// # Errors
+    /// When the local CA cannot be set up or the proxy's TLS settings cannot be made.
+    pub fn build(
+        source: ConfigSource,
+        snapshot: Snapshot,
+        listeners: Listeners,
+    ) -> anyhow::Result<Self> {
+        let state_dir = snapshot.state_dir.clone();
+        // Nothing of the local CA is made while it is off (a reload that turns it on makes it).
+        let ca = if snapshot.certificates.local_ca {
+            let ca = LocalCa::load_or_create(&state_dir).context("cannot set up the local CA")?;
+            Some(Arc::new(ca))
+        } else {
+            None
+        };
+        let Listeners {
+            admin,
+            dns_udp,
+            dns_tcp,
+            dns_tls,
+            proxy: sockets,
+        } = listeners;
+        let bound = Bound::of(&admin, &dns_udp, &dns_tcp, &dns_tls, &sockets)?;
+        let snapshots = Arc::new(ArcSwap::new(Arc::new(snapshot)));
+        let first = snapshots.load_full();
+        let handler = labgate_dns::Dns::new(
+            Arc::clone(&first),
+            Arc::new(labgate_dns::Metrics::default()),
+        );
+        let names = Arc::new(crate::outbound::names(
+            Arc::clone(&snapshots),
+            handler.clone(),
+        ));
+        let client = labgate_outbound::Client::new(Arc::clone(&names) as _)
+            .context("cannot set up TLS for labgate's own HTTP client")?;
+        let (access, access_rx) = labgate_proxy::access::AccessLog::new();
+        let certs = Arc::new(Certificates::new(
+            CertBuilder::new(state_dir.clone(), ca),
+            Arc::new(labgate_proxy::CertStore::default()),
+            Arc::clone(&first),
+        ));
+        let proxy = Arc::new(labgate_proxy::Proxy::new(
+            Arc::clone(&first),
+            Arc::clone(certs.store()),
+            Arc::new(labgate_proxy::metrics::Metrics::default()),
+            access,
+            bound.https.first().map_or(443, SocketAddr::port),
+            client.clone(),
+        ));
+        let shared = Shared::new(
+            snapshots,
+            handler.clone(),
+            Arc::clone(&proxy),
+            Arc::clone(&certs),
+        );
+        let threads = workers();
+        let conf = ServerConf {
+            threads,
+            work_stealing: false,
+            grace_period_seconds: Some(1),
+            graceful_shutdown_timeout_seconds: Some(SHUTDOWN_GRACE.as_secs()),
+            pid_file: state_dir.join("labgate.pid").display().to_string(),
+            upgrade_sock: state_dir.join("labgate-upgrade.sock").display().to_string(),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        for service in labgate_proxy::listeners(&proxy, sockets, threads)? {
+            server.add_service(service);
+        }
+        let fatal = Arc::new(Fatal::default());
+        let mut control = background_service(
+            "labgate control",
+            Control {
+                parts: Mutex::new(Some(Parts {
+                    source,
+                    shared,
+                    certs,
+                    proxy,
+                    access_rx,
+                    handler,
+                    names,
+                    client,
+                    dns: Dns {
+                        udp: dns_udp.into_iter().flatten().collect(),
+                        tcp: dns_tcp,
+                        tls: dns_tls,
+                    },
+                    admin,
+                    bound,
+                })),
+                fatal: Arc::clone(&fatal),
+            },
+        );
+        control.threads = Some(1);
+        server.add_service(control);
+        Ok(Self { server, fatal })
+    }
+
+    /// Serves until SIGTERM or SIGINT (or a subsystem's failure), then shuts down gracefully.
+    ///
+    /// # Errors
+    /// The failure of a subsystem that ended the process.
+    pub fn run(self) -> anyhow::Result<()> {
+        let fatal = Arc::clone(&self.fatal);
+        self.server.run(RunArgs {
+            shutdown_signal: Box::new(Stop(Arc::clone(&fatal))),
+        });
+        match fatal.error.lock().ok().and_then(|mut e| e.take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
-    let shared = Shared::new(snapshot, Arc::new(labgate_dns::Metrics::default()));
-    let handler = shared.dns.clone();
-    let names = Arc::new(crate::outbound::names(
-        shared.snapshot.clone(),
-        handler.clone(),
-    ));
-    let client = labgate_outbound::Client::new(Arc::clone(&names) as _)
-        .context("cannot set up TLS for labgate's own HTTP client")?;
-    let (access, access_rx) = labgate_proxy::access::AccessLog::new();
-    let mut certs = CertBuilder::new(state_dir.clone(), ca);
-    let store = Arc::new(labgate_proxy::CertStore::default());
-    store.publish(certs.build(&shared.snapshot.load()));
-    let proxy = Arc::new(labgate_proxy::Proxy::new(
-        shared.snapshot.load_full(),
-        Arc::clone(&store),
-        Arc::new(labgate_proxy::metrics::Metrics::default()),
-        access,
-        listen.https.first().map_or(443, std::net::SocketAddr::port),
-        client.clone(),
-    ));
-    let _ = shared.proxy.set(Arc::clone(&proxy));
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let conf = ServerConf {
-        threads,
-        work_stealing: false,
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(SHUTDOWN_GRACE.as_secs()),
-        pid_file: state_dir.join("labgate.pid").display().to_string(),
-        upgrade_sock: state_dir.join("labgate-upgrade.sock").display().to_string(),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    let addresses = labgate_proxy::Addresses {
-        https: &listen.https,
-        http: &listen.http,
-        tunnel: &listen.tunnel,
-        tunnel_https: &listen.tunnel_https,
-    };
-    for service in labgate_proxy::listeners(&proxy, addresses, threads)? {
-        server.add_service(service);
+}
+
+impl ConfigSource {
+    /// The configuration `labgate run` serves: its `--config` (the demo without one) and the
+    /// flags that override it.
+    fn of_run(args: &cli::RunArgs) -> Self {
+        let is_demo = args.config.is_none();
+        Self {
+            origin: match &args.config {
+                Some(p) => Origin::Path(p.clone()),
+                None => Origin::Memory(demo::sources()),
+            },
+            overrides: Overrides {
+                admin: args.admin,
+                dns: args.dns.clone(),
+                https: args.https.clone(),
+                http: args.http.clone(),
+                state_dir: args
+                    .state_dir
+                    .clone()
+                    .or_else(|| is_demo.then(demo::state_dir)),
+            },
+        }
     }
-    let mut control = background_service(
-        "labgate control",
-        Control(Mutex::new(Some(Parts {
-            source,
-            shared,
-            certs,
-            proxy,
-            access_rx,
-            is_demo,
-            handler,
-            names,
-            client,
-        }))),
-    );
-    control.threads = Some(1);
-    server.add_service(control);
-    server.run(pingora::server::RunArgs::default());
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Worker threads: one per core, for pingora's services and the DNS UDP sockets.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// A subsystem's failure after pingora took the process: kept for [`App::run`] to return,
+/// and the signal that shuts pingora down.
+#[derive(Default)]
+struct Fatal {
+    error: Mutex<Option<anyhow::Error>>,
+    stop: Notify,
+}
+
+impl Fatal {
+    fn report(&self, e: anyhow::Error) {
+        if let Ok(mut error) = self.error.lock() {
+            error.get_or_insert(e);
+        }
+        self.stop.notify_one();
+    }
+}
+
+/// pingora's shutdown signals (SIGTERM graceful, SIGINT fast, SIGQUIT upgrade), and a
+/// subsystem's failure as a graceful stop.
+struct Stop(Arc<Fatal>);
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for Stop {
+    async fn recv(&self) -> ShutdownSignal {
+        tokio::select! {
+            signal = UnixShutdownSignalWatch.recv() => signal,
+            () = self.0.stop.notified() => ShutdownSignal::GracefulTerminate,
+        }
+    }
+}
+
+/// The DNS sockets, bound before pingora runs.
+struct Dns {
+    udp: Vec<std::net::UdpSocket>,
+    tcp: Vec<std::net::TcpListener>,
+    tls: Vec<std::net::TcpListener>,
 }
 
 /// What the control service needs, handed over once when it starts.
 struct Parts {
     source: ConfigSource,
     shared: Arc<Shared>,
-    certs: CertBuilder,
+    certs: Arc<Certificates>,
     proxy: Arc<labgate_proxy::Proxy>,
     access_rx: mpsc::Receiver<labgate_proxy::access::Entry>,
-    is_demo: bool,
     handler: labgate_dns::Dns,
     names: Arc<labgate_outbound::Names>,
     client: labgate_outbound::Client,
+    dns: Dns,
+    admin: std::net::TcpListener,
+    bound: Bound,
 }
 
 /// The `labgate control` background service.
-struct Control(Mutex<Option<Parts>>);
+struct Control {
+    parts: Mutex<Option<Parts>>,
+    fatal: Arc<Fatal>,
+}
 
 #[async_trait::async_trait]
 impl BackgroundService for Control {
     async fn start(&self, shutdown: ShutdownWatch) {
-        let Some(parts) = self.0.lock().ok().and_then(|mut p| p.take()) else {
+        let Some(parts) = self.parts.lock().ok().and_then(|mut p| p.take()) else {
             return;
         };
         if let Err(e) = serve(parts, shutdown).await {
-            // Start-up failed after pingora took the process: report it as `main` would.
-            eprintln!("Error: {e:#}");
-            std::process::exit(1);
+            // pingora owns the process: its shutdown ends it, and `App::run` returns this.
+            self.fatal.report(e);
         }
     }
 }
@@ -179,46 +288,42 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     let Parts {
         source,
         shared,
-        mut certs,
+        certs,
         proxy,
         access_rx,
-        is_demo,
         handler,
         names,
         client,
+        dns,
+        admin: admin_listener,
+        bound,
     } = parts;
     let snapshot = shared.snapshot.load_full();
-    let admin_addr = snapshot.listen.admin;
-    let admin_listener = listen::tcp(admin_addr, "listen.admin")?;
-    let admin_addr = admin_listener.local_addr()?;
-    let mut udp = Vec::new();
-    let mut tcp = Vec::new();
-    let mut udp_bound = Vec::new();
-    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    for &addr in &snapshot.listen.dns {
-        let group = listen::udp_group(addr, "listen.dns", workers)?;
-        udp_bound.push(group[0].local_addr()?);
-        udp.extend(group);
-        tcp.push(listen::tcp(addr, "listen.dns")?);
-    }
-    let tls = (snapshot.listen.dns_tls.iter())
-        .map(|&addr| listen::tcp(addr, "listen.dns_tls"))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let dns_bound: Vec<String> = udp_bound
-        .iter()
-        .map(|a| Ok::<_, std::io::Error>(format!("udp {a}")))
-        .chain(
-            tcp.iter()
-                .map(|l| l.local_addr().map(|a| format!("tcp {a}"))),
-        )
-        .chain(
-            tls.iter()
-                .map(|l| l.local_addr().map(|a| format!("tls {a}"))),
-        )
+    let admin_listener =
+        tokio::net::TcpListener::from_std(admin_listener).context("cannot serve admin")?;
+    let tokio_tcp = |l: std::net::TcpListener| tokio::net::TcpListener::from_std(l);
+    let tcp = dns
+        .tcp
+        .into_iter()
+        .map(tokio_tcp)
         .collect::<Result<_, _>>()?;
+    let tls = dns
+        .tls
+        .into_iter()
+        .map(tokio_tcp)
+        .collect::<Result<_, _>>()?;
+    let (tx, rx) = mpsc::channel(16);
+    let watch = match source.path() {
+        Some(p) => Some(
+            watch::start(p, tx.clone(), watch::blocklist_file(Arc::clone(&shared)))
+                .with_context(|| format!("cannot watch {} for changes", p.display()))?,
+        ),
+        None => None,
+    };
     let served: Arc<dyn rustls::server::ResolvesServerCert> = proxy.certs.clone();
-    let dns =
-        labgate_dns::serve(handler.clone(), udp, tcp, (tls, served)).context("cannot start DNS")?;
+    // The last step that can fail: nothing runs yet that would have to be stopped.
+    let dns = labgate_dns::serve(handler.clone(), dns.udp, tcp, (tls, served))
+        .context("cannot start DNS")?;
     // ACME: certificates on disk are loaded and served before `ready`; issuance and renewal
     // run in the manager's tasks.
     let manager = labgate_acme::Manager::new(
@@ -232,10 +337,11 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     );
     let _ = shared.acme.set(Arc::clone(&manager));
     manager.reconcile(&snapshot);
-    proxy.access_keys.prefetch(&snapshot);
-    certs.with_acme(Arc::clone(&manager));
-    proxy.certs.publish(certs.build(&snapshot));
-    let (tx, rx) = mpsc::channel(16);
+    let issued = manager.subscribe();
+    let acme = (Arc::clone(&certs), Arc::clone(&manager));
+    if let Err(e) = tokio::task::spawn_blocking(move || acme.0.with_acme(acme.1)).await {
+        warn!("the certificates could not be built with ACME's: {e}");
+    }
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
     tasks.spawn(reload::run(
@@ -249,10 +355,8 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         reload: tx.clone(),
     };
     tasks.spawn(admin::serve(admin_listener, admin, cancel.child_token()));
-    if let Some(p) = source.path() {
-        let watch = watch::start(p, tx.clone(), blocklist_file(Arc::clone(&shared)))
-            .with_context(|| format!("cannot watch {} for changes", p.display()))?;
-        tasks.spawn(follow_list_dirs(
+    if let Some(watch) = watch {
+        tasks.spawn(watch::follow_list_dirs(
             watch,
             Arc::clone(&shared),
             cancel.child_token(),
@@ -263,6 +367,11 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         Arc::clone(&shared),
         handler,
         client,
+        cancel.child_token(),
+    ));
+    tasks.spawn(access_keys(
+        Arc::clone(&shared),
+        Arc::clone(&proxy),
         cancel.child_token(),
     ));
     // Named backends resolve before `ready`, so the first request finds them.
@@ -281,33 +390,16 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         Arc::clone(&proxy),
         cancel.child_token().cancelled_owned(),
     ));
-    tasks.spawn(follow_reloads(
-        Arc::clone(&shared),
-        proxy,
-        certs,
-        manager.subscribe(),
-        cancel.child_token(),
-    ));
+    tasks.spawn(certs::follow_issuance(certs, issued, cancel.child_token()));
     tasks.spawn(crate::acme::run(
-        manager,
+        Arc::clone(&manager),
         Arc::clone(&shared),
         cancel.child_token(),
     ));
-    let https = wait_listening(&snapshot.listen.https).await?;
-    let http = wait_listening(&snapshot.listen.http).await?;
-    let tunnel = wait_listening(&snapshot.listen.tunnel).await?;
-    let tunnel_https = wait_listening(&snapshot.listen.tunnel_https).await?;
-
+    // The proxy's sockets were listening before pingora started: connections wait in their
+    // queues until its accept loops run.
     shared.ready.store(true, Ordering::Release);
-    let bound = Bound {
-        admin: admin_addr,
-        dns: dns_bound,
-        https,
-        http,
-        tunnel,
-        tunnel_https,
-    };
-    banner(&shared, &bound, is_demo);
+    banner(&shared.snapshot.load(), &bound, source.path().is_none());
 
     let _ = shutdown.wait_for(|stop| *stop).await;
     info!("shutting down");
@@ -316,6 +408,8 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     dns.shutdown().await;
     if tokio::time::timeout(SHUTDOWN_GRACE, async {
         while tasks.join_next().await.is_some() {}
+        // Orders midway are dropped and their challenge values removed.
+        manager.shutdown().await;
     })
     .await
     .is_err()
@@ -325,121 +419,24 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Raises the soft limit on open files to the hard one, as nginx's `worker_rlimit_nofile`
-/// or Go's runtime do: every connection is a descriptor (two through the proxy), and the
-/// usual soft limit of 1024 would stall labgate at a few hundred clients, with no error a
-/// client could see.
-fn raise_open_file_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
-    };
-    if soft < hard {
-        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => info!("open-file limit raised from {soft} to {hard}"),
-            Err(e) => warn!("cannot raise the open-file limit from {soft} to {hard}: {e}"),
-        }
-    }
-}
-
-/// Waits until pingora listens on the proxy's addresses (bounded), so `ready` is true.
-async fn wait_listening(
-    addrs: &[std::net::SocketAddr],
-) -> anyhow::Result<Vec<std::net::SocketAddr>> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    for &a in addrs {
-        while !listen::held(a) {
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "the listener on {a} did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    Ok(addrs.to_vec())
-}
-
-/// Rebuilds the proxy's certificates on reload, when ACME issues one, and when certificate
-/// files change.
-async fn follow_reloads(
+/// Fetches the Cloudflare Access keys each published snapshot names and labgate has not
+/// fetched yet (the first snapshot's at once), until cancelled.
+async fn access_keys(
     shared: Arc<Shared>,
     proxy: Arc<labgate_proxy::Proxy>,
-    certs: CertBuilder,
-    mut issued: tokio::sync::watch::Receiver<u64>,
     cancel: CancellationToken,
 ) {
     let mut published = shared.published.subscribe();
-    let certs = Arc::new(Mutex::new(certs));
-    let mut tick = tokio::time::interval(CERT_CHECK);
     loop {
-        tokio::select! {
-            changed = published.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-            changed = issued.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-            _ = tick.tick() => {}
-            () = cancel.cancelled() => return,
-        };
         let snapshot = shared.snapshot.load_full();
-        let certs = Arc::clone(&certs);
-        let built =
-            tokio::task::spawn_blocking(move || certs.lock().map(|mut c| c.build(&snapshot)).ok())
-                .await;
-        if let Ok(Some(map)) = built {
-            proxy.certs.publish(map);
+        tokio::select! {
+            () = proxy.access_keys.prefetch(&snapshot) => {}
+            () = cancel.cancelled() => return,
         }
-    }
-}
-
-/// The files of the file blocklists of a configuration.
-fn list_files(s: &labgate_config::Snapshot) -> impl Iterator<Item = &std::path::Path> {
-    s.dns.blocklists.iter().filter_map(|l| match &l.source {
-        labgate_config::settings::BlocklistSource::File(p) => Some(p.as_path()),
-        labgate_config::settings::BlocklistSource::Url(_) => None,
-    })
-}
-
-/// The directories of the file blocklists of the running configuration.
-fn blocklist_dirs(shared: &Shared) -> Vec<std::path::PathBuf> {
-    list_files(&shared.snapshot.load())
-        .filter_map(|p| p.parent().map(std::path::Path::to_owned))
-        .collect()
-}
-
-/// Keeps the watch on the directories of the serving snapshot's blocklist files (a reload
-/// may name lists in a new one) until cancelled, when the watch stops. Subscribed before
-/// its first look, so no reload falls in between.
-fn follow_list_dirs(
-    mut watch: watch::ConfigWatch,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-) -> impl Future<Output = ()> {
-    let mut published = shared.published.subscribe();
-    watch.follow(&blocklist_dirs(&shared));
-    async move {
-        loop {
-            tokio::select! {
-                changed = published.changed() => if changed.is_err() { return },
-                () = cancel.cancelled() => return,
-            }
-            watch.follow(&blocklist_dirs(&shared));
+        tokio::select! {
+            changed = published.changed() => if changed.is_err() { return },
+            () = cancel.cancelled() => return,
         }
-    }
-}
-
-/// Whether a changed path is a blocklist file of the serving snapshot.
-fn blocklist_file(shared: Arc<Shared>) -> impl Fn(&std::path::Path) -> bool + Send + 'static {
-    move |changed| {
-        let Ok(changed) = changed.canonicalize() else {
-            return false;
-        };
-        list_files(&shared.snapshot.load()).any(|p| p.canonicalize().is_ok_and(|p| p == changed))
     }
 }
 
@@ -463,17 +460,47 @@ async fn sighup(tx: mpsc::Sender<Trigger>, cancel: CancellationToken) {
 
 /// What start-up bound, for the banner.
 struct Bound {
-    admin: std::net::SocketAddr,
+    admin: SocketAddr,
     dns: Vec<String>,
-    https: Vec<std::net::SocketAddr>,
-    http: Vec<std::net::SocketAddr>,
-    tunnel: Vec<std::net::SocketAddr>,
-    tunnel_https: Vec<std::net::SocketAddr>,
+    https: Vec<SocketAddr>,
+    http: Vec<SocketAddr>,
+    tunnel: Vec<SocketAddr>,
+    tunnel_https: Vec<SocketAddr>,
+}
+
+impl Bound {
+    /// The addresses the sockets hold (a port 0 resolved).
+    fn of(
+        admin: &std::net::TcpListener,
+        udp: &[Vec<std::net::UdpSocket>],
+        tcp: &[std::net::TcpListener],
+        tls: &[std::net::TcpListener],
+        proxy: &labgate_proxy::Sockets,
+    ) -> std::io::Result<Self> {
+        let addrs = |ls: &[std::net::TcpListener]| -> std::io::Result<Vec<SocketAddr>> {
+            ls.iter().map(std::net::TcpListener::local_addr).collect()
+        };
+        let udp = (udp.iter().filter_map(|group| group.first()))
+            .map(|s| s.local_addr().map(|a| format!("udp {a}")));
+        let tcp = tcp
+            .iter()
+            .map(|l| l.local_addr().map(|a| format!("tcp {a}")));
+        let tls = tls
+            .iter()
+            .map(|l| l.local_addr().map(|a| format!("tls {a}")));
+        Ok(Self {
+            admin: admin.local_addr()?,
+            dns: udp.chain(tcp).chain(tls).collect::<Result<_, _>>()?,
+            https: addrs(&proxy.https)?,
+            http: addrs(&proxy.http)?,
+            tunnel: addrs(&proxy.tunnel)?,
+            tunnel_https: addrs(&proxy.tunnel_https)?,
+        })
+    }
 }
 
 /// The lines operators and tests wait for, on stdout.
-fn banner(shared: &Arc<Shared>, bound: &Bound, is_demo: bool) {
-    let s = shared.snapshot.load();
+fn banner(s: &Snapshot, bound: &Bound, is_demo: bool) {
     println!("labgate: admin listening on http://{}", bound.admin);
     for d in &bound.dns {
         println!("labgate: dns listening on {d}");
@@ -495,7 +522,7 @@ fn banner(shared: &Arc<Shared>, bound: &Bound, is_demo: bool) {
         let ca = LocalCa::cert_path_in(&s.state_dir);
         println!("labgate: local CA certificate at {}", ca.display());
         if is_demo {
-            println!("{}", demo::try_it(&s, bound.admin, &ca));
+            println!("{}", demo::try_it(s, bound.admin, &ca));
         }
     }
     // Printed last: tests and supervisors wait for this line.

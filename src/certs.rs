@@ -2,21 +2,109 @@
 //! (from the manager, once issued), PEM files (re-read when they change; a broken file keeps
 //! the last good certificate) and the local CA (a leaf per routed name that has no other
 //! certificate yet). Control plane only: reads files, signs keys.
+//!
+//! [`Certificates`] is the subsystem the reload task publishes each snapshot to, like the proxy
+//! and DNS; [`follow_issuance`] rebuilds the same map when ACME issues a certificate or a PEM
+//! file changes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use labgate_acme::Manager;
 use labgate_acme::local_ca::{LEAF_LIFETIME, LocalCa};
-use labgate_config::Snapshot;
 use labgate_config::settings::{CertSource, Coverage};
-use labgate_proxy::CertMap;
+use labgate_config::{Publish, Snapshot};
 use labgate_proxy::certs::certified_key;
+use labgate_proxy::{CertMap, CertStore};
 use pingora::tls::sign::CertifiedKey;
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+/// How often certificate files are looked at for changes: nothing tells labgate when an
+/// operator (or certbot) replaces a PEM file, so a change is found by its modification time.
+const FILE_CHECK: Duration = Duration::from_secs(5);
+
+/// The certificates the proxy and DNS over TLS serve, as a subsystem that takes snapshots.
+pub struct Certificates {
+    store: Arc<CertStore>,
+    /// The builder and the snapshot last published to it: one lock, so a rebuild on a file
+    /// change never serves an older snapshot's names after a reload published a newer one.
+    state: Mutex<(CertBuilder, Arc<Snapshot>)>,
+}
+
+impl Certificates {
+    /// Builds the map for the first snapshot (blocking) and serves it through `store`.
+    pub fn new(mut builder: CertBuilder, store: Arc<CertStore>, first: Arc<Snapshot>) -> Self {
+        store.publish(builder.build(&first));
+        Self {
+            store,
+            state: Mutex::new((builder, first)),
+        }
+    }
+
+    /// Where the map is served from (the proxy's and DNS over TLS's resolver).
+    pub fn store(&self) -> &Arc<CertStore> {
+        &self.store
+    }
+
+    /// Serves the certificates `manager` issues, from a rebuild now on (blocking).
+    pub fn with_acme(&self, manager: Arc<Manager>) {
+        if let Ok(mut state) = self.state.lock() {
+            state.0.with_acme(manager);
+            let (builder, snapshot) = &mut *state;
+            self.store.publish(builder.build(snapshot));
+        }
+    }
+
+    /// Builds the map again for the snapshot last published (blocking): an ACME certificate
+    /// was issued or a certificate file may have changed.
+    pub fn rebuild(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            let (builder, snapshot) = &mut *state;
+            self.store.publish(builder.build(snapshot));
+        }
+    }
+}
+
+impl Publish for Certificates {
+    fn name(&self) -> &'static str {
+        "certificates"
+    }
+
+    /// Builds the map for `snapshot` (reads files, signs local-CA leaves) and serves it with
+    /// one swap.
+    fn publish(&self, snapshot: Arc<Snapshot>) {
+        if let Ok(mut state) = self.state.lock() {
+            state.1 = snapshot;
+            let (builder, snapshot) = &mut *state;
+            self.store.publish(builder.build(snapshot));
+        }
+    }
+}
+
+/// Rebuilds the certificates when the ACME manager issues one (`issued` changes) and every
+/// 5 s, for PEM files changed behind labgate's back, until cancelled. A new
+/// snapshot needs no trigger here: the reload task publishes it to [`Certificates`].
+pub async fn follow_issuance(
+    certs: Arc<Certificates>,
+    mut issued: tokio::sync::watch::Receiver<u64>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(FILE_CHECK);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            changed = issued.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+            () = cancel.cancelled() => return,
+        }
+        let certs = Arc::clone(&certs);
+        let _ = tokio::task::spawn_blocking(move || certs.rebuild()).await;
+    }
+}
 
 /// A local-CA leaf is issued again once this much of its life is gone (a month before it
 /// expires), so that a labgate that runs for months never serves an expired one.
@@ -214,6 +302,41 @@ impl CertBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A snapshot whose one service is `host`, served from the local CA.
+    fn routing(host: &str) -> Arc<Snapshot> {
+        Arc::new(labgate_config::testing::snapshot(&format!(
+            "[[network]]\nname = \"lan\"\ncidrs = [\"10.1.0.0/16\"]\naddresses = [\"10.1.0.2\"]\n\n\
+             [[zone]]\nname = \"lab.test\"\n\n\
+             [[service]]\nhost = \"{host}\"\nbackends = [\"http://10.1.0.9:8080\"]\n\
+             allow = [\"lan\"]\n"
+        )))
+    }
+
+    #[test]
+    fn a_rebuild_serves_the_snapshot_published_last() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(CertStore::default());
+        let builder = CertBuilder::new(dir.path().to_owned(), None);
+        let certs = Certificates::new(builder, Arc::clone(&store), routing("a.lab.test"));
+        // (what happens, name the map must cover, name it must not)
+        let steps: [(&dyn Fn(), &str, &str); 3] = [
+            (&|| {}, "a.lab.test", "b.lab.test"),
+            (
+                &|| certs.publish(routing("b.lab.test")),
+                "b.lab.test",
+                "a.lab.test",
+            ),
+            // A file change or an ACME issuance after the reload: still the new names.
+            (&|| certs.rebuild(), "b.lab.test", "a.lab.test"),
+        ];
+        for (i, (step, covered, gone)) in steps.into_iter().enumerate() {
+            step();
+            let map = store.current();
+            assert!(map.covers(covered), "step {i}: {covered} has a certificate");
+            assert!(!map.covers(gone), "step {i}: {gone} has none");
+        }
+    }
 
     #[test]
     fn local_ca_leaves_are_issued_again_a_month_before_they_expire() {

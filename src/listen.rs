@@ -1,12 +1,14 @@
-//! Binding listeners from the configuration's addresses. IPv6 sockets are v6-only so that
-//! `0.0.0.0:53` and `[::]:53` can both be bound, as the defaults do.
+//! Binding listeners from the configuration's addresses, and the descriptor limit they need.
+//! IPv6 sockets are v6-only so that `0.0.0.0:53` and `[::]:53` can both be bound, as the
+//! defaults do.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use labgate_config::settings::Listen;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tracing::{info, warn};
 
 /// Binds `workers` UDP sockets on one address with `SO_REUSEPORT` (the kernel spreads
 /// datagrams over them), blocking, for labgate's UDP worker threads.
@@ -70,35 +72,85 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<Socket> {
     Ok(s)
 }
 
-/// Binds a TCP listener.
+/// Every socket labgate serves on, bound before anything starts (G3): a busy port stops the
+/// start-up with a message before any service runs, and a port 0 is chosen here, once, so
+/// the banner reports the port every service then serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The admin endpoint.
+    pub admin: std::net::TcpListener,
+    /// DNS over UDP: per address, one `SO_REUSEPORT` socket per worker ([`udp_group`]).
+    pub dns_udp: Vec<Vec<std::net::UdpSocket>>,
+    /// DNS over TCP, one per address of `dns_udp` (a port 0 is chosen apart for each).
+    pub dns_tcp: Vec<std::net::TcpListener>,
+    /// DNS over TLS.
+    pub dns_tls: Vec<std::net::TcpListener>,
+    /// The proxy's: HTTPS, HTTP and the tunnel origin.
+    pub proxy: labgate_proxy::Sockets,
+}
+
+impl Listeners {
+    /// Binds the addresses of `listen`, the proxy's first (as pingora did before labgate
+    /// bound them), with `workers` UDP sockets per DNS address.
+    ///
+    /// # Errors
+    /// The first address that cannot be bound; the message names it, the config key and
+    /// what to do.
+    pub fn bind(listen: &Listen, workers: usize) -> anyhow::Result<Self> {
+        let all = |addrs: &[SocketAddr], key: &str| -> anyhow::Result<Vec<std::net::TcpListener>> {
+            addrs.iter().map(|&a| tcp(a, key)).collect()
+        };
+        let proxy = labgate_proxy::Sockets {
+            https: all(&listen.https, "listen.https")?,
+            http: all(&listen.http, "listen.http")?,
+            tunnel: all(&listen.tunnel, "listen.tunnel")?,
+            tunnel_https: all(&listen.tunnel_https, "listen.tunnel_https")?,
+        };
+        let admin = tcp(listen.admin, "listen.admin")?;
+        let mut dns_udp = Vec::new();
+        let mut dns_tcp = Vec::new();
+        for &addr in &listen.dns {
+            dns_udp.push(udp_group(addr, "listen.dns", workers)?);
+            dns_tcp.push(tcp(addr, "listen.dns")?);
+        }
+        Ok(Self {
+            admin,
+            dns_udp,
+            dns_tcp,
+            dns_tls: all(&listen.dns_tls, "listen.dns_tls")?,
+            proxy,
+        })
+    }
+}
+
+/// Binds a TCP listener: listening, non-blocking (as tokio and pingora take it), v6-only for
+/// an IPv6 address.
 ///
 /// # Errors
 /// When the address cannot be bound; the message names it and the config key.
-pub fn tcp(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+pub fn tcp(addr: SocketAddr, key: &str) -> anyhow::Result<std::net::TcpListener> {
     let s =
         socket(addr, Type::STREAM, Protocol::TCP).map_err(|e| bind_error(&e, "tcp", addr, key))?;
     s.listen(1024)
         .with_context(|| format!("cannot listen on tcp {addr}"))?;
-    TcpListener::from_std(s.into()).with_context(|| format!("cannot use tcp {addr}"))
+    Ok(s.into())
 }
 
-/// Checks that a TCP address that pingora will bind (the proxy's listeners) can be bound,
-/// with the options pingora is given (v6-only), so a taken port stops the start at once.
-///
-/// # Errors
-/// When the address cannot be bound; the message names it, the config key and what to do.
-pub fn check_tcp(addr: SocketAddr, key: &str) -> anyhow::Result<()> {
-    socket(addr, Type::STREAM, Protocol::TCP)
-        .map(drop)
-        .map_err(|e| bind_error(&e, "tcp", addr, key))
-}
-
-/// Whether a listening socket holds a TCP address: a bind with the options pingora's
-/// listeners get (`SO_REUSEADDR`, v6-only) then fails with "in use". After [`check_tcp`]
-/// passed, that socket is pingora's. No connection is made: no handshake is counted, and an
-/// IPv6 wildcard needs no IPv6 loopback (IPv6 may be off, as in Docker).
-pub fn held(addr: SocketAddr) -> bool {
-    matches!(socket(addr, Type::STREAM, Protocol::TCP), Err(e) if e.kind() == ErrorKind::AddrInUse)
+/// Raises the soft limit on open files to the hard one, as nginx's `worker_rlimit_nofile`
+/// or Go's runtime do: every connection is a descriptor (two through the proxy), and the
+/// usual soft limit of 1024 would stall labgate at a few hundred clients, with no error a
+/// client could see.
+pub fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!("open-file limit raised from {soft} to {hard}"),
+            Err(e) => warn!("cannot raise the open-file limit from {soft} to {hard}: {e}"),
+        }
+    }
 }
 
 /// A bind failure, with the address, the config key and what to do next.

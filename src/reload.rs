@@ -1,5 +1,6 @@
 //! The reload pipeline (C2): file watcher, SIGHUP and `POST /reload` all feed one channel;
-//! one task debounces, compiles on a blocking thread, and publishes or keeps the old snapshot.
+//! one task debounces, compiles on a blocking thread, and publishes (through
+//! [`Shared::publish`], on a blocking thread) or keeps the old snapshot.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -155,7 +156,7 @@ pub async fn run(
 }
 
 /// One reload: compile off the runtime, compare, publish or keep.
-pub async fn reload_once(source: &ConfigSource, shared: &Shared) -> ReloadReport {
+pub async fn reload_once(source: &ConfigSource, shared: &Arc<Shared>) -> ReloadReport {
     let current = shared.snapshot.load_full();
     let next_generation = current.generation + 1;
     let src = source.clone();
@@ -193,7 +194,14 @@ pub async fn reload_once(source: &ConfigSource, shared: &Shared) -> ReloadReport
             report.diff = Some(diff.to_string());
             report.restart_required = diff.restart_required;
             info!(generation = new.generation, hash = %new.hash.short(), "config reloaded: {diff}");
-            shared.publish(Arc::new(new));
+            // Off the runtime: the subsystems build their state (and the certificates read
+            // files and sign keys) before each swaps it in.
+            let shared = Arc::clone(shared);
+            if let Err(join) =
+                tokio::task::spawn_blocking(move || shared.publish(Arc::new(new))).await
+            {
+                warn!("publishing generation {} failed: {join}", report.generation);
+            }
         }
         Ok(Err(e)) => {
             report.errors = match &e {

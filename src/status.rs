@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use labgate_config::Snapshot;
+use labgate_config::{Publish, Snapshot};
 use serde::Serialize;
 
 /// Result of one reload attempt.
@@ -68,20 +68,30 @@ pub struct Shared {
     pub dns: labgate_dns::Dns,
     /// Blocklist downloads: succeeded, failed.
     pub list_fetches: [AtomicU64; 2],
-    /// The generation last published, for tasks that follow reloads (certificates).
+    /// The generation last published, for the tasks that act on a new snapshot (ACME,
+    /// blocklists, backends, access keys, the watch on blocklist directories).
     pub published: tokio::sync::watch::Sender<u64>,
-    /// The proxy, set once at start-up: told of each new snapshot before it becomes visible
-    /// anywhere else (so it serves it no later than `/config` shows it), and asked for its
-    /// metrics.
-    pub proxy: std::sync::OnceLock<Arc<labgate_proxy::Proxy>>,
+    /// The proxy: its state and its metrics.
+    pub proxy: Arc<labgate_proxy::Proxy>,
+    /// The subsystems each new snapshot is published to, in this order, before it becomes
+    /// visible anywhere else (so they serve it no later than `/config` shows it).
+    subsystems: [Arc<dyn Publish>; 3],
     /// The ACME manager, set once at start-up: its certificates' state and metrics.
     pub acme: std::sync::OnceLock<Arc<labgate_acme::Manager>>,
 }
 
 impl Shared {
-    /// State around the first snapshot; DNS's counting into `dns`.
-    pub fn new(first: Snapshot, dns: Arc<labgate_dns::Metrics>) -> Arc<Self> {
-        let first = Arc::new(first);
+    /// State around the first snapshot (`snapshot` holds it), which `dns`, `proxy` and
+    /// `certs` already serve.
+    /// Each later snapshot is published to the certificates, then the proxy, then DNS: a
+    /// name the new snapshot routes has its certificate before the proxy routes it.
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        dns: labgate_dns::Dns,
+        proxy: Arc<labgate_proxy::Proxy>,
+        certs: Arc<crate::certs::Certificates>,
+    ) -> Arc<Self> {
+        let first = snapshot.load();
         let report = ReloadReport {
             result: ReloadResult::Initial,
             at_unix: unix_now(),
@@ -91,28 +101,33 @@ impl Shared {
             errors: Vec::new(),
             restart_required: false,
         };
+        let subsystems: [Arc<dyn Publish>; 3] =
+            [certs, Arc::clone(&proxy) as _, Arc::new(dns.clone())];
         Arc::new(Self {
             ready: AtomicBool::new(false),
             reloads: Default::default(),
             last_success_unix: AtomicU64::new(report.at_unix),
             last: Mutex::new(report),
             published: tokio::sync::watch::Sender::new(first.generation),
-            proxy: std::sync::OnceLock::new(),
+            proxy,
+            subsystems,
             acme: std::sync::OnceLock::new(),
-            dns: labgate_dns::Dns::new(Arc::clone(&first), dns),
-            snapshot: Arc::new(ArcSwap::new(first)),
+            dns,
+            snapshot,
             list_fetches: Default::default(),
         })
     }
 
-    /// Serves a new snapshot and tells the tasks that follow reloads. Each subsystem builds
-    /// its state for it here, off its data path, then swaps it in.
+    /// Serves a new snapshot: each subsystem builds its state for it and swaps it in, in a
+    /// fixed order; then the snapshot is stored and the tasks that follow reloads are told.
+    /// Blocking (the certificates read files and sign keys): the reload task calls it from a
+    /// blocking thread.
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
         let generation = snapshot.generation;
-        if let Some(proxy) = self.proxy.get() {
-            proxy.publish(Arc::clone(&snapshot));
+        for subsystem in &self.subsystems {
+            tracing::debug!(generation, "publishing to {}", subsystem.name());
+            subsystem.publish(Arc::clone(&snapshot));
         }
-        self.dns.publish(Arc::clone(&snapshot));
         self.snapshot.store(snapshot);
         self.published.send_replace(generation);
     }
@@ -206,9 +221,7 @@ impl Shared {
             crate::certs::LOAD_FAILURES.load(Ordering::Relaxed)
         );
         out.push_str(&self.dns.metrics().render(&snap));
-        if let Some(proxy) = self.proxy.get() {
-            proxy.render_metrics(&mut out);
-        }
+        self.proxy.render_metrics(&mut out);
         if let Some(acme) = self.acme.get() {
             acme.metrics()
                 .render(&acme.status(), SystemTime::now(), &mut out);

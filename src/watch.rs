@@ -1,14 +1,19 @@
-//! Watches the configuration's directory and turns relevant changes into reload triggers.
+//! Watches the configuration's directory, and the directories of the serving snapshot's
+//! blocklist files, and turns relevant changes into reload triggers.
 //!
 //! The directory is watched, not the file: editors replace files by rename and `git pull`
 //! writes many files, and a watch on the old inode would miss both.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use labgate_config::Snapshot;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::reload::Trigger;
+use crate::status::Shared;
 
 /// The configuration's watch; dropping it stops watching.
 pub(crate) struct ConfigWatch {
@@ -125,6 +130,52 @@ fn relevant(root: &Path, path: &Path, only: Option<&std::ffi::OsStr>) -> bool {
     match only {
         Some(name) => rel.as_os_str() == name,
         None => true,
+    }
+}
+
+/// The files of the file blocklists of a configuration.
+fn list_files(s: &Snapshot) -> impl Iterator<Item = &Path> {
+    s.dns.blocklists.iter().filter_map(|l| match &l.source {
+        labgate_config::settings::BlocklistSource::File(p) => Some(p.as_path()),
+        labgate_config::settings::BlocklistSource::Url(_) => None,
+    })
+}
+
+/// The directories of the file blocklists of the running configuration.
+fn blocklist_dirs(shared: &Shared) -> Vec<PathBuf> {
+    list_files(&shared.snapshot.load())
+        .filter_map(|p| p.parent().map(Path::to_owned))
+        .collect()
+}
+
+/// Keeps the watch on the directories of the serving snapshot's blocklist files (a reload
+/// may name lists in a new one) until cancelled, when the watch stops. Subscribed before
+/// its first look, so no reload falls in between.
+pub(crate) fn follow_list_dirs(
+    mut watch: ConfigWatch,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) -> impl Future<Output = ()> {
+    let mut published = shared.published.subscribe();
+    watch.follow(&blocklist_dirs(&shared));
+    async move {
+        loop {
+            tokio::select! {
+                changed = published.changed() => if changed.is_err() { return },
+                () = cancel.cancelled() => return,
+            }
+            watch.follow(&blocklist_dirs(&shared));
+        }
+    }
+}
+
+/// Whether a changed path is a blocklist file of the serving snapshot.
+pub(crate) fn blocklist_file(shared: Arc<Shared>) -> impl Fn(&Path) -> bool + Send + 'static {
+    move |changed| {
+        let Ok(changed) = changed.canonicalize() else {
+            return false;
+        };
+        list_files(&shared.snapshot.load()).any(|p| p.canonicalize().is_ok_and(|p| p == changed))
     }
 }
 

@@ -509,17 +509,19 @@ fn hickory_and_kdig_clients_from_a_vpn_address_get_the_vpn_view() {
 fn a_wildcard_listener_answers_from_the_address_the_client_asked() {
     let cfg = ConfigDir::new();
     cfg.write("labgate.toml", CONFIG);
-    let port = support::free_port();
-    let wildcard = format!("0.0.0.0:{port}");
-    let _lg = Labgate::start(
+    let lg = Labgate::start(
         &[
             "--config",
             cfg.path("labgate.toml").to_str().expect("utf-8"),
             "--dns",
-            &wildcard,
+            "0.0.0.0:0",
         ],
         &cfg.path("state"),
     );
+    let port = (lg.stdout.iter())
+        .find_map(|l| l.strip_prefix("labgate: dns listening on udp 0.0.0.0:"))
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no wildcard udp line in {:#?}", lg.stdout));
     // Asked at 127.0.0.2, the kernel alone would answer from 127.0.0.1, and dig drops that
     // ("reply from unexpected source"). Plain: the fast path; DO set: the general path.
     for server in ["@127.0.0.1", "@127.0.0.2"] {

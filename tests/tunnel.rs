@@ -18,13 +18,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use support::backend::Backend;
 use support::jwks::{JwksServer, Key, hs256_with_public_key, unsigned};
-use support::{ConfigDir, Labgate, free_port};
+use support::{ConfigDir, Labgate};
 
 const TEAM: &str = "homelab";
 const AUD: &str = "4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2";
 
-fn config(tunnel: u16, backend: u16, jwks: &str) -> String {
-    let tunnel_https = tunnel + 1;
+fn config((tunnel, tunnel_https): (u16, u16), backend: u16, jwks: &str) -> String {
     format!(
         r#"
 [listen]
@@ -102,23 +101,25 @@ fn last_xff(backend: &Backend) -> Vec<String> {
         .collect()
 }
 
-fn start(jwks: &str) -> (ConfigDir, Labgate, Backend, u16) {
+/// labgate with both tunnel listeners on a port 0; their ports (plain HTTP, HTTPS) from its
+/// readiness lines.
+fn start(jwks: &str) -> (ConfigDir, Labgate, Backend, (u16, u16)) {
     let backend = Backend::start("app");
-    // The HTTPS tunnel listener takes the next port.
-    let tunnel = loop {
-        let p = free_port();
-        if std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            break p;
-        }
-    };
     let cfg = ConfigDir::new();
-    let lg = cfg.start(&config(tunnel, backend.port, jwks));
+    let lg = cfg.start(&config((0, 0), backend.port, jwks));
+    let port = |scheme: &str| {
+        let prefix = format!("labgate: tunnel listening on {scheme}://127.0.0.1:");
+        (lg.stdout.iter())
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {scheme} tunnel line in {:#?}", lg.stdout))
+    };
+    let tunnel = (port("http"), port("https"));
     (cfg, lg, backend, tunnel)
 }
 
 #[test]
 fn tunnel_requests_are_their_own_network_with_the_reported_client_and_nothing_more() {
-    let (cfg, lg, backend, tunnel) = start("http://127.0.0.1:9/certs");
+    let (cfg, lg, backend, (tunnel, tunnel_https)) = start("http://127.0.0.1:9/certs");
     let cf = [
         ("Cf-Connecting-IP", "203.0.113.9"),
         ("CF-Ray", "8f1e2d3c4b5a6978-AMS"),
@@ -169,7 +170,7 @@ fn tunnel_requests_are_their_own_network_with_the_reported_client_and_nothing_mo
     assert!(seen.header("cf-connecting-ip").is_empty(), "{seen:?}");
     // The HTTPS tunnel listener, over HTTP/2 (labgate's HTTP/2 path): the same rules.
     let reply = https(
-        tunnel + 1,
+        tunnel_https,
         "public.lab.test",
         &["--http2", "-H", "Cf-Connecting-IP: 198.51.100.4"],
     );
@@ -179,7 +180,7 @@ fn tunnel_requests_are_their_own_network_with_the_reported_client_and_nothing_mo
         "{reply:?}"
     );
     assert_eq!(last_xff(&backend), ["198.51.100.4"]);
-    let reply = https(tunnel + 1, "nas.lab.test", &["--http2"]);
+    let reply = https(tunnel_https, "nas.lab.test", &["--http2"]);
     assert_eq!(reply.status, 404, "{reply:?}");
     // The access log names the reported client and the ray.
     lg.wait_log("the tunnel request's access line", |log| {
@@ -209,7 +210,8 @@ fn cloudflare_access_tokens_are_verified_and_the_identity_is_passed_on() {
     let jwks = JwksServer::start(&[&key1]);
     // The keys' host is a name only labgate's own records have, never asked of the system's
     // resolver.
-    let (cfg, lg, backend, tunnel) = start(&jwks.url.replace("127.0.0.1", "keys.lab.test"));
+    let (cfg, lg, backend, (tunnel, tunnel_https)) =
+        start(&jwks.url.replace("127.0.0.1", "keys.lab.test"));
     let iss = format!("https://{TEAM}.cloudflareaccess.com");
     let good = claims(AUD, &iss, now() + 600, now() - 10);
     let ask = |token: &str, extra: &[(&str, &str)]| {
@@ -336,7 +338,7 @@ fn cloudflare_access_tokens_are_verified_and_the_identity_is_passed_on() {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let r = support::https::curl_https(
-            tunnel + 1,
+            tunnel_https,
             "admin.lab.test",
             "/",
             &ca,
@@ -381,7 +383,7 @@ fn tunnel_config_and_explain_follow_the_services() {
     let cfg = ConfigDir::new();
     cfg.write(
         "labgate.toml",
-        &config(8080, 9000, "http://127.0.0.1:9/certs").replace(
+        &config((8080, 8081), 9000, "http://127.0.0.1:9/certs").replace(
             "host = \"public.lab.test\"",
             "host = \"public.lab.test\"\naliases = [\"www.lab.test\"]",
         ),
@@ -407,7 +409,7 @@ fn tunnel_config_and_explain_follow_the_services() {
         "labgate.toml",
         &format!(
             "{}\n[server]\nstate_dir = \"state\"\n",
-            config(8080, 9000, "http://127.0.0.1:9/certs")
+            config((8080, 8081), 9000, "http://127.0.0.1:9/certs")
                 .replace("tunnel = [\"127.0.0.1:8080\"]\n", "")
         ),
     );

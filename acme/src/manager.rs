@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{Account, CertificateIdentifier};
@@ -16,6 +16,7 @@ use labgate_config::settings::{
     AcmeSettings, CertSource, DnsProvider as ProviderConfig, ProviderKind,
 };
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -77,6 +78,8 @@ pub struct Manager {
     account: tokio::sync::Mutex<Option<(AcmeSettings, Account)>>,
     /// Challenge removals of orders dropped midway, which new orders wait for.
     cleanups: Arc<PendingCleanups>,
+    /// The jobs' tasks, one per name set, which [`Manager::shutdown`] cancels and awaits.
+    jobs: Mutex<JoinSet<()>>,
 }
 
 impl Manager {
@@ -90,7 +93,26 @@ impl Manager {
             changed: watch::Sender::new(0),
             account: tokio::sync::Mutex::new(None),
             cleanups: Arc::default(),
+            jobs: Mutex::default(),
         })
+    }
+
+    /// Stops every job (an order midway is dropped, and its challenge values removed) and
+    /// returns once the jobs and those removals have ended. Bound it: a provider's removal
+    /// may wait for its timeout.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the jobs cancelled and the removals running.
+    pub async fn shutdown(&self) {
+        if let Ok(entries) = self.entries.lock() {
+            for e in entries.values() {
+                e.cancel.cancel();
+            }
+        }
+        let mut jobs =
+            std::mem::take(&mut *self.jobs.lock().unwrap_or_else(PoisonError::into_inner));
+        while jobs.join_next().await.is_some() {}
+        self.cleanups.wait().await;
     }
 
     /// Changes whenever a new certificate is ready to serve.
@@ -189,7 +211,10 @@ impl Manager {
                 },
             );
             let manager = Arc::clone(self);
-            tokio::spawn(async move {
+            // A panic elsewhere cannot leave the set half-changed: keep using it.
+            let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            while jobs.try_join_next().is_some() {}
+            jobs.spawn(async move {
                 tokio::select! {
                     () = manager.keep(job) => {}
                     () = cancel.cancelled() => {}

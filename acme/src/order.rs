@@ -124,7 +124,7 @@ impl PendingCleanups {
     }
 
     /// Returns once every removal started so far has ended (or [`CLEANUP_WAIT`] passed).
-    async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         let tasks = match self.0.lock() {
             Ok(mut tasks) => std::mem::take(&mut *tasks),
             Err(_) => return,

@@ -27,6 +27,7 @@ pub mod histogram;
 mod load;
 mod loaded;
 pub mod network;
+mod publish;
 pub mod raw;
 pub mod route;
 pub mod settings;
@@ -40,6 +41,7 @@ pub use compile::compile;
 pub use error::{Diagnostic, Diagnostics, Error, Severity};
 pub use load::{load, parse};
 pub use loaded::{Found, Loaded, NamedFiles};
+pub use publish::Publish;
 pub use snapshot::{CertificatePlan, Snapshot};
 pub use source::{ContentHash, FileId, Location, SourceFile, Sources};
 

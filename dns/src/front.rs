@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use hickory_proto::rr::{Name, RData, RecordType};
-use labgate_config::Snapshot;
 use labgate_config::blocklist::BlockSet;
+use labgate_config::{Publish, Snapshot};
 
 use crate::answer::FetchedLists;
 use crate::cache::Lifetime;
@@ -34,14 +34,6 @@ impl Dns {
             general: Resolver::new(metrics, Arc::default()),
             state: Arc::new(ArcSwap::from_pointee(DnsState::build(snapshot, None))),
         }
-    }
-
-    /// Serves a new snapshot from the next query on: its state is built here, on the caller's
-    /// task (the reload task), then stored with one swap.
-    pub fn publish(&self, snapshot: Arc<Snapshot>) {
-        // A list fetched while the state was built is not lost: the swap is retried over it.
-        self.state
-            .rcu(|previous| DnsState::build(Arc::clone(&snapshot), Some(previous)));
     }
 
     /// Serves the blocklist fetched from `url` from the next query on.
@@ -169,4 +161,18 @@ fn keep_hit(state: &DnsState, src: SocketAddr, query: &[u8], response: &[u8], li
     state
         .hits
         .keep(snapshot.dns.cache_size.get(), &p, response, life);
+}
+
+impl Publish for Dns {
+    fn name(&self) -> &'static str {
+        "dns"
+    }
+
+    /// Serves a new snapshot from the next query on: its state (forwarders, fast table, an
+    /// empty hit table) is built here, on the caller's thread, then stored with one swap.
+    fn publish(&self, snapshot: Arc<Snapshot>) {
+        // A list fetched while the state was built is not lost: the swap is retried over it.
+        self.state
+            .rcu(|previous| DnsState::build(Arc::clone(&snapshot), Some(previous)));
+    }
 }

@@ -536,6 +536,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_new_snapshot_keeps_the_cache_and_the_fetched_lists_and_starts_an_empty_hit_table() {
+        use labgate_config::Publish as _;
         use labgate_config::blocklist::BlockSet;
         use labgate_config::blocklist::BlocklistFormat;
         let handler = sample_handler();

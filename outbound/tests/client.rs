@@ -1,5 +1,9 @@
 //! The client against local servers: connection reuse, Happy Eyeballs past a dead address,
 //! redirects with credentials, the body limit and the time limit.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "real sockets and real time: how long a connection attempt took is wall-clock time"
+)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -190,15 +190,19 @@ impl AccessKeys {
         self.sets.load()
     }
 
-    /// Fetches the keys of every Access application in `s` not fetched yet.
-    pub fn prefetch(self: &Arc<Self>, s: &Snapshot) {
+    /// Fetches the keys of every Access application in `s` not fetched yet, side by side,
+    /// and returns when every fetch has ended (each is bounded by its timeout). The fetches
+    /// are owned here: dropping the future cancels them.
+    pub async fn prefetch(self: &Arc<Self>, s: &Snapshot) {
+        let mut fetches = tokio::task::JoinSet::new();
         for svc in &s.services {
             let Some(app) = &svc.access else { continue };
             if !self.sets.load().0.contains_key(&app.jwks_url) {
                 let (keys, url) = (Arc::clone(self), Arc::clone(&app.jwks_url));
-                tokio::spawn(async move { keys.refresh(&url).await });
+                fetches.spawn(async move { keys.refresh(&url).await });
             }
         }
+        while fetches.join_next().await.is_some() {}
     }
 
     /// Fetches `url`'s keys again unless that happened less than [`REFETCH_EVERY`] ago;

@@ -19,15 +19,19 @@ use crate::head::{HeadError, header_array, parse_response};
 /// How often due checks are looked for.
 const TICK: Duration = Duration::from_millis(250);
 
-/// Runs health checks until `stop` resolves.
+/// Runs health checks until `stop` resolves; the checks in flight then are cancelled.
 pub async fn run(proxy: Arc<Proxy>, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(TICK);
+    // Each check is a task owned here (bounded by its timeout), so one slow backend does not
+    // hold up the others' checks.
+    let mut checks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = &mut stop => return,
         }
+        while checks.try_join_next().is_some() {}
         let state = proxy.state();
         let now = Instant::now();
         let mut due = Vec::new();
@@ -49,7 +53,7 @@ pub async fn run(proxy: Arc<Proxy>, stop: impl Future<Output = ()>) {
         }
         for (b, hc, host) in due {
             let proxy = Arc::clone(&proxy);
-            tokio::spawn(async move {
+            checks.spawn(async move {
                 let ok = check(&proxy, &b, &hc, host.as_deref().unwrap_or("localhost")).await;
                 if b.record_check(ok, &hc) {
                     let state = if b.healthy.load(Ordering::Relaxed) {

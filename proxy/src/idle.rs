@@ -18,6 +18,7 @@ use std::task::{Context, Waker};
 
 use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::backends::POOL_IDLE;
@@ -32,17 +33,27 @@ struct Idle {
     since: Instant,
 }
 
-/// One thread's idle connections, oldest first, and whether its sweep timer runs.
+/// One thread's idle connections, oldest first, and its sweep timer while one runs.
 struct Kept {
     conns: VecDeque<Idle>,
-    sweeping: bool,
+    /// The sweep task, owned here: it ends when no connection is left, and is aborted with
+    /// the thread's connections when the thread ends (pingora's shutdown).
+    sweep: Option<AbortHandle>,
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Some(sweep) = self.sweep.take() {
+            sweep.abort();
+        }
+    }
 }
 
 thread_local! {
     static KEPT: RefCell<Kept> = const {
         RefCell::new(Kept {
             conns: VecDeque::new(),
-            sweeping: false,
+            sweep: None,
         })
     };
 }
@@ -63,11 +74,13 @@ pub(crate) fn put(key: u64, stream: Stream, since: Instant) {
         // Oldest first: a connection idle longer than the newest kept goes before it.
         let at = kept.conns.partition_point(|i| i.since <= since);
         kept.conns.insert(at, Idle { key, stream, since });
-        !std::mem::replace(&mut kept.sweeping, true)
+        kept.sweep.is_none()
     });
     if start_sweeping {
-        // pingora's runtimes are one per thread: the timer runs on this thread.
-        tokio::spawn(sweep());
+        // pingora's runtimes are one per thread: the timer runs on this thread, and cannot
+        // run before its handle is kept (nothing here yields).
+        let sweep = tokio::spawn(sweep()).abort_handle();
+        KEPT.with_borrow_mut(|kept| kept.sweep = Some(sweep));
     }
 }
 
@@ -102,7 +115,9 @@ async fn sweep() {
         let next = KEPT.with_borrow_mut(|kept| {
             expire(&mut kept.conns, Instant::now());
             let next = kept.conns.front().map(|i| i.since + POOL_IDLE);
-            kept.sweeping = next.is_some();
+            if next.is_none() {
+                kept.sweep = None;
+            }
             next
         });
         match next {

@@ -37,12 +37,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use labgate_config::Snapshot;
+use labgate_config::{Publish, Snapshot};
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 
 pub use certs::{CertMap, CertStore, Sni};
 pub use record::Logged;
-pub use service::{Addresses, listeners};
+pub use service::{Bound, Sockets, listeners};
 
 /// Errors of the proxy's control side: a certificate and key that cannot be served, TLS
 /// that cannot be set up. Each names what is wrong; the parser's or rustls' reason is its
@@ -82,6 +82,9 @@ pub enum Error {
         /// What is wrong with it.
         what: String,
     },
+    /// A listening socket handed to the proxy has no local address: bind it first.
+    #[error("a listening socket is not bound")]
+    Socket(#[source] std::io::Error),
 }
 
 /// What one snapshot means to the proxy: the snapshot, its backend pools, and the hosts whose
@@ -171,17 +174,6 @@ impl Proxy {
             access_keys: Arc::new(cf_access::AccessKeys::new(client)),
             open: Default::default(),
         }
-    }
-
-    /// Serves a new snapshot from the next request on; backends that did not change keep
-    /// their state.
-    pub fn publish(&self, snapshot: Arc<Snapshot>) {
-        self.access.set_enabled(snapshot.access_log);
-        if tokio::runtime::Handle::try_current().is_ok() {
-            self.access_keys.prefetch(&snapshot);
-        }
-        let state = ProxyState::new(snapshot, &self.state.load().pools);
-        self.state.store(Arc::new(state));
     }
 
     /// The state now served.
@@ -288,5 +280,21 @@ impl ConnInfo {
             cert: self.cert.as_ref(),
             certs: self.certs.as_deref()?,
         })
+    }
+}
+
+impl Publish for Proxy {
+    fn name(&self) -> &'static str {
+        "proxy"
+    }
+
+    /// Serves a new snapshot from the next request on: its state is built here (backends
+    /// that did not change keep their pools and health), then stored with one swap. Access
+    /// keys the snapshot names are fetched by [`cf_access::AccessKeys::prefetch`], a task of
+    /// the caller's.
+    fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.access.set_enabled(snapshot.access_log);
+        let state = ProxyState::new(snapshot, &self.state.load().pools);
+        self.state.store(Arc::new(state));
     }
 }

@@ -3,6 +3,7 @@
 //! origin (plain HTTP or HTTPS), whose requests all belong to the network `tunnel`.
 
 use std::net::SocketAddr;
+use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,7 +12,7 @@ use pingora::listeners::{ConnectionFilter, L4BufferSettings, ListenerConfig, Tcp
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{ALPN, Stream};
-use pingora::server::ShutdownWatch;
+use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::listening::Service;
 
 use crate::decide::Via;
@@ -69,20 +70,20 @@ impl Listener {
         }
     }
 
-    fn addresses(self, at: Addresses<'_>) -> &[SocketAddr] {
-        match self {
-            Self::Https => at.https,
-            Self::Http => at.http,
-            Self::Tunnel => at.tunnel,
-            Self::TunnelHttps => at.tunnel_https,
-        }
+    fn sockets(self, at: &mut Sockets) -> Vec<std::net::TcpListener> {
+        std::mem::take(match self {
+            Self::Https => &mut at.https,
+            Self::Http => &mut at.http,
+            Self::Tunnel => &mut at.tunnel,
+            Self::TunnelHttps => &mut at.tunnel_https,
+        })
     }
 }
 
 /// The app behind the listeners: TLS (bounded, see [`crate::handshake`]), then h2 to
 /// pingora's sessions and HTTP/1.1 to the fast path.
 #[derive(Debug)]
-pub struct Entry {
+pub(crate) struct Entry {
     proxy: Arc<Proxy>,
     general: Arc<General>,
     listener: Listener,
@@ -190,34 +191,36 @@ impl Entry {
     }
 }
 
-/// Where the listeners bind.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Addresses<'a> {
+/// The listeners' sockets, bound and listening before the proxy starts (G3): a test binds
+/// port 0 and reads the port from the socket, and a busy port stops the start-up before
+/// pingora runs.
+#[derive(Debug, Default)]
+pub struct Sockets {
     /// HTTPS.
-    pub https: &'a [SocketAddr],
+    pub https: Vec<std::net::TcpListener>,
     /// Plain HTTP.
-    pub http: &'a [SocketAddr],
+    pub http: Vec<std::net::TcpListener>,
     /// The tunnel origin over plain HTTP.
-    pub tunnel: &'a [SocketAddr],
+    pub tunnel: Vec<std::net::TcpListener>,
     /// The tunnel origin over HTTPS.
-    pub tunnel_https: &'a [SocketAddr],
+    pub tunnel_https: Vec<std::net::TcpListener>,
 }
 
 /// The listening services: HTTPS (TLS 1.2 and 1.3, ALPN h2 and http/1.1, certificates from
 /// the store), plain HTTP (services with `plain_http`; the rest are redirected to HTTPS), and
-/// the tunnel origin over either.
+/// the tunnel origin over either, each on its sockets (non-blocking, as tokio needs them).
 ///
 /// # Errors
-/// When pingora cannot build the TLS settings.
+/// When pingora cannot build the TLS settings, or a socket has no local address.
 pub fn listeners(
     proxy: &Arc<Proxy>,
-    at: Addresses<'_>,
+    mut at: Sockets,
     threads: usize,
-) -> Result<Vec<Service<Entry>>, crate::Error> {
+) -> Result<Vec<Bound>, crate::Error> {
     let mut services = Vec::new();
     for listener in Listener::ALL {
-        let addrs = listener.addresses(at);
-        if addrs.is_empty() {
+        let sockets = listener.sockets(&mut at);
+        if sockets.is_empty() {
             continue;
         }
         let tls = if listener.tls() {
@@ -237,13 +240,12 @@ pub fn listeners(
         let mut service = Service::new(listener.service_name().to_owned(), app);
         service.threads = Some(threads);
         service.set_connection_filter(Arc::new(AcceptAfterWaitingWork));
-        for addr in addrs {
-            // v6-only, as labgate's own sockets: the defaults bind `0.0.0.0:443` and
-            // `[::]:443`, which collide on a dual-stack socket.
-            let mut options = TcpSocketOptions::default();
-            if addr.is_ipv6() {
-                options.ipv6_only = Some(true);
-            }
+        let mut held = Vec::with_capacity(sockets.len());
+        for socket in sockets {
+            let addr = socket
+                .local_addr()
+                .map_err(crate::Error::Socket)?
+                .to_string();
             // PERF: no buffers in front of the socket. pingora's default read buffer is 64 KiB,
             // zeroed for every connection, and every read was copied out of it again: the
             // fast path and rustls read into buffers of their own (measured: 4 % of the CPU of
@@ -251,16 +253,74 @@ pub fn listeners(
             // buffer (1460 bytes) only copied what the fast path and rustls already write
             // whole: 1.3 KiB less per idle connection, CPU per request unchanged.
             // No TLS settings either: `Entry` drives the handshake, bounded (pingora's
-            // listener gives one 60 s).
+            // listener gives one 60 s). No socket options: the socket is bound already
+            // (v6-only for IPv6, as labgate's own sockets, so the defaults' `0.0.0.0:443` and
+            // `[::]:443` do not collide).
             service.add_listener(
-                ListenerConfig::tcp(addr.to_string())
-                    .tcp_socket_options(options)
+                ListenerConfig::tcp(addr.clone())
+                    .tcp_socket_options(TcpSocketOptions::default())
                     .l4_buffer(L4BufferSettings::unbuffered()),
             );
+            held.push((addr, socket));
         }
-        services.push(service);
+        services.push(Bound {
+            service,
+            sockets: held,
+        });
     }
     Ok(services)
+}
+
+/// A listening service and the sockets it serves, bound before pingora runs. pingora takes a
+/// listener's socket from its table of inherited sockets (the one a graceful upgrade fills)
+/// when the table holds one for the listener's address, and binds one itself only when not:
+/// the sockets go into that table, under the addresses they hold, as the service starts.
+pub struct Bound {
+    service: Service<Entry>,
+    sockets: Vec<(String, std::net::TcpListener)>,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("sockets", &self.sockets)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl pingora::services::Service for Bound {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+    ) {
+        if let Some(fds) = &fds {
+            let mut table = fds.lock();
+            for (addr, socket) in self.sockets.drain(..) {
+                // A socket handed over by a graceful upgrade keeps the address.
+                if table.get(&addr).is_none() {
+                    table.add(addr, socket.into_raw_fd());
+                }
+            }
+        }
+        self.service
+            .start_service(fds, shutdown, listeners_per_fd)
+            .await;
+    }
+
+    fn name(&self) -> &str {
+        pingora::services::Service::name(&self.service)
+    }
+
+    fn threads(&self) -> Option<usize> {
+        pingora::services::Service::threads(&self.service)
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        pingora::services::Service::listen_addresses(&self.service)
+    }
 }
 
 /// Lets the accept loop take its next connection only after the work already waiting on its

@@ -37,9 +37,9 @@ pub(crate) struct Labgate {
     pub(crate) admin: SocketAddr,
     /// Everything it printed on stdout so far (start-up lines).
     pub(crate) stdout: Vec<String>,
-    /// The HTTPS listener's port.
+    /// The (first) HTTPS listener's port, from its readiness line.
     pub(crate) https: u16,
-    /// The plain HTTP listener's port.
+    /// The (first) plain HTTP listener's port, from its readiness line.
     pub(crate) http: u16,
     /// Its stderr, a file in the state directory.
     log: PathBuf,
@@ -51,41 +51,30 @@ impl Labgate {
         Self::start_under(&[], args, state_dir)
     }
 
-    /// [`Labgate::start`] under a wrapper command, e.g. `prlimit --nofile=256:4096`.
+    /// [`Labgate::start`] under a wrapper command, e.g. `prlimit --nofile=256:4096`. Every
+    /// listener is on a port 0 of loopback: labgate binds them all before it starts serving
+    /// and prints the ports it got.
     pub(crate) fn start_under(wrapper: &[&str], args: &[&str], state_dir: &Path) -> Self {
-        // pingora binds the HTTP listeners itself and cannot report a port 0 choice.
-        let (https, http) = (free_port(), free_port());
-        let (https_arg, http_arg) = (format!("127.0.0.1:{https}"), format!("127.0.0.1:{http}"));
         let listeners = [
             "--admin",
             "127.0.0.1:0",
             "--dns",
             "127.0.0.1:0",
             "--https",
-            &https_arg,
+            "127.0.0.1:0",
             "--http",
-            &http_arg,
+            "127.0.0.1:0",
         ];
-        Self::launch(
-            wrapper,
-            &[args, &listeners].concat(),
-            state_dir,
-            (https, http),
-        )
+        Self::launch(wrapper, &[args, &listeners].concat(), state_dir)
     }
 
     /// labgate under `wrapper` on the listeners its configuration names, nothing overridden
-    /// but the state directory; `https` and `http` are 0.
+    /// but the state directory; `https` and `http` are its first of each (0 without one).
     pub(crate) fn start_as_configured(wrapper: &[&str], args: &[&str], state_dir: &Path) -> Self {
-        Self::launch(wrapper, args, state_dir, (0, 0))
+        Self::launch(wrapper, args, state_dir)
     }
 
-    fn launch(
-        wrapper: &[&str],
-        args: &[&str],
-        state_dir: &Path,
-        (https, http): (u16, u16),
-    ) -> Self {
+    fn launch(wrapper: &[&str], args: &[&str], state_dir: &Path) -> Self {
         std::fs::create_dir_all(state_dir).expect("state dir");
         let log = state_dir.join("labgate.stderr");
         let mut command = match wrapper.split_first() {
@@ -118,6 +107,7 @@ impl Labgate {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut lines = Vec::new();
         let mut admin = None;
+        let (mut https, mut http) = (None, None);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx
@@ -125,6 +115,13 @@ impl Labgate {
                 .unwrap_or_else(|_| panic!("labgate did not become ready; stdout: {lines:#?}"));
             if let Some(a) = line.strip_prefix("labgate: admin listening on http://") {
                 admin = Some(a.parse().expect("admin address"));
+            }
+            let port = |a: &str| a.parse::<SocketAddr>().expect("listener address").port();
+            if let Some(a) = line.strip_prefix("labgate: https listening on ") {
+                https.get_or_insert_with(|| port(a));
+            }
+            if let Some(a) = line.strip_prefix("labgate: http listening on ") {
+                http.get_or_insert_with(|| port(a));
             }
             let ready = line.starts_with("labgate: ready");
             lines.push(line);
@@ -138,8 +135,8 @@ impl Labgate {
             child,
             admin: admin.expect("admin line before ready line"),
             stdout: lines,
-            https,
-            http,
+            https: https.unwrap_or(0),
+            http: http.unwrap_or(0),
             log,
         }
     }
