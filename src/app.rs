@@ -405,15 +405,16 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     info!("shutting down");
     shared.ready.store(false, Ordering::Release);
     cancel.cancel();
-    dns.shutdown().await;
-    if tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while tasks.join_next().await.is_some() {}
-        // Orders midway are dropped and their challenge values removed.
-        manager.shutdown().await;
-    })
-    .await
-    .is_err()
-    {
+    // All at once: pingora drops this runtime's tasks once its grace period (1 s) is over,
+    // so the ACME orders' challenge removals must not wait behind the DNS drain (up to 4 s
+    // for an open DNS-over-TCP client). Orders midway are dropped and their challenge values
+    // removed.
+    let stopped = async {
+        tokio::join!(dns.shutdown(), manager.shutdown(), async {
+            while tasks.join_next().await.is_some() {}
+        });
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, stopped).await.is_err() {
         warn!("tasks did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
     }
     Ok(())

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use labgate_acme::Manager;
@@ -52,20 +52,18 @@ impl Certificates {
 
     /// Serves the certificates `manager` issues, from a rebuild now on (blocking).
     pub fn with_acme(&self, manager: Arc<Manager>) {
-        if let Ok(mut state) = self.state.lock() {
-            state.0.with_acme(manager);
-            let (builder, snapshot) = &mut *state;
-            self.store.publish(builder.build(snapshot));
-        }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0.with_acme(manager);
+        let (builder, snapshot) = &mut *state;
+        self.store.publish(builder.build(snapshot));
     }
 
     /// Builds the map again for the snapshot last published (blocking): an ACME certificate
     /// was issued or a certificate file may have changed.
     pub fn rebuild(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            let (builder, snapshot) = &mut *state;
-            self.store.publish(builder.build(snapshot));
-        }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (builder, snapshot) = &mut *state;
+        self.store.publish(builder.build(snapshot));
     }
 }
 
@@ -77,11 +75,10 @@ impl Publish for Certificates {
     /// Builds the map for `snapshot` (reads files, signs local-CA leaves) and serves it with
     /// one swap.
     fn publish(&self, snapshot: Arc<Snapshot>) {
-        if let Ok(mut state) = self.state.lock() {
-            state.1 = snapshot;
-            let (builder, snapshot) = &mut *state;
-            self.store.publish(builder.build(snapshot));
-        }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.1 = snapshot;
+        let (builder, snapshot) = &mut *state;
+        self.store.publish(builder.build(snapshot));
     }
 }
 

@@ -200,7 +200,13 @@ pub async fn reload_once(source: &ConfigSource, shared: &Arc<Shared>) -> ReloadR
             if let Err(join) =
                 tokio::task::spawn_blocking(move || shared.publish(Arc::new(new))).await
             {
+                // A subsystem's build panicked: the snapshot was not stored, the old one
+                // keeps serving where it was not replaced yet.
                 warn!("publishing generation {} failed: {join}", report.generation);
+                report.result = ReloadResult::Failure;
+                report.errors = vec![format!("publishing it failed: {join}")];
+                report.generation = current.generation;
+                report.hash = current.hash.to_string();
             }
         }
         Ok(Err(e)) => {

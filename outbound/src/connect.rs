@@ -15,6 +15,11 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::error::Error;
+
+/// What a TLS handshake may take once TCP connected. The caller's time limit covers it too,
+/// except when hyper's pool hands the request another connection and lets this connect
+/// finish in the background: then this bound is the only one.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::eyeballs;
 use crate::names::Resolve;
 
@@ -103,9 +108,15 @@ async fn open(
         url: bare.to_owned(),
         what: "not a host name a certificate can name",
     })?;
-    let tls = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, TokioIo::new(tcp))
+    let handshake = tokio_rustls::TlsConnector::from(tls).connect(name, TokioIo::new(tcp));
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the TLS handshake did not finish within 10 s",
+            ))
+        })
         .map_err(|e| Error::Tls {
             host: bare.to_owned(),
             source: Arc::new(e),

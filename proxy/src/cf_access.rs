@@ -223,9 +223,13 @@ impl AccessKeys {
         match self.fetch(url).await {
             Ok(keys) => {
                 tracing::info!("Cloudflare Access keys from {url}: {} key(s)", keys.len());
-                let mut sets = self.sets.load().0.clone();
-                sets.insert(Arc::clone(url), Arc::new(keys));
-                self.sets.store(Arc::new(KeySets(sets)));
+                // Read, copy and swap as one step: two teams' keys fetched at once both stay.
+                let keys = Arc::new(keys);
+                self.sets.rcu(|current| {
+                    let mut sets = current.0.clone();
+                    sets.insert(Arc::clone(url), Arc::clone(&keys));
+                    KeySets(sets)
+                });
                 true
             }
             Err(e) => {
