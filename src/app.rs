@@ -94,10 +94,16 @@ impl App {
         let bound = Bound::of(&admin, &dns_udp, &dns_tcp, &dns_tls, &sockets)?;
         let snapshots = Arc::new(ArcSwap::new(Arc::new(snapshot)));
         let first = snapshots.load_full();
+        let udp_workers = dns_udp.iter().map(Vec::len).sum();
+        let querylog = Arc::new(
+            labgate_querylog::QueryLog::start(Arc::clone(&first), udp_workers)
+                .context("cannot start the query log's writer")?,
+        );
         let handler = labgate_dns::Dns::new(
             Arc::clone(&first),
             Arc::new(labgate_dns::Metrics::default()),
-        );
+        )
+        .logging(querylog.sink());
         let names = Arc::new(crate::outbound::names(
             Arc::clone(&snapshots),
             handler.clone(),
@@ -122,7 +128,7 @@ impl App {
             snapshots,
             handler.clone(),
             Arc::clone(&proxy),
-            Arc::clone(&certs),
+            (Arc::clone(&certs), querylog),
         );
         let threads = workers();
         let conf = ServerConf {
@@ -410,9 +416,16 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     // for an open DNS-over-TCP client). Orders midway are dropped and their challenge values
     // removed.
     let stopped = async {
-        tokio::join!(dns.shutdown(), manager.shutdown(), async {
-            while tasks.join_next().await.is_some() {}
-        });
+        tokio::join!(
+            async {
+                dns.shutdown().await;
+                // The answers are out: what the log still holds is written.
+                let log = Arc::clone(&shared.querylog);
+                let _ = tokio::task::spawn_blocking(move || log.stop()).await;
+            },
+            manager.shutdown(),
+            async { while tasks.join_next().await.is_some() {} }
+        );
     };
     if tokio::time::timeout(SHUTDOWN_GRACE, stopped).await.is_err() {
         warn!("tasks did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");

@@ -224,8 +224,9 @@ fn dns(s: &Snapshot, client: IpAddr, network: Option<&Network>, host: &str) -> D
             .answers
             .iter()
             .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data));
-        if answer.blocked {
-            return blocked(network, host, answer.rcode, shown.collect());
+        if let Some(list) = answer.blocked {
+            let list = &s.dns.blocklists[list].name;
+            return blocked(network, (host, list), answer.rcode, shown.collect());
         }
         records.extend(shown);
         if let Some(soa) = answer.soa.first() {
@@ -312,7 +313,7 @@ fn refused(network: Option<&Network>, host: &str) -> Decision {
 /// A name a blocklist of the client's network holds.
 fn blocked(
     network: Option<&Network>,
-    host: &str,
+    (host, list): (&str, &str),
     rcode: ResponseCode,
     records: Vec<String>,
 ) -> Decision {
@@ -325,7 +326,7 @@ fn blocked(
     decision(
         "blocked",
         records,
-        format!("`{host}` is on a blocklist{network}: {answer}"),
+        format!("`{host}` is on blocklist `{list}`{network}: {answer}"),
     )
 }
 

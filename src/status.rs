@@ -73,9 +73,11 @@ pub struct Shared {
     pub published: tokio::sync::watch::Sender<u64>,
     /// The proxy: its state and its metrics.
     pub proxy: Arc<labgate_proxy::Proxy>,
+    /// The DNS query log.
+    pub querylog: Arc<labgate_querylog::QueryLog>,
     /// The subsystems each new snapshot is published to, in this order, before it becomes
     /// visible anywhere else (so they serve it no later than `/config` shows it).
-    subsystems: [Arc<dyn Publish>; 3],
+    subsystems: [Arc<dyn Publish>; 4],
     /// The ACME manager, set once at start-up: its certificates' state and metrics.
     pub acme: std::sync::OnceLock<Arc<labgate_acme::Manager>>,
 }
@@ -83,13 +85,18 @@ pub struct Shared {
 impl Shared {
     /// State around the first snapshot (`snapshot` holds it), which `dns`, `proxy` and
     /// `certs` already serve.
-    /// Each later snapshot is published to the certificates, then the proxy, then DNS: a
-    /// name the new snapshot routes has its certificate before the proxy routes it.
+    /// Each later snapshot is published to the certificates, the proxy, the query log, then
+    /// DNS: a name the new snapshot routes has its certificate before the proxy routes it, and
+    /// the log knows a snapshot (to name the networks of its records) before DNS answers
+    /// with it.
     pub fn new(
         snapshot: Arc<ArcSwap<Snapshot>>,
         dns: labgate_dns::Dns,
         proxy: Arc<labgate_proxy::Proxy>,
-        certs: Arc<crate::certs::Certificates>,
+        (certs, querylog): (
+            Arc<crate::certs::Certificates>,
+            Arc<labgate_querylog::QueryLog>,
+        ),
     ) -> Arc<Self> {
         let first = snapshot.load();
         let report = ReloadReport {
@@ -101,8 +108,12 @@ impl Shared {
             errors: Vec::new(),
             restart_required: false,
         };
-        let subsystems: [Arc<dyn Publish>; 3] =
-            [certs, Arc::clone(&proxy) as _, Arc::new(dns.clone())];
+        let subsystems: [Arc<dyn Publish>; 4] = [
+            certs,
+            Arc::clone(&proxy) as _,
+            Arc::clone(&querylog) as _,
+            Arc::new(dns.clone()),
+        ];
         Arc::new(Self {
             ready: AtomicBool::new(false),
             reloads: Default::default(),
@@ -112,6 +123,7 @@ impl Shared {
             proxy,
             subsystems,
             acme: std::sync::OnceLock::new(),
+            querylog,
             dns,
             snapshot,
             list_fetches: Default::default(),
@@ -221,6 +233,7 @@ impl Shared {
             crate::certs::LOAD_FAILURES.load(Ordering::Relaxed)
         );
         out.push_str(&self.dns.metrics().render(&snap));
+        self.querylog.render_metrics(&mut out);
         self.proxy.render_metrics(&mut out);
         if let Some(acme) = self.acme.get() {
             acme.metrics()

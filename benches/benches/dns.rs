@@ -8,6 +8,7 @@
 
 use std::hint::black_box;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RecordType};
@@ -96,15 +97,37 @@ fn handler_bench(c: &mut Criterion) {
         // The general path has answered (and, for the cache hit, kept its response).
         let mut out = [0u8; 1232];
         assert!(
-            handler.fast_answer(src.ip(), &query, &mut out).is_some(),
+            handler
+                .fast_answer_now(src.ip(), &query, &mut out)
+                .is_some(),
             "the bench query must take the fast path"
         );
         let fast = allocations_per_call(|| {
-            black_box(handler.fast_answer(src.ip(), &query, &mut out));
+            black_box(handler.fast_answer_now(src.ip(), &query, &mut out));
         });
         println!("dns fast path, {label}: {fast} allocations per query");
         c.bench_function(&format!("dns_fast_path/{label}_bytes_in_bytes_out"), |b| {
-            b.iter(|| handler.fast_answer(src.ip(), black_box(&query), &mut out))
+            b.iter(|| handler.fast_answer_now(src.ip(), black_box(&query), &mut out))
+        });
+        // The same with the query log on: the record is made and queued (and taken off the
+        // queue again, as the writer would, so the queue never fills).
+        let sink = Arc::new(labgate_querylog::Sink::new(1));
+        let logged = handler.clone().logging(Arc::clone(&sink));
+        let mut taken = Vec::with_capacity(16);
+        let mut answer_and_take = |out: &mut [u8]| {
+            let n = logged.fast_answer_now(src.ip(), black_box(&query), out);
+            sink.drain(&mut taken);
+            taken.clear();
+            n
+        };
+        assert!(answer_and_take(&mut out).is_some());
+        let fast = allocations_per_call(|| {
+            black_box(answer_and_take(&mut out));
+        });
+        println!("dns fast path with the query log, {label}: {fast} allocations per query");
+        assert_eq!(sink.dropped(), 0);
+        c.bench_function(&format!("dns_fast_path/{label}_logged"), |b| {
+            b.iter(|| answer_and_take(&mut out))
         });
     }
 }

@@ -2,6 +2,7 @@
 
 mod dns;
 mod networks;
+mod query_log;
 mod services;
 mod tls;
 mod values;
@@ -54,6 +55,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
     let access_log = single(&mut cx, files, "server", |f| f.server.as_ref())
         .and_then(|(_, s)| s.access_log)
         .unwrap_or(true);
+    let query_log = query_log::compile(&mut cx, files);
     let views = views.finish(&zones);
     dns::delegate(&mut cx, files, &mut zones, &views);
 
@@ -103,6 +105,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         certificates: certs.certificates,
         acme: certs.acme,
         providers: certs.providers,
+        query_log,
         warnings: diags.0,
     })
 }

@@ -78,6 +78,8 @@ pub struct Network {
     pub recursion: bool,
     /// Indexes into the snapshot's blocklists.
     pub blocklists: Vec<usize>,
+    /// What the query log keeps of this network's queries.
+    pub query_log: crate::settings::LogLevel,
 }
 
 /// Why an address belongs to a network: the prefix that matched.

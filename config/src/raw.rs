@@ -46,6 +46,32 @@ pub struct RawFile {
     /// DNS providers that publish ACME DNS-01 challenges.
     #[serde(default)]
     pub dns_provider: Vec<RawDnsProvider>,
+    /// The DNS query log: on or off, retention, clients never logged.
+    pub query_log: Option<Spanned<RawQueryLog>>,
+}
+
+/// `[query_log]`: every DNS query (time, client, network, name, type, transport, rcode, where
+/// the answer came from, answer summary, latency, flags) in an SQLite database,
+/// `<state_dir>/querylog.sqlite`, readable with the `sqlite3` tool (schema in
+/// `deploy/CONFIG.md`). Capture never delays an answer: when the writer falls behind, records
+/// are dropped and counted (`labgate_querylog_dropped_total`). Applied on reload. Each
+/// network's `query_log` says how much of its clients' queries is kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueryLog {
+    /// Log queries at all. Default true; false stops capture (the database stays).
+    pub enabled: Option<bool>,
+    /// Queries older than this are deleted, a block of rows at a time (a block holds at most
+    /// an hour). Default `7d`.
+    pub max_age: Option<Spanned<String>>,
+    /// Largest size of the database; beyond it the oldest blocks of rows are deleted. Bytes
+    /// with an optional `K`, `M` or `G` suffix; at least `16M`. Default `1G` (about 9 million
+    /// queries).
+    pub max_size: Option<Spanned<String>>,
+    /// Client addresses or ranges whose queries are never logged (`10.0.20.7`,
+    /// `fd00:20::/64`), whatever their network's `query_log`.
+    #[serde(default)]
+    pub exclude_clients: Vec<Spanned<String>>,
 }
 
 /// `[server]`: process settings. Restart-only.
@@ -210,6 +236,9 @@ pub struct RawNetwork {
     /// Names of `[[blocklist]]`s applied to this network's queries.
     #[serde(default)]
     pub blocklists: Vec<Spanned<String>>,
+    /// What the query log keeps of this network's queries: `full`, `anonymous` (everything
+    /// but the client's address: a guest network's privacy), or `off`. Default `full`.
+    pub query_log: Option<Spanned<String>>,
     /// Free text for people.
     pub description: Option<String>,
 }

@@ -332,3 +332,55 @@ pub enum ProviderKind {
     /// labgate's own DNS serves the challenge.
     Builtin,
 }
+
+/// How much of a network's queries the query log keeps (`[[network]] query_log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogLevel {
+    /// Every field, the client's address included.
+    #[default]
+    Full,
+    /// Every field but the client's address.
+    Anonymous,
+    /// Nothing.
+    Off,
+}
+
+/// The query log's settings (`[query_log]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryLogSettings {
+    /// Whether queries are logged at all.
+    pub enabled: bool,
+    /// Rows older than this are deleted.
+    pub max_age: Duration,
+    /// Largest size of the database, in bytes.
+    pub max_size: u64,
+    /// Clients never logged.
+    pub exclude_clients: Vec<ipnet::IpNet>,
+}
+
+impl Default for QueryLogSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_size: 1 << 30,
+            exclude_clients: Vec::new(),
+        }
+    }
+}
+
+impl QueryLogSettings {
+    /// What the log keeps of one query from `client`, in a network whose level is `level`
+    /// (`None`: the client is in no network, whose refused queries are kept in full: they
+    /// are what an operator looks for). Pure; the capture's one decision.
+    pub fn level(&self, level: Option<LogLevel>, client: std::net::IpAddr) -> LogLevel {
+        if !self.enabled {
+            return LogLevel::Off;
+        }
+        let client = crate::network::canonical(client);
+        if self.exclude_clients.iter().any(|n| n.contains(&client)) {
+            return LogLevel::Off;
+        }
+        level.unwrap_or_default()
+    }
+}

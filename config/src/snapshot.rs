@@ -51,6 +51,9 @@ pub struct Snapshot {
     /// DNS providers for ACME challenges.
     pub providers: Vec<DnsProvider>,
     /// Warnings found while compiling.
+    /// The query log's settings.
+    pub query_log: crate::settings::QueryLogSettings,
+    /// Warnings found while compiling.
     pub warnings: Vec<Diagnostic>,
 }
 

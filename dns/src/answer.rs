@@ -30,8 +30,8 @@ pub struct Answer {
     pub answers: Vec<Record>,
     /// Authority section: the zone's SOA on negative answers, with the negative TTL.
     pub soa: Vec<Record>,
-    /// Whether a blocklist decided it.
-    pub blocked: bool,
+    /// The blocklist that decided it: its index in the snapshot's blocklists.
+    pub blocked: Option<usize>,
 }
 
 impl Answer {
@@ -42,7 +42,7 @@ impl Answer {
             recursion_available: false,
             answers: Vec::new(),
             soa: Vec::new(),
-            blocked: false,
+            blocked: None,
         }
     }
 
@@ -62,7 +62,7 @@ impl Answer {
             recursion_available: true,
             answers,
             soa,
-            blocked: false,
+            blocked: None,
         }
     }
 }
@@ -125,7 +125,7 @@ pub fn decide(
         recursion_available: ra,
         answers: Vec::new(),
         soa: vec![soa],
-        blocked: false,
+        blocked: None,
     };
     let zone_soa = |zone: labgate_config::view::ZoneId| {
         s.view(network.id).negative_soa(&s.zones[zone.index()])
@@ -160,7 +160,7 @@ pub fn decide(
                         recursion_available: ra,
                         answers: derived,
                         soa: Vec::new(),
-                        blocked: false,
+                        blocked: None,
                     }
                 }
             }
@@ -168,19 +168,16 @@ pub fn decide(
             None => {
                 let text = name.to_string();
                 let text = text.trim_end_matches('.');
-                let list = network
-                    .blocklists
-                    .iter()
-                    .map(|&i| &s.dns.blocklists[i])
-                    .find(|l| {
-                        let names = match &l.source {
-                            BlocklistSource::File(_) => Some(&l.names),
-                            BlocklistSource::Url(url) => lists.get(url.as_str()),
-                        };
-                        names.is_some_and(|n| l.blocks(n, text))
-                    });
+                let list = network.blocklists.iter().copied().find(|&i| {
+                    let l = &s.dns.blocklists[i];
+                    let names = match &l.source {
+                        BlocklistSource::File(_) => Some(&l.names),
+                        BlocklistSource::Url(url) => lists.get(url.as_str()),
+                    };
+                    names.is_some_and(|n| l.blocks(n, text))
+                });
                 match list {
-                    Some(l) => blocked(l.action, name, qtype),
+                    Some(i) => blocked(i, s.dns.blocklists[i].action, name, qtype),
                     None => return Decision::Forward,
                 }
             }
@@ -196,7 +193,7 @@ pub fn decide(
                         recursion_available: ra,
                         answers: records,
                         soa: Vec::new(),
-                        blocked: false,
+                        blocked: None,
                     },
                     target: LowerName::new(target),
                     rtype,
@@ -213,7 +210,7 @@ pub fn decide(
                 recursion_available: ra,
                 answers: records,
                 soa,
-                blocked: false,
+                blocked: None,
             }
         }
     })
@@ -222,9 +219,9 @@ pub fn decide(
 /// TTL of answers made for blocked names.
 pub const BLOCKED_TTL: u32 = 60;
 
-/// The answer for a blocked name: NXDOMAIN, or the null address for A/AAAA and NODATA for
-/// other types (never an A record for an MX question).
-fn blocked(action: BlockAction, name: &LowerName, qtype: RecordType) -> Answer {
+/// The answer for a name blocked by list `list`: NXDOMAIN, or the null address for A/AAAA
+/// and NODATA for other types (never an A record for an MX question).
+fn blocked(list: usize, action: BlockAction, name: &LowerName, qtype: RecordType) -> Answer {
     let null = |data| vec![Record::from_rdata(Name::from(name), BLOCKED_TTL, data)];
     let (rcode, answers) = match (action, qtype) {
         (BlockAction::NxDomain, _) => (ResponseCode::NXDomain, Vec::new()),
@@ -238,7 +235,7 @@ fn blocked(action: BlockAction, name: &LowerName, qtype: RecordType) -> Answer {
         (BlockAction::NullAddress, _) => (ResponseCode::NoError, Vec::new()),
     };
     Answer {
-        blocked: true,
+        blocked: Some(list),
         ..Answer::recursive(rcode, answers, Vec::new())
     }
 }

@@ -70,7 +70,7 @@ impl Challenges {
                 })
                 .collect(),
             soa: Vec::new(),
-            blocked: false,
+            blocked: None,
         })
     }
 }

@@ -14,7 +14,9 @@ use hickory_proto::serialize::binary::BinEncodable;
 use labgate_config::Snapshot;
 use labgate_config::view::{ChainEnd, Lookup};
 
+use crate::log::Arrival;
 use crate::resolver::{Inputs, MAX_UDP_PAYLOAD, Plan, Resolver};
+use labgate_querylog::{Lane, Transport};
 
 /// Key bytes: network index (2), query type (2), lower-case wire name (up to 255).
 const KEY_MAX: usize = 4 + 255;
@@ -59,7 +61,7 @@ impl FastTable {
     pub(crate) fn build(inputs: &Arc<Inputs>) -> Self {
         // Counts nothing and knows no challenge value: the fast path never takes a challenge
         // name (`parse`).
-        let general = Resolver::new(Arc::default(), Arc::default());
+        let general = Resolver::new(Arc::default(), Arc::default(), None);
         let snapshot: &Snapshot = &inputs.snapshot;
         let mut entries = HashMap::new();
         for view in &snapshot.views {
@@ -167,7 +169,8 @@ fn precompile(
     let edns_query = msg.to_vec().ok()?;
     // An internal name is answered without waiting: a name the upstreams complete is no
     // fixed answer.
-    let answer = |query: &[u8]| match general.plan(inputs, query, src, true) {
+    let arrival = Arrival::now(Transport::Udp, Lane::Shared);
+    let answer = |query: &[u8]| match general.plan(inputs, query, src, arrival) {
         Plan::Ready(out, _) => Some(out).filter(|o| !o.is_empty()),
         Plan::Upstream(_) => None,
     };

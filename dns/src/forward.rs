@@ -71,11 +71,25 @@ pub(crate) struct Forwarders {
     in_flight: Arc<InFlight>,
 }
 
+/// Where a forwarded answer came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Served {
+    /// A fresh cache hit, with its lifetime (what the fast path needs to keep it).
+    Hit(Lifetime),
+    /// An expired answer from the cache: the upstreams are down, silent, or not waited for.
+    Stale,
+    /// The upstreams of a group (0: `[dns] upstreams`, `i + 1`: `[[forward]]` `i`) answered,
+    /// or failed or were known to be down (SERVFAIL).
+    Upstream(u16),
+    /// No upstream serves the name: SERVFAIL.
+    NoUpstream,
+}
+
 /// What the forwarders can say about a question without waiting.
 pub(crate) enum Now {
-    /// Answered now: a fresh cache hit (with its lifetime, for the fast path), or a stale
-    /// answer or SERVFAIL when no upstream can be asked.
-    Answer(Answer, Option<Lifetime>),
+    /// Answered now: a fresh cache hit, or a stale answer or SERVFAIL when no upstream can be
+    /// asked.
+    Answer(Answer, Served),
     /// The upstreams must be asked.
     Ask(Asking),
 }
@@ -83,6 +97,8 @@ pub(crate) enum Now {
 /// A question the upstreams must be asked.
 pub(crate) struct Asking {
     set: Arc<UpstreamSet>,
+    /// The set's group (see [`Served::Upstream`]).
+    group: u16,
     name: LowerName,
     rtype: RecordType,
     /// An expired answer to fall back on.
@@ -92,19 +108,19 @@ pub(crate) struct Asking {
 impl Asking {
     /// The answer for a query that may not wait (the bound on queries in flight is met): the
     /// stale one, else SERVFAIL.
-    pub(crate) fn answer_without_waiting(self, metrics: &Metrics) -> Answer {
-        stale_or_servfail(self.stale, metrics)
+    pub(crate) fn answer_without_waiting(self, metrics: &Metrics) -> (Answer, Served) {
+        stale_or_servfail(self.stale, metrics, Served::Upstream(self.group))
     }
 }
 
-/// A stale answer (counted) if there is one, else SERVFAIL.
-fn stale_or_servfail(stale: Option<Answer>, metrics: &Metrics) -> Answer {
+/// A stale answer (counted) if there is one, else SERVFAIL, said to come from `failed`.
+fn stale_or_servfail(stale: Option<Answer>, metrics: &Metrics, failed: Served) -> (Answer, Served) {
     match stale {
         Some(stale) => {
             metrics.cache(CacheEvent::Stale);
-            stale
+            (stale, Served::Stale)
         }
-        None => Answer::servfail(),
+        None => (Answer::servfail(), failed),
     }
 }
 
@@ -193,18 +209,20 @@ impl Forwarders {
                 if prefetch {
                     self.prefetch(name, rtype, metrics);
                 }
-                return Now::Answer(answer, Some(life));
+                return Now::Answer(answer, Served::Hit(life));
             }
             Cached::Stale(a) => Some(a),
             Cached::Miss => None,
         };
         metrics.cache(CacheEvent::Miss);
-        let Some(set) = self.set_for(name) else {
-            return Now::Answer(stale_or_servfail(stale, metrics), None);
+        let (group, Some(set)) = self.set_for(name) else {
+            let (answer, served) = stale_or_servfail(stale, metrics, Served::NoUpstream);
+            return Now::Answer(answer, served);
         };
         match set.health.gate(now) {
             Gate::Ask => Now::Ask(Asking {
                 set: Arc::clone(set),
+                group,
                 name: name.clone(),
                 rtype,
                 stale,
@@ -214,7 +232,8 @@ impl Forwarders {
                     probe(set);
                 }
                 metrics.upstream_fail_fast();
-                Now::Answer(stale_or_servfail(stale, metrics), None)
+                let (answer, served) = stale_or_servfail(stale, metrics, Served::Upstream(group));
+                Now::Answer(answer, served)
             }
         }
     }
@@ -223,7 +242,7 @@ impl Forwarders {
     /// with a stale answer, at most [`STALE_AFTER`] before sending it (a late answer still
     /// refreshes the cache); without, SERVFAIL when they fail or stay silent within
     /// [`UPSTREAM_DEADLINE`].
-    pub(crate) async fn ask(&self, asking: Asking, metrics: &Arc<Metrics>) -> Answer {
+    pub(crate) async fn ask(&self, asking: Asking, metrics: &Arc<Metrics>) -> (Answer, Served) {
         let mut answer = self.send(&asking, metrics);
         let wait = if asking.stale.is_some() {
             STALE_AFTER
@@ -233,8 +252,8 @@ impl Forwarders {
             UPSTREAM_DEADLINE + Duration::from_millis(500)
         };
         match tokio::time::timeout(wait, answer.recv()).await {
-            Ok(Ok(Some(fresh))) => fresh,
-            _ => stale_or_servfail(asking.stale, metrics),
+            Ok(Ok(Some(fresh))) => (fresh, Served::Upstream(asking.group)),
+            _ => stale_or_servfail(asking.stale, metrics, Served::Upstream(asking.group)),
         }
     }
 
@@ -248,7 +267,7 @@ impl Forwarders {
     ) -> Answer {
         match self.now(name, rtype, metrics) {
             Now::Answer(a, _) => a,
-            Now::Ask(asking) => self.ask(asking, metrics).await,
+            Now::Ask(asking) => self.ask(asking, metrics).await.0,
         }
     }
 
@@ -300,7 +319,7 @@ impl Forwarders {
         };
         // A name from the configuration is complete: no search domains.
         name.set_fqdn(true);
-        let Some(set) = self.set_for(&LowerName::new(&name)) else {
+        let (_, Some(set)) = self.set_for(&LowerName::new(&name)) else {
             return Vec::new();
         };
         let lookup = tokio::time::timeout(UPSTREAM_DEADLINE, set.resolver.lookup_ip(name)).await;
@@ -313,7 +332,7 @@ impl Forwarders {
     /// The data of `name`'s `rtype` records from its upstreams, past the cache; empty when
     /// there are none or on failure.
     pub(crate) async fn records(&self, name: &Name, rtype: RecordType) -> Vec<RData> {
-        let Some(set) = self.set_for(&LowerName::new(name)) else {
+        let (_, Some(set)) = self.set_for(&LowerName::new(name)) else {
             return Vec::new();
         };
         match tokio::time::timeout(UPSTREAM_DEADLINE, set.resolver.lookup(name.clone(), rtype))
@@ -329,19 +348,27 @@ impl Forwarders {
         }
     }
 
-    fn set_for(&self, name: &LowerName) -> Option<&Arc<UpstreamSet>> {
+    /// The upstreams for a name and their group (see [`Served::Upstream`]): the conditional
+    /// forwarder whose domain holds it, longest first, else the default ones.
+    fn set_for(&self, name: &LowerName) -> (u16, Option<&Arc<UpstreamSet>>) {
         let name = Name::from(name);
-        match self.conditional.iter().find(|(d, _)| d.zone_of(&name)) {
-            Some((_, set)) => set.as_ref(),
-            None => self.default.as_ref(),
+        match self.conditional.iter().position(|(d, _)| d.zone_of(&name)) {
+            Some(i) => (
+                u16::try_from(i + 1).unwrap_or(u16::MAX),
+                self.conditional[i].1.as_ref(),
+            ),
+            None => (0, self.default.as_ref()),
         }
     }
 
     /// Refreshes a popular answer before it expires, unless its upstreams are down.
     fn prefetch(&self, name: &LowerName, rtype: RecordType, metrics: &Arc<Metrics>) {
-        if let Some(set) = self.set_for(name).filter(|s| !s.health.is_down()) {
+        if let (group, Some(set)) = self.set_for(name)
+            && !set.health.is_down()
+        {
             let asking = Asking {
                 set: Arc::clone(set),
+                group,
                 name: name.clone(),
                 rtype,
                 stale: None,
@@ -637,8 +664,11 @@ mod tests {
             ..Forwarders::empty()
         };
         let name = |n: &str| LowerName::from(Name::from_str(n).expect("name"));
-        assert!(f.set_for(&name("nas.home.arpa.")).is_none());
-        let other = f.set_for(&name("example.com.")).expect("default upstreams");
+        assert_eq!(f.set_for(&name("nas.home.arpa.")).0, 1);
+        assert!(f.set_for(&name("nas.home.arpa.")).1.is_none());
+        let (group, other) = f.set_for(&name("example.com."));
+        assert_eq!(group, 0);
+        let other = other.expect("default upstreams");
         assert!(Arc::ptr_eq(other, &default));
         let metrics = Arc::new(Metrics::default());
         let answer = f

@@ -11,11 +11,13 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::{Name, RData, RecordType};
 use labgate_config::blocklist::BlockSet;
 use labgate_config::{Publish, Snapshot};
+use labgate_querylog::{Flags, Lane, Sink, Source, Transport};
 
 use crate::answer::FetchedLists;
 use crate::cache::Lifetime;
 use crate::challenges::Challenges;
 use crate::fast;
+use crate::log::{Answered, Arrival, capture};
 use crate::metrics::{CacheEvent, Metrics};
 use crate::resolver::{Plan, Resolver};
 use crate::state::DnsState;
@@ -31,9 +33,20 @@ impl Dns {
     /// DNS serving `snapshot` (its state built now), counting into `metrics`.
     pub fn new(snapshot: Arc<Snapshot>, metrics: Arc<Metrics>) -> Self {
         Self {
-            general: Resolver::new(metrics, Arc::default()),
+            general: Resolver::new(metrics, Arc::default(), None),
             state: Arc::new(ArcSwap::from_pointee(DnsState::build(snapshot, None))),
         }
+    }
+
+    /// The same DNS, leaving a record of each answered query in `log` (the query log's sink).
+    #[must_use]
+    pub fn logging(self, log: Arc<Sink>) -> Self {
+        let general = Resolver::new(
+            Arc::clone(self.general.metrics()),
+            Arc::clone(self.general.challenges()),
+            Some(log),
+        );
+        Self { general, ..self }
     }
 
     /// Serves the blocklist fetched from `url` from the next query on.
@@ -69,31 +82,59 @@ impl Dns {
         forwarders.records(name, rtype).await
     }
 
-    /// Answers a UDP query into `out` from the precompiled table or the kept cache hits of the
-    /// state now served; `None` sends it to the general path.
-    pub fn fast_answer(&self, src: IpAddr, query: &[u8], out: &mut [u8]) -> Option<usize> {
+    /// Answers a UDP query that arrived as `arrival` says into `out` from the precompiled
+    /// table or the kept cache hits of the state now served; `None` sends it to the general
+    /// path.
+    pub(crate) fn fast_answer(
+        &self,
+        src: IpAddr,
+        query: &[u8],
+        out: &mut [u8],
+        arrival: &Arrival,
+    ) -> Option<usize> {
         let state = self.state.load();
         let network = state.inputs.snapshot.networks.lookup(src)?.network.index();
         let p = fast::parse(query, u16::try_from(network).ok()?)?;
         let metrics = self.general.metrics();
-        let (len, rcode) = match state.fast.answer(&p, query, out) {
-            Some(done) => done,
+        let (len, rcode, source) = match state.fast.answer(&p, query, out) {
+            Some((len, rcode)) => (len, rcode, Source::Internal),
             None => {
-                let hit = state.hits.answer(&p, query, out)?;
+                let (len, rcode) = state.hits.answer(&p, query, out)?;
                 metrics.cache(CacheEvent::Hit);
-                hit
+                (len, rcode, Source::Cache)
             }
         };
         metrics.query(Some(network), RecordType::from(p.qtype), rcode);
         metrics.fast_answer();
+        if let Some(sink) = self.general.log() {
+            // `parse` took only uncompressed IN questions with the RD bit free and no DO.
+            let rd = if query[2] & 0x01 != 0 { Flags::RD } else { 0 };
+            let answered = Answered {
+                question: &query[12..],
+                qtype: p.qtype,
+                qclass: 1,
+                rcode: u16::from(rcode),
+                source,
+                flags: rd,
+            };
+            let snapshot = &state.inputs.snapshot;
+            capture(sink, snapshot, arrival, src, &answered, &out[..len]);
+        }
         Some(len)
+    }
+
+    /// The fast path as the UDP workers take it, for benches and tests: a query received now.
+    pub fn fast_answer_now(&self, src: IpAddr, query: &[u8], out: &mut [u8]) -> Option<usize> {
+        let arrival = Arrival::now(Transport::Udp, Lane::Shared);
+        self.fast_answer(src, query, out, &arrival)
     }
 
     /// Runs one query's bytes through the general path as a UDP query from `src`, waiting for
     /// the upstreams without a bound (fuzzing, tests and benches; the UDP workers take places):
     /// the response bytes, or `None` when the query deserves silence.
     pub async fn answer_bytes(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
-        let out = match self.plan_udp(data, src) {
+        let arrival = Arrival::now(Transport::Udp, Lane::Shared);
+        let out = match self.plan_udp(data, src, arrival) {
             Plan::Ready(out, _) => out,
             Plan::Upstream(p) => self.general.complete(*p, None).await,
         };
@@ -102,20 +143,28 @@ impl Dns {
 
     /// The general path's plan for a UDP query, with the state now served; a fresh cache hit's
     /// response is kept for the fast path, in that state's table.
-    pub(crate) fn plan_udp(&self, data: &[u8], src: SocketAddr) -> Plan {
+    pub(crate) fn plan_udp(&self, data: &[u8], src: SocketAddr, arrival: Arrival) -> Plan {
         let state = self.state.load();
-        let plan = self.general.plan(&state.inputs, data, src, true);
+        let plan = self.general.plan(&state.inputs, data, src, arrival);
         if let Plan::Ready(out, Some(life)) = &plan {
             keep_hit(&state, src, data, out, *life);
         }
         plan
     }
 
-    /// Runs one query's bytes through the general path as a TCP (or TLS) query from `src`
-    /// (see `Resolver::answer_stream`).
-    pub(crate) async fn answer_stream(&self, data: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    /// Runs one query's bytes through the general path as a TCP or TLS (`transport`) query
+    /// from `src` (see `Resolver::answer_stream`).
+    pub(crate) async fn answer_stream(
+        &self,
+        data: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let arrival = Arrival::now(transport, Lane::Shared);
         let inputs = Arc::clone(&self.state.load().inputs);
-        self.general.answer_stream(&inputs, data, src).await
+        self.general
+            .answer_stream(&inputs, data, (src, arrival))
+            .await
     }
 
     /// The general path, for the queries that wait for the upstreams.

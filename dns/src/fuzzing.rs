@@ -254,7 +254,9 @@ pub fn truncation(data: &[u8]) {
             let Some(udp) = rt.block_on(handler.answer_bytes(&bytes, src)) else {
                 continue;
             };
-            let Some(tcp) = rt.block_on(handler.answer_stream(&bytes, src)) else {
+            let Some(tcp) =
+                rt.block_on(handler.answer_stream(&bytes, src, labgate_querylog::Transport::Tcp))
+            else {
                 panic!("answered over UDP, not over TCP")
             };
             let (u, t) = (whole(&udp), whole(&tcp));
@@ -326,7 +328,7 @@ pub async fn compare(handler: &Dns, data: &[u8]) -> Option<Vec<u8>> {
 /// The fast path's answer, if it gives one, and the general path's right after.
 async fn both(handler: &Dns, data: &[u8], src: SocketAddr) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
     let mut out = [0u8; 1232];
-    let len = handler.fast_answer(src.ip(), data, &mut out)?;
+    let len = handler.fast_answer_now(src.ip(), data, &mut out)?;
     Some((out[..len].to_vec(), handler.answer_bytes(data, src).await))
 }
 
@@ -461,7 +463,7 @@ mod tests {
         let mut out = [0u8; 1232];
         let src = "127.0.0.1".parse().expect("ip");
         assert!(
-            handler.fast_answer(src, &q, &mut out).is_some(),
+            handler.fast_answer_now(src, &q, &mut out).is_some(),
             "app.lab.test A is precompiled"
         );
         let do_bit = {
@@ -471,7 +473,7 @@ mod tests {
             q
         };
         assert!(
-            handler.fast_answer(src, &do_bit, &mut out).is_none(),
+            handler.fast_answer_now(src, &do_bit, &mut out).is_none(),
             "DO goes to the general path"
         );
     }
@@ -492,7 +494,7 @@ mod tests {
         let lab = "127.0.0.1".parse().expect("ip");
         let mut out = [0u8; 1232];
         assert!(
-            handler.fast_answer(lab, &q, &mut out).is_none(),
+            handler.fast_answer_now(lab, &q, &mut out).is_none(),
             "cached but not yet hit on the general path: nothing kept"
         );
         let first = compare(&handler, &q)
@@ -500,13 +502,15 @@ mod tests {
             .expect("kept after a general-path hit");
         assert_eq!(ttls(&first), [300, 200]);
         tokio::time::advance(Duration::from_secs(100)).await;
-        let n = handler.fast_answer(lab, &q, &mut out).expect("still kept");
+        let n = handler
+            .fast_answer_now(lab, &q, &mut out)
+            .expect("still kept");
         assert_eq!(ttls(&out[..n]), [200, 100], "counted down on the fast path");
         let later = compare(&handler, &q).await.expect("still on the fast path");
         assert_eq!(ttls(&later), [200, 100]);
         assert!(
             handler
-                .fast_answer("127.0.0.2".parse().expect("ip"), &q, &mut out)
+                .fast_answer_now("127.0.0.2".parse().expect("ip"), &q, &mut out)
                 .is_none(),
             "guest may not recurse: the general path refuses it"
         );
@@ -514,7 +518,7 @@ mod tests {
         let list = BlockSet::parse("", BlocklistFormat::Domains);
         handler.publish_list("https://lists.example/none.txt", &Arc::new(list));
         assert!(
-            handler.fast_answer(lab, &q, &mut out).is_none(),
+            handler.fast_answer_now(lab, &q, &mut out).is_none(),
             "new lists"
         );
         assert!(
@@ -524,7 +528,7 @@ mod tests {
         // The cache TTL is 200: from age 180 on, hits are the general path's (prefetch).
         tokio::time::advance(Duration::from_secs(80)).await;
         assert!(
-            handler.fast_answer(lab, &q, &mut out).is_none(),
+            handler.fast_answer_now(lab, &q, &mut out).is_none(),
             "last tenth"
         );
         let general = handler
@@ -557,7 +561,7 @@ mod tests {
             "fetched lists kept"
         );
         assert!(
-            handler.fast_answer(lab, &q, &mut out).is_none(),
+            handler.fast_answer_now(lab, &q, &mut out).is_none(),
             "nothing kept under the new snapshot yet"
         );
         // The cache (no upstreams here: a lost cache is SERVFAIL) is kept, and its hit kept

@@ -37,6 +37,7 @@ mod front;
 pub mod fuzzing;
 mod health;
 mod hits;
+mod log;
 mod metrics;
 mod resolver;
 mod server;

@@ -14,13 +14,15 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use labgate_config::Snapshot;
+use labgate_querylog::{Flags, Lane, Sink, Source};
 use tracing::debug;
 
 use crate::admission::{Limit, Ticket, WorkerShare};
 use crate::answer::{Answer, Decision, FetchedLists, decide};
 use crate::cache::Lifetime;
 use crate::challenges::Challenges;
-use crate::forward::{Asking, Forwarders, Now};
+use crate::forward::{Asking, Forwarders, Now, Served};
+use crate::log::{Answered, Arrival, capture};
 use crate::metrics::Metrics;
 
 /// Largest UDP response: the DNS Flag Day 2020 size (RFC 9715), or the client's smaller size.
@@ -42,15 +44,27 @@ pub(crate) struct Resolver {
     metrics: Arc<Metrics>,
     /// ACME challenge values of the `builtin` provider.
     challenges: Arc<Challenges>,
+    /// Where the query log's records go, if it runs.
+    log: Option<Arc<Sink>>,
 }
 
 impl Resolver {
-    /// A resolver counting into `metrics` and answering `challenges`.
-    pub(crate) fn new(metrics: Arc<Metrics>, challenges: Arc<Challenges>) -> Self {
+    /// A resolver counting into `metrics`, answering `challenges`, logging into `log`.
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        challenges: Arc<Challenges>,
+        log: Option<Arc<Sink>>,
+    ) -> Self {
         Self {
             metrics,
             challenges,
+            log,
         }
+    }
+
+    /// Where the query log's records go, if it runs.
+    pub(crate) fn log(&self) -> Option<&Sink> {
+        self.log.as_deref()
     }
 
     /// Its counters.
@@ -70,9 +84,9 @@ impl Resolver {
         &self,
         inputs: &Arc<Inputs>,
         data: &[u8],
-        src: SocketAddr,
+        (src, arrival): (SocketAddr, Arrival),
     ) -> Option<Vec<u8>> {
-        let out = match self.plan(inputs, data, src, false) {
+        let out = match self.plan(inputs, data, src, arrival) {
             Plan::Ready(out, _) => out,
             Plan::Upstream(p) => match self.enter(&p, None) {
                 Ok(ticket) => self.complete(*p, Some(ticket)).await,
@@ -102,22 +116,27 @@ impl Resolver {
             inputs,
             asking,
             chain,
-            udp,
+            mut arrival,
         } = p;
-        let outside = inputs.forwarders.ask(asking, &self.metrics).await;
+        let (outside, served) = inputs.forwarders.ask(asking, &self.metrics).await;
         drop(ticket);
-        self.respond(&request, &inputs.snapshot, chained(chain, outside), udp)
+        // Not the worker's queue: this runs on the runtime.
+        arrival.lane = Lane::Shared;
+        let (source, flags) = forwarded(served);
+        let logged = (&arrival, source, flags);
+        self.respond(&request, &inputs.snapshot, chained(chain, outside), logged)
     }
 
     /// Answers a query that met `limit` at once: a stale answer, else SERVFAIL.
     pub(crate) fn answer_over(&self, p: Pending, limit: Limit) -> Vec<u8> {
         self.metrics.overload(limit);
-        let outside = p.asking.answer_without_waiting(&self.metrics);
+        let (outside, served) = p.asking.answer_without_waiting(&self.metrics);
+        let flags = forwarded(served).1;
         self.respond(
             &p.request,
             &p.inputs.snapshot,
             chained(p.chain, outside),
-            p.udp,
+            (&p.arrival, Source::Overload, flags),
         )
     }
 }
@@ -138,7 +157,7 @@ pub(crate) struct Pending {
     asking: Asking,
     /// The internal start of a CNAME chain the upstreams complete.
     chain: Option<Answer>,
-    udp: bool,
+    arrival: Arrival,
 }
 
 impl Pending {
@@ -158,14 +177,21 @@ impl Resolver {
         inputs: &Arc<Inputs>,
         data: &[u8],
         src: SocketAddr,
-        udp: bool,
+        arrival: Arrival,
     ) -> Plan {
-        let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
+        let protocol = if arrival.udp() {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        };
         let snapshot = &inputs.snapshot;
         let Ok(request) = Request::from_bytes(data.to_vec(), src, protocol) else {
             // RFC 6891 §6.1.1 (two OPT records) and every other message that does not parse
             // past its header.
-            return Plan::Ready(self.format_error(snapshot, data, src, false), None);
+            return Plan::Ready(
+                self.format_error(snapshot, data, (src, &arrival), false),
+                None,
+            );
         };
         if request.metadata.message_type == MessageType::Response {
             // SECURITY: answering responses lets two servers loop; drop them silently.
@@ -180,7 +206,7 @@ impl Resolver {
             // into our response header (found by the dns_handle fuzz target). FORMERR with
             // the header alone (and the OPT an EDNS query gets back) echoes nothing.
             return Plan::Ready(
-                self.format_error(snapshot, data, src, request.edns.is_some()),
+                self.format_error(snapshot, data, (src, &arrival), request.edns.is_some()),
                 None,
             );
         };
@@ -195,11 +221,23 @@ impl Resolver {
         if let Some(rcode) = refused {
             let msg = MessageResponseBuilder::new(&request.queries, edns.as_ref())
                 .error_msg(&request.metadata, rcode);
-            return Plan::Ready(emit(msg).unwrap_or_default(), None);
+            let out = emit(msg).unwrap_or_default();
+            self.log_answer(
+                snapshot,
+                &request,
+                u16::from(rcode),
+                (&arrival, Source::Malformed, 0),
+                &out,
+            );
+            return Plan::Ready(out, None);
         }
         let (name, rtype) = (query.name(), query.query_type());
+        let mut source = None;
         let decision = match self.challenges.answer(name, rtype) {
-            Some(challenge) => Decision::Answer(challenge),
+            Some(challenge) => {
+                source = Some(Source::Challenge);
+                Decision::Answer(challenge)
+            }
             None => decide(
                 snapshot,
                 &inputs.lists,
@@ -211,7 +249,9 @@ impl Resolver {
         };
         let (chain, target, rtype) = match decision {
             Decision::Answer(a) => {
-                return Plan::Ready(self.respond(&request, snapshot, a, udp), None);
+                let source = source.unwrap_or_else(|| decided(&a));
+                let out = self.respond(&request, snapshot, a, (&arrival, source, 0));
+                return Plan::Ready(out, None);
             }
             Decision::Forward => (None, name.clone(), rtype),
             Decision::Chase {
@@ -221,11 +261,16 @@ impl Resolver {
             } => (Some(chain), target, rtype),
         };
         match inputs.forwarders.now(&target, rtype, &self.metrics) {
-            Now::Answer(outside, life) => {
+            Now::Answer(outside, served) => {
                 // Only a forwarded name's own hit has a lifetime: the one the fast path may
                 // keep.
-                let life = life.filter(|_| chain.is_none());
-                let out = self.respond(&request, snapshot, chained(chain, outside), udp);
+                let life = match served {
+                    Served::Hit(life) if chain.is_none() => Some(life),
+                    _ => None,
+                };
+                let (source, flags) = forwarded(served);
+                let logged = (&arrival, source, flags);
+                let out = self.respond(&request, snapshot, chained(chain, outside), logged);
                 Plan::Ready(out, life)
             }
             Now::Ask(asking) => Plan::Upstream(Box::new(Pending {
@@ -233,13 +278,20 @@ impl Resolver {
                 inputs: Arc::clone(inputs),
                 asking,
                 chain,
-                udp,
+                arrival,
             })),
         }
     }
 
-    /// The encoded response carrying answer `a` to `request`, counted.
-    fn respond(&self, request: &Request, snapshot: &Snapshot, a: Answer, udp: bool) -> Vec<u8> {
+    /// The encoded response carrying answer `a` to `request`, counted and logged as coming
+    /// from `source` with `flags`.
+    fn respond(
+        &self,
+        request: &Request,
+        snapshot: &Snapshot,
+        a: Answer,
+        logged: (&Arrival, Source, u8),
+    ) -> Vec<u8> {
         let src = request.src();
         if let Some(q) = request.queries.queries().first() {
             debug!(client = %src, name = %q.name(), qtype = %q.query_type(), rcode = %a.rcode, "dns query");
@@ -249,22 +301,60 @@ impl Resolver {
                 .map(|m| m.network.index());
             self.metrics.query(network, q.query_type(), a.rcode);
         }
-        if a.blocked {
+        if a.blocked.is_some() {
             self.metrics.blocked();
         }
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.authoritative = a.authoritative;
         meta.recursion_available = a.recursion_available;
         meta.response_code = a.rcode;
-        encode(request, response_edns(request).as_ref(), meta, &a, udp)
+        let out = encode(
+            request,
+            response_edns(request).as_ref(),
+            meta,
+            &a,
+            logged.0.udp(),
+        );
+        self.log_answer(snapshot, request, u16::from(a.rcode), logged, &out);
+        out
     }
 
-    /// FORMERR for a message that does not parse (see [`format_error`]), counted.
+    /// Logs the answer `out` to `request` (with the query's DO and RD flags), if the log runs.
+    fn log_answer(
+        &self,
+        snapshot: &Snapshot,
+        request: &Request,
+        rcode: u16,
+        (arrival, source, flags): (&Arrival, Source, u8),
+        out: &[u8],
+    ) {
+        let (Some(sink), Some(q)) = (self.log(), request.queries.queries().first()) else {
+            return;
+        };
+        let mut flags = flags;
+        if request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok) {
+            flags |= Flags::DO;
+        }
+        if request.metadata.recursion_desired {
+            flags |= Flags::RD;
+        }
+        let answered = Answered {
+            question: request.queries.as_bytes(),
+            qtype: u16::from(q.query_type()),
+            qclass: u16::from(q.query_class()),
+            rcode,
+            source,
+            flags,
+        };
+        capture(sink, snapshot, arrival, request.src().ip(), &answered, out);
+    }
+
+    /// FORMERR for a message that does not parse (see [`format_error`]), counted and logged.
     fn format_error(
         &self,
         snapshot: &Snapshot,
         data: &[u8],
-        src: SocketAddr,
+        (src, arrival): (SocketAddr, &Arrival),
         edns: bool,
     ) -> Vec<u8> {
         let out = format_error(data, edns);
@@ -275,8 +365,38 @@ impl Resolver {
                 .map(|m| m.network.index());
             self.metrics
                 .query(network, RecordType::ZERO, ResponseCode::FormErr);
+            if let Some(sink) = self.log() {
+                let answered = Answered {
+                    question: data.get(12..).unwrap_or_default(),
+                    qtype: 0,
+                    qclass: 0,
+                    rcode: u16::from(ResponseCode::FormErr),
+                    source: Source::Malformed,
+                    flags: 0,
+                };
+                capture(sink, snapshot, arrival, src.ip(), &answered, &out);
+            }
         }
         out
+    }
+}
+
+/// Where an answer decided from the snapshot came from.
+fn decided(a: &Answer) -> Source {
+    match a.blocked {
+        Some(list) => Source::Blocked(u16::try_from(list).unwrap_or(u16::MAX)),
+        None if a.rcode == ResponseCode::Refused => Source::Refused,
+        None => Source::Internal,
+    }
+}
+
+/// The log's source and flags of a forwarded answer.
+fn forwarded(served: Served) -> (Source, u8) {
+    match served {
+        Served::Hit(_) => (Source::Cache, 0),
+        Served::Stale => (Source::Cache, Flags::STALE),
+        Served::Upstream(group) => (Source::Upstream(group), 0),
+        Served::NoUpstream => (Source::NoUpstream, 0),
     }
 }
 

@@ -67,7 +67,7 @@ pub fn serve(
         workers.push(
             std::thread::Builder::new()
                 .name(format!("labgate dns udp {i}"))
-                .spawn(move || crate::udp::run(&dns, socket, &rt, (&stop, count)))?,
+                .spawn(move || crate::udp::run(&dns, socket, &rt, (&stop, i, count)))?,
         );
     }
     let streams = Streams {

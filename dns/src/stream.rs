@@ -18,6 +18,7 @@ use tracing::debug;
 
 use crate::admission::PerClient;
 use crate::front::Dns;
+use labgate_querylog::Transport;
 
 /// Idle time after which a TCP connection is closed.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,14 +98,14 @@ impl Streams {
             tokio::spawn(async move {
                 let _held = (permit, counted);
                 match tls {
-                    None => me.serve(tcp, src).await,
+                    None => me.serve(tcp, (src, Transport::Tcp)).await,
                     Some(acceptor) => {
                         let handshake = tokio::select! {
                             h = tokio::time::timeout(TCP_IDLE_TIMEOUT, acceptor.accept(tcp)) => h,
                             () = me.stop.cancelled() => return,
                         };
                         match handshake {
-                            Ok(Ok(stream)) => me.serve(stream, src).await,
+                            Ok(Ok(stream)) => me.serve(stream, (src, Transport::Tls)).await,
                             Ok(Err(e)) => debug!(%src, "DNS over TLS handshake failed: {e}"),
                             Err(_) => debug!(%src, "DNS over TLS handshake timed out"),
                         }
@@ -116,7 +117,7 @@ impl Streams {
 
     /// Reads length-prefixed queries until the client closes, idles too long, stops reading
     /// its answers, or the server stops; answers each query that parses as it is ready.
-    async fn serve<S>(self, stream: S, src: SocketAddr)
+    async fn serve<S>(self, stream: S, (src, transport): (SocketAddr, Transport))
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -165,7 +166,7 @@ impl Streams {
             let (dns, answers) = (self.dns.clone(), answers.clone());
             tokio::spawn(async move {
                 let _turn = turn;
-                let answer = dns.answer_stream(&query, src).await;
+                let answer = dns.answer_stream(&query, src, transport).await;
                 drop(query);
                 if let Some(a) = answer {
                     let _ = answers.send(a).await;

@@ -26,7 +26,9 @@ use nix::sys::socket::{
 
 use crate::admission::{Ticket, WorkerShare};
 use crate::front::Dns;
+use crate::log::Arrival;
 use crate::resolver::{MAX_UDP_PAYLOAD, Pending, Plan, Resolver};
+use labgate_querylog::{Lane, Transport};
 
 /// Datagrams taken per system call.
 const BATCH: usize = 32;
@@ -43,7 +45,7 @@ pub(crate) fn run(
     dns: &Dns,
     socket: UdpSocket,
     rt: &tokio::runtime::Handle,
-    (stop, workers): (&AtomicBool, usize),
+    (stop, worker, workers): (&AtomicBool, usize, usize),
 ) {
     // The general path spawns its prefetches and upstream probes on the runtime.
     let _entered = rt.enter();
@@ -107,6 +109,8 @@ pub(crate) fn run(
                 Err(_) => continue,
             }
         };
+        // One reading of the clocks per batch: the query log's time and latency start here.
+        let arrival = Arrival::now(Transport::Udp, Lane::Worker(worker));
         let mut replies = 0;
         for (query, &(len, addr, local)) in queries.iter().zip(&got).take(received) {
             let Some(src) = addr.as_ref().and_then(std_addr) else {
@@ -114,10 +118,10 @@ pub(crate) fn run(
             };
             let data = &query[..len.min(MAX_QUERY)];
             let out = &mut answers[replies];
-            let answered = match dns.fast_answer(src.ip(), data, out) {
+            let answered = match dns.fast_answer(src.ip(), data, out, &arrival) {
                 Some(n) => n,
                 None => {
-                    let bytes = match dns.plan_udp(data, src) {
+                    let bytes = match dns.plan_udp(data, src, arrival) {
                         Plan::Ready(bytes, _) => bytes,
                         Plan::Upstream(p) => match general.enter(&p, Some(&share)) {
                             Ok(ticket) => {

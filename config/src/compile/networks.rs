@@ -9,10 +9,10 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::values::socket;
-use super::{Ctx, Explain, items, list, single};
+use super::{Ctx, Explain, choose, items, list, single};
 use crate::network::{MAX_NETWORKS, Network, NetworkId, NetworkKind, Networks};
 use crate::raw::RawFile;
-use crate::settings::{Blocklist, Listen};
+use crate::settings::{Blocklist, Listen, LogLevel};
 use crate::source::FileId;
 
 /// The reserved name of the Cloudflare Tunnel network.
@@ -150,6 +150,18 @@ pub(super) fn compile(
             internal: raw.internal.unwrap_or(true),
             recursion: raw.recursion.unwrap_or(true),
             blocklists: lists,
+            query_log: choose(
+                cx,
+                file,
+                raw.query_log.as_ref(),
+                &format!("{key}.query_log"),
+                &[
+                    ("full", LogLevel::Full),
+                    ("anonymous", LogLevel::Anonymous),
+                    ("off", LogLevel::Off),
+                ],
+            )
+            .unwrap_or_default(),
         });
     }
     let tunnel = NetworkId(list_.len() as u8);
@@ -162,6 +174,7 @@ pub(super) fn compile(
         internal: false,
         recursion: false,
         blocklists: Vec::new(),
+        query_log: LogLevel::Off,
     });
     let connectors = connectors(cx, files);
     Networks::new(list_, tunnel, connectors)

@@ -166,3 +166,71 @@ fn keywords() {
         assert_eq!(diagnostics(&toml, &[]), *expected, "{balance}");
     }
 }
+
+#[test]
+fn query_log_keys() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "[query_log]\nenabled = false\nmax_age = \"90d\"\nmax_size = \"16M\"\nexclude_clients = [\"10.0.0.7\", \"fd00::/64\"]",
+            &[],
+        ),
+        (
+            "[query_log]\nmax_age = \"a week\"",
+            &["error `query_log.max_age`: `a week` is not a duration (expected number at 0)"],
+        ),
+        (
+            "[query_log]\nmax_size = \"1M\"",
+            &["error `query_log.max_size`: `1M` is too small for the query log"],
+        ),
+        (
+            "[query_log]\nexclude_clients = [\"printer\"]",
+            &["error `query_log.exclude_clients[0]`: `printer` is not an address or range"],
+        ),
+        (
+            "[[network]]\nname = \"guest\"\ncidrs = [\"10.9.0.0/16\"]\nquery_log = \"some\"",
+            &["error `network[1].query_log`: unknown value `some`"],
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(
+            diagnostics(&format!("{LAB}{text}\n"), &[]),
+            *expected,
+            "{text}"
+        );
+    }
+}
+
+/// What the log keeps of a query: the switch, the excluded clients, then the network's level
+/// (a client in no network is kept in full).
+#[test]
+fn query_log_levels() {
+    use crate::settings::LogLevel::{Anonymous, Full, Off};
+    let s = snapshot(&format!(
+        "{LAB}[[network]]\nname = \"guest\"\ncidrs = [\"10.9.0.0/16\"]\nquery_log = \"anonymous\"\n\
+         [[network]]\nname = \"iot\"\ncidrs = [\"10.8.0.0/16\"]\nquery_log = \"off\"\n\
+         [query_log]\nexclude_clients = [\"10.0.0.7\", \"10.9.1.0/24\"]\n"
+    ));
+    let level = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().expect("ip");
+        let network = s
+            .networks
+            .lookup(ip)
+            .map(|m| s.networks.get(m.network).query_log);
+        s.query_log.level(network, ip)
+    };
+    let cases = [
+        ("10.0.0.5", Full),
+        ("10.0.0.7", Off),
+        ("::ffff:10.0.0.7", Off),
+        ("10.9.0.5", Anonymous),
+        ("10.9.1.5", Off),
+        ("10.8.0.5", Off),
+        ("192.0.2.1", Full),
+    ];
+    for (ip, want) in cases {
+        assert_eq!(level(ip), want, "{ip}");
+    }
+    let mut off = s.query_log.clone();
+    off.enabled = false;
+    assert_eq!(off.level(Some(Full), "10.0.0.5".parse().expect("ip")), Off);
+}

@@ -1,0 +1,95 @@
+//! The query log's capture: one fixed-size [`Record`] per answered query, filled from bytes
+//! the answering thread already has and left in its own queue of the sink (see
+//! `labgate_querylog`). Nothing here allocates or waits; a network whose log is off costs a
+//! lookup.
+
+use std::net::IpAddr;
+
+use labgate_config::Snapshot;
+use labgate_config::settings::LogLevel;
+use labgate_querylog::{Lane, Record, Sink, Source, Transport};
+use tokio::time::Instant;
+
+/// How and when one query arrived.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arrival {
+    /// How it came.
+    pub(crate) transport: Transport,
+    /// The queue its record goes to.
+    pub(crate) lane: Lane,
+    /// When it was received, for its latency.
+    pub(crate) at: Instant,
+    /// When it was received: microseconds since the Unix epoch.
+    pub(crate) wall_us: i64,
+}
+
+impl Arrival {
+    /// A query received now.
+    pub(crate) fn now(transport: Transport, lane: Lane) -> Self {
+        Self {
+            transport,
+            lane,
+            at: Instant::now(),
+            wall_us: std::time::SystemTime::now()
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        }
+    }
+
+    /// Whether it came over UDP (a response then respects the client's size).
+    pub(crate) fn udp(&self) -> bool {
+        self.transport == Transport::Udp
+    }
+}
+
+/// What the log keeps of one answer besides its bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Answered<'a> {
+    /// The question section (or the query from its name on).
+    pub(crate) question: &'a [u8],
+    /// Query type and class.
+    pub(crate) qtype: u16,
+    /// Query class.
+    pub(crate) qclass: u16,
+    /// The response code, extended codes included.
+    pub(crate) rcode: u16,
+    /// Where the answer came from.
+    pub(crate) source: Source,
+    /// DO, RD and STALE (TC is read from the response).
+    pub(crate) flags: u8,
+}
+
+/// Leaves the record of `response` to a query from `client`, decided with `snapshot`, in
+/// `sink`, unless the client's network or address is not logged.
+pub(crate) fn capture(
+    sink: &Sink,
+    snapshot: &Snapshot,
+    arrival: &Arrival,
+    client: IpAddr,
+    answered: &Answered<'_>,
+    response: &[u8],
+) {
+    let network = snapshot.networks.lookup(client).map(|m| m.network);
+    let level = network.map(|n| snapshot.networks.get(n).query_log);
+    let level = snapshot.query_log.level(level, client);
+    if level == LogLevel::Off {
+        return;
+    }
+    let mut r = Record::new(answered.question, arrival.transport, arrival.wall_us);
+    r.latency_us = u32::try_from(arrival.at.elapsed().as_micros()).unwrap_or(u32::MAX);
+    r.generation = snapshot.generation as u32;
+    r.client = (level == LogLevel::Full).then_some(client);
+    r.network = network.and_then(|n| u16::try_from(n.index()).ok());
+    r.qtype = answered.qtype;
+    r.qclass = answered.qclass;
+    r.rcode = answered.rcode;
+    r.source = answered.source;
+    let truncated = if response.get(2).is_some_and(|b| b & 0x02 != 0) {
+        labgate_querylog::Flags::TC
+    } else {
+        0
+    };
+    r.flags = labgate_querylog::Flags(answered.flags | truncated);
+    r.summarize(response);
+    sink.push(arrival.lane, r);
+}

@@ -1,0 +1,334 @@
+//! [`QueryLog`]: the writer thread. Every [`TICK`] (sooner when a queue is half full) it
+//! drains the [`Sink`], turns the records into rows with the snapshot that decided each
+//! (network and list names), and appends them in one transaction; every [`MAINTAIN_EVERY`]
+//! it seals and drops blocks ([`Store::maintain`]). A database that cannot be opened or
+//! written costs the records (counted), never the answers; opening is tried again at each
+//! maintenance.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use hickory_proto::rr::RecordType;
+use labgate_config::{Publish, Snapshot};
+
+use crate::record::{Flags, Record, Source};
+use crate::sink::Sink;
+use crate::store::{Row, Store};
+
+/// The database's file name in the state directory.
+pub const FILE_NAME: &str = "querylog.sqlite";
+/// Longest wait between two batches.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Time between two retention passes (and attempts to open a database that would not).
+pub const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
+/// Snapshots kept to name the networks of records decided before a reload.
+const HISTORY: usize = 16;
+
+/// The query log: its queues and its writer thread.
+pub struct QueryLog {
+    sink: Arc<Sink>,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the writer and the control plane share.
+struct Shared {
+    path: PathBuf,
+    /// The snapshots published, newest last.
+    snapshots: Mutex<VecDeque<Arc<Snapshot>>>,
+    stop: AtomicBool,
+    written: AtomicU64,
+    /// Records lost to a database error (or one that is not open).
+    failed: AtomicU64,
+    /// Rows and bytes in the database after the last write.
+    rows: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl QueryLog {
+    /// Starts the writer for `workers` UDP workers, on `<snapshot.state_dir>/querylog.sqlite`;
+    /// the database is opened now (an error is logged, and tried again later) when the log is
+    /// on.
+    ///
+    /// # Errors
+    /// When the thread cannot be started.
+    pub fn start(snapshot: Arc<Snapshot>, workers: usize) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            path: snapshot.state_dir.join(FILE_NAME),
+            snapshots: Mutex::new(VecDeque::from([Arc::clone(&snapshot)])),
+            stop: AtomicBool::new(false),
+            written: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        });
+        let sink = Arc::new(Sink::new(workers));
+        let store = snapshot.query_log.enabled.then(|| shared.open()).flatten();
+        let thread = {
+            let (shared, sink) = (Arc::clone(&shared), Arc::clone(&sink));
+            std::thread::Builder::new()
+                .name("labgate querylog".into())
+                .spawn(move || run(&shared, &sink, store))?
+        };
+        sink.wake(thread.thread().clone());
+        Ok(Self {
+            sink,
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Where the answering threads leave their records.
+    pub fn sink(&self) -> Arc<Sink> {
+        Arc::clone(&self.sink)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.shared.path
+    }
+
+    /// Writes what is queued and stops the writer (at shutdown).
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(t) = thread {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+
+    /// The log's counters in Prometheus' text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        let s = &self.shared;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = write!(
+            out,
+            "# HELP labgate_querylog_written_total DNS queries written to the query log.\n\
+             # TYPE labgate_querylog_written_total counter\n\
+             labgate_querylog_written_total {}\n\
+             # HELP labgate_querylog_dropped_total DNS queries the query log lost: `full`, a \
+             queue was full (the writer fell behind); `error`, the database failed.\n\
+             # TYPE labgate_querylog_dropped_total counter\n\
+             labgate_querylog_dropped_total{{reason=\"full\"}} {}\n\
+             labgate_querylog_dropped_total{{reason=\"error\"}} {}\n\
+             # HELP labgate_querylog_rows Queries kept in the query log.\n\
+             # TYPE labgate_querylog_rows gauge\n\
+             labgate_querylog_rows {}\n\
+             # HELP labgate_querylog_size_bytes Bytes the query log's database holds.\n\
+             # TYPE labgate_querylog_size_bytes gauge\n\
+             labgate_querylog_size_bytes {}\n",
+            load(&s.written),
+            self.sink.dropped(),
+            load(&s.failed),
+            load(&s.rows),
+            load(&s.bytes),
+        );
+    }
+}
+
+impl Drop for QueryLog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Publish for QueryLog {
+    fn name(&self) -> &'static str {
+        "query log"
+    }
+
+    /// Keeps the snapshot to name the networks and lists of the records it decides; its
+    /// retention settings apply from the next maintenance.
+    fn publish(&self, snapshot: Arc<Snapshot>) {
+        let mut list = self
+            .shared
+            .snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        list.push_back(snapshot);
+        while list.len() > HISTORY {
+            list.pop_front();
+        }
+    }
+}
+
+impl Shared {
+    fn open(&self) -> Option<Store> {
+        match Store::open(&self.path) {
+            Ok(store) => {
+                self.sizes(&store);
+                Some(store)
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                None
+            }
+        }
+    }
+
+    fn sizes(&self, store: &Store) {
+        self.rows
+            .store(u64::try_from(store.rows()).unwrap_or(0), Ordering::Relaxed);
+        if let Ok(bytes) = store.size() {
+            self.bytes.store(bytes, Ordering::Relaxed);
+        }
+    }
+
+    fn newest(&self) -> Arc<Snapshot> {
+        let list = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The list starts with one snapshot and never shrinks below it.
+        Arc::clone(list.back().unwrap_or_else(|| unreachable!("never empty")))
+    }
+}
+
+/// The writer's loop, until `stop`; then one last batch.
+fn run(shared: &Shared, sink: &Sink, mut store: Option<Store>) {
+    let mut records = Vec::with_capacity(4 * crate::sink::QUEUE_CAPACITY);
+    let mut rows = Vec::with_capacity(4 * crate::sink::QUEUE_CAPACITY);
+    let mut since_maintain = Duration::MAX;
+    loop {
+        let stopping = shared.stop.load(Ordering::Relaxed);
+        let settings = shared.newest().query_log.clone();
+        if since_maintain >= MAINTAIN_EVERY {
+            since_maintain = Duration::ZERO;
+            if store.is_none() && settings.enabled {
+                store = shared.open();
+            }
+            if let Some(s) = store.as_mut() {
+                let age = i64::try_from(settings.max_age.as_micros()).unwrap_or(i64::MAX);
+                if let Err(e) = s.maintain(now_us(), age, settings.max_size) {
+                    tracing::warn!("query log retention: {e}");
+                }
+                shared.sizes(s);
+            }
+        }
+        records.clear();
+        sink.drain(&mut records);
+        if !records.is_empty() {
+            let n = records.len() as u64;
+            {
+                let snapshots = shared
+                    .snapshots
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                rows.clear();
+                rows.extend(records.iter().map(|r| row(r, &snapshots)));
+            }
+            match store.as_mut().map(|s| s.insert(&rows)) {
+                Some(Ok(())) => {
+                    shared.written.fetch_add(n, Ordering::Relaxed);
+                }
+                Some(Err(e)) => {
+                    shared.failed.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!("{e}: {n} queries not logged");
+                }
+                None => {
+                    shared.failed.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+            if let Some(s) = store.as_ref() {
+                shared
+                    .rows
+                    .store(u64::try_from(s.rows()).unwrap_or(0), Ordering::Relaxed);
+            }
+        }
+        if stopping {
+            return;
+        }
+        std::thread::park_timeout(TICK);
+        since_maintain = since_maintain.saturating_add(TICK);
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The row of `r`, named with the snapshot of its generation (the newest when it is gone).
+fn row(r: &Record, snapshots: &VecDeque<Arc<Snapshot>>) -> Row {
+    let snapshot = snapshots
+        .iter()
+        .rev()
+        .find(|s| s.generation as u32 == r.generation)
+        .or_else(|| snapshots.back());
+    let network = r.network.and_then(|i| {
+        let s = snapshot?;
+        s.networks
+            .iter()
+            .nth(usize::from(i))
+            .map(|n| n.name.to_string())
+    });
+    let (source, detail) = match r.source {
+        Source::Internal => ("internal", None),
+        Source::Challenge => ("challenge", None),
+        Source::Blocked(i) => (
+            "blocklist",
+            snapshot
+                .and_then(|s| s.dns.blocklists.get(usize::from(i)))
+                .map(|l| l.name.to_string()),
+        ),
+        Source::Cache => ("cache", None),
+        Source::Upstream(0) => ("upstream", Some("upstreams".to_owned())),
+        Source::Upstream(i) => (
+            "upstream",
+            snapshot
+                .and_then(|s| s.dns.forwarders.get(usize::from(i) - 1))
+                .map(|f| f.domain.to_string().trim_end_matches('.').to_owned()),
+        ),
+        Source::NoUpstream => ("no-upstream", None),
+        Source::Refused => ("refused", None),
+        Source::Overload => ("overload", None),
+        Source::Malformed => ("malformed", None),
+    };
+    Row {
+        time_us: r.time_us,
+        client: r.client.map(|c| c.to_string()),
+        network,
+        name: r.name(),
+        qtype: match RecordType::from(r.qtype) {
+            RecordType::Unknown(n) => format!("TYPE{n}"),
+            t => t.to_string(),
+        },
+        qclass: match r.qclass {
+            1 => "IN".to_owned(),
+            3 => "CH".to_owned(),
+            4 => "HS".to_owned(),
+            254 => "NONE".to_owned(),
+            255 => "ANY".to_owned(),
+            n => format!("CLASS{n}"),
+        },
+        transport: r.transport.as_str(),
+        rcode: match r.rcode {
+            0 => "NOERROR".to_owned(),
+            1 => "FORMERR".to_owned(),
+            2 => "SERVFAIL".to_owned(),
+            3 => "NXDOMAIN".to_owned(),
+            4 => "NOTIMP".to_owned(),
+            5 => "REFUSED".to_owned(),
+            16 => "BADVERS".to_owned(),
+            n => format!("RCODE{n}"),
+        },
+        source,
+        detail,
+        answer: r.answer(),
+        latency_us: i64::from(r.latency_us),
+        dnssec_ok: r.flags.has(Flags::DO),
+        truncated: r.flags.has(Flags::TC),
+        stale: r.flags.has(Flags::STALE),
+    }
+}
