@@ -28,6 +28,7 @@ declare -A packages=(
   [systemd-analyze]=systemd # checks deploy/labgate.service
   [nghttp]=nghttp2-client  # HTTP/2 clients for tests/h2.rs: nghttp...
   [h2load]=nghttp2-client  # ...and h2load
+  [sqlite3]=sqlite3        # reads the DNS query log in tests/querylog.rs
 )
 # Python module -> Debian package; checked with Debian's interpreter, whose dist-packages they
 # install into (tests/h2/frames.py runs under /usr/bin/python3, whatever python3 PATH finds).

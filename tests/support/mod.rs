@@ -212,6 +212,23 @@ impl Labgate {
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Stops it as a supervisor does (SIGTERM) and waits for its exit: whether it exited 0.
+    pub(crate) fn terminate(mut self) -> bool {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill is needed: apt-get install procps (scripts/test.sh does)");
+        assert!(sent.success(), "SIGTERM not sent");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "labgate did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Labgate {
