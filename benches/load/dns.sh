@@ -19,6 +19,11 @@
 #                                       # would show as a lost query or SERVFAIL
 #   BASE=/tmp/labgate-old SERVERS="labgate base unbound" benches/load/dns.sh
 #                                       # another labgate build ("base") beside this one
+#   SERVERS="labgate nolog" RATE=5000 benches/load/dns.sh
+#                                       # the query log's cost: "nolog" is the same build with
+#                                       # `[query_log] enabled = false` (labgate logs every
+#                                       # query, as by default); "CPU us/q at RATE" is each
+#                                       # server's CPU over its fixed-rate slices per query
 #   PERF=/tmp/dns benches/load/dns.sh   # also perf record each server's throughput run
 #   STAT=/tmp/dns benches/load/dns.sh   # also count its system calls and context switches
 #
@@ -76,6 +81,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
   done
 } > "$work/labgate.toml"
 sed 's/127.0.0.1:15301/127.0.0.1:15308/' "$work/labgate.toml" > "$work/base.toml"
+{ sed 's/127.0.0.1:15301/127.0.0.1:15309/' "$work/labgate.toml"; printf '\n[query_log]\nenabled = false\n'; } > "$work/nolog.toml"
 unbound_data() { # view prefix
   printf '  local-zone: "bench.test." static\n'
   for i in $(seq 1 $NAMES); do
@@ -202,7 +208,7 @@ stop_upstream() { kill $(pids_of $upstream) 2>/dev/null || true; wait $upstream 
 
 port_of() {
   case $1 in labgate) echo 15301 ;; unbound) echo 15302 ;; dnsmasq) echo 15303 ;; nsd) echo 15304 ;;
-    knot) echo 15305 ;; dnsdist) echo 15306 ;; echo) echo 15307 ;; base) echo 15308 ;; esac
+    knot) echo 15305 ;; dnsdist) echo 15306 ;; echo) echo 15307 ;; base) echo 15308 ;; nolog) echo 15309 ;; esac
 }
 
 start() {
@@ -210,6 +216,7 @@ start() {
   case $1 in
     labgate) LABGATE_LOG=warn taskset -c 0 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >/dev/null 2>&1 & ;;
     base) LABGATE_LOG=warn taskset -c 0 "$BASE" run --config "$work/base.toml" --state-dir "$work/base-state" >/dev/null 2>&1 & ;;
+    nolog) LABGATE_LOG=warn taskset -c 0 target/release/labgate run --config "$work/nolog.toml" --state-dir "$work/nolog-state" >/dev/null 2>&1 & ;;
     unbound) taskset -c 0 unbound -d -c "$work/unbound.conf" >/dev/null 2>&1 & ;;
     dnsmasq) taskset -c 0 dnsmasq -k -p 15303 --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts \
                --addn-hosts="$work/dnsmasq.hosts" --local=/bench.test/ --server=127.0.0.1#15310 \
@@ -243,7 +250,7 @@ latencies() { awk '/^> / {print $NF * 1e6}'; }
 # p50 and p99 of the numbers in a file.
 percentiles() { sort -g "$1" | awk '{a[NR]=$1} END { if (NR) printf "%.0f %.0f\n", a[int(NR*0.5)+1], a[int(NR*0.99)+1]; else print "- -" }'; }
 
-declare -A qps cpu rss p50 p99 round_cpu started
+declare -A qps cpu rss p50 p99 round_cpu started rate_cpu
 for round in $(seq 1 "$ROUNDS"); do
   # Every server runs for the whole round. The throughput runs take turns; the latency runs
   # are cut into one-second slices that rotate over the servers, so that the host's stalls,
@@ -310,14 +317,21 @@ for round in $(seq 1 "$ROUNDS"); do
     cpu[$server]+="$us "
     round_cpu[$server.$round]=$us
   done
+  declare -A slice_ns=()
   for _ in $(seq 1 "$DURATION"); do
     for server in $SERVERS; do
+      procs=$(pids_of ${started[$server]})
+      before=$(cpu_ns "$procs")
       taskset -c 1 dnsperf -s 127.0.0.1 -p "$(port_of $server)" -d "$work/queries" -Q "$RATE" -l 1 -v 2>&1 | latencies >>"$work/latency.$server.$round"
+      slice_ns[$server]=$(( ${slice_ns[$server]:-0} + $(cpu_ns "$procs") - before ))
     done
   done
   for server in $SERVERS; do
     read -r l50 l99 < <(percentiles "$work/latency.$server.$round")
-    echo "round $round $server: at $RATE q/s p50 $l50 us, p99 $l99 us"
+    answered=$(wc -l <"$work/latency.$server.$round")
+    at_rate=$(awk -v ns="${slice_ns[$server]}" -v q="$answered" 'BEGIN { if (q) printf "%.2f", ns / 1000 / q; else print "-" }')
+    rate_cpu[$server]+="$at_rate "
+    echo "round $round $server: at $RATE q/s p50 $l50 us, p99 $l99 us, $at_rate us CPU/query"
     p50[$server]+="$l50 "
     p99[$server]+="$l99 "
     pid=${started[$server]}
@@ -336,13 +350,13 @@ paired() { # server "reference..."
   done | median | awk '{ if ($1 > 0) printf "%.2fx", $1; else print "-" }'
 }
 # The peers: every server but labgate and the echo.
-peers=$(for s in $SERVERS; do case $s in labgate|base|echo) ;; *) printf '%s ' $s ;; esac; done)
+peers=$(for s in $SERVERS; do case $s in labgate|base|nolog|echo) ;; *) printf '%s ' $s ;; esac; done)
 
 echo
 echo "capacity: CPU per query against Unbound's, the best peer's ($peers) and the no-work echo's, paired per round"
-printf '%-8s %12s %16s %12s %14s %10s %10s %10s %14s\n' server "q/s median" "CPU us/q median" "vs Unbound" "vs best peer" "vs echo" "p50 us" "p99 us" "idle RSS KiB"
+printf '%-8s %12s %16s %12s %14s %10s %10s %10s %18s %14s\n' server "q/s median" "CPU us/q median" "vs Unbound" "vs best peer" "vs echo" "p50 us" "p99 us" "CPU us/q at $RATE" "idle RSS KiB"
 for server in $SERVERS; do
-  printf '%-8s %12.0f %16s %12s %14s %10s %10s %10s %14s\n' $server "$(echo "${qps[$server]}" | median)" \
+  printf '%-8s %12.0f %16s %12s %14s %10s %10s %10s %18s %14s\n' $server "$(echo "${qps[$server]}" | median)" \
     "$(echo "${cpu[$server]}" | median)" "$(paired $server unbound)" "$(paired $server "$peers")" "$(paired $server echo)" \
-    "$(echo "${p50[$server]}" | median)" "$(echo "${p99[$server]}" | median)" "${rss[$server]}"
+    "$(echo "${p50[$server]}" | median)" "$(echo "${p99[$server]}" | median)" "$(echo "${rate_cpu[$server]}" | median)" "${rss[$server]}"
 done

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod record;
+pub mod search;
 mod sink;
 pub mod store;
 mod writer;
@@ -20,6 +21,7 @@ mod writer;
 use std::path::PathBuf;
 
 pub use record::{Flags, Record, Source, Transport};
+pub use search::{Filter, Found, Position, Reader};
 pub use sink::{Lane, QUEUE_CAPACITY, Sink};
 pub use writer::{FILE_NAME, MAINTAIN_EVERY, QueryLog, TICK};
 

@@ -57,6 +57,37 @@ pub enum Source {
     Malformed,
 }
 
+impl Source {
+    /// Every source's name, as [`Source::name`] gives it.
+    pub const NAMES: [&'static str; 9] = [
+        "internal",
+        "challenge",
+        "blocklist",
+        "cache",
+        "upstream",
+        "no-upstream",
+        "refused",
+        "overload",
+        "malformed",
+    ];
+
+    /// Its name in the log.
+    pub fn name(self) -> &'static str {
+        let i = match self {
+            Self::Internal => 0,
+            Self::Challenge => 1,
+            Self::Blocked(_) => 2,
+            Self::Cache => 3,
+            Self::Upstream(_) => 4,
+            Self::NoUpstream => 5,
+            Self::Refused => 6,
+            Self::Overload => 7,
+            Self::Malformed => 8,
+        };
+        Self::NAMES[i]
+    }
+}
+
 /// Flags of a query and its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Flags(pub u8);

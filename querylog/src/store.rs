@@ -4,7 +4,8 @@
 //! `benches/RESULTS.md`), and is *sealed* (indexed by name and client in one pass) when it holds
 //! [`BLOCK_ROWS`] rows or its first row is older than [`BLOCK_SPAN`]. Retention drops whole
 //! blocks, oldest first: no row-by-row deletes, and freed pages go back to the file system
-//! (incremental vacuum).
+//! (incremental vacuum). The last column, `rname`, is the name reversed (`moc.elpmaxe`), so a
+//! search for a domain and its subdomains is a range of one index.
 
 use std::path::Path;
 
@@ -76,7 +77,8 @@ pub struct Store {
 const COLUMNS: &str = "time_us INTEGER NOT NULL, client TEXT, network TEXT, name TEXT NOT NULL, \
      type TEXT NOT NULL, class TEXT NOT NULL, transport TEXT NOT NULL, rcode TEXT NOT NULL, \
      source TEXT NOT NULL, detail TEXT, answer TEXT NOT NULL, latency_us INTEGER NOT NULL, \
-     dnssec_ok INTEGER NOT NULL, truncated INTEGER NOT NULL, stale INTEGER NOT NULL";
+     dnssec_ok INTEGER NOT NULL, truncated INTEGER NOT NULL, stale INTEGER NOT NULL, \
+     rname TEXT NOT NULL";
 
 impl Store {
     /// Opens (or creates) the database at `path`.
@@ -157,13 +159,16 @@ impl Store {
         };
         let tx = self.conn.transaction()?;
         let (mut first_us, mut last_us) = (block.first_us, block.last_us);
+        let mut rname = String::new();
         {
             let mut st = tx.prepare_cached(&format!(
                 "INSERT INTO q{} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-                 ?14, ?15)",
+                 ?14, ?15, ?16)",
                 block.id
             ))?;
             for r in rows {
+                rname.clear();
+                rname.extend(r.name.chars().rev());
                 st.execute(params![
                     r.time_us,
                     r.client,
@@ -180,6 +185,7 @@ impl Store {
                     r.dnssec_ok,
                     r.truncated,
                     r.stale,
+                    rname,
                 ])?;
                 first_us = first_us.min(r.time_us);
                 last_us = last_us.max(r.time_us);
@@ -275,8 +281,11 @@ impl Store {
     fn seal(&mut self, id: i64) -> Result<(), Error> {
         let tx = self.conn.transaction()?;
         tx.execute_batch(&format!(
-            "CREATE INDEX q{id}_name ON q{id} (name);
+            "CREATE INDEX q{id}_rname ON q{id} (rname);
              CREATE INDEX q{id}_client ON q{id} (client);
+             CREATE INDEX q{id}_network ON q{id} (network);
+             CREATE INDEX q{id}_rcode ON q{id} (rcode);
+             CREATE INDEX q{id}_source ON q{id} (source);
              UPDATE blocks SET sealed = 1 WHERE id = {id};"
         ))?;
         tx.commit()?;
@@ -391,7 +400,7 @@ mod tests {
         let s = Store::open(&path).expect("reopen");
         assert_eq!(count(&s), 3);
         assert_eq!(s.rows(), 3);
-        assert!(has_table(s.conn(), "q1_name") && !has_table(s.conn(), "q2_name"));
+        assert!(has_table(s.conn(), "q1_rname") && !has_table(s.conn(), "q2_rname"));
         let name: String = s
             .conn()
             .query_row(

@@ -273,27 +273,15 @@ fn row(r: &Record, snapshots: &VecDeque<Arc<Snapshot>>) -> Row {
             .nth(usize::from(i))
             .map(|n| n.name.to_string())
     });
-    let (source, detail) = match r.source {
-        Source::Internal => ("internal", None),
-        Source::Challenge => ("challenge", None),
-        Source::Blocked(i) => (
-            "blocklist",
-            snapshot
-                .and_then(|s| s.dns.blocklists.get(usize::from(i)))
-                .map(|l| l.name.to_string()),
-        ),
-        Source::Cache => ("cache", None),
-        Source::Upstream(0) => ("upstream", Some("upstreams".to_owned())),
-        Source::Upstream(i) => (
-            "upstream",
-            snapshot
-                .and_then(|s| s.dns.forwarders.get(usize::from(i) - 1))
-                .map(|f| f.domain.to_string().trim_end_matches('.').to_owned()),
-        ),
-        Source::NoUpstream => ("no-upstream", None),
-        Source::Refused => ("refused", None),
-        Source::Overload => ("overload", None),
-        Source::Malformed => ("malformed", None),
+    let detail = match r.source {
+        Source::Blocked(i) => snapshot
+            .and_then(|s| s.dns.blocklists.get(usize::from(i)))
+            .map(|l| l.name.to_string()),
+        Source::Upstream(0) => Some("upstreams".to_owned()),
+        Source::Upstream(i) => snapshot
+            .and_then(|s| s.dns.forwarders.get(usize::from(i) - 1))
+            .map(|f| f.domain.to_string().trim_end_matches('.').to_owned()),
+        _ => None,
     };
     Row {
         time_us: r.time_us,
@@ -323,7 +311,7 @@ fn row(r: &Record, snapshots: &VecDeque<Arc<Snapshot>>) -> Row {
             16 => "BADVERS".to_owned(),
             n => format!("RCODE{n}"),
         },
-        source,
+        source: r.source.name(),
         detail,
         answer: r.answer(),
         latency_us: i64::from(r.latency_us),
