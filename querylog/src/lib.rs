@@ -15,6 +15,7 @@
 mod record;
 pub mod search;
 mod sink;
+pub mod stats;
 pub mod store;
 mod writer;
 

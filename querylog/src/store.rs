@@ -72,6 +72,8 @@ struct Block {
 pub struct Store {
     conn: Connection,
     blocks: Vec<Block>,
+    /// The hour whose busiest names and clients are being counted.
+    hour: crate::stats::Hour,
 }
 
 const COLUMNS: &str = "time_us INTEGER NOT NULL, client TEXT, network TEXT, name TEXT NOT NULL, \
@@ -112,6 +114,8 @@ impl Store {
              INSERT OR IGNORE INTO meta VALUES ('version', 1);",
         )
         .map_err(|e| Error::open(path, e))?;
+        conn.execute_batch(crate::stats::SCHEMA)
+            .map_err(|e| Error::open(path, e))?;
         let version: i64 = conn
             .query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
                 r.get(0)
@@ -139,7 +143,11 @@ impl Store {
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .map_err(|e| Error::open(path, e))?
         };
-        let mut store = Self { conn, blocks };
+        let mut store = Self {
+            conn,
+            blocks,
+            hour: crate::stats::Hour::default(),
+        };
         store.view().map_err(|e| Error::open(path, e))?;
         Ok(store)
     }
@@ -191,6 +199,7 @@ impl Store {
                 last_us = last_us.max(r.time_us);
             }
         }
+        self.hour.add(&tx, rows)?;
         let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
         tx.execute(
             "UPDATE blocks SET first_us = ?2, last_us = ?3, rows = rows + ?4 WHERE id = ?1",
@@ -212,6 +221,12 @@ impl Store {
     /// # Errors
     /// When SQLite fails.
     pub fn maintain(&mut self, now_us: i64, max_age_us: i64, max_size: u64) -> Result<(), Error> {
+        {
+            let tx = self.conn.transaction()?;
+            self.hour.write(&tx)?;
+            crate::stats::forget_before(&tx, now_us.saturating_sub(max_age_us))?;
+            tx.commit()?;
+        }
         if let Some(open) = self.blocks.last().copied().filter(|b| !b.sealed)
             && (open.rows >= BLOCK_ROWS || now_us - open.first_us >= BLOCK_SPAN)
         {
@@ -235,6 +250,17 @@ impl Store {
             self.conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }
+        Ok(())
+    }
+
+    /// Writes the statistics of the hour being counted (at shutdown).
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        let tx = self.conn.transaction()?;
+        self.hour.write(&tx)?;
+        tx.commit()?;
         Ok(())
     }
 

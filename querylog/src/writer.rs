@@ -246,6 +246,9 @@ fn run(shared: &Shared, sink: &Sink, mut store: Option<Store>) {
             }
         }
         if stopping {
+            if let Some(Err(e)) = store.as_mut().map(Store::flush) {
+                tracing::warn!("query log statistics: {e}");
+            }
             return;
         }
         std::thread::park_timeout(TICK);
