@@ -102,6 +102,10 @@ pub struct CertsArgs {
     /// The admin endpoint of the running labgate (`listen.admin`).
     #[arg(long, default_value = "127.0.0.1:9153")]
     pub admin: SocketAddr,
+    /// File holding one of the tokens of `[admin] auth_file` (the token alone), for an admin
+    /// endpoint that asks for credentials.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
