@@ -15,6 +15,10 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `labgate=debug` (default: $LABGATE_LOG, else `info`).
     #[arg(long, global = true)]
     pub log: Option<String>,
+    /// Log format: `text` (default) or `json`, one object per line with the event's fields
+    /// (for journald and Loki).
+    #[arg(long, global = true, value_enum, env = crate::logging::ENV_LOG_FORMAT, default_value_t)]
+    pub log_format: crate::logging::Format,
     /// What to do (default: `run` on the built-in demo config).
     #[command(subcommand)]
     pub command: Option<Command>,

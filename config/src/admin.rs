@@ -350,6 +350,15 @@ cidrs = ["10.0.50.0/24", "127.0.0.2/32"]
         (s.admin, s.networks)
     }
 
+    /// What, under which policy, from which peer, with which fields, gets what.
+    type Case<'a> = (
+        &'a str,
+        &'a (AdminPolicy, Networks),
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Decision,
+    );
+
     fn basic(pair: &str) -> String {
         format!("Basic {}", STANDARD.encode(pair))
     }
@@ -373,7 +382,7 @@ cidrs = ["10.0.50.0/24", "127.0.0.2/32"]
         let typo = basic("alice:open sesam");
         let token_as_basic = basic("s3cr3t-token");
         #[rustfmt::skip]
-        let cases: Vec<(&str, &(AdminPolicy, Networks), &str, Vec<(&str, &str)>, Decision)> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("default: loopback", &open, "127.0.0.1", vec![], Allow),
             ("default: IPv6 loopback", &open, "::1", vec![], Allow),
             ("default: mapped loopback", &open, "::ffff:127.0.0.9", vec![], Allow),

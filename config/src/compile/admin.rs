@@ -66,7 +66,9 @@ mod tests {
 
     #[test]
     fn admin_errors() {
-        let cases: &[(&str, &[(&str, &[u8])], &[&str])] = &[
+        // `[admin]` lines, the files they name, the diagnostics.
+        type Files<'a> = &'a [(&'a str, &'a [u8])];
+        let cases: &[(&str, Files<'_>, &[&str])] = &[
             ("allow = [\"mgmt\"]", &[], &[]),
             (
                 "allow = [\"mgmt\", \"wifi\"]",
