@@ -158,31 +158,40 @@ fn the_admin_endpoint_admits_the_networks_and_credentials_of_admin() {
         args.extend_from_slice(extra);
         curl_https(lg.https, "status.lab.test", "/config", &ca, &args)
     };
-    let guest = via(GUEST, &["-H", &bearer]);
-    assert_eq!(guest.status, 403, "{guest:?}");
-    assert!(
-        guest
-            .body
-            .contains("client 10.24.50.5 (forwarded by labgate's proxy) is in network `guest`"),
-        "{guest:?}"
-    );
-    let forged = via(
-        GUEST,
-        &["-H", &bearer, "-H", &format!("X-Forwarded-For: {MGMT}")],
-    );
-    assert_eq!(
-        forged.status, 403,
-        "the proxy replaces a client's X-Forwarded-For: {forged:?}"
-    );
-    let anonymous = via(MGMT, &[]);
-    assert_eq!(anonymous.status, 401, "{anonymous:?}");
-    assert!(
-        anonymous.header("www-authenticate").is_some(),
-        "{anonymous:?}"
-    );
-    let page = via(MGMT, &["-u", "ops:pass word"]);
-    assert_eq!(page.status, 200, "{page:?}");
-    assert!(page.body.contains("\"generation\""), "{page:?}");
+    // Both of the proxy's paths (HTTP/1.1 forwarding and HTTP/2) write X-Forwarded-For.
+    for version in ["--http1.1", "--http2"] {
+        let guest = via(GUEST, &[version, "-H", &bearer]);
+        assert_eq!(guest.status, 403, "{version}: {guest:?}");
+        assert!(
+            guest
+                .body
+                .contains("client 10.24.50.5 (forwarded by labgate's proxy) is in network `guest`"),
+            "{version}: {guest:?}"
+        );
+        let forged = via(
+            GUEST,
+            &[
+                version,
+                "-H",
+                &bearer,
+                "-H",
+                &format!("X-Forwarded-For: {MGMT}"),
+            ],
+        );
+        assert_eq!(
+            forged.status, 403,
+            "{version}: the proxy replaces a client's X-Forwarded-For: {forged:?}"
+        );
+        let anonymous = via(MGMT, &[version]);
+        assert_eq!(anonymous.status, 401, "{version}: {anonymous:?}");
+        assert!(
+            anonymous.header("www-authenticate").is_some(),
+            "{version}: {anonymous:?}"
+        );
+        let page = via(MGMT, &[version, "-u", "ops:pass word"]);
+        assert_eq!(page.status, 200, "{version}: {page:?}");
+        assert!(page.body.contains("\"generation\""), "{version}: {page:?}");
+    }
 
     // `labgate certs` sends a token from a file.
     dir.write("token", TOKEN);

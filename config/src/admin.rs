@@ -62,6 +62,7 @@ pub enum Decision {
 
 /// Why a client is refused with 403.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Forbidden {
     /// Its address is neither loopback nor in a network `[admin] allow` names.
     Network {
@@ -211,6 +212,7 @@ pub struct Credentials {
 
 /// Why an `auth_file` is not a credentials file: the line, never its contents (a secret).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CredentialsError {
     /// Not UTF-8.
     NotText,
