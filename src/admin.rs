@@ -16,14 +16,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use labgate_config::admin::{self as policy, Decision};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
-
-use labgate_config::admin::{self as policy, Decision};
 
 use crate::reload::Trigger;
 use crate::status::{ReloadReport, Shared};
