@@ -5,7 +5,7 @@ import re
 src=open('config/src/raw.rs').read()
 out=["# labgate configuration reference","",
 "labgate reads TOML: one file, or every `*.toml` under a directory (sorted; hidden entries such as `.git` skipped).",
-"In a directory, arrays of tables (`[[network]]`, `[[service]]`, ...) are concatenated across files; each single table (`[server]`, `[listen]`, `[dns]`, `[tunnel]`, `[tls]`, `[acme]`) may appear in one file only.",
+"In a directory, arrays of tables (`[[network]]`, `[[service]]`, ...) are concatenated across files; each single table (`[server]`, `[listen]`, `[admin]`, `[dns]`, `[tunnel]`, `[tls]`, `[acme]`) may appear in one file only.",
 "Unknown keys are errors. Relative paths are relative to the file that names them.",
 "`labgate check PATH` validates without binding sockets (exit 0 valid, 64 invalid); every error names file, line, column and key.",
 "",
@@ -14,7 +14,7 @@ out=["# labgate configuration reference","",
 "",
 "## What is reloaded",
 "",
-"Everything is hot-reloaded atomically (networks, zones, records, services, upstreams, blocklists, certificates) except `[server]` and `[listen]`: a change there is logged at warn and applied at the next start.",
+"Everything is hot-reloaded atomically (networks, zones, records, services, upstreams, blocklists, certificates, `[admin]` with its credentials file) except `[server]` and `[listen]`: a change there is logged at warn and applied at the next start.",
 ""]
 bar="\\|"
 for m in re.finditer(r'((?:///[^\n]*\n)+)#\[derive[^\n]*\]\n(?:#\[serde[^\n]*\]\n)*pub struct (\w+) \{(.*?)\n\}', src, re.S):

@@ -1,7 +1,11 @@
-//! The admin endpoint: `/healthz`, `/readyz`, `/metrics`, `/config`, `POST /reload`.
-//! Loopback by default; it shows configuration metadata, never secrets.
+//! The admin endpoint: `/healthz`, `/readyz`, `/metrics`, `/config`, `/certs`, `POST /reload`.
+//! It shows configuration metadata, never secrets. Who may use it is the snapshot's
+//! [`AdminPolicy`](labgate_config::admin::AdminPolicy) (`[admin]`), read per request, so a
+//! reload applies at once: loopback clients only by default; the probes `/healthz` and
+//! `/readyz` are open to all.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,6 +16,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use labgate_config::admin::{self as policy, Decision};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -60,7 +65,7 @@ pub async fn serve(listener: TcpListener, admin: Admin, cancel: CancellationToke
             let _permit = permit;
             let svc = service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(handle(&admin, req).await) }
+                async move { Ok::<_, Infallible>(handle(&admin, peer.ip(), req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -74,7 +79,10 @@ pub async fn serve(listener: TcpListener, admin: Admin, cancel: CancellationToke
     conns.shutdown().await;
 }
 
-async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(admin: &Admin, peer: IpAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(refused) = refusal(&admin.shared, peer, &req) {
+        return refused;
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
@@ -121,6 +129,48 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
             StatusCode::NOT_FOUND,
             "not found: try /healthz /readyz /metrics /config /certs, or POST /reload\n",
         ),
+    }
+}
+
+/// The answer to a request `[admin]` refuses (403, or 401 with the challenges), `None` when
+/// it may be served.
+fn refusal(
+    shared: &Shared,
+    peer: IpAddr,
+    req: &Request<Incoming>,
+) -> Option<Response<Full<Bytes>>> {
+    if policy::is_probe(req.uri().path()) {
+        return None;
+    }
+    let s = shared.snapshot.load();
+    let fields = req
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
+    match s.admin.decide(&s.networks, peer, fields) {
+        Decision::Allow => None,
+        Decision::Forbidden(why) => {
+            debug!(%peer, path = req.uri().path(), "admin request forbidden: {why:?}");
+            Some(text(
+                StatusCode::FORBIDDEN,
+                why.message(&s.networks, &s.admin),
+            ))
+        }
+        Decision::Unauthorized => {
+            debug!(%peer, path = req.uri().path(), "admin request without valid credentials");
+            let mut r = text(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized: send a token (`Authorization: Bearer <token>`) or the user and \
+                 password of `[admin] auth_file`\n",
+            );
+            for challenge in s.admin.auth.iter().flat_map(|c| c.challenges()) {
+                r.headers_mut().append(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static(challenge),
+                );
+            }
+            Some(r)
+        }
     }
 }
 

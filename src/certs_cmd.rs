@@ -19,7 +19,16 @@ use crate::cli::CertsArgs;
 /// # Errors
 /// When the admin endpoint cannot be reached or answers something else than the list.
 pub fn run(args: &CertsArgs) -> anyhow::Result<ExitCode> {
-    let body = get(args.admin, "/certs").with_context(|| {
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let body = get(args.admin, "/certs", token.as_deref()).with_context(|| {
         format!(
             "cannot read certificates from labgate's admin endpoint at {}: is labgate running (`--admin` sets the address)?",
             args.admin
@@ -57,19 +66,27 @@ pub fn run(args: &CertsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One HTTP/1.1 GET to the admin endpoint (loopback, tiny answers): the body of a 200.
-fn get(admin: SocketAddr, path: &str) -> anyhow::Result<String> {
+/// One HTTP/1.1 GET to the admin endpoint (loopback, tiny answers), with a bearer token if
+/// given: the body of a 200.
+fn get(admin: SocketAddr, path: &str, token: Option<&str>) -> anyhow::Result<String> {
     let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let authorization =
+        token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {admin}\r\n{authorization}Connection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     s.read_to_string(&mut response)?;
     let (head, body) = response
         .split_once("\r\n\r\n")
         .context("no HTTP response")?;
+    anyhow::ensure!(
+        !head.starts_with("HTTP/1.1 401"),
+        "401 Unauthorized: the admin endpoint asks for credentials; pass `--token-file` with a \
+         token of `[admin] auth_file`"
+    );
     anyhow::ensure!(
         head.starts_with("HTTP/1.1 200"),
         "{}",

@@ -15,6 +15,10 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `labgate=debug` (default: $LABGATE_LOG, else `info`).
     #[arg(long, global = true)]
     pub log: Option<String>,
+    /// Log format: `text` (default) or `json`, one object per line with the event's fields
+    /// (for journald and Loki).
+    #[arg(long, global = true, value_enum, env = crate::logging::ENV_LOG_FORMAT, default_value_t)]
+    pub log_format: crate::logging::Format,
     /// What to do (default: `run` on the built-in demo config).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -102,6 +106,10 @@ pub struct CertsArgs {
     /// The admin endpoint of the running labgate (`listen.admin`).
     #[arg(long, default_value = "127.0.0.1:9153")]
     pub admin: SocketAddr,
+    /// File holding one of the tokens of `[admin] auth_file` (the token alone), for an admin
+    /// endpoint that asks for credentials.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use labgate::cli::{Cli, Command};
+use labgate::logging::Format;
 use labgate::{EX_USAGE, app, certs_cmd, check, explain, tunnel_config};
 
 #[allow(
@@ -12,7 +13,7 @@ use labgate::{EX_USAGE, app, certs_cmd, check, explain, tunnel_config};
 )]
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    labgate::logging::init(cli.log.as_deref());
+    labgate::logging::init(cli.log.as_deref(), cli.log_format);
     // F1: one crypto provider, ring, installed before any TLS configuration exists.
     pingora::tls::install_default_crypto_provider();
     let result = match cli.command.unwrap_or_default() {
@@ -29,7 +30,13 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            // A journal asked for JSON gets the error that ended the run as JSON too (unless
+            // the filter drops errors: then it is printed as ever).
+            if cli.log_format == Format::Json && tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("Error: {e:#}");
+            }
             if e.downcast_ref::<labgate_config::Error>().is_some() {
                 ExitCode::from(EX_USAGE)
             } else {

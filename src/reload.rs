@@ -171,7 +171,7 @@ pub async fn reload_once(source: &ConfigSource, shared: &Arc<Shared>) -> ReloadR
         restart_required: false,
     };
     match compiled {
-        Ok(Ok(ref new)) if new.hash == current.hash => {
+        Ok(Ok(ref new)) if new.same_as(&current) => {
             report.result = ReloadResult::Unchanged;
             debug!(generation = current.generation, "config unchanged");
         }

@@ -11,41 +11,9 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::backend::Backend;
 use support::https::curl_https;
-use support::{ConfigDir, Labgate, Unbound, dig, dns_ports};
-
-/// Addresses on `lo` for the test's lifetime (root, as on CI).
-struct LoopbackAddrs(Vec<&'static str>);
-
-impl LoopbackAddrs {
-    fn add(addrs: &[&'static str]) -> Self {
-        for a in addrs {
-            let out = Command::new("ip")
-                .args(["addr", "replace", &format!("{a}/32"), "dev", "lo"])
-                .output()
-                .expect("ip (iproute2) is needed: scripts/test.sh installs it");
-            assert!(
-                out.status.success(),
-                "cannot add {a} to lo (needs root / CAP_NET_ADMIN): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Self(addrs.to_vec())
-    }
-}
-
-impl Drop for LoopbackAddrs {
-    fn drop(&mut self) {
-        for a in &self.0 {
-            let _ = Command::new("ip")
-                .args(["addr", "del", &format!("{a}/32"), "dev", "lo"])
-                .output();
-        }
-    }
-}
+use support::{ConfigDir, Labgate, LoopbackAddrs, Unbound, dig, dns_ports};
 
 #[test]
 fn the_homelab_example_answers_each_vlan_and_enforces_its_policy() {

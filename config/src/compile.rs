@@ -1,5 +1,6 @@
 //! `compile`: raw files → validated, indexed [`Snapshot`], reporting every error at once.
 
+mod admin;
 mod dns;
 mod networks;
 mod query_log;
@@ -49,6 +50,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
     let (services, routes) = services::compile(&mut cx, files, &networks, &zones, &mut views);
     let certs = tls::compile(&mut cx, files, &zones, &services);
     let listen = networks::listen(&mut cx, files, certs.certificates.default_name.is_some());
+    let admin = admin::compile(&mut cx, files, &networks);
     let state_dir = state_dir(&mut cx, files);
     let trusted_proxies = trusted_proxies(&mut cx, files);
     let connections = connection_limits(&mut cx, files);
@@ -85,6 +87,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         trusted_proxies,
         connections,
         listen,
+        admin,
         networks,
         zones,
         views,
@@ -267,6 +270,30 @@ impl<'s> Ctx<'s> {
         self.named(file, v, key)
     }
 
+    /// A secret the snapshot carries and its contents, `None` when it could not be read
+    /// (reported here); a secret others may read is used, with a warning.
+    pub(crate) fn secret(
+        &mut self,
+        file: FileId,
+        v: &Spanned<String>,
+        key: &str,
+    ) -> (PathBuf, Option<&'s [u8]>) {
+        let (path, bytes) = self.named(file, v, key);
+        if let Some(Found::Shared(_)) = self.named.get(&path) {
+            self.warn(
+                file,
+                v.span(),
+                key,
+                format!(
+                    "secret file `{}` can be read by other users",
+                    path.display()
+                ),
+            )
+            .hint(format!("chmod 600 {}", path.display()));
+        }
+        (path, bytes)
+    }
+
     fn named(
         &mut self,
         file: FileId,
@@ -277,7 +304,7 @@ impl<'s> Ctx<'s> {
         // A file `load` did not look at (a configuration held in memory) is missing.
         let found = self.named.get(&path);
         let failed = match found {
-            Some(Found::Read(bytes)) => return (path, Some(bytes)),
+            Some(Found::Read(bytes) | Found::Shared(bytes)) => return (path, Some(bytes)),
             Some(Found::Opened) => return (path, None),
             Some(Found::Failed(kind)) => *kind,
             None => std::io::ErrorKind::NotFound,

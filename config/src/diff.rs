@@ -69,6 +69,8 @@ pub struct Diff {
     pub records: Changes,
     /// Networks, by name.
     pub networks: Changes,
+    /// Whether `[admin]` changed: its networks or its credentials (never shown).
+    pub admin: bool,
     /// Whether restart-only settings (listen addresses, state directory) changed.
     pub restart_required: bool,
 }
@@ -80,6 +82,7 @@ impl Diff {
             services: Changes::between(&services(old), &services(new)),
             records: Changes::between(&records(old), &records(new)),
             networks: Changes::between(&networks(old), &networks(new)),
+            admin: old.admin != new.admin,
             restart_required: old.listen != new.listen || old.state_dir != new.state_dir,
         }
     }
@@ -89,6 +92,7 @@ impl Diff {
         self.services.is_empty()
             && self.records.is_empty()
             && self.networks.is_empty()
+            && !self.admin
             && !self.restart_required
     }
 }
@@ -107,6 +111,9 @@ impl fmt::Display for Diff {
             if !c.is_empty() {
                 parts.push(format!("{what} {c}"));
             }
+        }
+        if self.admin {
+            parts.push("admin access changed".to_owned());
         }
         if self.restart_required {
             parts.push("listen/state_dir changed (restart to apply)".to_owned());

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 
+pub mod admin;
 pub mod blocklist;
 mod compile;
 pub mod diff;

@@ -110,6 +110,8 @@ enum Need {
     Contents,
     /// To know that it opens (key material and secrets, read later by their users).
     Open,
+    /// Its contents, and whether others may read it: a secret the snapshot carries.
+    Secret,
 }
 
 /// Reads, or only opens, every file the configuration names.
@@ -125,6 +127,7 @@ fn read_named(sources: &Sources, files: &[(FileId, RawFile)]) -> NamedFiles {
             Need::Contents => {
                 std::fs::read(&path).map_or_else(|e| Found::Failed(e.kind()), Found::Read)
             }
+            Need::Secret => secret(&path),
             Need::Open => std::fs::File::open(&path)
                 .map_or_else(|e| Found::Failed(e.kind()), |_| Found::Opened),
         };
@@ -133,15 +136,28 @@ fn read_named(sources: &Sources, files: &[(FileId, RawFile)]) -> NamedFiles {
     named
 }
 
+/// A secret file's contents, [`Found::Shared`] when its mode lets group or others read it.
+fn secret(path: &Path) -> Found {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0);
+    match std::fs::read(path) {
+        Ok(bytes) if shared => Found::Shared(bytes),
+        Ok(bytes) => Found::Read(bytes),
+        Err(e) => Found::Failed(e.kind()),
+    }
+}
+
 /// Every key that names a file, in every file of the configuration.
 fn references(files: &[(FileId, RawFile)]) -> Vec<(FileId, &str, Need)> {
     let mut out = Vec::new();
     for (id, f) in files {
         let dns = f.dns.as_ref().map(Spanned::get_ref);
         let acme = f.acme.as_ref().map(Spanned::get_ref);
+        let admin = f.admin.as_ref().map(Spanned::get_ref);
         let keys = dns
             .map(|d| (&d.upstream_ca_file, Need::Contents))
             .into_iter()
+            .chain(admin.map(|a| (&a.auth_file, Need::Secret)))
             .chain(f.blocklist.iter().map(|b| (&b.file, Need::Contents)))
             .chain(
                 f.service
@@ -171,6 +187,8 @@ fn references(files: &[(FileId, RawFile)]) -> Vec<(FileId, &str, Need)> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     /// A self-signed CA certificate in PEM.
@@ -190,9 +208,13 @@ mod tests {
         let write = |name: &str, text: &str| {
             std::fs::write(dir.path().join(name), text).expect("write");
         };
-        for name in ["cert.pem", "key.pem", "eab.key", "cf.token", "tsig.key"] {
+        for name in [
+            "cert.pem", "key.pem", "eab.key", "cf.token", "tsig.key", "admin",
+        ] {
             write(name, "secret");
         }
+        let private = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(dir.path().join("admin"), private).expect("chmod");
         for name in ["upstream-ca.pem", "backend-ca.pem", "acme-ca.pem"] {
             write(name, &ca_pem());
         }
@@ -203,6 +225,8 @@ mod tests {
             r#"
 [dns]
 upstream_ca_file = "upstream-ca.pem"
+[admin]
+auth_file = "admin"
 [[blocklist]]
 name = "ads"
 file = "ads.txt"
@@ -248,10 +272,23 @@ secret_file = "tsig.key"
         assert_eq!(s.dns.upstream_roots.len(), 1);
         assert_eq!(s.services[0].backend_roots.len(), 1);
         assert!(s.dns.blocklists[0].names.blocks("ads.example.com"));
+        assert!(s.admin.auth.is_some());
         // Secrets are opened, never read into the configuration.
         assert_eq!(
             loaded.named.get(&dir.path().join("tsig.key")),
             Some(&Found::Opened)
+        );
+        // The admin credentials are read, the snapshot carries them; a mode beyond 0600 is
+        // seen.
+        let admin = dir.path().join("admin");
+        assert_eq!(
+            loaded.named.get(&admin),
+            Some(&Found::Read(b"secret".to_vec()))
+        );
+        std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert_eq!(
+            load(&config).expect("loads").named.get(&admin),
+            Some(&Found::Shared(b"secret".to_vec()))
         );
     }
 

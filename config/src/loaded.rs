@@ -31,8 +31,12 @@ pub struct NamedFiles {
 /// How a named file was found.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Found {
-    /// Read whole: a blocklist or CA bundle, whose contents compiling uses.
+    /// Read whole: a blocklist or CA bundle, or a secret the snapshot carries (the admin
+    /// endpoint's credentials), whose contents compiling uses.
     Read(Vec<u8>),
+    /// A secret read whole that users other than its owner may read too (a mode beyond
+    /// 0600): compiling uses it, and warns.
+    Shared(Vec<u8>),
     /// Opened, not read: key material and secrets, which only the code that uses them reads.
     Opened,
     /// Neither opened nor read; compiling reports it at every reference.
@@ -62,6 +66,7 @@ impl fmt::Debug for Found {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Read(bytes) => write!(f, "Read({} bytes)", bytes.len()),
+            Self::Shared(bytes) => write!(f, "Shared({} bytes)", bytes.len()),
             Self::Opened => f.write_str("Opened"),
             Self::Failed(kind) => write!(f, "Failed({kind:?})"),
         }

@@ -5,8 +5,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// One configuration file. In a directory, the files' arrays are concatenated and each
-/// single table (`[server]`, `[listen]`, `[dns]`, `[tunnel]`, `[tls]`, `[acme]`) may appear in
-/// one file only.
+/// single table (`[server]`, `[listen]`, `[admin]`, `[dns]`, `[tunnel]`, `[tls]`, `[acme]`) may
+/// appear in one file only.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
@@ -14,6 +14,8 @@ pub struct RawFile {
     pub server: Option<Spanned<RawServer>>,
     /// Listening addresses (restart-only).
     pub listen: Option<Spanned<RawListen>>,
+    /// Who may use the admin endpoint: networks and credentials.
+    pub admin: Option<Spanned<RawAdmin>>,
     /// Resolver settings: upstreams, cache, defaults for internal records.
     pub dns: Option<Spanned<RawDns>>,
     /// The Cloudflare Tunnel connector: the built-in network `tunnel`.
@@ -126,9 +128,35 @@ pub struct RawListen {
     /// Tunnel origin over HTTPS with the normal certificates (`cloudflared` with
     /// `originServerName`). Default: none.
     pub tunnel_https: Option<Vec<Spanned<String>>>,
-    /// Admin endpoint (`/healthz`, `/readyz`, `/metrics`, `/config`, `POST /reload`).
-    /// Default `127.0.0.1:9153`. Keep it on loopback or a management address.
+    /// Admin endpoint (`/healthz`, `/readyz`, `/metrics`, `/config`, `/certs`,
+    /// `POST /reload`). Default `127.0.0.1:9153`. Who may use it is `[admin]`'s to say.
     pub admin: Option<Spanned<String>>,
+}
+
+/// `[admin]`: who may use the admin endpoint (`listen.admin`). Applied on reload. Every path
+/// but `/healthz` and `/readyz` (probes from a supervisor, which carry no credentials and tell
+/// only whether labgate is up) is subject to it, `POST /reload` included. A client is
+/// admitted when its address is loopback (`127.0.0.0/8`, `::1`; whatever network that falls
+/// in: the host itself, `labgate certs`, labgate's own proxy) or in a network `allow` names;
+/// others get 403 saying what to change. A request forwarded by labgate's proxy (a
+/// `[[service]]` whose backend is the admin endpoint, to serve it at `status.<zone>` with the
+/// proxy's certificate) is judged again by the client the proxy forwarded (the last
+/// `X-Forwarded-For` address): the service's `allow` decides who reaches the proxy, this
+/// table who reaches the admin data. Requests through the Cloudflare Tunnel are refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Networks whose clients may use the admin endpoint, besides loopback, e.g.
+    /// `["mgmt"]`. Default: none (loopback only). `tunnel` cannot be listed.
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    /// Secret file of credentials every request must carry (loopback clients too), one per
+    /// line: a bearer token alone (`Authorization: Bearer <token>`, e.g. the output of
+    /// `openssl rand -hex 32`), or `user:password` for HTTP basic (browsers ask for it).
+    /// Blank lines and `#` comments are skipped, whitespace around a line removed. Wrong or
+    /// missing credentials get 401. Keep it 0600, out of Git; it is read at every load and
+    /// reload, and never logged. Default: none (no credentials asked).
+    pub auth_file: Option<Spanned<String>>,
 }
 
 /// `[dns]`: resolver settings.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use hickory_proto::rr::{LowerName, RecordType};
 
+use crate::admin::AdminPolicy;
 use crate::error::Diagnostic;
 use crate::network::{NetworkId, Networks};
 use crate::route::{Route, RouteTable, Service, ServiceId};
@@ -32,6 +33,9 @@ pub struct Snapshot {
     pub connections: ConnectionLimits,
     /// Listening addresses. Restart-only.
     pub listen: Listen,
+    /// Who may use the admin endpoint. Its credentials are not in [`Self::hash`] (see
+    /// [`Self::same_as`]).
+    pub admin: AdminPolicy,
     /// Networks and the address lookup.
     pub networks: Networks,
     /// Internal zones, answered authoritatively; a view lists the ones it sees.
@@ -58,6 +62,16 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Whether `other` would serve exactly as this one does, so a reload to it changes
+    /// nothing: the same content hash and the same admin credentials.
+    ///
+    /// SECURITY: the admin endpoint's credentials are compared here, not hashed into
+    /// [`Self::hash`], which is logged and shown on `/config`: a hash over configuration text
+    /// that sits in Git and a weak password could be searched offline for the password.
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.admin == other.admin
+    }
+
     /// The view of a network.
     ///
     /// # Panics

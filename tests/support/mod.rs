@@ -269,6 +269,36 @@ pub(crate) fn curl(method: &str, url: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
+/// Addresses on `lo` for the test's lifetime (root, as on CI).
+pub(crate) struct LoopbackAddrs(Vec<&'static str>);
+
+impl LoopbackAddrs {
+    pub(crate) fn add(addrs: &[&'static str]) -> Self {
+        for a in addrs {
+            let out = Command::new("ip")
+                .args(["addr", "replace", &format!("{a}/32"), "dev", "lo"])
+                .output()
+                .expect("ip (iproute2) is needed: scripts/test.sh installs it");
+            assert!(
+                out.status.success(),
+                "cannot add {a} to lo (needs root / CAP_NET_ADMIN): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Self(addrs.to_vec())
+    }
+}
+
+impl Drop for LoopbackAddrs {
+    fn drop(&mut self) {
+        for a in &self.0 {
+            let _ = Command::new("ip")
+                .args(["addr", "del", &format!("{a}/32"), "dev", "lo"])
+                .output();
+        }
+    }
+}
+
 /// A temporary directory with a config file or files.
 pub(crate) struct ConfigDir {
     /// Holds the directory alive.
