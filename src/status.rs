@@ -220,6 +220,7 @@ impl Shared {
             "# HELP {name} Certificate files that could not be loaded.\n# TYPE {name} counter\n{name} {}",
             crate::certs::LOAD_FAILURES.load(Ordering::Relaxed)
         );
+        crate::process::render(&mut out);
         out.push_str(&self.dns.metrics().render(&snap));
         self.proxy.render_metrics(&mut out);
         if let Some(acme) = self.acme.get() {
