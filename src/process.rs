@@ -1,6 +1,6 @@
 //! The process's own metrics on `/metrics`: the `process_*` names every Prometheus client
 //! library exports (so dashboards and alerts written for any exporter work on labgate), read
-//! from `/proc/self` at each scrape, and `labgate_build_info`.
+//! from `/proc/self` at each scrape (the start time once), and `labgate_build_info`.
 //!
 //! Linux only, like the client libraries: where `/proc/self` cannot be read the `process_*`
 //! samples are left out (a scrape never fails for them), and `labgate_build_info` stays.
@@ -95,8 +95,15 @@ fn read() -> std::io::Result<Sample> {
         .ok_or_else(|| invalid("/proc/self/limits: no `Max open files` line"))?;
     // The directory's own descriptor is counted too, as the client libraries count it.
     let open_fds = std::fs::read_dir("/proc/self/fd")?.count() as u64;
-    Ok(stat.sample(Units::system(), boot, open_fds, max_fds))
+    let mut sample = stat.sample(Units::system(), boot, open_fds, max_fds);
+    // The first start time read is kept: `btime` is derived from the wall clock and moves
+    // when the clock is stepped, and a start time that moved would look like a restart.
+    sample.start_time_seconds = *START_TIME.get_or_init(|| sample.start_time_seconds);
+    Ok(sample)
 }
+
+/// The process's start time as first read, seconds since the Unix epoch.
+static START_TIME: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
 
 /// The units `/proc` counts in.
 #[derive(Debug, Clone, Copy)]
@@ -266,6 +273,14 @@ mod tests {
             .expect("after the epoch")
             .as_secs_f64();
         let started = value("process_start_time_seconds");
+        let mut again = String::new();
+        render(&mut again);
+        let start_line = |text: &str| {
+            text.lines()
+                .find(|l| l.starts_with("process_start_time_seconds "))
+                .map(str::to_owned)
+        };
+        assert_eq!(start_line(&out), start_line(&again));
         // This test process started a moment ago (a day covers any slow machine).
         assert!(
             started <= now + 1.0 && started > now - 86_400.0,
