@@ -78,6 +78,31 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
     let tests = deploy("prometheus/labgate-rules.test.yml");
     let text = promtool(&["test", "rules", tests.to_str().expect("utf-8")]);
     assert!(text.contains("SUCCESS"), "{text}");
+    // Every alert has test cases: one where it fires and one where it must stay quiet.
+    let rules = std::fs::read_to_string(&rules).expect("rules");
+    let cases = std::fs::read_to_string(&tests).expect("rule tests");
+    let evals: Vec<(&str, bool)> = cases
+        .split("- eval_time:")
+        .skip(1)
+        .filter_map(|case| {
+            let alert = case.split("alertname: ").nth(1)?.lines().next()?.trim();
+            Some((alert, !case.contains("exp_alerts: []")))
+        })
+        .collect();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 12, "{alerts:?}");
+    for alert in alerts {
+        for fires in [true, false] {
+            assert!(
+                evals.contains(&(alert, fires)),
+                "{alert}: no rule test where it {}",
+                if fires { "fires" } else { "must stay quiet" }
+            );
+        }
+    }
 }
 
 #[test]
@@ -417,6 +442,17 @@ impl Prometheus {
         for group in body["data"]["groups"].as_array().into_iter().flatten() {
             for rule in group["rules"].as_array().into_iter().flatten() {
                 assert_ne!(rule["health"], "err", "{rule:#}");
+                // What every alert must carry: a `for:`, a severity, and what to do next.
+                assert!(rule["duration"].as_f64() > Some(0.0), "no for: {rule:#}");
+                let severity = rule["labels"]["severity"].as_str().unwrap_or("");
+                assert!(
+                    ["warning", "critical"].contains(&severity),
+                    "no severity: {rule:#}"
+                );
+                for annotation in ["summary", "description"] {
+                    let text = rule["annotations"][annotation].as_str().unwrap_or("");
+                    assert!(text.len() > 20, "no {annotation}: {rule:#}");
+                }
                 rules.push((
                     rule["name"].as_str().unwrap_or("?").to_owned(),
                     rule["query"].as_str().unwrap_or_default().to_owned(),
