@@ -20,8 +20,11 @@ use support::acme::Pebble;
 use support::backend::Backend;
 use support::{ConfigDir, Labgate, Unbound, dig, free_port};
 
-/// How long Prometheus may take to start, scrape, and have data for every query.
+/// How long Prometheus may take to start and scrape labgate.
 const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long, after three scrapes, a query may stay empty before the test fails (every series
+/// labgate exports is in each scrape; 30 s is 30 more of them).
+const DATA_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the ACME certificate may take (Pebble issues in well under a second).
 const ISSUANCE: Duration = Duration::from_secs(90);
 
@@ -144,19 +147,24 @@ fn every_dashboard_query_and_every_rule_metric_has_data_from_a_running_labgate()
     let mut queries = Vec::new();
     collect_queries(&dashboard["panels"], "", &mut queries);
     assert!(queries.len() >= 40, "only {} queries found", queries.len());
-    for (panel, expr) in &queries {
-        assert!(!expr.contains('$'), "{panel}: a variable left in {expr}");
+    for q in &queries {
+        assert!(
+            !q.expr.contains('$'),
+            "{}: a variable left in {}",
+            q.what,
+            q.expr
+        );
     }
-    let mut checked: Vec<(String, String)> = Vec::new();
+    let mut checked: Vec<Query> = Vec::new();
     let mut exempt = Vec::new();
-    for (panel, expr) in queries {
-        match pending(&expr) {
+    for q in queries {
+        match pending(&q.expr) {
             Some(why) => {
                 // Still valid PromQL, even without data.
-                prometheus.query(&expr);
-                exempt.push(format!("{panel}: {why}"));
+                prometheus.query(&q.expr);
+                exempt.push(format!("{}: {why}", q.what));
             }
-            None => checked.push((panel, expr)),
+            None => checked.push(q),
         }
     }
     // The instance variable's values come from labgate_build_info's instance label.
@@ -165,10 +173,11 @@ fn every_dashboard_query_and_every_rule_metric_has_data_from_a_running_labgate()
         variable["definition"], "label_values(labgate_build_info, instance)",
         "{variable:#}"
     );
-    checked.push((
-        "variable instance".to_owned(),
-        "count by (instance) (labgate_build_info)".to_owned(),
-    ));
+    checked.push(Query {
+        what: "variable instance".to_owned(),
+        expr: "labgate_build_info".to_owned(),
+        labels: vec!["instance".to_owned()],
+    });
 
     // Every metric an alert rule reads, from the rules Prometheus loaded.
     let rules = prometheus.rule_expressions();
@@ -179,10 +188,13 @@ fn every_dashboard_query_and_every_rule_metric_has_data_from_a_running_labgate()
     );
     for (alert, expr) in &rules {
         for metric in metric_names(expr) {
-            let probe = format!("group({{__name__=\"{metric}\"}})");
             match pending(&metric) {
                 Some(why) => exempt.push(format!("rule {alert}, {metric}: {why}")),
-                None => checked.push((format!("rule {alert}"), probe)),
+                None => checked.push(Query {
+                    what: format!("rule {alert}"),
+                    expr: format!("group({{__name__=\"{metric}\"}})"),
+                    labels: Vec::new(),
+                }),
             }
         }
     }
@@ -190,7 +202,8 @@ fn every_dashboard_query_and_every_rule_metric_has_data_from_a_running_labgate()
     let empty = prometheus.wait_all_have_data(&checked);
     assert!(
         empty.is_empty(),
-        "no data for {} of {} queries (a metric or label labgate does not export?):\n{}\nlabgate's /metrics:\n{exported}",
+        "no data for {} of {} queries (a metric or label labgate does not export?):\n{}\n\
+         labgate's /metrics:\n{exported}",
         empty.len(),
         checked.len(),
         empty.join("\n")
@@ -294,9 +307,19 @@ fn traffic(lg: &Labgate, dns: u16) {
     }
 }
 
-/// Every `expr` of the panels, rows' panels included, as (panel title, query with the
-/// template variables set).
-fn collect_queries(panels: &serde_json::Value, row: &str, out: &mut Vec<(String, String)>) {
+/// A query that must have data.
+#[derive(Debug)]
+struct Query {
+    /// The panel or rule it is from.
+    what: String,
+    /// PromQL, the template variables set.
+    expr: String,
+    /// Labels every series of the result must have: the ones its legend shows.
+    labels: Vec<String>,
+}
+
+/// Every `expr` of the panels, rows' panels included, with the labels its legend names.
+fn collect_queries(panels: &serde_json::Value, row: &str, out: &mut Vec<Query>) {
     for panel in panels.as_array().into_iter().flatten() {
         let title = format!("{row}{}", panel["title"].as_str().unwrap_or("?"));
         for target in panel["targets"].as_array().into_iter().flatten() {
@@ -307,7 +330,17 @@ fn collect_queries(panels: &serde_json::Value, row: &str, out: &mut Vec<(String,
             for (name, value) in VARIABLES {
                 expr = expr.replace(name, value);
             }
-            out.push((title.clone(), expr));
+            let legend = target["legendFormat"].as_str().unwrap_or("");
+            let labels = legend
+                .split("{{")
+                .skip(1)
+                .filter_map(|l| Some(l.split_once("}}")?.0.trim().to_owned()))
+                .collect();
+            out.push(Query {
+                what: title.clone(),
+                expr,
+                labels,
+            });
         }
         collect_queries(&panel["panels"], &format!("{title} / "), out);
     }
@@ -477,17 +510,25 @@ impl Prometheus {
         }
     }
 
-    /// Queries each (what, expr) until all have data or the deadline passes; the ones still
-    /// empty then.
-    fn wait_all_have_data(&self, queries: &[(String, String)]) -> Vec<String> {
-        let deadline = Instant::now() + PROMETHEUS_TIMEOUT;
-        let mut left: Vec<&(String, String)> = queries.iter().collect();
+    /// Runs each query until all have data (series with the labels their legends show) or
+    /// the deadline passes; the ones still without then.
+    fn wait_all_have_data(&self, queries: &[Query]) -> Vec<String> {
+        let deadline = Instant::now() + DATA_TIMEOUT;
+        let mut left: Vec<&Query> = queries.iter().collect();
         loop {
-            left.retain(|(_, expr)| self.query(expr).is_empty());
+            left.retain(|q| {
+                let result = self.query(&q.expr);
+                let labelled = |series: &serde_json::Value| {
+                    q.labels
+                        .iter()
+                        .all(|l| series["metric"][l].as_str().is_some_and(|v| !v.is_empty()))
+                };
+                result.is_empty() || !result.iter().all(labelled)
+            });
             if left.is_empty() || Instant::now() > deadline {
                 return left
                     .iter()
-                    .map(|(what, expr)| format!("{what}: {expr}"))
+                    .map(|q| format!("{}: {} (legend labels {:?})", q.what, q.expr, q.labels))
                     .collect();
             }
             std::thread::sleep(Duration::from_millis(500));
