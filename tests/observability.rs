@@ -52,6 +52,7 @@ const VARIABLES: [(&str, &str); 3] = [
     ("$instance", ".*"),
 ];
 
+/// A file under `deploy/`.
 fn deploy(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("deploy")
