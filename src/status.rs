@@ -232,6 +232,7 @@ impl Shared {
             "# HELP {name} Certificate files that could not be loaded.\n# TYPE {name} counter\n{name} {}",
             crate::certs::LOAD_FAILURES.load(Ordering::Relaxed)
         );
+        crate::process::render(&mut out);
         out.push_str(&self.dns.metrics().render(&snap));
         self.querylog.render_metrics(&mut out);
         self.proxy.render_metrics(&mut out);

@@ -1,5 +1,6 @@
 //! ACME counters for `/metrics`: request latency, renewals by result, and seconds to expiry
-//! of each managed certificate (from the manager's status at render time).
+//! and failed orders in a row of each managed certificate (from the manager's status at
+//! render time).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,10 +66,71 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{names=\"{}\"}} {left:.0}", c.names.join(","));
             }
         }
+        let name = "labgate_certificate_renewal_failures";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Failed orders in a row of each ACME certificate (0 after a success); /certs says why.\n# TYPE {name} gauge"
+        );
+        for c in certs {
+            let _ = writeln!(
+                out,
+                "{name}{{names=\"{}\"}} {}",
+                c.names.join(","),
+                c.failures
+            );
+        }
         self.requests.render(
             out,
             "labgate_acme_request_duration_seconds",
             "Latency of requests to the ACME server.",
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(names: &[&str], not_after: Option<SystemTime>, failures: u32) -> CertStatus {
+        CertStatus {
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+            provider: "dns".to_owned(),
+            issuer: None,
+            not_after,
+            next_renewal: None,
+            last_attempt: None,
+            last_error: None,
+            failures,
+        }
+    }
+
+    #[test]
+    fn each_certificate_has_its_expiry_and_its_failures_in_a_row() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let certs = [
+            cert(
+                &["*.lab.test", "lab.test"],
+                Some(now + Duration::from_secs(86_400)),
+                0,
+            ),
+            cert(&["new.test"], None, 3),
+        ];
+        let m = Metrics::default();
+        m.issuance(true);
+        m.issuance(false);
+        m.issuance(false);
+        let mut out = String::new();
+        m.render(&certs, now, &mut out);
+        for line in [
+            "labgate_acme_issuances_total{result=\"ok\"} 1\n",
+            "labgate_acme_issuances_total{result=\"failed\"} 2\n",
+            "labgate_certificate_expiry_seconds{names=\"*.lab.test,lab.test\"} 86400\n",
+            "labgate_certificate_renewal_failures{names=\"*.lab.test,lab.test\"} 0\n",
+            // Never issued: no expiry, but its failures show.
+            "labgate_certificate_renewal_failures{names=\"new.test\"} 3\n",
+        ] {
+            assert!(out.contains(line), "{line} not in\n{out}");
+        }
+        assert!(!out.contains("expiry_seconds{names=\"new.test\"}"), "{out}");
     }
 }
