@@ -28,23 +28,6 @@ const DATA_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the ACME certificate may take (Pebble issues in well under a second).
 const ISSUANCE: Duration = Duration::from_secs(90);
 
-/// Metrics a dashboard panel or an alert rule may name before labgate exports them, with the
-/// reason. An entry applies only while labgate exports no metric of its family (the prefix):
-/// once any is exported, its panels must have data like every other.
-const PENDING: &[(&str, &str, &str)] = [
-    (
-        "labgate_querylog_written_total",
-        "labgate_querylog_",
-        "the query log and its counters land from the integrator's branch of issue 24",
-    ),
-    (
-        "labgate_querylog_dropped_total",
-        "labgate_querylog_",
-        "the query log and its counters land from the integrator's branch of issue 24",
-    ),
-]
-.as_slice();
-
 /// Values for the dashboard's template variables in its queries.
 const VARIABLES: [(&str, &str); 3] = [
     ("$__rate_interval", "1m"),
@@ -133,12 +116,6 @@ fn every_dashboard_query_and_every_rule_metric_has_data_from_a_running_labgate()
     let prometheus = Prometheus::start(lg.admin);
     prometheus.wait_scrapes(3);
     let exported = lg.admin("GET", "/metrics").1;
-    let pending = |expr: &str| -> Option<&'static str> {
-        PENDING
-            .iter()
-            .find(|(metric, family, _)| expr.contains(metric) && !exported.contains(family))
-            .map(|(_, _, why)| *why)
-    };
 
     // Every query of every panel, with its variables set.
     let dashboard: serde_json::Value = serde_json::from_str(
@@ -156,18 +133,7 @@ fn every_dashboard_query_and_every_rule_metric_has_data_from_a_running_labgate()
             q.expr
         );
     }
-    let mut checked: Vec<Query> = Vec::new();
-    let mut exempt = Vec::new();
-    for q in queries {
-        match pending(&q.expr) {
-            Some(why) => {
-                // Still valid PromQL, even without data.
-                prometheus.query(&q.expr);
-                exempt.push(format!("{}: {why}", q.what));
-            }
-            None => checked.push(q),
-        }
-    }
+    let mut checked: Vec<Query> = queries;
     // The instance variable's values come from labgate_build_info's instance label.
     let variable = &dashboard["templating"]["list"][1];
     assert_eq!(
@@ -189,14 +155,11 @@ fn every_dashboard_query_and_every_rule_metric_has_data_from_a_running_labgate()
     );
     for (alert, expr) in &rules {
         for metric in metric_names(expr) {
-            match pending(&metric) {
-                Some(why) => exempt.push(format!("rule {alert}, {metric}: {why}")),
-                None => checked.push(Query {
-                    what: format!("rule {alert}"),
-                    expr: format!("group({{__name__=\"{metric}\"}})"),
-                    labels: Vec::new(),
-                }),
-            }
+            checked.push(Query {
+                what: format!("rule {alert}"),
+                expr: format!("group({{__name__=\"{metric}\"}})"),
+                labels: Vec::new(),
+            });
         }
     }
 
@@ -209,11 +172,7 @@ fn every_dashboard_query_and_every_rule_metric_has_data_from_a_running_labgate()
         checked.len(),
         empty.join("\n")
     );
-    eprintln!(
-        "{} queries had data; exempt while pending:\n{}",
-        checked.len(),
-        exempt.join("\n")
-    );
+    eprintln!("{} queries had data", checked.len());
 }
 
 /// One network on loopback, an internal zone with an ACME certificate (the builtin provider:
