@@ -41,6 +41,8 @@ pub struct Admin {
     pub shared: Arc<Shared>,
     /// The reload pipeline's channel.
     pub reload: mpsc::Sender<Trigger>,
+    /// What the status page reads.
+    pub ui: crate::page::Ui,
 }
 
 /// Serves until cancelled.
@@ -125,10 +127,14 @@ async fn handle(admin: &Admin, peer: IpAddr, req: Request<Incoming>) -> Response
         (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/certs" | "/reload") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /healthz /readyz /metrics /config /certs, or POST /reload\n",
-        ),
+        (&Method::GET, path) => {
+            let query = req.uri().query().unwrap_or("");
+            match crate::page::render(&admin.ui, path, query).await {
+                Some((status, body)) => html(status, body),
+                None => not_found(),
+            }
+        }
+        _ => not_found(),
     }
 }
 
@@ -207,6 +213,42 @@ fn config_view(shared: &Shared) -> ConfigView {
         zones: s.zones.iter().map(|z| z.name.to_string()).collect(),
         certificates: shared.certificates(),
     }
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    text(
+        StatusCode::NOT_FOUND,
+        "not found: try / (the status page), /healthz /readyz /metrics /config /certs, or POST \
+         /reload\n",
+    )
+}
+
+/// A page of the status page. Its scripts and styles are inline and it loads nothing, from
+/// anywhere: the policy says so to the browser.
+fn html(status: u16, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = r.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    r
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

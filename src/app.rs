@@ -359,6 +359,11 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     let admin = Admin {
         shared: shared.clone(),
         reload: tx.clone(),
+        ui: crate::page::Ui {
+            shared: shared.clone(),
+            config: source.path().map(std::path::Path::to_path_buf),
+            started: std::time::SystemTime::now(),
+        },
     };
     tasks.spawn(admin::serve(admin_listener, admin, cancel.child_token()));
     if let Some(watch) = watch {

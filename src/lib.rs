@@ -24,6 +24,7 @@ pub mod explain;
 pub mod listen;
 pub mod logging;
 pub mod outbound;
+pub mod page;
 pub mod process;
 pub mod reload;
 pub mod status;

@@ -196,17 +196,21 @@ pub async fn reload_once(source: &ConfigSource, shared: &Arc<Shared>) -> ReloadR
             info!(generation = new.generation, hash = %new.hash.short(), "config reloaded: {diff}");
             // Off the runtime: the subsystems build their state (and the certificates read
             // files and sign keys) before each swaps it in.
-            let shared = Arc::clone(shared);
-            if let Err(join) =
-                tokio::task::spawn_blocking(move || shared.publish(Arc::new(new))).await
+            let (publisher, published) = (Arc::clone(shared), report.clone());
+            match tokio::task::spawn_blocking(move || publisher.publish(Arc::new(new), published))
+                .await
             {
+                // Recorded with the snapshot.
+                Ok(()) => return report,
                 // A subsystem's build panicked: the snapshot was not stored, the old one
                 // keeps serving where it was not replaced yet.
-                warn!("publishing generation {} failed: {join}", report.generation);
-                report.result = ReloadResult::Failure;
-                report.errors = vec![format!("publishing it failed: {join}")];
-                report.generation = current.generation;
-                report.hash = current.hash.to_string();
+                Err(join) => {
+                    warn!("publishing generation {} failed: {join}", report.generation);
+                    report.result = ReloadResult::Failure;
+                    report.errors = vec![format!("publishing it failed: {join}")];
+                    report.generation = current.generation;
+                    report.hash = current.hash.to_string();
+                }
             }
         }
         Ok(Err(e)) => {

@@ -131,15 +131,17 @@ impl Shared {
     }
 
     /// Serves a new snapshot: each subsystem builds its state for it and swaps it in, in a
-    /// fixed order; then the snapshot is stored and the tasks that follow reloads are told.
-    /// Blocking (the certificates read files and sign keys): the reload task calls it from a
-    /// blocking thread.
-    pub fn publish(&self, snapshot: Arc<Snapshot>) {
+    /// fixed order; then the reload's `report` is recorded, the snapshot stored (so whoever
+    /// sees the new generation sees its report too) and the tasks that follow reloads are
+    /// told. Blocking (the certificates read files and sign keys): the reload task calls it
+    /// from a blocking thread.
+    pub fn publish(&self, snapshot: Arc<Snapshot>, report: ReloadReport) {
         let generation = snapshot.generation;
         for subsystem in &self.subsystems {
             tracing::debug!(generation, "publishing to {}", subsystem.name());
             subsystem.publish(Arc::clone(&snapshot));
         }
+        self.record(report);
         self.snapshot.store(snapshot);
         self.published.send_replace(generation);
     }

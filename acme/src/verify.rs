@@ -36,7 +36,10 @@ pub(crate) fn chain(pem: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
 }
 
 /// Validity and issuer of a leaf (no other check).
-pub(crate) fn info(leaf: &CertificateDer<'_>) -> Result<CertInfo, Error> {
+///
+/// # Errors
+/// [`Error::Verify`] when the leaf does not parse.
+pub fn info(leaf: &CertificateDer<'_>) -> Result<CertInfo, Error> {
     let (_, cert) = X509Certificate::from_der(leaf.as_ref())
         .map_err(|e| Error::Verify(format!("the leaf does not parse ({e})")))?;
     let at = |t: x509_parser::time::ASN1Time| {

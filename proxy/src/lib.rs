@@ -215,18 +215,44 @@ impl Proxy {
             }
         }
         out.push_str("# TYPE labgate_http_backend_up gauge\n");
-        for (svc, pool) in state.snapshot.services.iter().zip(state.pools.iter()) {
-            for b in &pool.backends {
-                let _ = writeln!(
-                    out,
-                    "labgate_http_backend_up{{service=\"{}\",backend=\"{}\"}} {}",
-                    svc.name,
-                    b.backend.url,
-                    u8::from(b.available())
-                );
-            }
+        for b in self.backends() {
+            let _ = writeln!(
+                out,
+                "labgate_http_backend_up{{service=\"{}\",backend=\"{}\"}} {}",
+                b.service,
+                b.url,
+                u8::from(b.up)
+            );
         }
     }
+
+    /// Every service's backends and whether each takes requests now (health checks and
+    /// passive ejection).
+    pub fn backends(&self) -> Vec<BackendHealth> {
+        let state = self.state();
+        let mut all = Vec::new();
+        for (svc, pool) in state.snapshot.services.iter().zip(state.pools.iter()) {
+            for b in &pool.backends {
+                all.push(BackendHealth {
+                    service: Arc::clone(&svc.name),
+                    url: b.backend.url.to_string(),
+                    up: b.available(),
+                });
+            }
+        }
+        all
+    }
+}
+
+/// One backend of a service and its health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendHealth {
+    /// The service's name.
+    pub service: Arc<str>,
+    /// The backend's URL.
+    pub url: String,
+    /// Whether it takes requests now.
+    pub up: bool,
 }
 
 /// Now in Unix seconds, for Cloudflare Access tokens.

@@ -70,6 +70,33 @@ impl Reader {
         Ok(Self { conn })
     }
 
+    /// The rows of a statement over the statistics (`minutes`, `names`, `clients`: see
+    /// `stats`) with `?1` bound to `since_us`, each value as text (NULL as empty). The
+    /// connection is read-only.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn rows(&self, sql: &str, since_us: i64) -> Result<Vec<Vec<String>>, Error> {
+        use rusqlite::types::ValueRef;
+        let mut st = self.conn.prepare_cached(sql)?;
+        let n = st.column_count();
+        let rows = st.query_map([since_us], |r| {
+            (0..n)
+                .map(|i| {
+                    Ok(match r.get_ref(i)? {
+                        ValueRef::Null => String::new(),
+                        ValueRef::Integer(v) => v.to_string(),
+                        ValueRef::Real(v) => v.to_string(),
+                        ValueRef::Text(t) | ValueRef::Blob(t) => {
+                            String::from_utf8_lossy(t).into_owned()
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>, rusqlite::Error>>()
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The newest rows that match `f`, at most `limit`, newest first.
     ///
     /// # Errors

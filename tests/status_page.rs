@@ -1,0 +1,188 @@
+//! The status page end to end: clients on a lab and a guest VLAN (addresses on `lo`, root as
+//! on CI) ask the real binary's DNS with dig, then read the pages with curl: the query just
+//! made is in the log and its search, the explanation of its name follows the decision chain,
+//! every page is whole HTML, and the guest network gets 403 and no client address.
+#![allow(
+    clippy::disallowed_macros,
+    clippy::disallowed_methods,
+    reason = "drives a real labgate from outside: deadlines on the wall clock, polls until they pass"
+)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::https::{Reply, parse_reply};
+use support::{ConfigDir, LoopbackAddrs, dig, dns_ports};
+
+const LAB: &str = "10.25.10.7";
+const GUEST: &str = "10.25.50.7";
+
+const CONFIG: &str = r#"
+[[network]]
+name = "lab"
+cidrs = ["10.25.10.0/24"]
+addresses = ["10.25.10.2"]
+blocklists = ["ads"]
+
+[[network]]
+name = "guest"
+cidrs = ["10.25.50.0/24"]
+addresses = ["10.25.50.2"]
+query_log = "anonymous"
+
+[[zone]]
+name = "lab.test"
+
+[[record]]
+name = "nas.lab.test"
+type = "A"
+value = "10.25.20.10"
+
+[[service]]
+host = "app.lab.test"
+backends = ["http://127.0.0.1:9"]
+allow = ["lab"]
+
+[[blocklist]]
+name = "ads"
+file = "ads.txt"
+
+[admin]
+allow = ["lab"]
+"#;
+
+/// GET `path` on the admin endpoint from `from`.
+fn get(admin: SocketAddr, from: &str, path: &str) -> Reply {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "30", "--interface", from])
+        .arg(format!("http://{admin}{path}"))
+        .output()
+        .expect("curl is needed: apt-get install curl (scripts/test.sh does)");
+    parse_reply(&String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn the_status_page_shows_what_labgate_did_to_its_networks_and_nothing_to_a_guest() {
+    let _addrs = LoopbackAddrs::add(&[LAB, GUEST]);
+    let cfg = ConfigDir::new();
+    cfg.write("ads.txt", "ads.example.com\n");
+    let lg = cfg.start(CONFIG);
+    let admin = lg.admin;
+    let (udp, _) = dns_ports(&lg);
+    for (from, name) in [
+        (LAB, "nas.lab.test"),
+        (LAB, "ads.example.com"),
+        (GUEST, "nas.lab.test"),
+    ] {
+        let d = dig(udp, from, &[name]);
+        assert!(!d.status.is_empty(), "{}", d.raw);
+    }
+    lg.wait_metric("labgate_querylog_written_total", 3, "three queries logged");
+
+    // Every page: whole HTML, no error, the navigation, labelled plots and forms.
+    for path in [
+        "/",
+        "/ui/networks",
+        "/ui/services",
+        "/ui/certificates",
+        "/ui/dns",
+        "/ui/queries",
+        "/ui/explain",
+    ] {
+        let r = get(admin, LAB, path);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert!(
+            r.body.starts_with("<!doctype html>") && r.body.ends_with("</html>"),
+            "{path}: {}",
+            r.body
+        );
+        assert!(!r.body.contains("cannot be read"), "{path}: {}", r.body);
+        assert!(r.body.contains("<nav aria-label=\"labgate\">"), "{path}");
+        assert_eq!(
+            r.body.matches("<input id=").count(),
+            r.body.matches("<label for=").count(),
+            "{path}: an input without its label"
+        );
+        let csp = r.header("content-security-policy");
+        assert!(
+            csp.is_some_and(|c| c.contains("default-src 'none'")),
+            "{path}: {csp:?}"
+        );
+    }
+
+    // The query log shows the lab client's query, and its search finds it by client.
+    let page = get(admin, LAB, &format!("/ui/queries?client={LAB}")).body;
+    assert!(
+        page.contains("nas.lab.test") && page.contains("10.25.20.10"),
+        "{page}"
+    );
+    assert!(
+        page.contains("ads.example.com") && page.contains("blocklist (ads)"),
+        "{page}"
+    );
+    assert!(
+        !page.contains(GUEST),
+        "the guest's address is anonymous: {page}"
+    );
+    // The guest's query is there, its client hidden.
+    let guest_rows = get(admin, LAB, "/ui/queries?network=guest").body;
+    assert!(
+        guest_rows.contains("nas.lab.test") && guest_rows.contains(">hidden<"),
+        "{guest_rows}"
+    );
+    let none = get(admin, LAB, "/ui/queries?client=10.25.10.99").body;
+    assert!(!none.contains("nas.lab.test"), "{none}");
+    // A query's name opens its decision chain.
+    let explain = get(
+        admin,
+        LAB,
+        &format!("/ui/explain?client={LAB}&name=app.lab.test"),
+    )
+    .body;
+    assert!(explain.contains("lab (by 10.25.10.0/24)"), "{explain}");
+    assert!(explain.contains("allow"), "{explain}");
+    // The live tail: nothing newer than the newest row, then the next query.
+    let newest = page
+        .split("data-at=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a row position")
+        .to_owned();
+    let tail = format!("/ui/queries/rows?client={LAB}&after={newest}");
+    assert_eq!(get(admin, LAB, &tail).body, "");
+    dig(udp, LAB, &["later.lab.test"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = get(admin, LAB, &tail).body;
+        if body.contains("later.lab.test") {
+            assert!(!body.contains("nas.lab.test"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tail never showed the new query"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Statistics: the DNS page counts the queries and names the blocked one.
+    let stats = get(admin, LAB, "/ui/dns").body;
+    assert!(stats.contains("Most blocked names"), "{stats}");
+    let networks = get(admin, LAB, "/ui/networks").body;
+    assert!(networks.contains("anonymous"), "{networks}");
+
+    // The guest network: 403 everywhere, and no client address in the answer.
+    for path in [
+        "/",
+        "/ui/queries",
+        "/ui/queries/rows",
+        "/ui/dns",
+        "/ui/explain",
+    ] {
+        let r = get(admin, GUEST, path);
+        assert_eq!(r.status, 403, "guest {path}: {r:?}");
+        assert!(!r.body.contains(LAB), "guest {path}: {}", r.body);
+    }
+}
