@@ -395,7 +395,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     ));
     tasks.spawn(labgate_proxy::access::write(
         access_rx,
-        crate::logging::access_style(),
+        (crate::logging::access_style(), Arc::clone(&shared.refused)),
         cancel.child_token().cancelled_owned(),
     ));
     tasks.spawn(labgate_proxy::health::run(

@@ -314,11 +314,61 @@ fn services(ui: &Ui) -> Html {
             ]
         })
         .collect();
-    let body = table(
+    let mut body = table(
         "Services",
         &["service", "hosts", "allowed networks", "backends"],
         &rows,
     );
+    // Refused requests, each with the policy's word on it now (the rule that refused it, or
+    // "allowed": then the status came from the backend).
+    let refused: Vec<Vec<String>> = ui
+        .shared
+        .refused
+        .newest_first()
+        .iter()
+        .map(|(at, e)| {
+            let us = at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(0));
+            let target = format!("{}{}", e.host, e.path);
+            let rule =
+                crate::explain::explain(&s, e.client, labgate_proxy::decide::Via::Direct, &target)
+                    .map_or_else(
+                        |err| esc(&err.to_string()),
+                        |x| format!("{}: {}", esc(x.policy.outcome), esc(&x.policy.reason)),
+                    );
+            vec![
+                utc(us),
+                esc(&e.client.to_string()),
+                esc(if e.service.is_empty() {
+                    "-"
+                } else {
+                    &e.service
+                }),
+                format!(
+                    "<a href=\"/ui/explain?client={}&amp;name={}\">{} {}</a>",
+                    url(&e.client.to_string()),
+                    url(&target),
+                    esc(&e.method),
+                    esc(&target)
+                ),
+                e.status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                rule,
+            ]
+        })
+        .collect();
+    body.push_str(&table(
+        "Refused requests, newest first (from the access log; the rule is today's policy)",
+        &[
+            "time (UTC)",
+            "client",
+            "service",
+            "request",
+            "status",
+            "policy",
+        ],
+        &refused,
+    ));
     (200, page("/ui/services", "Services", &body))
 }
 

@@ -75,6 +75,8 @@ pub struct Shared {
     pub proxy: Arc<labgate_proxy::Proxy>,
     /// The DNS query log.
     pub querylog: Arc<labgate_querylog::QueryLog>,
+    /// The last HTTP requests answered with a 4xx status (from the access log).
+    pub refused: Arc<labgate_proxy::access::Refused>,
     /// The subsystems each new snapshot is published to, in this order, before it becomes
     /// visible anywhere else (so they serve it no later than `/config` shows it).
     subsystems: [Arc<dyn Publish>; 4],
@@ -124,6 +126,7 @@ impl Shared {
             subsystems,
             acme: std::sync::OnceLock::new(),
             querylog,
+            refused: Arc::default(),
             dns,
             snapshot,
             list_fetches: Default::default(),

@@ -25,7 +25,7 @@ cpu_ticks() {
 # ticks of cpu_ticks, for short slices at a low rate).
 cpu_ns() {
   local t=0 p
-  for p in $1; do t=$((t + $(cat /proc/$p/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s}'))); done
+  for p in $1; do t=$((t + $(cat /proc/$p/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'))); done
   echo $t
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 const QUEUE: usize = 4096;
 
 /// One request, as logged.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     /// Client address (through the tunnel: the one Cloudflare reported).
     pub client: IpAddr,
@@ -90,9 +90,47 @@ pub enum Style {
     Fields,
 }
 
+/// Refused requests (status 400 to 499) kept for the status page.
+pub const RECENT: usize = 100;
+
+/// The last [`RECENT`] requests answered with a 4xx status, with when the writer took them.
+#[derive(Debug, Default)]
+pub struct Refused {
+    entries: std::sync::Mutex<std::collections::VecDeque<(std::time::SystemTime, Entry)>>,
+}
+
+impl Refused {
+    fn keep(&self, e: &Entry) {
+        if !e.status.is_some_and(|s| (400..500).contains(&s)) {
+            return;
+        }
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() == RECENT {
+            entries.pop_front();
+        }
+        entries.push_back((std::time::SystemTime::now(), e.clone()));
+    }
+
+    /// The requests kept, newest first.
+    pub fn newest_first(&self) -> Vec<(std::time::SystemTime, Entry)> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.iter().rev().cloned().collect()
+    }
+}
+
 /// Writes queued lines (target `labgate::access`, level info, in `style`) until `stop`
-/// resolves.
-pub async fn write(mut rx: mpsc::Receiver<Entry>, style: Style, stop: impl Future<Output = ()>) {
+/// resolves, keeping the refused ones in `refused`.
+pub async fn write(
+    mut rx: mpsc::Receiver<Entry>,
+    (style, refused): (Style, std::sync::Arc<Refused>),
+    stop: impl Future<Output = ()>,
+) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     loop {
@@ -105,6 +143,7 @@ pub async fn write(mut rx: mpsc::Receiver<Entry>, style: Style, stop: impl Futur
                 Style::Line => line(&e),
                 Style::Fields => fields(&e),
             }
+            refused.keep(&e);
         }
     }
 }

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 pub use record::{Flags, Record, Source, Transport};
 pub use search::{Filter, Found, Position, Reader};
 pub use sink::{Lane, QUEUE_CAPACITY, Sink};
-pub use writer::{FILE_NAME, MAINTAIN_EVERY, QueryLog, TICK};
+pub use writer::{BURST, CPU_SHARE, FILE_NAME, MAINTAIN_EVERY, QueryLog, TICK};
 
 /// What can go wrong with the query log's database.
 #[derive(Debug, thiserror::Error)]

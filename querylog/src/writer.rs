@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
+
 use hickory_proto::rr::RecordType;
 use labgate_config::{Publish, Snapshot};
 
@@ -24,6 +26,13 @@ use crate::store::{Row, Store};
 pub const FILE_NAME: &str = "querylog.sqlite";
 /// Longest wait between two batches.
 pub const TICK: Duration = Duration::from_millis(100);
+/// The share of one core the writer may use on average (inserts, sealing, retention):
+/// beyond it, batches are dropped and counted (`labgate_querylog_dropped_total{reason=
+/// "over_budget"}`). A homelab asks a few hundred queries a second at most, far below what
+/// it pays for (`benches/RESULTS.md`): only a flood meets it.
+pub const CPU_SHARE: f64 = 0.05;
+/// CPU time the writer may save up for a burst (a block sealed at once).
+pub const BURST: Duration = Duration::from_millis(500);
 /// Time between two retention passes (and attempts to open a database that would not).
 pub const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 /// Snapshots kept to name the networks of records decided before a reload.
@@ -45,6 +54,8 @@ struct Shared {
     written: AtomicU64,
     /// Records lost to a database error (or one that is not open).
     failed: AtomicU64,
+    /// Records dropped because the writer had spent its share of the CPU.
+    over_budget: AtomicU64,
     /// Rows and bytes in the database after the last write.
     rows: AtomicU64,
     bytes: AtomicU64,
@@ -64,6 +75,7 @@ impl QueryLog {
             stop: AtomicBool::new(false),
             written: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            over_budget: AtomicU64::new(0),
             rows: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
         });
@@ -117,9 +129,11 @@ impl QueryLog {
              # TYPE labgate_querylog_written_total counter\n\
              labgate_querylog_written_total {}\n\
              # HELP labgate_querylog_dropped_total DNS queries the query log lost: `full`, a \
-             queue was full (the writer fell behind); `error`, the database failed.\n\
+             queue was full (the writer fell behind); `over_budget`, the writer had spent its \
+             share of the CPU; `error`, the database failed.\n\
              # TYPE labgate_querylog_dropped_total counter\n\
              labgate_querylog_dropped_total{{reason=\"full\"}} {}\n\
+             labgate_querylog_dropped_total{{reason=\"over_budget\"}} {}\n\
              labgate_querylog_dropped_total{{reason=\"error\"}} {}\n\
              # HELP labgate_querylog_rows Queries kept in the query log.\n\
              # TYPE labgate_querylog_rows gauge\n\
@@ -129,6 +143,7 @@ impl QueryLog {
              labgate_querylog_size_bytes {}\n",
             load(&s.written),
             self.sink.dropped(),
+            load(&s.over_budget),
             load(&s.failed),
             load(&s.rows),
             load(&s.bytes),
@@ -198,18 +213,25 @@ impl Shared {
 fn run(shared: &Shared, sink: &Sink, mut store: Option<Store>) {
     let mut records = Vec::with_capacity(4 * crate::sink::QUEUE_CAPACITY);
     let mut rows = Vec::with_capacity(4 * crate::sink::QUEUE_CAPACITY);
-    let mut since_maintain = Duration::MAX;
+    let mut maintained: Option<Instant> = None;
+    let mut budget = Budget::default();
+    let mut last = Instant::now();
     loop {
         let stopping = shared.stop.load(Ordering::Relaxed);
         let settings = shared.newest().query_log.clone();
-        if since_maintain >= MAINTAIN_EVERY {
-            since_maintain = Duration::ZERO;
+        let now = Instant::now();
+        budget.refill(now.saturating_duration_since(last));
+        last = now;
+        let full = store.as_ref().is_some_and(Store::full);
+        if full || maintained.is_none_or(|t| now.saturating_duration_since(t) >= MAINTAIN_EVERY) {
+            maintained = Some(now);
             if store.is_none() && settings.enabled {
                 store = shared.open();
             }
             if let Some(s) = store.as_mut() {
                 let age = i64::try_from(settings.max_age.as_micros()).unwrap_or(i64::MAX);
-                if let Err(e) = s.maintain(now_us(), age, settings.max_size) {
+                let done = budget.charge(|| s.maintain(now_us(), age, settings.max_size));
+                if let Err(e) = done {
                     tracing::warn!("query log retention: {e}");
                 }
                 shared.sizes(s);
@@ -217,17 +239,22 @@ fn run(shared: &Shared, sink: &Sink, mut store: Option<Store>) {
         }
         records.clear();
         sink.drain(&mut records);
-        if !records.is_empty() {
-            let n = records.len() as u64;
-            {
+        let n = records.len() as u64;
+        if n > 0 && budget.spent() && !stopping {
+            // Over its share of the CPU: the batch goes, counted; the answers keep theirs.
+            shared.over_budget.fetch_add(n, Ordering::Relaxed);
+        } else if n > 0 {
+            let written = budget.charge(|| {
                 let snapshots = shared
                     .snapshots
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 rows.clear();
                 rows.extend(records.iter().map(|r| row(r, &snapshots)));
-            }
-            match store.as_mut().map(|s| s.insert(&rows)) {
+                drop(snapshots);
+                store.as_mut().map(|s| s.insert(&rows))
+            });
+            match written {
                 Some(Ok(())) => {
                     shared.written.fetch_add(n, Ordering::Relaxed);
                 }
@@ -252,8 +279,59 @@ fn run(shared: &Shared, sink: &Sink, mut store: Option<Store>) {
             return;
         }
         std::thread::park_timeout(TICK);
-        since_maintain = since_maintain.saturating_add(TICK);
     }
+}
+
+/// The writer's share of one core: its thread's CPU time may average [`CPU_SHARE`] of the
+/// time that passes, with at most [`BURST`] saved up. Past it, batches are dropped (counted
+/// as `over_budget`) until time has paid the debt back: a flood costs the log its records,
+/// never the answers their CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Budget {
+    /// CPU time the writer may still spend, in nanoseconds (negative: in debt).
+    left_ns: i64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            left_ns: i64::try_from(BURST.as_nanos()).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+impl Budget {
+    /// Adds the share of `wall` that passed, up to the burst.
+    fn refill(&mut self, wall: Duration) {
+        let earned = (wall.as_nanos() as f64 * CPU_SHARE) as i64;
+        let cap = i64::try_from(BURST.as_nanos()).unwrap_or(i64::MAX);
+        self.left_ns = self.left_ns.saturating_add(earned).min(cap);
+    }
+
+    /// Whether it is spent: the next batch is dropped.
+    fn spent(&self) -> bool {
+        self.left_ns < 0
+    }
+
+    /// Runs `work`, taking the CPU time it used from the budget.
+    fn charge<T>(&mut self, work: impl FnOnce() -> T) -> T {
+        let before = thread_cpu_ns();
+        let out = work();
+        self.left_ns = self
+            .left_ns
+            .saturating_sub(thread_cpu_ns().saturating_sub(before));
+        out
+    }
+}
+
+/// CPU time of the calling thread, in nanoseconds.
+fn thread_cpu_ns() -> i64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, |t| {
+        t.tv_sec()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec())
+    })
 }
 
 fn now_us() -> i64 {
@@ -321,5 +399,39 @@ fn row(r: &Record, snapshots: &VecDeque<Arc<Snapshot>>) -> Row {
         dnssec_ok: r.flags.has(Flags::DO),
         truncated: r.flags.has(Flags::TC),
         stale: r.flags.has(Flags::STALE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_a_share_of_the_time_that_passed_with_a_bounded_burst() {
+        let ms = Duration::from_millis;
+        let mut b = Budget::default();
+        // Idle for long: no more than the burst is saved.
+        b.refill(ms(3_600_000));
+        assert_eq!(b, Budget::default());
+        // Spending 10 ms each 100 ms (10 %, twice the share) runs the burst down, then into
+        // debt: 500 ms saved (the first round earns nothing: the budget is full), then 5 ms a
+        // round net.
+        let mut spent_at = None;
+        for i in 0..200 {
+            b.refill(ms(100));
+            b.left_ns -= 10_000_000;
+            if b.spent() {
+                spent_at = Some(i);
+                break;
+            }
+        }
+        assert_eq!(spent_at, Some(99));
+        // Dropping (spending nothing) pays the debt back as time passes.
+        b.refill(ms(100));
+        assert!(!b.spent());
+        // The CPU time `charge` measures comes off.
+        let before = b.left_ns;
+        let sum = b.charge(|| (0..5_000_000u64).fold(0u64, |a, x| a.wrapping_add(x * x)));
+        assert!(sum > 0 && b.left_ns < before, "{} {before}", b.left_ns);
     }
 }

@@ -11,6 +11,7 @@ pub(crate) mod https;
 pub(crate) mod jwks;
 pub(crate) mod tls_backend;
 pub(crate) mod upstream;
+pub(crate) mod webdriver;
 pub(crate) mod wire;
 
 use std::io::{BufRead, BufReader};
