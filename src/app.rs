@@ -522,6 +522,7 @@ impl Bound {
 /// The lines operators and tests wait for, on stdout.
 fn banner(s: &Snapshot, bound: &Bound, is_demo: bool) {
     println!("labgate: admin listening on http://{}", bound.admin);
+    println!("labgate: status page at http://{}/", bound.admin);
     for d in &bound.dns {
         println!("labgate: dns listening on {d}");
     }

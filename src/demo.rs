@@ -36,11 +36,13 @@ pub fn try_it(s: &Snapshot, admin: SocketAddr, ca: &Path) -> String {
     format!(
         "\nlabgate demo: the built-in configuration (deploy/examples/demo.toml) on loopback.\n\
          Services declared:\n{}\n\n\
+         Status page (the queries below show up in its query log): http://{admin}/\n\n\
          Try:\n\
          \x20 dig @127.0.0.1 -p 8053 app.demo.test                 # lab: 127.0.0.1\n\
-         \x20 dig @127.0.0.1 -p 8053 -b 127.0.0.2 app.demo.test    # guest: NXDOMAIN\n\
+         \x20 dig @127.0.0.1 -p 8053 -b 127.0.0.2 app.demo.test    # guest: NXDOMAIN, logged without its address\n\
          \x20 dig @127.0.0.1 -p 8053 -b 127.0.0.3 hass.demo.test   # iot: 127.0.0.3\n\
          \x20 curl -s http://{admin}/config\n\
+         \x20 sqlite3 -readonly {log} 'SELECT client, network, name, rcode, source FROM queries'\n\
          \x20 curl -s http://{admin}/metrics\n\
          \x20 curl -s -X POST http://{admin}/reload\n\
          \x20 labgate explain --from 127.0.0.1 https://app.demo.test/\n\
@@ -53,6 +55,7 @@ pub fn try_it(s: &Snapshot, admin: SocketAddr, ca: &Path) -> String {
          DNS answers internal names and forwards the rest; HTTPS routes by name with the policy of each service.\n",
         services.join("\n"),
         ca = ca.display(),
+        log = s.state_dir.join(labgate_querylog::FILE_NAME).display(),
         port = s.listen.https.first().map_or(443, SocketAddr::port),
         http = s.listen.http.first().map_or(80, SocketAddr::port),
     )

@@ -67,7 +67,7 @@ pub struct RawQueryLog {
     /// an hour). Default `7d`.
     pub max_age: Option<Spanned<String>>,
     /// Largest size of the database; beyond it the oldest blocks of rows are deleted. Bytes
-    /// with an optional `K`, `M` or `G` suffix; at least `16M`. Default `1G` (about 9 million
+    /// with an optional `K`, `M` or `G` suffix; at least `16M`. Default `1G` (about 5 million
     /// queries).
     pub max_size: Option<Spanned<String>>,
     /// Client addresses or ranges whose queries are never logged (`10.0.20.7`,

@@ -104,9 +104,13 @@ impl Store {
                 })?;
         }
         let conn = Connection::open(path).map_err(|e| Error::open(path, e))?;
-        // auto_vacuum only takes effect before the first table: a new file gets it.
+        // auto_vacuum and page_size only take effect before the first table: a new file gets
+        // them. PERF: 16 KiB pages and a 16 MiB cache made inserts and sealing a tenth cheaper
+        // (`benches/benches/querylog.rs`).
         conn.execute_batch(
             "PRAGMA auto_vacuum = INCREMENTAL;
+             PRAGMA page_size = 16384;
+             PRAGMA cache_size = -16384;
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
