@@ -29,6 +29,8 @@ declare -A packages=(
   [nghttp]=nghttp2-client  # HTTP/2 clients for tests/h2.rs: nghttp...
   [h2load]=nghttp2-client  # ...and h2load
   [sqlite3]=sqlite3        # reads the DNS query log in tests/querylog.rs
+  [chromium]=chromium      # the status page in a real browser (tests/browser.rs)...
+  [chromedriver]=chromium-driver  # ...driven over WebDriver
   [promtool]=prometheus    # checks and unit-tests deploy/prometheus/labgate-rules.yml
   [prometheus]=prometheus  # scrapes a running labgate for every query of deploy/grafana/labgate.json
 )

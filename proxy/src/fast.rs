@@ -326,7 +326,7 @@ impl Conn {
                             proxy,
                             &state.snapshot,
                             plan::plan(&context, &h),
-                            &h,
+                            (&h, self.info.client),
                             &mut self.out,
                         );
                         return Ok((step, state));
@@ -412,7 +412,7 @@ fn step(
     proxy: &Proxy,
     s: &Snapshot,
     plan: Plan<'_>,
-    h: &RequestHead<'_>,
+    (h, client): (&RequestHead<'_>, std::net::IpAddr),
     out: &mut Vec<u8>,
 ) -> Step {
     let answer = |served: Served, a: Answer| {
@@ -428,8 +428,8 @@ fn step(
         Plan::Handover => Step::Handover,
         Plan::RefreshKeys(url) => Step::RefreshKeys(url),
         Plan::Refuse(r) => {
-            proxy.refused(r);
             let (status, body) = r.page(s);
+            proxy.refused(r, (client, status), proxy.logged(h));
             Step::Page(Page {
                 status,
                 body,

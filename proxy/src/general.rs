@@ -114,8 +114,8 @@ impl General {
             .logged(&SessionHead::new(session.req_header(), websocket, body));
         let (served, done) = match plan {
             Plan::Refuse(r) => {
-                self.proxy.refused(r);
                 let (status, body) = r.page(s);
+                self.proxy.refused(r, (info.client, status), logged);
                 page(&mut session, status, body, None).await;
                 return None;
             }

@@ -545,8 +545,8 @@ fn begin<'p>(
     };
     Ok(match plan::plan(&context, head) {
         Plan::Refuse(r) => {
-            proxy.refused(r);
             let (status, body) = r.page(s);
+            proxy.refused(r, (info.client, status), proxy.logged(head));
             page(status, body, None, None)
         }
         Plan::Answer(served, a) => {

@@ -72,11 +72,34 @@ impl Proxy {
         }
     }
 
-    /// Records a request refused before it reached a service.
-    pub fn refused(&self, r: Refused) {
+    /// Records a request from `client` refused before it reached a service (`status`: what it
+    /// got), with its access line when `logged` (from [`Proxy::logged`]).
+    pub fn refused(
+        &self,
+        r: Refused,
+        (client, status): (std::net::IpAddr, u16),
+        logged: Option<Box<Logged>>,
+    ) {
         match r {
             Refused::Route(r) => self.metrics.refusal(r),
             Refused::Access(r) => self.metrics.access_refused(r),
+        }
+        if let Some(l) = logged {
+            let Logged {
+                method,
+                host,
+                target,
+            } = *l;
+            self.access.send(Entry {
+                client,
+                ray: None,
+                service: String::new(),
+                method,
+                host,
+                path: target,
+                status: Some(status),
+                took: Duration::ZERO,
+            });
         }
     }
 }
