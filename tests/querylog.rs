@@ -216,3 +216,42 @@ fn the_log_survives_restarts_and_old_blocks_are_dropped() {
     wait_rows(&state, "SELECT id FROM blocks", &["2"]);
     drop(lg);
 }
+
+#[test]
+fn the_switch_stops_capture_and_a_reload_turns_the_log_on() {
+    let cfg = ConfigDir::new();
+    let state = cfg.path("state");
+    let (lg, udp) = start(&cfg, "enabled = false\n");
+    dig(udp, "127.0.0.1", &["off.lab.test"]);
+    // Nothing captured, nothing dropped, no database made.
+    let (_, metrics) = lg.admin("GET", "/metrics");
+    assert!(
+        metrics.contains("labgate_querylog_written_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("labgate_querylog_dropped_total{reason=\"error\"} 0"),
+        "{metrics}"
+    );
+    assert!(!state.join("querylog.sqlite").exists());
+    cfg.rename_replace("labgate.toml", &format!("{CONFIG}enabled = true\n"));
+    lg.wait_config("the log turned on", |c| support::generation(c) == 2);
+    // The writer opens the database within seconds; a query asked meanwhile may be lost
+    // (counted), so ask until one is written.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lg.metric("labgate_querylog_written_total") == 0 {
+        assert!(Instant::now() < deadline, "the log never came on");
+        dig(udp, "127.0.0.1", &["on.lab.test"]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_rows(
+        &state,
+        "SELECT DISTINCT name FROM queries WHERE name = 'on.lab.test'",
+        &["on.lab.test"],
+    );
+    wait_rows(
+        &state,
+        "SELECT count(*) FROM queries WHERE name = 'off.lab.test'",
+        &["0"],
+    );
+}

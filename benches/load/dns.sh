@@ -66,7 +66,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 # The same data for every server: view a (127.0.0.1, or everyone with VIEWS=1) gets
 # 10.0.x.y, view b (127.0.0.2) 10.1.x.y.
 {
-  printf '[listen]\ndns = ["127.0.0.1:15301"]\nadmin = "127.0.0.1:0"\nhttps = []\nhttp = []\n\n'
+  printf '[listen]\ndns = ["127.0.0.1:15301"]\nadmin = "127.0.0.1:15311"\nhttps = []\nhttp = []\n\n'
   [ "$WORKLOAD" = cache ] && printf '[dns]\nupstreams = ["udp://127.0.0.1:15310"]\n\n'
   if [ "$VIEWS" = 2 ]; then
     printf '[[network]]\nname = "a"\ncidrs = ["127.0.0.1/32"]\naddresses = ["127.0.0.1"]\n\n'
@@ -80,8 +80,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
     [ "$VIEWS" = 2 ] && printf '[[record]]\nname = "host%03d.bench.test"\ntype = "A"\nvalue = "10.1.%d.%d"\nnetworks = ["b"]\n\n' "$i" $((i / 250)) $((i % 250))
   done
 } > "$work/labgate.toml"
-sed 's/127.0.0.1:15301/127.0.0.1:15308/' "$work/labgate.toml" > "$work/base.toml"
-{ sed 's/127.0.0.1:15301/127.0.0.1:15309/' "$work/labgate.toml"; printf '\n[query_log]\nenabled = false\n'; } > "$work/nolog.toml"
+sed 's/127.0.0.1:15301/127.0.0.1:15308/; s/127.0.0.1:15311/127.0.0.1:0/' "$work/labgate.toml" > "$work/base.toml"
+{ sed 's/127.0.0.1:15301/127.0.0.1:15309/; s/127.0.0.1:15311/127.0.0.1:0/' "$work/labgate.toml"; printf '\n[query_log]\nenabled = false\n'; } > "$work/nolog.toml"
 unbound_data() { # view prefix
   printf '  local-zone: "bench.test." static\n'
   for i in $(seq 1 $NAMES); do
@@ -334,6 +334,10 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "round $round $server: at $RATE q/s p50 $l50 us, p99 $l99 us, $at_rate us CPU/query"
     p50[$server]+="$l50 "
     p99[$server]+="$l99 "
+    if [ "$server" = labgate ]; then
+      # What the query log kept and dropped over the round (the whole round's load).
+      echo "round $round labgate: query log $(curl -s http://127.0.0.1:15311/metrics | awk '/^labgate_querylog_(written|dropped)_total/ {printf "%s %s  ", $1, $2}')"
+    fi
     pid=${started[$server]}
     kill $(pids_of $pid) 2>/dev/null || true
     wait $pid 2>/dev/null || true

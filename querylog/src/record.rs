@@ -399,6 +399,12 @@ mod tests {
     }
 
     #[test]
+    fn a_record_stays_small_enough_to_copy_per_query() {
+        // The queues' memory (ARCHITECTURE.md: 2048 records per queue) and the copy per query.
+        assert!(size_of::<Record>() <= 384, "{}", size_of::<Record>());
+    }
+
+    #[test]
     fn names_are_read_from_the_question_and_written_lower_case() {
         let r = Record::new(b"\x03WwW\x07Example\x03com\x00\x00\x01", Transport::Udp, 0);
         assert_eq!(r.name(), "www.example.com");

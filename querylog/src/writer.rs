@@ -35,6 +35,8 @@ pub const CPU_SHARE: f64 = 0.05;
 pub const BURST: Duration = Duration::from_millis(500);
 /// Time between two retention passes (and attempts to open a database that would not).
 pub const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
+/// Time between two attempts to open a database that is not open while the log is on.
+const REOPEN_EVERY: Duration = Duration::from_secs(5);
 /// Snapshots kept to name the networks of records decided before a reload.
 const HISTORY: usize = 16;
 
@@ -56,6 +58,8 @@ struct Shared {
     failed: AtomicU64,
     /// Records dropped because the writer had spent its share of the CPU.
     over_budget: AtomicU64,
+    /// Whether the last attempt to open the database failed (said once at error).
+    open_failed: AtomicBool,
     /// Rows and bytes in the database after the last write.
     rows: AtomicU64,
     bytes: AtomicU64,
@@ -76,6 +80,7 @@ impl QueryLog {
             written: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             over_budget: AtomicU64::new(0),
+            open_failed: AtomicBool::new(false),
             rows: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
         });
@@ -178,11 +183,20 @@ impl Publish for QueryLog {
 }
 
 impl Shared {
+    /// The database, opened; a failure is logged at error the first time (then at debug
+    /// until an open succeeds), and the log's records are counted as lost meanwhile.
     fn open(&self) -> Option<Store> {
         match Store::open(&self.path) {
             Ok(store) => {
+                if self.open_failed.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the query log {} is open again", self.path.display());
+                }
                 self.sizes(&store);
                 Some(store)
+            }
+            Err(e) if self.open_failed.swap(true, Ordering::Relaxed) => {
+                tracing::debug!("{e}");
+                None
             }
             Err(e) => {
                 tracing::error!("{e}");
@@ -222,8 +236,13 @@ fn run(shared: &Shared, sink: &Sink, mut store: Option<Store>) {
         let now = Instant::now();
         budget.refill(now.saturating_duration_since(last));
         last = now;
+        let since = maintained.map(|t| now.saturating_duration_since(t));
         let full = store.as_ref().is_some_and(Store::full);
-        if full || maintained.is_none_or(|t| now.saturating_duration_since(t) >= MAINTAIN_EVERY) {
+        // A log turned on by a reload (or a database that would not open) is opened within
+        // seconds, not at the next minute's maintenance.
+        let closed = store.is_none() && settings.enabled;
+        let due = since.is_none_or(|d| d >= MAINTAIN_EVERY || (closed && d >= REOPEN_EVERY));
+        if full || due {
             maintained = Some(now);
             if store.is_none() && settings.enabled {
                 store = shared.open();
