@@ -321,8 +321,13 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     let (tx, rx) = mpsc::channel(16);
     let watch = match source.path() {
         Some(p) => Some(
-            watch::start(p, tx.clone(), watch::blocklist_file(Arc::clone(&shared)))
-                .with_context(|| format!("cannot watch {} for changes", p.display()))?,
+            watch::start(
+                p,
+                &snapshot.state_dir,
+                tx.clone(),
+                watch::blocklist_file(Arc::clone(&shared)),
+            )
+            .with_context(|| format!("cannot watch {} for changes", p.display()))?,
         ),
         None => None,
     };

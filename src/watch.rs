@@ -28,12 +28,15 @@ pub(crate) struct ConfigWatch {
 }
 
 /// Starts watching. `also` names more files that matter (blocklist files); their
-/// directories are watched through [`ConfigWatch::follow`].
+/// directories are watched through [`ConfigWatch::follow`]. Nothing under `state_dir` is a
+/// change to the configuration: a state directory inside the configuration's (`state_dir =
+/// "state"`) holds the query log, written every 100 ms.
 ///
 /// # Errors
 /// When the platform watcher cannot be created or the directory cannot be watched.
 pub(crate) fn start(
     config: &Path,
+    state_dir: &Path,
     tx: mpsc::Sender<Trigger>,
     also: impl Fn(&Path) -> bool + Send + 'static,
 ) -> notify::Result<ConfigWatch> {
@@ -47,6 +50,12 @@ pub(crate) fn start(
         (dir, config.file_name().map(ToOwned::to_owned))
     };
     let root = dir.clone();
+    // Where the state directory lies in the watched one, compared by canonical paths once
+    // here: events name paths under `root` as it was given.
+    let state = match (state_dir.canonicalize(), dir.canonicalize()) {
+        (Ok(state), Ok(canonical)) => state.strip_prefix(&canonical).ok().map(Path::to_owned),
+        _ => None,
+    };
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         if matches!(event.kind, EventKind::Access(_)) {
@@ -55,7 +64,7 @@ pub(crate) fn start(
         let relevant = event
             .paths
             .iter()
-            .any(|p| relevant(&root, p, only.as_deref()) || also(p));
+            .any(|p| relevant(&root, p, (only.as_deref(), state.as_deref())) || also(p));
         if relevant {
             // A full channel means a reload is already pending; dropping this one loses nothing.
             let _ = tx.try_send(Trigger::FileChanged);
@@ -114,10 +123,18 @@ impl ConfigWatch {
 }
 
 /// In a config directory, any file not under a hidden directory such as `.git` (TOML files
-/// and the blocklist files kept beside them); for a single config file, that file. Either
-/// way, Kubernetes' swap of a mounted ConfigMap (its `..data` link replaced at once).
-fn relevant(root: &Path, path: &Path, only: Option<&std::ffi::OsStr>) -> bool {
+/// and the blocklist files kept beside them) nor under the state directory (`state`,
+/// relative to `root`); for a single config file, that file. Either way, Kubernetes' swap
+/// of a mounted ConfigMap (its `..data` link replaced at once).
+fn relevant(
+    root: &Path,
+    path: &Path,
+    (only, state): (Option<&std::ffi::OsStr>, Option<&Path>),
+) -> bool {
     let rel = path.strip_prefix(root).unwrap_or(path);
+    if state.is_some_and(|s| rel.starts_with(s)) {
+        return false;
+    }
     if rel.components().any(|c| c.as_os_str() == "..data") {
         return true;
     }
@@ -186,25 +203,33 @@ mod tests {
     #[test]
     fn hidden_and_unrelated_paths_are_ignored() {
         let root = Path::new("/cfg");
-        assert!(relevant(root, Path::new("/cfg/services/a.toml"), None));
-        assert!(relevant(root, Path::new("/cfg/lists/ads.txt"), None));
-        assert!(!relevant(root, Path::new("/cfg/.git/index"), None));
-        assert!(!relevant(root, Path::new("/cfg/.a.toml.swp"), None));
-        let name = std::ffi::OsStr::new("labgate.toml");
-        assert!(relevant(root, Path::new("/cfg/labgate.toml"), Some(name)));
-        assert!(!relevant(root, Path::new("/cfg/other.toml"), Some(name)));
+        let dir = (None, None);
+        assert!(relevant(root, Path::new("/cfg/services/a.toml"), dir));
+        assert!(relevant(root, Path::new("/cfg/lists/ads.txt"), dir));
+        assert!(!relevant(root, Path::new("/cfg/.git/index"), dir));
+        assert!(!relevant(root, Path::new("/cfg/.a.toml.swp"), dir));
+        // The state directory inside the configuration's: the query log's writes are not
+        // changes; a file merely named like it elsewhere is.
+        let state = (None, Some(Path::new("state")));
         assert!(!relevant(
             root,
-            Path::new("/cfg/sub/labgate.toml"),
-            Some(name)
+            Path::new("/cfg/state/querylog.sqlite-wal"),
+            state
         ));
+        assert!(!relevant(root, Path::new("/cfg/state"), state));
+        assert!(relevant(root, Path::new("/cfg/statements.toml"), state));
+        assert!(relevant(root, Path::new("/cfg/lists/state"), state));
+        let file = (Some(std::ffi::OsStr::new("labgate.toml")), None);
+        assert!(relevant(root, Path::new("/cfg/labgate.toml"), file));
+        assert!(!relevant(root, Path::new("/cfg/other.toml"), file));
+        assert!(!relevant(root, Path::new("/cfg/sub/labgate.toml"), file));
         // A ConfigMap update: the files are links through `..data`, which is swapped.
-        assert!(relevant(root, Path::new("/cfg/..data"), Some(name)));
-        assert!(relevant(root, Path::new("/cfg/..data"), None));
+        assert!(relevant(root, Path::new("/cfg/..data"), file));
+        assert!(relevant(root, Path::new("/cfg/..data"), dir));
         assert!(!relevant(
             root,
             Path::new("/cfg/..2026_11_30_09_00_00.123"),
-            Some(name)
+            file
         ));
     }
 }

@@ -255,3 +255,40 @@ fn the_switch_stops_capture_and_a_reload_turns_the_log_on() {
         &["0"],
     );
 }
+
+/// A state directory inside a watched configuration directory: the log's writes every 100 ms
+/// are not changes to the configuration.
+#[test]
+fn the_log_in_a_state_directory_inside_the_configuration_triggers_no_reload() {
+    let cfg = ConfigDir::new();
+    cfg.write("conf/ads.txt", "ads.example.com\n");
+    cfg.write("conf/labgate.toml", CONFIG);
+    let conf = cfg.path("conf");
+    let lg = Labgate::start(
+        &["--config", conf.to_str().expect("utf-8")],
+        &conf.join("state"),
+    );
+    let (udp, _) = dns_ports(&lg);
+    // Three seconds of queries: the writer writes every 100 ms, the watcher's debounce waits
+    // 300 ms of quiet (2 s at most); a reload it started would show as `unchanged`.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut asked = 0;
+    while Instant::now() < until {
+        dig(udp, "127.0.0.1", &["nas.lab.test"]);
+        asked += 1;
+    }
+    lg.wait_metric(
+        "labgate_querylog_written_total",
+        asked,
+        "every query written",
+    );
+    assert_eq!(
+        lg.metric("labgate_config_reloads_total{result=\"unchanged\"}"),
+        0,
+        "the query log's writes started reloads"
+    );
+    // The watch still sees the configuration itself.
+    cfg.write("conf/.edit.swp", &format!("{CONFIG}max_age = \"3d\"\n"));
+    std::fs::rename(cfg.path("conf/.edit.swp"), cfg.path("conf/labgate.toml")).expect("rename");
+    lg.wait_config("the edit", |c| support::generation(c) == 2);
+}
