@@ -398,6 +398,10 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         names,
         cancel.child_token(),
     ));
+    tasks.spawn(crate::history::run(
+        Arc::clone(&shared),
+        cancel.child_token(),
+    ));
     tasks.spawn(labgate_proxy::access::write(
         access_rx,
         (crate::logging::access_style(), Arc::clone(&shared.refused)),

@@ -10,10 +10,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use labgate_config::Snapshot;
 use labgate_config::settings::{CertSource, Coverage, LogLevel};
+use labgate_proxy::metrics::ServiceCounts;
 use labgate_querylog::{Filter, Found, Position, Reader};
 
 use crate::status::Shared;
@@ -319,6 +320,7 @@ fn services(ui: &Ui) -> Html {
         &["service", "hosts", "allowed networks", "backends"],
         &rows,
     );
+    body.push_str(&service_history(ui, &s));
     // Refused requests, each with the policy's word on it now (the rule that refused it, or
     // "allowed": then the status came from the backend).
     let refused: Vec<Vec<String>> = ui
@@ -370,6 +372,92 @@ fn services(ui: &Ui) -> Html {
         &refused,
     ));
     (200, page("/ui/services", "Services", &body))
+}
+
+/// Each service's last 24 hours: requests per ten minutes (the second colour: 5xx, no
+/// response, denied), totals by status class, denials with the rule, and when its backends
+/// were not all up.
+fn service_history(ui: &Ui, s: &Snapshot) -> String {
+    let samples = ui.shared.http_history.samples();
+    let now = crate::history::now(&ui.shared);
+    let pending = ui.shared.http_history.since_last(&now);
+    let end = SystemTime::now();
+    let day = Duration::from_secs(24 * 3600);
+    let bin = Duration::from_secs(600);
+    let mut out = String::from("<h2>The last 24 hours</h2>");
+    for svc in &s.services {
+        let mut series = vec![(0u64, 0u64); 144];
+        let mut total = ServiceCounts::default();
+        let mut down: Vec<String> = Vec::new();
+        let mut add = |series: &mut Vec<(u64, u64)>, age: Duration, c: ServiceCounts| {
+            let i = 143usize.saturating_sub((age.as_secs() / bin.as_secs()) as usize);
+            series[i].0 += c.requests();
+            series[i].1 += c.outcomes[4] + c.outcomes[5] + c.denied;
+            for (t, n) in total.outcomes.iter_mut().zip(c.outcomes) {
+                *t += n;
+            }
+            total.denied += c.denied;
+        };
+        for sample in &samples {
+            let Ok(age) = end.duration_since(sample.at) else {
+                continue;
+            };
+            if age >= day {
+                continue;
+            }
+            if let Some(m) = sample.services.iter().find(|m| m.name == svc.name) {
+                add(&mut series, age, m.counts);
+                if m.up < m.backends {
+                    let us = sample
+                        .at
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(0));
+                    down.push(format!(
+                        "{} ({} of {} up)",
+                        &utc(us)[11..16],
+                        m.up,
+                        m.backends
+                    ));
+                }
+            }
+        }
+        if let Some(c) = pending.get(&svc.name) {
+            add(&mut series, Duration::ZERO, *c);
+        }
+        let o = total.outcomes;
+        out.push_str(&format!("<h3>{}</h3>", esc(&svc.name)));
+        out.push_str(&bars(
+            &format!(
+                "{}: requests per ten minutes, 5xx, unanswered and denied in the second colour",
+                svc.name
+            ),
+            &series,
+        ));
+        out.push_str(&table(
+            &format!("{}: requests by what the client got", svc.name),
+            &["1xx", "2xx", "3xx", "4xx", "5xx", "no response", "denied"],
+            &[vec![
+                o[0].to_string(),
+                o[1].to_string(),
+                o[2].to_string(),
+                o[3].to_string(),
+                o[4].to_string(),
+                o[5].to_string(),
+                format!(
+                    "{} (rule: allow = [{}])",
+                    total.denied,
+                    esc(&s.networks.names(svc.allow))
+                ),
+            ]],
+        ));
+        if !down.is_empty() {
+            out.push_str(&format!(
+                "<p class=\"bad\">Backends not all up at (UTC): {}</p>",
+                esc(&down.join(", "))
+            ));
+        }
+    }
+    out
 }
 
 fn certificates(ui: &Ui) -> Html {

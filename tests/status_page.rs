@@ -167,6 +167,37 @@ fn the_status_page_shows_what_labgate_did_to_its_networks_and_nothing_to_a_guest
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // HTTP: a request the dead backend fails (502) and one the policy denies, counted per
+    // service at once (the minute's sample is not waited for), with the rule.
+    for (from, want) in [(LAB, "502"), (GUEST, "403")] {
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--interface",
+                from,
+            ])
+            .arg("--resolve")
+            .arg(format!("app.lab.test:{}:127.0.0.1", lg.https))
+            .arg(format!("https://app.lab.test:{}/", lg.https))
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "from {from}");
+    }
+    let services = get(admin, LAB, "/ui/services").body;
+    assert!(
+        services.contains(
+            "<td class=\"num\">1</td><td class=\"num\">0</td><td class=\"num\">1 (rule: allow = [lab])</td>"
+        ),
+        "{services}"
+    );
+    assert!(
+        services.contains("app: requests per ten minutes"),
+        "{services}"
+    );
     // Statistics: the DNS page counts the queries and names the blocked one.
     let stats = get(admin, LAB, "/ui/dns").body;
     assert!(stats.contains("Most blocked names"), "{stats}");

@@ -119,6 +119,39 @@ fn render_classes(out: &mut String, metric: &str, label: &str, value: &str, c: &
     }
 }
 
+/// A service's requests so far, by what the client got (1xx..5xx, then none), and the
+/// requests its policy denied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceCounts {
+    /// Forwarded requests by status class; the last: no response reached the client.
+    pub outcomes: [u64; 6],
+    /// Requests refused by the service's network policy.
+    pub denied: u64,
+}
+
+impl ServiceCounts {
+    /// What was counted since `before` (the counts at an earlier time; a slot reused by
+    /// another service after a reload counts from zero).
+    pub fn since(self, before: Self) -> Self {
+        let mut d = Self::default();
+        for (i, o) in d.outcomes.iter_mut().enumerate() {
+            *o = self.outcomes[i]
+                .checked_sub(before.outcomes[i])
+                .unwrap_or(self.outcomes[i]);
+        }
+        d.denied = self
+            .denied
+            .checked_sub(before.denied)
+            .unwrap_or(self.denied);
+        d
+    }
+
+    /// Every request counted.
+    pub fn requests(self) -> u64 {
+        self.outcomes.iter().sum::<u64>() + self.denied
+    }
+}
+
 /// The proxy's counters.
 #[derive(Debug)]
 pub struct Metrics {
@@ -181,6 +214,19 @@ impl Metrics {
         self.by_service[service.min(SLOTS - 1)][slot].fetch_add(1, Ordering::Relaxed);
         self.by_network[network.min(SLOTS - 1)][slot].fetch_add(1, Ordering::Relaxed);
         self.latency.observe(took);
+    }
+
+    /// The counts of the service at `service` (its index in the serving snapshot).
+    pub fn service_counts(&self, service: usize) -> ServiceCounts {
+        let slot = service.min(SLOTS - 1);
+        let mut c = ServiceCounts {
+            denied: self.denied[slot].load(Ordering::Relaxed),
+            ..ServiceCounts::default()
+        };
+        for (o, n) in c.outcomes.iter_mut().zip(&self.by_service[slot]) {
+            *o = n.load(Ordering::Relaxed);
+        }
+        c
     }
 
     /// Counts a request refused by policy.
