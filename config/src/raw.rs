@@ -55,8 +55,9 @@ pub struct RawFile {
 /// `[query_log]`: every DNS query (time, client, network, name, type, transport, rcode, where
 /// the answer came from, answer summary, latency, flags) in an SQLite database,
 /// `<state_dir>/querylog.sqlite`, readable with the `sqlite3` tool (schema in
-/// `deploy/CONFIG.md`). Capture never delays an answer: when the writer falls behind, records
-/// are dropped and counted (`labgate_querylog_dropped_total`). Applied on reload. Each
+/// `deploy/CONFIG.md`). Capture never delays an answer: when the writer falls behind or has
+/// spent its share of the CPU (5 % of one core), records are dropped and counted
+/// (`labgate_querylog_dropped_total`). Applied on reload. Each
 /// network's `query_log` says how much of its clients' queries is kept.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

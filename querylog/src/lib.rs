@@ -7,7 +7,7 @@
 //! ```text
 //! UDP worker i ─push─▶ queue i ─┐
 //! runtime task ─push─▶ shared ──┴─▶ writer: drain every 100 ms (or a half-full queue) ─▶ store
-//!            full queue: dropped and counted, the answer goes out as ever
+//!      full queue, or the writer past 5 % of a core: dropped and counted; answers go out as ever
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]

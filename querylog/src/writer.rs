@@ -1,9 +1,10 @@
 //! [`QueryLog`]: the writer thread. Every [`TICK`] (sooner when a queue is half full) it
 //! drains the [`Sink`], turns the records into rows with the snapshot that decided each
 //! (network and list names), and appends them in one transaction; every [`MAINTAIN_EVERY`]
-//! it seals and drops blocks ([`Store::maintain`]). A database that cannot be opened or
-//! written costs the records (counted), never the answers; opening is tried again at each
-//! maintenance.
+//! (and when the open block is full) it seals and drops blocks ([`Store::maintain`]). All of
+//! it within [`CPU_SHARE`] of one core: past it, batches are dropped (counted). A database
+//! that cannot be opened or written costs the records (counted), never the answers; opening
+//! is tried again every few seconds.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
