@@ -64,8 +64,12 @@ pub(crate) async fn render(ui: &Ui, path: &str, query: &str) -> Option<Html> {
 }
 
 fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
+    unix_us(SystemTime::now())
+}
+
+/// Microseconds since the Unix epoch (0 before it).
+fn unix_us(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
@@ -329,9 +333,7 @@ fn services(ui: &Ui) -> Html {
         .newest_first()
         .iter()
         .map(|(at, e)| {
-            let us = at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(0));
+            let us = unix_us(*at);
             let target = format!("{}{}", e.host, e.path);
             let rule =
                 crate::explain::explain(&s, e.client, labgate_proxy::decide::Via::Direct, &target)
@@ -408,10 +410,7 @@ fn service_history(ui: &Ui, s: &Snapshot) -> String {
             if let Some(m) = sample.services.iter().find(|m| m.name == svc.name) {
                 add(&mut series, age, m.counts);
                 if m.up < m.backends {
-                    let us = sample
-                        .at
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(0));
+                    let us = unix_us(sample.at);
                     down.push(format!(
                         "{} ({} of {} up)",
                         &utc(us)[11..16],
@@ -492,11 +491,8 @@ fn certificates(ui: &Ui) -> Html {
             let (issuer, expiry) = leaf.map_or_else(
                 || ("-".to_owned(), "-".to_owned()),
                 |i| {
-                    let us = i
-                        .not_after
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(0));
-                    (esc(&i.issuer), format!("{} UTC", utc(us)))
+                    let expiry = format!("{} UTC", utc(unix_us(i.not_after)));
+                    (esc(&i.issuer), expiry)
                 },
             );
             vec![esc(host), source, issuer, expiry]
@@ -513,11 +509,7 @@ fn certificates(ui: &Ui) -> Html {
         .iter()
         .map(|c| {
             let at = |t: Option<SystemTime>| {
-                t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                    .map_or_else(
-                        || "-".to_owned(),
-                        |d| format!("{} UTC", utc(i64::try_from(d.as_micros()).unwrap_or(0))),
-                    )
+                t.map_or_else(|| "-".to_owned(), |t| format!("{} UTC", utc(unix_us(t))))
             };
             vec![
                 esc(&c.names.join(", ")),

@@ -16,7 +16,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::acme::Pebble;
+use support::acme::{Pebble, wait_certificate};
 use support::backend::Backend;
 use support::webdriver::Browser;
 use support::{ConfigDir, Labgate, LoopbackAddrs, dig, free_port};
@@ -68,20 +68,6 @@ kind = "builtin"
         directory = pebble.directory,
         ca = pebble.tls_ca.display(),
     )
-}
-
-/// Polls until `pred` holds on `/certs`.
-fn wait_certificate(lg: &Labgate) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (_, body) = lg.admin("GET", "/certs");
-        let certs: serde_json::Value = serde_json::from_str(&body).expect("/certs is JSON");
-        if certs[0]["not_after"].is_string() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no certificate: {certs:#}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

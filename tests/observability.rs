@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::acme::Pebble;
+use support::acme::{Pebble, wait_certificate};
 use support::backend::Backend;
 use support::{ConfigDir, Labgate, Unbound, dig, free_port};
 
@@ -25,8 +25,6 @@ const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long, after three scrapes, a query may stay empty before the test fails (every series
 /// labgate exports is in each scrape; 30 s is 30 more of them).
 const DATA_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the ACME certificate may take (Pebble issues in well under a second).
-const ISSUANCE: Duration = Duration::from_secs(90);
 
 /// Values for the dashboard's template variables in its queries.
 const VARIABLES: [(&str, &str); 3] = [
@@ -214,24 +212,6 @@ kind = "builtin"
         directory = pebble.directory,
         ca = pebble.tls_ca.display(),
     )
-}
-
-/// Polls `/certs` until the ACME certificate is issued.
-fn wait_certificate(lg: &Labgate) {
-    let deadline = Instant::now() + ISSUANCE;
-    loop {
-        let (_, body) = lg.admin("GET", "/certs");
-        let certs: serde_json::Value = serde_json::from_str(&body).expect("/certs is JSON");
-        if certs[0]["not_after"].is_string() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no certificate issued: {certs:#}\n{}",
-            lg.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// DNS queries (an internal name, a forwarded one twice, one to the dead forwarder) and

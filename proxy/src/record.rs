@@ -54,22 +54,34 @@ impl Proxy {
         self.metrics
             .request(served.service.index(), served.network.index(), status, took);
         if let Some(l) = logged {
-            let Logged {
-                method,
-                host,
-                target,
-            } = *l;
-            self.access.send(Entry {
-                client: served.client,
-                ray: served.ray,
-                service: s.service(served.service).name.to_string(),
-                method,
-                host,
-                path: target,
-                status,
-                took,
-            });
+            let service = s.service(served.service).name.to_string();
+            self.access_line(*l, (served.client, served.ray), service, (status, took));
         }
+    }
+
+    /// Queues the access line of a request.
+    fn access_line(
+        &self,
+        logged: Logged,
+        (client, ray): (std::net::IpAddr, Option<String>),
+        service: String,
+        (status, took): (Option<u16>, Duration),
+    ) {
+        let Logged {
+            method,
+            host,
+            target,
+        } = logged;
+        self.access.send(Entry {
+            client,
+            ray,
+            service,
+            method,
+            host,
+            path: target,
+            status,
+            took,
+        });
     }
 
     /// Records a request from `client` refused before it reached a service (`status`: what it
@@ -85,21 +97,12 @@ impl Proxy {
             Refused::Access(r) => self.metrics.access_refused(r),
         }
         if let Some(l) = logged {
-            let Logged {
-                method,
-                host,
-                target,
-            } = *l;
-            self.access.send(Entry {
-                client,
-                ray: None,
-                service: String::new(),
-                method,
-                host,
-                path: target,
-                status: Some(status),
-                took: Duration::ZERO,
-            });
+            self.access_line(
+                *l,
+                (client, None),
+                String::new(),
+                (Some(status), Duration::ZERO),
+            );
         }
     }
 }

@@ -15,6 +15,27 @@ const START: Duration = Duration::from_secs(60);
 /// labgate's own records have.
 pub(crate) const PEBBLE_NAME: &str = "pebble.lab.example.test";
 
+/// How long an ACME certificate may take (Pebble issues in well under a second).
+const ISSUANCE: Duration = Duration::from_secs(90);
+
+/// Polls `lg`'s `/certs` until its (first) ACME certificate is issued.
+pub(crate) fn wait_certificate(lg: &super::Labgate) {
+    let deadline = Instant::now() + ISSUANCE;
+    loop {
+        let (_, body) = lg.admin("GET", "/certs");
+        let certs: serde_json::Value = serde_json::from_str(&body).expect("/certs is JSON");
+        if certs[0]["not_after"].is_string() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no certificate issued: {certs:#}\n{}",
+            lg.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A running Pebble.
 pub(crate) struct Pebble {
     child: Child,
