@@ -399,7 +399,8 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         cancel.child_token(),
     ));
     tasks.spawn(crate::history::run(
-        Arc::clone(&shared),
+        Arc::clone(&shared.http_history),
+        Arc::clone(&shared.proxy),
         cancel.child_token(),
     ));
     tasks.spawn(labgate_proxy::access::write(

@@ -10,8 +10,6 @@ use std::time::{Duration, SystemTime};
 use labgate_proxy::metrics::ServiceCounts;
 use tokio_util::sync::CancellationToken;
 
-use crate::status::Shared;
-
 /// Samples kept: a day of minutes.
 pub const MINUTES: usize = 1440;
 /// Time between samples.
@@ -93,10 +91,10 @@ impl HttpHistory {
     }
 }
 
-/// The counts of every service of the serving snapshot now, with its backends' health.
-pub fn now(shared: &Shared) -> Vec<(Arc<str>, ServiceCounts, usize, usize)> {
-    let state = shared.proxy.state();
-    let health = shared.proxy.backends();
+/// The counts of every service `proxy` serves now, with its backends' health.
+pub fn now(proxy: &labgate_proxy::Proxy) -> Vec<(Arc<str>, ServiceCounts, usize, usize)> {
+    let state = proxy.state();
+    let health = proxy.backends();
     state
         .snapshot
         .services
@@ -106,7 +104,7 @@ pub fn now(shared: &Shared) -> Vec<(Arc<str>, ServiceCounts, usize, usize)> {
             let (up, all) = mine.fold((0, 0), |(u, a), b| (u + usize::from(b.up), a + 1));
             (
                 Arc::clone(&svc.name),
-                shared.proxy.metrics.service_counts(svc.id.index()),
+                proxy.metrics.service_counts(svc.id.index()),
                 up,
                 all,
             )
@@ -114,15 +112,20 @@ pub fn now(shared: &Shared) -> Vec<(Arc<str>, ServiceCounts, usize, usize)> {
         .collect()
 }
 
-/// Takes a sample every [`EVERY`] (the first at once) until cancelled.
-pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
+/// Takes a sample of `proxy` into `history` every [`EVERY`] (the first at once) until
+/// cancelled.
+pub async fn run(
+    history: Arc<HttpHistory>,
+    proxy: Arc<labgate_proxy::Proxy>,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = cancel.cancelled() => return,
         }
-        shared.http_history.record(SystemTime::now(), now(&shared));
+        history.record(SystemTime::now(), now(&proxy));
     }
 }
 

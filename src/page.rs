@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use labgate_config::Snapshot;
-use labgate_config::settings::{CertSource, Coverage, LogLevel};
+use labgate_config::network::LogLevel;
+use labgate_config::settings::{CertSource, Coverage};
 use labgate_proxy::metrics::ServiceCounts;
 use labgate_querylog::{Filter, Found, Position, Reader};
 
@@ -381,7 +382,7 @@ fn services(ui: &Ui) -> Html {
 /// were not all up.
 fn service_history(ui: &Ui, s: &Snapshot) -> String {
     let samples = ui.shared.http_history.samples();
-    let now = crate::history::now(&ui.shared);
+    let now = crate::history::now(&ui.shared.proxy);
     let pending = ui.shared.http_history.since_last(&now);
     let end = SystemTime::now();
     let day = Duration::from_secs(24 * 3600);

@@ -78,7 +78,7 @@ pub struct Shared {
     /// The last HTTP requests answered with a 4xx status (from the access log).
     pub refused: Arc<labgate_proxy::access::Refused>,
     /// The proxy's last 24 hours by minute.
-    pub http_history: crate::history::HttpHistory,
+    pub http_history: Arc<crate::history::HttpHistory>,
     /// The subsystems each new snapshot is published to, in this order, before it becomes
     /// visible anywhere else (so they serve it no later than `/config` shows it).
     subsystems: [Arc<dyn Publish>; 4],
@@ -129,7 +129,7 @@ impl Shared {
             acme: std::sync::OnceLock::new(),
             querylog,
             refused: Arc::default(),
-            http_history: crate::history::HttpHistory::default(),
+            http_history: Arc::default(),
             dns,
             snapshot,
             list_fetches: Default::default(),

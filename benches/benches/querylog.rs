@@ -15,7 +15,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use labgate_querylog::store::{BLOCK_ROWS, BLOCK_SPAN, Row, Store};
+use labgate_querylog::Row;
+use labgate_querylog::store::{BLOCK_ROWS, BLOCK_SPAN, Store};
 use labgate_querylog::{Filter, Reader};
 
 const NETWORKS: [&str; 5] = ["lab", "servers", "clients", "iot", "guest"];

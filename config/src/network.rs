@@ -79,7 +79,19 @@ pub struct Network {
     /// Indexes into the snapshot's blocklists.
     pub blocklists: Vec<usize>,
     /// What the query log keeps of this network's queries.
-    pub query_log: crate::settings::LogLevel,
+    pub query_log: LogLevel,
+}
+
+/// How much of a network's queries the query log keeps (`[[network]] query_log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogLevel {
+    /// Every field, the client's address included.
+    #[default]
+    Full,
+    /// Every field but the client's address.
+    Anonymous,
+    /// Nothing.
+    Off,
 }
 
 /// Why an address belongs to a network: the prefix that matched.

@@ -333,18 +333,6 @@ pub enum ProviderKind {
     Builtin,
 }
 
-/// How much of a network's queries the query log keeps (`[[network]] query_log`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogLevel {
-    /// Every field, the client's address included.
-    #[default]
-    Full,
-    /// Every field but the client's address.
-    Anonymous,
-    /// Nothing.
-    Off,
-}
-
 /// The query log's settings (`[query_log]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryLogSettings {
@@ -373,7 +361,12 @@ impl QueryLogSettings {
     /// What the log keeps of one query from `client`, in a network whose level is `level`
     /// (`None`: the client is in no network, whose refused queries are kept in full: they
     /// are what an operator looks for). Pure; the capture's one decision.
-    pub fn level(&self, level: Option<LogLevel>, client: std::net::IpAddr) -> LogLevel {
+    pub fn level(
+        &self,
+        level: Option<crate::network::LogLevel>,
+        client: std::net::IpAddr,
+    ) -> crate::network::LogLevel {
+        use crate::network::LogLevel;
         if !self.enabled {
             return LogLevel::Off;
         }

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use labgate_config::Snapshot;
-use labgate_config::settings::LogLevel;
+use labgate_config::network::LogLevel;
 use labgate_querylog::{Lane, Record, Sink, Source, Transport};
 use tokio::time::Instant;
 

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod record;
+mod row;
 pub mod search;
 mod sink;
 pub mod stats;
@@ -22,6 +23,7 @@ mod writer;
 use std::path::PathBuf;
 
 pub use record::{Flags, Record, Source, Transport};
+pub use row::Row;
 pub use search::{Filter, Found, Position, Reader};
 pub use sink::{Lane, QUEUE_CAPACITY, Sink};
 pub use writer::{BURST, CPU_SHARE, FILE_NAME, MAINTAIN_EVERY, QueryLog, TICK};

@@ -8,7 +8,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::Error;
-use crate::store::Row;
+use crate::row::Row;
 
 /// What a search asks for: every field given must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

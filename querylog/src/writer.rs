@@ -20,8 +20,9 @@ use hickory_proto::rr::RecordType;
 use labgate_config::{Publish, Snapshot};
 
 use crate::record::{Flags, Record, Source};
+use crate::row::Row;
 use crate::sink::Sink;
-use crate::store::{Row, Store};
+use crate::store::Store;
 
 /// The database's file name in the state directory.
 pub const FILE_NAME: &str = "querylog.sqlite";

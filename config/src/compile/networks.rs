@@ -10,9 +10,9 @@ use toml::Spanned;
 
 use super::values::socket;
 use super::{Ctx, Explain, choose, items, list, single};
-use crate::network::{MAX_NETWORKS, Network, NetworkId, NetworkKind, Networks};
+use crate::network::{LogLevel, MAX_NETWORKS, Network, NetworkId, NetworkKind, Networks};
 use crate::raw::RawFile;
-use crate::settings::{Blocklist, Listen, LogLevel};
+use crate::settings::{Blocklist, Listen};
 use crate::source::FileId;
 
 /// The reserved name of the Cloudflare Tunnel network.

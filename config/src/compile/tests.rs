@@ -204,7 +204,7 @@ fn query_log_keys() {
 /// (a client in no network is kept in full).
 #[test]
 fn query_log_levels() {
-    use crate::settings::LogLevel::{Anonymous, Full, Off};
+    use crate::network::LogLevel::{Anonymous, Full, Off};
     let s = snapshot(&format!(
         "{LAB}[[network]]\nname = \"guest\"\ncidrs = [\"10.9.0.0/16\"]\nquery_log = \"anonymous\"\n\
          [[network]]\nname = \"iot\"\ncidrs = [\"10.8.0.0/16\"]\nquery_log = \"off\"\n\
