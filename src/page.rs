@@ -16,7 +16,7 @@ use labgate_config::Snapshot;
 use labgate_config::network::LogLevel;
 use labgate_config::settings::{CertSource, Coverage};
 use labgate_proxy::metrics::ServiceCounts;
-use labgate_querylog::{Filter, Found, Position, Reader};
+use labgate_querylog::{Filter, Found, Position, Reader, unix_us};
 
 use crate::status::Shared;
 use html::{bars, esc, page, table, url};
@@ -66,12 +66,6 @@ pub(crate) async fn render(ui: &Ui, path: &str, query: &str) -> Option<Html> {
 
 fn now_us() -> i64 {
     unix_us(SystemTime::now())
-}
-
-/// Microseconds since the Unix epoch (0 before it).
-fn unix_us(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// `YYYY-MM-DD hh:mm:ss` UTC of a time in microseconds since the Unix epoch.

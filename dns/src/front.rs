@@ -93,7 +93,8 @@ impl Dns {
         arrival: &Arrival,
     ) -> Option<usize> {
         let state = self.state.load();
-        let network = state.inputs.snapshot.networks.lookup(src)?.network.index();
+        let matched = state.inputs.snapshot.networks.lookup(src)?.network;
+        let network = matched.index();
         let p = fast::parse(query, u16::try_from(network).ok()?)?;
         let metrics = self.general.metrics();
         let (len, rcode, source) = match state.fast.answer(&p, query, out) {
@@ -118,7 +119,8 @@ impl Dns {
                 flags: rd,
             };
             let snapshot = &state.inputs.snapshot;
-            capture(sink, snapshot, arrival, src, &answered, &out[..len]);
+            let client = (src, Some(matched));
+            capture(sink, snapshot, arrival, client, &answered, &out[..len]);
         }
         Some(len)
     }

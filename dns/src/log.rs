@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use labgate_config::Snapshot;
-use labgate_config::network::LogLevel;
+use labgate_config::network::{LogLevel, NetworkId};
 use labgate_querylog::{Lane, Record, Sink, Source, Transport};
 use tokio::time::Instant;
 
@@ -30,9 +30,7 @@ impl Arrival {
             transport,
             lane,
             at: Instant::now(),
-            wall_us: std::time::SystemTime::now()
-                .duration_since(std::time::SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            wall_us: labgate_querylog::unix_us(std::time::SystemTime::now()),
         }
     }
 
@@ -59,17 +57,17 @@ pub(crate) struct Answered<'a> {
     pub(crate) flags: u8,
 }
 
-/// Leaves the record of `response` to a query from `client`, decided with `snapshot`, in
-/// `sink`, unless the client's network or address is not logged.
+/// Leaves the record of `response` to a query from `client` in `network` (as the caller
+/// looked it up in `snapshot`, which decided the query), in `sink`, unless the client's
+/// network or address is not logged.
 pub(crate) fn capture(
     sink: &Sink,
     snapshot: &Snapshot,
     arrival: &Arrival,
-    client: IpAddr,
+    (client, network): (IpAddr, Option<NetworkId>),
     answered: &Answered<'_>,
     response: &[u8],
 ) {
-    let network = snapshot.networks.lookup(client).map(|m| m.network);
     let level = network.map(|n| snapshot.networks.get(n).query_log);
     let level = snapshot.query_log.level(level, client);
     if level == LogLevel::Off {

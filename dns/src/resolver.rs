@@ -14,6 +14,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use labgate_config::Snapshot;
+use labgate_config::network::NetworkId;
 use labgate_querylog::{Flags, Lane, Sink, Source};
 use tracing::debug;
 
@@ -222,9 +223,10 @@ impl Resolver {
             let msg = MessageResponseBuilder::new(&request.queries, edns.as_ref())
                 .error_msg(&request.metadata, rcode);
             let out = emit(msg).unwrap_or_default();
+            let network = snapshot.networks.lookup(src.ip()).map(|m| m.network);
             self.log_answer(
                 snapshot,
-                &request,
+                (&request, network),
                 u16::from(rcode),
                 (&arrival, Source::Malformed, 0),
                 &out,
@@ -293,13 +295,11 @@ impl Resolver {
         logged: (&Arrival, Source, u8),
     ) -> Vec<u8> {
         let src = request.src();
+        let network = snapshot.networks.lookup(src.ip()).map(|m| m.network);
         if let Some(q) = request.queries.queries().first() {
             debug!(client = %src, name = %q.name(), qtype = %q.query_type(), rcode = %a.rcode, "dns query");
-            let network = snapshot
-                .networks
-                .lookup(src.ip())
-                .map(|m| m.network.index());
-            self.metrics.query(network, q.query_type(), a.rcode);
+            self.metrics
+                .query(network.map(NetworkId::index), q.query_type(), a.rcode);
         }
         if a.blocked.is_some() {
             self.metrics.blocked();
@@ -315,15 +315,22 @@ impl Resolver {
             &a,
             logged.0.udp(),
         );
-        self.log_answer(snapshot, request, u16::from(a.rcode), logged, &out);
+        self.log_answer(
+            snapshot,
+            (request, network),
+            u16::from(a.rcode),
+            logged,
+            &out,
+        );
         out
     }
 
-    /// Logs the answer `out` to `request` (with the query's DO and RD flags), if the log runs.
+    /// Logs the answer `out` to `request` from a client in `network` (with the query's DO and
+    /// RD flags), if the log runs.
     fn log_answer(
         &self,
         snapshot: &Snapshot,
-        request: &Request,
+        (request, network): (&Request, Option<NetworkId>),
         rcode: u16,
         (arrival, source, flags): (&Arrival, Source, u8),
         out: &[u8],
@@ -346,7 +353,8 @@ impl Resolver {
             source,
             flags,
         };
-        capture(sink, snapshot, arrival, request.src().ip(), &answered, out);
+        let client = (request.src().ip(), network);
+        capture(sink, snapshot, arrival, client, &answered, out);
     }
 
     /// FORMERR for a message that does not parse (see [`format_error`]), counted and logged.
@@ -359,12 +367,12 @@ impl Resolver {
     ) -> Vec<u8> {
         let out = format_error(data, edns);
         if !out.is_empty() {
-            let network = snapshot
-                .networks
-                .lookup(src.ip())
-                .map(|m| m.network.index());
-            self.metrics
-                .query(network, RecordType::ZERO, ResponseCode::FormErr);
+            let network = snapshot.networks.lookup(src.ip()).map(|m| m.network);
+            self.metrics.query(
+                network.map(NetworkId::index),
+                RecordType::ZERO,
+                ResponseCode::FormErr,
+            );
             if let Some(sink) = self.log() {
                 let answered = Answered {
                     question: data.get(12..).unwrap_or_default(),
@@ -374,7 +382,14 @@ impl Resolver {
                     source: Source::Malformed,
                     flags: 0,
                 };
-                capture(sink, snapshot, arrival, src.ip(), &answered, &out);
+                capture(
+                    sink,
+                    snapshot,
+                    arrival,
+                    (src.ip(), network),
+                    &answered,
+                    &out,
+                );
             }
         }
         out

@@ -22,7 +22,7 @@ mod writer;
 
 use std::path::PathBuf;
 
-pub use record::{Flags, Record, Source, Transport};
+pub use record::{Flags, Record, Source, Transport, unix_us};
 pub use row::Row;
 pub use search::{Filter, Found, Position, Reader};
 pub use sink::{Lane, QUEUE_CAPACITY, Sink};

@@ -8,6 +8,12 @@ const NAME_MAX: usize = 255;
 /// Room for the answer summary: four IPv6 addresses, or the start of a CNAME target.
 const SUMMARY_MAX: usize = 64;
 
+/// Microseconds since the Unix epoch of `t` (0 before it): the unit of a record's time.
+pub fn unix_us(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 /// How the query reached labgate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {

@@ -356,9 +356,7 @@ fn thread_cpu_ns() -> i64 {
 }
 
 fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    crate::record::unix_us(SystemTime::now())
 }
 
 /// The row of `r`, named with the snapshot of its generation (the newest when it is gone).
