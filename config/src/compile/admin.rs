@@ -1,9 +1,9 @@
 //! `[admin]`: the admin endpoint's networks and credentials.
 
 use super::networks::TUNNEL;
-use super::{Ctx, Explain, list, single};
+use super::{Ctx, Explain, single};
 use crate::admin::{AdminPolicy, Credentials};
-use crate::network::{NetworkKind, NetworkSet, Networks};
+use crate::network::{NetworkSet, Networks};
 use crate::raw::RawFile;
 use crate::source::FileId;
 
@@ -30,23 +30,8 @@ pub(super) fn compile(
         }
         match networks.by_name(n.get_ref()) {
             Some(net) => allow.insert(net.id),
-            None => {
-                // As other network references, without the tunnel among the choices.
-                let names = list(
-                    networks
-                        .iter()
-                        .filter(|n| n.kind == NetworkKind::Local)
-                        .map(|n| &*n.name),
-                );
-                cx.error(
-                    file,
-                    n.span(),
-                    key,
-                    format!("no network named `{}`", n.get_ref()),
-                )
-                .expected("the name of a [[network]]")
-                .hint(format!("networks are: {names}"));
-            }
+            // As other network references, without the tunnel among the choices.
+            None => super::dns::report_unknown_network(cx, networks, (file, n, key), false),
         }
     }
     let auth = raw.auth_file.as_ref().and_then(|v| {

@@ -576,7 +576,7 @@ pub(super) fn dns_networks(
     set
 }
 
-/// Reports a name that is no network.
+/// Reports a name that is no network, where the built-in `tunnel` would have been one.
 pub(super) fn unknown_network(
     cx: &mut Ctx<'_>,
     networks: &Networks,
@@ -584,20 +584,38 @@ pub(super) fn unknown_network(
     n: &Spanned<String>,
     key: String,
 ) {
+    report_unknown_network(cx, networks, (file, n, key), true);
+}
+
+/// Reports a name that is no network; the tunnel is among the choices named when `tunnel`.
+pub(super) fn report_unknown_network(
+    cx: &mut Ctx<'_>,
+    networks: &Networks,
+    (file, n, key): (FileId, &Spanned<String>, String),
+    tunnel: bool,
+) {
     let names = list(
         networks
             .iter()
             .filter(|n| n.kind == NetworkKind::Local)
             .map(|n| &*n.name),
     );
+    let (expected, also) = if tunnel {
+        (
+            "the name of a [[network]], or `tunnel`",
+            " (and the built-in `tunnel`)",
+        )
+    } else {
+        ("the name of a [[network]]", "")
+    };
     cx.error(
         file,
         n.span(),
         key,
         format!("no network named `{}`", n.get_ref()),
     )
-    .expected("the name of a [[network]], or `tunnel`")
-    .hint(format!("networks are: {names} (and the built-in `tunnel`)"));
+    .expected(expected)
+    .hint(format!("networks are: {names}{also}"));
 }
 
 pub(super) fn records(
