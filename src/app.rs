@@ -99,11 +99,16 @@ impl App {
             labgate_querylog::QueryLog::start(Arc::clone(&first), udp_workers)
                 .context("cannot start the query log's writer")?,
         );
+        let dnstap = Arc::new(
+            labgate_dnstap::Dnstap::start(&first, udp_workers)
+                .context("cannot start the dnstap writer")?,
+        );
         let handler = labgate_dns::Dns::new(
             Arc::clone(&first),
             Arc::new(labgate_dns::Metrics::default()),
         )
-        .logging(querylog.sink());
+        .logging(querylog.sink())
+        .tapping(dnstap.tap());
         let names = Arc::new(crate::outbound::names(
             Arc::clone(&snapshots),
             handler.clone(),
@@ -128,7 +133,7 @@ impl App {
             snapshots,
             handler.clone(),
             Arc::clone(&proxy),
-            (Arc::clone(&certs), querylog),
+            (Arc::clone(&certs), querylog, dnstap),
         );
         let threads = workers();
         let conf = ServerConf {
@@ -435,9 +440,14 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         tokio::join!(
             async {
                 dns.shutdown().await;
-                // The answers are out: what the log still holds is written.
+                // The answers are out: what the log and the stream still hold is written.
                 let log = Arc::clone(&shared.querylog);
-                let _ = tokio::task::spawn_blocking(move || log.stop()).await;
+                let tap = Arc::clone(&shared.dnstap);
+                let _ = tokio::task::spawn_blocking(move || {
+                    log.stop();
+                    tap.stop();
+                })
+                .await;
             },
             manager.shutdown(),
             async { while tasks.join_next().await.is_some() {} }

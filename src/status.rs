@@ -75,13 +75,15 @@ pub struct Shared {
     pub proxy: Arc<labgate_proxy::Proxy>,
     /// The DNS query log.
     pub querylog: Arc<labgate_querylog::QueryLog>,
+    /// The dnstap stream.
+    pub dnstap: Arc<labgate_dnstap::Dnstap>,
     /// The last HTTP requests answered with a 4xx status (from the access log).
     pub refused: Arc<labgate_proxy::access::Refused>,
     /// The proxy's last 24 hours by minute.
     pub http_history: Arc<crate::history::HttpHistory>,
     /// The subsystems each new snapshot is published to, in this order, before it becomes
     /// visible anywhere else (so they serve it no later than `/config` shows it).
-    subsystems: [Arc<dyn Publish>; 4],
+    subsystems: [Arc<dyn Publish>; 5],
     /// The ACME manager, set once at start-up: its certificates' state and metrics.
     pub acme: std::sync::OnceLock<Arc<labgate_acme::Manager>>,
 }
@@ -89,17 +91,18 @@ pub struct Shared {
 impl Shared {
     /// State around the first snapshot (`snapshot` holds it), which `dns`, `proxy` and
     /// `certs` already serve.
-    /// Each later snapshot is published to the certificates, the proxy, the query log, then
-    /// DNS: a name the new snapshot routes has its certificate before the proxy routes it, and
-    /// the log knows a snapshot (to name the networks of its records) before DNS answers
-    /// with it.
+    /// Each later snapshot is published to the certificates, the proxy, the query log, dnstap,
+    /// then DNS: a name the new snapshot routes has its certificate before the proxy routes
+    /// it, and the log knows a snapshot (to name the networks of its records) before DNS
+    /// answers with it.
     pub fn new(
         snapshot: Arc<ArcSwap<Snapshot>>,
         dns: labgate_dns::Dns,
         proxy: Arc<labgate_proxy::Proxy>,
-        (certs, querylog): (
+        (certs, querylog, dnstap): (
             Arc<crate::certs::Certificates>,
             Arc<labgate_querylog::QueryLog>,
+            Arc<labgate_dnstap::Dnstap>,
         ),
     ) -> Arc<Self> {
         let first = snapshot.load();
@@ -112,10 +115,11 @@ impl Shared {
             errors: Vec::new(),
             restart_required: false,
         };
-        let subsystems: [Arc<dyn Publish>; 4] = [
+        let subsystems: [Arc<dyn Publish>; 5] = [
             certs,
             Arc::clone(&proxy) as _,
             Arc::clone(&querylog) as _,
+            Arc::clone(&dnstap) as _,
             Arc::new(dns.clone()),
         ];
         Arc::new(Self {
@@ -128,6 +132,7 @@ impl Shared {
             subsystems,
             acme: std::sync::OnceLock::new(),
             querylog,
+            dnstap,
             refused: Arc::default(),
             http_history: Arc::default(),
             dns,
@@ -243,6 +248,7 @@ impl Shared {
         crate::process::render(&mut out);
         out.push_str(&self.dns.metrics().render(&snap));
         self.querylog.render_metrics(&mut out);
+        self.dnstap.render_metrics(&mut out);
         self.proxy.render_metrics(&mut out);
         if let Some(acme) = self.acme.get() {
             acme.metrics()

@@ -2,6 +2,7 @@
 
 mod admin;
 mod dns;
+mod dnstap;
 mod networks;
 mod query_log;
 mod services;
@@ -58,6 +59,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         .and_then(|(_, s)| s.access_log)
         .unwrap_or(true);
     let query_log = query_log::compile(&mut cx, files);
+    let dnstap = dnstap::compile(&mut cx, files);
     let views = views.finish(&zones);
     dns::delegate(&mut cx, files, &mut zones, &views);
 
@@ -109,6 +111,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         acme: certs.acme,
         providers: certs.providers,
         query_log,
+        dnstap,
         warnings: diags.0,
     })
 }

@@ -50,6 +50,28 @@ pub struct RawFile {
     pub dns_provider: Vec<RawDnsProvider>,
     /// The DNS query log: on or off, retention, clients never logged.
     pub query_log: Option<Spanned<RawQueryLog>>,
+    /// A dnstap stream of the queries and responses to a collector.
+    pub dnstap: Option<Spanned<RawDnstap>>,
+}
+
+/// `[dnstap]`: every client query and response as a dnstap message (`CLIENT_QUERY`,
+/// `CLIENT_RESPONSE`) in a Frame Streams connection to a collector (Vector, `dnstap`,
+/// `fstrm_capture`) that listens on a Unix socket or a TCP address; labgate connects, and
+/// connects again after a failure. The stream never delays an answer: when the collector is
+/// away or slow, messages are dropped and counted (`labgate_dnstap_dropped_total`). Each
+/// network's `query_log` and `[query_log] exclude_clients` apply (`anonymous`: no client
+/// address; `off`: no message). Applied on reload.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDnstap {
+    /// The collector's Unix socket, an absolute path (`/run/vector/dnstap.sock`).
+    pub socket: Option<Spanned<String>>,
+    /// The collector's TCP address, `IP:PORT` (`192.0.2.10:6000`).
+    pub address: Option<Spanned<String>>,
+    /// The `identity` of every message. Default: the host name.
+    pub identity: Option<Spanned<String>>,
+    /// The `version` of every message. Default: `labgate <version>`.
+    pub version: Option<Spanned<String>>,
 }
 
 /// `[query_log]`: every DNS query (time, client, network, name, type, transport, rcode, where

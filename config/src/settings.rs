@@ -370,10 +370,50 @@ impl QueryLogSettings {
         if !self.enabled {
             return LogLevel::Off;
         }
+        self.privacy(level, client)
+    }
+
+    /// What any record of a query from `client` in a network whose level is `level` may keep,
+    /// whether the log is on or not: the query log and dnstap alike. Pure.
+    pub fn privacy(
+        &self,
+        level: Option<crate::network::LogLevel>,
+        client: std::net::IpAddr,
+    ) -> crate::network::LogLevel {
+        use crate::network::LogLevel;
         let client = crate::network::canonical(client);
         if self.exclude_clients.iter().any(|n| n.contains(&client)) {
             return LogLevel::Off;
         }
         level.unwrap_or_default()
+    }
+}
+
+/// The dnstap stream's settings (`[dnstap]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnstapSettings {
+    /// Where the collector listens.
+    pub destination: DnstapDestination,
+    /// The messages' `identity`; `None`: the host name.
+    pub identity: Option<Arc<str>>,
+    /// The messages' `version`.
+    pub version: Arc<str>,
+}
+
+/// Where a dnstap collector listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnstapDestination {
+    /// A Unix stream socket.
+    Unix(PathBuf),
+    /// A TCP address.
+    Tcp(SocketAddr),
+}
+
+impl fmt::Display for DnstapDestination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Tcp(a) => write!(f, "tcp:{a}"),
+        }
     }
 }

@@ -54,9 +54,10 @@ pub struct Snapshot {
     pub acme: Option<AcmeSettings>,
     /// DNS providers for ACME challenges.
     pub providers: Vec<DnsProvider>,
-    /// Warnings found while compiling.
     /// The query log's settings.
     pub query_log: crate::settings::QueryLogSettings,
+    /// The dnstap stream (`[dnstap]`), if one is configured.
+    pub dnstap: Option<crate::settings::DnstapSettings>,
     /// Warnings found while compiling.
     pub warnings: Vec<Diagnostic>,
 }

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::{Name, RData, RecordType};
 use labgate_config::blocklist::BlockSet;
 use labgate_config::{Publish, Snapshot};
+use labgate_dnstap::{Kind, Tap};
 use labgate_querylog::{Flags, Lane, Sink, Source, Transport};
 
 use crate::answer::FetchedLists;
@@ -27,6 +28,8 @@ use crate::state::DnsState;
 pub struct Dns {
     general: Resolver,
     state: Arc<ArcSwap<DnsState>>,
+    /// Where the dnstap stream's messages go, if it runs.
+    tap: Option<Arc<Tap>>,
 }
 
 impl Dns {
@@ -35,6 +38,32 @@ impl Dns {
         Self {
             general: Resolver::new(metrics, Arc::default(), None),
             state: Arc::new(ArcSwap::from_pointee(DnsState::build(snapshot, None))),
+            tap: None,
+        }
+    }
+
+    /// The same DNS, leaving a dnstap message of each query and response in `tap` while the
+    /// snapshot served has a `[dnstap]`.
+    #[must_use]
+    pub fn tapping(self, tap: Arc<Tap>) -> Self {
+        Self {
+            tap: Some(tap),
+            ..self
+        }
+    }
+
+    /// Leaves a dnstap message of `dns` (`kind` says query or response) between `client` and
+    /// labgate's `server`, if the stream runs.
+    pub(crate) fn tap(
+        &self,
+        arrival: &Arrival,
+        (kind, client, server): (Kind, SocketAddr, Option<SocketAddr>),
+        dns: &[u8],
+    ) {
+        if let Some(tap) = self.tap.as_deref().filter(|t| t.active()) {
+            let state = self.state.load();
+            let snapshot = &state.inputs.snapshot;
+            crate::log::tap(tap, snapshot, arrival, (kind, client, server), dns);
         }
     }
 
@@ -160,9 +189,8 @@ impl Dns {
         &self,
         data: &[u8],
         src: SocketAddr,
-        transport: Transport,
+        arrival: Arrival,
     ) -> Option<Vec<u8>> {
-        let arrival = Arrival::now(transport, Lane::Shared);
         let inputs = Arc::clone(&self.state.load().inputs);
         self.general
             .answer_stream(&inputs, data, (src, arrival))

@@ -254,9 +254,11 @@ pub fn truncation(data: &[u8]) {
             let Some(udp) = rt.block_on(handler.answer_bytes(&bytes, src)) else {
                 continue;
             };
-            let Some(tcp) =
-                rt.block_on(handler.answer_stream(&bytes, src, labgate_querylog::Transport::Tcp))
-            else {
+            let arrival = crate::log::Arrival::now(
+                labgate_querylog::Transport::Tcp,
+                labgate_querylog::Lane::Shared,
+            );
+            let Some(tcp) = rt.block_on(handler.answer_stream(&bytes, src, arrival)) else {
                 panic!("answered over UDP, not over TCP")
             };
             let (u, t) = (whole(&udp), whole(&tcp));

@@ -1,12 +1,14 @@
 //! The query log's capture: one fixed-size [`Record`] per answered query, filled from bytes
 //! the answering thread already has and left in its own queue of the sink (see
-//! `labgate_querylog`). Nothing here allocates or waits; a network whose log is off costs a
-//! lookup.
+//! `labgate_querylog`); and the dnstap stream's, one message per query and per response as
+//! they crossed the wire, encoded into a buffer of the thread's own lane (see
+//! `labgate_dnstap`). Nothing here waits; a network whose log is off costs a lookup.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use labgate_config::Snapshot;
 use labgate_config::network::{LogLevel, NetworkId};
+use labgate_dnstap::{Kind, Message, Tap};
 use labgate_querylog::{Lane, Record, Sink, Source, Transport};
 use tokio::time::Instant;
 
@@ -90,4 +92,37 @@ pub(crate) fn capture(
     r.flags = labgate_querylog::Flags(answered.flags | truncated);
     r.summarize(response);
     sink.push(arrival.lane, r);
+}
+
+/// Leaves a dnstap message of `dns` (the query as `client` sent it to labgate's `server`, or
+/// the response) in `tap`, when `snapshot` has a `[dnstap]` and the client's network and
+/// address may be recorded (`anonymous`: without the client's address).
+pub(crate) fn tap(
+    tap: &Tap,
+    snapshot: &Snapshot,
+    arrival: &Arrival,
+    (kind, client, server): (Kind, SocketAddr, Option<SocketAddr>),
+    dns: &[u8],
+) {
+    let Some(settings) = &snapshot.dnstap else {
+        return;
+    };
+    let network = snapshot.networks.lookup(client.ip()).map(|m| m.network);
+    let level = network.map(|n| snapshot.networks.get(n).query_log);
+    let level = snapshot.query_log.privacy(level, client.ip());
+    if level == LogLevel::Off {
+        return;
+    }
+    let response_us = (kind == Kind::ClientResponse)
+        .then(|| labgate_querylog::unix_us(std::time::SystemTime::now()));
+    let m = Message {
+        kind,
+        transport: arrival.transport,
+        client: (level == LogLevel::Full).then_some(client),
+        server,
+        query_us: arrival.wall_us,
+        response_us,
+        dns,
+    };
+    tap.push(arrival.lane, settings, &m);
 }

@@ -18,7 +18,10 @@ use tracing::debug;
 
 use crate::admission::PerClient;
 use crate::front::Dns;
-use labgate_querylog::Transport;
+use labgate_dnstap::Kind;
+use labgate_querylog::{Lane, Transport};
+
+use crate::log::Arrival;
 
 /// Idle time after which a TCP connection is closed.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,18 +97,19 @@ impl Streams {
                 continue;
             }
             let _ = tcp.set_nodelay(true);
+            let local = tcp.local_addr().ok();
             let (me, tls) = (self.clone(), tls.clone());
             tokio::spawn(async move {
                 let _held = (permit, counted);
                 match tls {
-                    None => me.serve(tcp, (src, Transport::Tcp)).await,
+                    None => me.serve(tcp, (src, local, Transport::Tcp)).await,
                     Some(acceptor) => {
                         let handshake = tokio::select! {
                             h = tokio::time::timeout(TCP_IDLE_TIMEOUT, acceptor.accept(tcp)) => h,
                             () = me.stop.cancelled() => return,
                         };
                         match handshake {
-                            Ok(Ok(stream)) => me.serve(stream, (src, Transport::Tls)).await,
+                            Ok(Ok(stream)) => me.serve(stream, (src, local, Transport::Tls)).await,
                             Ok(Err(e)) => debug!(%src, "DNS over TLS handshake failed: {e}"),
                             Err(_) => debug!(%src, "DNS over TLS handshake timed out"),
                         }
@@ -117,8 +121,11 @@ impl Streams {
 
     /// Reads length-prefixed queries until the client closes, idles too long, stops reading
     /// its answers, or the server stops; answers each query that parses as it is ready.
-    async fn serve<S>(self, stream: S, (src, transport): (SocketAddr, Transport))
-    where
+    async fn serve<S>(
+        self,
+        stream: S,
+        (src, local, transport): (SocketAddr, Option<SocketAddr>, Transport),
+    ) where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (mut rx, mut tx) = tokio::io::split(stream);
@@ -163,12 +170,16 @@ impl Streams {
             let Ok(Some(query)) = query else {
                 break;
             };
+            let arrival = Arrival::now(transport, Lane::Shared);
+            self.dns
+                .tap(&arrival, (Kind::ClientQuery, src, local), &query);
             let (dns, answers) = (self.dns.clone(), answers.clone());
             tokio::spawn(async move {
                 let _turn = turn;
-                let answer = dns.answer_stream(&query, src, transport).await;
+                let answer = dns.answer_stream(&query, src, arrival).await;
                 drop(query);
                 if let Some(a) = answer {
+                    dns.tap(&arrival, (Kind::ClientResponse, src, local), &a);
                     let _ = answers.send(a).await;
                 }
             });

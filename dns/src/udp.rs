@@ -27,7 +27,8 @@ use nix::sys::socket::{
 use crate::admission::{Ticket, WorkerShare};
 use crate::front::Dns;
 use crate::log::Arrival;
-use crate::resolver::{MAX_UDP_PAYLOAD, Pending, Plan, Resolver};
+use crate::resolver::{MAX_UDP_PAYLOAD, Pending, Plan};
+use labgate_dnstap::Kind;
 use labgate_querylog::{Lane, Transport};
 
 /// Datagrams taken per system call.
@@ -62,6 +63,10 @@ pub(crate) fn run(
         );
         return;
     }
+    // labgate's side of each query, for dnstap: the address bound (a wildcard socket names
+    // each query's own).
+    let port = socket.local_addr().map_or(0, |a| a.port());
+    let bound = socket.local_addr().ok().filter(|_| !wildcard);
     let socket = Arc::new(socket);
     let fd = socket.as_raw_fd();
     let share = WorkerShare::new(workers);
@@ -117,6 +122,8 @@ pub(crate) fn run(
                 continue;
             };
             let data = &query[..len.min(MAX_QUERY)];
+            let server = local.map_or(bound, |l| Some(SocketAddr::new(l.addr, port)));
+            dns.tap(&arrival, (Kind::ClientQuery, src, server), data);
             let out = &mut answers[replies];
             let answered = match dns.fast_answer(src.ip(), data, out, &arrival) {
                 Some(n) => n,
@@ -125,7 +132,8 @@ pub(crate) fn run(
                         Plan::Ready(bytes, _) => bytes,
                         Plan::Upstream(p) => match general.enter(&p, Some(&share)) {
                             Ok(ticket) => {
-                                upstream(general, &socket, rt, (*p, ticket), local);
+                                let to = (local, server);
+                                upstream(dns, &socket, rt, (*p, ticket, arrival), to);
                                 continue;
                             }
                             Err(limit) => general.answer_over(*p, limit),
@@ -140,6 +148,11 @@ pub(crate) fn run(
                     bytes.len()
                 }
             };
+            dns.tap(
+                &arrival,
+                (Kind::ClientResponse, src, server),
+                &out[..answered],
+            );
             lens[replies] = answered;
             to[replies] = addr;
             from[replies] = local;
@@ -189,20 +202,27 @@ pub(crate) fn run(
 /// Waits for the upstreams on the runtime, holding the query's place; the task sends its
 /// own answer.
 fn upstream(
-    general: &Resolver,
+    dns: &Dns,
     socket: &Arc<UdpSocket>,
     rt: &tokio::runtime::Handle,
-    (pending, ticket): (Pending, Ticket),
-    local: Option<Local>,
+    (pending, ticket, arrival): (Pending, Ticket, Arrival),
+    (local, server): (Option<Local>, Option<SocketAddr>),
 ) {
-    let general = general.clone();
+    let dns = dns.clone();
     let socket = Arc::clone(socket);
-    let to = SockaddrStorage::from(pending.src());
+    let src = pending.src();
+    let to = SockaddrStorage::from(src);
     rt.spawn(async move {
-        let out = general.complete(pending, Some(ticket)).await;
+        let out = dns.general().complete(pending, Some(ticket)).await;
         if out.is_empty() {
             return;
         }
+        // Not the worker's lane: this runs on the runtime.
+        let arrival = Arrival {
+            lane: Lane::Shared,
+            ..arrival
+        };
+        dns.tap(&arrival, (Kind::ClientResponse, src, server), &out);
         from_source(local, |cmsgs| {
             let _ = sendmsg(
                 socket.as_raw_fd(),
