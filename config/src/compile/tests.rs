@@ -233,4 +233,62 @@ fn query_log_levels() {
     let mut off = s.query_log.clone();
     off.enabled = false;
     assert_eq!(off.level(Some(Full), "10.0.0.5".parse().expect("ip")), Off);
+    // dnstap keeps to the networks and the excluded clients with the log switched off.
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+    assert_eq!(off.privacy(Some(Full), ip("10.0.0.5")), Full);
+    assert_eq!(off.privacy(Some(Anonymous), ip("10.9.0.5")), Anonymous);
+    assert_eq!(off.privacy(Some(Full), ip("10.0.0.7")), Off);
+}
+
+#[test]
+fn dnstap_keys() {
+    use crate::settings::DnstapDestination;
+    let s = snapshot(&format!("{LAB}[dnstap]\nsocket = \"/run/tap.sock\"\n"));
+    let tap = s.dnstap.expect("[dnstap]");
+    assert_eq!(
+        tap.destination,
+        DnstapDestination::Unix("/run/tap.sock".into())
+    );
+    assert_eq!(tap.identity, None);
+    assert!(tap.version.starts_with("labgate "));
+    let s = snapshot(&format!(
+        "{LAB}[dnstap]\naddress = \"[::1]:6000\"\nidentity = \"gate-1\"\nversion = \"x\"\n"
+    ));
+    let tap = s.dnstap.expect("[dnstap]");
+    let addr = "[::1]:6000".parse().expect("address");
+    assert_eq!(tap.destination, DnstapDestination::Tcp(addr));
+    assert_eq!(
+        (tap.identity.as_deref(), &*tap.version),
+        (Some("gate-1"), "x")
+    );
+    assert_eq!(snapshot(LAB).dnstap, None);
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "[dnstap]\nsocket = \"tap.sock\"",
+            &["error `dnstap.socket`: `tap.sock` is not an absolute path"],
+        ),
+        (
+            "[dnstap]\naddress = \"collector:6000\"",
+            &["error `dnstap.address`: `collector:6000` is not an IP address with a port"],
+        ),
+        (
+            "[dnstap]\naddress = \"10.0.0.9\"",
+            &["error `dnstap.address`: `10.0.0.9` has no port"],
+        ),
+        (
+            "[dnstap]\nsocket = \"/run/a\"\naddress = \"10.0.0.9:6000\"",
+            &["error `dnstap.address`: `[dnstap]` names both a `socket` and an `address`"],
+        ),
+        (
+            "[dnstap]\nidentity = \"gate\"",
+            &["error `dnstap`: `[dnstap]` names no collector"],
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(
+            diagnostics(&format!("{LAB}{text}\n"), &[]),
+            *expected,
+            "{text}"
+        );
+    }
 }
