@@ -415,8 +415,8 @@ fn service_history(ui: &Ui, s: &Snapshot) -> String {
                 }
             }
         }
-        if let Some(c) = pending.get(&svc.name) {
-            add(&mut series, Duration::ZERO, *c);
+        if let Some(m) = pending.get(&svc.name) {
+            add(&mut series, Duration::ZERO, m.counts);
         }
         let o = total.outcomes;
         out.push_str(&format!("<h3>{}</h3>", esc(&svc.name)));
