@@ -363,4 +363,25 @@ fn the_history_of_requests_denials_and_certificates_survives_a_restart() {
     assert!(pebble_event, "no event for Pebble's certificate: {certs}");
     assert!(certs.contains("app.lab.example.test: valid from"), "{certs}");
     assert_eq!(lg.metric("labgate_history_write_failures_total"), 0);
+
+    // A file that is not a database stops nothing: said, counted, the history in memory.
+    assert!(lg.terminate(), "labgate did not exit 0 on SIGTERM");
+    std::fs::write(&file, vec![0x5a; 8192]).expect("corrupt the history file");
+    let lg = Labgate::start(&args, &cfg.path("state"));
+    lg.wait_metric(
+        "labgate_history_write_failures_total",
+        1,
+        "the unusable history file was not counted",
+    );
+    lg.wait_log("the unusable history file said", |log| {
+        log.contains("history file") && log.contains("kept in memory only")
+    });
+    assert_eq!(request(&lg, HISTORY_GUEST), "403");
+    let services = get(lg.admin, HISTORY_LAB, "/ui/services");
+    assert_eq!(services.status, 200, "{services:?}");
+    assert!(
+        services.body.contains("<td class=\"num\">1 (rule: allow = [lab])</td>"),
+        "the minute under way is shown: {}",
+        services.body
+    );
 }
