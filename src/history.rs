@@ -66,7 +66,9 @@ struct Inner {
 /// and `now` (a counter lower than before, a slot another service took after a reload, counts
 /// from zero).
 pub fn minute(before: Option<&Reading>, now: &Reading) -> ServiceMinute {
-    let counts = now.counts.since(before.map(|b| b.counts).unwrap_or_default());
+    let counts = now
+        .counts
+        .since(before.map(|b| b.counts).unwrap_or_default());
     let denied = now
         .denied
         .iter()
@@ -219,7 +221,12 @@ pub fn certificates_now(
                         return None;
                     };
                     acme.iter()
-                        .find(|c| c.names.iter().map(String::as_str).eq(spec.names.iter().map(|n| &**n)))
+                        .find(|c| {
+                            c.names
+                                .iter()
+                                .map(String::as_str)
+                                .eq(spec.names.iter().map(|n| &**n))
+                        })
                         .and_then(|c| c.last_error.clone())
                 }),
                 Coverage::LocalCa | Coverage::Uncovered => None,
@@ -299,7 +306,9 @@ pub async fn run(history: Arc<HttpHistory>, sources: Sources, cancel: Cancellati
         store: None,
     };
     let mut persist = fresh();
-    let since = SystemTime::now().checked_sub(DAY).unwrap_or(SystemTime::UNIX_EPOCH);
+    let since = SystemTime::now()
+        .checked_sub(DAY)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let loaded = tokio::task::spawn_blocking(move || {
         let r = persist.load(since);
         (persist, r)

@@ -350,18 +350,25 @@ fn the_history_of_requests_denials_and_certificates_survives_a_restart() {
         networks.contains("guest: requests denied per ten minutes"),
         "{networks}"
     );
-    assert!(!networks.contains("<td>lab</td><td class=\"num\">"), "{networks}");
+    assert!(
+        !networks.contains("<td>lab</td><td class=\"num\">"),
+        "{networks}"
+    );
     // The certificates page: Pebble's certificate in the host's timeline, and its validity.
     let certs = get(admin, HISTORY_LAB, "/ui/certificates").body;
     let timeline = certs
         .split("app.lab.example.test: certificate events")
         .nth(1)
         .unwrap_or_default();
-    let pebble_event = timeline
-        .split("<tr>")
-        .any(|row| (row.contains("<td>issued</td>") || row.contains("<td>replaced</td>")) && row.contains("Pebble"));
+    let pebble_event = timeline.split("<tr>").any(|row| {
+        (row.contains("<td>issued</td>") || row.contains("<td>replaced</td>"))
+            && row.contains("Pebble")
+    });
     assert!(pebble_event, "no event for Pebble's certificate: {certs}");
-    assert!(certs.contains("app.lab.example.test: valid from"), "{certs}");
+    assert!(
+        certs.contains("app.lab.example.test: valid from"),
+        "{certs}"
+    );
     assert_eq!(lg.metric("labgate_history_write_failures_total"), 0);
 
     // A file that is not a database stops nothing: said, counted, the history in memory.
@@ -380,7 +387,9 @@ fn the_history_of_requests_denials_and_certificates_survives_a_restart() {
     let services = get(lg.admin, HISTORY_LAB, "/ui/services");
     assert_eq!(services.status, 200, "{services:?}");
     assert!(
-        services.body.contains("<td class=\"num\">1 (rule: allow = [lab])</td>"),
+        services
+            .body
+            .contains("<td class=\"num\">1 (rule: allow = [lab])</td>"),
         "the minute under way is shown: {}",
         services.body
     );

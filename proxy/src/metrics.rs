@@ -243,7 +243,10 @@ impl Metrics {
     pub fn denied_by_network(&self, service: usize) -> [u64; MAX_NETWORKS] {
         let first = denied_cell(service, 0);
         let mut out = [0; MAX_NETWORKS];
-        for (o, n) in out.iter_mut().zip(&self.denied[first..first + MAX_NETWORKS]) {
+        for (o, n) in out
+            .iter_mut()
+            .zip(&self.denied[first..first + MAX_NETWORKS])
+        {
             *o = n.load(Ordering::Relaxed);
         }
         out

@@ -237,11 +237,10 @@ impl Store {
     /// # Errors
     /// When SQLite cannot read the file.
     pub fn load(&self, since: SystemTime) -> Result<Loaded, Error> {
-        self.load_inner(us(since))
-            .map_err(|source| Error::Sqlite {
-                path: self.path.clone(),
-                source,
-            })
+        self.load_inner(us(since)).map_err(|source| Error::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     fn load_inner(&self, since: i64) -> Result<Loaded, rusqlite::Error> {
@@ -473,7 +472,11 @@ mod tests {
         write(0, &mut store);
         write(1, &mut store);
         write(keep + 1, &mut store);
-        assert_eq!(store.count("service_minutes"), 2, "minute 0 is past 30 days");
+        assert_eq!(
+            store.count("service_minutes"),
+            2,
+            "minute 0 is past 30 days"
+        );
         assert_eq!(store.count("denied_minutes"), 2);
         for m in 0..EVENTS as u64 {
             write(keep + 2 + m, &mut store);

@@ -162,7 +162,11 @@ mod tests {
             (Some("rate limited"), None, false),
         ];
         for (recorded, now, want) in cases {
-            assert_eq!(new_failure(recorded, now), want, "{recorded:?} then {now:?}");
+            assert_eq!(
+                new_failure(recorded, now),
+                want,
+                "{recorded:?} then {now:?}"
+            );
         }
     }
 
@@ -179,11 +183,17 @@ mod tests {
         let mut t = Timeline::default();
         let local = cert("l1", "CN=labgate local CA", 100);
         let acme = cert("p1", "CN=Pebble", 9000);
-        assert_eq!(t.observe(at(0), &[read(Some(local.clone()), None)]).len(), 1);
+        assert_eq!(
+            t.observe(at(0), &[read(Some(local.clone()), None)]).len(),
+            1
+        );
         assert!(t.observe(at(1), &[read(Some(local), None)]).is_empty());
         let failed = t.observe(at(2), &[read(None, Some("order failed"))]);
         assert_eq!(failed[0].kind, CertEventKind::Failed);
-        assert!(t.observe(at(3), &[read(None, Some("order failed"))]).is_empty());
+        assert!(
+            t.observe(at(3), &[read(None, Some("order failed"))])
+                .is_empty()
+        );
         let replaced = t.observe(at(4), &[read(Some(acme), None)]);
         assert_eq!(replaced[0].kind, CertEventKind::Replaced);
         let kinds: Vec<_> = t.of(&host, 10).iter().map(|e| e.kind).collect();
@@ -198,7 +208,10 @@ mod tests {
         assert_eq!(t.of(&host, 1).len(), 1);
         assert!(t.of("other.lab.test", 10).is_empty());
         for i in 0..EVENTS as u64 {
-            t.observe(at(5 + i), &[read(Some(cert(&i.to_string(), "CN=x", i)), None)]);
+            t.observe(
+                at(5 + i),
+                &[read(Some(cert(&i.to_string(), "CN=x", i)), None)],
+            );
         }
         assert_eq!(t.events.len(), EVENTS);
     }

@@ -219,7 +219,10 @@ mod tests {
         for (now, want) in cases {
             let svg = validity("app <x>", from, to, now);
             assert!(svg.contains(want), "{want}: {svg}");
-            assert!(svg.contains("app &lt;x&gt;") && !svg.contains("<x>"), "{svg}");
+            assert!(
+                svg.contains("app &lt;x&gt;") && !svg.contains("<x>"),
+                "{svg}"
+            );
         }
         assert!(validity("t", from, from, at(0)).contains("now at 100 %"));
     }
