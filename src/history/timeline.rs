@@ -59,17 +59,17 @@ impl Timeline {
     pub fn observe(&mut self, at: SystemTime, readings: &[Reading]) -> Vec<CertEvent> {
         let mut out = Vec::new();
         for r in readings {
-            if let Some(now) = &r.served {
-                if let Some(kind) = change(self.seen.get(&r.host), now) {
-                    out.push(CertEvent {
-                        at,
-                        host: Arc::clone(&r.host),
-                        kind,
-                        cert: Some(now.clone()),
-                        error: None,
-                    });
-                    self.seen.insert(Arc::clone(&r.host), now.clone());
-                }
+            if let Some(now) = &r.served
+                && let Some(kind) = change(self.seen.get(&r.host), now)
+            {
+                out.push(CertEvent {
+                    at,
+                    host: Arc::clone(&r.host),
+                    kind,
+                    cert: Some(now.clone()),
+                    error: None,
+                });
+                self.seen.insert(Arc::clone(&r.host), now.clone());
             }
             let recorded = self.failed.get(&r.host).map(String::as_str);
             if new_failure(recorded, r.error.as_deref()) {
@@ -142,7 +142,7 @@ mod tests {
             ),
             // Same issuer, but not newer: a file put back, not a renewal.
             (
-                Some(a.clone()),
+                Some(a),
                 cert("bb", "CN=Pebble", 500),
                 Some(CertEventKind::Replaced),
             ),
