@@ -405,7 +405,11 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     ));
     tasks.spawn(crate::history::run(
         Arc::clone(&shared.http_history),
-        Arc::clone(&shared.proxy),
+        crate::history::Sources {
+            state_dir: snapshot.state_dir.clone(),
+            proxy: Arc::clone(&shared.proxy),
+            acme: Arc::clone(&manager),
+        },
         cancel.child_token(),
     ));
     tasks.spawn(labgate_proxy::access::write(

@@ -19,7 +19,7 @@ use labgate_proxy::metrics::ServiceCounts;
 use labgate_querylog::{Filter, Found, Position, Reader, unix_us};
 
 use crate::status::Shared;
-use html::{bars, esc, page, table, url};
+use html::{bars, esc, page, table, url, validity};
 
 /// Rows a query log page shows.
 const PAGE_ROWS: usize = 100;
@@ -261,7 +261,7 @@ fn networks(ui: &Ui) -> Html {
             ]
         })
         .collect();
-    let body = table(
+    let mut body = table(
         "Networks: clients seen, queries and blocked queries over the last 24 hours",
         &[
             "network",
@@ -275,7 +275,89 @@ fn networks(ui: &Ui) -> Html {
         ],
         &rows,
     );
+    body.push_str(&network_denials(ui, &s));
     (200, page("/ui/networks", "Networks", &body))
+}
+
+/// Each network's HTTP requests that a service's policy denied over the last 24 hours (from
+/// the history's samples and the minute under way): a table with the services (and their
+/// rule, the networks they allow), and a plot per network that had any.
+fn network_denials(ui: &Ui, s: &Snapshot) -> String {
+    let samples = ui.shared.http_history.samples();
+    let now = crate::history::now(&ui.shared.proxy);
+    let pending = ui.shared.http_history.since_last(&now);
+    let end = SystemTime::now();
+    let minutes = samples
+        .iter()
+        .filter_map(|sample| {
+            let age = end.duration_since(sample.at).ok()?;
+            (age < crate::history::DAY).then_some((age, &sample.services))
+        })
+        .flat_map(|(age, services)| services.iter().map(move |m| (age, m)))
+        .chain(pending.values().map(|m| (Duration::ZERO, m)));
+    let by_network = denials(minutes);
+    let rule = |service: &str| {
+        s.services
+            .iter()
+            .find(|svc| &*svc.name == service)
+            .map_or_else(
+                || "no longer served".to_owned(),
+                |svc| format!("allow = [{}]", s.networks.names(svc.allow)),
+            )
+    };
+    let rows: Vec<Vec<String>> = by_network
+        .iter()
+        .map(|(network, d)| {
+            let services: Vec<String> = d
+                .services
+                .iter()
+                .map(|(svc, n)| format!("{}: {n} (rule: {})", esc(svc), esc(&rule(svc))))
+                .collect();
+            vec![esc(network), d.total.to_string(), services.join("<br>")]
+        })
+        .collect();
+    let mut out = table(
+        "HTTP requests denied by a service's policy over the last 24 hours, by the client's network",
+        &["network", "denied", "by service (its rule)"],
+        &rows,
+    );
+    for (network, d) in &by_network {
+        out.push_str(&bars(
+            &format!("{network}: requests denied per ten minutes over the last 24 hours"),
+            &d.series,
+        ));
+    }
+    out
+}
+
+/// One network's denials: per ten minutes (144 bins, oldest first), in all, by service.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Denials {
+    series: Vec<(u64, u64)>,
+    total: u64,
+    services: std::collections::BTreeMap<String, u64>,
+}
+
+/// The denials of `minutes` (each service's minute with its age) by network, in bins of ten
+/// minutes over a day.
+fn denials<'a>(
+    minutes: impl Iterator<Item = (Duration, &'a crate::history::sample::ServiceMinute)>,
+) -> std::collections::BTreeMap<String, Denials> {
+    let mut out: std::collections::BTreeMap<String, Denials> = std::collections::BTreeMap::new();
+    for (age, m) in minutes {
+        let bin = 143usize.saturating_sub(usize::try_from(age.as_secs() / 600).unwrap_or(143));
+        for (network, n) in &m.denied {
+            let d = out.entry(network.to_string()).or_insert_with(|| Denials {
+                series: vec![(0, 0); 144],
+                ..Denials::default()
+            });
+            d.series[bin].0 += n;
+            d.series[bin].1 += n;
+            d.total += n;
+            *d.services.entry(m.name.to_string()).or_default() += n;
+        }
+    }
+    out
 }
 
 fn or_zero(s: String) -> String {
@@ -415,8 +497,8 @@ fn service_history(ui: &Ui, s: &Snapshot) -> String {
                 }
             }
         }
-        if let Some(c) = pending.get(&svc.name) {
-            add(&mut series, Duration::ZERO, *c);
+        if let Some(m) = pending.get(&svc.name) {
+            add(&mut series, Duration::ZERO, m.counts);
         }
         let o = total.outcomes;
         out.push_str(&format!("<h3>{}</h3>", esc(&svc.name)));
@@ -523,7 +605,75 @@ fn certificates(ui: &Ui) -> Html {
         &["names", "provider", "expires", "next renewal", "last error"],
         &acme,
     ));
+    body.push_str(&certificate_timeline(ui, &hosts, &served));
     (200, page("/ui/certificates", "Certificates", &body))
+}
+
+/// Events a host's timeline shows.
+const TIMELINE_EVENTS: usize = 10;
+
+/// Each host's certificate timeline: the validity of the one served now (now marked), and its
+/// last events (issued, renewed, replaced, failed orders), newest first.
+fn certificate_timeline(ui: &Ui, hosts: &[&str], served: &labgate_proxy::certs::CertMap) -> String {
+    let now = SystemTime::now();
+    let mut out = String::from("<h2>Timeline</h2>");
+    for host in hosts {
+        out.push_str(&format!("<h3>{}</h3>", esc(host)));
+        let leaf = served
+            .get(host)
+            .and_then(|k| k.cert.first())
+            .and_then(|der| labgate_acme::verify::info(der).ok());
+        if let Some(i) = leaf {
+            out.push_str(&validity(
+                &format!(
+                    "{host}: valid from {} to {} UTC",
+                    utc(unix_us(i.not_before)),
+                    utc(unix_us(i.not_after))
+                ),
+                i.not_before,
+                i.not_after,
+                now,
+            ));
+        }
+        let rows: Vec<Vec<String>> = ui
+            .shared
+            .http_history
+            .certificate_events(host, TIMELINE_EVENTS)
+            .iter()
+            .map(|e| {
+                let cert = e.cert.as_ref().map_or_else(
+                    || "-".to_owned(),
+                    |c| {
+                        format!(
+                            "{}, valid {} to {} UTC, SHA-256 {}",
+                            esc(&c.issuer),
+                            utc(unix_us(c.not_before)),
+                            utc(unix_us(c.not_after)),
+                            esc(c.fingerprint.get(..16).unwrap_or(&c.fingerprint))
+                        )
+                    },
+                );
+                let kind = match e.kind {
+                    crate::history::sample::CertEventKind::Failed => {
+                        format!("<span class=\"bad\">{}</span>", e.kind.label())
+                    }
+                    _ => e.kind.label().to_owned(),
+                };
+                vec![
+                    utc(unix_us(e.at)),
+                    kind,
+                    cert,
+                    e.error.as_deref().map_or_else(|| "-".to_owned(), esc),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &format!("{host}: certificate events, newest first"),
+            &["seen (UTC)", "event", "certificate", "error"],
+            &rows,
+        ));
+    }
+    out
 }
 
 fn dns(ui: &Ui) -> Html {
@@ -853,4 +1003,48 @@ fn explain(ui: &Ui, params: &HashMap<String, String>) -> Html {
         Err(e) => format!("<p class=\"bad\">{}</p>", esc(&e.to_string())),
     };
     (200, page("/ui/explain", "Explain", &(form + &body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::sample::ServiceMinute;
+
+    fn minute(service: &str, denied: &[(&str, u64)]) -> ServiceMinute {
+        ServiceMinute {
+            name: Arc::from(service),
+            counts: ServiceCounts::default(),
+            denied: denied.iter().map(|(n, c)| (Arc::from(*n), *c)).collect(),
+            up: 1,
+            backends: 1,
+        }
+    }
+
+    #[test]
+    fn denials_add_up_by_network_service_and_ten_minutes() {
+        let app = minute("app", &[("guest", 2), ("iot", 1)]);
+        let nas = minute("nas", &[("guest", 3)]);
+        let quiet = minute("quiet", &[]);
+        let m = |mins: u64| Duration::from_secs(mins * 60);
+        let d = denials(
+            [
+                (m(0), &app),
+                (m(5), &nas),
+                (m(25), &app),
+                (m(0), &quiet),
+                // Older than a day: the oldest bin.
+                (m(2000), &nas),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(d.keys().collect::<Vec<_>>(), ["guest", "iot"]);
+        let guest = &d["guest"];
+        assert_eq!(guest.total, 10);
+        assert_eq!(guest.services["app"], 4);
+        assert_eq!(guest.services["nas"], 6);
+        assert_eq!(guest.series[143], (5, 5), "the last ten minutes");
+        assert_eq!(guest.series[141], (2, 2), "25 minutes ago");
+        assert_eq!(guest.series[0], (3, 3));
+        assert_eq!(d["iot"].total, 2);
+    }
 }

@@ -79,7 +79,7 @@ pub struct Shared {
     pub dnstap: Arc<labgate_dnstap::Dnstap>,
     /// The last HTTP requests answered with a 4xx status (from the access log).
     pub refused: Arc<labgate_proxy::access::Refused>,
-    /// The proxy's last 24 hours by minute.
+    /// The proxy's last 24 hours by minute, and the certificates' timeline.
     pub http_history: Arc<crate::history::HttpHistory>,
     /// The subsystems each new snapshot is published to, in this order, before it becomes
     /// visible anywhere else (so they serve it no later than `/config` shows it).
@@ -244,6 +244,12 @@ impl Shared {
             out,
             "# HELP {name} Certificate files that could not be loaded.\n# TYPE {name} counter\n{name} {}",
             crate::certs::LOAD_FAILURES.load(Ordering::Relaxed)
+        );
+        let name = "labgate_history_write_failures_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Times the status page's history file could not be opened, read or written (the history goes on in memory).\n# TYPE {name} counter\n{name} {}",
+            self.http_history.write_failures()
         );
         crate::process::render(&mut out);
         out.push_str(&self.dns.metrics().render(&snap));

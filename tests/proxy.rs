@@ -232,7 +232,10 @@ fn policy_unknown_names_and_sni_mismatch_are_refused_and_explain_agrees() {
         s.a.seen().iter().all(|r| r.path.starts_with("/api")),
         "refused requests never reach a backend"
     );
-    assert_eq!(s.lg.metric("labgate_http_denied_total{service=\"app\"}"), 1);
+    assert_eq!(
+        s.lg.metric("labgate_http_denied_total{service=\"app\",network=\"iot\"}"),
+        1
+    );
     // `explain` computes the same decision from the same configuration.
     let cfg = s._dir.path("labgate.toml");
     for (from, target, allowed) in [

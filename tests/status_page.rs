@@ -1,7 +1,8 @@
 //! The status page end to end: clients on a lab and a guest VLAN (addresses on `lo`, root as
 //! on CI) ask the real binary's DNS with dig, then read the pages with curl: the query just
 //! made is in the log and its search, the explanation of its name follows the decision chain,
-//! every page is whole HTML, and the guest network gets 403 and no client address.
+//! every page is whole HTML, and the guest network gets 403 and no client address. The
+//! history (requests, denials by network, certificate events) survives a restart.
 #![allow(
     clippy::disallowed_macros,
     clippy::disallowed_methods,
@@ -14,8 +15,10 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::acme::{Pebble, wait_certificate};
+use support::backend::Backend;
 use support::https::{Reply, parse_reply};
-use support::{ConfigDir, LoopbackAddrs, dig, dns_ports};
+use support::{ConfigDir, Labgate, LoopbackAddrs, dig, dns_ports, free_port};
 
 const LAB: &str = "10.25.10.7";
 const GUEST: &str = "10.25.50.7";
@@ -216,4 +219,178 @@ fn the_status_page_shows_what_labgate_did_to_its_networks_and_nothing_to_a_guest
         assert_eq!(r.status, 403, "guest {path}: {r:?}");
         assert!(!r.body.contains(LAB), "guest {path}: {}", r.body);
     }
+}
+
+const HISTORY_LAB: &str = "10.26.10.7";
+const HISTORY_GUEST: &str = "10.26.50.7";
+
+/// A lab and a guest network, one service for the lab with a certificate from Pebble, and
+/// no query log: the history does not depend on it.
+fn history_config(pebble: &Pebble, backend: u16) -> String {
+    format!(
+        r#"
+[[network]]
+name = "lab"
+cidrs = ["10.26.10.0/24", "127.0.0.0/8"]
+addresses = ["10.26.10.2"]
+
+[[network]]
+name = "guest"
+cidrs = ["10.26.50.0/24"]
+addresses = ["10.26.50.2"]
+
+[[zone]]
+name = "lab.example.test"
+
+[[service]]
+host = "app.lab.example.test"
+backends = ["http://127.0.0.1:{backend}"]
+allow = ["lab"]
+
+[admin]
+allow = ["lab"]
+
+[query_log]
+enabled = false
+
+[acme]
+email = "admin@example.test"
+directory = "{directory}"
+directory_ca_file = "{ca}"
+provider = "dns"
+
+[[dns_provider]]
+name = "dns"
+kind = "builtin"
+"#,
+        directory = pebble.directory,
+        ca = pebble.tls_ca.display(),
+    )
+}
+
+/// The HTTP status `from` gets for the service's page.
+fn request(lg: &Labgate, from: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--interface",
+            from,
+        ])
+        .arg("--resolve")
+        .arg(format!("app.lab.example.test:{}:127.0.0.1", lg.https))
+        .arg(format!("https://app.lab.example.test:{}/", lg.https))
+        .output()
+        .expect("curl is needed: apt-get install curl (scripts/test.sh does)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_history_of_requests_denials_and_certificates_survives_a_restart() {
+    let _addrs = LoopbackAddrs::add(&[HISTORY_LAB, HISTORY_GUEST]);
+    let backend = Backend::start("app");
+    // Pebble asks labgate's DNS, on a port chosen before labgate starts, for the challenge.
+    let dns = free_port();
+    let pebble = Pebble::start(&format!("127.0.0.1:{dns}"));
+    let cfg = ConfigDir::new();
+    cfg.write("labgate.toml", &history_config(&pebble, backend.port));
+    let path = cfg.path("labgate.toml");
+    let dns_arg = format!("127.0.0.1:{dns}");
+    let args = ["--config", path.to_str().expect("utf-8"), "--dns", &dns_arg];
+    let lg = Labgate::start(&args, &cfg.path("state"));
+    wait_certificate(&lg);
+    assert_eq!(request(&lg, HISTORY_LAB), "200");
+    assert_eq!(request(&lg, HISTORY_GUEST), "403");
+    lg.wait_metric(
+        "labgate_http_denied_total{service=\"app\",network=\"guest\"}",
+        1,
+        "the guest's denial counted by network",
+    );
+    // No minute is waited for: stopping takes a last sample and writes it.
+    assert!(lg.terminate(), "labgate did not exit 0 on SIGTERM");
+    let file = cfg.path("state/history.sqlite");
+    let mode = std::fs::metadata(&file)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+        .expect("the history file");
+    assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+
+    let lg = Labgate::start(&args, &cfg.path("state"));
+    let admin = lg.admin;
+    // The services page: the allowed request (2xx) and the denial, from before the restart.
+    let want = "<td class=\"num\">0</td><td class=\"num\">1</td><td class=\"num\">0</td>\
+                <td class=\"num\">0</td><td class=\"num\">0</td><td class=\"num\">0</td>\
+                <td class=\"num\">1 (rule: allow = [lab])</td>";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let services = get(admin, HISTORY_LAB, "/ui/services").body;
+        if services.contains(want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the services page lost the history: {services}\n{}",
+            lg.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The networks page: the denial by the client's network, with the service and its rule.
+    let networks = get(admin, HISTORY_LAB, "/ui/networks").body;
+    assert!(
+        networks.contains(
+            "<td>guest</td><td class=\"num\">1</td><td>app: 1 (rule: allow = [lab])</td>"
+        ),
+        "{networks}"
+    );
+    assert!(
+        networks.contains("guest: requests denied per ten minutes"),
+        "{networks}"
+    );
+    assert!(
+        !networks.contains("<td>lab</td><td class=\"num\">"),
+        "{networks}"
+    );
+    // The certificates page: Pebble's certificate in the host's timeline, and its validity.
+    let certs = get(admin, HISTORY_LAB, "/ui/certificates").body;
+    let timeline = certs
+        .split("app.lab.example.test: certificate events")
+        .nth(1)
+        .unwrap_or_default();
+    let pebble_event = timeline.split("<tr>").any(|row| {
+        (row.contains("<td>issued</td>") || row.contains("<td>replaced</td>"))
+            && row.contains("Pebble")
+    });
+    assert!(pebble_event, "no event for Pebble's certificate: {certs}");
+    assert!(
+        certs.contains("app.lab.example.test: valid from"),
+        "{certs}"
+    );
+    assert_eq!(lg.metric("labgate_history_write_failures_total"), 0);
+
+    // A file that is not a database stops nothing: said, counted, the history in memory.
+    assert!(lg.terminate(), "labgate did not exit 0 on SIGTERM");
+    std::fs::write(&file, vec![0x5a; 8192]).expect("corrupt the history file");
+    let lg = Labgate::start(&args, &cfg.path("state"));
+    lg.wait_metric(
+        "labgate_history_write_failures_total",
+        1,
+        "the unusable history file was not counted",
+    );
+    lg.wait_log("the unusable history file said", |log| {
+        log.contains("history file") && log.contains("kept in memory only")
+    });
+    assert_eq!(request(&lg, HISTORY_GUEST), "403");
+    let services = get(lg.admin, HISTORY_LAB, "/ui/services");
+    assert_eq!(services.status, 200, "{services:?}");
+    assert!(
+        services
+            .body
+            .contains("<td class=\"num\">1 (rule: allow = [lab])</td>"),
+        "the minute under way is shown: {}",
+        services.body
+    );
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use labgate_config::Snapshot;
 use labgate_config::histogram::Histogram;
+use labgate_config::network::MAX_NETWORKS;
 
 use crate::cf_access::Reason;
 
@@ -157,6 +158,8 @@ impl ServiceCounts {
 pub struct Metrics {
     by_service: Box<[Outcomes]>,
     by_network: Box<[Outcomes]>,
+    /// Denials by service and network: the service's slot times [`MAX_NETWORKS`] plus the
+    /// network's position (a network id is below [`MAX_NETWORKS`]: 128 KiB, allocated once).
     denied: Box<[AtomicU64]>,
     /// Requests refused before routing (bad head, unknown host, no network), by status class.
     pub refused: Classes,
@@ -176,7 +179,9 @@ impl Default for Metrics {
         Self {
             by_service: (0..SLOTS).map(|_| Outcomes::default()).collect(),
             by_network: (0..SLOTS).map(|_| Outcomes::default()).collect(),
-            denied: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            denied: (0..SLOTS * MAX_NETWORKS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             refused: Classes::default(),
             latency: Histogram::new(&BUCKETS),
             handshakes: AtomicU64::new(0),
@@ -185,6 +190,11 @@ impl Default for Metrics {
             h2_ended: Default::default(),
         }
     }
+}
+
+/// The [`Metrics::denied`] cell of a service and a network.
+fn denied_cell(service: usize, network: usize) -> usize {
+    service.min(SLOTS - 1) * MAX_NETWORKS + network.min(MAX_NETWORKS - 1)
 }
 
 fn class(status: u16) -> usize {
@@ -220,7 +230,7 @@ impl Metrics {
     pub fn service_counts(&self, service: usize) -> ServiceCounts {
         let slot = service.min(SLOTS - 1);
         let mut c = ServiceCounts {
-            denied: self.denied[slot].load(Ordering::Relaxed),
+            denied: self.denied_by_network(service).iter().sum(),
             ..ServiceCounts::default()
         };
         for (o, n) in c.outcomes.iter_mut().zip(&self.by_service[slot]) {
@@ -229,9 +239,23 @@ impl Metrics {
         c
     }
 
-    /// Counts a request refused by policy.
+    /// The denials of the service at `service` so far, by network position.
+    pub fn denied_by_network(&self, service: usize) -> [u64; MAX_NETWORKS] {
+        let first = denied_cell(service, 0);
+        let mut out = [0; MAX_NETWORKS];
+        for (o, n) in out
+            .iter_mut()
+            .zip(&self.denied[first..first + MAX_NETWORKS])
+        {
+            *o = n.load(Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// Counts a request refused by policy: the service at `service` does not allow the
+    /// network at `network`.
     pub fn denied(&self, service: usize, network: usize) {
-        self.denied[service.min(SLOTS - 1)].fetch_add(1, Ordering::Relaxed);
+        self.denied[denied_cell(service, network)].fetch_add(1, Ordering::Relaxed);
         self.by_network[network.min(SLOTS - 1)][class(403)].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -285,14 +309,22 @@ impl Metrics {
                 c,
             );
         }
-        out.push_str("# TYPE labgate_http_denied_total counter\n");
+        // A service's networks that its policy refuses, and any other that has a count (it
+        // was refused before a reload allowed it): the only pairs a denial can be counted
+        // in, so a thousand services over sixty networks do not write 60,000 zeros.
+        out.push_str("# HELP labgate_http_denied_total Requests refused by a service's network policy, by service and the client's network.\n# TYPE labgate_http_denied_total counter\n");
         for svc in &s.services {
-            let _ = writeln!(
-                out,
-                "labgate_http_denied_total{{service=\"{}\"}} {}",
-                svc.name,
-                self.denied[svc.id.index().min(SLOTS - 1)].load(Ordering::Relaxed)
-            );
+            let counts = self.denied_by_network(svc.id.index());
+            for net in s.networks.iter() {
+                let n = counts[net.id.index().min(MAX_NETWORKS - 1)];
+                if n > 0 || !svc.allow.contains(net.id) {
+                    let _ = writeln!(
+                        out,
+                        "labgate_http_denied_total{{service=\"{}\",network=\"{}\"}} {n}",
+                        svc.name, net.name
+                    );
+                }
+            }
         }
         out.push_str("# TYPE labgate_http_refused_total counter\n");
         for (i, c) in self.refused.iter().enumerate() {
@@ -331,5 +363,60 @@ impl Metrics {
                 self.h2_ended_count(why)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[[network]]
+name = "lab"
+cidrs = ["10.0.10.0/24"]
+addresses = ["10.0.10.2"]
+
+[[network]]
+name = "guest"
+cidrs = ["10.0.50.0/24"]
+addresses = ["10.0.50.2"]
+
+[[zone]]
+name = "lab.test"
+
+[[service]]
+host = "app.lab.test"
+backends = ["http://127.0.0.1:9"]
+allow = ["lab"]
+"#;
+
+    #[test]
+    fn denials_are_counted_by_service_and_network() {
+        let s = labgate_config::testing::snapshot(CONFIG);
+        let m = Metrics::default();
+        let app = s.services[0].id.index();
+        let (lab, guest) = (
+            s.networks.by_name("lab").expect("lab").id.index(),
+            s.networks.by_name("guest").expect("guest").id.index(),
+        );
+        m.denied(app, guest);
+        m.denied(app, guest);
+        // A network past the last position shares the last cell; nothing is lost.
+        m.denied(app, MAX_NETWORKS + 3);
+        let by = m.denied_by_network(app);
+        assert_eq!((by[guest], by[lab], by[MAX_NETWORKS - 1]), (2, 0, 1));
+        assert_eq!(m.service_counts(app).denied, 3);
+        assert_eq!(m.denied_by_network(app + 1), [0; MAX_NETWORKS]);
+        let mut out = String::new();
+        m.render(&s, &mut out);
+        assert!(
+            out.contains("labgate_http_denied_total{service=\"app\",network=\"guest\"} 2"),
+            "{out}"
+        );
+        // The network the policy allows has no series (nothing can be denied there).
+        assert!(
+            !out.contains("labgate_http_denied_total{service=\"app\",network=\"lab\"}"),
+            "{out}"
+        );
     }
 }

@@ -143,6 +143,41 @@ pub(crate) fn bars(title: &str, series: &[(u64, u64)]) -> String {
     out
 }
 
+/// A certificate's validity as a bar from `from` to `to`, the part gone by in the second
+/// colour and `now` marked by a line (at an end when it is outside).
+pub(crate) fn validity(
+    title: &str,
+    from: std::time::SystemTime,
+    to: std::time::SystemTime,
+    now: std::time::SystemTime,
+) -> String {
+    let (w, h) = (600.0_f64, 20.0_f64);
+    let span = to.duration_since(from).map_or(0.0, |d| d.as_secs_f64());
+    let gone = now.duration_since(from).map_or(0.0, |d| d.as_secs_f64());
+    let x = if span > 0.0 {
+        (gone / span).clamp(0.0, 1.0) * w
+    } else {
+        w
+    };
+    let mut out = format!(
+        "<figure><svg role=\"img\" aria-labelledby=\"v{id}\" viewBox=\"0 0 {w} {h}\" \
+         width=\"{w}\" height=\"{h}\"><title id=\"v{id}\">{}</title>",
+        esc(title),
+        id = title.len()
+    );
+    let _ = write!(
+        out,
+        "<rect x=\"0\" y=\"4\" width=\"{w}\" height=\"12\" fill=\"var(--bar)\"/>\
+         <rect x=\"0\" y=\"4\" width=\"{x:.1}\" height=\"12\" fill=\"var(--bar2)\"/>\
+         <rect x=\"{:.1}\" y=\"0\" width=\"2\" height=\"{h}\" fill=\"var(--fg)\"/>\
+         </svg><figcaption>{} (now at {:.0} %)</figcaption></figure>",
+        (x - 1.0).clamp(0.0, w - 2.0),
+        esc(title),
+        x / w * 100.0
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +203,27 @@ mod tests {
         assert!(svg.contains("highest bar: 20"));
         // Empty series: no division by zero.
         assert!(bars("none", &[]).contains("highest bar: 1"));
+    }
+
+    #[test]
+    fn validity_marks_now_inside_the_span_and_at_its_ends_outside() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let from = UNIX_EPOCH + Duration::from_secs(1000);
+        let to = from + Duration::from_secs(100);
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        let cases = [
+            (at(1025), "now at 25 %"),
+            (at(500), "now at 0 %"),
+            (at(5000), "now at 100 %"),
+        ];
+        for (now, want) in cases {
+            let svg = validity("app <x>", from, to, now);
+            assert!(svg.contains(want), "{want}: {svg}");
+            assert!(
+                svg.contains("app &lt;x&gt;") && !svg.contains("<x>"),
+                "{svg}"
+            );
+        }
+        assert!(validity("t", from, from, at(0)).contains("now at 100 %"));
     }
 }
