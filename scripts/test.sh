@@ -31,6 +31,9 @@ declare -A packages=(
   [sqlite3]=sqlite3        # reads the DNS query log in tests/querylog.rs
   [chromium]=chromium      # the status page in a real browser (tests/browser.rs)...
   [chromedriver]=chromium-driver  # ...driven over WebDriver
+  [dnstap]=golang-github-dnstap-golang-dnstap-cli  # reads labgate's dnstap stream (tests/dnstap.rs)...
+  [fstrm_capture]=fstrm-bin  # ...libfstrm's Frame Streams capture over TCP...
+  [dnstap-ldns]=dnstap-ldns  # ...decoded by the C reader
   [promtool]=prometheus    # checks and unit-tests deploy/prometheus/labgate-rules.yml
   [prometheus]=prometheus  # scrapes a running labgate for every query of deploy/grafana/labgate.json
 )

@@ -24,6 +24,11 @@
 #                                       # `[query_log] enabled = false` (labgate logs every
 #                                       # query, as by default); "CPU us/q at RATE" is each
 #                                       # server's CPU over its fixed-rate slices per query
+#   SERVERS="nolog tap" RATE=5000 benches/load/dns.sh
+#                                       # dnstap's cost: "tap" is "nolog" streaming every
+#                                       # query and response to fstrm_capture (libfstrm's
+#                                       # collector, on the load generator's CPU, writing to
+#                                       # /dev/null) over a Unix socket
 #   PERF=/tmp/dns benches/load/dns.sh   # also perf record each server's throughput run
 #   STAT=/tmp/dns benches/load/dns.sh   # also count its system calls and context switches
 #
@@ -82,6 +87,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 } > "$work/labgate.toml"
 sed 's/127.0.0.1:15301/127.0.0.1:15308/; s/127.0.0.1:15311/127.0.0.1:0/' "$work/labgate.toml" > "$work/base.toml"
 { sed 's/127.0.0.1:15301/127.0.0.1:15309/; s/127.0.0.1:15311/127.0.0.1:0/' "$work/labgate.toml"; printf '\n[query_log]\nenabled = false\n'; } > "$work/nolog.toml"
+{ sed 's/127.0.0.1:15301/127.0.0.1:15312/; s/127.0.0.1:15311/127.0.0.1:15313/' "$work/nolog.toml"; printf '\n[dnstap]\nsocket = "%s/tap.sock"\n' "$work"; } > "$work/tap.toml"
+if [[ " $SERVERS " = *" tap "* ]]; then
+  command -v fstrm_capture >/dev/null || { echo "missing fstrm_capture: apt-get install fstrm-bin"; exit 1; }
+  taskset -c 1 fstrm_capture -t protobuf:dnstap.Dnstap -u "$work/tap.sock" -w /dev/null >/dev/null 2>&1 &
+fi
 unbound_data() { # view prefix
   printf '  local-zone: "bench.test." static\n'
   for i in $(seq 1 $NAMES); do
@@ -208,7 +218,8 @@ stop_upstream() { kill $(pids_of $upstream) 2>/dev/null || true; wait $upstream 
 
 port_of() {
   case $1 in labgate) echo 15301 ;; unbound) echo 15302 ;; dnsmasq) echo 15303 ;; nsd) echo 15304 ;;
-    knot) echo 15305 ;; dnsdist) echo 15306 ;; echo) echo 15307 ;; base) echo 15308 ;; nolog) echo 15309 ;; esac
+    knot) echo 15305 ;; dnsdist) echo 15306 ;; echo) echo 15307 ;; base) echo 15308 ;; nolog) echo 15309 ;;
+    tap) echo 15312 ;; esac
 }
 
 start() {
@@ -217,6 +228,7 @@ start() {
     labgate) LABGATE_LOG=warn taskset -c 0 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >/dev/null 2>&1 & ;;
     base) LABGATE_LOG=warn taskset -c 0 "$BASE" run --config "$work/base.toml" --state-dir "$work/base-state" >/dev/null 2>&1 & ;;
     nolog) LABGATE_LOG=warn taskset -c 0 target/release/labgate run --config "$work/nolog.toml" --state-dir "$work/nolog-state" >/dev/null 2>&1 & ;;
+    tap) LABGATE_LOG=warn taskset -c 0 target/release/labgate run --config "$work/tap.toml" --state-dir "$work/tap-state" >/dev/null 2>&1 & ;;
     unbound) taskset -c 0 unbound -d -c "$work/unbound.conf" >/dev/null 2>&1 & ;;
     dnsmasq) taskset -c 0 dnsmasq -k -p 15303 --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts \
                --addn-hosts="$work/dnsmasq.hosts" --local=/bench.test/ --server=127.0.0.1#15310 \
@@ -337,6 +349,9 @@ for round in $(seq 1 "$ROUNDS"); do
     if [ "$server" = labgate ]; then
       # What the query log kept and dropped over the round (the whole round's load).
       echo "round $round labgate: query log $(curl -s http://127.0.0.1:15311/metrics | awk '/^labgate_querylog_(written|dropped)_total/ {printf "%s %s  ", $1, $2}')"
+    fi
+    if [ "$server" = tap ]; then
+      echo "round $round tap: dnstap $(curl -s http://127.0.0.1:15313/metrics | awk '/^labgate_dnstap_(sent|dropped)_total/ {printf "%s %s  ", $1, $2}')"
     fi
     pid=${started[$server]}
     kill $(pids_of $pid) 2>/dev/null || true
