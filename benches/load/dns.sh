@@ -87,7 +87,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 } > "$work/labgate.toml"
 sed 's/127.0.0.1:15301/127.0.0.1:15308/; s/127.0.0.1:15311/127.0.0.1:0/' "$work/labgate.toml" > "$work/base.toml"
 { sed 's/127.0.0.1:15301/127.0.0.1:15309/; s/127.0.0.1:15311/127.0.0.1:0/' "$work/labgate.toml"; printf '\n[query_log]\nenabled = false\n'; } > "$work/nolog.toml"
-{ sed 's/127.0.0.1:15301/127.0.0.1:15312/; s/127.0.0.1:15311/127.0.0.1:15313/' "$work/nolog.toml"; printf '\n[dnstap]\nsocket = "%s/tap.sock"\n' "$work"; } > "$work/tap.toml"
+{ sed 's/127.0.0.1:15301/127.0.0.1:15312/; s/127.0.0.1:15311/127.0.0.1:15313/' "$work/labgate.toml"; printf '\n[query_log]\nenabled = false\n\n[dnstap]\nsocket = "%s/tap.sock"\n' "$work"; } > "$work/tap.toml"
 if [[ " $SERVERS " = *" tap "* ]]; then
   command -v fstrm_capture >/dev/null || { echo "missing fstrm_capture: apt-get install fstrm-bin"; exit 1; }
   taskset -c 1 fstrm_capture -t protobuf:dnstap.Dnstap -u "$work/tap.sock" -w /dev/null >/dev/null 2>&1 &
