@@ -24,6 +24,13 @@
 #   BASE=/tmp/labgate-old SERVERS="labgate base nginx" benches/load/http.sh
 #                                              # "base" is another labgate binary on the
 #                                              # same config: a change measured against it
+#   LABGATE_LOG=warn,labgate::access=info SERVERS="labgate noaccess" benches/load/http.sh
+#                                              # the access log's cost: "noaccess" is the
+#                                              # same build with `[server] access_log =
+#                                              # false`; the filter lets labgate write
+#                                              # every request's line (to a file here), as
+#                                              # by default (the default filter here, warn,
+#                                              # drops them as nginx's `access_log off`)
 #   TOGETHER=1 SERVERS="labgate nginx" benches/load/http.sh
 #                                              # the servers of a workload loaded at once
 #                                              # (one wrk each, all on CPU 0), so their CPU
@@ -79,6 +86,8 @@ cat "$work/cert.pem" "$work/key.pem" > "$work/haproxy.pem"
 # A base binary from before the connection bounds would refuse their keys: they go.
 sed -e 's/:18441/:18445/' -e 's/:18451/:18455/' -e '/^\[server\]/d' -e '/^max_connections/d' \
   "$work/labgate.toml" >"$work/base.toml"
+sed -e 's/:18441/:18446/' -e 's/:18451/:18456/' -e 's/^\[server\]$/[server]\naccess_log = false/' \
+  "$work/labgate.toml" >"$work/noaccess.toml"
 cat > "$work/nginx.conf" <<EOF
 worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
 events { worker_connections 4096; }
@@ -130,7 +139,7 @@ http://$HOST:18454, http://127.0.0.1:18454 {
 }
 EOF
 
-port_of() { case $1 in labgate) echo 18441 ;; nginx) echo 18442 ;; haproxy) echo 18443 ;; caddy) echo 18444 ;; base) echo 18445 ;; esac; }
+port_of() { case $1 in labgate) echo 18441 ;; nginx) echo 18442 ;; haproxy) echo 18443 ;; caddy) echo 18444 ;; base) echo 18445 ;; noaccess) echo 18446 ;; esac; }
 # The plain-HTTP listener of each: the HTTPS port + 10.
 plain_port_of() { echo $(($(port_of "$1") + 10)); }
 
@@ -138,6 +147,7 @@ start() {
   case $1 in
     labgate) LABGATE_LOG=${LABGATE_LOG:-warn} taskset -c 1 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >"$work/labgate.log" 2>&1 & ;;
     base) mkdir -p "$work/base-state"; LABGATE_LOG=${LABGATE_LOG:-warn} taskset -c 1 "$BASE" run --config "$work/base.toml" --state-dir "$work/base-state" >"$work/base.log" 2>&1 & ;;
+    noaccess) mkdir -p "$work/noaccess-state"; LABGATE_LOG=${LABGATE_LOG:-warn} taskset -c 1 target/release/labgate run --config "$work/noaccess.toml" --state-dir "$work/noaccess-state" >"$work/noaccess.log" 2>&1 & ;;
     nginx) taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" >/dev/null 2>&1 & ;;
     haproxy) taskset -c 1 haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & ;;
     caddy) GOMAXPROCS=1 HOME=$work XDG_DATA_HOME=$work XDG_CONFIG_HOME=$work taskset -c 1 caddy run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 & ;;

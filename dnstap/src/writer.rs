@@ -54,6 +54,19 @@ struct Shared {
     connected: AtomicBool,
 }
 
+impl Shared {
+    fn new(settings: Option<DnstapSettings>) -> Self {
+        Self {
+            settings: Mutex::new(settings),
+            stop: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            unconnected: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+        }
+    }
+}
+
 impl Dnstap {
     /// Starts the writer for `workers` UDP workers with `snapshot`'s `[dnstap]`.
     ///
@@ -66,14 +79,7 @@ impl Dnstap {
             .unwrap_or_else(|| "labgate".into());
         let tap = Arc::new(Tap::new(workers, &host));
         tap.set_active(snapshot.dnstap.is_some());
-        let shared = Arc::new(Shared {
-            settings: Mutex::new(snapshot.dnstap.clone()),
-            stop: AtomicBool::new(false),
-            sent: AtomicU64::new(0),
-            unconnected: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            connected: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(snapshot.dnstap.clone()));
         let thread = {
             let (shared, tap) = (Arc::clone(&shared), Arc::clone(&tap));
             std::thread::Builder::new()
@@ -249,14 +255,7 @@ struct Writer<'a> {
 }
 
 fn run(shared: &Shared, tap: &Tap) {
-    let mut w = Writer {
-        shared,
-        conn: None,
-        retry: (Instant::now(), RETRY_MIN),
-        said: false,
-        batch: Vec::with_capacity(BATCH_BYTES),
-        pending: 0,
-    };
+    let mut w = Writer::new(shared);
     loop {
         let stopping = shared.stop.load(Ordering::Relaxed);
         let want = shared
@@ -265,27 +264,48 @@ fn run(shared: &Shared, tap: &Tap) {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .map(|s| s.destination.clone());
-        w.follow(want.as_ref());
-        tap.drain(|f| {
-            w.batch.extend_from_slice(f);
-            w.pending += 1;
-            if w.batch.len() >= BATCH_BYTES {
-                w.flush();
-            }
-        });
-        w.flush();
-        if stopping {
-            if let Some(c) = w.conn.take() {
-                c.close();
-            }
-            shared.connected.store(false, Ordering::Relaxed);
+        if w.turn(tap, want.as_ref(), stopping) {
             return;
         }
         std::thread::park_timeout(TICK);
     }
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        Self {
+            shared,
+            conn: None,
+            retry: (Instant::now(), RETRY_MIN),
+            said: false,
+            batch: Vec::with_capacity(BATCH_BYTES),
+            pending: 0,
+        }
+    }
+
+    /// One turn of the writer with the collector `want`ed now: what the lanes hold goes to
+    /// the collector connected (or is counted lost); a collector no longer wanted gets what
+    /// was taken for it, then STOP. `stopping`: the last turn, which ends the stream; true
+    /// once it has.
+    fn turn(&mut self, tap: &Tap, want: Option<&DnstapDestination>, stopping: bool) -> bool {
+        // What was taken for a collector still goes to it before the stream ends (a reload
+        // pointing elsewhere, or none).
+        if self.conn.as_ref().is_some_and(|c| Some(&c.to) != want) {
+            self.send(tap);
+        }
+        if !stopping {
+            self.follow(want);
+        }
+        self.send(tap);
+        if stopping {
+            if let Some(c) = self.conn.take() {
+                c.close();
+            }
+            self.shared.connected.store(false, Ordering::Relaxed);
+        }
+        stopping
+    }
+
     /// Closes a connection to a collector no longer wanted and connects to the one wanted
     /// (when its retry time has come).
     fn follow(&mut self, want: Option<&DnstapDestination>) {
@@ -314,6 +334,18 @@ impl Writer<'_> {
             }
             Err(e) => self.failed(to, &e),
         }
+    }
+
+    /// Writes what the lanes hold to the collector, or counts it lost.
+    fn send(&mut self, tap: &Tap) {
+        tap.drain(|f| {
+            self.batch.extend_from_slice(f);
+            self.pending += 1;
+            if self.batch.len() >= BATCH_BYTES {
+                self.flush();
+            }
+        });
+        self.flush();
     }
 
     /// Writes the batch to the collector, or counts it lost.
@@ -355,3 +387,6 @@ impl Writer<'_> {
         self.retry = (Instant::now() + wait, (wait * 2).min(RETRY_MAX));
     }
 }
+
+#[cfg(test)]
+mod tests;
