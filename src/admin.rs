@@ -88,10 +88,12 @@ async fn handle(admin: &Admin, peer: IpAddr, req: Request<Incoming>) -> Response
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
-            if admin.shared.ready.load(Ordering::Acquire) {
-                text(StatusCode::OK, "ready\n")
-            } else {
+            if !admin.shared.ready.load(Ordering::Acquire) {
                 text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+            } else if let Err(e) = admin.shared.health.fresh() {
+                text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n"))
+            } else {
+                text(StatusCode::OK, "ready\n")
             }
         }
         (&Method::GET, "/metrics") => {

@@ -431,9 +431,35 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
     // queues until its accept loops run.
     shared.ready.store(true, Ordering::Release);
     banner(&shared.snapshot.load(), &bound, source.path().is_none());
+    let notifier = crate::notify::Notifier::from_env().map(Arc::new);
+    let watchdog = crate::notify::watchdog(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    );
+    tasks.spawn(crate::probe::run(
+        bound.probe.clone(),
+        {
+            let snapshots = Arc::clone(&shared.snapshot);
+            move || probe_name(&snapshots.load())
+        },
+        (Arc::clone(&shared.health), notifier.clone()),
+        watchdog,
+        cancel.child_token(),
+    ));
+    if let Some(n) = &notifier {
+        let s = shared.snapshot.load();
+        n.send(&format!(
+            "READY=1\nSTATUS=serving generation {} (hash {})",
+            s.generation, s.hash
+        ));
+    }
 
     let _ = shutdown.wait_for(|stop| *stop).await;
     info!("shutting down");
+    if let Some(n) = &notifier {
+        n.send("STOPPING=1\nSTATUS=stopping: finishing what is in flight");
+    }
     shared.ready.store(false, Ordering::Release);
     cancel.cancel();
     // All at once: pingora drops this runtime's tasks once its grace period (1 s) is over,
@@ -502,10 +528,29 @@ async fn sighup(tx: mpsc::Sender<Trigger>, cancel: CancellationToken) {
     }
 }
 
+/// The name the self-check's TLS handshake asks for: the default name, else the first
+/// service's host (a certificate labgate serves), else one it has none for (an alert is an
+/// answer too).
+fn probe_name(s: &Snapshot) -> String {
+    s.certificates
+        .default_name
+        .as_deref()
+        .or_else(|| {
+            s.services
+                .first()
+                .and_then(|svc| svc.hosts.first())
+                .map(|h| &**h)
+        })
+        .unwrap_or("labgate-probe.invalid")
+        .to_owned()
+}
+
 /// What start-up bound, for the banner.
 struct Bound {
     admin: SocketAddr,
     dns: Vec<String>,
+    /// What the data plane's self-check asks.
+    probe: crate::probe::Targets,
     https: Vec<SocketAddr>,
     http: Vec<SocketAddr>,
     tunnel: Vec<SocketAddr>,
@@ -524,6 +569,9 @@ impl Bound {
         let addrs = |ls: &[std::net::TcpListener]| -> std::io::Result<Vec<SocketAddr>> {
             ls.iter().map(std::net::TcpListener::local_addr).collect()
         };
+        let first_udp = (udp.iter().find_map(|group| group.first()))
+            .map(std::net::UdpSocket::local_addr)
+            .transpose()?;
         let udp = (udp.iter().filter_map(|group| group.first()))
             .map(|s| s.local_addr().map(|a| format!("udp {a}")));
         let tcp = tcp
@@ -534,6 +582,7 @@ impl Bound {
             .map(|l| l.local_addr().map(|a| format!("tls {a}")));
         Ok(Self {
             admin: admin.local_addr()?,
+            probe: crate::probe::Targets::new(first_udp, addrs(&proxy.https)?.first().copied()),
             dns: udp.chain(tcp).chain(tls).collect::<Result<_, _>>()?,
             https: addrs(&proxy.https)?,
             http: addrs(&proxy.http)?,

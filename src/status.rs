@@ -81,6 +81,8 @@ pub struct Shared {
     pub refused: Arc<labgate_proxy::access::Refused>,
     /// The proxy's last 24 hours by minute, and the certificates' timeline.
     pub http_history: Arc<crate::history::HttpHistory>,
+    /// The data plane's self-check (`/readyz`, systemd's watchdog).
+    pub health: Arc<crate::probe::Health>,
     /// The subsystems each new snapshot is published to, in this order, before it becomes
     /// visible anywhere else (so they serve it no later than `/config` shows it).
     subsystems: [Arc<dyn Publish>; 5],
@@ -135,6 +137,7 @@ impl Shared {
             dnstap,
             refused: Arc::default(),
             http_history: Arc::default(),
+            health: Arc::default(),
             dns,
             snapshot,
             list_fetches: Default::default(),

@@ -237,3 +237,68 @@ fn a_state_directory_another_user_could_plant_keys_in_is_refused() {
         "{stderr}"
     );
 }
+
+/// systemd's side of `Type=notify` and `WatchdogSec=`, played by a datagram socket in the
+/// test as `$NOTIFY_SOCKET`: READY=1 once labgate serves, WATCHDOG=1 while its self-check of
+/// DNS and HTTPS passes (every second here, for a 2 s watchdog), STOPPING=1 on SIGTERM.
+#[test]
+fn readiness_and_the_watchdog_reach_the_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+
+    let cfg = ConfigDir::new();
+    let socket_path = cfg.path("notify.sock");
+    let systemd = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    cfg.write(
+        "labgate.toml",
+        "[[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.0/8\"]\naddresses = [\"127.0.0.1\"]\n\
+         [[zone]]\nname = \"lab.test\"\n[tls]\nlocal_ca = true\n\
+         [[service]]\nhost = \"app.lab.test\"\nbackends = [\"http://127.0.0.1:9\"]\nallow = [\"lab\"]\n",
+    );
+    let notify = format!("NOTIFY_SOCKET={}", socket_path.display());
+    let lg = Labgate::start_under(
+        &["env", &notify, "WATCHDOG_USEC=2000000"],
+        &[
+            "--config",
+            cfg.path("labgate.toml").to_str().expect("utf-8"),
+        ],
+        &cfg.path("state"),
+    );
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = systemd.recv(&mut buf).expect("a notification within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=serving generation 1"),
+        "{ready}"
+    );
+    // Pings every second once the self-check passes; /readyz agrees.
+    let started = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(next(), "WATCHDOG=1");
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "three pings took {took:?}");
+    assert_eq!(lg.admin("GET", "/readyz"), (200, "ready\n".to_owned()));
+    assert!(lg.terminate(), "labgate exited with an error");
+    loop {
+        let m = next();
+        if m != "WATCHDOG=1" {
+            assert!(m.starts_with("STOPPING=1"), "{m}");
+            break;
+        }
+    }
+    // The query log has no trace of the self-check's queries (at least three were asked).
+    let out = Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(cfg.path("state/querylog.sqlite"))
+        .arg("SELECT count(*) FROM queries")
+        .output()
+        .expect("sqlite3");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{out:?}");
+}

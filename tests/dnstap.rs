@@ -286,13 +286,16 @@ fn a_late_collector_over_tcp_gets_the_stream_and_a_reload_ends_it() {
     let text = String::from_utf8_lossy(&decoded.stdout);
     // `2026-12-06 13:43:06.869824 CQ 127.0.0.1 UDP 30b "nas.lab.test." IN A`: without the
     // time and the size.
-    let lines: Vec<Vec<&str>> = text
+    // The two queries may have reached two UDP workers, whose lanes are sent one after the
+    // other: sorted by name, each query before its response.
+    let mut lines: Vec<Vec<&str>> = text
         .lines()
         .map(|l| {
             let words = l.split_whitespace().skip(2).enumerate();
             words.filter(|(i, _)| *i != 3).map(|(_, w)| w).collect()
         })
         .collect();
+    lines.sort_by(|a, b| (a.get(3), a.first()).cmp(&(b.get(3), b.first())));
     let want = |kind, name| vec![kind, "127.0.0.1", "UDP", name, "IN", "A"];
     assert_eq!(
         lines,

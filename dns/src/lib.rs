@@ -50,6 +50,7 @@ pub use cache::{MAX_TTL, STALE_TTL};
 pub use challenges::Challenges;
 pub use forward::{ATTEMPT_TIMEOUT, STALE_AFTER, UPSTREAM_DEADLINE, private};
 pub use front::Dns;
+pub use log::PROBE_QUESTION;
 pub use metrics::Metrics;
 pub use resolver::MAX_UDP_PAYLOAD;
 pub use server::{DnsServer, serve};

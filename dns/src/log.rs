@@ -12,6 +12,16 @@ use labgate_dnstap::{Kind, Message, Tap};
 use labgate_querylog::{Lane, Record, Sink, Source, Transport};
 use tokio::time::Instant;
 
+/// The question of labgate's own probe of its DNS listener (`labgate-probe.invalid. CH TXT`,
+/// refused at once by the general path, never sent upstream): counted like any query, never
+/// logged nor streamed, so a self-check every few seconds leaves no trace in the log.
+pub const PROBE_QUESTION: &[u8] = b"\x0dlabgate-probe\x07invalid\x00\x00\x10\x00\x03";
+
+/// Whether a message's bytes from its question on (offset 12) are labgate's own probe.
+fn is_probe(question: &[u8]) -> bool {
+    question.starts_with(PROBE_QUESTION)
+}
+
 /// How and when one query arrived.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Arrival {
@@ -72,7 +82,7 @@ pub(crate) fn capture(
 ) {
     let level = network.map(|n| snapshot.networks.get(n).query_log);
     let level = snapshot.query_log.level(level, client);
-    if level == LogLevel::Off {
+    if level == LogLevel::Off || is_probe(answered.question) {
         return;
     }
     let mut r = Record::new(answered.question, arrival.transport, arrival.wall_us);
@@ -107,6 +117,9 @@ pub(crate) fn tap(
     let Some(settings) = &snapshot.dnstap else {
         return;
     };
+    if dns.get(12..).is_some_and(is_probe) {
+        return;
+    }
     let network = snapshot.networks.lookup(client.ip()).map(|m| m.network);
     let level = network.map(|n| snapshot.networks.get(n).query_log);
     let level = snapshot.query_log.privacy(level, client.ip());
@@ -125,4 +138,25 @@ pub(crate) fn tap(
         dns,
     };
     tap.push(arrival.lane, settings, &m);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_probe_question_is_the_probe() {
+        assert!(is_probe(PROBE_QUESTION));
+        // With an OPT record after it, as a response echoes it.
+        assert!(is_probe(&[PROBE_QUESTION, b"\x00\x00\x29"].concat()));
+        for other in [
+            &b"\x0dlabgate-probe\x07invalid\x00\x00\x10\x00\x01"[..],
+            b"\x0dlabgate-probe\x07invalid\x00\x00\x01\x00\x03",
+            b"\x0dlabgate-probe\x07invalie\x00\x00\x10\x00\x03",
+            b"\x03app\x04demo\x04test\x00\x00\x01\x00\x01",
+            b"",
+        ] {
+            assert!(!is_probe(other), "{other:?}");
+        }
+    }
 }
