@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,8 +53,19 @@ pub fn run(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
         warn!("{w}");
     }
     labgate_acme::store::prepare_state_dir(&snapshot.state_dir)?;
-    let listeners = Listeners::bind(&snapshot.listen, workers())?;
-    App::build(source, snapshot, listeners)?.run()?;
+    // A running labgate that started this one hands over its sockets (issue 25's upgrade).
+    let from = crate::upgrade::inherit()
+        .context("cannot take over the listening sockets of the running labgate")?;
+    let (from, mut inherited) = from.map_or_else(Default::default, |(s, i)| (Some(s), i));
+    let listeners = Listeners::bind(&snapshot.listen, workers(), &mut inherited)?;
+    for e in inherited.left() {
+        info!("upgrade: {e} is no longer configured: closed");
+    }
+    let handover = listeners
+        .handover(&snapshot.listen)
+        .context("cannot keep the listening sockets for an upgrade")?;
+    let upgrade = Upgrade { handover, from };
+    App::build(source, snapshot, listeners, upgrade)?.run()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -75,6 +86,7 @@ impl App {
         source: ConfigSource,
         snapshot: Snapshot,
         listeners: Listeners,
+        upgrade: Upgrade,
     ) -> anyhow::Result<Self> {
         let state_dir = snapshot.state_dir.clone();
         // Nothing of the local CA is made while it is off (a reload that turns it on makes it).
@@ -169,6 +181,7 @@ impl App {
                     },
                     admin,
                     bound,
+                    upgrade,
                 })),
                 fatal: Arc::clone(&fatal),
             },
@@ -274,6 +287,17 @@ struct Parts {
     dns: Dns,
     admin: std::net::TcpListener,
     bound: Bound,
+    upgrade: Upgrade,
+}
+
+/// The sockets kept for a new binary, and the connection to the process that handed this one
+/// its sockets (to say `ready` on), if one did.
+#[derive(Debug)]
+pub struct Upgrade {
+    /// Duplicates of every listening socket.
+    pub handover: crate::upgrade::Handover,
+    /// The previous process, waiting for this one to serve.
+    pub from: Option<std::os::unix::net::UnixStream>,
 }
 
 /// The `labgate control` background service.
@@ -288,14 +312,14 @@ impl BackgroundService for Control {
         let Some(parts) = self.parts.lock().ok().and_then(|mut p| p.take()) else {
             return;
         };
-        if let Err(e) = serve(parts, shutdown).await {
+        if let Err(e) = serve(parts, shutdown, Arc::clone(&self.fatal)).await {
             // pingora owns the process: its shutdown ends it, and `App::run` returns this.
             self.fatal.report(e);
         }
     }
 }
 
-async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> {
+async fn serve(parts: Parts, mut shutdown: ShutdownWatch, fatal: Arc<Fatal>) -> anyhow::Result<()> {
     let Parts {
         source,
         shared,
@@ -308,6 +332,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         dns,
         admin: admin_listener,
         bound,
+        upgrade,
     } = parts;
     let snapshot = shared.snapshot.load_full();
     let admin_listener =
@@ -447,6 +472,17 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
         watchdog,
         cancel.child_token(),
     ));
+    let Upgrade { handover, from } = upgrade;
+    if let Some(mut from) = from {
+        // The previous process drains and exits; systemd is told this one is the service now.
+        if let Err(e) = crate::upgrade::ready(&mut from) {
+            warn!("upgrade: the previous process is gone ({e})");
+        }
+        if let Some(n) = &notifier {
+            n.send(&format!("MAINPID={}", std::process::id()));
+        }
+        info!("upgrade: serving on the sockets the previous process handed over");
+    }
     if let Some(n) = &notifier {
         let s = shared.snapshot.load();
         n.send(&format!(
@@ -454,10 +490,18 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch) -> anyhow::Result<()> 
             s.generation, s.hash
         ));
     }
+    let upgraded = Arc::new(AtomicBool::new(false));
+    tasks.spawn(upgrade_on_signal(
+        Arc::new(handover),
+        snapshot.state_dir.clone(),
+        Arc::clone(&fatal),
+        Arc::clone(&upgraded),
+    ));
 
     let _ = shutdown.wait_for(|stop| *stop).await;
     info!("shutting down");
-    if let Some(n) = &notifier {
+    // After an upgrade the service goes on in the new process: systemd is not told it stops.
+    if let (Some(n), false) = (&notifier, upgraded.load(Ordering::Acquire)) {
         n.send("STOPPING=1\nSTATUS=stopping: finishing what is in flight");
     }
     shared.ready.store(false, Ordering::Release);
@@ -524,6 +568,59 @@ async fn sighup(tx: mpsc::Sender<Trigger>, cancel: CancellationToken) {
                 info!("SIGHUP: reloading");
             }
             () = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// How long a new binary may take from its start to serving before an upgrade is given up.
+const UPGRADE_WAIT: Duration = Duration::from_secs(60);
+
+/// On each SIGUSR2, starts the binary this process was started from (a new one, once
+/// installed over it) and hands it the sockets; once it serves, this process stops gracefully
+/// (`fatal`'s stop, no error) and `upgraded` says so. A failed upgrade is logged and this
+/// process keeps serving.
+async fn upgrade_on_signal(
+    handover: Arc<crate::upgrade::Handover>,
+    state_dir: std::path::PathBuf,
+    fatal: Arc<Fatal>,
+    upgraded: Arc<AtomicBool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut usr2 = match signal(SignalKind::user_defined2()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot listen for SIGUSR2: binary upgrades are off ({e})");
+            return;
+        }
+    };
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    while usr2.recv().await.is_some() {
+        let exe = match std::env::current_exe() {
+            Ok(p) => crate::upgrade::binary_path(p),
+            Err(e) => {
+                warn!(
+                    "upgrade: cannot find this process's binary ({e}); this process keeps serving"
+                );
+                continue;
+            }
+        };
+        info!(binary = %exe.display(), "upgrade: starting the binary and handing it the sockets");
+        let (h, args, dir) = (Arc::clone(&handover), args.clone(), state_dir.clone());
+        let handed = tokio::task::spawn_blocking(move || {
+            crate::upgrade::hand_over(&h, (&exe, &args), &dir, UPGRADE_WAIT)
+        })
+        .await;
+        match handed {
+            Ok(Ok(pid)) => {
+                info!(
+                    "upgrade: process {pid} serves; this one finishes what is in flight and exits"
+                );
+                upgraded.store(true, Ordering::Release);
+                fatal.stop.notify_one();
+                return;
+            }
+            Ok(Err(e)) => warn!("upgrade failed: {e:#}; this process keeps serving"),
+            Err(e) => warn!("upgrade failed: {e}; this process keeps serving"),
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod process;
 pub mod reload;
 pub mod status;
 pub mod tunnel_config;
+pub mod upgrade;
 mod watch;
 
 /// Exit code for an invalid configuration or usage (sysexits `EX_USAGE`).

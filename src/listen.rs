@@ -10,6 +10,8 @@ use labgate_config::settings::Listen;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{info, warn};
 
+use crate::upgrade::{Handover, Inherited, Kind};
+
 /// Binds `workers` UDP sockets on one address with `SO_REUSEPORT` (the kernel spreads
 /// datagrams over them), blocking, for labgate's UDP worker threads.
 ///
@@ -91,35 +93,98 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds the addresses of `listen`, the proxy's first (as pingora did before labgate
-    /// bound them), with `workers` UDP sockets per DNS address.
+    /// bound them), with `workers` UDP sockets per DNS address; an address whose sockets a
+    /// previous process handed over (`inherited`) is served on those instead.
     ///
     /// # Errors
     /// The first address that cannot be bound; the message names it, the config key and
     /// what to do.
-    pub fn bind(listen: &Listen, workers: usize) -> anyhow::Result<Self> {
-        let all = |addrs: &[SocketAddr], key: &str| -> anyhow::Result<Vec<std::net::TcpListener>> {
-            addrs.iter().map(|&a| tcp(a, key)).collect()
+    pub fn bind(
+        listen: &Listen,
+        workers: usize,
+        inherited: &mut Inherited,
+    ) -> anyhow::Result<Self> {
+        let mut all = |kind: Kind, addrs: &[SocketAddr], key: &str| {
+            addrs
+                .iter()
+                .map(|&a| tcp_at(inherited, kind, a, key))
+                .collect::<anyhow::Result<Vec<_>>>()
         };
         let proxy = labgate_proxy::Sockets {
-            https: all(&listen.https, "listen.https")?,
-            http: all(&listen.http, "listen.http")?,
-            tunnel: all(&listen.tunnel, "listen.tunnel")?,
-            tunnel_https: all(&listen.tunnel_https, "listen.tunnel_https")?,
+            https: all(Kind::Https, &listen.https, "listen.https")?,
+            http: all(Kind::Http, &listen.http, "listen.http")?,
+            tunnel: all(Kind::Tunnel, &listen.tunnel, "listen.tunnel")?,
+            tunnel_https: all(
+                Kind::TunnelHttps,
+                &listen.tunnel_https,
+                "listen.tunnel_https",
+            )?,
         };
-        let admin = tcp(listen.admin, "listen.admin")?;
+        let dns_tls = all(Kind::DnsTls, &listen.dns_tls, "listen.dns_tls")?;
+        let admin = tcp_at(inherited, Kind::Admin, listen.admin, "listen.admin")?;
         let mut dns_udp = Vec::new();
         let mut dns_tcp = Vec::new();
         for &addr in &listen.dns {
-            dns_udp.push(udp_group(addr, "listen.dns", workers)?);
-            dns_tcp.push(tcp(addr, "listen.dns")?);
+            let group = inherited.take(Kind::DnsUdp, addr);
+            dns_udp.push(if group.is_empty() {
+                udp_group(addr, "listen.dns", workers)?
+            } else {
+                group.into_iter().map(Into::into).collect()
+            });
+            dns_tcp.push(tcp_at(inherited, Kind::DnsTcp, addr, "listen.dns")?);
         }
         Ok(Self {
             admin,
             dns_udp,
             dns_tcp,
-            dns_tls: all(&listen.dns_tls, "listen.dns_tls")?,
+            dns_tls,
             proxy,
         })
+    }
+
+    /// Duplicates of every socket, each with the address `listen` names for it: what a new
+    /// binary takes over ([`crate::upgrade`]).
+    ///
+    /// # Errors
+    /// When a descriptor cannot be duplicated.
+    pub fn handover(&self, listen: &Listen) -> std::io::Result<Handover> {
+        let mut h = Handover::default();
+        let pairs =
+            |kind, addrs: &[SocketAddr], socks: &[std::net::TcpListener], h: &mut Handover| {
+                addrs
+                    .iter()
+                    .zip(socks)
+                    .try_for_each(|(&a, s)| h.keep(kind, a, s))
+            };
+        pairs(Kind::Https, &listen.https, &self.proxy.https, &mut h)?;
+        pairs(Kind::Http, &listen.http, &self.proxy.http, &mut h)?;
+        pairs(Kind::Tunnel, &listen.tunnel, &self.proxy.tunnel, &mut h)?;
+        pairs(
+            Kind::TunnelHttps,
+            &listen.tunnel_https,
+            &self.proxy.tunnel_https,
+            &mut h,
+        )?;
+        pairs(Kind::DnsTls, &listen.dns_tls, &self.dns_tls, &mut h)?;
+        pairs(Kind::DnsTcp, &listen.dns, &self.dns_tcp, &mut h)?;
+        h.keep(Kind::Admin, listen.admin, &self.admin)?;
+        for (&a, group) in listen.dns.iter().zip(&self.dns_udp) {
+            group.iter().try_for_each(|s| h.keep(Kind::DnsUdp, a, s))?;
+        }
+        Ok(h)
+    }
+}
+
+/// The listener handed over for `kind` at `at`, else a new one bound there.
+fn tcp_at(
+    inherited: &mut Inherited,
+    kind: Kind,
+    at: SocketAddr,
+    key: &str,
+) -> anyhow::Result<std::net::TcpListener> {
+    match inherited.take(kind, at).into_iter().next() {
+        Some(fd) => Ok(fd.into()),
+        None => tcp(at, key),
     }
 }
 

@@ -209,6 +209,21 @@ impl Labgate {
             .unwrap_or(0)
     }
 
+    /// Waits up to `wait` for the process to exit: whether it exited with success, or `None`
+    /// if it still runs.
+    pub(crate) fn wait_exit(&mut self, wait: Duration) -> Option<bool> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status.success());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The process id, for signals.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()

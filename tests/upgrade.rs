@@ -1,0 +1,197 @@
+//! A binary upgrade under load (issue 25): SIGUSR2 makes the running labgate start its binary
+//! again and hand it every listening socket; the new process serves on them and the old one
+//! drains and exits. A DNS client asking over UDP and an HTTP client opening a connection per
+//! request keep going throughout: not one query lost, not one request failed. A new binary
+//! that cannot start (here: the configuration became invalid) leaves the old one serving.
+#![allow(
+    clippy::disallowed_macros,
+    clippy::disallowed_methods,
+    reason = "drives a real labgate from outside: deadlines on the wall clock, polls until they pass, prints what it saw"
+)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::backend::Backend;
+use support::wire::{Client, query};
+use support::{ConfigDir, Labgate, dns_ports};
+
+fn config(backend: u16) -> String {
+    format!(
+        "[[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.0/8\"]\naddresses = [\"127.0.0.1\"]\n\
+         [[zone]]\nname = \"lab.test\"\n\
+         [[record]]\nname = \"nas.lab.test\"\ntype = \"A\"\nvalue = \"10.0.20.10\"\n\
+         [[service]]\nhost = \"app.lab.test\"\nbackends = [\"http://127.0.0.1:{backend}\"]\n\
+         allow = [\"lab\"]\nplain_http = true\n"
+    )
+}
+
+/// Queries asked and answered, requests sent and failed, by the clients below.
+#[derive(Default, Debug)]
+struct Tally {
+    asked: u64,
+    lost: u64,
+    requests: u64,
+    failed: Vec<String>,
+}
+
+/// Asks `nas.lab.test` over UDP one query after the other until `stop`; a query without an
+/// answer within 2 s, or a wrong one, is lost.
+fn dns_client(port: u16, stop: &AtomicBool) -> (u64, u64) {
+    let client = Client::from("127.0.0.1");
+    let (mut asked, mut lost) = (0, 0);
+    let mut id = 0u16;
+    while !stop.load(Ordering::Relaxed) {
+        id = id.wrapping_add(1);
+        asked += 1;
+        match client.ask(
+            port,
+            &query(id, "nas.lab.test", 1, None),
+            Duration::from_secs(2),
+        ) {
+            Some(r) if r.len() > 12 && r[3] & 0x0f == 0 && r.ends_with(&[10, 0, 20, 10]) => {}
+            _ => lost += 1,
+        }
+    }
+    (asked, lost)
+}
+
+/// Sends `GET /` for `app.lab.test` on a new connection each time until `stop`; a request
+/// without a whole 200 response is failed.
+fn http_client(port: u16, stop: &AtomicBool) -> (u64, Vec<String>) {
+    let (mut requests, mut failed) = (0, Vec::new());
+    while !stop.load(Ordering::Relaxed) {
+        requests += 1;
+        let outcome = (|| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET / HTTP/1.1\r\nHost: app.lab.test\r\nConnection: close\r\n\r\n")?;
+            let mut response = String::new();
+            s.read_to_string(&mut response)?;
+            Ok(response)
+        })();
+        match outcome {
+            Ok(r) if r.starts_with("HTTP/1.1 200") => {}
+            Ok(r) => failed.push(r.lines().next().unwrap_or("(empty)").to_owned()),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    (requests, failed)
+}
+
+/// The new process's id, from the old one's log line.
+fn successor(lg: &Labgate) -> u32 {
+    let log = lg.log_text();
+    log.split("upgrade: process ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no successor in the log:\n{log}"))
+}
+
+/// Kills a process by id when dropped (the new labgate is not the test's child).
+struct Kill(u32);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.to_string()).status();
+    }
+}
+
+#[test]
+fn an_upgrade_under_load_loses_no_query_and_fails_no_request() {
+    let backend = Backend::start("app");
+    let cfg = ConfigDir::new();
+    let mut lg = cfg.start(&config(backend.port));
+    let (udp, _) = dns_ports(&lg);
+    let http = lg.http;
+    let stop = Arc::new(AtomicBool::new(false));
+    let dns = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || dns_client(udp, &stop))
+    };
+    let web = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || http_client(http, &stop))
+    };
+    // Load before, during and after the hand-over.
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let old = lg.pid();
+    assert!(
+        Command::new("kill")
+            .args(["-USR2", &old.to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let started = Instant::now();
+    let exited = lg.wait_exit(Duration::from_secs(30));
+    let took = started.elapsed();
+    assert_eq!(exited, Some(true), "the old process did not exit cleanly");
+    let new = Kill(successor(&lg));
+    assert_ne!(new.0, old);
+    // The new process answers on the same ports, with the same admin endpoint.
+    assert_eq!(lg.admin("GET", "/readyz"), (200, "ready\n".to_owned()));
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (asked, lost) = dns.join().expect("dns client");
+    let (requests, failed) = web.join().expect("http client");
+    let tally = Tally {
+        asked,
+        lost,
+        requests,
+        failed,
+    };
+    eprintln!("upgrade took {took:?} to the old process's exit: {tally:?}");
+    assert!(
+        tally.asked > 100 && tally.requests > 20,
+        "too little load: {tally:?}"
+    );
+    assert_eq!((tally.lost, tally.failed.len()), (0, 0), "{tally:?}");
+    drop(new);
+}
+
+#[test]
+fn a_new_binary_that_cannot_start_leaves_the_old_one_serving() {
+    let backend = Backend::start("app");
+    let cfg = ConfigDir::new();
+    let lg = cfg.start(&config(backend.port));
+    let (udp, _) = dns_ports(&lg);
+    // An edit that breaks the configuration: the reload is refused, and so is the new process.
+    cfg.rename_replace("labgate.toml", "[[network]\n");
+    lg.wait_log("the refused reload", |l| {
+        l.contains("reload rejected") || l.contains("rejected")
+    });
+    let pid = lg.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-USR2", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    lg.wait_log("the failed upgrade", |l| l.contains("upgrade failed"));
+    let log = lg.log_text();
+    assert!(log.contains("this process keeps serving"), "{log}");
+    // Still the same process, still answering.
+    let client = Client::from("127.0.0.1");
+    let answer = client.ask(
+        udp,
+        &query(7, "nas.lab.test", 1, None),
+        Duration::from_secs(2),
+    );
+    assert!(answer.is_some_and(|r| r.ends_with(&[10, 0, 20, 10])));
+    assert_eq!(lg.admin("GET", "/readyz").0, 200);
+    assert!(lg.terminate(), "labgate exited with an error");
+}
