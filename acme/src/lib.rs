@@ -11,6 +11,7 @@
 #![deny(unused_must_use)]
 
 mod account;
+pub mod archive;
 pub mod cloudflare;
 mod error;
 mod files;
