@@ -28,6 +28,7 @@ pub mod outbound;
 pub mod page;
 pub mod process;
 pub mod reload;
+pub mod state_cmd;
 pub mod status;
 pub mod tunnel_config;
 mod watch;
