@@ -198,7 +198,14 @@ fn a_new_machine_serves_the_same_certificate_and_ca_from_an_imported_archive() {
         assert!(!shown.contains("PRIVATE KEY"), "{shown}");
         assert_eq!(mode(&new_state), 0o700);
         assert_eq!(mode(&new_state.join("local-ca/ca.key")), 0o600);
-        for same in ["local-ca/ca.pem", "local-ca/ca.key"] {
+        let account = std::fs::read_dir(old_state.join("acme"))
+            .expect("acme")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("account-"))
+            .expect("an account file");
+        let account = format!("acme/{account}");
+        for same in ["local-ca/ca.pem", "local-ca/ca.key", account.as_str()] {
             assert_eq!(
                 std::fs::read(new_state.join(same)).expect("restored"),
                 std::fs::read(old_state.join(same)).expect("old"),
