@@ -1000,7 +1000,7 @@ mod tests {
         let half = open(&bytes[..bytes.len() / 2]).expect_err("half");
         assert!(matches!(half, Error::ArchiveTruncated), "{half}");
         assert!(half.to_string().contains("export it again"), "{half}");
-        let mut body = bytes.clone();
+        let mut body = bytes;
         let middle = body.len() / 2;
         body[middle] = if body[middle] == b'A' { b'B' } else { b'A' };
         let e = open(&body).expect_err("changed");
@@ -1087,7 +1087,7 @@ mod tests {
             let e = open(&resealed(&bytes, edit)).expect_err(case);
             assert!(e.to_string().starts_with(want), "{case}: {e}");
         }
-        let newer = String::from_utf8(bytes.clone()).expect("text").replacen(
+        let newer = String::from_utf8(bytes).expect("text").replacen(
             "labgate-state 1",
             "labgate-state 2",
             1,
