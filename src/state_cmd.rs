@@ -196,7 +196,7 @@ fn summary(m: &Material) -> String {
 /// One line per CA, account and certificate: what each is, never its key.
 fn describe(m: &Material) {
     if let Some(ca) = &m.ca {
-        println!("  local CA: {ca}");
+        println!("  local CA: {}", printable(ca));
     }
     for (path, url) in &m.accounts {
         println!("  ACME account {url} ({path})");
@@ -207,6 +207,18 @@ fn describe(m: &Material) {
             |_| "EXPIRED: labgate orders a new one".to_owned(),
             |left| format!("expires in {} days", left.as_secs() / 86_400),
         );
-        println!("  certificate {}: {days} ({})", c.names.join(", "), c.dir);
+        println!(
+            "  certificate {}: {days} ({})",
+            printable(&c.names.join(", ")),
+            c.dir
+        );
     }
+}
+
+/// `text` with control characters shown as `?`: names and subjects come from certificates,
+/// which a crafted archive could fill with terminal escapes.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }

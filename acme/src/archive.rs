@@ -368,7 +368,18 @@ pub fn open(bytes: &[u8]) -> Result<Archive, Error> {
         });
     }
     let manifest: Manifest = serde_json::from_slice(&bytes[first_end + 1..body_end])
-        .map_err(|e| format(format!("its manifest does not parse ({e})")))?;
+        .map_err(|e| format(format!("its manifest does not parse ({})", json_error(&e))))?;
+    for (field, value) in [
+        ("labgate", &manifest.labgate),
+        ("created", &manifest.created),
+    ] {
+        // SECURITY: printed by `state import`; no terminal escapes from a crafted archive.
+        if value.len() > 64 || value.chars().any(char::is_control) {
+            return Err(format(format!(
+                "its manifest's `{field}` is not a version or a time"
+            )));
+        }
+    }
     let mut seen = BTreeSet::new();
     let mut files = Vec::with_capacity(manifest.files.len());
     for entry in manifest.files {
@@ -465,14 +476,26 @@ pub fn check(files: &[File]) -> Result<Material, Error> {
         }
     }
     for f in files.iter().filter(|f| f.kind == Kind::Account) {
-        let creds: instant_acme::AccountCredentials = serde_json::from_slice(&f.data)
-            .map_err(|e| bad(&f.path, format!("the account does not parse ({e})")))?;
+        let creds: instant_acme::AccountCredentials =
+            serde_json::from_slice(&f.data).map_err(|e| {
+                bad(
+                    &f.path,
+                    format!("the account does not parse ({})", json_error(&e)),
+                )
+            })?;
         KeyPair::try_from(creds.private_key())
             .map_err(|e| bad(&f.path, format!("the account key does not parse ({e})")))?;
         let url = serde_json::from_slice::<serde_json::Value>(&f.data)
             .ok()
             .and_then(|v| v["id"].as_str().map(str::to_owned))
             .unwrap_or_default();
+        // SECURITY: printed by `state import`; no terminal escapes from a crafted archive.
+        if url.chars().any(char::is_control) {
+            return Err(bad(
+                &f.path,
+                "the account URL holds control characters".into(),
+            ));
+        }
         material.accounts.push((f.path.clone(), url));
     }
     let sets: BTreeSet<&str> = files
@@ -731,6 +754,18 @@ fn names_of(leaf: &CertificateDer<'_>) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// Where and what kind of JSON error, without serde's text: it may quote a value, and values
+/// here are keys.
+fn json_error(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected field or value",
+        serde_json::error::Category::Eof => "ends early",
+    };
+    format!("{kind} at line {}, column {}", e.line(), e.column())
 }
 
 /// Lower-case hex.
@@ -1082,10 +1117,25 @@ mod tests {
                 Box::new(|m| m["files"][0]["link"] = "/etc/shadow".into()),
                 "not a labgate state archive: its manifest does not parse",
             ),
+            (
+                "an escape in the version",
+                Box::new(|m| m["labgate"] = "\u{1b}[2J0.1.0".into()),
+                "not a labgate state archive: its manifest's `labgate` is not a version or a time",
+            ),
+            (
+                "a key where a number belongs",
+                Box::new(|m| m["files"][0]["size"] = m["files"][0]["data"].clone()),
+                "not a labgate state archive: its manifest does not parse (unexpected field or value at line",
+            ),
         ];
         for (case, edit, want) in table {
             let e = open(&resealed(&bytes, edit)).expect_err(case);
             assert!(e.to_string().starts_with(want), "{case}: {e}");
+            // SECURITY: serde's own text would quote the value.
+            assert!(
+                e.to_string().len() < 200,
+                "{case}: no content in the error: {e}"
+            );
         }
         let newer = String::from_utf8(bytes).expect("text").replacen(
             "labgate-state 1",
