@@ -177,6 +177,31 @@ fn a_new_machine_serves_the_same_certificate_and_ca_from_an_imported_archive() {
             text(&out)
         );
 
+        // Without the archive, a new machine orders anew (the other figure).
+        let fresh = ConfigDir::new();
+        let started = Instant::now();
+        let lg = Labgate::start(
+            &["--config", config_arg, "--dns", &dns_arg],
+            &fresh.path("state"),
+        );
+        loop {
+            let now = served(lg.https, &format!("app.{ZONE}"), &root);
+            if now.contains("serial=") && now != before {
+                break;
+            }
+            assert!(
+                started.elapsed() < REBUILD_BUDGET,
+                "no new certificate within {REBUILD_BUDGET:?}: {now:?}\n{}",
+                lg.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!(
+            "rebuild without the archive: start to serving a new certificate from Pebble took {:?}",
+            started.elapsed()
+        );
+        assert!(lg.terminate(), "labgate stopped cleanly");
+
         // The old machine is gone, and the ACME server with it: nothing can be ordered.
         drop(pebble);
         let new = ConfigDir::new();
@@ -346,6 +371,20 @@ fn a_changed_or_cut_archive_is_refused_and_writes_nothing() {
             text(&out)
         );
         assert_eq!(std::fs::read_dir(&target).expect("dir").count(), 0);
+
+        // From stdin, as from a pipe (`ssh old labgate state export -o - | labgate state import -i -`).
+        let piped_into = cfg.path("piped-state");
+        let out = bin()
+            .args(["state", "import", "--input", "-", "--state-dir"])
+            .arg(&piped_into)
+            .stdin(std::fs::File::open(&archive).expect("archive"))
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(
+            std::fs::read(piped_into.join("local-ca/ca.key")).expect("key"),
+            std::fs::read(old_state.join("local-ca/ca.key")).expect("key")
+        );
 
         // The whole archive restores; `state check` agrees.
         let out = import(&archive, &target, &[]);
