@@ -11,7 +11,7 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -384,6 +384,29 @@ fn a_changed_or_cut_archive_is_refused_and_writes_nothing() {
         assert_eq!(
             std::fs::read(piped_into.join("local-ca/ca.key")).expect("key"),
             std::fs::read(old_state.join("local-ca/ca.key")).expect("key")
+        );
+
+        // Run by root into labgate's own state directory (systemd's `StateDirectory=`): the
+        // files take its owner, so labgate can read them.
+        let owned = cfg.path("owned-state");
+        std::fs::create_dir(&owned).expect("mkdir");
+        std::os::unix::fs::chown(&owned, Some(65534), Some(65534))
+            .expect("chown (tests run as root)");
+        let out = import(&archive, &owned, &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        for p in ["local-ca", "local-ca/ca.key", "local-ca/ca.pem"] {
+            let meta = std::fs::metadata(owned.join(p)).expect("restored");
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{p}");
+        }
+
+        // ...unless others could plant keys in it.
+        std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o770)).expect("chmod");
+        let out = import(&archive, &owned, &["--force"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("can be written by users outside"),
+            "{}",
+            text(&out)
         );
 
         // The whole archive restores; `state check` agrees.

@@ -27,7 +27,7 @@
 //! its certificate ([`check`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -599,26 +599,44 @@ pub fn prepare<'a>(files: &'a [File], state_dir: &Path, force: bool) -> Result<P
 impl Plan<'_> {
     /// Writes the files: the state directory made (0700) and checked as labgate's start
     /// checks it, missing directories made 0700, each file written 0600 through a temporary
-    /// file and a rename.
+    /// file and a rename. Run by root into a state directory another user owns (labgate's,
+    /// as systemd's `StateDirectory=` makes it), what is written takes that owner, so labgate
+    /// can read it.
     ///
     /// # Errors
     /// [`Error::Io`] and the state directory's errors of
     /// [`prepare_state_dir`](crate::store::prepare_state_dir).
     pub fn write(self) -> Result<Vec<Restored>, Error> {
-        crate::store::prepare_state_dir(&self.state_dir)?;
+        let io = |action, path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        let owner = adopted_owner(&self.state_dir)?;
+        if owner.is_none() {
+            crate::store::prepare_state_dir(&self.state_dir)?;
+        }
+        let adopt = |path: &Path| match owner {
+            Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .map_err(io("change the owner of", path)),
+            None => Ok(()),
+        };
         let mut done = Vec::with_capacity(self.files.len());
         for f in self.files {
             let target = self.state_dir.join(&f.path);
-            if let Some(parent) = target.parent() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(DIR_MODE)
-                    .create(parent)
-                    .map_err(|source| Error::Io {
-                        action: "create the directory",
-                        path: parent.to_owned(),
-                        source,
-                    })?;
+            // Each missing directory on the way, made 0700 and given the owner.
+            let mut at = self.state_dir.clone();
+            let parts: Vec<&str> = f.path.split('/').collect();
+            for part in &parts[..parts.len().saturating_sub(1)] {
+                at.push(part);
+                match std::fs::DirBuilder::new().mode(DIR_MODE).create(&at) {
+                    Ok(()) => adopt(&at)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io("create the directory", &at)(e)),
+                }
             }
             let change = match std::fs::read(&target) {
                 Ok(existing) if existing == f.data => Change::Same,
@@ -626,6 +644,7 @@ impl Plan<'_> {
                 Err(_) => Change::New,
             };
             write_atomic(&target, &f.data, FILE_MODE)?;
+            adopt(&target)?;
             done.push(Restored {
                 path: f.path.clone(),
                 kind: f.kind,
@@ -634,6 +653,34 @@ impl Plan<'_> {
         }
         Ok(done)
     }
+}
+
+/// When root restores into a state directory another user owns (labgate's user, as
+/// systemd's `StateDirectory=` makes it), that user: what is written takes it as owner. The
+/// directory must then be a real directory (or root's link to one) that neither its group
+/// nor others can write. `None` in every other case, which
+/// [`prepare_state_dir`](crate::store::prepare_state_dir) decides.
+fn adopted_owner(state_dir: &Path) -> Result<Option<(u32, u32)>, Error> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let (Ok(link), Ok(dir)) = (
+        std::fs::symlink_metadata(state_dir),
+        std::fs::metadata(state_dir),
+    ) else {
+        return Ok(None);
+    };
+    let foreign_link = link.file_type().is_symlink() && link.uid() != 0;
+    if dir.uid() == 0 || !dir.is_dir() || foreign_link {
+        return Ok(None);
+    }
+    // SECURITY: as in `prepare_state_dir`: no one else may plant keys in it.
+    if dir.mode() & 0o022 != 0 {
+        return Err(Error::StateDirWritable {
+            path: state_dir.to_owned(),
+        });
+    }
+    Ok(Some((dir.uid(), dir.gid())))
 }
 
 /// The manifest: the archive's JSON.
