@@ -38,6 +38,10 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print cloudflared's `ingress:` rules for the services that allow `tunnel`.
     TunnelConfig(TunnelConfigArgs),
+    /// Back up or restore what cannot be rebuilt: the local CA, the ACME accounts and the
+    /// issued certificates. The archive holds private keys: keep it out of Git.
+    #[command(subcommand)]
+    State(StateCommand),
     /// Print the version.
     Version,
 }
@@ -133,4 +137,60 @@ pub struct ExplainArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `labgate state`: the state directory's key material, backed up and restored.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Write the local CA (certificate and key), the ACME accounts (keys and URLs) and the
+    /// issued certificates with their keys to one archive, with a manifest (labgate version,
+    /// time, each file's mode and SHA-256). The query log, the history, the pid file and the
+    /// upgrade socket stay out: they rebuild.
+    ///
+    /// The archive holds PRIVATE KEYS: it is written 0600, no key is ever printed, and it
+    /// belongs with the secrets (never in the configuration's Git repository).
+    Export(StateExportArgs),
+    /// Restore an archive made by `state export` into the state directory, after checking it
+    /// whole: its checksum, each file's SHA-256, each key against its certificate, every path
+    /// inside the state directory. A damaged archive writes nothing. Files are written 0600,
+    /// directories 0700. Stop labgate first, start it after.
+    Import(StateImportArgs),
+    /// Check the key material of a state directory as `state import` checks an archive:
+    /// each key parses and matches its certificate.
+    Check(StateDirArgs),
+}
+
+/// Which state directory: `--state-dir`, else the configuration's `server.state_dir`.
+#[derive(Debug, Args)]
+pub struct StateDirArgs {
+    /// Configuration file or directory, for its `server.state_dir`.
+    #[arg(long, short, env = "LABGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The state directory (overrides the configuration's).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `labgate state export`.
+#[derive(Debug, Args)]
+pub struct StateExportArgs {
+    #[command(flatten)]
+    pub dir: StateDirArgs,
+    /// The archive to write (mode 0600, replaced whole), or `-` for stdout (never a terminal).
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+/// `labgate state import`.
+#[derive(Debug, Args)]
+pub struct StateImportArgs {
+    #[command(flatten)]
+    pub dir: StateDirArgs,
+    /// The archive `state export` wrote, or `-` for stdin.
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Replace a local CA the state directory already holds (clients that trust it will stop
+    /// trusting labgate's certificates).
+    #[arg(long)]
+    pub force: bool,
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use labgate::cli::{Cli, Command};
 use labgate::logging::Format;
-use labgate::{EX_USAGE, app, certs_cmd, check, explain, tunnel_config};
+use labgate::{EX_USAGE, app, certs_cmd, check, explain, state_cmd, tunnel_config};
 
 #[allow(
     clippy::disallowed_macros,
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::run(&args),
         Command::Certs(args) => certs_cmd::run(&args),
         Command::TunnelConfig(args) => tunnel_config::run(&args),
+        Command::State(command) => state_cmd::run(&command),
         Command::Version => {
             println!("{}", labgate::version());
             Ok(ExitCode::SUCCESS)

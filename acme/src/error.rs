@@ -150,6 +150,63 @@ pub enum Error {
     /// An issued certificate failed the checks made before it is served.
     #[error("issued certificate rejected: {0}")]
     Verify(String),
+    /// The file given to `labgate state import` is not a state archive, or one of a newer
+    /// format.
+    #[error("not a labgate state archive: {what}")]
+    ArchiveFormat {
+        /// What is wrong, and what to do.
+        what: String,
+    },
+    /// The state archive ends early: its last line, the checksum, is missing or incomplete.
+    #[error(
+        "the state archive is cut short (its last line, the checksum, is missing or incomplete): copy it again from where it is kept, or export it again"
+    )]
+    ArchiveTruncated,
+    /// The state archive changed since it was exported: its checksum or an entry's SHA-256
+    /// or size does not match.
+    #[error(
+        "the state archive is corrupted: {what}; it changed since it was exported: use another copy, or export it again"
+    )]
+    ArchiveCorrupted {
+        /// What does not match (never the content).
+        what: String,
+    },
+    /// An entry of the state archive names a path labgate never writes (outside the state
+    /// directory, or not key material), or appears twice.
+    #[error(
+        "the state archive's entry {path:?} {what}: `labgate state export` writes no such entry"
+    )]
+    ArchivePath {
+        /// The entry's path, as the archive gives it.
+        path: String,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+    /// A key in the state archive (or the state directory) does not parse or does not match
+    /// its certificate, or one of a pair is missing. The key is never part of the message.
+    #[error("{path}: {what}")]
+    ArchiveMaterial {
+        /// The file, relative to the state directory.
+        path: String,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// `labgate state import` would replace the local CA the state directory already holds.
+    #[error(
+        "the state directory {} already holds another local CA: clients that trust it would stop trusting labgate's certificates; import into an empty state directory, or pass --force to replace it", path.display()
+    )]
+    StateDirOtherCa {
+        /// The state directory.
+        path: PathBuf,
+    },
+    /// A symbolic link where labgate keeps key material (labgate writes none).
+    #[error(
+        "{} is a symbolic link: labgate keeps its keys in plain files and directories; replace the link with what it points to", path.display()
+    )]
+    StateLink {
+        /// The link.
+        path: PathBuf,
+    },
     /// Key or certificate generation failed, or stored material does not parse.
     #[error("certificate material in {}: {what}; remove the directory to let labgate make a new one", path.display())]
     Material {

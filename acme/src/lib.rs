@@ -4,13 +4,15 @@
 //! built-in DNS from the binary).
 //!
 //! This is the only crate besides `config` that touches disk: it persists key material in the
-//! state directory (keys 0600, written to a temporary file and renamed). It never logs key
-//! material.
+//! state directory (keys 0600, written to a temporary file and renamed), and backs that part
+//! of the state directory up and restores it (`archive`, for `labgate state`). It never logs
+//! key material.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![deny(unused_must_use)]
 
 mod account;
+pub mod archive;
 pub mod cloudflare;
 mod error;
 mod files;
