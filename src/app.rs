@@ -500,6 +500,8 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch, fatal: Arc<Fatal>) -> 
 
     let _ = shutdown.wait_for(|stop| *stop).await;
     info!("shutting down");
+    // Keep-alive clients are told their next response is the last on its connection.
+    shared.proxy.drain();
     // After an upgrade the service goes on in the new process: systemd is not told it stops.
     if let (Some(n), false) = (&notifier, upgraded.load(Ordering::Acquire)) {
         n.send("STOPPING=1\nSTATUS=stopping: finishing what is in flight");

@@ -1,7 +1,8 @@
 //! A binary upgrade under load (issue 25): SIGUSR2 makes the running labgate start its binary
 //! again and hand it every listening socket; the new process serves on them and the old one
-//! drains and exits. A DNS client asking over UDP and an HTTP client opening a connection per
-//! request keep going throughout: not one query lost, not one request failed. A new binary
+//! drains and exits. A DNS client asking over UDP, an HTTP client opening a connection per
+//! request and one keeping its connection alive keep going throughout: not one query lost,
+//! not one request failed. A new binary
 //! that cannot start (here: the configuration became invalid) leaves the old one serving.
 #![allow(
     clippy::disallowed_macros,
@@ -84,6 +85,61 @@ fn http_client(port: u16, stop: &AtomicBool) -> (u64, Vec<String>) {
     (requests, failed)
 }
 
+/// Sends `GET /` for `app.lab.test` over one keep-alive connection after the other until
+/// `stop`, a request as soon as the previous response is in (as wrk does); a response that
+/// says `Connection: close` ends its connection, and the next request opens another. A
+/// request whose response does not come whole (the connection closed under it) is failed.
+fn keepalive_client(port: u16, stop: &AtomicBool) -> (u64, u64, Vec<String>) {
+    use std::io::BufRead;
+    let (mut requests, mut connections, mut failed) = (0, 0, Vec::new());
+    let mut conn: Option<std::io::BufReader<std::net::TcpStream>> = None;
+    while !stop.load(Ordering::Relaxed) {
+        requests += 1;
+        let outcome = (|| -> std::io::Result<bool> {
+            if conn.is_none() {
+                let s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                conn = Some(std::io::BufReader::new(s));
+                connections += 1;
+            }
+            let c = conn.as_mut().expect("connected");
+            c.get_mut()
+                .write_all(b"GET / HTTP/1.1\r\nHost: app.lab.test\r\n\r\n")?;
+            let (mut status, mut length, mut close) = (String::new(), 0usize, false);
+            c.read_line(&mut status)?;
+            loop {
+                let mut line = String::new();
+                if c.read_line(&mut line)? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                let lower = line.trim_end().to_ascii_lowercase();
+                if lower.is_empty() {
+                    break;
+                }
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                close |= lower == "connection: close";
+            }
+            let mut body = vec![0; length];
+            c.read_exact(&mut body)?;
+            if !status.starts_with("HTTP/1.1 200") {
+                return Err(std::io::Error::other(status));
+            }
+            Ok(close)
+        })();
+        match outcome {
+            Ok(false) => {}
+            Ok(true) => conn = None,
+            Err(e) => {
+                failed.push(e.to_string());
+                conn = None;
+            }
+        }
+    }
+    (requests, connections, failed)
+}
+
 /// The new process's id, from the old one's log line.
 fn successor(lg: &Labgate) -> u32 {
     let log = lg.log_text();
@@ -119,6 +175,10 @@ fn an_upgrade_under_load_loses_no_query_and_fails_no_request() {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || http_client(http, &stop))
     };
+    let kept = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || keepalive_client(http, &stop))
+    };
     // Load before, during and after the hand-over.
     let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {
@@ -147,6 +207,16 @@ fn an_upgrade_under_load_loses_no_query_and_fails_no_request() {
     stop.store(true, Ordering::Relaxed);
     let (asked, lost) = dns.join().expect("dns client");
     let (requests, failed) = web.join().expect("http client");
+    let (kept_requests, connections, kept_failed) = kept.join().expect("keep-alive client");
+    eprintln!(
+        "keep-alive: {kept_requests} requests over {connections} connections, failed {kept_failed:?}"
+    );
+    // The old process's connections were told `Connection: close` and ended with a response.
+    assert!(
+        kept_requests > 20 && connections >= 2,
+        "{kept_requests} over {connections}"
+    );
+    assert!(kept_failed.is_empty(), "{kept_failed:?}");
     let tally = Tally {
         asked,
         lost,

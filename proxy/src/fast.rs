@@ -260,6 +260,8 @@ impl Conn {
                 Step::Forward(mut f) => {
                     let served = f.served.clone();
                     let logged = f.logged.take();
+                    // Draining: this response is the connection's last, and says so.
+                    f.close |= proxy.draining();
                     let close = f.close;
                     let result = self.exchange(proxy, &state, f).await;
                     // The status the client got, none when nothing reached it.

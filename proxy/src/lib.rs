@@ -144,6 +144,10 @@ pub struct Proxy {
     pub access_keys: Arc<cf_access::AccessKeys>,
     /// Open client connections per listener, in [`service::Listener::ALL`] order.
     open: [conns::Open; service::Listener::ALL.len()],
+    /// Set when the process starts to stop: each HTTP/1 response says `Connection: close`
+    /// and its connection ends with it, so no client sends a request on a connection about
+    /// to be closed (a binary upgrade's new process takes the next connection).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -173,7 +177,19 @@ impl Proxy {
             https_port,
             access_keys: Arc::new(cf_access::AccessKeys::new(client)),
             open: Default::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Starts to drain: from now on every HTTP/1 response closes its connection.
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the proxy drains (see [`Proxy::drain`]).
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The state now served.
