@@ -28,6 +28,7 @@ declare -A packages=(
   [systemd-analyze]=systemd # checks deploy/labgate.service
   [nghttp]=nghttp2-client  # HTTP/2 clients for tests/h2.rs: nghttp...
   [h2load]=nghttp2-client  # ...and h2load
+  [git]=git                # the configuration checkout the pull unit updates (tests/deploy.rs)
   [sqlite3]=sqlite3        # reads the DNS query log in tests/querylog.rs
   [chromium]=chromium      # the status page in a real browser (tests/browser.rs)...
   [chromedriver]=chromium-driver  # ...driven over WebDriver

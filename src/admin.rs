@@ -189,6 +189,9 @@ pub struct ConfigView {
     pub generation: u64,
     /// Its content hash.
     pub hash: String,
+    /// The Git commit it was read from, when the configuration is a checkout: two nodes
+    /// serving the same revision show the same commit.
+    pub revision: Option<String>,
     /// The last reload attempt.
     pub last_reload: Option<ReloadReport>,
     /// Warnings of the serving snapshot.
@@ -208,6 +211,7 @@ fn config_view(shared: &Shared) -> ConfigView {
     ConfigView {
         generation: s.generation,
         hash: s.hash.to_string(),
+        revision: s.revision.as_deref().map(str::to_owned),
         last_reload: shared.last(),
         warnings: s.warnings.iter().map(ToString::to_string).collect(),
         networks: s.networks.iter().map(|n| n.name.to_string()).collect(),

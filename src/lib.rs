@@ -30,6 +30,7 @@ pub mod page;
 pub mod probe;
 pub mod process;
 pub mod reload;
+pub mod revision;
 pub mod state_cmd;
 pub mod status;
 pub mod tunnel_config;

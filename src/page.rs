@@ -8,7 +8,7 @@ mod html;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -105,33 +105,6 @@ fn stat_rows(r: &Reader, sql: &str, since_us: i64) -> Vec<Vec<String>> {
     r.rows(sql, since_us).unwrap_or_default()
 }
 
-/// The commit checked out in the Git repository holding `config`, if it is in one.
-fn git_commit(config: &Path) -> Option<String> {
-    let start = if config.is_dir() {
-        config
-    } else {
-        config.parent()?
-    };
-    let git = start
-        .ancestors()
-        .map(|d| d.join(".git"))
-        .find(|g| g.is_dir())?;
-    let head = std::fs::read_to_string(git.join("HEAD")).ok()?;
-    let head = head.trim();
-    let commit = match head.strip_prefix("ref: ") {
-        None => head.to_owned(),
-        Some(name) => match std::fs::read_to_string(git.join(name)) {
-            Ok(c) => c.trim().to_owned(),
-            Err(_) => std::fs::read_to_string(git.join("packed-refs"))
-                .ok()?
-                .lines()
-                .find_map(|l| l.strip_suffix(name)?.strip_suffix(' ').map(str::to_owned))?,
-        },
-    };
-    let short: String = commit.chars().take(12).collect();
-    (short.len() == 12 && short.chars().all(|c| c.is_ascii_hexdigit())).then_some(short)
-}
-
 fn overview(ui: &Ui) -> Html {
     let s = ui.shared.snapshot.load();
     let up = SystemTime::now()
@@ -141,11 +114,11 @@ fn overview(ui: &Ui) -> Html {
         || "the built-in demo".to_owned(),
         |p| p.display().to_string(),
     );
-    let commit = ui
-        .config
+    let commit = s
+        .revision
         .as_deref()
-        .and_then(git_commit)
-        .unwrap_or_else(|| "not a Git checkout".to_owned());
+        .unwrap_or("not a Git checkout")
+        .to_owned();
     let mut rows = vec![
         vec!["Version".into(), esc(env!("CARGO_PKG_VERSION"))],
         vec!["Up for".into(), span(up)],

@@ -76,6 +76,9 @@ impl ConfigSource {
             Origin::Memory(s) => labgate_config::parse(s.clone())?,
         };
         let mut snapshot = labgate_config::compile(&loaded, generation).map_err(Error::Invalid)?;
+        if let Origin::Path(p) = &self.origin {
+            snapshot.revision = crate::revision::git_commit(p).map(Into::into);
+        }
         if let Some(admin) = self.overrides.admin {
             snapshot.listen.admin = admin;
         }

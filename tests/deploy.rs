@@ -302,3 +302,82 @@ fn readiness_and_the_watchdog_reach_the_notify_socket() {
         .expect("sqlite3");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{out:?}");
 }
+
+/// `deploy/labgate-pull.service` as its timer runs it: a push to the configuration's repository
+/// becomes a reload, and `/config` names the commit served.
+#[test]
+fn a_push_to_git_is_a_reload_through_the_pull_unit() {
+    let dir = ConfigDir::new();
+    let git = |cwd: &std::path::Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=lab", "-c", "user.email=lab@example.test"])
+            .args(["-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("git is needed: apt-get install git (scripts/test.sh does)");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let root = dir.path("");
+    git(&root, &["init", "-q", "--bare", "origin.git"]);
+    git(&root, &["clone", "-q", "origin.git", "author"]);
+    let author = dir.path("author");
+    let base = "[[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.0/8\"]\naddresses = [\"127.0.0.1\"]\n\
+                [[zone]]\nname = \"lab.test\"\n";
+    dir.write("author/labgate.toml", base);
+    git(&author, &["add", "."]);
+    git(&author, &["commit", "-q", "-m", "first"]);
+    git(&author, &["push", "-q", "origin", "HEAD"]);
+    git(&root, &["clone", "-q", "origin.git", "node"]);
+    let node = dir.path("node");
+    let lg = Labgate::start(
+        &["--config", node.to_str().expect("utf-8")],
+        &dir.path("state"),
+    );
+    let first = git(&author, &["rev-parse", "HEAD"]);
+    assert_eq!(lg.config()["revision"], first[..12]);
+
+    dir.write(
+        "author/labgate.toml",
+        &format!(
+            "{base}[[record]]\nname = \"nas.lab.test\"\ntype = \"A\"\nvalue = \"10.0.20.10\"\n"
+        ),
+    );
+    git(&author, &["commit", "-q", "-am", "a record"]);
+    git(&author, &["push", "-q", "origin", "HEAD"]);
+    let second = git(&author, &["rev-parse", "HEAD"]);
+    // The unit's command, on this checkout.
+    let unit = std::fs::read_to_string("deploy/labgate-pull.service").expect("the unit");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart")
+        .replace("/etc/labgate", node.to_str().expect("utf-8"));
+    let mut words = exec.split_whitespace();
+    let out = Command::new(words.next().expect("a program"))
+        .args(words)
+        .output()
+        .expect("run the pull");
+    assert!(out.status.success(), "{out:?}");
+    lg.wait_config("the pulled commit", |c| c["revision"] == second[..12]);
+    assert_eq!(support::generation(&lg.config()), 2);
+    let (udp, _) = support::dns_ports(&lg);
+    let d = support::dig(udp, "127.0.0.1", &["nas.lab.test"]);
+    assert_eq!(d.answer, ["nas.lab.test. 300 IN A 10.0.20.10"], "{}", d.raw);
+
+    // Both units pass `systemd-analyze verify` (the timer next to its service).
+    let units = tempfile::tempdir().expect("dir");
+    for name in ["labgate-pull.service", "labgate-pull.timer"] {
+        let text = std::fs::read_to_string(format!("deploy/{name}")).expect("unit");
+        std::fs::write(units.path().join(name), text).expect("write");
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(units.path().join("labgate-pull.service"))
+        .arg(units.path().join("labgate-pull.timer"))
+        .output()
+        .expect("systemd-analyze");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}

@@ -126,7 +126,8 @@ printf '%-10s %10s %30s %10s %14s\n' server requests "wrk errors" "p99 ms" "loop
 for server in labgate nginx; do
   case $server in
     labgate) LABGATE_LOG=warn taskset -c 0 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >>"$work/labgate.log" 2>&1 & port=18461 ;;
-    nginx) taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" >/dev/null 2>&1; port=18462 ;;
+    # By its absolute path: USR2 starts the new master from argv[0].
+    nginx) taskset -c 0 "$(command -v nginx)" -c "$work/nginx.conf" -p "$work" >/dev/null 2>&1; port=18462 ;;
   esac
   for _ in $(seq 1 100); do curl -s -H "Host: $HOST" "http://127.0.0.1:$port/1k" | grep -q xxxx && break; sleep 0.1; done
   taskset -c 1 wrk -t1 -c16 -d"${DURATION}s" --latency -H "Host: $HOST" "http://127.0.0.1:$port/1k" >"$work/out/wrk.$server" 2>&1 &
@@ -147,6 +148,8 @@ for server in labgate nginx; do
       old=$(cat "$work/nginx.pid")
       kill -USR2 "$old"
       for _ in $(seq 1 100); do [ -f "$work/nginx.pid.oldbin" ] && [ -s "$work/nginx.pid" ] && break; sleep 0.05; done
+      [ -f "$work/nginx.pid.oldbin" ] || { echo "nginx's new master did not start: $(tail -2 "$work/nginx.err")"; exit 1; }
+      # The documented sequence: the old workers stop taking connections, then the old master.
       kill -WINCH "$old"; sleep 0.5; kill -QUIT "$old" ;;
   esac
   wait $load || true

@@ -112,6 +112,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         providers: certs.providers,
         query_log,
         dnstap,
+        revision: None,
         warnings: diags.0,
     })
 }

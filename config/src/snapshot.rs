@@ -58,6 +58,9 @@ pub struct Snapshot {
     pub query_log: crate::settings::QueryLogSettings,
     /// The dnstap stream (`[dnstap]`), if one is configured.
     pub dnstap: Option<crate::settings::DnstapSettings>,
+    /// The Git commit checked out where the configuration was read, if it was read from a
+    /// checkout: set by whoever read the files (compiling is pure), not part of the hash.
+    pub revision: Option<std::sync::Arc<str>>,
     /// Warnings found while compiling.
     pub warnings: Vec<Diagnostic>,
 }
