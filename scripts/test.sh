@@ -37,6 +37,7 @@ declare -A packages=(
   [dnstap-ldns]=dnstap-ldns  # ...decoded by the C reader
   [promtool]=prometheus    # checks and unit-tests deploy/prometheus/labgate-rules.yml
   [prometheus]=prometheus  # scrapes a running labgate for every query of deploy/grafana/labgate.json
+  [keepalived]=keepalived  # VRRP: two labgates behind one address in namespaces (tests/pair.rs)
 )
 # Python module -> Debian package; checked with Debian's interpreter, whose dist-packages they
 # install into (tests/h2/frames.py runs under /usr/bin/python3, whatever python3 PATH finds).

@@ -9,6 +9,7 @@ pub(crate) mod cloudflare;
 pub(crate) mod h2c;
 pub(crate) mod https;
 pub(crate) mod jwks;
+pub(crate) mod netns;
 pub(crate) mod tls_backend;
 pub(crate) mod upstream;
 pub(crate) mod webdriver;
