@@ -5,7 +5,8 @@
 # DNS: dnsperf asks at a fixed RATE for DURATION seconds; AT seconds in, the server is
 # upgraded or restarted: labgate by SIGUSR2 (the socket hand-over, src/upgrade.rs), Unbound
 # and dnsmasq by a restart (stop, start: what their packages do for a new binary), and labgate
-# by a plain restart for comparison. Reported: queries sent, lost (dnsperf's count), p99.
+# by a plain restart for comparison. Reported: queries sent, lost (dnsperf's count; up to
+# 50,000 outstanding, so a server that is away loses what was sent meanwhile), p99.
 #
 # HTTP: wrk (16 connections, keep-alive) and a loop of one-request connections (curl) through
 # the proxy to an nginx backend for DURATION seconds; AT seconds in, labgate gets SIGUSR2 and
@@ -100,7 +101,7 @@ echo "DNS: $RATE q/s for $DURATION s, the upgrade or restart $AT s in"
 printf '%-18s %10s %8s %10s\n' server sent lost "p99 ms"
 for server in labgate labgate-restart unbound dnsmasq; do
   pid=$(start_dns $server)
-  taskset -c 1 dnsperf -s 127.0.0.1 -p "$(dns_port $server)" -d "$work/queries" -Q "$RATE" -l "$DURATION" -t 2 -v >"$work/out/dnsperf.$server" 2>&1 &
+  taskset -c 1 dnsperf -s 127.0.0.1 -p "$(dns_port $server)" -d "$work/queries" -Q "$RATE" -q 50000 -l "$DURATION" -t 2 -v >"$work/out/dnsperf.$server" 2>&1 &
   perf=$!
   sleep "$AT"
   case $server in
