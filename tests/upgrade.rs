@@ -28,7 +28,7 @@ fn config(backend: u16) -> String {
          [[zone]]\nname = \"lab.test\"\n\
          [[record]]\nname = \"nas.lab.test\"\ntype = \"A\"\nvalue = \"10.0.20.10\"\n\
          [[service]]\nhost = \"app.lab.test\"\nbackends = [\"http://127.0.0.1:{backend}\"]\n\
-         allow = [\"lab\"]\nplain_http = true\n"
+         allow = [\"lab\"]\nplain_http = true\n[tls]\nlocal_ca = true\ndefault_name = \"app.lab.test\"\n"
     )
 }
 
@@ -179,6 +179,15 @@ fn an_upgrade_under_load_loses_no_query_and_fails_no_request() {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || keepalive_client(http, &stop))
     };
+    // HTTP/2 (h2load: 4 connections, 4 streams each): the old process's connections get a
+    // GOAWAY for any stream, then one naming the last stream taken; no stream is refused.
+    let h2 = Command::new("h2load")
+        .args(["-c4", "-m4", "-D", "3", "-H", ":authority: app.lab.test"])
+        .arg(format!("https://127.0.0.1:{}/", lg.https))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("h2load is needed: apt-get install nghttp2-client (scripts/test.sh does)");
     // Load before, during and after the hand-over.
     let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {
@@ -208,6 +217,32 @@ fn an_upgrade_under_load_loses_no_query_and_fails_no_request() {
     let (asked, lost) = dns.join().expect("dns client");
     let (requests, failed) = web.join().expect("http client");
     let (kept_requests, connections, kept_failed) = kept.join().expect("keep-alive client");
+    let h2 = h2.wait_with_output().expect("h2load");
+    let h2 = String::from_utf8_lossy(&h2.stdout);
+    // `requests: 100 total, 100 started, 100 done, 100 succeeded, 0 failed, 0 errored, 0 timeout`
+    let line = h2
+        .lines()
+        .find(|l| l.starts_with("requests:"))
+        .unwrap_or("");
+    let count = |what: &str| {
+        line.split(", ")
+            .find_map(|p| {
+                p.strip_suffix(what)?
+                    .trim()
+                    .rsplit(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    eprintln!("h2load: {line}");
+    assert!(count(" succeeded") > 20, "{h2}");
+    assert_eq!(
+        (count(" failed"), count(" errored"), count(" timeout")),
+        (0, 0, 0),
+        "{h2}"
+    );
     eprintln!(
         "keep-alive: {kept_requests} requests over {connections} connections, failed {kept_failed:?}"
     );

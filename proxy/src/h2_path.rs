@@ -20,6 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use pingora::protocols::Stream;
@@ -39,10 +40,15 @@ pub use exchange::View;
 const READ_CHUNK: usize = 8 * 1024;
 /// The read buffer of an idle connection that gave its buffers back.
 const IDLE_READ: usize = 512;
+/// Between the first GOAWAY of a stopping process (any stream id: "open no more") and the
+/// last (the highest stream taken): streams the client sent before it read the first are
+/// still served (RFC 9113 §6.8), so no request in flight is refused.
+const GOAWAY_NOTICE: Duration = Duration::from_secs(1);
 
 /// Serves an HTTP/2 connection (ALPN h2, TLS done) until it closes. When `shutdown` turns
-/// true (the process is stopping), a GOAWAY tells the client to open no more streams; the
-/// open ones finish within pingora's grace period.
+/// true (the process is stopping), a GOAWAY tells the client to open no more streams, and
+/// [`GOAWAY_NOTICE`] later a second names the last stream taken; the open ones finish within
+/// pingora's grace period.
 pub(crate) async fn serve(
     proxy: &Proxy,
     down: Stream,
@@ -71,6 +77,7 @@ pub(crate) async fn serve(
         failed: false,
         flushed: true,
         stopping: Some(stopping),
+        final_goaway: None,
         released: false,
         end: None,
     };
@@ -114,6 +121,8 @@ struct Conn<'p> {
     released: bool,
     /// Ready when the process stops: then a GOAWAY, once.
     stopping: Option<Pin<Box<dyn Future<Output = ()> + Send + 'p>>>,
+    /// When the last GOAWAY of a stopping process is due.
+    final_goaway: Option<Instant>,
     /// Why the connection ends, once known (counted when it has).
     end: Option<H2End>,
 }
@@ -125,9 +134,10 @@ impl Conn<'_> {
             && stop.as_mut().poll(cx).is_ready()
         {
             self.stopping = None;
-            // The open streams finish; the client opens new ones elsewhere.
-            self.h2.go_away(ErrorCode::NoError);
-            self.goaway = true;
+            // The client opens new streams elsewhere; those already on their way are taken
+            // until the last GOAWAY, and the open ones finish.
+            self.h2.go_away_notice();
+            self.final_goaway = Some(Instant::now() + GOAWAY_NOTICE);
             self.end.get_or_insert(H2End::Shutdown);
         }
         loop {
@@ -326,6 +336,16 @@ impl Conn<'_> {
         let now = Instant::now();
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(due) = self.final_goaway {
+            if now >= due {
+                self.final_goaway = None;
+                self.h2.go_away(ErrorCode::NoError);
+                self.goaway = true;
+                cx.waker().wake_by_ref();
+            } else {
+                at(due);
+            }
+        }
         if let Some(since) = self.unwritten_since {
             if now >= since + SEND_TIMEOUT {
                 self.end.get_or_insert(H2End::Timeout);

@@ -615,6 +615,17 @@ impl Connection {
         self.credit(i, n);
     }
 
+    /// Tells the client to open no more streams, still taking those it already sent: a
+    /// GOAWAY naming the highest stream id possible (RFC 9113 §6.8's graceful shutdown). A
+    /// [`Connection::go_away`] must follow.
+    pub fn go_away_notice(&mut self) {
+        if matches!(self.state, State::Closed(_)) {
+            return;
+        }
+        // The highest stream id there is (31 bits).
+        frame::write_goaway(&mut self.out, 0x7fff_ffff, ErrorCode::NoError);
+    }
+
     /// Sends GOAWAY naming the highest stream seen: streams the client opens after it are
     /// ignored. With NO_ERROR, a graceful shutdown: serve the open streams, close when
     /// [`is_idle`](Self::is_idle).
@@ -2426,6 +2437,30 @@ mod tests {
             feed(&mut c, &bytes),
             Ok(vec![Ev::GoAway(ErrorCode::Internal)])
         );
+    }
+
+    /// A graceful shutdown in two steps: the notice names no stream (the client stops opening
+    /// them), a stream already on its way is still taken; the last GOAWAY names it.
+    #[test]
+    fn s6_8_a_notice_first_takes_the_streams_already_sent() {
+        let mut c = open(Limits::default());
+        feed(&mut c, &headers(1, &GET, true)).expect("request");
+        c.go_away_notice();
+        let out = drain(&mut c);
+        assert_eq!(out[0].0.kind, kind::GOAWAY);
+        assert_eq!(frame::be_u32(&out[0].1), 0x7fff_ffff);
+        assert_eq!(frame::be_u32(&out[0].1[4..]), 0, "NO_ERROR");
+        // Sent before the client read the notice: served.
+        let taken = feed(&mut c, &headers(3, &GET, true)).expect("taken");
+        assert_eq!(taken.len(), 1, "{taken:?}");
+        c.go_away(ErrorCode::NoError);
+        let out = drain(&mut c);
+        assert_eq!(
+            frame::be_u32(&out[0].1),
+            3,
+            "the last GOAWAY names stream 3"
+        );
+        assert_eq!(feed(&mut c, &headers(5, &GET, true)), Ok(vec![]));
     }
 
     #[test]
