@@ -140,6 +140,38 @@ fn keepalive_client(port: u16, stop: &AtomicBool) -> (u64, u64, Vec<String>) {
     (requests, connections, failed)
 }
 
+/// A WebSocket through labgate's plain HTTP listener to the backend's echo, its 101 read.
+fn websocket(port: u16) -> std::net::TcpStream {
+    let mut ws = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    ws.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: app.lab.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .expect("upgrade request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        ws.read_exact(&mut byte).expect("the 101");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    ws
+}
+
+/// Sends `msg` and reads its echo.
+fn echo(ws: &mut std::net::TcpStream, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    ws.write_all(msg)?;
+    let mut got = vec![0; msg.len()];
+    ws.read_exact(&mut got)?;
+    Ok(got)
+}
+
 /// The new process's id, from the old one's log line.
 fn successor(lg: &Labgate) -> u32 {
     let log = lg.log_text();
@@ -193,6 +225,10 @@ fn an_upgrade_under_load_loses_no_query_and_fails_no_request() {
     while Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A WebSocket open through the upgrade: it lives on in the old process until that one
+    // is done (a bound: its drain), then closes; a new one reaches the new process.
+    let mut ws = websocket(http);
+    assert_eq!(echo(&mut ws, b"before").expect("echo"), b"before");
     let old = lg.pid();
     assert!(
         Command::new("kill")
@@ -206,6 +242,18 @@ fn an_upgrade_under_load_loses_no_query_and_fails_no_request() {
     let took = started.elapsed();
     assert_eq!(exited, Some(true), "the old process did not exit cleanly");
     let new = Kill(successor(&lg));
+    // The old process is gone: its WebSocket ended (no read waits out its 10 s timeout).
+    let mut rest = Vec::new();
+    let closed = ws.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok()
+            || closed
+                .as_ref()
+                .is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+        "{closed:?}"
+    );
+    let mut ws = websocket(http);
+    assert_eq!(echo(&mut ws, b"after").expect("echo"), b"after");
     assert_ne!(new.0, old);
     // The new process answers on the same ports, with the same admin endpoint.
     assert_eq!(lg.admin("GET", "/readyz"), (200, "ready\n".to_owned()));
