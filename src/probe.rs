@@ -11,10 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use labgate_outbound::SignaturesOnly;
+use rustls::pki_types::ServerName;
 use tokio::time::Instant;
 
 /// Time between two checks.
@@ -149,14 +147,15 @@ pub async fn dns(to: SocketAddr) -> std::io::Result<()> {
 }
 
 /// Makes a TLS handshake with `to` naming `sni`: done when the handshake completes or the
-/// server answers with an alert.
+/// server answers with an alert. Any certificate is taken (the check asks whether the
+/// listener answers, not who it is), with valid handshake signatures.
 pub async fn https(to: SocketAddr, sni: &str) -> std::io::Result<()> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(std::io::Error::other)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_custom_certificate_verifier(Arc::new(SignaturesOnly(provider)))
         .with_no_client_auth();
     let name = ServerName::try_from(sni.to_owned())
         .unwrap_or_else(|_| ServerName::IpAddress(to.ip().into()));
@@ -190,48 +189,6 @@ async fn timeout(f: impl Future<Output = std::io::Result<()>>) -> std::io::Resul
             "no answer within 1 s",
         ))
     })
-}
-
-/// The check's TLS client takes any certificate (it checks that the listener answers, not
-/// who it is), with valid handshake signatures.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Checks `targets` every [`EVERY`] (sooner for a short watchdog) into `health` until

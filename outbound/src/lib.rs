@@ -25,8 +25,10 @@ mod eyeballs;
 mod names;
 mod redacted;
 mod redirect;
+mod signatures_only;
 
 pub use client::{Client, Limits, MAX_REDIRECTS};
 pub use error::Error;
 pub use names::{Names, Resolve, Site};
 pub use redacted::Redacted;
+pub use signatures_only::SignaturesOnly;
