@@ -265,12 +265,16 @@ pub fn hand_over(
     let listener = std::os::unix::net::UnixListener::bind(&path)
         .with_context(|| format!("cannot listen on {} for the new process", path.display()))?;
     let _cleanup = Remove(path.clone());
-    let mut child = std::process::Command::new(exe)
+    let child = std::process::Command::new(exe)
         .args(args)
         .env(FROM_ENV, &path)
         .spawn()
         .with_context(|| format!("cannot start {}", exe.display()))?;
     let pid = child.id();
+    // Until it says `ready`, a new process that is given up on is killed and reaped: it must
+    // not go on serving beside this one.
+    let mut child = Unless(Some(child));
+    let child_now = |c: &mut Unless| c.0.as_mut().map(std::process::Child::try_wait);
     // The child connects at once (before it binds anything); a child that exits first failed.
     listener.set_nonblocking(true)?;
     let deadline = tokio::time::Instant::now() + wait;
@@ -280,7 +284,7 @@ pub fn hand_over(
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e).context("the new process's connection failed"),
         }
-        if let Some(status) = child.try_wait()? {
+        if let Some(Ok(Some(status))) = child_now(&mut child) {
             anyhow::bail!("the new process exited ({status}) before it asked for the sockets");
         }
         anyhow::ensure!(
@@ -300,15 +304,29 @@ pub fn hand_over(
         .context("no word from the new process")?;
     if line.trim_end() != "ready" {
         // It closed the connection: it failed (its error is in the log), or was killed.
-        let status = child
-            .try_wait()?
-            .map_or_else(|| "still running".to_owned(), |s| s.to_string());
+        let status = match child_now(&mut child) {
+            Some(Ok(Some(s))) => s.to_string(),
+            _ => "still running: stopped now".to_owned(),
+        };
         anyhow::bail!(
             "the new process stopped before it served ({status}); its error is above in the log"
         );
     }
-    // The new process outlives this one: dropping `child` neither waits for nor kills it.
+    // The new process outlives this one: it is let go, neither waited for nor killed.
+    child.0 = None;
     Ok(pid)
+}
+
+/// A new process killed and reaped when dropped, unless let go (`None`).
+struct Unless(Option<std::process::Child>);
+
+impl Drop for Unless {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// The binary at `exe`'s path (what `/proc/self/exe` names): after a new binary was installed

@@ -93,3 +93,35 @@ fn the_binary_is_the_file_at_the_path_even_once_replaced() {
         assert_eq!(binary_path(PathBuf::from(exe)), PathBuf::from(want));
     }
 }
+
+/// A new process given up on (here one that never connects) is killed, not left to serve
+/// beside the old one.
+#[test]
+fn a_new_process_given_up_on_is_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = format!("{}.{}", 30, std::process::id());
+    let args = [std::ffi::OsString::from(&marker)];
+    let e = hand_over(
+        &Handover::default(),
+        (Path::new("/bin/sleep"), &args),
+        dir.path(),
+        std::time::Duration::from_millis(300),
+    )
+    .expect_err("it never connects");
+    assert!(e.to_string().contains("did not connect"), "{e:#}");
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &format!("sleep {marker}")])
+        .output()
+        .expect("pgrep");
+    assert!(!left.status.success(), "still running: {left:?}");
+    assert!(!dir.path().join(SOCKET).exists(), "the socket is removed");
+    // A binary that cannot start at all.
+    let e = hand_over(
+        &Handover::default(),
+        (Path::new("/nonexistent/labgate"), &[]),
+        dir.path(),
+        std::time::Duration::from_millis(300),
+    )
+    .expect_err("no such binary");
+    assert!(e.to_string().contains("cannot start"), "{e:#}");
+}
