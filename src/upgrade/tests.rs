@@ -101,6 +101,7 @@ fn a_new_process_given_up_on_is_stopped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let marker = format!("{}.{}", 30, std::process::id());
     let args = [std::ffi::OsString::from(&marker)];
+    let started = tokio::time::Instant::now();
     let e = hand_over(
         &Handover::default(),
         (Path::new("/bin/sleep"), &args),
@@ -109,6 +110,8 @@ fn a_new_process_given_up_on_is_stopped() {
     )
     .expect_err("it never connects");
     assert!(e.to_string().contains("did not connect"), "{e:#}");
+    // Stopped, not waited out (it would sleep 30 s).
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     let left = std::process::Command::new("pgrep")
         .args(["-f", &format!("sleep {marker}")])
         .output()
