@@ -348,3 +348,49 @@ fn a_new_binary_that_cannot_start_leaves_the_old_one_serving() {
     assert_eq!(lg.admin("GET", "/readyz").0, 200);
     assert!(lg.terminate(), "labgate exited with an error");
 }
+
+/// A new binary that cannot bind an address its configuration adds (held here by another
+/// socket) stops before it serves: the old one keeps serving on every socket.
+#[test]
+fn a_new_binary_that_cannot_bind_leaves_the_old_one_serving() {
+    let backend = Backend::start("app");
+    let cfg = ConfigDir::new();
+    let lg = cfg.start(&config(backend.port));
+    let (udp, _) = dns_ports(&lg);
+    // `[listen]` is read at start only: the running labgate keeps its listeners, the new
+    // process wants this one too.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    cfg.rename_replace(
+        "labgate.toml",
+        &format!(
+            "[listen]\ntunnel = [\"127.0.0.1:{port}\"]\n{}",
+            config(backend.port)
+        ),
+    );
+    lg.wait_config("the reload", |c| support::generation(c) == 2);
+    let pid = lg.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-USR2", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    lg.wait_log("the failed upgrade", |l| l.contains("upgrade failed"));
+    let log = lg.log_text();
+    assert!(
+        log.contains(&format!("127.0.0.1:{port}")),
+        "the new process said which address: {log}"
+    );
+    let client = Client::from("127.0.0.1");
+    let answer = client.ask(
+        udp,
+        &query(9, "nas.lab.test", 1, None),
+        Duration::from_secs(2),
+    );
+    assert!(answer.is_some_and(|r| r.ends_with(&[10, 0, 20, 10])));
+    assert_eq!(lg.admin("GET", "/readyz").0, 200);
+    assert!(lg.terminate(), "labgate exited with an error");
+    drop(busy);
+}
