@@ -162,6 +162,58 @@ fn a_cut_link_moves_the_address_within_3s_and_failback_costs_no_second_outage() 
     pair.watch_failback(&dns, &https, back, standby);
 }
 
+/// A labgate that hangs rather than dies (SIGSTOP: every thread frozen, the admin endpoint
+/// too): the health check's request times out (1 s) twice, and the standby takes the address.
+/// Slower than a death, which refuses the check at once: its budget is [`HUNG_BUDGET`].
+#[test]
+fn a_hung_labgate_moves_the_address_and_failback_costs_no_second_outage() {
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let pair = Pair::start("hung");
+    let active = pair.wait_settled();
+    let standby = 1 - active;
+    let dns = Prober::dns(&pair.lan.hosts[2]);
+    dns.wait_right_after(
+        Instant::now(),
+        "DNS from the virtual address before the failure",
+    );
+    let pid = pair.labgates[active]
+        .as_ref()
+        .expect("labgate running")
+        .pid()
+        .to_string();
+    let signal = |s: &str| {
+        let sent = Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .expect("kill is needed: apt-get install procps (scripts/test.sh does)");
+        assert!(sent.success(), "{s} not sent");
+    };
+    let hung = Instant::now();
+    signal("-STOP");
+    let dns_outage = dns.wait_recovered(hung);
+    pair.wait_holder(standby);
+    dns.assert_never_wrong();
+    eprintln!(
+        "pair: labgate hung on node{}: DNS answered again after {dns_outage:?}",
+        active + 1
+    );
+    assert!(
+        dns_outage < HUNG_BUDGET,
+        "DNS unanswered for {dns_outage:?} after the hang"
+    );
+    // It wakes up: it serves again as the backup, and the address stays where it is.
+    let back = Instant::now();
+    let rejoins = pair.keepalived[active].count("Entering BACKUP STATE");
+    signal("-CONT");
+    pair.keepalived[active].wait_count("Entering BACKUP STATE", rejoins + 1);
+    let https = Prober::https(&pair.lan.hosts[2]);
+    pair.watch_failback(&dns, &https, back, standby);
+}
+
+/// How long a hung node may hold the address: two health checks timing out (1 s each, a
+/// second apart), the address's move, and a query's own timeout.
+const HUNG_BUDGET: Duration = Duration::from_secs(6);
+
 /// Two nodes, each with labgate and keepalived, and a client, on one LAN. Fields drop in
 /// order: keepalived, labgate, then the namespaces (which kill whatever is left).
 struct Pair {
