@@ -93,7 +93,7 @@ pub struct Entry {
 
 impl Entry {
     fn line(&self) -> String {
-        format!("{} {}\n", self.kind.name(), self.at)
+        format!("{self}\n")
     }
 
     /// An entry from its manifest line. Pure.

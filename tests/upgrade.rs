@@ -172,6 +172,25 @@ fn echo(ws: &mut std::net::TcpStream, msg: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(got)
 }
 
+/// Sends `lg` SIGUSR2 and waits for its word that the upgrade failed: its log.
+fn failed_upgrade(lg: &Labgate) -> String {
+    let pid = lg.pid().to_string();
+    let sent = Command::new("kill").args(["-USR2", &pid]).status();
+    assert!(sent.expect("kill").success());
+    lg.wait_log("the failed upgrade", |l| l.contains("upgrade failed"));
+    lg.log_text()
+}
+
+/// `lg`, still the same process, answers DNS on `udp`, is ready, and stops cleanly.
+fn still_serving(lg: Labgate, udp: u16) {
+    let client = Client::from("127.0.0.1");
+    let q = query(7, "nas.lab.test", 1, None);
+    let answer = client.ask(udp, &q, Duration::from_secs(2));
+    assert!(answer.is_some_and(|r| r.ends_with(&[10, 0, 20, 10])));
+    assert_eq!(lg.admin("GET", "/readyz").0, 200);
+    assert!(lg.terminate(), "labgate exited with an error");
+}
+
 /// The new process's id, from the old one's log line.
 fn successor(lg: &Labgate) -> u32 {
     let log = lg.log_text();
@@ -326,27 +345,10 @@ fn a_new_binary_that_cannot_start_leaves_the_old_one_serving() {
     lg.wait_log("the refused reload", |l| {
         l.contains("reload rejected") || l.contains("rejected")
     });
-    let pid = lg.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-USR2", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    lg.wait_log("the failed upgrade", |l| l.contains("upgrade failed"));
-    let log = lg.log_text();
+    let log = failed_upgrade(&lg);
     assert!(log.contains("this process keeps serving"), "{log}");
     // Still the same process, still answering.
-    let client = Client::from("127.0.0.1");
-    let answer = client.ask(
-        udp,
-        &query(7, "nas.lab.test", 1, None),
-        Duration::from_secs(2),
-    );
-    assert!(answer.is_some_and(|r| r.ends_with(&[10, 0, 20, 10])));
-    assert_eq!(lg.admin("GET", "/readyz").0, 200);
-    assert!(lg.terminate(), "labgate exited with an error");
+    still_serving(lg, udp);
 }
 
 /// A new binary that cannot bind an address its configuration adds (held here by another
@@ -369,28 +371,11 @@ fn a_new_binary_that_cannot_bind_leaves_the_old_one_serving() {
         ),
     );
     lg.wait_config("the reload", |c| support::generation(c) == 2);
-    let pid = lg.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-USR2", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    lg.wait_log("the failed upgrade", |l| l.contains("upgrade failed"));
-    let log = lg.log_text();
+    let log = failed_upgrade(&lg);
     assert!(
         log.contains(&format!("127.0.0.1:{port}")),
         "the new process said which address: {log}"
     );
-    let client = Client::from("127.0.0.1");
-    let answer = client.ask(
-        udp,
-        &query(9, "nas.lab.test", 1, None),
-        Duration::from_secs(2),
-    );
-    assert!(answer.is_some_and(|r| r.ends_with(&[10, 0, 20, 10])));
-    assert_eq!(lg.admin("GET", "/readyz").0, 200);
-    assert!(lg.terminate(), "labgate exited with an error");
+    still_serving(lg, udp);
     drop(busy);
 }

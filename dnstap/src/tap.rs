@@ -66,11 +66,7 @@ impl Tap {
     /// counts it when its lane has no room. A worker index beyond the lanes made goes to the
     /// shared lane.
     pub fn push(&self, lane: Lane, settings: &DnstapSettings, m: &Message<'_>) {
-        let shared = self.lanes.len() - 1;
-        let l = &self.lanes[match lane {
-            Lane::Worker(i) => i.min(shared),
-            Lane::Shared => shared,
-        }];
+        let l = &self.lanes[lane.index(self.lanes.len())];
         let mut buf = match l.free.pop() {
             Some(b) => b,
             // Only this lane's thread makes its buffers (the shared lane's tasks may race

@@ -31,6 +31,18 @@ pub enum Lane {
     Shared,
 }
 
+impl Lane {
+    /// The index of this lane's queue among `queues` (the workers' first, the shared one
+    /// last): a worker index beyond them goes to the shared queue.
+    pub fn index(self, queues: usize) -> usize {
+        let shared = queues - 1;
+        match self {
+            Self::Worker(i) => i.min(shared),
+            Self::Shared => shared,
+        }
+    }
+}
+
 impl Sink {
     /// Queues for `workers` UDP workers and the runtime.
     pub fn new(workers: usize) -> Self {
@@ -46,12 +58,7 @@ impl Sink {
     /// Leaves `record` for the writer, or drops and counts it when its queue is full. A worker
     /// index beyond the queues made goes to the shared queue.
     pub fn push(&self, lane: Lane, record: Record) {
-        let shared = self.queues.len() - 1;
-        let i = match lane {
-            Lane::Worker(i) => i.min(shared),
-            Lane::Shared => shared,
-        };
-        let queue = &self.queues[i];
+        let queue = &self.queues[lane.index(self.queues.len())];
         if queue.push(record).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         } else if queue.len() == QUEUE_CAPACITY / 2

@@ -53,6 +53,17 @@ fn collect(listener: &UnixListener, accept_type: &[u8]) -> Vec<i64> {
     }
 }
 
+/// A collector on `socket` answering READY with `accept_type`, in a thread: what it saw of
+/// its one connection comes on the channel when the connection ends.
+fn collector(socket: &Path, accept_type: &'static [u8]) -> mpsc::Receiver<Vec<i64>> {
+    let listener = UnixListener::bind(socket).expect("bind");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(collect(&listener, accept_type));
+    });
+    rx
+}
+
 fn snapshot(socket: &Path) -> Arc<Snapshot> {
     Arc::new(labgate_config::testing::snapshot(&format!(
         "[dnstap]\nsocket = \"{}\"\n",
@@ -87,11 +98,7 @@ fn eventually(what: &str, done: impl Fn() -> bool) {
 fn a_stream_is_ready_accept_start_frames_and_a_reload_ends_it_after_what_was_taken() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("tap.sock");
-    let listener = UnixListener::bind(&socket).expect("bind");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(collect(&listener, frame::CONTENT_TYPE));
-    });
+    let rx = collector(&socket, frame::CONTENT_TYPE);
     let settings = snapshot(&socket).dnstap.clone().expect("[dnstap]");
     let to = settings.destination.clone();
     // The writer's turns taken one by one (the thread takes one every 100 ms).
@@ -131,11 +138,7 @@ fn a_stream_is_ready_accept_start_frames_and_a_reload_ends_it_after_what_was_tak
 fn the_thread_follows_reloads_and_counts_what_it_sends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("tap.sock");
-    let listener = UnixListener::bind(&socket).expect("bind");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(collect(&listener, frame::CONTENT_TYPE));
-    });
+    let rx = collector(&socket, frame::CONTENT_TYPE);
     let first = snapshot(&socket);
     let tap = Dnstap::start(&first, 1).expect("start");
     let settings = first.dnstap.clone().expect("[dnstap]");
@@ -160,11 +163,7 @@ fn the_thread_follows_reloads_and_counts_what_it_sends() {
 fn a_collector_that_does_not_take_dnstap_gets_no_stream_and_the_messages_are_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("other.sock");
-    let listener = UnixListener::bind(&socket).expect("bind");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(collect(&listener, b"protobuf:other"));
-    });
+    let rx = collector(&socket, b"protobuf:other");
     let first = snapshot(&socket);
     let tap = Dnstap::start(&first, 0).expect("start");
     // READY, and the writer hangs up on the wrong ACCEPT.
