@@ -15,23 +15,12 @@ use crate::Error;
 /// [`Error::Secret`] when unreadable or not base64.
 pub fn tsig(path: &Path) -> Result<Vec<u8>, Error> {
     let text = read(path)?;
-    // `secret "…";` inside a key statement: the clause, not the word (a key may be named
-    // `acme-secret`).
-    let clause = text
-        .split(['\n', ';', '{'])
-        .map(str::trim_start)
-        .find_map(|c| {
-            c.strip_prefix("secret")
-                .filter(|r| r.starts_with([' ', '\t', '"']))
-        });
-    let b64 = match clause {
-        Some(rest) => rest.split('"').nth(1).unwrap_or_default(),
-        None => text.trim(),
-    };
-    STANDARD.decode(b64.trim()).map_err(|_| Error::Secret {
-        path: path.to_owned(),
-        what: "no base64 TSIG secret in it: write the secret alone, or the `key` statement tsig-keygen prints".into(),
-    })
+    labgate_config::pair::TsigKey::parse(&text)
+        .map(|k| k.secret)
+        .map_err(|what| Error::Secret {
+            path: path.to_owned(),
+            what: what.into(),
+        })
 }
 
 /// An API token: the file's content, surrounding whitespace removed.

@@ -4,6 +4,7 @@ mod admin;
 mod dns;
 mod dnstap;
 mod networks;
+mod pair;
 mod query_log;
 mod services;
 mod tls;
@@ -60,6 +61,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         .unwrap_or(true);
     let query_log = query_log::compile(&mut cx, files);
     let dnstap = dnstap::compile(&mut cx, files);
+    let pair = pair::compile(&mut cx, files);
     let views = views.finish(&zones);
     dns::delegate(&mut cx, files, &mut zones, &views);
 
@@ -112,6 +114,7 @@ pub fn compile(loaded: &Loaded, generation: u64) -> Result<Snapshot, Diagnostics
         providers: certs.providers,
         query_log,
         dnstap,
+        pair,
         revision: None,
         warnings: diags.0,
     })

@@ -28,6 +28,7 @@ pub mod histogram;
 mod load;
 mod loaded;
 pub mod network;
+pub mod pair;
 mod publish;
 pub mod raw;
 pub mod route;

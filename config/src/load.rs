@@ -154,10 +154,15 @@ fn references(files: &[(FileId, RawFile)]) -> Vec<(FileId, &str, Need)> {
         let dns = f.dns.as_ref().map(Spanned::get_ref);
         let acme = f.acme.as_ref().map(Spanned::get_ref);
         let admin = f.admin.as_ref().map(Spanned::get_ref);
+        let pair = f.pair.as_ref().map(Spanned::get_ref);
         let keys = dns
             .map(|d| (&d.upstream_ca_file, Need::Contents))
             .into_iter()
             .chain(admin.map(|a| (&a.auth_file, Need::Secret)))
+            .chain(
+                pair.into_iter()
+                    .flat_map(|p| [(&p.key_file, Need::Open), (&p.tsig_file, Need::Secret)]),
+            )
             .chain(f.blocklist.iter().map(|b| (&b.file, Need::Contents)))
             .chain(
                 f.service

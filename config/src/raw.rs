@@ -52,6 +52,28 @@ pub struct RawFile {
     pub query_log: Option<Spanned<RawQueryLog>>,
     /// A dnstap stream of the queries and responses to a collector.
     pub dnstap: Option<Spanned<RawDnstap>>,
+    /// Two labgates behind one address sharing certificates.
+    pub pair: Option<Spanned<RawPair>>,
+}
+
+/// `[pair]`: this labgate is one of two behind a virtual address (keepalived), both reading
+/// this same configuration. Certificates are ordered once for both: the first node orders,
+/// the second adopts the chain the first serves (its TLS handshake proves the shared key),
+/// and orders itself only when the first has served none within `takeover`. Challenge values
+/// of the `builtin` provider go to the peer as TSIG-signed RFC 2136 updates, which labgate
+/// accepts only from the nodes' addresses and only for `_acme-challenge` TXT records.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPair {
+    /// Both nodes' own addresses (not the virtual one), the first node first.
+    pub nodes: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The certificates' private key both nodes share (PKCS#8 PEM, ECDSA P-256 or P-384).
+    pub key_file: Option<Spanned<String>>,
+    /// The TSIG key both nodes share, as `tsig-keygen` writes it (or its base64 secret alone).
+    pub tsig_file: Option<Spanned<String>>,
+    /// How long the second node waits for the first's certificate before ordering one
+    /// itself (`15m` by default).
+    pub takeover: Option<Spanned<String>>,
 }
 
 /// `[dnstap]`: every client query and response as a dnstap message (`CLIENT_QUERY`,

@@ -58,6 +58,9 @@ pub struct Snapshot {
     pub query_log: crate::settings::QueryLogSettings,
     /// The dnstap stream (`[dnstap]`), if one is configured.
     pub dnstap: Option<crate::settings::DnstapSettings>,
+    /// The pair this labgate is one of (`[pair]`). Its TSIG secret is not in [`Self::hash`]
+    /// (see [`Self::same_as`]).
+    pub pair: Option<crate::pair::PairSettings>,
     /// The Git commit checked out where the configuration was read, if it was read from a
     /// checkout: set by whoever read the files (compiling is pure), not part of the hash.
     pub revision: Option<std::sync::Arc<str>>,
@@ -69,11 +72,11 @@ impl Snapshot {
     /// Whether `other` would serve exactly as this one does, so a reload to it changes
     /// nothing: the same content hash and the same admin credentials.
     ///
-    /// SECURITY: the admin endpoint's credentials are compared here, not hashed into
+    /// SECURITY: the admin endpoint's credentials and the pair's TSIG key are compared here, not hashed into
     /// [`Self::hash`], which is logged and shown on `/config`: a hash over configuration text
     /// that sits in Git and a weak password could be searched offline for the password.
     pub fn same_as(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.admin == other.admin
+        self.hash == other.hash && self.admin == other.admin && self.pair == other.pair
     }
 
     /// The view of a network.
