@@ -53,6 +53,17 @@ pub fn run(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
         warn!("{w}");
     }
     labgate_acme::store::prepare_state_dir(&snapshot.state_dir)?;
+    if let Some(pair) = &snapshot.pair {
+        let role =
+            labgate_config::pair::this_node(pair.nodes, args.node, labgate_acme::pair::is_local)
+                .context("[pair]")?;
+        info!(
+            "[pair]: this is node {} ({}), its peer {}",
+            role.me,
+            if role.first { "first" } else { "second" },
+            role.peer
+        );
+    }
     // A running labgate that started this one hands over its sockets (issue 25's upgrade).
     let from = crate::upgrade::inherit()
         .context("cannot take over the listening sockets of the running labgate")?;
@@ -65,7 +76,7 @@ pub fn run(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
         .handover(&snapshot.listen)
         .context("cannot keep the listening sockets for an upgrade")?;
     let upgrade = Upgrade { handover, from };
-    App::build(source, snapshot, listeners, upgrade)?.run()?;
+    App::build(source, snapshot, listeners, upgrade, args.node)?.run()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -87,6 +98,7 @@ impl App {
         snapshot: Snapshot,
         listeners: Listeners,
         upgrade: Upgrade,
+        node: Option<std::net::IpAddr>,
     ) -> anyhow::Result<Self> {
         let state_dir = snapshot.state_dir.clone();
         // Nothing of the local CA is made while it is off (a reload that turns it on makes it).
@@ -182,6 +194,7 @@ impl App {
                     admin,
                     bound,
                     upgrade,
+                    node,
                 })),
                 fatal: Arc::clone(&fatal),
             },
@@ -288,6 +301,8 @@ struct Parts {
     admin: std::net::TcpListener,
     bound: Bound,
     upgrade: Upgrade,
+    /// This machine's address in `[pair] nodes`, if given (`--node`).
+    node: Option<std::net::IpAddr>,
 }
 
 /// The sockets kept for a new binary, and the connection to the process that handed this one
@@ -333,6 +348,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch, fatal: Arc<Fatal>) -> 
         admin: admin_listener,
         bound,
         upgrade,
+        node,
     } = parts;
     let snapshot = shared.snapshot.load_full();
     let admin_listener =
@@ -374,6 +390,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch, fatal: Arc<Fatal>) -> 
             builtin: Some(Arc::new(crate::acme::Builtin(handler.challenges()))),
             lookup: Some(Arc::new(crate::acme::Upstreams(handler.clone()))),
             client: client.clone(),
+            node,
         },
     );
     let _ = shared.acme.set(Arc::clone(&manager));

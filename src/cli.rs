@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// Override `listen.http`, the HTTP-to-HTTPS redirect (repeat for several addresses).
     #[arg(long)]
     pub http: Vec<SocketAddr>,
+    /// This machine's address in `[pair] nodes`. Without it: the one of the two addresses
+    /// this machine has.
+    #[arg(long, value_name = "ADDRESS")]
+    pub node: Option<IpAddr>,
 }
 
 /// `labgate check`.

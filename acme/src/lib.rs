@@ -21,6 +21,7 @@ pub mod local_ca;
 pub mod manager;
 mod metrics;
 mod order;
+pub mod pair;
 pub mod problem;
 pub mod propagation;
 pub mod provider;

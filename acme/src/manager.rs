@@ -6,6 +6,7 @@
 //! the new one is verified and stored.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -18,13 +19,14 @@ use labgate_config::settings::{
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cloudflare::Cloudflare;
 use crate::error::report;
 use crate::http::AcmeHttp;
 use crate::metrics::Metrics;
 use crate::order::{self, PendingCleanups, Request};
+use crate::pair::{PairJob, Step};
 use crate::problem::ProblemType;
 use crate::propagation::{Authorities, Lookup};
 use crate::provider::DnsProvider;
@@ -48,6 +50,9 @@ pub struct Helpers {
     pub lookup: Option<Arc<dyn Lookup>>,
     /// labgate's own HTTP client, for the ACME server and the DNS providers' APIs.
     pub client: labgate_outbound::Client,
+    /// This machine's address in `[pair] nodes`, when given (`--node`); else the one of the
+    /// two it has.
+    pub node: Option<IpAddr>,
 }
 
 /// Everything that makes one certificate's job: a change of any part starts a new job.
@@ -56,7 +61,8 @@ struct Job {
     names: Vec<String>,
     provider: ProviderConfig,
     settings: AcmeSettings,
-    propagation: Vec<std::net::SocketAddr>,
+    propagation: Vec<SocketAddr>,
+    pair: Option<PairJob>,
 }
 
 struct Entry {
@@ -144,6 +150,7 @@ impl Manager {
     /// removed ones stop. Needs a tokio runtime.
     pub fn reconcile(self: &Arc<Self>, s: &Snapshot) {
         let mut wanted = BTreeMap::new();
+        let pair = s.pair.as_ref().and_then(|p| self.pair_job(p, s));
         if let Some(settings) = &s.acme {
             for spec in &s.certificates.specs {
                 let CertSource::Acme { provider, .. } = spec.source else {
@@ -160,6 +167,7 @@ impl Manager {
                         provider: provider.clone(),
                         settings: settings.clone(),
                         propagation: settings.propagation_servers.clone(),
+                        pair: pair.clone(),
                     },
                 );
             }
@@ -229,6 +237,9 @@ impl Manager {
 
     /// One certificate's life: renew when due, retry with backoff on failure.
     async fn keep(self: Arc<Self>, job: Job) {
+        // In a pair: since when this node has been waiting for its peer's certificate (a
+        // missing certificate is due anew at every look).
+        let mut waiting_since = None;
         loop {
             let due = self.plan(&job).await;
             self.update(&job.names, |s| s.next_renewal = Some(due));
@@ -237,6 +248,21 @@ impl Manager {
                 // ARI windows move: look again rather than renew on a stale plan.
                 if self.plan(&job).await > SystemTime::now() {
                     continue;
+                }
+            }
+            if let Some(pair) = &job.pair {
+                let first_look = waiting_since.is_none();
+                let since = *waiting_since.get_or_insert(due);
+                match self.pair_step(&job, pair, since, first_look).await {
+                    Step::Order => waiting_since = None,
+                    Step::Adopt => {
+                        waiting_since = None;
+                        continue;
+                    }
+                    Step::Wait(wait) => {
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
                 }
             }
             let started = SystemTime::now();
@@ -254,17 +280,7 @@ impl Manager {
                         cert.info.issuer,
                         humantime::format_rfc3339_seconds(cert.info.not_after)
                     );
-                    let cert = Arc::new(cert);
-                    if let Ok(mut entries) = self.entries.lock()
-                        && let Some(e) = entries.get_mut(&job.names)
-                    {
-                        e.current = Some(Arc::clone(&cert));
-                        e.status.issuer = Some(cert.info.issuer.clone());
-                        e.status.not_after = Some(cert.info.not_after);
-                        e.status.last_error = None;
-                        e.status.failures = 0;
-                    }
-                    self.changed.send_modify(|n| *n += 1);
+                    self.serve(&job.names, cert);
                 }
                 Err(e) => {
                     // The error with its causes: what the status and the log show.
@@ -291,6 +307,105 @@ impl Manager {
                 }
             }
         }
+    }
+
+    /// Makes `cert` the one served for `names`.
+    fn serve(&self, names: &[String], cert: Stored) {
+        let cert = Arc::new(cert);
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(e) = entries.get_mut(names)
+        {
+            e.current = Some(Arc::clone(&cert));
+            e.status.issuer = Some(cert.info.issuer.clone());
+            e.status.not_after = Some(cert.info.not_after);
+            e.status.last_error = None;
+            e.status.failures = 0;
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// A pair's part in the jobs of snapshot `s`, `None` (logged) when this machine is not
+    /// one of the nodes or the peer has no listener to look at.
+    fn pair_job(&self, p: &labgate_config::pair::PairSettings, s: &Snapshot) -> Option<PairJob> {
+        let role = match labgate_config::pair::this_node(
+            p.nodes,
+            self.helpers.node,
+            crate::pair::is_local,
+        ) {
+            Ok(role) => role,
+            Err(e) => {
+                error!("[pair]: {e}; certificates are ordered as if alone");
+                return None;
+            }
+        };
+        let (Some(https), Some(dns)) = (s.listen.https.first(), s.listen.dns.first()) else {
+            error!("[pair] needs `[listen] https` and `dns`; certificates are ordered as if alone");
+            return None;
+        };
+        Some(PairJob {
+            role,
+            settings: p.clone(),
+            peer_https: SocketAddr::new(role.peer, https.port()),
+            peer_dns: SocketAddr::new(role.peer, dns.port()),
+            zones: s.zones.iter().map(|z| z.name.clone().into()).collect(),
+        })
+    }
+
+    /// In a pair, what to do about a certificate due since `since` (`first_look`: this is
+    /// the first look at the peer since then): adopt the peer's (done here), order, or wait
+    /// ([`crate::pair::decide`]).
+    async fn pair_step(
+        &self,
+        job: &Job,
+        pair: &PairJob,
+        since: SystemTime,
+        first_look: bool,
+    ) -> Step {
+        let names = job.names.join(", ");
+        // Ordering reads it again and fails with this error, shown and retried.
+        let Ok(key) = pair.key() else {
+            return Step::Order;
+        };
+        let peer = pair.peer_chain(&job.names, &key).await;
+        let own = self.current_of(&job.names);
+        let waited = SystemTime::now().duration_since(since).unwrap_or_default();
+        let step = crate::pair::decide(
+            own.as_ref().map(|c| &c.info),
+            peer.as_ref().map(|c| &c.info),
+            pair.role.first,
+            waited,
+            pair.settings.takeover,
+        );
+        match (step, peer) {
+            (Step::Adopt, Some(cert)) => {
+                let saved = store::save(
+                    &store::dir(&self.state_dir, &job.names),
+                    &cert,
+                    &store::origin(&job.settings),
+                );
+                if let Err(e) = saved {
+                    warn!("{names}: cannot keep the peer's certificate: {e}");
+                }
+                info!(
+                    "{names}: serving the certificate of the peer {}, valid until {}",
+                    pair.role.peer,
+                    humantime::format_rfc3339_seconds(cert.info.not_after)
+                );
+                self.metrics.adopted();
+                self.serve(&job.names, cert);
+            }
+            (Step::Wait(_), _) if first_look => info!(
+                "{names}: waiting up to {} for the first node {} to order",
+                humantime::format_duration(pair.settings.takeover),
+                pair.role.peer
+            ),
+            (Step::Order, _) if !pair.role.first => info!(
+                "{names}: the first node {} served no new certificate; ordering",
+                pair.role.peer
+            ),
+            _ => {}
+        }
+        step
     }
 
     /// When the served certificate should be renewed ([`renewal::renewal_due`]), with the
@@ -324,7 +439,11 @@ impl Manager {
     }
 
     async fn attempt(&self, job: &Job) -> Result<Stored, Error> {
-        let provider = self.provider(&job.provider)?;
+        let mut provider = self.provider(&job.provider)?;
+        let key = job.pair.as_ref().map(PairJob::key).transpose()?;
+        if let (Some(pair), ProviderKind::Builtin) = (&job.pair, &job.provider.kind) {
+            provider = Arc::new(pair.with_peer(provider));
+        }
         let authorities = match (&job.provider.kind, job.propagation.is_empty()) {
             // labgate's own DNS serves the values the moment they are published.
             (ProviderKind::Builtin, _) => None,
@@ -345,6 +464,7 @@ impl Manager {
         let request = |replaces| Request {
             names: &job.names,
             key_type: job.settings.key_type,
+            key: key.as_ref(),
             profile: job.settings.profile.as_deref(),
             replaces,
             provider: &provider,

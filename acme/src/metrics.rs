@@ -19,6 +19,7 @@ pub struct Metrics {
     requests: Histogram,
     renewed: AtomicU64,
     failed: AtomicU64,
+    adopted: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -27,6 +28,7 @@ impl Default for Metrics {
             requests: Histogram::new(&BUCKETS),
             renewed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            adopted: AtomicU64::new(0),
         }
     }
 }
@@ -43,6 +45,11 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one certificate taken from the pair's peer instead of ordered.
+    pub(crate) fn adopted(&self) {
+        self.adopted.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Appends the ACME metrics in Prometheus text format.
     pub fn render(&self, certs: &[CertStatus], now: SystemTime, out: &mut String) {
         let name = "labgate_acme_issuances_total";
@@ -51,6 +58,12 @@ impl Metrics {
             "# HELP {name} Certificate orders by result.\n# TYPE {name} counter\n{name}{{result=\"ok\"}} {}\n{name}{{result=\"failed\"}} {}",
             self.renewed.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed)
+        );
+        let name = "labgate_acme_adopted_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Certificates taken from the pair's peer instead of ordered.\n# TYPE {name} counter\n{name} {}",
+            self.adopted.load(Ordering::Relaxed)
         );
         let name = "labgate_certificate_expiry_seconds";
         let _ = writeln!(
@@ -119,11 +132,13 @@ mod tests {
         m.issuance(true);
         m.issuance(false);
         m.issuance(false);
+        m.adopted();
         let mut out = String::new();
         m.render(&certs, now, &mut out);
         for line in [
             "labgate_acme_issuances_total{result=\"ok\"} 1\n",
             "labgate_acme_issuances_total{result=\"failed\"} 2\n",
+            "labgate_acme_adopted_total 1\n",
             "labgate_certificate_expiry_seconds{names=\"*.lab.test,lab.test\"} 86400\n",
             "labgate_certificate_renewal_failures{names=\"*.lab.test,lab.test\"} 0\n",
             // Never issued: no expiry, but its failures show.

@@ -24,6 +24,8 @@ pub(crate) struct Request<'a> {
     /// The certificate's names (`*.zone` for a wildcard).
     pub(crate) names: &'a [String],
     pub(crate) key_type: KeyType,
+    /// The certificate's key when it is given (a pair's shared key); else one is made.
+    pub(crate) key: Option<&'a rcgen::KeyPair>,
     pub(crate) profile: Option<&'a str>,
     /// The certificate this one replaces (ARI), when the directory supports it.
     pub(crate) replaces: Option<CertificateIdentifier<'static>>,
@@ -241,23 +243,30 @@ async fn validate_and_finalize(
         });
     }
     let cannot_make = |what| move |source| Error::Csr { what, source };
-    let key = match req.key_type {
-        KeyType::EcdsaP256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
-        KeyType::EcdsaP384 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
-    }
-    .map_err(cannot_make("the certificate's key"))?;
+    let made;
+    let key = match req.key {
+        Some(key) => key,
+        None => {
+            made = match req.key_type {
+                KeyType::EcdsaP256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+                KeyType::EcdsaP384 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+            }
+            .map_err(cannot_make("the certificate's key"))?;
+            &made
+        }
+    };
     let mut params = rcgen::CertificateParams::new(req.names.to_vec())
         .map_err(cannot_make("the CSR's names"))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     let csr = params
-        .serialize_request(&key)
+        .serialize_request(key)
         .map_err(cannot_make("the CSR"))?;
     order.finalize_csr(csr.der()).await?;
     let chain_pem = order.poll_certificate(&retry()).await?;
     let info = verify(
         &chain_pem,
         req.names,
-        &rcgen::PublicKeyData::subject_public_key_info(&key),
+        &rcgen::PublicKeyData::subject_public_key_info(key),
         SystemTime::now(),
     )?;
     Ok(Stored {

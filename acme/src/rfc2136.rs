@@ -1,7 +1,7 @@
 //! RFC 2136 dynamic updates signed with TSIG (RFC 8945): one TXT value added to the record
 //! set (§2.5.1) or deleted by value (§2.5.4), never the whole set.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -28,6 +28,12 @@ pub struct Rfc2136 {
     key_name: Name,
     algorithm: TsigAlgorithm,
     secret: Vec<u8>,
+    /// The address updates are sent from, when it matters to the server (a pair's peer
+    /// takes them from the nodes' own addresses only).
+    source: Option<IpAddr>,
+    /// The zones the server has, when known: the zone of a name is the longest of them
+    /// holding it, else the one the server's SOA answer names.
+    zones: Vec<Name>,
 }
 
 impl std::fmt::Debug for Rfc2136 {
@@ -71,7 +77,31 @@ impl Rfc2136 {
             key_name,
             algorithm,
             secret: secret::tsig(secret_file)?,
+            source: None,
+            zones: Vec::new(),
         })
+    }
+
+    /// A pair's peer (`server`), sent to from this node's own address `source` with the
+    /// pair's `key`, updating the internal `zones` it serves.
+    pub fn to_peer(
+        server: SocketAddr,
+        source: IpAddr,
+        key: &labgate_config::pair::TsigKey,
+        zones: Vec<Name>,
+    ) -> Self {
+        use labgate_config::pair::TsigAlgorithm as Config;
+        Self {
+            server,
+            key_name: key.name.clone(),
+            algorithm: match key.algorithm {
+                Config::HmacSha256 => TsigAlgorithm::HmacSha256,
+                Config::HmacSha512 => TsigAlgorithm::HmacSha512,
+            },
+            secret: key.secret.clone(),
+            source: Some(source),
+            zones,
+        }
     }
 
     fn fail(&self, what: impl Into<String>) -> Error {
@@ -93,6 +123,7 @@ impl Rfc2136 {
         let stream = UdpClientStream::builder(self.server, TokioRuntimeProvider::default())
             .with_timeout(Some(TIMEOUT))
             .with_signer(Some(signer))
+            .with_bind_addr(self.source.map(|ip| SocketAddr::new(ip, 0)))
             .build();
         let (client, background) = Client::<TokioRuntimeProvider>::from_sender(stream);
         tokio::spawn(background);
@@ -105,6 +136,10 @@ impl Rfc2136 {
         client: &mut Client<TokioRuntimeProvider>,
         name: &Name,
     ) -> Result<Name, Error> {
+        let known = self.zones.iter().filter(|z| z.zone_of(name));
+        if let Some(zone) = known.max_by_key(|z| z.num_labels()) {
+            return Ok(zone.clone());
+        }
         let response = client
             .query(name.clone(), DNSClass::IN, RecordType::SOA)
             .await
@@ -214,6 +249,8 @@ mod tests {
             key_name: Name::from_ascii("acme-key.").expect("name"),
             algorithm: TsigAlgorithm::HmacSha256,
             secret: b"secret".to_vec(),
+            source: None,
+            zones: Vec::new(),
         }
     }
 

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::Error;
 
@@ -53,7 +53,7 @@ pub fn eab_hmac(path: &Path) -> Result<Vec<u8>, Error> {
         })
 }
 
-fn read(path: &Path) -> Result<String, Error> {
+pub(crate) fn read(path: &Path) -> Result<String, Error> {
     let meta = std::fs::metadata(path).map_err(|e| Error::Secret {
         path: path.to_owned(),
         what: format!("cannot read it ({e})"),
