@@ -67,15 +67,29 @@ pub fn run(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
     // A running labgate that started this one hands over its sockets (issue 25's upgrade).
     let from = crate::upgrade::inherit()
         .context("cannot take over the listening sockets of the running labgate")?;
-    let (from, mut inherited) = from.map_or_else(Default::default, |(s, i)| (Some(s), i));
+    let (from, mut inherited) = match from {
+        Some((stream, inherited)) => (Some(stream), inherited),
+        // Or systemd kept them across a restart.
+        None => (
+            None,
+            crate::fdstore::inherit()
+                .context("cannot take the listening sockets systemd kept")?
+                .unwrap_or_default(),
+        ),
+    };
     let listeners = Listeners::bind(&snapshot.listen, workers(), &mut inherited)?;
-    for e in inherited.left() {
-        info!("upgrade: {e} is no longer configured: closed");
+    let dropped = inherited.left();
+    for e in &dropped {
+        info!("{e} is no longer configured: closed");
     }
     let handover = listeners
         .handover(&snapshot.listen)
         .context("cannot keep the listening sockets for an upgrade")?;
-    let upgrade = Upgrade { handover, from };
+    let upgrade = Upgrade {
+        handover,
+        from,
+        dropped,
+    };
     App::build(source, snapshot, listeners, upgrade, args.node)?.run()?;
     Ok(ExitCode::SUCCESS)
 }
@@ -313,6 +327,8 @@ pub struct Upgrade {
     pub handover: crate::upgrade::Handover,
     /// The previous process, waiting for this one to serve.
     pub from: Option<std::os::unix::net::UnixStream>,
+    /// Sockets passed to this process for addresses no longer configured (closed).
+    pub dropped: Vec<crate::upgrade::Entry>,
 }
 
 /// The `labgate control` background service.
@@ -489,7 +505,11 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch, fatal: Arc<Fatal>) -> 
         watchdog,
         cancel.child_token(),
     ));
-    let Upgrade { handover, from } = upgrade;
+    let Upgrade {
+        handover,
+        from,
+        dropped,
+    } = upgrade;
     if let Some(mut from) = from {
         // The previous process drains and exits; systemd is told this one is the service now.
         if let Err(e) = crate::upgrade::ready(&mut from) {
@@ -501,6 +521,9 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch, fatal: Arc<Fatal>) -> 
         info!("upgrade: serving on the sockets the previous process handed over");
     }
     if let Some(n) = &notifier {
+        // Every listener outlives a restart in systemd's store, the dropped ones leave it.
+        crate::fdstore::store(n, &handover);
+        crate::fdstore::remove(n, &dropped);
         let s = shared.snapshot.load();
         n.send(&format!(
             "READY=1\nSTATUS=serving generation {} (hash {})",

@@ -21,6 +21,7 @@ pub mod check;
 pub mod cli;
 pub mod demo;
 pub mod explain;
+pub mod fdstore;
 pub mod history;
 pub mod listen;
 pub mod logging;

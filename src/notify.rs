@@ -4,7 +4,12 @@
 //! the abstract namespace); without that variable (not under systemd's `Type=notify`) nothing
 //! is sent. Best effort: a notification that cannot be sent is logged at debug.
 
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use std::time::Duration;
 
 /// Where notifications go.
@@ -40,6 +45,38 @@ impl Notifier {
             tracing::debug!("systemd notification `{state}` not sent: {e}");
         }
     }
+
+    /// Sends `state` with the descriptor `fd` (`FDSTORE=1`).
+    pub fn send_fd(&self, state: &str, fd: BorrowedFd<'_>) {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let fds = [fd];
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        let sent = unix_address(&self.to).and_then(|to| {
+            rustix::net::sendmsg_addr(
+                &self.socket,
+                &to,
+                &[IoSlice::new(state.as_bytes())],
+                &mut control,
+                SendFlags::empty(),
+            )
+            .map_err(std::io::Error::from)
+        });
+        if let Err(e) = sent {
+            tracing::warn!("systemd notification `{state}` not sent: {e}");
+        }
+    }
+}
+
+/// `to` as rustix names it, for a message with descriptors.
+fn unix_address(to: &SocketAddr) -> std::io::Result<rustix::net::SocketAddrUnix> {
+    use std::os::linux::net::SocketAddrExt;
+    let made = match (to.as_pathname(), to.as_abstract_name()) {
+        (Some(path), _) => rustix::net::SocketAddrUnix::new(path),
+        (None, Some(name)) => rustix::net::SocketAddrUnix::new_abstract_name(name),
+        (None, None) => return Err(std::io::ErrorKind::InvalidInput.into()),
+    };
+    made.map_err(std::io::Error::from)
 }
 
 /// The socket address of `$NOTIFY_SOCKET`'s bytes: `@` starts an abstract name.

@@ -124,6 +124,11 @@ impl Handover {
         Ok(())
     }
 
+    /// Every socket kept, with what it serves.
+    pub fn sockets(&self) -> impl Iterator<Item = (&Entry, &OwnedFd)> {
+        self.sockets.iter().map(|(e, fd)| (e, fd))
+    }
+
     /// Sends every socket to `to`, at most [`PER_MESSAGE`] a message, each message's bytes
     /// the manifest lines of its descriptors, the last followed by an empty line.
     ///
@@ -162,6 +167,11 @@ pub struct Inherited {
 }
 
 impl Inherited {
+    /// Sockets received some other way (systemd's store: [`crate::fdstore`]).
+    pub fn new(sockets: Vec<(Entry, OwnedFd)>) -> Self {
+        Self { sockets }
+    }
+
     /// Receives the old process's sockets from `from` (see [`Handover::send`]).
     ///
     /// # Errors

@@ -240,7 +240,9 @@ fn a_state_directory_another_user_could_plant_keys_in_is_refused() {
 
 /// systemd's side of `Type=notify` and `WatchdogSec=`, played by a datagram socket in the
 /// test as `$NOTIFY_SOCKET`: READY=1 once labgate serves, WATCHDOG=1 while its self-check of
-/// DNS and HTTPS passes (every second here, for a 2 s watchdog), STOPPING=1 on SIGTERM.
+/// DNS and HTTPS passes (every second here, for a 2 s watchdog), STOPPING=1 on SIGTERM; every
+/// listening socket goes to the descriptor store before READY=1 (`tests/upgrade.rs` restarts
+/// on them).
 #[test]
 fn readiness_and_the_watchdog_reach_the_notify_socket() {
     use std::os::unix::net::UnixDatagram;
@@ -272,11 +274,26 @@ fn readiness_and_the_watchdog_reach_the_notify_socket() {
         let n = systemd.recv(&mut buf).expect("a notification within 20 s");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
-    let ready = next();
+    // First every listener, for the descriptor store (systemd 252 here sets no `$FDSTORE`:
+    // labgate sends them anyway), then READY=1.
+    let mut stored = Vec::new();
+    let ready = loop {
+        let m = next();
+        match m.strip_prefix("FDSTORE=1\nFDNAME=") {
+            Some(name) => stored.push(name.to_owned()),
+            None => break m,
+        }
+    };
     assert!(
         ready.starts_with("READY=1\nSTATUS=serving generation 1"),
         "{ready}"
     );
+    for kind in ["admin@", "dns-udp@", "dns-tcp@", "https@", "http@"] {
+        assert!(
+            stored.iter().any(|n| n.starts_with(kind)),
+            "{kind} in {stored:?}"
+        );
+    }
     // Pings every second once the self-check passes; /readyz agrees.
     let started = Instant::now();
     for _ in 0..3 {

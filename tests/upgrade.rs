@@ -379,3 +379,90 @@ fn a_new_binary_that_cannot_bind_leaves_the_old_one_serving() {
     still_serving(lg, udp);
     drop(busy);
 }
+
+/// `systemctl restart labgate` under a unit with `FileDescriptorStoreMax=`: labgate gave
+/// systemd its listening sockets, so the next process serves on them and the kernel's
+/// queues carry the queries and connections of the gap. The machine's PID 1 is not systemd:
+/// `tests/upgrade/fake_systemd.py` plays its part (sd_notify(3), sd_listen_fds(3)).
+#[test]
+fn a_restart_with_systemd_s_descriptor_store_loses_no_query_and_fails_no_request() {
+    use std::io::BufRead;
+    let backend = Backend::start("app");
+    let cfg = ConfigDir::new();
+    cfg.write("labgate.toml", &config(backend.port));
+    let (admin, dns, https, http) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let at = |port: u16| format!("127.0.0.1:{port}");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/upgrade/fake_systemd.py");
+    let mut systemd = Command::new("python3")
+        .arg(script)
+        .arg(cfg.path("notify.sock"))
+        .arg(env!("CARGO_BIN_EXE_labgate"))
+        .args(["run", "--config"])
+        .arg(cfg.path("labgate.toml"))
+        .arg("--state-dir")
+        .arg(cfg.path("state"))
+        .args(["--admin", &at(admin), "--dns", &at(dns)])
+        .args(["--https", &at(https), "--http", &at(http)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(cfg.path("labgate.log")).expect("log"))
+        .spawn()
+        .expect("python3 is needed: apt-get install python3 (scripts/test.sh does)");
+    let mut said = std::io::BufReader::new(systemd.stdout.take().expect("stdout")).lines();
+    let mut next_ready = || {
+        let line = said.next().and_then(Result::ok).unwrap_or_default();
+        let log = std::fs::read_to_string(cfg.path("labgate.log")).unwrap_or_default();
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.first(), Some(&"ready"), "{line}\n{log}");
+        fields[2].parse::<usize>().expect("descriptors given")
+    };
+    assert_eq!(next_ready(), 0, "the first process starts with nothing");
+    let stop = Arc::new(AtomicBool::new(false));
+    let dns_load = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || dns_client(dns, &stop))
+    };
+    let web = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || http_client(http, &stop))
+    };
+    let pause = |d: Duration| {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    pause(Duration::from_secs(1));
+    let stdin = systemd.stdin.as_mut().expect("stdin");
+    writeln!(stdin, "restart").expect("restart");
+    let started = Instant::now();
+    // Admin, DNS over TCP, HTTPS, HTTP and the UDP group (one socket per worker thread).
+    let given = next_ready();
+    let took = started.elapsed();
+    assert!(given >= 5, "{given} descriptors passed back");
+    pause(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let (asked, lost) = dns_load.join().expect("dns client");
+    let (requests, failed) = web.join().expect("http client");
+    drop(systemd.stdin.take());
+    let _ = systemd.wait();
+    let tally = Tally {
+        asked,
+        lost,
+        requests,
+        failed,
+    };
+    eprintln!(
+        "restart took {took:?} to the new process's READY=1 ({given} sockets kept): {tally:?}"
+    );
+    assert!(
+        tally.asked > 100 && tally.requests > 20,
+        "too little load: {tally:?}"
+    );
+    assert_eq!((tally.lost, tally.failed.len()), (0, 0), "{tally:?}");
+}

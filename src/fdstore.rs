@@ -1,0 +1,189 @@
+//! systemd's file descriptor store (`sd_notify(3)` `FDSTORE=1`, `sd_listen_fds(3)`): every
+//! listening socket outlives the process, so `systemctl restart labgate` (and a restart after
+//! a crash) loses no query and refuses no connection. Once serving, labgate sends systemd a
+//! duplicate of each listener, named after what it serves (`FDNAME=`); systemd keeps them
+//! while the service restarts and hands them to the next process (`LISTEN_FDS`,
+//! `LISTEN_FDNAMES`), which serves on them as on an upgrade's ([`crate::upgrade`]).
+//! Meanwhile the kernel queues datagrams and connections on those sockets: the restart costs
+//! latency, not answers. Listeners the configuration no longer names are taken out of the
+//! store (`FDSTOREREMOVE=1`).
+//!
+//! Needs `FileDescriptorStoreMax=` in the unit. systemd 254 and later say how many it keeps
+//! in `$FDSTORE` (nothing is sent when that is 0); earlier ones say nothing, so labgate sends
+//! anyway, and a unit without a store logs that it kept none.
+
+use std::os::fd::AsFd;
+
+use crate::notify::Notifier;
+use crate::upgrade::{Entry, Handover, Inherited};
+
+/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
+const FIRST_FD: i32 = 3;
+
+/// The `FDNAME=` of a listener: its entry with `:` (which names may not hold) as `+` and the
+/// space as `@`, e.g. `dns-udp@127.0.0.1+53`. Pure.
+pub fn name(entry: &Entry) -> String {
+    entry.to_string().replace(':', "+").replace(' ', "@")
+}
+
+/// The entry a name made by [`name`] stands for; `None` for any other name. Pure.
+pub fn parse(name: &str) -> Option<Entry> {
+    Entry::parse(&name.replace('+', ":").replace('@', " "))
+}
+
+/// The descriptors systemd passed this process (`me`), with the entry each name stands for,
+/// from `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`: none when they are for another
+/// process. A descriptor whose name is not one of labgate's is `None`. Pure.
+pub fn listed(
+    pid: Option<&str>,
+    fds: Option<&str>,
+    names: Option<&str>,
+    me: u32,
+) -> Vec<(i32, Option<Entry>)> {
+    if pid.and_then(|p| p.parse::<u32>().ok()) != Some(me) {
+        return Vec::new();
+    }
+    let count = fds
+        .and_then(|n| n.parse::<i32>().ok())
+        .unwrap_or(0)
+        .clamp(0, 4096);
+    let mut names = names.unwrap_or_default().split(':');
+    (0..count)
+        .map(|i| (FIRST_FD + i, names.next().and_then(parse)))
+        .collect()
+}
+
+/// The listeners systemd kept for this process, if it passed any.
+///
+/// Each is taken as a duplicate (`pidfd_getfd`, which needs no unsafe code); the descriptor
+/// systemd passed stays open, unused, until the process exits (closing a descriptor by
+/// number would need unsafe code, which labgate forbids).
+///
+/// # Errors
+/// When a passed descriptor cannot be duplicated: binding anew beside a socket systemd holds
+/// would split the queries between a listener that serves and one nobody reads.
+pub fn inherit() -> std::io::Result<Option<Inherited>> {
+    let var = |k: &str| std::env::var(k).ok();
+    let passed = listed(
+        var("LISTEN_PID").as_deref(),
+        var("LISTEN_FDS").as_deref(),
+        var("LISTEN_FDNAMES").as_deref(),
+        std::process::id(),
+    );
+    if passed.is_empty() {
+        return Ok(None);
+    }
+    let me = rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        rustix::process::PidfdFlags::empty(),
+    )?;
+    let mut sockets = Vec::new();
+    for (fd, entry) in passed {
+        let Some(entry) = entry else {
+            tracing::warn!(
+                "systemd passed descriptor {fd} with a name labgate did not give: left alone"
+            );
+            continue;
+        };
+        let owned =
+            rustix::process::pidfd_getfd(&me, fd, rustix::process::PidfdGetfdFlags::empty())?;
+        sockets.push((entry, owned));
+    }
+    Ok(Some(Inherited::new(sockets)))
+}
+
+/// Whether systemd keeps descriptors: unless `$FDSTORE` says it keeps none.
+fn has_store() -> bool {
+    std::env::var("FDSTORE").map_or(true, |n| n != "0")
+}
+
+/// Sends systemd a duplicate of every listener in `handover` to keep. systemd ignores a
+/// socket it holds already.
+pub fn store(notifier: &Notifier, handover: &Handover) {
+    if !has_store() {
+        return;
+    }
+    for (entry, fd) in handover.sockets() {
+        let state = format!("FDSTORE=1\nFDNAME={}", name(entry));
+        notifier.send_fd(&state, fd.as_fd());
+    }
+}
+
+/// Takes `gone` (listeners the configuration no longer names) out of systemd's store.
+pub fn remove(notifier: &Notifier, gone: &[Entry]) {
+    if !has_store() {
+        return;
+    }
+    for entry in gone {
+        notifier.send(&format!("FDSTOREREMOVE=1\nFDNAME={}", name(entry)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upgrade::Kind;
+
+    #[test]
+    fn names_hold_no_colon_and_read_back() {
+        let entries = [
+            Entry {
+                kind: Kind::DnsUdp,
+                at: "127.0.0.1:53".parse().expect("addr"),
+            },
+            Entry {
+                kind: Kind::TunnelHttps,
+                at: "[fd00::1]:8443".parse().expect("addr"),
+            },
+            Entry {
+                kind: Kind::Admin,
+                at: "[::]:0".parse().expect("addr"),
+            },
+        ];
+        for e in entries {
+            let n = name(&e);
+            assert!(
+                !n.contains(':') && !n.contains(' ') && n.len() <= 255,
+                "{n}"
+            );
+            assert_eq!(parse(&n), Some(e), "{n}");
+        }
+        assert_eq!(name(&entries[0]), "dns-udp@127.0.0.1+53");
+        assert_eq!(parse("stored"), None);
+        assert_eq!(parse("dns-udp@nowhere"), None);
+    }
+
+    /// (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES, descriptors and whether each is known)
+    type Row<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a [(i32, bool)],
+    );
+
+    #[test]
+    fn only_descriptors_for_this_process_are_taken_with_their_names() {
+        let udp = "dns-udp@127.0.0.1+53";
+        let https = "https@[++]+443";
+        let names = format!("{udp}:{https}:unknown");
+        #[rustfmt::skip]
+        let table: &[Row<'_>] = &[
+            (Some("42"), Some("3"), Some(&names), &[(3, true), (4, true), (5, false)]),
+            (Some("43"), Some("3"), Some(&names), &[]),
+            (None, Some("3"), Some(&names), &[]),
+            (Some("42"), None, Some(&names), &[]),
+            (Some("42"), Some("2"), None, &[(3, false), (4, false)]),
+            (Some("42"), Some("-1"), Some(&names), &[]),
+            (Some("42"), Some("many"), Some(&names), &[]),
+        ];
+        for (pid, fds, n, want) in table {
+            let got: Vec<(i32, bool)> = listed(*pid, *fds, *n, 42)
+                .into_iter()
+                .map(|(fd, e)| (fd, e.is_some()))
+                .collect();
+            assert_eq!(got, *want, "{pid:?} {fds:?} {n:?}");
+        }
+        let first = listed(Some("42"), Some("1"), Some(udp), 42);
+        assert_eq!(first[0].1.map(|e| e.kind), Some(Kind::DnsUdp));
+    }
+}
