@@ -5,7 +5,8 @@
 # DNS: dnsperf asks at a fixed RATE for DURATION seconds; AT seconds in, the server is
 # upgraded or restarted: labgate by SIGUSR2 (the socket hand-over, src/upgrade.rs), Unbound
 # and dnsmasq by a restart (stop, start: what their packages do for a new binary), and labgate
-# by a plain restart for comparison. Reported: queries sent, lost (dnsperf's count; up to
+# by a plain restart for comparison, and by a restart under systemd with the unit's descriptor
+# store (`labgate-fdstore`: tests/upgrade/fake_systemd.py plays systemd, as in the tests). Reported: queries sent, lost (dnsperf's count; up to
 # 50,000 outstanding, so a server that is away loses what was sent meanwhile), p99.
 #
 # HTTP: wrk (16 connections, keep-alive) and a loop of one-request connections (curl) through
@@ -79,10 +80,17 @@ http { access_log off; keepalive_requests 1000000;
 EOF2
 taskset -c 1 nginx -c "$work/backend.conf" -p "$work" >/dev/null 2>&1 &
 
-dns_port() { case $1 in labgate|labgate-restart) echo 15401 ;; unbound) echo 15402 ;; dnsmasq) echo 15403 ;; esac; }
+dns_port() { case $1 in labgate|labgate-restart|labgate-fdstore) echo 15401 ;; unbound) echo 15402 ;; dnsmasq) echo 15403 ;; esac; }
 start_dns() {
   case $1 in
     labgate|labgate-restart) LABGATE_LOG=warn taskset -c 0 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >>"$work/labgate.log" 2>&1 & ;;
+    # systemd's part played by the test's stand-in, told to restart through a fifo (fd 9).
+    labgate-fdstore)
+      rm -f "$work/ctl" "$work/notify.sock"; mkfifo "$work/ctl"
+      LABGATE_LOG=warn taskset -c 0 python3 tests/upgrade/fake_systemd.py "$work/notify.sock" \
+        target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" \
+        <"$work/ctl" >"$work/systemd.out" 2>>"$work/labgate.log" &
+      exec 9>"$work/ctl" ;;
     unbound) taskset -c 0 unbound -d -c "$work/unbound.conf" >/dev/null 2>&1 & ;;
     dnsmasq) taskset -c 0 dnsmasq -k -p 15403 --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts \
                --addn-hosts="$work/dnsmasq.hosts" --user=root >/dev/null 2>&1 & ;;
@@ -99,7 +107,7 @@ labgate_pid() { pgrep -f "state-dir $work/state" | head -1; }
 
 echo "DNS: $RATE q/s for $DURATION s, the upgrade or restart $AT s in"
 printf '%-18s %10s %8s %10s\n' server sent lost "p99 ms"
-for server in labgate labgate-restart unbound dnsmasq; do
+for server in labgate labgate-restart labgate-fdstore unbound dnsmasq; do
   pid=$(start_dns $server)
   taskset -c 1 dnsperf -s 127.0.0.1 -p "$(dns_port $server)" -d "$work/queries" -Q "$RATE" -q 50000 -l "$DURATION" -t 2 -v >"$work/out/dnsperf.$server" 2>&1 &
   perf=$!
@@ -107,6 +115,9 @@ for server in labgate labgate-restart unbound dnsmasq; do
   case $server in
     labgate) kill -USR2 "$(labgate_pid)" ;;
     labgate-restart) kill "$(labgate_pid)"; while pgrep -f "state-dir $work/state" >/dev/null; do sleep 0.05; done; pid=$(start_dns labgate) ;;
+    labgate-fdstore)
+      echo restart >&9
+      for _ in $(seq 1 200); do [ "$(grep -c '^ready' "$work/systemd.out")" -ge 2 ] && break; sleep 0.05; done ;;
     unbound) kill "$pid"; wait "$pid" 2>/dev/null || true; pid=$(start_dns unbound) ;;
     dnsmasq) kill "$pid"; wait "$pid" 2>/dev/null || true; pid=$(start_dns dnsmasq) ;;
   esac
@@ -115,6 +126,7 @@ for server in labgate labgate-restart unbound dnsmasq; do
   lost=$(awk '/Queries lost:/ {print $3}' "$work/out/dnsperf.$server")
   p99=$(awk '$1 == ">" {print $NF * 1000}' "$work/out/dnsperf.$server" | sort -g | awk '{v[NR]=$1} END {if (NR) printf "%.2f", v[int(NR*0.99)+1]; else print "-"}')
   printf '%-18s %10s %8s %10s\n' "$server" "$sent" "$lost" "$p99"
+  [ "$server" = labgate-fdstore ] && exec 9>&-
   pkill -f "state-dir $work/state" 2>/dev/null || true
   kill $(pids_of "$pid") 2>/dev/null || true
   while pgrep -f "state-dir $work/state" >/dev/null; do sleep 0.05; done
