@@ -174,7 +174,9 @@ pub async fn reload_once(source: &ConfigSource, shared: &Arc<Shared>) -> ReloadR
         restart_required: false,
     };
     match compiled {
-        Ok(Ok(ref new)) if new.same_as(&current) => {
+        // A new commit that changes nothing labgate reads is still published: `/config`
+        // and the status page name the commit served, the same on every node.
+        Ok(Ok(ref new)) if new.same_as(&current) && new.revision == current.revision => {
             report.result = ReloadResult::Unchanged;
             debug!(generation = current.generation, "config unchanged");
         }

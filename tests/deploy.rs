@@ -382,6 +382,20 @@ fn a_push_to_git_is_a_reload_through_the_pull_unit() {
     let (udp, _) = support::dns_ports(&lg);
     let d = support::dig(udp, "127.0.0.1", &["nas.lab.test"]);
     assert_eq!(d.answer, ["nas.lab.test. 300 IN A 10.0.20.10"], "{}", d.raw);
+    // A commit that changes nothing labgate reads moves the revision shown all the same (a
+    // node restarted after it would show it: both nodes of a pair must agree).
+    dir.write("author/README.md", "How this homelab is configured.\n");
+    git(&author, &["add", "README.md"]);
+    git(&author, &["commit", "-q", "-m", "a readme"]);
+    git(&author, &["push", "-q", "origin", "HEAD"]);
+    let third = git(&author, &["rev-parse", "HEAD"]);
+    let mut words = exec.split_whitespace();
+    let out = Command::new(words.next().expect("a program"))
+        .args(words)
+        .output()
+        .expect("run the pull");
+    assert!(out.status.success(), "{out:?}");
+    lg.wait_config("the README's commit", |c| c["revision"] == third[..12]);
 
     // Both units pass `systemd-analyze verify` (the timer next to its service).
     let units = tempfile::tempdir().expect("dir");
