@@ -225,6 +225,11 @@ impl Shared {
                 u64::from(self.ready.load(Ordering::Relaxed)),
             ),
             (
+                "labgate_self_check_passing",
+                "1 while labgate's check of its own DNS and HTTPS listeners passes (what /readyz and the watchdog follow).",
+                u64::from(self.health.fresh().is_ok()),
+            ),
+            (
                 "labgate_services",
                 "Services in the serving snapshot.",
                 snap.services.len() as u64,

@@ -302,6 +302,7 @@ fn readiness_and_the_watchdog_reach_the_notify_socket() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(6), "three pings took {took:?}");
     assert_eq!(lg.admin("GET", "/readyz"), (200, "ready\n".to_owned()));
+    assert_eq!(lg.metric("labgate_self_check_passing"), 1);
     assert!(lg.terminate(), "labgate exited with an error");
     loop {
         let m = next();
