@@ -84,13 +84,12 @@ dns_port() { case $1 in labgate|labgate-restart|labgate-fdstore) echo 15401 ;; u
 start_dns() {
   case $1 in
     labgate|labgate-restart) LABGATE_LOG=warn taskset -c 0 target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" >>"$work/labgate.log" 2>&1 & ;;
-    # systemd's part played by the test's stand-in, told to restart through a fifo (fd 9).
+    # systemd's part played by the test's stand-in, told to restart through the fifo that
+    # the loop holds open as fd 9.
     labgate-fdstore)
-      rm -f "$work/ctl" "$work/notify.sock"; mkfifo "$work/ctl"
       LABGATE_LOG=warn taskset -c 0 python3 tests/upgrade/fake_systemd.py "$work/notify.sock" \
         target/release/labgate run --config "$work/labgate.toml" --state-dir "$work/state" \
-        <"$work/ctl" >"$work/systemd.out" 2>>"$work/labgate.log" &
-      exec 9>"$work/ctl" ;;
+        <"$work/ctl" >"$work/systemd.out" 2>>"$work/labgate.log" & ;;
     unbound) taskset -c 0 unbound -d -c "$work/unbound.conf" >/dev/null 2>&1 & ;;
     dnsmasq) taskset -c 0 dnsmasq -k -p 15403 --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts \
                --addn-hosts="$work/dnsmasq.hosts" --user=root >/dev/null 2>&1 & ;;
@@ -108,6 +107,9 @@ labgate_pid() { pgrep -f "state-dir $work/state" | head -1; }
 echo "DNS: $RATE q/s for $DURATION s, the upgrade or restart $AT s in"
 printf '%-18s %10s %8s %10s\n' server sent lost "p99 ms"
 for server in labgate labgate-restart labgate-fdstore unbound dnsmasq; do
+  if [ "$server" = labgate-fdstore ]; then
+    rm -f "$work/ctl" "$work/notify.sock"; mkfifo "$work/ctl"; exec 9<>"$work/ctl"
+  fi
   pid=$(start_dns $server)
   taskset -c 1 dnsperf -s 127.0.0.1 -p "$(dns_port $server)" -d "$work/queries" -Q "$RATE" -q 50000 -l "$DURATION" -t 2 -v >"$work/out/dnsperf.$server" 2>&1 &
   perf=$!
