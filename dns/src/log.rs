@@ -12,6 +12,8 @@ use labgate_dnstap::{Kind, Message, Tap};
 use labgate_querylog::{Lane, Record, Sink, Source, Transport};
 use tokio::time::Instant;
 
+use crate::update::is_update;
+
 /// The question of labgate's own probe of its DNS listener (`labgate-probe.invalid. CH TXT`,
 /// refused at once by the general path, never sent upstream): counted like any query, never
 /// logged nor streamed, so a self-check every few seconds leaves no trace in the log.
@@ -117,7 +119,9 @@ pub(crate) fn tap(
     let Some(settings) = &snapshot.dnstap else {
         return;
     };
-    if dns.get(12..).is_some_and(is_probe) {
+    // An UPDATE from the pair's peer is no client query: `labgate_dns_updates_total` and
+    // the log count them (dnstap's UPDATE_QUERY type is not one labgate writes).
+    if dns.get(12..).is_some_and(is_probe) || (snapshot.pair.is_some() && is_update(dns)) {
         return;
     }
     let network = snapshot.networks.lookup(client.ip()).map(|m| m.network);
