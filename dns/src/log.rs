@@ -24,6 +24,14 @@ fn is_probe(question: &[u8]) -> bool {
     question.starts_with(PROBE_QUESTION)
 }
 
+/// Whether dnstap carries a message: not labgate's own probe, and not an UPDATE of a pair's
+/// peer, which is no client query (`labgate_dns_updates_total` and the log say what it did;
+/// dnstap's UPDATE_QUERY type is not one labgate writes). Without `[pair]`, an UPDATE is a
+/// query answered NOTIMP, streamed as any other.
+fn streamed(snapshot: &Snapshot, dns: &[u8]) -> bool {
+    !(dns.get(12..).is_some_and(is_probe) || (snapshot.pair.is_some() && is_update(dns)))
+}
+
 /// How and when one query arrived.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Arrival {
@@ -119,9 +127,7 @@ pub(crate) fn tap(
     let Some(settings) = &snapshot.dnstap else {
         return;
     };
-    // An UPDATE from the pair's peer is no client query: `labgate_dns_updates_total` and
-    // the log count them (dnstap's UPDATE_QUERY type is not one labgate writes).
-    if dns.get(12..).is_some_and(is_probe) || (snapshot.pair.is_some() && is_update(dns)) {
+    if !streamed(snapshot, dns) {
         return;
     }
     let network = snapshot.networks.lookup(client.ip()).map(|m| m.network);
@@ -162,5 +168,28 @@ mod tests {
         ] {
             assert!(!is_probe(other), "{other:?}");
         }
+    }
+
+    #[test]
+    fn a_pair_peers_updates_are_not_streamed_as_queries() {
+        let plain = labgate_config::testing::snapshot("");
+        let paired = crate::fuzzing::sample_handler()
+            .state()
+            .inputs
+            .snapshot
+            .clone();
+        // Header: ID, QR 0 and opcode, counts; an UPDATE (opcode 5) and its response.
+        let update = [0, 1, 5 << 3, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        let response = [0, 1, 0x80 | 5 << 3, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        let query = [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        assert!(!streamed(&paired, &update));
+        assert!(!streamed(&paired, &response));
+        assert!(streamed(&paired, &query));
+        assert!(
+            streamed(&plain, &update),
+            "without [pair], a query answered NOTIMP"
+        );
+        let probe = [&query[..], PROBE_QUESTION].concat();
+        assert!(!streamed(&plain, &probe));
     }
 }
