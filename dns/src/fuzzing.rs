@@ -713,6 +713,16 @@ mod tests {
                 .is_none(),
             "the fast path declines an UPDATE"
         );
+        // Even one shaped like a question it holds for the lab (`lab.test SOA`, nothing
+        // else).
+        let mut empty = txt_update(at, DNSClass::IN, "x");
+        empty.authorities.clear();
+        let empty = empty.to_vec().expect("encode");
+        let lab = "127.0.0.1".parse().expect("lab");
+        assert!(
+            handler.fast_answer_now(lab, &empty, &mut out).is_none(),
+            "the fast path declines an empty UPDATE of a zone's SOA"
+        );
         let response = handle(&handler, &bytes, node).await.expect("answered");
         let verified = verifier
             .verify(&response)
