@@ -173,11 +173,11 @@ mod tests {
     #[test]
     fn a_pair_peers_updates_are_not_streamed_as_queries() {
         let plain = labgate_config::testing::snapshot("");
-        let paired = crate::fuzzing::sample_handler()
-            .state()
-            .inputs
-            .snapshot
-            .clone();
+        let key = b"c2FtcGxlLXBhaXItc2VjcmV0LW9mLTMyLWJ5dGVzISE=";
+        let pair = "[pair]\nnodes = [\"10.0.0.1\", \"10.0.0.2\"]\nkey_file = \"k.pem\"\ntsig_file = \"k.tsig\"\n";
+        let files: &[(&str, &[u8])] = &[("k.pem", b"pem"), ("k.tsig", key)];
+        let paired = labgate_config::compile(&labgate_config::testing::loaded(pair, files), 1)
+            .unwrap_or_else(|d| panic!("{d}"));
         // Header: ID, QR 0 and opcode, counts; an UPDATE (opcode 5) and its response.
         let update = [0, 1, 5 << 3, 0, 0, 1, 0, 0, 0, 0, 0, 0];
         let response = [0, 1, 0x80 | 5 << 3, 0, 0, 1, 0, 0, 0, 0, 0, 0];
