@@ -194,13 +194,22 @@ mod tests {
         s.parse().expect("ip")
     }
 
+    /// (given, local addresses, this node and whether it is the first, or the error)
+    type NodeRow<'a> = (
+        Option<&'a str>,
+        &'a [&'a str],
+        Result<(&'a str, bool), &'a str>,
+    );
+    /// The key's name and algorithm, or the error.
+    type KeyRow<'a> = Result<(&'a str, TsigAlgorithm), &'a str>;
+
     #[test]
     fn the_node_is_the_one_given_else_the_one_local_address() {
         let nodes = [ip("10.0.0.11"), ip("10.0.0.12")];
         let local =
             |mine: &'static [&'static str]| move |a: IpAddr| mine.iter().any(|m| ip(m) == a);
         // (given, local addresses, this node or the error)
-        let table: &[(Option<&str>, &[&str], Result<(&str, bool), &str>)] = &[
+        let table: &[NodeRow<'_>] = &[
             (None, &["10.0.0.11"], Ok(("10.0.0.11", true))),
             (None, &["10.0.0.12", "127.0.0.1"], Ok(("10.0.0.12", false))),
             (
@@ -253,7 +262,7 @@ mod tests {
         let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==";
         let bytes = STANDARD.decode(secret).expect("b64");
         // (file, name, algorithm) or the error
-        let table: &[(String, Result<(&str, TsigAlgorithm), &str>)] = &[
+        let table: &[(String, KeyRow<'_>)] = &[
             (
                 format!("{secret}\n"),
                 Ok((DEFAULT_TSIG_NAME, TsigAlgorithm::HmacSha256)),

@@ -152,12 +152,17 @@ mod tests {
 
     const KEY: &[u8] = b"key \"labgate-pair\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==\";\n};\n";
 
+    /// Files by path.
+    type Files<'a> = &'a [(&'a str, &'a [u8])];
+    /// (the `[pair]` lines, the files, the diagnostics)
+    type Case<'a> = (String, Files<'a>, &'a [&'a str]);
+
     #[test]
     fn pair_errors_name_the_key_and_the_fix() {
-        let files: &[(&str, &[u8])] = &[("pair.pem", b"pem"), ("pair.tsig", KEY)];
+        let files: Files<'_> = &[("pair.pem", b"pem"), ("pair.tsig", KEY)];
         let full = "nodes = [\"10.0.0.11\", \"10.0.0.12\"]\nkey_file = \"pair.pem\"\ntsig_file = \"pair.tsig\"";
         // (the `[pair]` lines, the files, the diagnostics)
-        let cases: &[(String, &[(&str, &[u8])], &[&str])] = &[
+        let cases: &[Case<'_>] = &[
             (full.into(), files, &[]),
             (format!("{full}\ntakeover = \"2s\""), files, &[]),
             (
