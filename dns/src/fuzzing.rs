@@ -797,4 +797,41 @@ mod tests {
                 .is_empty()
         );
     }
+
+    #[tokio::test]
+    async fn updates_built_by_hickorys_own_client_are_accepted() {
+        // What a peer's `Rfc2136` provider sends: hickory's update builder (append without a
+        // prerequisite, delete by value, with EDNS), signed as its client signs.
+        use hickory_proto::op::update_message;
+        use hickory_proto::rr::RecordSet;
+        let handler = sample_handler();
+        let at = "_acme-challenge.www.lab.test.";
+        let zone = Name::from_ascii("lab.test.").expect("zone");
+        let rrset = || {
+            RecordSet::from(Record::from_rdata(
+                Name::from_ascii(at).expect("name"),
+                60,
+                RData::TXT(TXT::new(vec!["from-hickory".into()])),
+            ))
+        };
+        let node: SocketAddr = "127.0.0.1:5353".parse().expect("src");
+        for (message, want) in [
+            (
+                update_message::append(rrset(), zone.clone(), false, true),
+                &["from-hickory"][..],
+            ),
+            (
+                update_message::delete_by_rdata(rrset(), zone.clone(), true),
+                &[],
+            ),
+        ] {
+            let (bytes, mut verifier) = sign_with_sample_key(&message, unix_now()).expect("signed");
+            let response = handle(&handler, &bytes, node).await.expect("answered");
+            let verified = verifier
+                .verify(&response)
+                .expect("signed with the pair's key");
+            assert_eq!(verified.metadata.response_code, ResponseCode::NoError);
+            assert_eq!(served(&handler, at).await, want);
+        }
+    }
 }
