@@ -16,7 +16,9 @@ use std::process::{Command, Stdio};
 
 use support::{ConfigDir, Labgate, dig, dns_ports};
 
-/// The configuration: one network, one zone, a pair whose nodes are 127.0.0.1 and 127.0.0.2.
+/// The configuration: one network, one zone, a pair of nodes: 127.0.0.2, the address nsupdate
+/// sends from, and 192.0.2.10, which no machine here has (so exactly one of the two is this
+/// machine's, which is how labgate tells which node it is without `--node`).
 const PAIR: &str = r#"
 [[network]]
 name = "lab"
@@ -27,7 +29,7 @@ addresses = ["127.0.0.1"]
 name = "lab.test"
 
 [pair]
-nodes = ["127.0.0.1", "127.0.0.2"]
+nodes = ["192.0.2.10", "127.0.0.2"]
 key_file = "pair.pem"
 tsig_file = "pair.tsig"
 "#;
@@ -149,7 +151,7 @@ fn the_peer_adds_and_deletes_challenge_values_signed_over_udp_and_tcp() {
         format!("update add {AT} 60 TXT \"token-2\""),
         format!("update add {AT} 60 TXT \"tok\" \"en-3\""),
     ];
-    let sent = nsupdate(tcp, key, "127.0.0.1", true, &[&more[0], &more[1]]);
+    let sent = nsupdate(tcp, key, "127.0.0.2", true, &[&more[0], &more[1]]);
     assert!(sent.ok, "{sent:?}");
     let mut got = served(udp);
     got.sort();
@@ -206,8 +208,10 @@ fn a_wrong_key_a_stranger_or_a_record_other_than_a_challenge_value_changes_nothi
         3
     );
     // The right key from an address that is not a node.
-    let sent = nsupdate(udp, key, "127.0.0.3", false, &[&add]);
-    assert!(failed(&sent, "REFUSED"), "{sent:?}");
+    for stranger in ["127.0.0.3", "127.0.0.1"] {
+        let sent = nsupdate(udp, key, stranger, false, &[&add]);
+        assert!(failed(&sent, "REFUSED"), "{stranger}: {sent:?}");
+    }
     assert!(served(udp).is_empty());
     // Not a challenge value, and a good value beside one that is not (all or none), over
     // both transports.
@@ -216,7 +220,7 @@ fn a_wrong_key_a_stranger_or_a_record_other_than_a_challenge_value_changes_nothi
     for tcp_too in [false, true] {
         let port = if tcp_too { tcp } else { udp };
         for lines in [&[www][..], &[&a], &[&add, www]] {
-            let sent = nsupdate(port, key, "127.0.0.1", tcp_too, lines);
+            let sent = nsupdate(port, key, "127.0.0.2", tcp_too, lines);
             assert!(failed(&sent, "REFUSED"), "{lines:?}: {sent:?}");
         }
     }
@@ -227,11 +231,11 @@ fn a_wrong_key_a_stranger_or_a_record_other_than_a_challenge_value_changes_nothi
     assert!(a.answer.is_empty(), "{}", a.raw);
     // Outside the zone: NOTZONE.
     let outside = "update add _acme-challenge.example.com. 60 TXT \"x\"";
-    let sent = nsupdate(udp, key, "127.0.0.1", false, &[outside]);
+    let sent = nsupdate(udp, key, "127.0.0.2", false, &[outside]);
     assert!(failed(&sent, "NOTZONE"), "{sent:?}");
     assert_eq!(
         lg.metric("labgate_dns_updates_total{result=\"refused\"}"),
-        7
+        8
     );
     assert_eq!(
         lg.metric("labgate_dns_updates_total{result=\"notzone\"}"),
