@@ -14,6 +14,7 @@ declare -A packages=(
   [cc]=build-essential   # ring, zstd and zlib-ng compile C
   [curl]=curl            # the end-to-end tests are curl clients of the real binary
   [dig]=dnsutils         # ...and dig clients of its DNS server
+  [nsupdate]=bind9-dnsutils # a pair's peer sending challenge values (tests/pair_update.rs)
   [kdig]=knot-dnsutils   # ...and Knot's client
   [unbound]=unbound      # a private "internet" upstream for the forwarding tests
   [python3]=python3      # http.server serves URL blocklists in the tests

@@ -56,9 +56,50 @@ value = "dev"
 host = "app.lab.test"
 backends = ["http://10.0.0.9"]
 allow = ["lab"]
+[pair]
+nodes = ["127.0.0.1", "127.0.0.2"]
+key_file = "pair.pem"
+tsig_file = "pair.tsig"
 "#;
-    labgate_config::compile(&labgate_config::testing::loaded(TOML, &[]), generation)
+    let files: &[(&str, &[u8])] = &[("pair.pem", b"pem"), ("pair.tsig", SAMPLE_TSIG_FILE)];
+    labgate_config::compile(&labgate_config::testing::loaded(TOML, files), generation)
         .unwrap_or_else(|d| panic!("the sample configuration: {d}"))
+}
+
+/// The sample pair's TSIG key name.
+pub const SAMPLE_TSIG_NAME: &str = "labgate-pair";
+/// The sample pair's TSIG secret (hmac-sha256), as bytes.
+pub const SAMPLE_TSIG_SECRET: &[u8] = b"sample-pair-secret-of-32-bytes!!";
+/// The sample pair's key file, as `tsig-keygen` writes one (the secret above in base64).
+const SAMPLE_TSIG_FILE: &[u8] = b"key \"labgate-pair\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2FtcGxlLXBhaXItc2VjcmV0LW9mLTMyLWJ5dGVzISE=\";\n};\n";
+
+/// `message` signed with the sample pair's key at `now` (seconds since the Unix epoch), and
+/// the verifier of its response.
+///
+/// # Panics
+/// Never: the sample key is a valid hmac-sha256 key.
+pub fn sign_with_sample_key(
+    message: &Message,
+    now: u64,
+) -> Option<(Vec<u8>, hickory_proto::rr::TSigVerifier)> {
+    let signer = hickory_proto::rr::TSigner::new(
+        SAMPLE_TSIG_SECRET.to_vec(),
+        hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
+        Name::from_ascii(SAMPLE_TSIG_NAME).ok()?,
+        300,
+    )
+    .ok()?;
+    let (tsig, verifier) = signer.sign_message(message, now).ok()?;
+    let mut signed = message.clone();
+    signed.signature = Some(tsig);
+    Some((signed.to_vec().ok()?, verifier?))
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Puts forwarded answers in the handler's cache as if upstreams had given them: two A
@@ -162,7 +203,9 @@ fn with_sample(f: impl FnOnce(&tokio::runtime::Runtime, &Dns)) {
 }
 
 /// Fuzz entry: any bytes as a query from a client of each network and from a stranger;
-/// never panics, and every response is one whole message that carries the query's ID.
+/// never panics, and every response is one whole message that carries the query's ID. Bytes
+/// that read as an unsigned UPDATE are also sent signed with the pair's key from a node (so
+/// the fuzzer reaches the checks behind the signature): its response verifies with that key.
 pub fn handle_bytes(data: &[u8]) {
     with_sample(|rt, handler| {
         for src in sources() {
@@ -173,6 +216,34 @@ pub fn handle_bytes(data: &[u8]) {
                     u16::from_be_bytes([data[0], data[1]]),
                     "response ID"
                 );
+            }
+        }
+        let Ok(message) = Message::from_vec(data) else {
+            return;
+        };
+        if message.metadata.op_code != hickory_proto::op::OpCode::Update
+            || message.metadata.message_type != hickory_proto::op::MessageType::Query
+            || message.signature.is_some()
+        {
+            return;
+        }
+        let Some((signed, mut verifier)) = sign_with_sample_key(&message, unix_now()) else {
+            return;
+        };
+        let node = SocketAddr::from(([127, 0, 0, 1], 5000));
+        if let Some(out) = rt.block_on(handle(handler, &signed, node)) {
+            let msg = whole(&out);
+            assert_eq!(msg.metadata.id, message.metadata.id, "response ID");
+            // Signed afresh, a message that parsed reaches the checks behind the signature,
+            // and its answer is signed with our key, unless it gets FORMERR (a zone section of
+            // other than one name) or BADVERS (an EDNS version above 0), which come before
+            // any key is looked at.
+            let badvers = message.edns.as_ref().is_some_and(|e| e.version() > 0);
+            if msg.metadata.response_code != ResponseCode::FormErr
+                && !badvers
+                && let Err(e) = verifier.verify(&out)
+            {
+                panic!("the response to a signed update does not verify: {e}: {out:02x?}");
             }
         }
     });
@@ -589,5 +660,178 @@ mod tests {
             fast += usize::from(rt.block_on(compare(&handler, &seed)).is_some());
         }
         assert!(fast >= 5, "the dns_fast seeds reach the fast path ({fast})");
+    }
+
+    /// An UPDATE of `lab.test` (id 0x4242) with one TXT record at `name` of `class`.
+    fn txt_update(name: &str, class: hickory_proto::rr::DNSClass, value: &str) -> Message {
+        use hickory_proto::op::{MessageType, OpCode, Query};
+        let mut m = Message::new(0x4242, MessageType::Query, OpCode::Update);
+        m.add_query(Query::query(
+            Name::from_ascii("lab.test.").expect("zone"),
+            RecordType::SOA,
+        ));
+        let mut r = Record::from_rdata(
+            Name::from_ascii(name).expect("name"),
+            0,
+            RData::TXT(TXT::new(vec![value.to_owned()])),
+        );
+        r.dns_class = class;
+        m.authorities.push(r);
+        m
+    }
+
+    /// The TXT values the general path answers at `name`, over UDP from a stranger (the CA).
+    async fn served(handler: &Dns, name: &str) -> Vec<String> {
+        let mut q = Message::query();
+        q.metadata.id = 9;
+        q.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii(name).expect("name"),
+            RecordType::TXT,
+        ));
+        let bytes = q.to_vec().expect("encode");
+        let stranger = "192.0.2.1:53".parse().expect("src");
+        let out = handle(handler, &bytes, stranger).await.expect("answered");
+        whole(&out)
+            .answers
+            .iter()
+            .map(|r| r.data.to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_signed_update_from_a_node_is_applied_answered_signed_and_never_taken_by_the_fast_path()
+     {
+        use hickory_proto::rr::DNSClass;
+        let handler = sample_handler();
+        let at = "_acme-challenge.app.lab.test.";
+        let node: SocketAddr = "127.0.0.2:5353".parse().expect("src");
+        let now = unix_now();
+        let add = txt_update(at, DNSClass::IN, "token-1");
+        let (bytes, mut verifier) = sign_with_sample_key(&add, now).expect("signed");
+        let mut out = [0u8; 1232];
+        assert!(
+            handler
+                .fast_answer_now(node.ip(), &bytes, &mut out)
+                .is_none(),
+            "the fast path declines an UPDATE"
+        );
+        // Even one shaped like a question it holds for the lab (`lab.test SOA`, nothing
+        // else).
+        let mut empty = txt_update(at, DNSClass::IN, "x");
+        empty.authorities.clear();
+        let empty = empty.to_vec().expect("encode");
+        let lab = "127.0.0.1".parse().expect("lab");
+        assert!(
+            handler.fast_answer_now(lab, &empty, &mut out).is_none(),
+            "the fast path declines an empty UPDATE of a zone's SOA"
+        );
+        let response = handle(&handler, &bytes, node).await.expect("answered");
+        let verified = verifier
+            .verify(&response)
+            .expect("signed with the pair's key");
+        assert_eq!(verified.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(verified.metadata.op_code, hickory_proto::op::OpCode::Update);
+        assert_eq!(served(&handler, at).await, ["token-1"]);
+        let applied = handler
+            .metrics()
+            .updates(crate::metrics::UpdateResult::Applied);
+        assert_eq!(applied, 1);
+        // Over TCP too; the value goes.
+        let delete = txt_update(at, DNSClass::NONE, "token-1");
+        let (bytes, mut verifier) = sign_with_sample_key(&delete, now).expect("signed");
+        let arrival = crate::log::Arrival::now(
+            labgate_querylog::Transport::Tcp,
+            labgate_querylog::Lane::Shared,
+        );
+        let response = handler
+            .answer_stream(&bytes, node, arrival)
+            .await
+            .expect("answered");
+        let verified = verifier
+            .verify(&response)
+            .expect("signed with the pair's key");
+        assert_eq!(verified.metadata.response_code, ResponseCode::NoError);
+        assert!(served(&handler, at).await.is_empty());
+        // Unsigned, or from a stranger: refused, nothing served, counted.
+        let unsigned = add.to_vec().expect("encode");
+        let r = whole(&handle(&handler, &unsigned, node).await.expect("answered"));
+        assert_eq!(r.metadata.response_code, ResponseCode::NotAuth);
+        let stranger = "192.0.2.1:5353".parse().expect("src");
+        let (bytes, _) = sign_with_sample_key(&add, now).expect("signed");
+        let r = whole(&handle(&handler, &bytes, stranger).await.expect("answered"));
+        assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+        assert!(r.signature.is_none(), "a stranger's answer is not signed");
+        assert!(served(&handler, at).await.is_empty());
+        let m = handler.metrics();
+        use crate::metrics::UpdateResult::{NotAuth, Refused};
+        assert_eq!((m.updates(NotAuth), m.updates(Refused)), (1, 1));
+        assert!(
+            m.render(&handler.state().inputs.snapshot)
+                .contains("labgate_dns_updates_total{result=\"applied\"} 2\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_pair_an_update_is_not_implemented() {
+        let handler = Dns::new(
+            Arc::new(labgate_config::testing::snapshot(
+                "[[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.0/8\"]\naddresses = [\"10.0.0.2\"]\n[[zone]]\nname = \"lab.test\"\n",
+            )),
+            Arc::new(Metrics::default()),
+        );
+        let add = txt_update(
+            "_acme-challenge.lab.test.",
+            hickory_proto::rr::DNSClass::IN,
+            "v",
+        );
+        let (bytes, _) = sign_with_sample_key(&add, unix_now()).expect("signed");
+        let r = whole(
+            &handle(&handler, &bytes, "127.0.0.1:53".parse().expect("src"))
+                .await
+                .expect("answered"),
+        );
+        assert_eq!(r.metadata.response_code, ResponseCode::NotImp);
+        assert!(
+            served(&handler, "_acme-challenge.lab.test.")
+                .await
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn updates_built_by_hickorys_own_client_are_accepted() {
+        // What a peer's `Rfc2136` provider sends: hickory's update builder (append without a
+        // prerequisite, delete by value, with EDNS), signed as its client signs.
+        use hickory_proto::op::update_message;
+        use hickory_proto::rr::RecordSet;
+        let handler = sample_handler();
+        let at = "_acme-challenge.www.lab.test.";
+        let zone = Name::from_ascii("lab.test.").expect("zone");
+        let rrset = || {
+            RecordSet::from(Record::from_rdata(
+                Name::from_ascii(at).expect("name"),
+                60,
+                RData::TXT(TXT::new(vec!["from-hickory".into()])),
+            ))
+        };
+        let node: SocketAddr = "127.0.0.1:5353".parse().expect("src");
+        for (message, want) in [
+            (
+                update_message::append(rrset(), zone.clone(), false, true),
+                &["from-hickory"][..],
+            ),
+            (
+                update_message::delete_by_rdata(rrset(), zone.clone(), true),
+                &[],
+            ),
+        ] {
+            let (bytes, mut verifier) = sign_with_sample_key(&message, unix_now()).expect("signed");
+            let response = handle(&handler, &bytes, node).await.expect("answered");
+            let verified = verifier
+                .verify(&response)
+                .expect("signed with the pair's key");
+            assert_eq!(verified.metadata.response_code, ResponseCode::NoError);
+            assert_eq!(served(&handler, at).await, want);
+        }
     }
 }

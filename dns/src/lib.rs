@@ -44,6 +44,7 @@ mod server;
 mod state;
 mod stream;
 mod udp;
+mod update;
 
 pub use answer::{Answer, BLOCKED_TTL, Decision, FetchedLists, decide};
 pub use cache::{MAX_TTL, STALE_TTL};

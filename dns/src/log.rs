@@ -12,6 +12,8 @@ use labgate_dnstap::{Kind, Message, Tap};
 use labgate_querylog::{Lane, Record, Sink, Source, Transport};
 use tokio::time::Instant;
 
+use crate::update::is_update;
+
 /// The question of labgate's own probe of its DNS listener (`labgate-probe.invalid. CH TXT`,
 /// refused at once by the general path, never sent upstream): counted like any query, never
 /// logged nor streamed, so a self-check every few seconds leaves no trace in the log.
@@ -20,6 +22,14 @@ pub const PROBE_QUESTION: &[u8] = b"\x0dlabgate-probe\x07invalid\x00\x00\x10\x00
 /// Whether a message's bytes from its question on (offset 12) are labgate's own probe.
 fn is_probe(question: &[u8]) -> bool {
     question.starts_with(PROBE_QUESTION)
+}
+
+/// Whether dnstap carries a message: not labgate's own probe, and not an UPDATE of a pair's
+/// peer, which is no client query (`labgate_dns_updates_total` and the log say what it did;
+/// dnstap's UPDATE_QUERY type is not one labgate writes). Without `[pair]`, an UPDATE is a
+/// query answered NOTIMP, streamed as any other.
+fn streamed(snapshot: &Snapshot, dns: &[u8]) -> bool {
+    !(dns.get(12..).is_some_and(is_probe) || (snapshot.pair.is_some() && is_update(dns)))
 }
 
 /// How and when one query arrived.
@@ -117,7 +127,7 @@ pub(crate) fn tap(
     let Some(settings) = &snapshot.dnstap else {
         return;
     };
-    if dns.get(12..).is_some_and(is_probe) {
+    if !streamed(snapshot, dns) {
         return;
     }
     let network = snapshot.networks.lookup(client.ip()).map(|m| m.network);
@@ -158,5 +168,28 @@ mod tests {
         ] {
             assert!(!is_probe(other), "{other:?}");
         }
+    }
+
+    #[test]
+    fn a_pair_peers_updates_are_not_streamed_as_queries() {
+        let plain = labgate_config::testing::snapshot("");
+        let key = b"c2FtcGxlLXBhaXItc2VjcmV0LW9mLTMyLWJ5dGVzISE=";
+        let pair = "[pair]\nnodes = [\"10.0.0.1\", \"10.0.0.2\"]\nkey_file = \"k.pem\"\ntsig_file = \"k.tsig\"\n";
+        let files: &[(&str, &[u8])] = &[("k.pem", b"pem"), ("k.tsig", key)];
+        let paired = labgate_config::compile(&labgate_config::testing::loaded(pair, files), 1)
+            .unwrap_or_else(|d| panic!("{d}"));
+        // Header: ID, QR 0 and opcode, counts; an UPDATE (opcode 5) and its response.
+        let update = [0, 1, 5 << 3, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        let response = [0, 1, 0x80 | 5 << 3, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        let query = [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        assert!(!streamed(&paired, &update));
+        assert!(!streamed(&paired, &response));
+        assert!(streamed(&paired, &query));
+        assert!(
+            streamed(&plain, &update),
+            "without [pair], a query answered NOTIMP"
+        );
+        let probe = [&query[..], PROBE_QUESTION].concat();
+        assert!(!streamed(&plain, &probe));
     }
 }

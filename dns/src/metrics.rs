@@ -54,6 +54,7 @@ pub struct Metrics {
     coalesced: AtomicU64,
     stream_refused: AtomicU64,
     overload: [AtomicU64; Limit::ALL.len()],
+    updates: [AtomicU64; UpdateResult::ALL.len()],
     latency: Histogram,
     /// The places of queries waiting for the upstreams (their number is a gauge).
     pub(crate) admission: std::sync::Arc<Admission>,
@@ -75,8 +76,46 @@ impl Default for Metrics {
             coalesced: AtomicU64::new(0),
             stream_refused: AtomicU64::new(0),
             overload: std::array::from_fn(|_| AtomicU64::new(0)),
+            updates: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: Histogram::new(&LATENCY_BUCKETS),
             admission: std::sync::Arc::default(),
+        }
+    }
+}
+
+/// What became of an RFC 2136 UPDATE from a pair's peer (`update`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpdateResult {
+    /// Its changes were applied.
+    Applied,
+    /// REFUSED: not from a node, prerequisites, or not a challenge value.
+    Refused,
+    /// NOTAUTH: unsigned, another key, a bad signature or time, not an internal zone.
+    NotAuth,
+    /// NOTZONE: a record outside its zone.
+    NotZone,
+    /// REFUSED: it would hold more challenge values than the limits.
+    Full,
+}
+
+impl UpdateResult {
+    /// Every result, in label order.
+    pub(crate) const ALL: [Self; 5] = [
+        Self::Applied,
+        Self::Refused,
+        Self::NotAuth,
+        Self::NotZone,
+        Self::Full,
+    ];
+
+    /// The `result` label.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Refused => "refused",
+            Self::NotAuth => "notauth",
+            Self::NotZone => "notzone",
+            Self::Full => "full",
         }
     }
 }
@@ -124,6 +163,17 @@ impl Metrics {
     /// Counts one query answered without waiting because it met `limit`.
     pub(crate) fn overload(&self, limit: Limit) {
         self.overload[limit as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one UPDATE from a pair's peer, by what became of it.
+    pub(crate) fn update(&self, result: UpdateResult) {
+        self.updates[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// UPDATEs counted with `result` so far.
+    #[cfg(test)]
+    pub(crate) fn updates(&self, result: UpdateResult) -> u64 {
+        self.updates[result as usize].load(Ordering::Relaxed)
     }
 
     /// Counts one answered query; `network` is the client's network position, if any.
@@ -244,6 +294,16 @@ impl Metrics {
                 "labgate_dns_overload_total{{limit=\"{}\"}} {}",
                 limit.label(),
                 self.overload[limit as usize].load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP labgate_dns_updates_total RFC 2136 updates of ACME challenge values from the pair's peer, by result.\n");
+        out.push_str("# TYPE labgate_dns_updates_total counter\n");
+        for result in UpdateResult::ALL {
+            let _ = writeln!(
+                out,
+                "labgate_dns_updates_total{{result=\"{}\"}} {}",
+                result.label(),
+                self.updates[result as usize].load(Ordering::Relaxed)
             );
         }
         let _ = writeln!(

@@ -15,16 +15,19 @@ use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use labgate_config::Snapshot;
 use labgate_config::network::NetworkId;
+use labgate_config::pair::PairSettings;
 use labgate_querylog::{Flags, Lane, Sink, Source};
-use tracing::debug;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 use crate::admission::{Limit, Ticket, WorkerShare};
 use crate::answer::{Answer, Decision, FetchedLists, decide};
 use crate::cache::Lifetime;
-use crate::challenges::Challenges;
+use crate::challenges::{Challenges, Change, Full};
 use crate::forward::{Asking, Forwarders, Now, Served};
 use crate::log::{Answered, Arrival, capture};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UpdateResult};
+use crate::update::{self, Refusal, Verdict};
 
 /// Largest UDP response: the DNS Flag Day 2020 size (RFC 9715), or the client's smaller size.
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -212,7 +215,14 @@ impl Resolver {
             );
         };
         let edns = response_edns(&request);
-        let refused = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        let badvers = request.edns.as_ref().is_some_and(|e| e.version() > 0);
+        if !badvers
+            && request.metadata.op_code == OpCode::Update
+            && let Some(pair) = &snapshot.pair
+        {
+            return Plan::Ready(self.update(&request, snapshot, pair, edns.as_ref()), None);
+        }
+        let refused = if badvers {
             Some(ResponseCode::BADVERS)
         } else if request.metadata.op_code != OpCode::Query {
             Some(ResponseCode::NotImp)
@@ -282,6 +292,93 @@ impl Resolver {
                 chain,
                 arrival,
             })),
+        }
+    }
+
+    /// Decides an UPDATE from `request`'s source with the pair's settings (see `update`),
+    /// applies its changes to the challenge values all or none, counts and logs it: the
+    /// response, signed as the verdict says. Neither the query log nor dnstap records it: it
+    /// is no query, and the counter and the log line say what it did.
+    fn update(
+        &self,
+        request: &Request,
+        snapshot: &Snapshot,
+        pair: &PairSettings,
+        edns: Option<&Edns>,
+    ) -> Vec<u8> {
+        let now = unix_now();
+        let Verdict { seal, outcome } = update::decide(request, pair, &snapshot.zones, now);
+        let outcome = outcome.and_then(|changes| {
+            self.challenges
+                .apply(&changes, Instant::now())
+                .map(|()| changes)
+                .map_err(|Full| Refusal::Full)
+        });
+        let src = request.src();
+        let zone = request
+            .queries
+            .queries()
+            .first()
+            .map_or_else(String::new, |q| q.name().to_string());
+        let (rcode, result) = match &outcome {
+            Ok(changes) => {
+                let mut names: Vec<String> = changes.iter().map(|c| c.name().to_string()).collect();
+                names.sort_unstable();
+                names.dedup();
+                let count = |f: fn(&Change) -> bool| changes.iter().filter(|c| f(c)).count();
+                info!(
+                    source = %src.ip(),
+                    zone = %zone,
+                    names = %names.join(" "),
+                    added = count(|c| matches!(c, Change::Add(..))),
+                    removed = count(|c| matches!(c, Change::Remove(..))),
+                    cleared = count(|c| matches!(c, Change::Clear(..))),
+                    "dns: applied the pair peer's challenge values"
+                );
+                (ResponseCode::NoError, UpdateResult::Applied)
+            }
+            Err(refusal) => {
+                let rcode = refusal.rcode();
+                let result = match (refusal, rcode) {
+                    (Refusal::Full, _) => UpdateResult::Full,
+                    (_, ResponseCode::NotAuth) => UpdateResult::NotAuth,
+                    (_, ResponseCode::NotZone) => UpdateResult::NotZone,
+                    _ => UpdateResult::Refused,
+                };
+                if *refusal == Refusal::Stranger {
+                    debug!(source = %src.ip(), reason = refusal.reason(), "dns: update refused");
+                } else {
+                    // From a node's address: the two nodes disagree on the key, the clock or
+                    // the zones, which an operator must settle.
+                    warn!(
+                        source = %src.ip(),
+                        zone = %zone,
+                        reason = refusal.reason(),
+                        rcode = %rcode,
+                        "dns: update from the pair's peer refused"
+                    );
+                }
+                (rcode, result)
+            }
+        };
+        self.metrics.update(result);
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.response_code = rcode;
+        let build = || MessageResponseBuilder::new(&request.queries, edns).build_no_records(meta);
+        let unsigned = emit(build()).unwrap_or_default();
+        let Some(tsig) = update::sign(seal, outcome.err(), request.metadata.id, now) else {
+            return unsigned;
+        };
+        match tsig.sign(&unsigned) {
+            Ok(record) => {
+                let mut signed = build();
+                signed.set_signature(record);
+                emit(signed).unwrap_or(unsigned)
+            }
+            Err(error) => {
+                warn!(%error, "dns: cannot sign the response to an update");
+                unsigned
+            }
         }
     }
 
@@ -394,6 +491,13 @@ impl Resolver {
         }
         out
     }
+}
+
+/// Seconds since the Unix epoch, as TSIG counts them.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Where an answer decided from the snapshot came from.
