@@ -44,29 +44,14 @@ impl Pair {
     /// `takeover`, a key made by `openssl genpkey` and a TSIG key by `tsig-keygen`.
     fn new(pebble: &Pebble, provider: &str, acme: &str, takeover: &str) -> Self {
         let cfg = ConfigDir::new();
-        let key = cfg.path("pair-key.pem");
-        let made = Command::new("openssl")
-            .args([
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-            ])
-            .arg(&key)
-            .status()
-            .expect("openssl is needed: apt-get install openssl (scripts/test.sh does)");
-        assert!(made.success(), "openssl genpkey");
+        genpkey(&cfg.path("pair-key.pem"));
         let tsig = Command::new("tsig-keygen")
             .arg("labgate-pair")
             .output()
             .expect("tsig-keygen is needed: apt-get install bind9-utils (scripts/test.sh does)");
         cfg.write("pair.tsig", &String::from_utf8_lossy(&tsig.stdout));
-        for f in ["pair-key.pem", "pair.tsig"] {
-            let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
-            std::fs::set_permissions(cfg.path(f), mode).expect("chmod 600");
-        }
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(cfg.path("pair.tsig"), mode).expect("chmod 600");
         cfg.write(
             "labgate.toml",
             &format!(
@@ -114,8 +99,13 @@ takeover = "{takeover}"
 
     /// Node `n` (0: the first) on its own address, ready.
     fn start(&self, n: usize) -> Labgate {
+        self.start_on(n, "labgate.toml")
+    }
+
+    /// Node `n` on the configuration file `file`.
+    fn start_on(&self, n: usize, file: &str) -> Labgate {
         let ip = NODES[n];
-        let config = self.cfg.path("labgate.toml");
+        let config = self.cfg.path(file);
         let (dns, https) = (format!("{ip}:{}", self.dns), format!("{ip}:{}", self.https));
         let (admin, http) = (format!("{ip}:0"), format!("{ip}:0"));
         let args = [
@@ -150,6 +140,25 @@ takeover = "{takeover}"
             .expect("openssl");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// An ECDSA P-256 key at `path`, as the operator makes it (`deploy/keepalived/README.md`).
+fn genpkey(path: &Path) {
+    let made = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(path)
+        .status()
+        .expect("openssl is needed: apt-get install openssl (scripts/test.sh does)");
+    assert!(made.success(), "openssl genpkey");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(path, mode).expect("chmod 600");
 }
 
 /// Polls until `lg` serves its ACME certificate.
@@ -347,4 +356,38 @@ fn the_second_node_orders_when_the_first_is_away_and_the_first_takes_its_certifi
     assert_eq!(orders_and_adoptions(&first), (0, 1), "{}", first.log_text());
     let root = pebble.issuing_root();
     assert_eq!(pair.served(0, &root), pair.served(1, &root));
+}
+
+#[test]
+fn a_peer_whose_certificate_has_another_key_is_not_adopted() {
+    let bind = Bind::start(ZONE, "acme-update");
+    let pebble = Pebble::start(&format!("127.0.0.1:{}", bind.port));
+    let provider = format!(
+        "[[dns_provider]]\nname = \"dns\"\nkind = \"rfc2136\"\nserver = \"127.0.0.1:{}\"\nkey_name = \"acme-update.\"\nsecret_file = \"{}\"",
+        bind.port,
+        bind.key_file.display()
+    );
+    let acme = format!("propagation_servers = [\"127.0.0.1:{}\"]", bind.port);
+    let pair = Pair::new(&pebble, &provider, &acme, "1s");
+    // The second node's key file is not the first's (a copy forgotten): the first's chain is
+    // no use to it, and it orders its own once the wait is over.
+    genpkey(&pair.cfg.path("other-key.pem"));
+    let text = std::fs::read_to_string(pair.cfg.path("labgate.toml")).expect("config");
+    pair.cfg
+        .write("other.toml", &text.replace("pair-key.pem", "other-key.pem"));
+    let first = pair.start(0);
+    wait_issued(&first, "the first node");
+    let second = pair.start_on(1, "other.toml");
+    wait_issued(&second, "the second node");
+    assert_eq!(orders_and_adoptions(&first), (1, 0), "{}", first.log_text());
+    assert_eq!(
+        orders_and_adoptions(&second),
+        (1, 0),
+        "{}",
+        second.log_text()
+    );
+    let warned = "serves a certificate for another key: give both nodes the same `[pair] key_file`";
+    assert!(second.log_text().contains(warned), "{}", second.log_text());
+    let root = pebble.issuing_root();
+    assert_ne!(pair.served(0, &root), pair.served(1, &root));
 }

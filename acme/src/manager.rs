@@ -26,7 +26,7 @@ use crate::error::report;
 use crate::http::AcmeHttp;
 use crate::metrics::Metrics;
 use crate::order::{self, PendingCleanups, Request};
-use crate::pair::{PairJob, Step};
+use crate::pair::{PairJob, Seen, Step};
 use crate::problem::ProblemType;
 use crate::propagation::{Authorities, Lookup};
 use crate::provider::DnsProvider;
@@ -366,7 +366,19 @@ impl Manager {
         let Ok(key) = pair.key() else {
             return Step::Order;
         };
-        let peer = pair.peer_chain(&job.names, &key).await;
+        let peer = match pair.peer_chain(&job.names, &key).await {
+            Seen::Usable(cert) => Some(cert),
+            Seen::OtherKey => {
+                if first_look {
+                    warn!(
+                        "{names}: the peer {} serves a certificate for another key: give both nodes the same `[pair] key_file`",
+                        pair.role.peer
+                    );
+                }
+                None
+            }
+            Seen::Nothing => None,
+        };
         let own = self.current_of(&job.names);
         let waited = SystemTime::now().duration_since(since).unwrap_or_default();
         let step = crate::pair::decide(

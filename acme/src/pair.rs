@@ -65,6 +65,18 @@ pub fn decide(
     }
 }
 
+/// What a node's peer serves for a name set.
+#[derive(Debug)]
+pub enum Seen {
+    /// A chain for the shared key that covers every name and is valid now.
+    Usable(Stored),
+    /// A certificate valid for the names but for another key: the nodes' `key_file`s differ,
+    /// or the peer's certificate was ordered before `[pair]`.
+    OtherKey,
+    /// Nothing usable: the peer is unreachable, or serves no valid certificate for the names.
+    Nothing,
+}
+
 /// A pair's part in one certificate's job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairJob {
@@ -95,21 +107,32 @@ impl PairJob {
         })
     }
 
-    /// The chain the peer serves for `names`, if it carries the shared `key`, covers every
-    /// name and is valid now; `None` when the peer cannot be reached or serves another.
-    pub async fn peer_chain(&self, names: &[String], key: &rcgen::KeyPair) -> Option<Stored> {
-        let host = sni(names)?;
-        let chain = tokio::time::timeout(PEER_TIMEOUT, served_chain(self.peer_https, host))
-            .await
-            .ok()
-            .flatten()?;
+    /// What the peer serves for `names`, judged against the shared `key`.
+    pub async fn peer_chain(&self, names: &[String], key: &rcgen::KeyPair) -> Seen {
+        let Some(host) = sni(names) else {
+            return Seen::Nothing;
+        };
+        let served = tokio::time::timeout(PEER_TIMEOUT, served_chain(self.peer_https, host));
+        let Ok(Some(chain)) = served.await else {
+            return Seen::Nothing;
+        };
         let spki = rcgen::PublicKeyData::subject_public_key_info(key);
-        let info = verify(&chain, names, &spki, SystemTime::now()).ok()?;
-        Some(Stored {
-            chain_pem: chain,
-            key_pem: key.serialize_pem(),
-            info,
-        })
+        let now = SystemTime::now();
+        if let Ok(info) = verify(&chain, names, &spki, now) {
+            return Seen::Usable(Stored {
+                chain_pem: chain,
+                key_pem: key.serialize_pem(),
+                info,
+            });
+        }
+        // A chain good in every way but the key: said apart, for the operator.
+        let theirs = crate::verify::chain(&chain)
+            .ok()
+            .and_then(|c| crate::verify::leaf_key(c.first()?).ok());
+        match theirs {
+            Some(k) if k != spki && verify(&chain, names, &k, now).is_ok() => Seen::OtherKey,
+            _ => Seen::Nothing,
+        }
     }
 
     /// The `builtin` provider `local` of this node, its values also sent to the peer.

@@ -53,6 +53,16 @@ pub fn info(leaf: &CertificateDer<'_>) -> Result<CertInfo, Error> {
     })
 }
 
+/// The SubjectPublicKeyInfo (DER) of `leaf`.
+///
+/// # Errors
+/// [`Error::Verify`] when the leaf does not parse.
+pub(crate) fn leaf_key(leaf: &CertificateDer<'_>) -> Result<Vec<u8>, Error> {
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref())
+        .map_err(|e| Error::Verify(format!("the leaf does not parse ({e})")))?;
+    Ok(cert.tbs_certificate.subject_pki.raw.to_vec())
+}
+
 /// Verifies `chain_pem` for `names` and the public key `spki` (SubjectPublicKeyInfo DER) at
 /// `now`.
 ///
@@ -102,9 +112,7 @@ pub fn verify(
         rustls::client::verify_server_name(&parsed, &server_name)
             .map_err(|_| Error::Verify(format!("the certificate does not cover {name}")))?;
     }
-    let (_, cert) = X509Certificate::from_der(leaf.as_ref())
-        .map_err(|e| Error::Verify(format!("the leaf does not parse ({e})")))?;
-    if cert.tbs_certificate.subject_pki.raw != spki {
+    if leaf_key(leaf)? != spki {
         return Err(Error::Verify(
             "the certificate is not for the key labgate made".into(),
         ));
