@@ -39,6 +39,7 @@ declare -A packages=(
   [promtool]=prometheus    # checks and unit-tests deploy/prometheus/labgate-rules.yml
   [prometheus]=prometheus  # scrapes a running labgate for every query of deploy/grafana/labgate.json
   [keepalived]=keepalived  # VRRP: two labgates behind one address in namespaces (tests/pair.rs)
+  [nft]=nftables           # ...where a firewall rule silences one node's DNS
 )
 # Python module -> Debian package; checked with Debian's interpreter, whose dist-packages they
 # install into (tests/h2/frames.py runs under /usr/bin/python3, whatever python3 PATH finds).

@@ -372,12 +372,15 @@ fn a_push_to_git_is_a_reload_through_the_pull_unit() {
         .find_map(|l| l.strip_prefix("ExecStart="))
         .expect("ExecStart")
         .replace("/etc/labgate", node.to_str().expect("utf-8"));
-    let mut words = exec.split_whitespace();
-    let out = Command::new(words.next().expect("a program"))
-        .args(words)
-        .output()
-        .expect("run the pull");
-    assert!(out.status.success(), "{out:?}");
+    let pull = || {
+        let mut words = exec.split_whitespace();
+        let out = Command::new(words.next().expect("a program"))
+            .args(words)
+            .output()
+            .expect("run the pull");
+        assert!(out.status.success(), "{out:?}");
+    };
+    pull();
     lg.wait_config("the pulled commit", |c| c["revision"] == second[..12]);
     assert_eq!(support::generation(&lg.config()), 2);
     let (udp, _) = support::dns_ports(&lg);
@@ -390,12 +393,7 @@ fn a_push_to_git_is_a_reload_through_the_pull_unit() {
     git(&author, &["commit", "-q", "-m", "a readme"]);
     git(&author, &["push", "-q", "origin", "HEAD"]);
     let third = git(&author, &["rev-parse", "HEAD"]);
-    let mut words = exec.split_whitespace();
-    let out = Command::new(words.next().expect("a program"))
-        .args(words)
-        .output()
-        .expect("run the pull");
-    assert!(out.status.success(), "{out:?}");
+    pull();
     lg.wait_config("the README's commit", |c| c["revision"] == third[..12]);
 
     // Both units pass `systemd-analyze verify` (the timer next to its service).

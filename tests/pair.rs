@@ -70,7 +70,16 @@ name = "lab.test"
 host = "app.lab.test"
 backends = ["http://127.0.0.1:9153"]
 allow = ["lan"]
+
+# Each node finds which of the two it is from its own interface (no `--node`).
+[pair]
+nodes = ["192.168.1.11", "192.168.1.12"]
+key_file = "pair-key.pem"
+tsig_file = "pair.tsig"
 "#;
+
+/// The pair's TSIG key file (any secret: nothing in these tests is signed).
+const TSIG: &str = "key \"labgate-pair\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==\";\n};\n";
 
 #[test]
 fn a_killed_labgate_moves_the_address_within_3s_and_failback_costs_no_second_outage() {
@@ -214,6 +223,60 @@ fn a_hung_labgate_moves_the_address_and_failback_costs_no_second_outage() {
 /// second apart), the address's move, and a query's own timeout.
 const HUNG_BUDGET: Duration = Duration::from_secs(6);
 
+/// A labgate whose admin endpoint answers while its DNS does not (a firewall rule drops every
+/// UDP datagram to port 53 on the node, labgate's own self-check included): `/readyz` turns
+/// 503 once no self-check has passed for 5 s, keepalived's check fails twice, and the standby
+/// takes the address. Its budget is [`MUTE_BUDGET`].
+#[test]
+fn a_labgate_whose_dns_stops_answering_loses_the_address_though_its_admin_endpoint_answers() {
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let pair = Pair::start("mute");
+    let active = pair.wait_settled();
+    let standby = 1 - active;
+    let dns = Prober::dns(&pair.lan.hosts[2]);
+    dns.wait_right_after(
+        Instant::now(),
+        "DNS from the virtual address before the failure",
+    );
+    let node = &pair.lan.hosts[active];
+    let nft = |rule: &str| {
+        let out = node
+            .command("nft")
+            .arg(rule)
+            .output()
+            .expect("nft is needed: apt-get install nftables (scripts/test.sh does)");
+        assert!(out.status.success(), "nft {rule}: {out:?}");
+    };
+    let muted = Instant::now();
+    nft(
+        "add table inet mute; add chain inet mute input { type filter hook input priority 0; }; \
+         add rule inet mute input udp dport 53 drop",
+    );
+    let dns_outage = dns.wait_recovered(muted);
+    pair.wait_holder(standby);
+    dns.assert_never_wrong();
+    eprintln!(
+        "pair: DNS muted on node{}: answered again after {dns_outage:?}",
+        active + 1
+    );
+    assert!(
+        dns_outage < MUTE_BUDGET,
+        "DNS unanswered for {dns_outage:?} after the mute"
+    );
+    // The rule goes: its self-check passes again, it is the backup, the address stays.
+    let back = Instant::now();
+    let rejoins = pair.keepalived[active].count("Entering BACKUP STATE");
+    nft("delete table inet mute");
+    pair.keepalived[active].wait_count("Entering BACKUP STATE", rejoins + 1);
+    let https = Prober::https(&pair.lan.hosts[2]);
+    pair.watch_failback(&dns, &https, back, standby);
+}
+
+/// How long a node whose DNS is silent may hold the address: `/readyz` waits for its last
+/// passed self-check to be 5 s old (checks every 2 s), then two failed health checks a second
+/// apart, the address's move, and a query's own timeout.
+const MUTE_BUDGET: Duration = Duration::from_secs(12);
+
 /// Two nodes, each with labgate and keepalived, and a client, on one LAN. Fields drop in
 /// order: keepalived, labgate, then the namespaces (which kill whatever is left).
 struct Pair {
@@ -237,6 +300,13 @@ impl Pair {
         );
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("labgate.toml"), CONFIG).expect("config");
+        // No certificate is ordered here: the key file only has to be there.
+        for (name, text) in [("pair-key.pem", "unused\n"), ("pair.tsig", TSIG)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("secret");
+            let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+            std::fs::set_permissions(&path, mode).expect("chmod 600");
+        }
         let mut pair = Self {
             keepalived: Vec::new(),
             labgates: vec![None, None],
@@ -264,6 +334,12 @@ impl Pair {
             &["--config", config.to_str().expect("utf-8")],
             &state,
         );
+        let role = format!(
+            "[pair]: this is node {} ({})",
+            NODES[node],
+            ["first", "second"][node]
+        );
+        assert!(lg.log_text().contains(&role), "{}", lg.log_text());
         self.labgates[node] = Some(lg);
     }
 

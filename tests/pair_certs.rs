@@ -17,15 +17,11 @@ use std::net::UdpSocket;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::acme::{Bind, Pebble};
+use support::acme::{Bind, Pebble, wait_certificate};
 use support::cloudflare::{FakeCloudflare, Scope};
 use support::{ConfigDir, Labgate, free_port};
-
-/// How long an issuance, or an adoption after it, may take on a loaded machine (each takes
-/// about a second).
-const ISSUANCE: Duration = Duration::from_secs(90);
 
 const ZONE: &str = "lab.example.test";
 /// The nodes' own addresses.
@@ -142,6 +138,21 @@ takeover = "{takeover}"
     }
 }
 
+/// A BIND9 primary for the zone, Pebble asking it, and a pair whose provider updates it by
+/// RFC 2136, the second node waiting `takeover` for the first.
+fn with_bind(takeover: &str) -> (Bind, Pebble, Pair) {
+    let bind = Bind::start(ZONE, "acme-update");
+    let pebble = Pebble::start(&format!("127.0.0.1:{}", bind.port));
+    let provider = format!(
+        "[[dns_provider]]\nname = \"dns\"\nkind = \"rfc2136\"\nserver = \"127.0.0.1:{}\"\nkey_name = \"acme-update.\"\nsecret_file = \"{}\"",
+        bind.port,
+        bind.key_file.display()
+    );
+    let acme = format!("propagation_servers = [\"127.0.0.1:{}\"]", bind.port);
+    let pair = Pair::new(&pebble, &provider, &acme, takeover);
+    (bind, pebble, pair)
+}
+
 /// An ECDSA P-256 key at `path`, as the operator makes it (`deploy/keepalived/README.md`).
 fn genpkey(path: &Path) {
     let made = Command::new("openssl")
@@ -161,24 +172,6 @@ fn genpkey(path: &Path) {
     std::fs::set_permissions(path, mode).expect("chmod 600");
 }
 
-/// Polls until `lg` serves its ACME certificate.
-fn wait_issued(lg: &Labgate, who: &str) {
-    let deadline = Instant::now() + ISSUANCE;
-    loop {
-        let (_, body) = lg.admin("GET", "/certs");
-        let certs: serde_json::Value = serde_json::from_str(&body).expect("/certs is JSON");
-        if certs[0]["not_after"].is_string() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{who} has no certificate: {certs:#}\n{}",
-            lg.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Orders that ended well, and certificates taken from the peer.
 fn orders_and_adoptions(lg: &Labgate) -> (u64, u64) {
     (
@@ -191,8 +184,8 @@ fn orders_and_adoptions(lg: &Labgate) -> (u64, u64) {
 /// the same certificate, chained to Pebble's root.
 fn both_serve_one_order(pair: &Pair, pebble: &Pebble) -> [Labgate; 2] {
     let nodes = [pair.start(0), pair.start(1)];
-    wait_issued(&nodes[0], "the first node");
-    wait_issued(&nodes[1], "the second node");
+    wait_certificate(&nodes[0]);
+    wait_certificate(&nodes[1]);
     assert_eq!(
         orders_and_adoptions(&nodes[0]),
         (1, 0),
@@ -215,15 +208,7 @@ fn both_serve_one_order(pair: &Pair, pebble: &Pebble) -> [Labgate; 2] {
 
 #[test]
 fn with_rfc2136_the_first_node_orders_and_the_second_serves_the_same_certificate() {
-    let bind = Bind::start(ZONE, "acme-update");
-    let pebble = Pebble::start(&format!("127.0.0.1:{}", bind.port));
-    let provider = format!(
-        "[[dns_provider]]\nname = \"dns\"\nkind = \"rfc2136\"\nserver = \"127.0.0.1:{}\"\nkey_name = \"acme-update.\"\nsecret_file = \"{}\"",
-        bind.port,
-        bind.key_file.display()
-    );
-    let acme = format!("propagation_servers = [\"127.0.0.1:{}\"]", bind.port);
-    let pair = Pair::new(&pebble, &provider, &acme, "15m");
+    let (_bind, pebble, pair) = with_bind("15m");
     both_serve_one_order(&pair, &pebble);
 }
 
@@ -327,17 +312,9 @@ fn with_the_builtin_provider_either_node_answers_the_ca() {
 
 #[test]
 fn the_second_node_orders_when_the_first_is_away_and_the_first_takes_its_certificate() {
-    let bind = Bind::start(ZONE, "acme-update");
-    let pebble = Pebble::start(&format!("127.0.0.1:{}", bind.port));
-    let provider = format!(
-        "[[dns_provider]]\nname = \"dns\"\nkind = \"rfc2136\"\nserver = \"127.0.0.1:{}\"\nkey_name = \"acme-update.\"\nsecret_file = \"{}\"",
-        bind.port,
-        bind.key_file.display()
-    );
-    let acme = format!("propagation_servers = [\"127.0.0.1:{}\"]", bind.port);
-    let pair = Pair::new(&pebble, &provider, &acme, "1s");
+    let (_bind, pebble, pair) = with_bind("1s");
     let second = pair.start(1);
-    wait_issued(&second, "the second node");
+    wait_certificate(&second);
     assert_eq!(
         orders_and_adoptions(&second),
         (1, 0),
@@ -352,7 +329,7 @@ fn the_second_node_orders_when_the_first_is_away_and_the_first_takes_its_certifi
         second.log_text()
     );
     let first = pair.start(0);
-    wait_issued(&first, "the first node");
+    wait_certificate(&first);
     assert_eq!(orders_and_adoptions(&first), (0, 1), "{}", first.log_text());
     let root = pebble.issuing_root();
     assert_eq!(pair.served(0, &root), pair.served(1, &root));
@@ -360,15 +337,7 @@ fn the_second_node_orders_when_the_first_is_away_and_the_first_takes_its_certifi
 
 #[test]
 fn a_peer_whose_certificate_has_another_key_is_not_adopted() {
-    let bind = Bind::start(ZONE, "acme-update");
-    let pebble = Pebble::start(&format!("127.0.0.1:{}", bind.port));
-    let provider = format!(
-        "[[dns_provider]]\nname = \"dns\"\nkind = \"rfc2136\"\nserver = \"127.0.0.1:{}\"\nkey_name = \"acme-update.\"\nsecret_file = \"{}\"",
-        bind.port,
-        bind.key_file.display()
-    );
-    let acme = format!("propagation_servers = [\"127.0.0.1:{}\"]", bind.port);
-    let pair = Pair::new(&pebble, &provider, &acme, "1s");
+    let (_bind, pebble, pair) = with_bind("1s");
     // The second node's key file is not the first's (a copy forgotten): the first's chain is
     // no use to it, and it orders its own once the wait is over.
     genpkey(&pair.cfg.path("other-key.pem"));
@@ -376,9 +345,9 @@ fn a_peer_whose_certificate_has_another_key_is_not_adopted() {
     pair.cfg
         .write("other.toml", &text.replace("pair-key.pem", "other-key.pem"));
     let first = pair.start(0);
-    wait_issued(&first, "the first node");
+    wait_certificate(&first);
     let second = pair.start_on(1, "other.toml");
-    wait_issued(&second, "the second node");
+    wait_certificate(&second);
     assert_eq!(orders_and_adoptions(&first), (1, 0), "{}", first.log_text());
     assert_eq!(
         orders_and_adoptions(&second),

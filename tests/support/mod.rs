@@ -112,9 +112,10 @@ impl Labgate {
         let (mut https, mut http) = (None, None);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("labgate did not become ready; stdout: {lines:#?}"));
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("labgate did not become ready; stdout: {lines:#?}\nstderr:\n{stderr}")
+            });
             if let Some(a) = line.strip_prefix("labgate: admin listening on http://") {
                 admin = Some(a.parse().expect("admin address"));
             }
