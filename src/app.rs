@@ -70,17 +70,20 @@ pub fn run(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
     let (from, mut inherited) = match from {
         Some((stream, inherited)) => (Some(stream), inherited),
         // Or systemd kept them across a restart.
-        None => (
-            None,
-            crate::fdstore::inherit()
-                .context("cannot take the listening sockets systemd kept")?
-                .unwrap_or_default(),
-        ),
+        None => {
+            let passed = crate::fdstore::inherit();
+            if let Some(n) = crate::notify::Notifier::from_env() {
+                // Before binding: systemd closes what labgate binds anew.
+                crate::fdstore::remove(&n, &passed.remove);
+            }
+            (None, passed.inherited)
+        }
     };
     let listeners = Listeners::bind(&snapshot.listen, workers(), &mut inherited)?;
-    let dropped = inherited.left();
-    for e in &dropped {
+    let mut unstored = Vec::new();
+    for e in inherited.close_left() {
         info!("{e} is no longer configured: closed");
+        unstored.push(crate::fdstore::name(&e));
     }
     let handover = listeners
         .handover(&snapshot.listen)
@@ -88,7 +91,7 @@ pub fn run(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
     let upgrade = Upgrade {
         handover,
         from,
-        dropped,
+        unstored,
     };
     App::build(source, snapshot, listeners, upgrade, args.node)?.run()?;
     Ok(ExitCode::SUCCESS)
@@ -327,8 +330,9 @@ pub struct Upgrade {
     pub handover: crate::upgrade::Handover,
     /// The previous process, waiting for this one to serve.
     pub from: Option<std::os::unix::net::UnixStream>,
-    /// Sockets passed to this process for addresses no longer configured (closed).
-    pub dropped: Vec<crate::upgrade::Entry>,
+    /// The descriptor store's names of sockets passed to this process for addresses no
+    /// longer configured (closed).
+    pub unstored: Vec<String>,
 }
 
 /// The `labgate control` background service.
@@ -508,7 +512,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch, fatal: Arc<Fatal>) -> 
     let Upgrade {
         handover,
         from,
-        dropped,
+        unstored,
     } = upgrade;
     if let Some(mut from) = from {
         // The previous process drains and exits; systemd is told this one is the service now.
@@ -523,7 +527,7 @@ async fn serve(parts: Parts, mut shutdown: ShutdownWatch, fatal: Arc<Fatal>) -> 
     if let Some(n) = &notifier {
         // Every listener outlives a restart in systemd's store, the dropped ones leave it.
         crate::fdstore::store(n, &handover);
-        crate::fdstore::remove(n, &dropped);
+        crate::fdstore::remove(n, &unstored);
         let s = shared.snapshot.load();
         n.send(&format!(
             "READY=1\nSTATUS=serving generation {} (hash {})",

@@ -31,15 +31,13 @@ pub fn parse(name: &str) -> Option<Entry> {
     Entry::parse(&name.replace('+', ":").replace('@', " "))
 }
 
-/// The descriptors systemd passed this process (`me`), with the entry each name stands for,
-/// from `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`: none when they are for another
-/// process. A descriptor whose name is not one of labgate's is `None`. Pure.
-pub fn listed(
-    pid: Option<&str>,
-    fds: Option<&str>,
-    names: Option<&str>,
-    me: u32,
-) -> Vec<(i32, Option<Entry>)> {
+/// One descriptor systemd passed: its number, its name, and the entry the name stands for
+/// (`None`: not a name labgate gives).
+pub type Listed = (i32, String, Option<Entry>);
+
+/// The descriptors systemd passed this process (`me`), from `LISTEN_PID`, `LISTEN_FDS` and
+/// `LISTEN_FDNAMES`: none when they are for another process. Pure.
+pub fn listed(pid: Option<&str>, fds: Option<&str>, names: Option<&str>, me: u32) -> Vec<Listed> {
     if pid.and_then(|p| p.parse::<u32>().ok()) != Some(me) {
         return Vec::new();
     }
@@ -49,20 +47,33 @@ pub fn listed(
         .clamp(0, 4096);
     let mut names = names.unwrap_or_default().split(':');
     (0..count)
-        .map(|i| (FIRST_FD + i, names.next().and_then(parse)))
+        .map(|i| {
+            let n = names.next().unwrap_or("unknown").to_owned();
+            let entry = parse(&n);
+            (FIRST_FD + i, n, entry)
+        })
         .collect()
+}
+
+/// What systemd passed this process: the listeners taken, and the store's names to remove
+/// (descriptors whose name is not one labgate gives, or all of them when they could not be
+/// taken).
+#[derive(Debug, Default)]
+pub struct Passed {
+    /// The listeners, for [`crate::listen::Listeners::bind`] to adopt.
+    pub inherited: Inherited,
+    /// Names to take out of the store: labgate binds those addresses anew.
+    pub remove: Vec<String>,
 }
 
 /// The listeners systemd kept for this process, if it passed any.
 ///
-/// Each is taken as a duplicate (`pidfd_getfd`, which needs no unsafe code); the descriptor
-/// systemd passed stays open, unused, until the process exits (closing a descriptor by
-/// number would need unsafe code, which labgate forbids).
-///
-/// # Errors
-/// When a passed descriptor cannot be duplicated: binding anew beside a socket systemd holds
-/// would split the queries between a listener that serves and one nobody reads.
-pub fn inherit() -> std::io::Result<Option<Inherited>> {
+/// Each is taken as a duplicate (`pidfd_getfd`: the unit's `SystemCallFilter=` must allow
+/// it), and the descriptor systemd passed is closed. When they cannot be taken (a system call
+/// filter without it, a kernel before 5.6), every passed descriptor is closed and named in
+/// [`Passed::remove`], and the error is logged: labgate binds anew and the store is emptied,
+/// so no address is served by one socket while another one nobody reads holds half of it.
+pub fn inherit() -> Passed {
     let var = |k: &str| std::env::var(k).ok();
     let passed = listed(
         var("LISTEN_PID").as_deref(),
@@ -70,26 +81,55 @@ pub fn inherit() -> std::io::Result<Option<Inherited>> {
         var("LISTEN_FDNAMES").as_deref(),
         std::process::id(),
     );
+    let mut out = Passed::default();
     if passed.is_empty() {
-        return Ok(None);
+        return out;
     }
+    let mut taken = Vec::new();
+    let mut failed = None;
+    for (fd, _, entry) in &passed {
+        if let (Some(entry), None) = (entry, &failed) {
+            match take(*fd) {
+                Ok(owned) => taken.push((*entry, owned)),
+                Err(e) => failed = Some(e),
+            }
+        }
+    }
+    // The descriptors systemd passed are closed: each socket lives on in its duplicate, or
+    // not at all. No owned descriptor in this process has these numbers: they were taken
+    // from the moment it started, and this runs first thing.
+    for (fd, _, _) in &passed {
+        let _ = nix::unistd::close(*fd);
+    }
+    let count = passed.len();
+    out.remove = passed
+        .into_iter()
+        .filter(|(_, _, e)| e.is_none() || failed.is_some())
+        .map(|(_, n, _)| n)
+        .collect();
+    match failed {
+        None => out.inherited = Inherited::new(taken),
+        Some(e) => tracing::error!(
+            "systemd kept {} listening sockets, but they cannot be taken ({e}): allow \
+             `pidfd_getfd` in the unit's SystemCallFilter= (deploy/labgate.service does); \
+             they are closed and bound anew, and what arrived in between is lost",
+            count
+        ),
+    }
+    out
+}
+
+/// A duplicate of this process's descriptor `fd`, owned.
+fn take(fd: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     let me = rustix::process::pidfd_open(
         rustix::process::getpid(),
         rustix::process::PidfdFlags::empty(),
     )?;
-    let mut sockets = Vec::new();
-    for (fd, entry) in passed {
-        let Some(entry) = entry else {
-            tracing::warn!(
-                "systemd passed descriptor {fd} with a name labgate did not give: left alone"
-            );
-            continue;
-        };
-        let owned =
-            rustix::process::pidfd_getfd(&me, fd, rustix::process::PidfdGetfdFlags::empty())?;
-        sockets.push((entry, owned));
-    }
-    Ok(Some(Inherited::new(sockets)))
+    Ok(rustix::process::pidfd_getfd(
+        &me,
+        fd,
+        rustix::process::PidfdGetfdFlags::empty(),
+    )?)
 }
 
 /// Whether systemd keeps descriptors: unless `$FDSTORE` says it keeps none.
@@ -109,13 +149,13 @@ pub fn store(notifier: &Notifier, handover: &Handover) {
     }
 }
 
-/// Takes `gone` (listeners the configuration no longer names) out of systemd's store.
-pub fn remove(notifier: &Notifier, gone: &[Entry]) {
+/// Takes the descriptors named `gone` (see [`name`]) out of systemd's store.
+pub fn remove(notifier: &Notifier, gone: &[String]) {
     if !has_store() {
         return;
     }
-    for entry in gone {
-        notifier.send(&format!("FDSTOREREMOVE=1\nFDNAME={}", name(entry)));
+    for n in gone {
+        notifier.send(&format!("FDSTOREREMOVE=1\nFDNAME={n}"));
     }
 }
 
@@ -179,11 +219,16 @@ mod tests {
         for (pid, fds, n, want) in table {
             let got: Vec<(i32, bool)> = listed(*pid, *fds, *n, 42)
                 .into_iter()
-                .map(|(fd, e)| (fd, e.is_some()))
+                .map(|(fd, _, e)| (fd, e.is_some()))
                 .collect();
             assert_eq!(got, *want, "{pid:?} {fds:?} {n:?}");
         }
         let first = listed(Some("42"), Some("1"), Some(udp), 42);
-        assert_eq!(first[0].1.map(|e| e.kind), Some(Kind::DnsUdp));
+        assert_eq!(
+            (first[0].1.as_str(), first[0].2.map(|e| e.kind)),
+            (udp, Some(Kind::DnsUdp))
+        );
+        let unnamed = listed(Some("42"), Some("2"), Some("stored"), 42);
+        assert_eq!(unnamed[1].1, "unknown", "fewer names than descriptors");
     }
 }

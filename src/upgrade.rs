@@ -226,9 +226,10 @@ impl Inherited {
         mine.into_iter().map(|(_, fd)| fd).collect()
     }
 
-    /// Sockets nobody took (an address the new configuration dropped): closed here.
-    pub fn left(&self) -> Vec<Entry> {
-        self.sockets.iter().map(|(e, _)| *e).collect()
+    /// Closes the sockets nobody took (addresses the configuration no longer names) and says
+    /// which they were.
+    pub fn close_left(self) -> Vec<Entry> {
+        self.sockets.into_iter().map(|(e, _)| e).collect()
     }
 }
 

@@ -209,6 +209,59 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
 }
 
+/// The unit's system call filter, expanded by systemd's own tables, allows what labgate needs
+/// beyond everyday calls: the descriptor store's hand-back (`pidfd_open`, `pidfd_getfd`) and
+/// the socket hand-over of an upgrade (`sendmsg`, `recvmsg`).
+#[test]
+fn the_unit_s_system_call_filter_allows_the_restart_and_upgrade_calls() {
+    let unit = std::fs::read_to_string("deploy/labgate.service").expect("the unit");
+    let mut allowed = std::collections::BTreeSet::new();
+    let mut groups: Vec<String> = Vec::new();
+    for line in unit.lines() {
+        let Some(list) = line.strip_prefix("SystemCallFilter=") else {
+            continue;
+        };
+        assert!(!list.starts_with('~'), "a deny list: {line}");
+        groups.extend(list.split_whitespace().map(str::to_owned));
+    }
+    while let Some(item) = groups.pop() {
+        if !item.starts_with('@') {
+            allowed.insert(item);
+            continue;
+        }
+        let out = Command::new("systemd-analyze")
+            .args(["syscall-filter", &item])
+            .output()
+            .expect("systemd-analyze");
+        assert!(out.status.success(), "{item}: {out:?}");
+        // The group's name and description, then its calls and nested groups, one per line.
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        for entry in text.lines().skip(1).map(str::trim) {
+            if entry.starts_with('#') || entry.is_empty() || entry.contains(' ') {
+                continue;
+            }
+            if entry.starts_with('@') {
+                groups.push(entry.to_owned());
+            } else {
+                allowed.insert(entry.to_owned());
+            }
+        }
+    }
+    for call in [
+        "pidfd_open",
+        "pidfd_getfd",
+        "sendmsg",
+        "recvmsg",
+        "socket",
+        "bind",
+    ] {
+        assert!(
+            allowed.contains(call),
+            "{call} is not allowed by the unit's filter"
+        );
+    }
+}
+
 #[test]
 fn a_state_directory_another_user_could_plant_keys_in_is_refused() {
     let cfg = setup(9);

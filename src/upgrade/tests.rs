@@ -56,7 +56,7 @@ fn sockets_handed_over_are_the_same_sockets() {
         .collect();
     let want: Vec<_> = udp.iter().map(|s| s.local_addr().expect("addr")).collect();
     assert_eq!(ports, want);
-    assert!(got.left().is_empty());
+    assert!(got.close_left().is_empty());
 }
 
 #[test]
@@ -78,9 +78,23 @@ fn a_manifest_that_does_not_pair_up_is_refused() {
     assert!(
         Inherited::receive(&new)
             .expect("an empty hand-over")
-            .left()
+            .close_left()
             .is_empty()
     );
+}
+
+#[test]
+fn a_socket_nobody_took_is_closed_and_named() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let at = listener.local_addr().expect("addr");
+    let entry = Entry {
+        kind: Kind::Http,
+        at,
+    };
+    let inherited = Inherited::new(vec![(entry, std::os::fd::OwnedFd::from(listener))]);
+    assert_eq!(inherited.close_left(), [entry]);
+    // Closed: the address is free again (no SO_REUSEADDR on a listener still open).
+    std::net::TcpListener::bind(at).expect("the address is free");
 }
 
 #[test]
