@@ -91,7 +91,7 @@ fn a_socket_nobody_took_is_closed_and_named() {
         kind: Kind::Http,
         at,
     };
-    let inherited = Inherited::new(vec![(entry, std::os::fd::OwnedFd::from(listener))]);
+    let inherited = Inherited::new(vec![(entry, OwnedFd::from(listener))]);
     assert_eq!(inherited.close_left(), [entry]);
     // Closed: the address is free again (no SO_REUSEADDR on a listener still open).
     std::net::TcpListener::bind(at).expect("the address is free");
