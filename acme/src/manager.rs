@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use instant_acme::{Account, CertificateIdentifier};
 use labgate_config::Snapshot;
+use labgate_config::pair::Role;
 use labgate_config::settings::{
     AcmeSettings, CertSource, DnsProvider as ProviderConfig, ProviderKind,
 };
@@ -86,6 +87,9 @@ pub struct Manager {
     cleanups: Arc<PendingCleanups>,
     /// The jobs' tasks, one per name set, which [`Manager::shutdown`] cancels and awaits.
     jobs: Mutex<JoinSet<()>>,
+    /// This machine's role in the pair of these nodes, once found: an address briefly gone
+    /// (a DHCP renewal, a link flap) at a later reload does not change it.
+    role: Mutex<Option<([IpAddr; 2], Role)>>,
 }
 
 impl Manager {
@@ -100,6 +104,7 @@ impl Manager {
             account: tokio::sync::Mutex::new(None),
             cleanups: Arc::default(),
             jobs: Mutex::default(),
+            role: Mutex::default(),
         })
     }
 
@@ -237,9 +242,6 @@ impl Manager {
 
     /// One certificate's life: renew when due, retry with backoff on failure.
     async fn keep(self: Arc<Self>, job: Job) {
-        // In a pair: since when this node has been waiting for its peer's certificate (a
-        // missing certificate is due anew at every look).
-        let mut waiting_since = None;
         loop {
             let due = self.plan(&job).await;
             self.update(&job.names, |s| s.next_renewal = Some(due));
@@ -250,20 +252,10 @@ impl Manager {
                     continue;
                 }
             }
-            if let Some(pair) = &job.pair {
-                let first_look = waiting_since.is_none();
-                let since = *waiting_since.get_or_insert(due);
-                match self.pair_step(&job, pair, since, first_look).await {
-                    Step::Order => waiting_since = None,
-                    Step::Adopt => {
-                        waiting_since = None;
-                        continue;
-                    }
-                    Step::Wait(wait) => {
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                }
+            if let Some(pair) = &job.pair
+                && self.pair_steps(&job, pair).await == Step::Adopt
+            {
+                continue;
             }
             let started = SystemTime::now();
             self.update(&job.names, |s| s.last_attempt = Some(started));
@@ -327,17 +319,25 @@ impl Manager {
     /// A pair's part in the jobs of snapshot `s`, `None` (logged) when this machine is not
     /// one of the nodes or the peer has no listener to look at.
     fn pair_job(&self, p: &labgate_config::pair::PairSettings, s: &Snapshot) -> Option<PairJob> {
-        let role = match labgate_config::pair::this_node(
-            p.nodes,
-            self.helpers.node,
-            crate::pair::is_local,
-        ) {
-            Ok(role) => role,
-            Err(e) => {
-                error!("[pair]: {e}; certificates are ordered as if alone");
-                return None;
+        let mut known = self.role.lock().unwrap_or_else(PoisonError::into_inner);
+        let role = match *known {
+            Some((nodes, role)) if nodes == p.nodes => role,
+            _ => {
+                let found = labgate_config::pair::this_node(
+                    p.nodes,
+                    self.helpers.node,
+                    crate::pair::is_local,
+                );
+                match found {
+                    Ok(role) => known.insert((p.nodes, role)).1,
+                    Err(e) => {
+                        error!("[pair]: {e}; certificates are ordered as if alone");
+                        return None;
+                    }
+                }
             }
         };
+        drop(known);
         let (Some(https), Some(dns)) = (s.listen.https.first(), s.listen.dns.first()) else {
             error!("[pair] needs `[listen] https` and `dns`; certificates are ordered as if alone");
             return None;
@@ -351,22 +351,37 @@ impl Manager {
         })
     }
 
-    /// In a pair, what to do about a certificate due since `since` (`first_look`: this is
-    /// the first look at the peer since then): adopt the peer's (done here), order, or wait
-    /// ([`crate::pair::decide`]).
-    async fn pair_step(
-        &self,
-        job: &Job,
-        pair: &PairJob,
-        since: SystemTime,
-        first_look: bool,
-    ) -> Step {
-        let names = job.names.join(", ");
+    /// In a pair, what to do about a certificate now due: looks at the peer every
+    /// [`crate::pair::PEER_POLL`] until [`crate::pair::decide`] says to adopt its chain (done
+    /// here) or to order. The wait is timed from now, and the key read once.
+    async fn pair_steps(&self, job: &Job, pair: &PairJob) -> Step {
         // Ordering reads it again and fails with this error, shown and retried.
         let Ok(key) = pair.key() else {
             return Step::Order;
         };
-        let peer = match pair.peer_chain(&job.names, &key).await {
+        let since = SystemTime::now();
+        let mut first_look = true;
+        loop {
+            match self.pair_step(job, pair, &key, since, first_look).await {
+                Step::Wait(wait) => tokio::time::sleep(wait).await,
+                step => return step,
+            }
+            first_look = false;
+        }
+    }
+
+    /// One look at the peer for [`Manager::pair_steps`], waiting since `since` (`first_look`:
+    /// the first look of this wait, which logs what it found).
+    async fn pair_step(
+        &self,
+        job: &Job,
+        pair: &PairJob,
+        key: &rcgen::KeyPair,
+        since: SystemTime,
+        first_look: bool,
+    ) -> Step {
+        let names = job.names.join(", ");
+        let peer = match pair.peer_chain(&job.names, key).await {
             Seen::Usable(cert) => Some(cert),
             Seen::OtherKey => {
                 if first_look {

@@ -111,7 +111,7 @@ fn check_state_dir(
 }
 
 /// A certificate and its key, verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Stored {
     /// PEM chain, leaf first.
     pub chain_pem: String,
@@ -119,6 +119,15 @@ pub struct Stored {
     pub key_pem: String,
     /// Validity and issuer.
     pub info: CertInfo,
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // SECURITY: the key stays out of logs (in a pair it is a secret of both nodes).
+        f.debug_struct("Stored")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The directory of a name set: its first name (readable) and a digest of all of them (a

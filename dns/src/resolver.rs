@@ -345,19 +345,17 @@ impl Resolver {
                     (_, ResponseCode::NotZone) => UpdateResult::NotZone,
                     _ => UpdateResult::Refused,
                 };
-                if *refusal == Refusal::Stranger {
-                    debug!(source = %src.ip(), reason = refusal.reason(), "dns: update refused");
-                } else {
-                    // From a node's address: the two nodes disagree on the key, the clock or
-                    // the zones, which an operator must settle.
-                    warn!(
-                        source = %src.ip(),
-                        zone = %zone,
-                        reason = refusal.reason(),
-                        rcode = %rcode,
-                        "dns: update from the pair's peer refused"
-                    );
-                }
+                // SECURITY: at debug only: a source address is easily forged, and a flood of
+                // forged updates must not flood the journal. The peer that sent a refused
+                // update logs why (`the challenge value is not on the peer`); the counter
+                // says how many.
+                debug!(
+                    source = %src.ip(),
+                    zone = %zone,
+                    reason = refusal.reason(),
+                    rcode = %rcode,
+                    "dns: update refused"
+                );
                 (rcode, result)
             }
         };

@@ -1,7 +1,9 @@
 //! [`SignaturesOnly`]: a TLS client's certificate check that checks the handshake's signatures
 //! and not the certificate's chain or name. For talking to labgate's own listeners (the
 //! self-check of `/readyz`, benchmarks of self-signed setups), where the question is whether
-//! the listener answers, not who it is; never for talking to anyone else.
+//! the listener answers, not who it is; and to a pair's peer (`labgate_acme::pair`), whose
+//! leaf is then trusted only for carrying the pair's own key, which the verified handshake
+//! signature proves the peer holds. Never for anything else.
 
 use std::sync::Arc;
 
