@@ -60,7 +60,7 @@ pub fn listed(pid: Option<&str>, fds: Option<&str>, names: Option<&str>, me: u32
 /// taken).
 #[derive(Debug, Default)]
 pub struct Passed {
-    /// The listeners, for [`crate::listen::Listeners::bind`] to adopt.
+    /// The listeners, to adopt where the configuration still names them.
     pub inherited: Inherited,
     /// Names to take out of the store: labgate binds those addresses anew.
     pub remove: Vec<String>,

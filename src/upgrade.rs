@@ -167,7 +167,7 @@ pub struct Inherited {
 }
 
 impl Inherited {
-    /// Sockets received some other way (systemd's store: [`crate::fdstore`]).
+    /// Sockets received some other way (systemd's descriptor store).
     pub fn new(sockets: Vec<(Entry, OwnedFd)>) -> Self {
         Self { sockets }
     }

@@ -155,12 +155,7 @@ pub fn is_local(ip: std::net::IpAddr) -> bool {
 /// The name to ask the peer's TLS listener for: the first name, a wildcard's with a label
 /// only it covers.
 fn sni(names: &[String]) -> Option<ServerName<'static>> {
-    let first = names.first()?;
-    let host = match first.strip_prefix("*.") {
-        Some(base) => format!("labgate-pair-check.{base}"),
-        None => first.clone(),
-    };
-    ServerName::try_from(host).ok()
+    ServerName::try_from(crate::verify::covered_host(names.first()?)).ok()
 }
 
 /// The chain (PEM, leaf first) a TLS server at `addr` presents for `host`, taken only when
@@ -287,7 +282,7 @@ mod tests {
         );
         assert_eq!(
             sni(&["*.lab.example.com"]).as_deref(),
-            Some("labgate-pair-check.lab.example.com")
+            Some("labgate-wildcard-check.lab.example.com")
         );
         assert_eq!(sni(&[]), None);
     }

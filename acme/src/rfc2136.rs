@@ -90,14 +90,10 @@ impl Rfc2136 {
         key: &labgate_config::pair::TsigKey,
         zones: Vec<Name>,
     ) -> Self {
-        use labgate_config::pair::TsigAlgorithm as Config;
         Self {
             server,
             key_name: key.name.clone(),
-            algorithm: match key.algorithm {
-                Config::HmacSha256 => TsigAlgorithm::HmacSha256,
-                Config::HmacSha512 => TsigAlgorithm::HmacSha512,
-            },
+            algorithm: key.algorithm.hickory(),
             secret: key.secret.clone(),
             source: Some(source),
             zones,

@@ -53,6 +53,15 @@ pub fn info(leaf: &CertificateDer<'_>) -> Result<CertInfo, Error> {
     })
 }
 
+/// A host name that a certificate for `name` covers: `name` itself, and for a wildcard a name
+/// only the wildcard covers.
+pub(crate) fn covered_host(name: &str) -> String {
+    match name.strip_prefix("*.") {
+        Some(base) => format!("labgate-wildcard-check.{base}"),
+        None => name.to_owned(),
+    }
+}
+
 /// The SubjectPublicKeyInfo (DER) of `leaf`.
 ///
 /// # Errors
@@ -102,11 +111,7 @@ pub fn verify(
     )
     .map_err(|e| Error::Verify(format!("the chain does not verify ({e})")))?;
     for name in names {
-        // A wildcard SAN is checked with a name only it covers.
-        let probe = match name.strip_prefix("*.") {
-            Some(base) => format!("labgate-wildcard-check.{base}"),
-            None => name.clone(),
-        };
+        let probe = covered_host(name);
         let server_name = ServerName::try_from(probe.as_str())
             .map_err(|e| Error::Verify(format!("`{name}` is not a DNS name ({e})")))?;
         rustls::client::verify_server_name(&parsed, &server_name)

@@ -131,6 +131,15 @@ pub enum TsigAlgorithm {
 }
 
 impl TsigAlgorithm {
+    /// The same algorithm as hickory names it, to sign and check with.
+    pub fn hickory(self) -> hickory_proto::rr::rdata::tsig::TsigAlgorithm {
+        use hickory_proto::rr::rdata::tsig::TsigAlgorithm as Hickory;
+        match self {
+            Self::HmacSha256 => Hickory::HmacSha256,
+            Self::HmacSha512 => Hickory::HmacSha512,
+        }
+    }
+
     /// The algorithm's name in a BIND key statement.
     pub fn as_str(self) -> &'static str {
         match self {

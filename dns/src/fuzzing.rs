@@ -12,6 +12,7 @@ use hickory_proto::rr::rdata::{A, CNAME, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
+use crate::resolver::unix_now;
 use crate::{Answer, Dns, Metrics};
 
 /// Runs one query's bytes through the general path (see `Dns::answer_bytes`).
@@ -93,13 +94,6 @@ pub fn sign_with_sample_key(
     let mut signed = message.clone();
     signed.signature = Some(tsig);
     Some((signed.to_vec().ok()?, verifier?))
-}
-
-/// Seconds since the Unix epoch.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Puts forwarded answers in the handler's cache as if upstreams had given them: two A

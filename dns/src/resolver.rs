@@ -492,7 +492,7 @@ impl Resolver {
 }
 
 /// Seconds since the Unix epoch, as TSIG counts them.
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

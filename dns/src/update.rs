@@ -18,11 +18,11 @@ use std::net::IpAddr;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::TXT;
-use hickory_proto::rr::rdata::tsig::{TsigAlgorithm as Algorithm, TsigError};
+use hickory_proto::rr::rdata::tsig::TsigError;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::rr::{TSigResponseContext, TSigner};
 use hickory_server::server::Request;
-use labgate_config::pair::{PairSettings, TsigAlgorithm, TsigKey};
+use labgate_config::pair::{PairSettings, TsigKey};
 use labgate_config::view::Zone;
 
 use crate::challenges::{Change, LABEL};
@@ -192,11 +192,13 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// Our key as hickory signs with it; `None` if hickory cannot (it can: both algorithms are
 /// ring's).
 fn signer(key: &TsigKey) -> Option<TSigner> {
-    let algorithm = match key.algorithm {
-        TsigAlgorithm::HmacSha256 => Algorithm::HmacSha256,
-        TsigAlgorithm::HmacSha512 => Algorithm::HmacSha512,
-    };
-    TSigner::new(key.secret.clone(), algorithm, key.name.clone(), FUDGE).ok()
+    TSigner::new(
+        key.secret.clone(),
+        key.algorithm.hickory(),
+        key.name.clone(),
+        FUDGE,
+    )
+    .ok()
 }
 
 /// The changes of a signed UPDATE, every record checked before any is returned.
@@ -265,6 +267,7 @@ mod tests {
     use hickory_server::net::xfer::Protocol;
 
     use super::*;
+    use hickory_proto::rr::rdata::tsig::TsigAlgorithm as Algorithm;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
     const NOW: u64 = 1_800_000_000;
