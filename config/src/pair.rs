@@ -53,11 +53,12 @@ pub enum RoleError {
     },
     /// Neither or both addresses are this machine's.
     #[error(
-        "{} of `[pair] nodes` ({}, {}) {} this machine's: say which node this is with `--node ADDRESS`",
+        "{} of `[pair] nodes` ({}, {}) {} this machine's: say which node this is with `--node ADDRESS`{}",
         if *.local == 0 { "neither" } else { "both" },
         nodes[0],
         nodes[1],
-        if *.local == 0 { "is" } else { "are" }
+        if *.local == 0 { "is" } else { "are" },
+        if *.local == 2 { " (net.ipv4.ip_nonlocal_bind = 1 makes every address look local)" } else { "" }
     )]
     Ambiguous {
         /// How many of the two are local.
@@ -231,7 +232,7 @@ mod tests {
                 None,
                 &["10.0.0.11", "10.0.0.12"],
                 Err(
-                    "both of `[pair] nodes` (10.0.0.11, 10.0.0.12) are this machine's: say which node this is with `--node ADDRESS`",
+                    "both of `[pair] nodes` (10.0.0.11, 10.0.0.12) are this machine's: say which node this is with `--node ADDRESS` (net.ipv4.ip_nonlocal_bind = 1 makes every address look local)",
                 ),
             ),
             (

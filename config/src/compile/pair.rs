@@ -8,6 +8,9 @@ use crate::pair::{DEFAULT_TAKEOVER, PairSettings, TsigKey};
 use crate::raw::RawFile;
 use crate::source::FileId;
 
+/// Below this, a `takeover` is warned about: an order (propagation included) often takes longer.
+const MIN_TAKEOVER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The shortest TSIG secret a pair accepts (`tsig-keygen` makes 32 bytes).
 const MIN_SECRET: usize = 16;
 
@@ -135,7 +138,14 @@ pub(super) fn compile(cx: &mut Ctx<'_>, files: &[(FileId, RawFile)]) -> Option<P
         }
     };
     let takeover = match &raw.takeover {
-        Some(v) => report(cx, file, v, "pair.takeover", values::duration(v.get_ref()))?,
+        Some(v) => {
+            let t = report(cx, file, v, "pair.takeover", values::duration(v.get_ref()))?;
+            if t < MIN_TAKEOVER {
+                cx.warn(file, v.span(), "pair.takeover", format!("`{}` is shorter than an order takes", v.get_ref()))
+                    .hint("the second node would order while the first still does: two orders for one certificate; keep the default `15m` unless testing");
+            }
+            t
+        }
         None => DEFAULT_TAKEOVER,
     };
     Some(PairSettings {
@@ -164,7 +174,12 @@ mod tests {
         // (the `[pair]` lines, the files, the diagnostics)
         let cases: &[Case<'_>] = &[
             (full.into(), files, &[]),
-            (format!("{full}\ntakeover = \"2s\""), files, &[]),
+            (
+                format!("{full}\ntakeover = \"2s\""),
+                files,
+                &["warning `pair.takeover`: `2s` is shorter than an order takes"],
+            ),
+            (format!("{full}\ntakeover = \"5m\""), files, &[]),
             (
                 format!("{full}\ntakeover = \"soon\""),
                 files,
