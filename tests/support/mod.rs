@@ -155,7 +155,8 @@ impl Labgate {
         while !pred(&self.log_text()) {
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for {what} in the log"
+                "timed out waiting for {what} in the log:\n{}",
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
