@@ -336,3 +336,36 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields[3..5], ["4096", "4096"], "{line}");
 }
+
+/// A `[pair]` this machine is not in (or a `--node` that is not one of its nodes) stops the
+/// start with exit 64 and what to do, before anything is bound.
+#[test]
+fn a_pair_this_machine_is_not_in_stops_the_start_with_the_fix() {
+    let cfg = support::ConfigDir::new();
+    cfg.write(
+        "labgate.toml",
+        "[[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.0/8\"]\n\
+         [pair]\nnodes = [\"192.0.2.11\", \"192.0.2.12\"]\nkey_file = \"key.pem\"\ntsig_file = \"pair.tsig\"\n",
+    );
+    cfg.write("key.pem", "unused\n");
+    cfg.write("pair.tsig", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==\n");
+    let config = cfg.path("labgate.toml");
+    let config = config.to_str().expect("utf-8");
+    // (extra arguments, what the error says)
+    let cases = [
+        (
+            &[][..],
+            "neither of `[pair] nodes` (192.0.2.11, 192.0.2.12) is this machine's: say which node this is with `--node ADDRESS`",
+        ),
+        (
+            &["--node", "192.0.2.13"][..],
+            "`--node 192.0.2.13` is not one of `[pair] nodes` (192.0.2.11, 192.0.2.12): give one of them",
+        ),
+    ];
+    for (extra, says) in cases {
+        let args = [&["--config", config][..], extra].concat();
+        let (status, err) = run_until_exit(&args, &cfg.path("state"));
+        assert_eq!(status.code(), Some(64), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+}

@@ -112,4 +112,27 @@ pub enum Error {
     /// The configuration was read but is invalid; every finding is listed.
     #[error("{0}")]
     Invalid(Diagnostics),
+    /// The address given (`--node`) is not one of `[pair] nodes`.
+    #[error("`--node {given}` is not one of `[pair] nodes` ({}, {}): give one of them", nodes[0], nodes[1])]
+    NotANode {
+        /// The address given.
+        given: std::net::IpAddr,
+        /// The pair's addresses.
+        nodes: [std::net::IpAddr; 2],
+    },
+    /// Neither or both of `[pair] nodes` are this machine's addresses.
+    #[error(
+        "{} of `[pair] nodes` ({}, {}) {} this machine's: say which node this is with `--node ADDRESS`{}",
+        if *.local == 0 { "neither" } else { "both" },
+        nodes[0],
+        nodes[1],
+        if *.local == 0 { "is" } else { "are" },
+        if *.local == 2 { " (net.ipv4.ip_nonlocal_bind = 1 makes every address look local)" } else { "" }
+    )]
+    WhichNode {
+        /// How many of the two are local.
+        local: usize,
+        /// The pair's addresses.
+        nodes: [std::net::IpAddr; 2],
+    },
 }

@@ -12,6 +12,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hickory_proto::rr::Name;
 
+use crate::Error;
+
 /// The `[pair]` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairSettings {
@@ -40,54 +42,27 @@ pub struct Role {
     pub first: bool,
 }
 
-/// Why no [`Role`] was found.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RoleError {
-    /// The address given (`--node`) is not one of the pair's.
-    #[error("`--node {given}` is not one of `[pair] nodes` ({}, {}): give one of them", nodes[0], nodes[1])]
-    NotANode {
-        /// The address given.
-        given: IpAddr,
-        /// The pair's addresses.
-        nodes: [IpAddr; 2],
-    },
-    /// Neither or both addresses are this machine's.
-    #[error(
-        "{} of `[pair] nodes` ({}, {}) {} this machine's: say which node this is with `--node ADDRESS`{}",
-        if *.local == 0 { "neither" } else { "both" },
-        nodes[0],
-        nodes[1],
-        if *.local == 0 { "is" } else { "are" },
-        if *.local == 2 { " (net.ipv4.ip_nonlocal_bind = 1 makes every address look local)" } else { "" }
-    )]
-    Ambiguous {
-        /// How many of the two are local.
-        local: usize,
-        /// The pair's addresses.
-        nodes: [IpAddr; 2],
-    },
-}
-
 /// This machine's role in `nodes`: the address `given` on the command line, else the one
 /// address of the two that `is_local` says is this machine's.
 ///
 /// # Errors
-/// [`RoleError`] when `given` is not a node, or when not exactly one address is local.
+/// [`Error::NotANode`] when `given` is not a node, [`Error::WhichNode`] when not exactly one
+/// address is local.
 pub fn this_node(
     nodes: [IpAddr; 2],
     given: Option<IpAddr>,
     is_local: impl Fn(IpAddr) -> bool,
-) -> Result<Role, RoleError> {
+) -> Result<Role, Error> {
     let index = match given {
         Some(ip) => nodes
             .iter()
             .position(|n| *n == ip)
-            .ok_or(RoleError::NotANode { given: ip, nodes })?,
+            .ok_or(Error::NotANode { given: ip, nodes })?,
         None => match (is_local(nodes[0]), is_local(nodes[1])) {
             (true, false) => 0,
             (false, true) => 1,
             (a, b) => {
-                return Err(RoleError::Ambiguous {
+                return Err(Error::WhichNode {
                     local: usize::from(a) + usize::from(b),
                     nodes,
                 });
