@@ -386,7 +386,7 @@ impl Manager {
             Seen::OtherKey => {
                 if first_look {
                     warn!(
-                        "{names}: the peer {} serves a certificate for another key: give both nodes the same `[pair] key_file`",
+                        "{names}: the peer {} serves a certificate for another key: give both nodes the same `[pair] key_file` (or the peer's certificate predates `[pair]`: it takes this node's once it renews)",
                         pair.role.peer
                     );
                 }

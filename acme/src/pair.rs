@@ -43,8 +43,9 @@ pub enum Step {
     Wait(Duration),
 }
 
-/// The step for a node whose certificate (`own`, if any) has been due for `waited`, whose
-/// peer serves `peer` (a chain already checked: the shared key, every name, valid `now`):
+/// The step for a node whose certificate (`own`, if any) is due and which has waited
+/// `waited` for its peer, whose peer serves `peer` (a chain already checked: the shared key,
+/// every name, valid now):
 /// adopt the peer's when it ends later than its own; else the first node orders, and the
 /// second waits for the first, looking again every [`PEER_POLL`], until `takeover` has
 /// passed.
@@ -93,8 +94,8 @@ pub struct PairJob {
 }
 
 impl PairJob {
-    /// The shared key, read from its file (at each use: a replaced file is used from the
-    /// next order on).
+    /// The shared key, read from its file at each renewal (a replaced file is used from the
+    /// next one on).
     ///
     /// # Errors
     /// [`Error::Secret`] when the file is unreadable or holds no ECDSA key in PKCS#8 PEM.
