@@ -341,7 +341,7 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
 /// start with exit 64 and what to do, before anything is bound.
 #[test]
 fn a_pair_this_machine_is_not_in_stops_the_start_with_the_fix() {
-    let cfg = support::ConfigDir::new();
+    let cfg = ConfigDir::new();
     cfg.write(
         "labgate.toml",
         "[[network]]\nname = \"lab\"\ncidrs = [\"127.0.0.0/8\"]\n\

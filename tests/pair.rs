@@ -176,47 +176,20 @@ fn a_cut_link_moves_the_address_within_3s_and_failback_costs_no_second_outage() 
 /// Slower than a death, which refuses the check at once: its budget is [`HUNG_BUDGET`].
 #[test]
 fn a_hung_labgate_moves_the_address_and_failback_costs_no_second_outage() {
-    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    let pair = Pair::start("hung");
-    let active = pair.wait_settled();
-    let standby = 1 - active;
-    let dns = Prober::dns(&pair.lan.hosts[2]);
-    dns.wait_right_after(
-        Instant::now(),
-        "DNS from the virtual address before the failure",
-    );
-    let pid = pair.labgates[active]
-        .as_ref()
-        .expect("labgate running")
-        .pid()
-        .to_string();
-    let signal = |s: &str| {
+    let signal = |pair: &Pair, node: usize, s: &str| {
+        let pid = pair.labgates[node].as_ref().expect("labgate running").pid();
         let sent = Command::new("kill")
-            .args([s, &pid])
+            .args([s, &pid.to_string()])
             .status()
             .expect("kill is needed: apt-get install procps (scripts/test.sh does)");
         assert!(sent.success(), "{s} not sent");
     };
-    let hung = Instant::now();
-    signal("-STOP");
-    let dns_outage = dns.wait_recovered(hung);
-    pair.wait_holder(standby);
-    dns.assert_never_wrong();
-    eprintln!(
-        "pair: labgate hung on node{}: DNS answered again after {dns_outage:?}",
-        active + 1
+    fails_over_and_back(
+        "hung",
+        HUNG_BUDGET,
+        |pair, node| signal(pair, node, "-STOP"),
+        |pair, node| signal(pair, node, "-CONT"),
     );
-    assert!(
-        dns_outage < HUNG_BUDGET,
-        "DNS unanswered for {dns_outage:?} after the hang"
-    );
-    // It wakes up: it serves again as the backup, and the address stays where it is.
-    let back = Instant::now();
-    let rejoins = pair.keepalived[active].count("Entering BACKUP STATE");
-    signal("-CONT");
-    pair.keepalived[active].wait_count("Entering BACKUP STATE", rejoins + 1);
-    let https = Prober::https(&pair.lan.hosts[2]);
-    pair.watch_failback(&dns, &https, back, standby);
 }
 
 /// How long a hung node may hold the address: two health checks timing out (1 s each, a
@@ -229,8 +202,45 @@ const HUNG_BUDGET: Duration = Duration::from_secs(6);
 /// takes the address. Its budget is [`MUTE_BUDGET`].
 #[test]
 fn a_labgate_whose_dns_stops_answering_loses_the_address_though_its_admin_endpoint_answers() {
+    let nft = |pair: &Pair, node: usize, rule: &str| {
+        let out = pair.lan.hosts[node]
+            .command("nft")
+            .arg(rule)
+            .output()
+            .expect("nft is needed: apt-get install nftables (scripts/test.sh does)");
+        assert!(out.status.success(), "nft {rule}: {out:?}");
+    };
+    fails_over_and_back(
+        "mute",
+        MUTE_BUDGET,
+        |pair, node| {
+            nft(
+                pair,
+                node,
+                "add table inet mute; add chain inet mute input { type filter hook input priority 0; }; \
+                 add rule inet mute input udp dport 53 drop",
+            );
+        },
+        |pair, node| nft(pair, node, "delete table inet mute"),
+    );
+}
+
+/// How long a node whose DNS is silent may hold the address: `/readyz` waits for its last
+/// passed self-check to be 5 s old (checks every 2 s), then two failed health checks a second
+/// apart, the address's move, and a query's own timeout.
+const MUTE_BUDGET: Duration = Duration::from_secs(12);
+
+/// A pair (`tag`) whose active node's labgate is broken by `fail` while still running: DNS
+/// from the virtual address is answered again within `budget` and never wrongly; once `repair`
+/// mends it, the node rejoins as the backup and the address stays, without a second outage.
+fn fails_over_and_back(
+    tag: &str,
+    budget: Duration,
+    fail: impl FnOnce(&Pair, usize),
+    repair: impl FnOnce(&Pair, usize),
+) {
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    let pair = Pair::start("mute");
+    let pair = Pair::start(tag);
     let active = pair.wait_settled();
     let standby = 1 - active;
     let dns = Prober::dns(&pair.lan.hosts[2]);
@@ -238,44 +248,26 @@ fn a_labgate_whose_dns_stops_answering_loses_the_address_though_its_admin_endpoi
         Instant::now(),
         "DNS from the virtual address before the failure",
     );
-    let node = &pair.lan.hosts[active];
-    let nft = |rule: &str| {
-        let out = node
-            .command("nft")
-            .arg(rule)
-            .output()
-            .expect("nft is needed: apt-get install nftables (scripts/test.sh does)");
-        assert!(out.status.success(), "nft {rule}: {out:?}");
-    };
-    let muted = Instant::now();
-    nft(
-        "add table inet mute; add chain inet mute input { type filter hook input priority 0; }; \
-         add rule inet mute input udp dport 53 drop",
-    );
-    let dns_outage = dns.wait_recovered(muted);
+    let failed = Instant::now();
+    fail(&pair, active);
+    let dns_outage = dns.wait_recovered(failed);
     pair.wait_holder(standby);
     dns.assert_never_wrong();
     eprintln!(
-        "pair: DNS muted on node{}: answered again after {dns_outage:?}",
+        "pair: labgate {tag} on node{}: DNS answered again after {dns_outage:?}",
         active + 1
     );
     assert!(
-        dns_outage < MUTE_BUDGET,
-        "DNS unanswered for {dns_outage:?} after the mute"
+        dns_outage < budget,
+        "DNS unanswered for {dns_outage:?} after the failure ({tag})"
     );
-    // The rule goes: its self-check passes again, it is the backup, the address stays.
     let back = Instant::now();
     let rejoins = pair.keepalived[active].count("Entering BACKUP STATE");
-    nft("delete table inet mute");
+    repair(&pair, active);
     pair.keepalived[active].wait_count("Entering BACKUP STATE", rejoins + 1);
     let https = Prober::https(&pair.lan.hosts[2]);
     pair.watch_failback(&dns, &https, back, standby);
 }
-
-/// How long a node whose DNS is silent may hold the address: `/readyz` waits for its last
-/// passed self-check to be 5 s old (checks every 2 s), then two failed health checks a second
-/// apart, the address's move, and a query's own timeout.
-const MUTE_BUDGET: Duration = Duration::from_secs(12);
 
 /// Two nodes, each with labgate and keepalived, and a client, on one LAN. Fields drop in
 /// order: keepalived, labgate, then the namespaces (which kill whatever is left).
