@@ -96,8 +96,8 @@ pub fn inherit() -> Passed {
         }
     }
     // The descriptors systemd passed are closed: each socket lives on in its duplicate, or
-    // not at all. No owned descriptor in this process has these numbers: they were taken
-    // from the moment it started, and this runs first thing.
+    // not at all. No owned descriptor in this process has these numbers: they have been in
+    // use since exec, so nothing opened since could get them, and nothing wrapped them.
     for (fd, _, _) in &passed {
         let _ = nix::unistd::close(*fd);
     }
