@@ -204,6 +204,29 @@ pub struct ConfigView {
     pub zones: Vec<String>,
     /// ACME certificates: names, issuer, expiry, next renewal, last attempt and error.
     pub certificates: Vec<labgate_acme::CertStatus>,
+    /// This node in `[pair]`, if one is configured.
+    pub pair: Option<PairView>,
+}
+
+/// This node's place in `[pair]`, as `/config` shows it.
+#[derive(Debug, Serialize)]
+pub struct PairView {
+    /// This node's address.
+    pub node: IpAddr,
+    /// The other node's.
+    pub peer: IpAddr,
+    /// `first` (orders the certificates) or `second` (takes the first's).
+    pub orders: &'static str,
+}
+
+impl From<labgate_config::pair::Role> for PairView {
+    fn from(r: labgate_config::pair::Role) -> Self {
+        Self {
+            node: r.me,
+            peer: r.peer,
+            orders: if r.first { "first" } else { "second" },
+        }
+    }
 }
 
 fn config_view(shared: &Shared) -> ConfigView {
@@ -218,6 +241,7 @@ fn config_view(shared: &Shared) -> ConfigView {
         services: s.services.iter().map(|v| v.name.to_string()).collect(),
         zones: s.zones.iter().map(|z| z.name.to_string()).collect(),
         certificates: shared.certificates(),
+        pair: shared.pair_role().map(PairView::from),
     }
 }
 

@@ -125,6 +125,20 @@ fn overview(ui: &Ui) -> Html {
         vec!["Configuration".into(), esc(&config)],
         vec!["Git commit".into(), esc(&commit)],
         vec![
+            "Pair".into(),
+            ui.shared.pair_role().map_or_else(
+                || "no `[pair]`".to_owned(),
+                |r| {
+                    let orders = if r.first {
+                        "the first: orders the certificates"
+                    } else {
+                        "the second: takes the first's certificates"
+                    };
+                    esc(&format!("this node {} ({orders}), peer {}", r.me, r.peer))
+                },
+            ),
+        ],
+        vec![
             "Generation".into(),
             format!("{} (hash {})", s.generation, esc(&s.hash.to_string())),
         ],

@@ -275,6 +275,12 @@ impl Shared {
     pub fn certificates(&self) -> Vec<labgate_acme::CertStatus> {
         self.acme.get().map(|a| a.status()).unwrap_or_default()
     }
+
+    /// This machine's role in `[pair]`, while one is configured and was found.
+    pub fn pair_role(&self) -> Option<labgate_config::pair::Role> {
+        self.snapshot.load().pair.as_ref()?;
+        self.acme.get()?.role()
+    }
 }
 
 /// Seconds since the Unix epoch.

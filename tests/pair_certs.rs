@@ -203,6 +203,17 @@ fn both_serve_one_order(pair: &Pair, pebble: &Pebble) -> [Labgate; 2] {
     assert!(served[0].contains("serial="), "{served:?}");
     assert!(served[0].contains(&format!("DNS:*.{ZONE}")), "{served:?}");
     assert_eq!(served[0], served[1], "both nodes serve the one certificate");
+    // Each node says which it is, on /config and on the status page.
+    for (n, orders) in [(0, "first"), (1, "second")] {
+        let pair = &nodes[n].config()["pair"];
+        let want = serde_json::json!({"node": NODES[n], "peer": NODES[1 - n], "orders": orders});
+        assert_eq!(*pair, want, "node {n}");
+        let (_, page) = nodes[n].admin("GET", "/");
+        assert!(
+            page.contains(&format!("this node {} (the {orders}", NODES[n])),
+            "{page}"
+        );
+    }
     nodes
 }
 

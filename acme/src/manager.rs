@@ -137,6 +137,12 @@ impl Manager {
         self.entries.lock().ok()?.get(&key)?.current.clone()
     }
 
+    /// This machine's role in the configured pair, once found.
+    pub fn role(&self) -> Option<Role> {
+        let known = self.role.lock().unwrap_or_else(PoisonError::into_inner);
+        known.map(|(_, role)| role)
+    }
+
     /// Every managed certificate's state.
     pub fn status(&self) -> Vec<CertStatus> {
         self.entries
