@@ -17,6 +17,9 @@ use tokio::time::Instant;
 
 /// Time between two checks.
 pub const EVERY: Duration = Duration::from_secs(2);
+/// Time before a failed check is tried again: a check that met a connection of the process
+/// this one replaces (an upgrade's overlap) is not left to fail `/readyz` for [`EVERY`].
+pub const RETRY: Duration = Duration::from_millis(250);
 /// Time each listener has to answer.
 pub const TIMEOUT: Duration = Duration::from_secs(1);
 /// How old the last good check may be for `/readyz` (two checks missed).
@@ -191,8 +194,8 @@ async fn timeout(f: impl Future<Output = std::io::Result<()>>) -> std::io::Resul
     })
 }
 
-/// Checks `targets` every [`EVERY`] (sooner for a short watchdog) into `health` until
-/// cancelled, naming in TLS the name `sni` gives now; pings systemd's watchdog (`watchdog`:
+/// Checks `targets` every [`EVERY`] (sooner for a short watchdog; [`RETRY`] after a failed
+/// check) into `health` until cancelled, naming in TLS the name `sni` gives now; pings systemd's watchdog (`watchdog`:
 /// its interval) after each check that passed.
 pub async fn run(
     targets: Targets,
@@ -221,6 +224,9 @@ pub async fn run(
             _ => {}
         }
         failing = outcome.is_err();
+        if failing {
+            tick.reset_after(RETRY);
+        }
         health.record(&outcome);
         if let (Ok(()), Some(n), Some(_)) = (&outcome, &notifier, watchdog) {
             n.send("WATCHDOG=1");

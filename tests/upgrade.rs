@@ -277,8 +277,14 @@ fn an_upgrade_under_load_loses_no_query_and_fails_no_request() {
     let mut ws = websocket(http);
     assert_eq!(echo(&mut ws, b"after").expect("echo"), b"after");
     assert_ne!(new.0, old);
-    // The new process answers on the same ports, with the same admin endpoint.
-    assert_eq!(lg.admin("GET", "/readyz"), (200, "ready\n".to_owned()));
+    // The new process answers on the same ports, with the same admin endpoint, and is
+    // ready once its self-check passed (one that met the old process's last connections is
+    // tried again within 250 ms).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lg.admin("GET", "/readyz") != (200, "ready\n".to_owned()) {
+        assert!(Instant::now() < deadline, "{:?}", lg.admin("GET", "/readyz"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));

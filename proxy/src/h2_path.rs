@@ -42,8 +42,10 @@ const READ_CHUNK: usize = 8 * 1024;
 const IDLE_READ: usize = 512;
 /// Between the first GOAWAY of a stopping process (any stream id: "open no more") and the
 /// last (the highest stream taken): streams the client sent before it read the first are
-/// still served (RFC 9113 §6.8), so no request in flight is refused.
-const GOAWAY_NOTICE: Duration = Duration::from_secs(1);
+/// still served (RFC 9113 §6.8), so no request in flight is refused. Half the process's 1 s
+/// grace (`src/app.rs`): the streams taken have the other half to finish before the
+/// runtimes stop (a round trip on a LAN is well under it).
+const GOAWAY_NOTICE: Duration = Duration::from_millis(500);
 
 /// Serves an HTTP/2 connection (ALPN h2, TLS done) until it closes. When `shutdown` turns
 /// true (the process is stopping), a GOAWAY tells the client to open no more streams, and
