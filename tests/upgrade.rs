@@ -282,7 +282,11 @@ fn an_upgrade_under_load_loses_no_query_and_fails_no_request() {
     // tried again within 250 ms).
     let deadline = Instant::now() + Duration::from_secs(5);
     while lg.admin("GET", "/readyz") != (200, "ready\n".to_owned()) {
-        assert!(Instant::now() < deadline, "{:?}", lg.admin("GET", "/readyz"));
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            lg.admin("GET", "/readyz")
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let until = Instant::now() + Duration::from_secs(1);
