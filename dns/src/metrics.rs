@@ -286,26 +286,25 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
-        out.push_str("# HELP labgate_dns_overload_total Queries answered at once (stale or SERVFAIL) because the bound on queries waiting for upstreams was met, by limit.\n");
-        out.push_str("# TYPE labgate_dns_overload_total counter\n");
-        for limit in Limit::ALL {
-            let _ = writeln!(
-                out,
-                "labgate_dns_overload_total{{limit=\"{}\"}} {}",
-                limit.label(),
-                self.overload[limit as usize].load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP labgate_dns_updates_total RFC 2136 updates of ACME challenge values from the pair's peer, by result.\n");
-        out.push_str("# TYPE labgate_dns_updates_total counter\n");
-        for result in UpdateResult::ALL {
-            let _ = writeln!(
-                out,
-                "labgate_dns_updates_total{{result=\"{}\"}} {}",
-                result.label(),
-                self.updates[result as usize].load(Ordering::Relaxed)
-            );
-        }
+        labelled(
+            &mut out,
+            (
+                "labgate_dns_overload_total",
+                "Queries answered at once (stale or SERVFAIL) because the bound on queries waiting for upstreams was met, by limit.",
+            ),
+            "limit",
+            Limit::ALL.map(|l| (l.label(), self.overload[l as usize].load(Ordering::Relaxed))),
+        );
+        labelled(
+            &mut out,
+            (
+                "labgate_dns_updates_total",
+                "RFC 2136 updates of ACME challenge values from the pair's peer, by result.",
+            ),
+            "result",
+            UpdateResult::ALL
+                .map(|r| (r.label(), self.updates[r as usize].load(Ordering::Relaxed))),
+        );
         let _ = writeln!(
             out,
             "# HELP labgate_dns_queries_in_flight Queries waiting for the upstreams now.\n# TYPE labgate_dns_queries_in_flight gauge\nlabgate_dns_queries_in_flight {}",
@@ -317,5 +316,18 @@ impl Metrics {
             "Latency of successful upstream exchanges.",
         );
         out
+    }
+}
+
+/// A counter family with one label (`name{key="value"} n`), its HELP and TYPE first.
+fn labelled(
+    out: &mut String,
+    (name, help): (&str, &str),
+    key: &str,
+    rows: impl IntoIterator<Item = (&'static str, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, n) in rows {
+        let _ = writeln!(out, "{name}{{{key}=\"{value}\"}} {n}");
     }
 }
